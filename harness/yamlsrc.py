@@ -25,6 +25,9 @@ MAX_NODES_PER_FILE = 200_000  # after alias expansion: stops billion-laughs befo
 MAX_DEPTH = 200
 
 
+_COLLECTION_TAGS = {"tag:yaml.org,2002:map", "tag:yaml.org,2002:seq", "tag:yaml.org,2002:omap"}
+
+
 class SrcMap(dict):
     """A YAML mapping with the 1-based line/column of itself, each key and each value."""
 
@@ -125,6 +128,9 @@ class _Builder:
             )
         if depth > MAX_DEPTH:
             raise _TooBig(_loc(self.path, node), f"YAML nesting deeper than {MAX_DEPTH} levels")
+        if isinstance(node, (yaml.MappingNode, yaml.SequenceNode)) and node.tag not in _COLLECTION_TAGS:
+            self.problems.append(problem(_loc(self.path, node), f"unsupported YAML tag {node.tag!r} (manifests are plain YAML)",
+                                         "remove the tag"))
         if isinstance(node, yaml.MappingNode):
             out = SrcMap(_loc(self.path, node))
             for key_node, value_node in self._pairs(node):

@@ -1,0 +1,2 @@
+# The harness registers itself as a pytest plugin (entry point `recipe_harness` in
+# pyproject.toml); this file only marks the repository root for pytest.

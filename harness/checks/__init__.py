@@ -1,0 +1,122 @@
+"""The check registry: each check is one function with a stable id, a severity and a why.
+
+A check lives in `harness/checks/<topic>.py`, is registered with `@check(...)`, receives a
+loaded Recipe (or the whole RecipeTree for `scope="tree"`) and a CheckContext, and yields
+Problems. It never prints, exits or reads files on its own (the Recipe loads them).
+Its docstring is its documentation: first paragraph = why, then `Fails:` with an example.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import pkgutil
+import traceback
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Callable, Iterable, Literal
+
+from ..findings import Finding, Loc, Problem, Severity, display_path
+from ..model import FileCache, Recipe
+
+Scope = Literal["recipe", "tree"]
+TREE_ID = "catalogue"  # the pseudo recipe id of tree-level checks: static::catalogue::<check-id>
+
+
+@dataclass(frozen=True)
+class Check:
+    id: str
+    severity: Severity
+    scope: Scope
+    topic: str
+    fn: Callable[..., Iterable[Problem]]
+
+    @property
+    def why(self) -> str:
+        doc = inspect.getdoc(self.fn) or ""
+        return doc.split("\n\n")[0].replace("\n", " ")
+
+    @property
+    def doc(self) -> str:
+        return inspect.getdoc(self.fn) or ""
+
+
+REGISTRY: dict[str, Check] = {}
+
+
+def check(id: str, severity: Severity = Severity.ERROR, scope: Scope = "recipe") -> Callable:
+    """Register a check function under a stable id."""
+
+    def register(fn: Callable) -> Callable:
+        if id in REGISTRY and REGISTRY[id].fn.__qualname__ != fn.__qualname__:
+            raise ValueError(f"duplicate check id {id!r}")
+        topic = fn.__module__.rsplit(".", 1)[-1]
+        REGISTRY[id] = Check(id, severity, scope, topic, fn)
+        return fn
+
+    return register
+
+
+def all_checks() -> list[Check]:
+    """Import every module of this package once, then list the registered checks."""
+    for info in pkgutil.iter_modules(__path__):
+        if not info.name.startswith("_"):
+            importlib.import_module(f"{__name__}.{info.name}")
+    return sorted(REGISTRY.values(), key=lambda c: (c.scope != "tree", c.topic, c.id))
+
+
+@dataclass
+class RecipeTree:
+    """The whole recipes tree, for tree-level checks (docs in sync, layout of the tree)."""
+
+    root: Path
+    recipes: list[Recipe]
+    cache: FileCache
+
+
+@dataclass
+class CheckContext:
+    """Options and shared data for the checks of one run (loaded once, lazily)."""
+
+    root: Path
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def option(self, name: str, default: Any = None) -> Any:
+        return self.options.get(name, default)
+
+    @cached_property
+    def crd_schemas(self):
+        from ..schemas import CrdSchemas
+
+        return CrdSchemas(self.options.get("crd") or [])
+
+
+def run_check(chk: Check, subject: Recipe | RecipeTree, ctx: CheckContext) -> list[Finding]:
+    """Run one check; an exception inside a check becomes a finding, never a crash."""
+    recipe_id = subject.id if isinstance(subject, Recipe) else TREE_ID
+    findings: list[Finding] = []
+    try:
+        for p in chk.fn(subject, ctx) or ():
+            findings.append(to_finding(chk, p, recipe_id))
+    except Exception as exc:  # noqa: BLE001 - the run must complete and say what broke
+        where = subject.path if isinstance(subject, Recipe) else subject.root
+        tb = traceback.extract_tb(exc.__traceback__)[-1]
+        findings.append(
+            Finding(
+                chk.id, Severity.ERROR, display_path(where), 1, 1,
+                f"internal error in check {chk.id}: {type(exc).__name__}: {exc} "
+                f"(at {Path(tb.filename).name}:{tb.lineno})",
+                "this is a harness bug: please report it with the recipe that triggers it",
+                recipe_id,
+            )
+        )
+    return findings
+
+
+def to_finding(chk: Check, p: Problem, recipe_id: str) -> Finding:
+    loc: Loc = p.loc
+    return Finding(
+        chk.id, p.severity or chk.severity, display_path(loc.file), max(loc.line, 1), max(loc.column, 1),
+        p.message, p.hint, recipe_id,
+    )

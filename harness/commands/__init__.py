@@ -1,0 +1,12 @@
+"""Subcommands of `recipe-harness`: each module defines `add_parser(subparsers)` and sets `func`."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_selection_args(parser: argparse.ArgumentParser) -> None:
+    """The recipe selection options shared by every subcommand that works on recipes."""
+    parser.add_argument("--recipe", action="append", default=[], metavar="SEL", help="model prefix, recipe id or glob (repeatable)")
+    parser.add_argument("--recipes-dir", metavar="PATH", help="recipes tree (default: ./recipes)")
+    parser.add_argument("--changed-since", metavar="REF", help="only recipes touched since the merge base with REF")

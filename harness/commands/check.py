@@ -1,0 +1,52 @@
+"""`recipe-harness check`: the static checks without pytest, for scripts and pre-commit."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from ..changes import ChangeError
+from ..discovery import SelectionError
+from ..findings import Severity, sorted_findings
+from ..static import context_for, in_github_actions, make_selection, run_static, summary_line
+from . import add_selection_args
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("check", help="run the static checks and print findings")
+    add_selection_args(p)
+    p.add_argument("--crd", action="append", default=[], metavar="PATH", help="also validate against this CRD")
+    p.add_argument("--format", choices=("text", "json", "github"), default=None,
+                   help="text (default), json, or github annotations (default when GITHUB_ACTIONS is set)")
+    p.add_argument("--output", metavar="PATH", help="write the report here instead of stdout")
+    p.add_argument("--strict", action="store_true", help="warnings fail too")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        selection = make_selection(args.recipes_dir, args.recipe, args.changed_since)
+    except (SelectionError, ChangeError) as exc:
+        print(f"recipe-harness: {exc}", file=sys.stderr)
+        return 2
+    report = run_static(selection, context_for(selection, {"crd": [Path(p) for p in args.crd]}))
+    fmt = args.format or ("github" if in_github_actions() else "text")
+    if fmt == "json":
+        text = report.to_json()
+    elif fmt == "github":
+        text = "\n".join(f.github_annotation() for f in sorted_findings(report.findings))
+    else:
+        lines = [f.format() for f in sorted_findings(report.findings)]
+        lines.extend(selection.notes)
+        lines.append(summary_line(report))
+        text = "\n".join(lines)
+    if args.output:
+        Path(args.output).write_text(text + "\n")
+    else:
+        print(text)
+    failing = report.errors + (report.warnings if args.strict else 0)
+    return 1 if failing else 0
+
+
+__all__ = ["add_parser", "run", "Severity"]

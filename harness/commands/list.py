@@ -1,0 +1,58 @@
+"""`recipe-harness list`: the selected recipes, as text or as the nightly's JSON matrix."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from ..changes import ChangeError
+from ..discovery import SelectionError
+from ..model import Recipe, dig
+from ..static import make_selection
+from . import add_selection_args
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("list", help="list recipes (--json: the nightly matrix with hardware labels)")
+    add_selection_args(p)
+    p.add_argument("--json", action="store_true", help="a JSON array of {id, model, framework, mode, gpu, gpus, nodes, labels}")
+    p.add_argument("--hardware", action="append", default=[], metavar="LABEL",
+                   help="only recipes whose hardware labels or GPU type include LABEL (repeatable: any)")
+    p.set_defaults(func=run)
+
+
+def entry(recipe: Recipe) -> dict:
+    meta = recipe.metadata
+    gpu = dig(meta, "hardware", "gpu")
+    labels = list(dig(meta, "hardware", "labels") or [])
+    return {
+        "id": recipe.id, "model": recipe.model, "framework": recipe.framework, "mode": recipe.mode,
+        "gpu": gpu if isinstance(gpu, str) else None,
+        "gpus": meta.get("gpus") if isinstance(meta.get("gpus"), int) else None,
+        "nodes": meta.get("nodes") if isinstance(meta.get("nodes"), int) else None,
+        "labels": [str(x) for x in labels],
+        "status": meta.get("status") if isinstance(meta.get("status"), str) else None,
+    }
+
+
+def matches_hardware(e: dict, wanted: list[str]) -> bool:
+    if not wanted:
+        return True
+    have = {x.lower() for x in e["labels"]} | ({e["gpu"].lower()} if e["gpu"] else set())
+    return any(w.lower() in have for w in wanted)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        selection = make_selection(args.recipes_dir, args.recipe, args.changed_since)
+    except (SelectionError, ChangeError) as exc:
+        print(f"recipe-harness: {exc}", file=sys.stderr)
+        return 2
+    entries = [e for e in (entry(r) for r in selection.chosen) if matches_hardware(e, args.hardware)]
+    if args.json:
+        print(json.dumps(entries, indent=2))
+    else:
+        for e in entries:
+            print(f"{e['id']:<45} {e['gpus'] or '?':>3} x {e['gpu'] or '?':<6} {e['nodes'] or '?'} node(s)")
+    return 0

@@ -1,0 +1,35 @@
+"""`recipe-harness schemas import-crd`: turn a cluster's CRD into strict JSON Schemas."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from ..schemas import SCHEMAS_DIR, write_crd_schemas
+from ..yamlsrc import load_yaml_file, to_plain
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("schemas", help="schema tools")
+    inner = p.add_subparsers(dest="schemas_command", metavar="ACTION")
+    imp = inner.add_parser("import-crd", help="convert a CustomResourceDefinition into strict JSON Schemas (kubeconform layout)")
+    imp.add_argument("file", type=Path, help="CRD YAML (e.g. kubectl get crd dynamographdeployments.nvidia.com -o yaml)")
+    imp.add_argument("--out", type=Path, default=None, help=f"output folder (default: {SCHEMAS_DIR.name}/imported)")
+    imp.set_defaults(func=import_crd)
+    p.set_defaults(func=lambda a: (p.print_help(), 2)[1])
+
+
+def import_crd(args: argparse.Namespace) -> int:
+    loaded = load_yaml_file(args.file, None, max_bytes=64 << 20)
+    for prob in loaded.problems:
+        print(f"{prob.loc.file}:{prob.loc.line}:{prob.loc.column}: {prob.message}", file=sys.stderr)
+    crds = [to_plain(d.data) for d in loaded.documents if isinstance(d.data, dict) and d.kind == "CustomResourceDefinition"]
+    if not crds:
+        print(f"recipe-harness: {args.file}: no CustomResourceDefinition found", file=sys.stderr)
+        return 1
+    out = args.out or SCHEMAS_DIR / "imported"
+    for crd in crds:
+        for path in write_crd_schemas(crd, out):
+            print(f"wrote {path}")
+    return 0

@@ -1,0 +1,298 @@
+"""The pytest plugin: options, markers and one test item per recipe check or stage step.
+
+Test ids are stable and read as the recipe id: `static::<recipe-id>::<check-id>`,
+`sim::<recipe-id>::<step>`, `gpu::<recipe-id>::<step>`, and
+`static::catalogue::<check-id>` for checks of the whole tree.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from .checks import TREE_ID, Check, CheckContext, all_checks, run_check
+from .changes import ChangeError
+from .discovery import SelectionError
+from .findings import Finding, Report, Severity, sorted_findings
+from .model import Recipe
+from .stages import StageOptions, StageRun, StageSkip, load_stage
+from .static import Selection, context_for, dedupe, in_github_actions, make_selection
+
+STAGES = ("static", "sim", "gpu")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("recipe-harness", "Dynamo recipe harness")
+    group.addoption("--recipe", action="append", default=[], metavar="SEL",
+                    help="select recipes by model prefix (qwen3-235b), id (qwen3-32b/vllm/agg-round-robin) or glob; repeatable")
+    group.addoption("--recipes-dir", metavar="PATH", help="recipes tree to check (default: ./recipes)")
+    group.addoption("--changed-since", metavar="REF", help="only recipes touched since the merge base with REF (all when harness/ or schemas/ changed)")
+    group.addoption("--crd", action="append", default=[], metavar="PATH",
+                    help="also validate against this CustomResourceDefinition (e.g. the operator version on your cluster)")
+    group.addoption("--findings-json", metavar="PATH", help="write all static findings as JSON")
+    group.addoption("--max-file-bytes", type=int, default=None, metavar="N", help="size cap for one YAML file (default 1 MiB)")
+    group.addoption("--report-dir", metavar="PATH", default=None, help="where runs write reports (default reports/runs/<run-id>)")
+    group.addoption("--sim-profile", default="ci", help="sim load profile: ci (small, default) or laptop")
+    group.addoption("--sim-slowdown", type=float, default=1.0, metavar="F", help="run the mocker F times slower (proves regressions are caught)")
+    group.addoption("--keep-logs", action="store_true", help="keep process logs of passing sim runs")
+    group.addoption("--repeats", type=int, default=1, metavar="N", help="benchmark runs per recipe (median and CV)")
+    group.addoption("--update-baselines", action="store_true", help="write new baselines from valid runs")
+    group.addoption("--engine", choices=("real", "mocker"), default="real", help="gpu stage: real engines, or the Dynamo mocker on a CPU cluster")
+    group.addoption("--keep", action="store_true", help="gpu stage: keep the namespace after the run")
+    group.addoption("--perf-mode", choices=("job", "local"), default="job", help="gpu stage: run perf.yaml in the cluster, or AIPerf locally through the port-forward")
+    group.addoption("--kubeconfig", default=None, metavar="PATH", help="gpu stage: kubeconfig (default: KUBECONFIG, ~/.kube/config, in-cluster)")
+    group.addoption("--namespace", default=None, help="gpu stage: use this namespace instead of a fresh one per run")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    for name, text in (("static", "offline recipe checks"), ("sim", "CPU rehearsal with the Dynamo mocker"), ("gpu", "real cluster run")):
+        config.addinivalue_line("markers", f"{name}: {text}")
+    config.pluginmanager.register(RecipeHarness(config), "recipe-harness-session")
+
+
+class RecipeHarness:
+    """Per-session state: the selection, stage runs, findings for the reporters."""
+
+    def __init__(self, config: pytest.Config):
+        self.config = config
+        self.report = Report()
+        self.selection: Selection | None = None
+        self.ctx: CheckContext | None = None
+        self.runs: dict[tuple[str, str], StageRun] = {}
+        self.failed_step: dict[tuple[str, str], str] = {}
+        self.unavailable: dict[str, str | None] = {}
+        self.stage_options: StageOptions | None = None
+        self.notes: list[str] = []
+
+    # --- collection ------------------------------------------------------------------
+
+    def _wanted(self) -> bool:
+        opt = self.config.option
+        if opt.recipe or opt.recipes_dir or opt.changed_since:
+            return True
+        # plain `pytest` / `pytest -m static` (testpaths or no args): yes; `pytest tests/x.py`: no
+        return self.config.args_source != pytest.Config.ArgsSource.ARGS
+
+    def _stage_selected(self, stage: str) -> bool:
+        expr = self.config.option.markexpr
+        if not expr:
+            return True
+        from _pytest.mark.expression import Expression
+
+        try:
+            return Expression.compile(expr).evaluate(lambda name, **kw: name == stage)
+        except Exception:  # noqa: BLE001 - let pytest report a bad expression itself
+            return True
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_collection_modifyitems(self, session: pytest.Session, config: pytest.Config, items: list) -> None:
+        if not self._wanted():
+            return
+        opt = config.option
+        try:
+            self.selection = make_selection(opt.recipes_dir, opt.recipe, opt.changed_since, opt.max_file_bytes)
+        except (SelectionError, ChangeError) as exc:
+            raise pytest.UsageError(str(exc)) from None
+        self.notes.extend(self.selection.notes)
+        if not self.selection.all:
+            self.notes.append(f"no recipes found under {self.selection.root}")
+        self.ctx = context_for(self.selection, {"crd": [Path(p) for p in opt.crd]})
+        self.report.recipes = [r.id for r in self.selection.chosen]
+        new: list[pytest.Item] = []
+        if self._stage_selected("static"):
+            new.extend(self._static_items(session))
+        for stage_name in ("sim", "gpu"):
+            if self._stage_selected(stage_name) and self.selection.chosen:
+                new.extend(self._stage_items(session, stage_name))
+        items[:0] = new
+
+    def _static_items(self, session: pytest.Session) -> list[pytest.Item]:
+        assert self.selection is not None
+        suite = Suite.from_parent(session, name="static", nodeid="static")
+        checks = all_checks()
+        out: list[pytest.Item] = []
+        if self.selection.whole_tree or self.config.option.recipes_dir:
+            node = RecipeNode.from_parent(suite, name=TREE_ID)
+            out += [StaticCheckItem.from_parent(node, name=c.id, check=c, subject=self.selection.tree) for c in checks if c.scope == "tree"]
+        for recipe in self.selection.chosen:
+            node = RecipeNode.from_parent(suite, name=recipe.id)
+            out += [StaticCheckItem.from_parent(node, name=c.id, check=c, subject=recipe) for c in checks if c.scope == "recipe"]
+        for item in out:
+            item.add_marker(pytest.mark.static)
+        return out
+
+    def _stage_items(self, session: pytest.Session, stage_name: str) -> list[pytest.Item]:
+        assert self.selection is not None
+        suite = Suite.from_parent(session, name=stage_name, nodeid=stage_name)
+        out: list[pytest.Item] = []
+        try:
+            stage = load_stage(stage_name)
+        except ImportError as exc:
+            stage = None
+            self.unavailable[stage_name] = f"{stage_name} stage cannot load: {exc}"
+        for recipe in self.selection.chosen:
+            node = RecipeNode.from_parent(suite, name=recipe.id)
+            try:
+                steps = stage.steps(recipe) if stage else ["run"]
+            except Exception as exc:  # noqa: BLE001 - a broken recipe is a failing item, not a crash
+                steps = ["plan"]
+                self.failed_step[(stage_name, recipe.id)] = f"cannot plan: {type(exc).__name__}: {exc}"
+            for step in steps:
+                item = StepItem.from_parent(node, name=step, stage_name=stage_name, stage=stage, recipe=recipe)
+                item.add_marker(getattr(pytest.mark, stage_name))
+                out.append(item)
+        return out
+
+    # --- stage lifecycle ---------------------------------------------------------------
+
+    def options(self) -> StageOptions:
+        if self.stage_options is None:
+            opt = self.config.option
+            run_id = time.strftime("%Y%m%d-%H%M%S") + f"-{os.getpid()}"
+            report_dir = Path(opt.report_dir) if opt.report_dir else Path(self.config.rootpath) / "reports" / "runs" / run_id
+            self.stage_options = StageOptions(
+                report_dir=report_dir, sim_profile=opt.sim_profile, sim_slowdown=opt.sim_slowdown, keep_logs=opt.keep_logs,
+                repeats=opt.repeats, update_baselines=opt.update_baselines, engine=opt.engine, keep=opt.keep,
+                perf_mode=opt.perf_mode, kubeconfig=opt.kubeconfig, namespace=opt.namespace,
+            )
+        return self.stage_options
+
+    def run_for(self, item: "StepItem") -> StageRun:
+        key = (item.stage_name, item.recipe.id)
+        if key not in self.runs:
+            self.runs[key] = item.stage.open(item.recipe, self.options())
+        return self.runs[key]
+
+    def close(self, key: tuple[str, str]) -> None:
+        run = self.runs.pop(key, None)
+        if run is not None:
+            run.close()
+
+    @pytest.hookimpl(hookwrapper=True)
+    def pytest_runtest_teardown(self, item: pytest.Item, nextitem: pytest.Item | None):
+        yield
+        if isinstance(item, StepItem):
+            key = (item.stage_name, item.recipe.id)
+            next_key = (nextitem.stage_name, nextitem.recipe.id) if isinstance(nextitem, StepItem) else None
+            if next_key != key:
+                self.close(key)
+
+    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        for key in list(self.runs):
+            self.close(key)  # also on Ctrl-C and on failures: nothing the harness started survives
+        self.report.findings = dedupe(self.report.findings)
+        path = self.config.option.findings_json
+        if path and self.selection is not None:
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            Path(path).write_text(self.report.to_json())
+
+    # --- reporting ---------------------------------------------------------------------
+
+    def pytest_report_header(self, config: pytest.Config) -> list[str]:
+        lines = []
+        from .checks.schema import kubeconform_binary
+
+        if kubeconform_binary() is None:
+            lines.append("recipe-harness: kubeconform not on PATH: manifests are validated by the built-in schemas only")
+        return lines
+
+    def pytest_terminal_summary(self, terminalreporter, exitstatus: int, config: pytest.Config) -> None:
+        if self.selection is None:
+            return
+        tr = terminalreporter
+        for note in self.notes:
+            tr.write_line(f"recipe-harness: {note}")
+        findings = dedupe(self.report.findings)
+        warnings = [f for f in findings if f.severity is Severity.WARNING]
+        if warnings:
+            tr.section("recipe warnings", sep="-", yellow=True)
+            for f in sorted_findings(warnings):
+                tr.write_line(f.format())
+        if findings:
+            errors = sum(1 for f in findings if f.severity is Severity.ERROR)
+            tr.write_line(f"recipe-harness: {len(self.report.recipes)} recipes, {errors} error(s), {len(warnings)} warning(s)")
+        if in_github_actions():
+            for f in sorted_findings(findings):
+                tr.write_line(f.github_annotation())
+
+
+class Suite(pytest.Collector):
+    """`static`, `sim` or `gpu`: the first part of every recipe test id."""
+
+    def collect(self):  # items are created by the plugin, not collected from files
+        return []
+
+
+class RecipeNode(pytest.Collector):
+    def collect(self):
+        return []
+
+
+class StaticFailure(Exception):
+    def __init__(self, findings: list[Finding]):
+        self.findings = findings
+
+
+class StaticCheckItem(pytest.Item):
+    def __init__(self, *, check: Check, subject: Any, **kw):
+        super().__init__(**kw)
+        self.check = check
+        self.subject = subject
+
+    def runtest(self) -> None:
+        harness: RecipeHarness = self.config.pluginmanager.get_plugin("recipe-harness-session")
+        assert harness.ctx is not None
+        findings = run_check(self.check, self.subject, harness.ctx)
+        harness.report.findings.extend(findings)
+        errors = [f for f in findings if f.severity is Severity.ERROR]
+        if errors:
+            raise StaticFailure(sorted_findings(errors))
+
+    def repr_failure(self, excinfo, style=None):
+        if isinstance(excinfo.value, StaticFailure):
+            return "\n".join(f.format() for f in excinfo.value.findings) + f"\n\nwhy [{self.check.id}]: {self.check.why}"
+        return super().repr_failure(excinfo, style)
+
+    def reportinfo(self):
+        path = self.subject.path if isinstance(self.subject, Recipe) else self.subject.root
+        return path, None, f"static::{self.parent.name}::{self.name}"
+
+
+class StepItem(pytest.Item):
+    def __init__(self, *, stage_name: str, stage: Any, recipe: Recipe, **kw):
+        super().__init__(**kw)
+        self.stage_name = stage_name
+        self.stage = stage
+        self.recipe = recipe
+
+    def runtest(self) -> None:
+        harness: RecipeHarness = self.config.pluginmanager.get_plugin("recipe-harness-session")
+        key = (self.stage_name, self.recipe.id)
+        if self.stage_name not in harness.unavailable:
+            harness.unavailable[self.stage_name] = self.stage.available(harness.options()) if self.stage else "stage not loadable"
+        reason = harness.unavailable[self.stage_name]
+        if reason:
+            pytest.skip(reason)
+        if key in harness.failed_step:
+            if self.name == "plan":
+                pytest.fail(harness.failed_step[key], pytrace=False)
+            pytest.skip(f"an earlier step failed: {harness.failed_step[key]}")
+        try:
+            harness.run_for(self).run_step(self.name)
+        except StageSkip as exc:
+            harness.failed_step[key] = f"{self.name} skipped"
+            pytest.skip(str(exc))
+        except AssertionError as exc:
+            if self.name in ("deploy", "preflight", "ready", "model-cache", "plan"):
+                harness.failed_step[key] = f"{self.name}: {str(exc).splitlines()[0] if str(exc) else 'failed'}"
+            pytest.fail(str(exc), pytrace=False)
+        except Exception as exc:
+            harness.failed_step[key] = f"{self.name}: {type(exc).__name__}"
+            raise
+
+    def reportinfo(self):
+        return self.recipe.path, None, f"{self.stage_name}::{self.recipe.id}::{self.name}"

@@ -1,0 +1,33 @@
+"""Every defect fixture is caught with the right check id, file and line; the run completes."""
+
+from __future__ import annotations
+
+import pytest
+
+from harness.checks import all_checks
+from harness.static import context_for, make_selection, run_static
+
+from .defects import CATALOGUE, load_defects, materialise, selectors_for
+
+DEFECTS = load_defects()
+
+
+@pytest.mark.skipif(not CATALOGUE.is_dir(), reason="no shipped catalogue under recipes/")
+@pytest.mark.parametrize("defect", DEFECTS, ids=[d.name for d in DEFECTS])
+def test_defect_is_caught(defect, tmp_path):
+    root, expected = materialise(defect, tmp_path)
+    selection = make_selection(root, [s for s in selectors_for(defect) if s != "*"])
+    checks = [c for c in all_checks() if c.scope == "recipe" or any(e.check == c.id for e in expected)]
+    report = run_static(selection, context_for(selection), checks)
+    internal = [f for f in report.findings if f.message.startswith("internal error")]
+    assert not internal, "\n".join(f.format() for f in internal)
+    for exp in expected:
+        path = str(root / exp.file)
+        hits = [f for f in report.findings if f.check_id == exp.check and f.file == path]
+        assert hits, f"[{exp.check}] not reported on {exp.file}; got:\n" + "\n".join(
+            f.format() for f in report.findings) 
+        if exp.line is not None:
+            assert any(f.line == exp.line for f in hits), (
+                f"[{exp.check}] on {exp.file} at lines {[f.line for f in hits]}, expected {exp.line}")
+        if exp.message:
+            assert any(exp.message in f.message for f in hits), [f.message for f in hits]

@@ -1,0 +1,98 @@
+"""The pytest plugin end to end: test ids, selection errors, hostile foreign trees, reporters."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+pytest_plugins = ["pytester"]
+
+BILLION_LAUGHS = "a: &a [x,x,x,x,x,x,x,x,x]\n" + "".join(
+    f"{chr(98 + i)}: &{chr(98 + i)} [{', '.join([f'*{chr(97 + i)}'] * 9)}]\n" for i in range(7))
+
+
+def hostile_tree(root: Path) -> Path:
+    """A foreign recipes tree with one kind of breakage per recipe."""
+    def recipe(rid: str, files: dict[str, bytes | str]) -> Path:
+        d = root / rid
+        d.mkdir(parents=True)
+        for name, content in files.items():
+            (d / name).write_bytes(content if isinstance(content, bytes) else content.encode())
+        return d
+
+    recipe("m1/vllm/binary", {"deploy.yaml": b"\x89PNG\r\n\x1a\n\xff\xfe", "recipe.yaml": "schemaVersion: 1\n"})
+    recipe("m1/vllm/bomb", {"deploy.yaml": BILLION_LAUGHS})
+    recipe("m1/vllm/empty", {"deploy.yaml": ""})
+    recipe("m1/vllm/dupkey", {"deploy.yaml": "apiVersion: v1\nkind: ConfigMap\nkind: ConfigMap\nmetadata: {name: a}\n"})
+    recipe("m1/vllm/wrong-kind", {"deploy.yaml": "apiVersion: nvidia.com/v1alpha1\nkind: DynamoGraphDeploymnet\nmetadata: {name: a}\n"})
+    recipe("m1/vllm/huge", {"deploy.yaml": "a: 1\n" + ("#" * 80 + "\n") * 20000})
+    recipe("m1/vllm/not-a-mapping", {"deploy.yaml": "- just\n- a list\n", "recipe.yaml": "[1, 2]\n"})
+    recipe("m1/vllm/deep", {"deploy.yaml": "[" * 3000})
+    d = recipe("m1/tensorrt/agg", {})
+    (root.parent / "outside.yaml").write_text("kind: Secret\n")
+    (d / "deploy.yaml").symlink_to(root.parent / "outside.yaml")
+    return root
+
+
+def test_hostile_foreign_tree_completes_with_findings(pytester: pytest.Pytester):
+    tree = hostile_tree(pytester.path / "foreign")
+    out_json = pytester.path / "findings.json"
+    res = pytester.runpytest_subprocess("-m", "static", "--recipes-dir", str(tree), "--findings-json", str(out_json),
+                             "-p", "no:cacheprovider", "--max-file-bytes", "100000")
+    text = res.stdout.str()
+    assert res.ret == 1, text  # tests failed, no internal error, no usage error
+    assert "Traceback" not in text and "INTERNALERROR" not in text
+    assert "internal error in check" not in text
+    findings = json.loads(out_json.read_text())["findings"]
+    got = {(f["recipe"].rsplit("/", 1)[-1], f["check_id"]) for f in findings}
+    for mode in ("binary", "bomb", "empty", "dupkey", "huge", "deep"):
+        assert (mode, "yaml-well-formed") in got, mode
+    assert ("wrong-kind", "schema-valid") in got
+    assert ("not-a-mapping", "schema-valid") in got
+    assert ("agg", "yaml-well-formed") in got  # the symlink out of the tree
+    assert ("agg", "layout-framework-dir") in got
+    dup = next(f for f in findings if "duplicate key" in f["message"])
+    assert dup["line"] == 3
+    # every finding printed as path:line:col: [check-id] message
+    assert any(":3:1: [yaml-well-formed] duplicate key 'kind'" in line for line in text.splitlines())
+
+
+def test_test_ids_are_stable(pytester: pytest.Pytester):
+    tree = hostile_tree(pytester.path / "foreign")
+    res = pytester.runpytest_subprocess("-m", "static", "--recipes-dir", str(tree), "--collect-only", "-q", "-p", "no:cacheprovider")
+    ids = set(res.stdout.str().splitlines())
+    assert "static::m1/vllm/dupkey::yaml-well-formed" in ids
+    assert "static::m1/vllm/dupkey::schema-valid" in ids
+    assert "static::catalogue::layout-tree" in ids
+    assert not any(i.startswith(("sim::", "gpu::")) for i in ids)  # -m static builds no stage items
+
+
+def test_junit_names_carry_recipe_and_check(pytester: pytest.Pytester):
+    tree = hostile_tree(pytester.path / "foreign")
+    xml = pytester.path / "junit.xml"
+    pytester.runpytest_subprocess("-m", "static", "--recipes-dir", str(tree), f"--junitxml={xml}", "-p", "no:cacheprovider")
+    body = xml.read_text()
+    assert 'classname="static.m1/vllm/dupkey" name="yaml-well-formed"' in body
+
+
+def test_unknown_selector_is_a_usage_error_with_near_matches(pytester: pytest.Pytester):
+    tree = hostile_tree(pytester.path / "foreign")
+    res = pytester.runpytest_subprocess("-m", "static", "--recipes-dir", str(tree), "--recipe", "m2", "-p", "no:cacheprovider")
+    assert res.ret == pytest.ExitCode.USAGE_ERROR
+    assert "matches no recipe" in res.stderr.str() and "m1" in res.stderr.str()
+
+
+def test_github_annotations(pytester: pytest.Pytester, monkeypatch):
+    tree = hostile_tree(pytester.path / "foreign")
+    monkeypatch.setenv("GITHUB_ACTIONS", "true")
+    res = pytester.runpytest_subprocess("-m", "static", "--recipes-dir", str(tree), "--recipe", "m1/vllm/dupkey", "-p", "no:cacheprovider")
+    lines = [l for l in res.stdout.str().splitlines() if l.startswith("::error file=")]
+    assert any(",line=3," in l and "title=yaml-well-formed" in l for l in lines), res.stdout.str()
+
+
+def test_explicit_test_paths_do_not_pull_in_recipes(pytester: pytest.Pytester):
+    pytester.makepyfile(test_one="def test_x():\n    assert True\n")
+    res = pytester.runpytest_subprocess("test_one.py", "--collect-only", "-q", "-p", "no:cacheprovider")
+    assert "static::" not in res.stdout.str()
