@@ -144,6 +144,9 @@ class RecipeHarness:
             for step in steps:
                 item = StepItem.from_parent(node, name=step, stage_name=stage_name, stage=stage, recipe=recipe)
                 item.add_marker(getattr(pytest.mark, stage_name))
+                # one xdist worker runs a whole stage in order: a deployment lives across its steps,
+                # and two benchmarks sharing 2 cores would measure each other
+                item.add_marker(pytest.mark.xdist_group(stage_name))
                 out.append(item)
         return out
 
