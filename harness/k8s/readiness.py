@@ -1,0 +1,222 @@
+"""Pure readings of cluster objects: is the DGD ready, is a pod stuck for good, did a Job finish, how many GPUs fit."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+GPU_RESOURCE = "nvidia.com/gpu"
+GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
+# Waiting reasons that never clear without a change to the manifest or the cluster.
+IMAGE_PULL_REASONS = {"ImagePullBackOff", "ErrImagePull", "InvalidImageName", "ErrImageNeverPull"}
+CONFIG_REASONS = {"CreateContainerConfigError", "CreateContainerError"}
+CRASH_REASON = "CrashLoopBackOff"
+
+
+def _get(obj: Any, *keys: str) -> Any:
+    for key in keys:
+        if not isinstance(obj, dict):
+            return None
+        obj = obj.get(key)
+    return obj
+
+
+def condition(obj: dict, type_: str) -> dict | None:
+    for cond in _get(obj, "status", "conditions") or []:
+        if isinstance(cond, dict) and cond.get("type") == type_:
+            return cond
+    return None
+
+
+@dataclass(frozen=True)
+class DgdReadiness:
+    """What the operator says about a DynamoGraphDeployment."""
+
+    state: str  # initializing | pending | successful | failed | "" (no status yet)
+    ready: bool
+    failed: bool
+    message: str
+
+    def describe(self) -> str:
+        text = f"state={self.state or 'none'}, Ready={'True' if self.ready else 'False'}"
+        return f"{text} ({self.message})" if self.message else text
+
+
+def dgd_readiness(dgd: dict | None) -> DgdReadiness:
+    """Ready when state is successful and the Ready condition (when present) is True, for the
+    current generation: a stale status from a previous apply must not count."""
+    if not dgd:
+        return DgdReadiness("", False, False, "the DynamoGraphDeployment does not exist")
+    state = str(_get(dgd, "status", "state") or "")
+    cond = condition(dgd, "Ready")
+    message = str((cond or {}).get("message") or (cond or {}).get("reason") or "")
+    generation = _get(dgd, "metadata", "generation")
+    observed = _get(dgd, "status", "observedGeneration")
+    if isinstance(generation, int) and isinstance(observed, int) and observed < generation:
+        return DgdReadiness(state, False, False, f"status is for generation {observed}, spec is generation {generation}")
+    cond_true = cond is not None and str(cond.get("status")) == "True"
+    if cond is None:
+        ready = state == "successful"
+    else:
+        ready = cond_true and state in ("successful", "")
+    return DgdReadiness(state, ready, state == "failed", message)
+
+
+@dataclass(frozen=True)
+class Blocker:
+    """A pod that will not become ready on its own; `message` names the pod and the cause."""
+
+    pod: str
+    kind: str  # image | crash | config | unschedulable
+    message: str
+    container: str = ""
+
+
+def container_statuses(pod: dict) -> list[tuple[dict, dict]]:
+    """(container spec, container status) pairs, init containers first."""
+    spec = _get(pod, "spec") or {}
+    status = _get(pod, "status") or {}
+    out = []
+    for spec_key, status_key in (("initContainers", "initContainerStatuses"), ("containers", "containerStatuses")):
+        specs = {c.get("name"): c for c in spec.get(spec_key) or [] if isinstance(c, dict)}
+        for cs in status.get(status_key) or []:
+            if isinstance(cs, dict):
+                out.append((specs.get(cs.get("name"), {}), cs))
+    return out
+
+
+def pod_blocker(pod: dict, *, crashloop_restarts: int, unschedulable_for: float | None, unschedulable_grace: float) -> Blocker | None:
+    """The first permanent problem of one pod. `unschedulable_for`: seconds the caller has seen it
+    unschedulable (None when it is not), because the scheduler may be waiting for GPUs a previous
+    run is still releasing."""
+    name = str(_get(pod, "metadata", "name") or "?")
+    for spec, cs in container_statuses(pod):
+        waiting = _get(cs, "state", "waiting") or {}
+        reason = str(waiting.get("reason") or "")
+        detail = str(waiting.get("message") or "").strip()
+        cname = str(cs.get("name") or "")
+        image = str(spec.get("image") or cs.get("image") or "?")
+        if reason in IMAGE_PULL_REASONS:
+            msg = f"pod {name}: container {cname} cannot pull image {image} ({reason})"
+            return Blocker(name, "image", f"{msg}: {detail}" if detail else msg, cname)
+        if reason in CONFIG_REASONS:
+            return Blocker(name, "config", f"pod {name}: container {cname} cannot start ({reason}): {detail}", cname)
+        restarts = int(cs.get("restartCount") or 0)
+        if reason == CRASH_REASON and restarts >= crashloop_restarts:
+            last = _get(cs, "lastState", "terminated") or {}
+            why = f"exit code {last.get('exitCode')}" + (f", {last.get('reason')}" if last.get("reason") else "") if last else "no exit status"
+            return Blocker(name, "crash", f"pod {name}: container {cname} is crash-looping ({restarts} restarts, last {why})", cname)
+    sched = condition(pod, "PodScheduled")
+    if sched and str(sched.get("status")) == "False" and sched.get("reason") == "Unschedulable":
+        if unschedulable_for is not None and unschedulable_for >= unschedulable_grace:
+            detail = str(sched.get("message") or "").strip()
+            return Blocker(name, "unschedulable", f"pod {name} is unschedulable ({unschedulable_for:.0f}s): {detail}")
+    return None
+
+
+def is_unschedulable(pod: dict) -> bool:
+    sched = condition(pod, "PodScheduled")
+    return bool(sched and str(sched.get("status")) == "False" and sched.get("reason") == "Unschedulable")
+
+
+def pod_ready(pod: dict) -> bool:
+    cond = condition(pod, "Ready")
+    return bool(cond and str(cond.get("status")) == "True")
+
+
+def pod_summary(pods: list[dict]) -> str:
+    """`pods 2/3 ready (frontend-0: ContainerCreating)` for progress lines."""
+    if not pods:
+        return "no pods yet"
+    ready = [p for p in pods if pod_ready(p)]
+    waiting = []
+    for pod in pods:
+        if pod_ready(pod):
+            continue
+        reason = str(_get(pod, "status", "phase") or "Pending")
+        for _, cs in container_statuses(pod):
+            w = _get(cs, "state", "waiting", "reason")
+            if w:
+                reason = str(w)
+                break
+        if is_unschedulable(pod):
+            reason = "Unschedulable"
+        waiting.append(f"{_get(pod, 'metadata', 'name')}: {reason}")
+    text = f"pods {len(ready)}/{len(pods)} ready"
+    if waiting:
+        text += " (" + ", ".join(waiting[:3]) + (", ..." if len(waiting) > 3 else "") + ")"
+    return text
+
+
+@dataclass(frozen=True)
+class JobState:
+    phase: str  # running | succeeded | failed
+    message: str = ""
+
+
+def job_state(job: dict) -> JobState:
+    for type_, phase in (("Complete", "succeeded"), ("Failed", "failed")):
+        cond = condition(job, type_)
+        if cond and str(cond.get("status")) == "True":
+            return JobState(phase, str(cond.get("message") or cond.get("reason") or ""))
+    status = _get(job, "status") or {}
+    if int(status.get("succeeded") or 0) >= int(_get(job, "spec", "completions") or 1):
+        return JobState("succeeded")
+    return JobState("running", f"active={int(status.get('active') or 0)}, failed={int(status.get('failed') or 0)}")
+
+
+def product_matches(label: str, product: str) -> bool:
+    """`NVIDIA-H200` matches H200; `NVIDIA-GB200` does not match B200 (whole tokens only)."""
+    tokens = [t for t in re.split(r"[-_ .]", label.upper()) if t]
+    return product.upper() in tokens
+
+
+def _quantity(value: Any) -> int:
+    try:
+        return int(str(value))
+    except (TypeError, ValueError):
+        return 0
+
+
+@dataclass
+class GpuCapacity:
+    """Allocatable GPUs on schedulable, Ready nodes of one product."""
+
+    product: str
+    nodes: dict[str, int] = field(default_factory=dict)  # node name -> allocatable GPUs
+
+    @property
+    def total(self) -> int:
+        return sum(self.nodes.values())
+
+    @property
+    def largest_node(self) -> int:
+        return max(self.nodes.values(), default=0)
+
+    def describe(self) -> str:
+        if not self.nodes:
+            return f"no schedulable node with {GPU_PRODUCT_LABEL} matching {self.product}"
+        per_node = ", ".join(f"{n}: {g}" for n, g in sorted(self.nodes.items()))
+        return f"{self.total} allocatable {GPU_RESOURCE} on {len(self.nodes)} {self.product} node(s) ({per_node})"
+
+
+def gpu_capacity(nodes: list[dict], product: str) -> GpuCapacity:
+    cap = GpuCapacity(product)
+    for node in nodes:
+        label = str((_get(node, "metadata", "labels") or {}).get(GPU_PRODUCT_LABEL) or "")
+        if not label or not product_matches(label, product):
+            continue
+        if _get(node, "spec", "unschedulable"):
+            continue
+        ready = condition(node, "Ready")
+        if ready is not None and str(ready.get("status")) != "True":
+            continue
+        cap.nodes[str(_get(node, "metadata", "name"))] = _quantity((_get(node, "status", "allocatable") or {}).get(GPU_RESOURCE))
+    return cap
+
+
+def products_on(nodes: list[dict]) -> list[str]:
+    """Distinct GPU products of the cluster, for the hint when none matches."""
+    return sorted({str((_get(n, "metadata", "labels") or {}).get(GPU_PRODUCT_LABEL)) for n in nodes
+                   if (_get(n, "metadata", "labels") or {}).get(GPU_PRODUCT_LABEL)})
