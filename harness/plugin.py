@@ -88,6 +88,23 @@ class RecipeHarness:
         except Exception:  # noqa: BLE001 - let pytest report a bad expression itself
             return True
 
+    def pytest_ignore_collect(self, collection_path: Path, config: pytest.Config) -> bool | None:
+        """`pytest -m static` (or sim, gpu) selects recipe items only: the harness's own unit tests
+        carry no stage marker, so importing them would only cost time. Explicit paths are honoured."""
+        if config.args_source == pytest.Config.ArgsSource.ARGS or not config.option.markexpr:
+            return None
+        if collection_path.is_file() and collection_path.suffix == ".py" and not self._unmarked_selected():
+            return True
+        return None
+
+    def _unmarked_selected(self) -> bool:
+        from _pytest.mark.expression import Expression
+
+        try:
+            return Expression.compile(self.config.option.markexpr).evaluate(lambda name, **kw: False)
+        except Exception:  # noqa: BLE001
+            return True
+
     @pytest.hookimpl(tryfirst=True)
     def pytest_collection_modifyitems(self, session: pytest.Session, config: pytest.Config, items: list) -> None:
         if not self._wanted():

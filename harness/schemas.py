@@ -68,7 +68,7 @@ def _k8s_def_validator(definition: str) -> jsonschema.Validator | None:
     registry = _k8s_registry()
     if registry is None:
         return None
-    schema = {"$ref": f"/api/_definitions.json#/$defs/{definition}"}
+    schema = {"$ref": f"https://kubernetes.io/api/_definitions.json#/$defs/{definition}"}
     return jsonschema.Draft202012Validator(schema, registry=registry)
 
 

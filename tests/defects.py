@@ -46,14 +46,18 @@ class Defect:
     edits: list[dict]
     expect: list[Expected] = field(default_factory=list)
     recipes: list[str] = field(default_factory=list)  # selectors to run (default: the edited models)
+    broken: str = ""  # the fixture itself could not be read: its test fails with this
 
 
 def load_defects() -> list[Defect]:
     out = []
     for path in sorted(DEFECTS.glob("*.yaml")):
-        spec = yaml.safe_load(path.read_text())
-        expect = [Expected(e["check"], e["file"], e.get("line", "edit"), e.get("message", "")) for e in spec["expect"]]
-        out.append(Defect(path.stem, spec.get("why", ""), spec["edits"], expect, spec.get("recipes", [])))
+        try:
+            spec = yaml.safe_load(path.read_text())
+            expect = [Expected(e["check"], e["file"], e.get("line", "edit"), e.get("message", "")) for e in spec["expect"]]
+            out.append(Defect(path.stem, spec.get("why", ""), spec["edits"], expect, spec.get("recipes", [])))
+        except (yaml.YAMLError, KeyError, TypeError, AttributeError) as exc:  # one bad fixture fails one test
+            out.append(Defect(path.stem, "", [], broken=f"{path.name}: {type(exc).__name__}: {exc}"))
     return out
 
 

@@ -15,6 +15,7 @@ DEFECTS = load_defects()
 @pytest.mark.skipif(not CATALOGUE.is_dir(), reason="no shipped catalogue under recipes/")
 @pytest.mark.parametrize("defect", DEFECTS, ids=[d.name for d in DEFECTS])
 def test_defect_is_caught(defect, tmp_path):
+    assert not defect.broken, defect.broken
     root, expected = materialise(defect, tmp_path)
     selection = make_selection(root, [s for s in selectors_for(defect) if s != "*"])
     checks = [c for c in all_checks() if c.scope == "recipe" or any(e.check == c.id for e in expected)]
