@@ -38,6 +38,7 @@ class SchemaError:
     path: tuple
     message: str
     source: str  # which schema said so: "ours", "kubernetes 1.33", "crd <file>"
+    at_key: bool = False  # the last path element is an offending key: point at the key itself
 
 
 def schema_file(api_version: str, kind: str, base: Path = SCHEMAS_DIR) -> Path:
@@ -112,7 +113,24 @@ def errors(validator: jsonschema.Validator, instance: Any, source: str, prefix: 
     """Every error, leaves first (best_match-style: the most specific message per place)."""
     for err in sorted(validator.iter_errors(instance), key=lambda e: list(map(str, e.absolute_path))):
         leaf = _deepest(err)
-        yield SchemaError(prefix + tuple(leaf.absolute_path), _message(leaf), source)
+        path = prefix + tuple(leaf.absolute_path)
+        extra = _unexpected_keys(leaf)
+        if extra:
+            for key in extra:
+                yield SchemaError(path + (key,), _message(leaf, key), source, at_key=True)
+        else:
+            yield SchemaError(path, _message(leaf), source)
+
+
+def _unexpected_keys(err: jsonschema.ValidationError) -> list[str]:
+    """For an additionalProperties error, the keys the schema does not allow (sorted)."""
+    if err.validator != "additionalProperties" or not isinstance(err.instance, dict):
+        return []
+    allowed = set((err.schema or {}).get("properties", {}))
+    patterns = list((err.schema or {}).get("patternProperties", {}))
+    import re
+
+    return sorted(k for k in err.instance if k not in allowed and not any(re.search(p, str(k)) for p in patterns))
 
 
 def _deepest(err: jsonschema.ValidationError) -> jsonschema.ValidationError:
@@ -124,13 +142,13 @@ def _deepest(err: jsonschema.ValidationError) -> jsonschema.ValidationError:
     return err
 
 
-def _message(err: jsonschema.ValidationError) -> str:
+def _message(err: jsonschema.ValidationError, key: str | None = None) -> str:
     where = "/".join(str(p) for p in err.absolute_path) or "(document)"
+    if key is not None:
+        return f"{where}: unknown field {key!r} ({key!r} was unexpected; the API rejects unknown fields under strict validation)"
     msg = err.message
     if len(msg) > 300:
         msg = msg[:300] + "..."
-    if err.validator == "additionalProperties":
-        return f"{where}: {msg} (the API rejects unknown fields under strict validation)"
     return f"{where}: {msg}"
 
 

@@ -14,7 +14,7 @@ catalogue (`recipes/`) and the findings expected, with check id, file and line:
         line: edit                          # the line of the first edit in that file (default)
         message: my-tag                     # optional substring
 
-Other edits: `write: TEXT`, `write_hex: HEX` (raw bytes), `append: TEXT`, `delete: true`,
+Other edits: `write: TEXT`, `write_hex: HEX` (raw bytes), `append: TEXT`, `append_bytes: N`, `delete: true`,
 `symlink: TARGET` (relative to the link), `mkdir: true`, `remove_line_containing: TEXT`.
 """
 
@@ -106,6 +106,10 @@ def _apply(edit: dict, path: Path) -> int | None:
         before = path.read_text()
         path.write_text(before + edit["append"])
         return before.count("\n") + 1
+    if "append_bytes" in edit:  # pad with comment lines up to N more bytes
+        with path.open("a") as fh:
+            fh.write(("#" * 99 + "\n") * (int(edit["append_bytes"]) // 100 + 1))
+        return 1
     if edit.get("delete"):
         if path.is_dir():
             shutil.rmtree(path)

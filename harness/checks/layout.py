@@ -85,7 +85,8 @@ def kebab_case(recipe: Recipe, ctx: CheckContext) -> Iterator[Problem]:
     for part, kind in ((recipe.model, "model"), (recipe.mode, "mode")):
         if not KEBAB.match(part):
             yield problem(Loc(recipe.path), f"{kind} directory {part!r} is not kebab-case", "use lower-case words joined by '-'")
-    for path in _listing(recipe.path):
+    gaie = recipe.path / GAIE_DIR
+    for path in _listing(recipe.path) + (_listing(gaie) if gaie.is_dir() else []):
         stem = path.name.rsplit(".", 1)[0] if path.is_file() else path.name
         if path.name != "README.md" and not KEBAB.match(stem):
             yield problem(Loc(path), f"file name {path.name!r} is not kebab-case", "rename it in lower-case kebab-case")

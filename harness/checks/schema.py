@@ -33,7 +33,7 @@ def metadata_schema(recipe: Recipe, ctx: CheckContext) -> Iterator[Problem]:
         yield problem(f.documents[1].loc, f"{METADATA_FILE} must hold one document, found {len(f.documents)}")
     doc = f.documents[0]
     for err in errors(metadata_validator(), to_plain(doc.data), "ours"):
-        yield problem(loc_at_path(doc.data, err.path, doc.loc), err.message, "see schemas/recipe-metadata.json")
+        yield problem(_loc(doc.data, err, doc.loc), err.message, "see schemas/recipe-metadata.json")
 
 
 @check("metadata-matches-path")
@@ -112,7 +112,15 @@ def schema_valid(recipe: Recipe, ctx: CheckContext) -> Iterator[Problem]:
 
 def _at(doc: Document, err: SchemaError) -> Problem:
     src = "" if err.source == "ours" else f" [{err.source}]"
-    return problem(loc_at_path(doc.data, err.path, doc.loc), err.message + src)
+    return problem(_loc(doc.data, err, doc.loc), err.message + src)
+
+
+def _loc(root: Any, err: SchemaError, fallback: Loc) -> Loc:
+    if err.at_key and err.path:
+        parent = dig(root, *err.path[:-1]) if len(err.path) > 1 else root
+        if isinstance(parent, dict) and hasattr(parent, "key_loc"):
+            return parent.key_loc(err.path[-1])
+    return loc_at_path(root, err.path, fallback)
 
 
 # DGD fields that embed core Kubernetes objects, validated with the real OpenAPI definitions.
