@@ -1,0 +1,442 @@
+"""Cross-file consistency: the names and numbers one recipe writes in several files (model id,
+served name, frontend Service, PVCs, cache paths, secrets, benchmark shape, KV block size)
+agree, so the pieces find each other on a cluster."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Iterator
+from urllib.parse import urlsplit
+
+from ..findings import Loc, Problem, problem
+from ..model import Container, Recipe, Token, as_int, dig, mapping, sequence
+from . import CheckContext, check
+from ._workloads import Flag, Mount, Pod, Workloads, env_value, flag, under, workloads
+
+MODEL_FLAGS = ("--model", "--model-path")
+CACHE_ENV = ("HF_HOME", "HF_HUB_CACHE", "TRANSFORMERS_CACHE", "MODEL_PATH", "MODEL_DIR")
+FRONTEND_PORT = 8000
+DEFAULT_SECRET = "hf-token-secret"
+
+
+def _meta(recipe: Recipe, *keys: str) -> tuple[object, Loc]:
+    """A metadata value and its line (the deepest existing key's line when it is missing)."""
+    node, loc = recipe.metadata, recipe.metadata.loc
+    for key in keys:
+        if not isinstance(node, dict) or key not in node:
+            return None, loc
+        loc = node.loc_of(key)
+        node = node[key]
+    return node, loc
+
+
+def _engines(w: Workloads) -> Iterator[tuple[Pod, Token, list[Flag]]]:
+    """(worker pod, the `dynamo.X` word, its flags) for every worker that runs a Dynamo engine."""
+    for pod in w.workers:
+        found = w.engine(pod)
+        if found is None or pod.main is None:
+            continue
+        module, flags = found
+        at = next((t for cmd in w.script(pod.main).commands for t in cmd.words if t.value == module), None)
+        yield pod, at or Token(module, pod.main.loc), flags
+
+
+def _name(pod: Pod) -> str:
+    return pod.service.name if pod.service else pod.label
+
+
+# --- model identity ------------------------------------------------------------------------
+
+
+def download_model_ids(w: Workloads) -> list[Token]:
+    """What the model-download Job fetches: MODEL_ID env, else the `hf download <id>` argument."""
+    out: list[Token] = []
+    for pod in w.downloads:
+        for c in pod.containers:
+            env = env_value(c, "MODEL_ID")
+            if env is not None:
+                out.append(Token(env[0], env[1]))
+                continue
+            for cmd in w.script(c).commands:
+                words = cmd.program_words()
+                vals = [t.value for t in words]
+                if "download" in vals and words and words[0].value in ("hf", "huggingface-cli", "huggingface_hub"):
+                    rest = words[vals.index("download") + 1 :]
+                    if rest and not rest[0].value.startswith("-"):
+                        out.append(rest[0])
+    return out
+
+
+@check("model-id-consistent")
+def model_id_consistent(recipe: Recipe, ctx: CheckContext) -> Iterator[Problem]:
+    """The model the workers load (vLLM `--model`, SGLang/TRT-LLM `--model-path`, after env
+    expansion) is the metadata's `model.id`, and the model-download Job fetches it
+    (`MODEL_ID`): otherwise the workers load a model nobody cached, downloading it at start
+    (or failing offline), and the docs describe another model.
+
+    Fails: `--model-path Qwen/Qwen3-32B` in a recipe whose metadata says `Qwen/Qwen3-32B-FP8`.
+    """
+    model_id, id_loc = _meta(recipe, "model", "id")
+    if not isinstance(model_id, str):
+        return  # metadata-schema reports it
+    w = workloads(recipe)
+    for pod, at, flags in _engines(w):
+        f = flag(flags, *MODEL_FLAGS)
+        if f is None:
+            yield problem(at.loc, f"worker {_name(pod)} names no model ({' / '.join(MODEL_FLAGS)})", f"add --model {model_id}")
+        elif not f.value.value.startswith("/") and f.value.value != model_id:
+            yield problem(f.value.loc, f"worker {_name(pod)} loads {f.value.value} but recipe.yaml model.id is {model_id}",
+                          f"serve {model_id}, or fix model.id")
+    downloads = download_model_ids(w)
+    if w.downloads and not downloads:
+        pod = w.downloads[0]
+        yield problem(pod.main.loc if pod.main else pod.doc.loc, f"{pod.label} names no MODEL_ID",
+                      f"set env MODEL_ID: {model_id} on the download container")
+    elif downloads and model_id not in {t.value for t in downloads}:
+        where = downloads[0].loc if len(downloads) == 1 else id_loc
+        yield problem(where, f"the model-download Job fetches {', '.join(t.value for t in downloads)} but recipe.yaml model.id is {model_id}",
+                      f"download {model_id} in model-cache/model-download.yaml (MODEL_ID), or fix model.id")
+
+
+def perf_models(w: Workloads) -> list[Token]:
+    """What the benchmark requests: TARGET_MODEL and aiperf --model (deduplicated by place)."""
+    out: list[Token] = []
+    found = w.aiperf()
+    container = found[0] if found else w.perf_container
+    if container is not None:
+        env = env_value(container, "TARGET_MODEL")
+        if env is not None:
+            out.append(Token(*env))
+    if found:
+        f = flag(found[2], "--model", "--model-names", "-m")
+        if f is not None and all(t.loc != f.value.loc for t in out):
+            out.append(f.value)
+    return out
+
+
+@check("served-name-consistent")
+def served_name_consistent(recipe: Recipe, ctx: CheckContext) -> Iterator[Problem]:
+    """Every worker sets `--served-model-name` to the metadata's `model.servedName`, and the
+    perf Job requests that name (`TARGET_MODEL` / aiperf `--model`): the frontend lists the
+    served name in `/v1/models` and routes by it, so any other name gets 404s.
+
+    Fails: `--served-model-name llama-70b` on the worker and `TARGET_MODEL: RedHatAI/Llama-3.3-70B-Instruct-FP8-dynamic`.
+    """
+    served, served_loc = _meta(recipe, "model", "servedName")
+    if not isinstance(served, str):
+        return
+    w = workloads(recipe)
+    for pod, at, flags in _engines(w):
+        f = flag(flags, "--served-model-name")
+        if f is None:
+            yield problem(at.loc, f"worker {_name(pod)} has no --served-model-name: it serves the model path instead of {served!r}",
+                          f"add --served-model-name {served}")
+        elif f.value.value != served:
+            yield problem(f.value.loc, f"worker {_name(pod)} serves {f.value.value!r} but recipe.yaml model.servedName is {served!r}",
+                          "use one served name everywhere")
+    if w.perf is None:
+        return
+    models = perf_models(w)
+    if not models and w.aiperf():
+        yield problem(w.aiperf()[1].words[0].loc, "the perf Job names no model (TARGET_MODEL / aiperf --model)",
+                      f"set TARGET_MODEL: {served}")
+    for t in models:
+        if t.value != served:
+            yield problem(t.loc, f"the perf Job requests {t.value!r} but the workers serve {served!r}", f"request {served}")
+
+
+@check("perf-endpoint-is-frontend")
+def perf_endpoint_is_frontend(recipe: Recipe, ctx: CheckContext) -> Iterator[Problem]:
+    """The perf Job targets the frontend Service the operator creates,
+    `http://<dgd-name>-frontend:8000` (ENDPOINT_URL and aiperf `--url`). An upstream recipe
+    shipped `<name>-0:8000`, a Service that does not exist: the Job never reached the model.
+
+    Fails: `ENDPOINT_URL: http://llama-3-70b-vllm-agg-0:8000`.
+    """
+    w = workloads(recipe)
+    dep = recipe.deployment
+    if w.perf is None or dep is None or not dep.name:
+        return
+    # the operator names a component's Service <dgd>-<service name, lower-cased>
+    frontends = dep.frontends
+    expected = f"{dep.name}-{frontends[0].name.lower() if len(frontends) == 1 else 'frontend'}"
+    container = w.perf_container
+    found = w.aiperf()
+    urls: list[Token] = []
+    if container is not None:
+        env = env_value(container, "ENDPOINT_URL")
+        if env is not None:
+            urls.append(Token(*env))
+    if found:
+        f = flag(found[2], "--url", "-u")
+        if f is not None and all(t.loc != f.value.loc for t in urls):
+            urls.append(f.value)
+    if not urls and found:
+        yield problem(found[1].words[0].loc, "the perf Job names no endpoint (ENDPOINT_URL / aiperf --url)",
+                      f"set ENDPOINT_URL: http://{expected}:{FRONTEND_PORT}")
+    for t in urls:
+        text = t.value.strip()
+        parts = urlsplit(text if "://" in text else f"http://{text}")
+        try:
+            port = parts.port or (443 if parts.scheme == "https" else 80)
+        except ValueError:
+            port = -1
+        if parts.hostname != expected or port != FRONTEND_PORT or parts.scheme != "http":
+            yield problem(t.loc, f"the perf Job targets {text} but the frontend Service is {expected}:{FRONTEND_PORT} "
+                                 f"(the operator names it <DynamoGraphDeployment name>-frontend)",
+                          f"use http://{expected}:{FRONTEND_PORT}")
+
+
+# --- storage -------------------------------------------------------------------------------
+
+
+def claim_refs(w: Workloads) -> Iterator[tuple[str, Loc, str]]:
+    """Every PVC name a recipe uses: DGD spec.pvcs, service volumeMounts, pod volumes."""
+    dep = w.recipe.deployment
+    for item in sequence(dep.spec.get("pvcs") if dep else None) or []:
+        if mapping(item) is not None and isinstance(item.get("name"), str) and item.get("create") is not True:
+            yield item["name"], item.loc_of("name"), "spec.pvcs"
+    for pod in w.pods:
+        for name, loc in pod.claims:
+            yield name, loc, pod.label
+
+
+@check("pvc-defined")
+def pvc_defined(recipe: Recipe, ctx: CheckContext) -> Iterator[Problem]:
+    """Every PVC a recipe mounts or lists (DGD `spec.pvcs`, `volumeMounts`, Job volumes'
+    `claimName`) is defined by the model's `model-cache/model-cache.yaml` (or created by the
+    DGD with `create: true`): a wrong name leaves pods Pending forever. Upstream shipped PVC
+    names that did not match.
+
+    Fails: `claimName: model-cache-pvc` while model-cache.yaml defines `model-cache`.
+    """
+    w = workloads(recipe)
+    defined = w.pvc_docs()
+    names = ", ".join(sorted(defined)) or "none"
+    seen: set[tuple] = set()
+    for name, loc, where in claim_refs(w):
+        key = (name, loc)
+        if name not in defined and key not in seen:
+            seen.add(key)
+            yield problem(loc, f"PVC {name!r} ({where}) is not defined in {recipe.model}/model-cache/model-cache.yaml (defines: {names})",
+                          f"use one of: {names}" if defined else "define the PVC in model-cache/model-cache.yaml")
+
+
+def _on_claim(path: str, mounts: list[Mount]) -> tuple[str, str] | None:
+    """(claim, path inside the claim) of an absolute path under one of the mounts."""
+    m = under(path, mounts)
+    if m is None:
+        return None
+    rel = path[len(m.path.rstrip("/")):].strip("/")
+    claim, _, sub = m.claim.partition("/")
+    return claim, "/".join(p for p in (sub, rel) if p)
+
+
+def _cache_home(pod: Pod, c: Container) -> tuple[tuple[str, str] | None, Loc, str] | None:
+    for name in ("HF_HUB_CACHE", "HF_HOME"):
+        env = env_value(c, name)
+        if env is not None and env[0].startswith("/"):
+            path = env[0] if name == "HF_HUB_CACHE" else env[0].rstrip("/") + "/hub"
+            return _on_claim(path, pod.mounts_of(c)), env[1], name
+    return None
+
+
+@check("model-path-on-pvc")
+def model_path_on_pvc(recipe: Recipe, ctx: CheckContext) -> Iterator[Problem]:
+    """Cache and model paths (`HF_HOME`, `HF_HUB_CACHE`, `MODEL_PATH`, an absolute
+    `--model`) lie under a mounted PVC, and the workers read the cache where the download Job
+    wrote it (same claim, same path inside it): otherwise every pod downloads the model again
+    into its own disk at start, or cannot find it offline.
+
+    Fails: `HF_HOME: /root/.cache/huggingface` on a worker whose PVC is mounted at /model-cache.
+    """
+    w = workloads(recipe)
+    for pod in w.pods:
+        for c in pod.containers:
+            mounts = pod.mounts_of(c)
+            for name in CACHE_ENV:
+                env = env_value(c, name)
+                if env is not None and env[0].startswith("/") and under(env[0], mounts) is None:
+                    yield problem(env[1], f"{name}={env[0]} in {pod.label} is not on a mounted PVC "
+                                          f"({', '.join(m.path for m in mounts) or 'no PVC mounted'})",
+                                  "mount the model-cache PVC and point it under the mount path")
+    for pod, at, flags in _engines(w):
+        f = flag(flags, *MODEL_FLAGS)
+        if f is not None and f.value.value.startswith("/") and pod.main and under(f.value.value, pod.mounts_of(pod.main)) is None:
+            yield problem(f.value.loc, f"worker {_name(pod)} loads {f.value.value}, which is not on a mounted PVC",
+                          "mount the model-cache PVC and load the model from under it")
+    # the workers' cache is where the download Job put it
+    written = {home[0] for pod in w.downloads for c in pod.containers if (home := _cache_home(pod, c)) and home[0]}
+    if not written:
+        return
+    for pod in w.workers:
+        if pod.main is None:
+            continue
+        home = _cache_home(pod, pod.main)
+        if home is None:
+            yield problem(pod.main.loc, f"worker {_name(pod)} sets no HF_HOME: it downloads the model again instead of reading the cache",
+                          f"set HF_HOME so that the hub cache is {sorted(written)[0][0]}:/{sorted(written)[0][1]}")
+        elif home[0] is not None and home[0] not in written:
+            claim, rel = home[0]
+            want = ", ".join(f"{c}:/{r}" for c, r in sorted(written))
+            yield problem(home[1], f"worker {_name(pod)} reads the hub cache at {claim}:/{rel} but the download Job writes {want}",
+                          "point HF_HOME at the same directory of the same PVC as the download Job")
+
+
+# --- secrets -------------------------------------------------------------------------------
+
+
+def secret_refs(w: Workloads) -> Iterator[tuple[str, Loc, Pod]]:
+    """Secret names the recipe's pods read env from (envFromSecret, secretKeyRef, envFrom)."""
+    for pod in w.pods:
+        if pod.service is not None and isinstance(pod.service.data.get("envFromSecret"), str):
+            yield pod.service.data["envFromSecret"], pod.service.data.loc_of("envFromSecret"), pod
+        envs = [sequence(pod.service.data.get("envs"))] if pod.service is not None else []
+        for c in pod.containers:
+            envs.append(sequence(c.data.get("env")))
+            for item in sequence(c.data.get("envFrom")) or []:
+                ref = mapping(dig(item, "secretRef"))
+                if ref is not None and isinstance(ref.get("name"), str):
+                    yield ref["name"], ref.loc_of("name"), pod
+        for env in envs:
+            for item in env or []:
+                ref = mapping(dig(item, "valueFrom", "secretKeyRef"))
+                if ref is not None and isinstance(ref.get("name"), str):
+                    yield ref["name"], ref.loc_of("name"), pod
+
+
+@check("secret-name-consistent")
+def secret_name_consistent(recipe: Recipe, ctx: CheckContext) -> Iterator[Problem]:
+    """One secret name across the recipe (default `hf-token-secret`): the one the
+    model-download Job reads is the one users create from the README, so a worker, EPP or
+    perf Job that names another one fails with CreateContainerConfigError.
+
+    Fails: `envFromSecret: hf-secret` on a worker while the download Job reads `hf-token-secret`.
+    """
+    w = workloads(recipe)
+    refs = list(secret_refs(w))
+    if not refs:
+        return
+    from_download = [name for name, _, pod in refs if pod in w.downloads]
+    if from_download:
+        expected, source = from_download[0], "the model-download Job"
+    else:
+        counts = Counter(name for name, _, _ in refs)
+        expected = DEFAULT_SECRET if DEFAULT_SECRET in counts else counts.most_common(1)[0][0]
+        source = "the rest of the recipe"
+    for name, loc, pod in refs:
+        if name != expected:
+            yield problem(loc, f"{pod.label} reads secret {name!r} but {source} uses {expected!r}",
+                          f"use secret {expected!r} (one token secret per namespace, created once from the README)")
+
+
+# --- benchmark shape ------------------------------------------------------------------------
+
+
+def _perf_numbers(w: Workloads, env_names: tuple[str, ...], flag_names: tuple[str, ...]) -> list[Token]:
+    """An integer the perf Job states as env and/or aiperf flag (one Token per place)."""
+    out: list[Token] = []
+    container = w.perf_container
+    if container is not None:
+        for name in env_names:
+            env = env_value(container, name)
+            if env is not None:
+                out.append(Token(*env))
+    found = w.aiperf()
+    if found:
+        f = flag(found[2], *flag_names)
+        if f is not None and all(t.loc != f.value.loc for t in out):
+            out.append(f.value)
+    return out
+
+
+@check("perf-concurrency-matches-metadata")
+def perf_concurrency_matches_metadata(recipe: Recipe, ctx: CheckContext) -> Iterator[Problem]:
+    """The perf Job's concurrency (`CONCURRENCY`, aiperf `--concurrency`) and GPU count
+    (`DEPLOYMENT_GPU_COUNT`) are the metadata's `benchmark.concurrency` and `gpus`, and
+    concurrency = `concurrencyPerGpu` x `gpus`: per-GPU throughput and the baselines are
+    computed from these numbers.
+
+    Fails: `CONCURRENCY: "64"` with `benchmark: {concurrency: 32}`.
+    """
+    concurrency, c_loc = _meta(recipe, "benchmark", "concurrency")
+    per_gpu, _ = _meta(recipe, "benchmark", "concurrencyPerGpu")
+    gpus, _ = _meta(recipe, "gpus")
+    if isinstance(concurrency, int) and isinstance(per_gpu, int) and isinstance(gpus, int) and per_gpu * gpus != concurrency:
+        yield problem(c_loc, f"benchmark.concurrency is {concurrency} but concurrencyPerGpu x gpus = {per_gpu} x {gpus} = {per_gpu * gpus}",
+                      f"set benchmark.concurrency: {per_gpu * gpus}")
+    w = workloads(recipe)
+    if w.perf is None:
+        return
+    checks = (
+        (concurrency, "benchmark.concurrency", ("CONCURRENCY",), ("--concurrency",)),
+        (per_gpu, "benchmark.concurrencyPerGpu", ("CONCURRENCY_PER_GPU",), ()),
+        (gpus, "gpus", ("DEPLOYMENT_GPU_COUNT",), ()),
+    )
+    for expected, key, env_names, flag_names in checks:
+        if not isinstance(expected, int):
+            continue
+        for t in _perf_numbers(w, env_names, flag_names):
+            if as_int(t.value) != expected:
+                yield problem(t.loc, f"the perf Job uses {t.value} but recipe.yaml {key} is {expected}", f"use {expected}")
+
+
+@check("perf-lengths-match-metadata")
+def perf_lengths_match_metadata(recipe: Recipe, ctx: CheckContext) -> Iterator[Problem]:
+    """The perf Job's input and output lengths and request count (ISL/OSL env, aiperf
+    `--synthetic-input-tokens-mean`, `--output-tokens-mean`, `--request-count`) are the
+    metadata's `benchmark.isl`, `osl` and `requestCount`: the targets and the catalogue
+    table quote those.
+
+    Fails: `--output-tokens-mean 512` with `benchmark: {osl: 1024}`.
+    """
+    w = workloads(recipe)
+    if w.perf is None:
+        return
+    checks = (
+        ("isl", ("ISL",), ("--synthetic-input-tokens-mean", "--isl", "--prompt-input-tokens-mean")),
+        ("osl", ("OSL",), ("--output-tokens-mean", "--osl", "--prompt-output-tokens-mean")),
+        ("requestCount", ("REQUEST_COUNT",), ("--request-count", "--num-requests")),
+    )
+    for key, env_names, flag_names in checks:
+        expected, _ = _meta(recipe, "benchmark", key)
+        if not isinstance(expected, int):
+            continue
+        for t in _perf_numbers(w, env_names, flag_names):
+            if as_int(t.value) != expected:
+                yield problem(t.loc, f"the perf Job uses {t.value} but recipe.yaml benchmark.{key} is {expected}", f"use {expected}")
+
+
+# --- endpoint picker -------------------------------------------------------------------------
+
+BLOCK_FLAGS = ("--block-size", "--page-size", "--tokens-per-block")
+
+
+@check("epp-block-size-matches")
+def epp_block_size_matches(recipe: Recipe, ctx: CheckContext) -> Iterator[Problem]:
+    """The GAIE endpoint picker's KV block size (`DYN_KV_BLOCK_SIZE` or any `*BLOCK_SIZE*`
+    env) equals the workers' `--block-size` (SGLang `--page-size`): the picker hashes prompts
+    into blocks of that size to find cached prefixes, and a different size silently
+    mis-scores every request.
+
+    Fails: `DYN_KV_BLOCK_SIZE: "32"` with workers at `--block-size 16`.
+    """
+    w = workloads(recipe)
+    epp_sizes = [(name, Token(*env)) for pod in w.epp for c in pod.containers
+                 for name in sorted(c.env) if "BLOCK_SIZE" in name.upper() and (env := env_value(c, name))]
+    if not epp_sizes:
+        return
+    worker_sizes: dict[str, Token] = {}
+    for pod, at, flags in _engines(w):
+        f = flag(flags, *BLOCK_FLAGS)
+        if f is None:
+            yield problem(at.loc, f"the endpoint picker assumes a KV block size but worker {_name(pod)} sets no --block-size "
+                                  "(the engine default may differ)", f"add --block-size {epp_sizes[0][1].value}")
+        else:
+            worker_sizes[_name(pod)] = f.value
+    for name, t in epp_sizes:
+        for worker, size in worker_sizes.items():
+            if as_int(t.value) != as_int(size.value):
+                yield problem(t.loc, f"endpoint picker {name}={t.value} but worker {worker} uses --block-size {size.value}",
+                              f"set {name}: \"{size.value}\"")
+                break

@@ -1,0 +1,315 @@
+"""Image checks: every container names a pinned, published image of the right repository,
+one Dynamo release per recipe, listed in the version matrix, from an allowed registry."""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from dataclasses import dataclass
+from typing import Iterator
+
+from ..findings import Loc, Problem, problem
+from ..model import Container, Recipe
+from ..versions import VERSIONS_FILE, VersionMatrix, version_matrix
+from . import CheckContext, check
+from ._workloads import Pod, workloads
+
+DYNAMO_PREFIX = "nvcr.io/nvidia/ai-dynamo/"
+RUNTIME_REPOSITORY = {"vllm": "vllm-runtime", "sglang": "sglang-runtime", "trtllm": "tensorrtllm-runtime"}
+DYNAMO_REPOSITORIES = set(RUNTIME_REPOSITORY.values()) | {"dynamo-frontend", "dynamo-planner"}
+KNOWN_WRONG_REPOSITORIES = {
+    "trtllm-runtime": "tensorrtllm-runtime",
+    "tensorrt-llm-runtime": "tensorrtllm-runtime",
+    "vllm-runtime-cuda": "vllm-runtime",
+    "frontend": "dynamo-frontend",
+}
+# Used when neither the run (--registries) nor recipes/versions.yaml says otherwise.
+DEFAULT_REGISTRIES = ("nvcr.io", "docker.io", "ghcr.io", "quay.io", "registry.k8s.io", "public.ecr.aws")
+
+_DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
+_RELEASE = re.compile(r"^v?(\d+\.\d+\.\d+(?:(?:\.post|\.dev|rc|-rc\.?|\.rc)\d+)?)")
+_PLACEHOLDER_CHARS = re.compile(r"[${}<>()*\s]")
+_PLACEHOLDER_TAGS = {
+    "my-tag", "mytag", "tag", "version", "your-tag", "yourtag", "changeme", "change-me", "todo", "tbd", "xxx",
+    "placeholder", "release", "dev", "test", "none", "null", "undefined", "image-tag", "<tag>",
+}
+_LETTER_VERSION = re.compile(r"^v?[a-zA-Z](?:[.-][a-zA-Z])+$")  # x.y.z, X.Y.Z, vX.Y
+_FLOATING_TAGS = {"latest", "main", "master", "nightly", "stable", "edge", "head"}
+
+
+@dataclass(frozen=True)
+class ImageRef:
+    """A parsed image reference: [registry/]repository[:tag][@digest]."""
+
+    text: str
+    registry: str
+    repository: str
+    tag: str
+    digest: str
+
+    @property
+    def name(self) -> str:
+        return f"{self.registry}/{self.repository}" if self.registry else self.repository
+
+    @property
+    def basename(self) -> str:
+        return self.repository.rsplit("/", 1)[-1]
+
+    @property
+    def is_dynamo(self) -> bool:
+        return self.name.startswith(DYNAMO_PREFIX)
+
+    @property
+    def release(self) -> str:
+        m = _RELEASE.match(self.tag)
+        return m.group(1) if m else ""
+
+
+def parse_image(text: str) -> ImageRef:
+    rest, _, digest = text.strip().partition("@")
+    slash = rest.rfind("/")
+    colon = rest.rfind(":")
+    tag = ""
+    if colon > slash:
+        rest, tag = rest[:colon], rest[colon + 1 :]
+    registry, _, repository = rest.partition("/")
+    if not repository or not ("." in registry or ":" in registry or registry == "localhost"):
+        registry, repository = "", rest
+    return ImageRef(text, registry, repository, tag, digest)
+
+
+def placeholder_reason(tag: str) -> str:
+    """Why a tag is not a real published tag ("" when it looks like one)."""
+    if not tag:
+        return ""
+    low = tag.lower()
+    if _PLACEHOLDER_CHARS.search(tag):
+        return "an unexpanded placeholder"
+    if low in _PLACEHOLDER_TAGS or low.startswith("my-") or low.startswith("your-"):
+        return "a placeholder"
+    if _LETTER_VERSION.match(tag):
+        return "a version placeholder"
+    if re.fullmatch(r"[A-Z][A-Z0-9_]*", tag):
+        return "a placeholder (an upper-case variable name)"
+    return ""
+
+
+@dataclass(frozen=True)
+class ImageUse:
+    """One container's image, where it is written, and what runs it."""
+
+    ref: ImageRef
+    loc: Loc
+    pod: Pod
+    container: Container
+
+    @property
+    def where(self) -> str:
+        return self.pod.label + (f" container {self.container.name}" if self.container.name else "")
+
+
+def image_uses(recipe: Recipe) -> list[ImageUse]:
+    """Every container image of the recipe that is a non-empty string."""
+    out = []
+    for pod in workloads(recipe).pods:
+        for c in pod.containers:
+            if isinstance(c.image, str) and c.image.strip():
+                out.append(ImageUse(parse_image(c.image), c.image_loc, pod, c))
+    return out
+
+
+@check("image-reference-pinned")
+def image_reference_pinned(recipe: Recipe, ctx: CheckContext) -> Iterator[Problem]:
+    """Every container (DGD services, perf Job, download Job, EPP) names a full reference,
+    `registry/repository:tag` or `@sha256:<digest>`, with a real tag. `latest` moves under
+    you, and placeholders (`my-tag`, `${VERSION}`, `x.y.z`) were shipped upstream: the
+    pods never start (ErrImagePull).
+
+    Fails: `image: nvcr.io/nvidia/ai-dynamo/vllm-runtime:my-tag`.
+    """
+    for pod in workloads(recipe).pods:
+        for c in pod.containers:
+            where = pod.label + (f" container {c.name}" if c.name else "")
+            image = c.image
+            if not isinstance(image, str) or not image.strip():
+                yield problem(c.image_loc, f"{where} has no image", "name a pinned image, e.g. nvcr.io/nvidia/ai-dynamo/vllm-runtime:1.4.0")
+                continue
+            yield from _pinned(parse_image(image), c.image_loc, where)
+
+
+def _pinned(ref: ImageRef, loc: Loc, where: str) -> Iterator[Problem]:
+    hint = "pin a published release tag (e.g. :1.4.0) or a @sha256 digest"
+    if _PLACEHOLDER_CHARS.search(ref.text.strip()):
+        yield problem(loc, f"image {ref.text!r} of {where} contains an unexpanded placeholder; Kubernetes does not expand it", hint)
+        return
+    if not ref.registry:
+        full = ref.repository if "/" in ref.repository else f"library/{ref.repository}"
+        yield problem(loc, f"image {ref.text!r} of {where} names no registry (it resolves to docker.io silently)",
+                      f"write the full reference, e.g. docker.io/{full}:{ref.tag or '<tag>'}")
+    if ref.digest:
+        if not _DIGEST.match(ref.digest):
+            yield problem(loc, f"image digest {ref.digest!r} of {where} is not sha256:<64 hex>", "copy the digest from the registry")
+    elif not ref.tag:
+        yield problem(loc, f"image {ref.text!r} of {where} has no tag, so it is 'latest'", hint)
+    elif ref.tag.lower() in _FLOATING_TAGS:
+        yield problem(loc, f"image tag {ref.tag!r} of {where} is not pinned (it moves)", hint)
+    else:
+        reason = placeholder_reason(ref.tag)
+        if reason:
+            yield problem(loc, f"image tag {ref.tag!r} of {where} is {reason}, not a published tag", hint)
+
+
+def _framework(recipe: Recipe) -> str:
+    dep = recipe.deployment
+    fw = (dep.backend_framework if dep else "") or recipe.framework
+    return {"tensorrtllm": "trtllm", "tensorrt-llm": "trtllm"}.get(fw.lower(), fw.lower())
+
+
+@check("image-repository-matches-backend")
+def image_repository_matches_backend(recipe: Recipe, ctx: CheckContext) -> Iterator[Problem]:
+    """The runtime image must carry the engine named by `backendFramework`:
+    `vllm-runtime`, `sglang-runtime` or `tensorrtllm-runtime` (frontend and planner may use
+    `dynamo-frontend` / `dynamo-planner`). An upstream recipe used `trtllm-runtime`, which was
+    never published, and a vLLM image under a TRT-LLM graph fails at start.
+
+    Fails: `backendFramework: trtllm` with `image: nvcr.io/nvidia/ai-dynamo/trtllm-runtime:1.4.0`.
+    """
+    framework = _framework(recipe)
+    expected = RUNTIME_REPOSITORY.get(framework)
+    for use in image_uses(recipe):
+        if not use.ref.is_dynamo:
+            continue
+        repo = use.ref.name[len(DYNAMO_PREFIX):]
+        fix = f"use {DYNAMO_PREFIX}{expected}:<release>" if expected else "use the runtime image of the recipe's backend"
+        if repo in KNOWN_WRONG_REPOSITORIES:
+            yield problem(use.loc, f"{DYNAMO_PREFIX}{repo} is a known-wrong repository name (never published); "
+                                   f"the published one is {KNOWN_WRONG_REPOSITORIES[repo]}",
+                          f"use {DYNAMO_PREFIX}{KNOWN_WRONG_REPOSITORIES[repo]}")
+        elif repo not in DYNAMO_REPOSITORIES:
+            yield problem(use.loc, f"{DYNAMO_PREFIX}{repo} is not a published Dynamo repository "
+                                   f"({', '.join(sorted(DYNAMO_REPOSITORIES))})", fix)
+        elif repo.endswith("-runtime") and expected and repo != expected:
+            yield problem(use.loc, f"{use.where} runs {repo} but backendFramework is {framework} (needs {expected})", fix)
+        elif use.pod.service is not None and use.pod.service.is_worker and expected and repo != expected:
+            yield problem(use.loc, f"worker {use.pod.service.name} runs {repo}, which has no {framework} engine", fix)
+
+
+def recipe_release(recipe: Recipe) -> tuple[str, list[ImageUse]]:
+    """The Dynamo release of the recipe (the most common one, the workers' on a tie) and its images."""
+    uses = [u for u in image_uses(recipe) if u.ref.is_dynamo and u.ref.release]
+    if not uses:
+        return "", []
+    counts = Counter(u.ref.release for u in uses)
+    workers = [u.ref.release for u in uses if u.pod.service is not None and u.pod.service.is_worker]
+    top = max(counts.values())
+    tied = [r for r, n in counts.items() if n == top]
+    release = next((r for r in workers if r in tied), tied[0])
+    return release, uses
+
+
+@check("image-release-consistent")
+def image_release_consistent(recipe: Recipe, ctx: CheckContext) -> Iterator[Problem]:
+    """Every Dynamo image (`nvcr.io/nvidia/ai-dynamo/*`) of a recipe comes from one release:
+    frontend, workers, planner and the perf and EPP images talk a release-specific protocol
+    over NATS/etcd, and mixed release lines shipped upstream.
+
+    Fails: frontend on `dynamo-frontend:1.1.1`, workers on `vllm-runtime:1.4.0`.
+    """
+    release, uses = recipe_release(recipe)
+    for u in uses:
+        if u.ref.release != release:
+            yield problem(u.loc, f"{u.where} uses Dynamo release {u.ref.release} but the rest of the recipe uses {release}",
+                          f"use the {release} tag for every Dynamo image of the recipe")
+
+
+def _matrix(recipe: Recipe) -> VersionMatrix | None:
+    return version_matrix(recipe.load(recipe.root / VERSIONS_FILE))
+
+
+@check("image-release-in-matrix")
+def image_release_in_matrix(recipe: Recipe, ctx: CheckContext) -> Iterator[Problem]:
+    """The recipe's Dynamo release is a row of `recipes/versions.yaml` (a tag that was never
+    published is not) and the metadata's backend version (`versions.backend`) is the one that
+    release ships: the engine flags, the sizing and the docs are written for that version.
+
+    Fails: `vllm-runtime:1.3.9` (not in versions.yaml), or `versions.backend: 0.19.0` with
+    images of release 1.4.0, which ships vLLM 0.26.0.
+    """
+    release, uses = recipe_release(recipe)
+    if not release:
+        return
+    matrix = _matrix(recipe)
+    path = recipe.root / VERSIONS_FILE
+    if matrix is None:
+        yield problem(uses[0].loc, f"Dynamo release {release} cannot be checked: {VERSIONS_FILE} is missing or empty",
+                      f"add {path.name} at the top of the recipes tree (release -> vllm/sglang/trtllm/cuda)")
+        return
+    seen: set[str] = set()
+    for u in uses:
+        if u.ref.release not in matrix.releases and u.ref.release not in seen:
+            seen.add(u.ref.release)
+            known = ", ".join(sorted(matrix.releases)) or "none"
+            yield problem(u.loc, f"Dynamo release {u.ref.release} is not in {VERSIONS_FILE} (known: {known})",
+                          f"use a published release, or add its row to {VERSIONS_FILE}")
+    row = matrix.release(release)
+    meta_versions = recipe.metadata.get("versions")
+    backend = meta_versions.get("backend") if isinstance(meta_versions, dict) else None
+    framework = recipe.metadata.get("framework") or recipe.framework
+    if row is None or backend is None:
+        return
+    shipped = row.backends.get(str(framework))
+    if shipped is None:
+        yield problem(row.loc, f"{VERSIONS_FILE} has no {framework} version for Dynamo {release}",
+                      f"add `{framework}: <version>` to the {release} row")
+    elif str(backend) != shipped:
+        yield problem(meta_versions.loc_of("backend"), f"versions.backend is {backend} but Dynamo {release} ships {framework} {shipped} ({VERSIONS_FILE})",
+                      f"set versions.backend: {shipped}, or use the images of the release that ships {framework} {backend}")
+
+
+@check("metadata-dynamo-version-matches-image")
+def metadata_dynamo_version_matches_image(recipe: Recipe, ctx: CheckContext) -> Iterator[Problem]:
+    """The metadata's `versions.dynamo` is the release of the recipe's Dynamo images: the
+    catalogue table, the version matrix docs and the nightly's image pulls all read it.
+
+    Fails: `versions: {dynamo: 1.1.1}` with `vllm-runtime:1.4.0` images.
+    """
+    release, _ = recipe_release(recipe)
+    versions = recipe.metadata.get("versions")
+    if not release or not isinstance(versions, dict) or "dynamo" not in versions:
+        return
+    if str(versions["dynamo"]) != release:
+        yield problem(versions.loc_of("dynamo"), f"versions.dynamo is {versions['dynamo']} but the recipe's Dynamo images are release {release}",
+                      f"set versions.dynamo: {release} (or retag the images)")
+
+
+def allowed_registries(recipe: Recipe, ctx: CheckContext) -> tuple[list[str], str]:
+    """The allow-list and where it came from: the run's option, versions.yaml, or the default."""
+    opt = ctx.option("registries")
+    if opt:
+        return ([r.strip() for r in opt.split(",")] if isinstance(opt, str) else [str(r) for r in opt]), "the --registries option"
+    matrix = _matrix(recipe)
+    if matrix is not None and matrix.registries:
+        return matrix.registries, VERSIONS_FILE
+    return list(DEFAULT_REGISTRIES), "the built-in default"
+
+
+def registry_allowed(ref: ImageRef, allowed: list[str]) -> bool:
+    name = ref.name if ref.registry else f"docker.io/{ref.repository if '/' in ref.repository else 'library/' + ref.repository}"
+    return any(name == a.rstrip("/") or name.startswith(a.rstrip("/") + "/") for a in allowed)
+
+
+@check("image-registry-allowed")
+def image_registry_allowed(recipe: Recipe, ctx: CheckContext) -> Iterator[Problem]:
+    """Images come only from the registries in the allow-list (`registries` in
+    `recipes/versions.yaml`, overridable per run): internal registries leaked into upstream
+    recipes, and nobody outside could pull them.
+
+    Fails: `image: gitlab-master.nvidia.com:5005/dl/ai-dynamo/vllm-runtime:1.4.0`.
+    """
+    allowed, source = allowed_registries(recipe, ctx)
+    for u in image_uses(recipe):
+        if _PLACEHOLDER_CHARS.search(u.ref.text.strip()):
+            continue  # image-reference-pinned reports it
+        if not registry_allowed(u.ref, allowed):
+            yield problem(u.loc, f"image {u.ref.text!r} of {u.where} is not from an allowed registry ({', '.join(allowed)}, from {source})",
+                          "use a public registry from the allow-list, or add the registry to `registries` in versions.yaml")

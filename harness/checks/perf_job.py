@@ -1,0 +1,394 @@
+"""Perf Job hygiene: the benchmark Job fails when the benchmark fails, waits a bounded time,
+pins its tool, and measures something reproducible (seed, fixed lengths, streaming), with
+its artifacts on the PVC and limits on its own run time."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Iterator
+
+from ..findings import Loc, Problem, problem
+from ..model import Container, Recipe, Token, as_int, mapping
+from ..versions import VERSIONS_FILE, version_matrix
+from . import CheckContext, check
+from ._workloads import Command, Flag, Script, Workloads, flag, nested_script, shell_scripts, under, workloads
+
+ARTIFACT_FLAGS = ("--artifact-dir", "--output-artifact-dir")
+OSL_FLAGS = ("--output-tokens-mean", "--osl", "--prompt-output-tokens-mean")
+OSL_STDDEV_FLAGS = ("--output-tokens-stddev", "--osl-stddev", "--prompt-output-tokens-stddev")
+_COMPARISONS = {"-lt", "-le", "-gt", "-ge", "-eq", "-ne"}
+_ARITH_COMPARE = re.compile(r"\$?\(\(.*[<>].*\)\)|SECONDS|date\s+\+%s")
+_SNAPSHOT = re.compile(r"/snapshots/|(?:^|/)[0-9a-f]{40}(?:/|$)")
+_PIN = re.compile(r"^aiperf(?:\[[^\]]*\])?\s*(==|===|@|~=|>=|<=|>|<|!=)?\s*(.*)$")
+
+
+def _aiperf(recipe: Recipe) -> tuple[Workloads, Container, Command, list[Flag]] | None:
+    w = workloads(recipe)
+    found = w.aiperf()
+    return (w, *found) if found else None
+
+
+def _at_command(cmd: Command) -> Loc:
+    words = cmd.program_words()
+    return (words[0] if words else cmd.words[0]).loc
+
+
+@check("perf-runs-aiperf")
+def perf_runs_aiperf(recipe: Recipe, ctx: CheckContext) -> Iterator[Problem]:
+    """`perf.yaml` is a batch/v1 Job whose script runs `aiperf profile`: the nightly reads
+    AIPerf's `profile_export_aiperf.json`, and the other perf checks read its flags.
+
+    Fails: a perf Job that runs `genai-perf profile ...` or `python bench.py`.
+    """
+    f = recipe.perf
+    if f is None or not f.documents:
+        return  # layout-perf-present / yaml-well-formed
+    w = workloads(recipe)
+    if w.perf is None:
+        yield problem(f.documents[0].loc, "perf.yaml has no Job", "write the benchmark as a batch/v1 Job")
+    elif w.aiperf() is None:
+        main = w.perf.main
+        yield problem(main.loc if main else w.perf.doc.loc, f"{w.perf.label} never runs `aiperf profile`",
+                      "run the benchmark with `aiperf profile ...` in the Job's script")
+
+
+def _errexit(script: Script, before: Command | None) -> tuple[bool, Token | None, Token | None]:
+    """(errexit on at `before`, the `set +e` that turned it off, pipefail set)."""
+    on = "e" in script.shell_flags
+    off_at: Token | None = None
+    pipefail: Token | None = None
+    for cmd in script.commands:
+        if cmd is before:
+            break
+        words = cmd.program_words()
+        if not words or words[0].value != "set":
+            continue
+        vals = [t.value for t in words[1:]]
+        for i, v in enumerate(vals):
+            if v.startswith("-") and not v.startswith("--") and "e" in v[1:]:
+                on, off_at = True, None
+            if v.startswith("+") and "e" in v[1:]:
+                on, off_at = False, words[i + 1]
+            if v == "-o" and i + 1 < len(vals) and vals[i + 1] == "errexit":
+                on, off_at = True, None
+            if v == "-o" and i + 1 < len(vals) and vals[i + 1] == "pipefail":
+                pipefail = words[i + 1]
+    return on, off_at, pipefail
+
+
+@check("perf-fails-on-error")
+def perf_fails_on_error(recipe: Recipe, ctx: CheckContext) -> Iterator[Problem]:
+    """The Job fails when the benchmark fails: the script runs with `set -e` (`set -euo
+    pipefail`, or `bash -ec`), never turns it off before aiperf, never masks aiperf with
+    `|| true`, and keeps aiperf's status through a pipe (`pipefail`). Upstream shipped a Job
+    without `set -e` that reported success after aiperf had failed.
+
+    Fails: a script `pip install aiperf==0.13.0; aiperf profile ...; echo done` (no `set -e`).
+    """
+    found = _aiperf(recipe)
+    if found is None:
+        return
+    w, container, cmd, _ = found
+    script = w.script(container)
+    if not script.is_shell:
+        return  # exec form: aiperf's exit status is the container's
+    on, off_at, pipefail = _errexit(script, cmd)
+    hint = "start the script with `set -euo pipefail`"
+    if off_at is not None:
+        yield problem(off_at.loc, "`set +e` turns off errexit before aiperf runs: the Job succeeds when aiperf fails", hint)
+    elif not on:
+        yield problem(script.loc or _at_command(cmd), "the perf script has no `set -e`: when aiperf fails the Job still reports success", hint)
+    # aiperf's status lost in a pipe, or masked by `||`
+    pipeline = script.commands[script.commands.index(cmd):]
+    last = cmd
+    for c in pipeline:
+        last = c
+        if c.end != "|":
+            break
+    if cmd.end == "|" and pipefail is None:
+        yield problem(_at_command(cmd), "aiperf is piped without `set -o pipefail`: the pipe's status is the last command's, not aiperf's", hint)
+    if last.end == "||":
+        yield problem(_at_command(cmd), "aiperf's failure is masked by `|| ...`", "remove the `||` fallback: a failed benchmark must fail the Job")
+
+
+@dataclass
+class Loop:
+    head: Command  # the `while ...` / `until ...` command
+    header: list[Command] = field(default_factory=list)  # the condition (a pipeline or list)
+    body: list[Command] = field(default_factory=list)
+    in_body: bool = False
+
+
+def _loops(script: Script) -> Iterator[Loop]:
+    """Every while/until loop of a script (for loops iterate a finite list: bounded)."""
+    stack: list[Loop] = []
+    for cmd in script.commands:
+        first = cmd.words[0].value
+        if first == "done" and stack:
+            loop = stack.pop()
+            if loop.head.words[0].value != "for":
+                yield loop
+            continue
+        for loop in stack:
+            if loop.in_body:
+                loop.body.append(cmd)
+        if stack and not stack[-1].in_body:
+            top = stack[-1]
+            if first == "do":
+                top.in_body = True
+                top.body.append(cmd)
+            else:
+                top.header.append(cmd)
+        if first in ("while", "until", "for"):
+            stack.append(Loop(cmd, [cmd]))
+
+
+def _has_bound(cmds: list[Command]) -> bool:
+    return any(t.value in _COMPARISONS or _ARITH_COMPARE.search(t.value) for c in cmds for t in c.words)
+
+
+def _exits(cmds: list[Command]) -> bool:
+    return any(t.value in ("exit", "break", "return") for c in cmds for t in c.words)
+
+
+def _unbounded_loops(script: Script, bounded: bool) -> Iterator[Command]:
+    """Loop heads with no iteration bound, deadline or enclosing `timeout` (nested `sh -c` too)."""
+    if not bounded:
+        for loop in _loops(script):
+            if not (_has_bound(loop.header) or (_has_bound(loop.body) and _exits(loop.body))):
+                yield loop.head
+    for cmd, text, wrapped in shell_scripts(script):
+        yield from _unbounded_loops(nested_script(text, cmd.words[0].loc), bounded or wrapped)
+
+
+@check("perf-wait-bounded")
+def perf_wait_bounded(recipe: Recipe, ctx: CheckContext) -> Iterator[Problem]:
+    """The Job waits for the model before benchmarking (poll `/v1/models`, `/health` or
+    `kubectl wait`), and the wait is bounded: an iteration limit, a deadline or `timeout`.
+    `while true` / `until curl ...` without a bound hangs forever when the model never comes
+    up, holding the benchmark slot and hiding the failure.
+
+    Fails: `until curl -sf $ENDPOINT_URL/v1/models; do sleep 5; done` with no counter.
+    """
+    w = workloads(recipe)
+    if w.perf is None:
+        return
+    waits = False
+    for c in w.perf.containers:
+        script = w.script(c)
+        for head in _unbounded_loops(script, False):
+            yield problem(head.words[0].loc, f"wait loop `{head.text[:60]}` has no bound: the Job hangs when the model never appears",
+                          "count attempts (`for i in $(seq 1 120)` / `[ $i -ge 120 ] && exit 1`) or wrap it in `timeout 1800`")
+        text = " ".join(t.value for cmd in script.commands for t in cmd.words)
+        if "/v1/models" in text or "/health" in text or re.search(r"\bkubectl\s+wait\b", text):
+            waits = True
+    found = w.aiperf()
+    if not waits and found:
+        yield problem(_at_command(found[1]), "the Job never waits for the model: aiperf starts before the frontend serves it",
+                      "poll $ENDPOINT_URL/v1/models until the served model is listed (bounded), then run aiperf")
+
+
+def _pins(script: Script) -> Iterator[tuple[Token, str, str]]:
+    """(word, operator, version) for every `aiperf` requirement in a pip/uv install command."""
+    for cmd in script.commands:
+        vals = [t.value for t in cmd.words]
+        if "install" not in vals and cmd.name not in ("uvx", "pipx"):
+            continue
+        for t in cmd.words:
+            m = _PIN.match(t.value.strip("'\""))
+            if m and t.value.strip("'\"").lower().startswith("aiperf"):
+                yield t, m.group(1) or "", m.group(2).strip()
+
+
+@check("perf-aiperf-pinned")
+def perf_aiperf_pinned(recipe: Recipe, ctx: CheckContext) -> Iterator[Problem]:
+    """When the Job installs AIPerf it pins the exact version (`pip install aiperf==0.13.0`,
+    or `aiperf==$AIPERF_VERSION` with the env set), and that version is the one
+    `recipes/versions.yaml` (and the metadata's `versions.aiperf`) names: an unpinned tool
+    changes its metrics and defaults under the baselines.
+
+    Fails: `pip install aiperf` (or `aiperf>=0.3`).
+    """
+    w = workloads(recipe)
+    if w.perf is None:
+        return
+    matrix = version_matrix(recipe.load(recipe.root / VERSIONS_FILE))
+    versions = recipe.metadata.get("versions")
+    meta = str(versions.get("aiperf")) if isinstance(versions, dict) and versions.get("aiperf") else ""
+    for c in w.perf.containers:
+        for tok, op, version in _pins(w.script(c)):
+            if op not in ("==", "===", "@") or not re.match(r"^\d+(\.\d+)*([.-]?[a-z0-9]+)*$", version):
+                yield problem(tok.loc, f"AIPerf is installed unpinned ({tok.value!r})",
+                              f"pin it: pip install aiperf=={matrix.aiperf if matrix and matrix.aiperf else '<version>'}")
+                continue
+            if matrix is not None and matrix.aiperf and version != matrix.aiperf:
+                yield problem(tok.loc, f"AIPerf {version} is pinned but {VERSIONS_FILE} says {matrix.aiperf}",
+                              f"pin aiperf=={matrix.aiperf}, or update {VERSIONS_FILE} and the baselines together")
+            elif meta and version != meta:
+                yield problem(tok.loc, f"AIPerf {version} is pinned but recipe.yaml versions.aiperf is {meta}",
+                              "make the two agree")
+
+
+def _missing(recipe: Recipe, flag_names: tuple[str, ...], message: str, hint: str) -> Iterator[Problem]:
+    found = _aiperf(recipe)
+    if found is None:
+        return
+    _, _, cmd, flags = found
+    if flag(flags, *flag_names) is None:
+        yield problem(_at_command(cmd), message, hint)
+
+
+@check("perf-seed-fixed")
+def perf_seed_fixed(recipe: Recipe, ctx: CheckContext) -> Iterator[Problem]:
+    """AIPerf runs with a fixed `--random-seed`, so every run sends the same synthetic
+    prompts and two runs (or a run and its baseline) are comparable.
+
+    Fails: `aiperf profile ...` without `--random-seed`.
+    """
+    found = _aiperf(recipe)
+    if found is None:
+        return
+    yield from _missing(recipe, ("--random-seed",), "aiperf runs without --random-seed: prompts differ from run to run",
+                        "add --random-seed 100")
+    seed = flag(found[3], "--random-seed")
+    if seed is not None and as_int(seed.value.value) is None:
+        yield problem(seed.value.loc, f"--random-seed {seed.value.value!r} is not an integer", "use a fixed integer seed")
+
+
+def extra_inputs(flags: list[Flag]) -> dict[str, Token]:
+    """`--extra-inputs key:value` (repeatable) and `--extra-inputs '{json}'` as key -> value."""
+    out: dict[str, Token] = {}
+    for f in flags:
+        if f.name != "--extra-inputs":
+            continue
+        text = f.value.value.strip()
+        if text.startswith("{"):
+            try:
+                data = json.loads(text)
+            except ValueError:
+                continue
+            if isinstance(data, dict):
+                for k, v in data.items():
+                    out[str(k)] = Token(json.dumps(v) if not isinstance(v, str) else v, f.value.loc)
+        elif ":" in text:
+            k, _, v = text.partition(":")
+            out[k.strip()] = Token(v.strip(), f.value.loc)
+    return out
+
+
+@check("perf-output-length-fixed")
+def perf_output_length_fixed(recipe: Recipe, ctx: CheckContext) -> Iterator[Problem]:
+    """Every request generates exactly the configured output length: `--extra-inputs
+    ignore_eos:true` and `min_tokens:<OSL>` (otherwise the model stops early and tokens/s
+    depends on what it felt like writing), an `--output-tokens-mean` and stddev 0.
+
+    Fails: `--output-tokens-mean 1024` without `--extra-inputs ignore_eos:true`.
+    """
+    found = _aiperf(recipe)
+    if found is None:
+        return
+    _, _, cmd, flags = found
+    at = _at_command(cmd)
+    extra = extra_inputs(flags)
+    osl = flag(flags, *OSL_FLAGS)
+    if osl is None:
+        yield problem(at, "aiperf has no --output-tokens-mean: the output length is the model's choice",
+                      "add --output-tokens-mean <OSL> --output-tokens-stddev 0")
+    ignore = extra.get("ignore_eos")
+    if ignore is None or ignore.value.lower() != "true":
+        yield problem(ignore.loc if ignore else at, "aiperf does not send ignore_eos:true: requests end at EOS, not at the fixed length",
+                      "add --extra-inputs ignore_eos:true")
+    min_tokens = extra.get("min_tokens")
+    if min_tokens is None:
+        yield problem(at, "aiperf does not send min_tokens: the output length is not fixed",
+                      "add --extra-inputs min_tokens:<OSL> (the --output-tokens-mean value)")
+    elif osl is not None and as_int(min_tokens.value) is not None and min_tokens.value != osl.value.value:
+        yield problem(min_tokens.loc, f"min_tokens:{min_tokens.value} differs from --output-tokens-mean {osl.value.value}",
+                      "make them equal so every request generates exactly the OSL")
+    stddev = flag(flags, *OSL_STDDEV_FLAGS)
+    if stddev is not None:
+        try:
+            nonzero = float(stddev.value.value) != 0
+        except ValueError:
+            nonzero = True
+        if nonzero:
+            yield problem(stddev.value.loc, f"{stddev.name} {stddev.value.value}: output lengths vary", f"set {stddev.name} 0")
+
+
+@check("perf-streaming")
+def perf_streaming(recipe: Recipe, ctx: CheckContext) -> Iterator[Problem]:
+    """AIPerf streams (`--streaming`): without it TTFT and inter-token latency cannot be
+    measured and the reported latency is the whole request.
+
+    Fails: `aiperf profile --endpoint-type chat ...` without `--streaming`.
+    """
+    found = _aiperf(recipe)
+    if found is None:
+        return
+    s = flag(found[3], "--streaming")
+    if s is None:
+        yield problem(_at_command(found[2]), "aiperf runs without --streaming: no TTFT or ITL", "add --streaming")
+    elif s.value.value.lower() in ("false", "0", "no"):
+        yield problem(s.value.loc, "--streaming is turned off", "use --streaming")
+
+
+@check("perf-artifacts-on-pvc")
+def perf_artifacts_on_pvc(recipe: Recipe, ctx: CheckContext) -> Iterator[Problem]:
+    """AIPerf writes its artifacts (`--artifact-dir`) under a PVC mount of the Job: the pod's
+    own filesystem is gone when the Job ends, and with it the only copy of the results.
+
+    Fails: `--artifact-dir /tmp/artifacts` while the PVC is mounted at /model-cache.
+    """
+    found = _aiperf(recipe)
+    if found is None:
+        return
+    w, container, cmd, flags = found
+    mounts = w.perf.mounts_of(container) if w.perf else []
+    art = flag(flags, *ARTIFACT_FLAGS)
+    hint = f"write artifacts under the PVC mount, e.g. --artifact-dir {mounts[0].path.rstrip('/')}/perf/<recipe>" if mounts else \
+        "mount the model-cache PVC in the Job and point --artifact-dir under it"
+    if art is None:
+        yield problem(_at_command(cmd), "aiperf has no --artifact-dir: results stay in the pod and are lost", hint)
+    elif under(art.value.value, mounts) is None:
+        yield problem(art.value.loc, f"--artifact-dir {art.value.value} is not on a mounted PVC "
+                                     f"({', '.join(m.path for m in mounts) or 'the Job mounts none'})", hint)
+
+
+@check("perf-job-limits")
+def perf_job_limits(recipe: Recipe, ctx: CheckContext) -> Iterator[Problem]:
+    """The perf Job sets `backoffLimit` (how often a failed benchmark reruns) and
+    `activeDeadlineSeconds` (when Kubernetes stops it): without them a broken benchmark is
+    retried six times and a hung one runs forever.
+
+    Fails: a perf Job whose spec has neither.
+    """
+    w = workloads(recipe)
+    if w.perf is None:
+        return
+    data = w.perf.doc.data
+    spec = mapping(data.get("spec"))
+    at = data.loc_of("spec") if spec is not None else data.loc
+    for key, hint in (("backoffLimit", "set spec.backoffLimit (0 or 1: a failed benchmark should not rerun silently)"),
+                      ("activeDeadlineSeconds", "set spec.activeDeadlineSeconds (wait + benchmark time, with margin)")):
+        if spec is None or as_int(spec.get(key)) is None:
+            yield problem(spec.loc_of(key) if spec is not None and key in spec else at, f"{w.perf.label} has no {key}", hint)
+
+
+@check("perf-tokenizer-not-snapshot")
+def perf_tokenizer_not_snapshot(recipe: Recipe, ctx: CheckContext) -> Iterator[Problem]:
+    """`--tokenizer` names the model id (or a stable directory), never a Hugging Face cache
+    snapshot path: `.../snapshots/<40-hex>/` changes with every model revision and the Job
+    breaks on the next download (an upstream failure mode).
+
+    Fails: `--tokenizer /model-cache/hub/models--Qwen--Qwen3-32B/snapshots/9216db5781bf21249d130ec9da846c4624c16137`.
+    """
+    found = _aiperf(recipe)
+    if found is None:
+        return
+    tok = flag(found[3], "--tokenizer")
+    if tok is not None and _SNAPSHOT.search(tok.value.value):
+        yield problem(tok.value.loc, f"--tokenizer points into a cache snapshot ({tok.value.value})",
+                      "use the Hugging Face model id (with HF_HOME on the PVC) instead of a snapshot path")
+

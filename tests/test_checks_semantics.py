@@ -1,0 +1,112 @@
+"""Image, security and consistency rules on small cases, and on a catalogue copy with one edit."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from harness.checks import REGISTRY, all_checks, run_check
+from harness.checks.images import parse_image, placeholder_reason
+from harness.checks.security import redact, secret_like
+from harness.static import context_for, make_selection
+
+from .defects import CATALOGUE
+
+RECIPE = "llama-3-70b/vllm/agg"
+FAKE_TOKEN = "hf_" + "ZyXwVuTsRqPoNmLkJiHgFeDcBa987654"
+DIGEST = "sha256:" + "0123456789abcdef" * 4
+
+
+def run(tmp_path, check_id, edits=(), recipe=RECIPE, options=None):
+    """Findings of one check on a catalogue copy with (file, old, new) edits applied."""
+    root = tmp_path / "recipes"
+    shutil.copytree(CATALOGUE, root)
+    for rel, old, new in edits:
+        path = root / rel
+        text = path.read_text()
+        assert old in text, (rel, old)
+        path.write_text(text.replace(old, new, 1))
+    all_checks()
+    selection = make_selection(root, [recipe])
+    return run_check(REGISTRY[check_id], selection.chosen[0], context_for(selection, options))
+
+
+pytestmark = pytest.mark.skipif(not CATALOGUE.is_dir(), reason="no shipped catalogue under recipes/")
+
+
+@pytest.mark.parametrize("text, registry, repository, tag, digest", [
+    ("nvcr.io/nvidia/ai-dynamo/vllm-runtime:1.4.0", "nvcr.io", "nvidia/ai-dynamo/vllm-runtime", "1.4.0", ""),
+    ("localhost:5000/x:1", "localhost:5000", "x", "1", ""),
+    ("python:3.12", "", "python", "3.12", ""),
+    ("library/python", "", "library/python", "", ""),
+    (f"nvcr.io/a/b@{DIGEST}", "nvcr.io", "a/b", "", DIGEST),
+])
+def test_parse_image(text, registry, repository, tag, digest):
+    ref = parse_image(text)
+    assert (ref.registry, ref.repository, ref.tag, ref.digest) == (registry, repository, tag, digest)
+
+
+@pytest.mark.parametrize("tag", ["my-tag", "${VERSION}", "$(TAG)", "x.y.z", "X.Y.Z", "<tag>", "TAG", "VERSION", "tag"])
+def test_placeholder_tags(tag):
+    assert placeholder_reason(tag)
+
+
+@pytest.mark.parametrize("tag", ["1.4.0", "1.3.0rc22", "3.12.11-slim", "0.5.10.post1", "v1.2.3"])
+def test_real_tags(tag):
+    assert placeholder_reason(tag) == ""
+
+
+@pytest.mark.parametrize("tag, release", [("1.4.0", "1.4.0"), ("1.3.0rc22", "1.3.0rc22"), ("1.4.0-cuda13", "1.4.0"),
+                                          ("0.5.10.post1", "0.5.10.post1"), ("latest", "")])
+def test_release_of_a_tag(tag, release):
+    assert parse_image(f"nvcr.io/nvidia/ai-dynamo/vllm-runtime:{tag}").release == release
+
+
+def test_digest_pinned_image_passes(tmp_path):
+    edits = [(f"{RECIPE}/deploy.yaml", "vllm-runtime:1.4.0", f"vllm-runtime@{DIGEST}")]
+    for check_id in ("image-reference-pinned", "image-release-consistent", "image-release-in-matrix",
+                     "image-repository-matches-backend", "image-registry-allowed"):
+        assert run(tmp_path / check_id, check_id, edits) == [], check_id
+
+
+def test_registry_allow_list_is_configurable(tmp_path):
+    findings = run(tmp_path, "image-registry-allowed", options={"registries": "nvcr.io"})
+    assert findings and all("docker.io/library/python" in f.message and "--registries" in f.message for f in findings)
+
+
+@pytest.mark.parametrize("name, expected", [
+    ("HF_TOKEN", True), ("NGC_API_KEY", True), ("DB_PASSWORD", True), ("AWS_SECRET_ACCESS_KEY", True), ("hfToken", True),
+    ("MAX_TOKENS", False), ("TOKENIZER", False), ("HF_TOKEN_PATH", False), ("SECRET_NAME", False), ("DYN_KV_BLOCK_SIZE", False),
+])
+def test_secret_like_names(name, expected):
+    assert secret_like(name) is expected
+
+
+def test_findings_never_print_the_token(tmp_path):
+    assert redact(FAKE_TOKEN) == "hf_***"
+    edits = [(f"{RECIPE}/perf.yaml", "value: /model-cache/perf/llama-3-70b-vllm-agg",
+              f"value: /model-cache/perf/llama-3-70b-vllm-agg\n            - name: NGC_API_KEY\n              value: {FAKE_TOKEN}")]
+    findings = run(tmp_path, "no-plaintext-secrets", edits)
+    assert findings
+    assert all(FAKE_TOKEN not in f.message + f.hint and FAKE_TOKEN[3:10] not in f.message for f in findings)
+
+
+def test_security_exception_allows_a_declared_rule(tmp_path):
+    privileged = (f"{RECIPE}/perf.yaml", "allowPrivilegeEscalation: false", "privileged: true")
+    assert run(tmp_path / "a", "no-privileged", [privileged])
+    declared = (f"{RECIPE}/recipe.yaml", "knownLimits:",
+                "securityExceptions:\n  - rule: privileged\n    reason: the benchmark reads GPU clocks through nvidia-smi\nknownLimits:")
+    assert run(tmp_path / "b", "no-privileged", [privileged, declared]) == []
+
+
+@pytest.mark.parametrize("url, ok", [
+    ("http://llama-3-70b-vllm-agg-frontend:8000/", True),
+    ("llama-3-70b-vllm-agg-frontend:8000", True),
+    ("http://llama-3-70b-vllm-agg-frontend", False),
+    ("https://llama-3-70b-vllm-agg-frontend:8000", False),
+    ("http://llama-3-70b-vllm-agg-frontend.dynamo.svc.cluster.local:8000", False),
+])
+def test_perf_endpoint_forms(tmp_path, url, ok):
+    edits = [(f"{RECIPE}/perf.yaml", '"http://llama-3-70b-vllm-agg-frontend:8000"', f'"{url}"')]
+    assert (run(tmp_path, "perf-endpoint-is-frontend", edits) == []) is ok
