@@ -9,6 +9,8 @@ import pytest
 from harness.checks import REGISTRY, all_checks, run_check
 from harness.checks.images import parse_image, placeholder_reason
 from harness.checks.security import redact, secret_like
+from harness.versions import parse_versions
+from harness.yamlsrc import parse_yaml_bytes
 from harness.static import context_for, make_selection
 
 from .defects import CATALOGUE
@@ -21,7 +23,9 @@ DIGEST = "sha256:" + "0123456789abcdef" * 4
 def run(tmp_path, check_id, edits=(), recipe=RECIPE, options=None):
     """Findings of one check on a catalogue copy with (file, old, new) edits applied."""
     root = tmp_path / "recipes"
-    shutil.copytree(CATALOGUE, root)
+    model = recipe.split("/")[0]
+    shutil.copytree(CATALOGUE / model, root / model)
+    shutil.copy(CATALOGUE / "versions.yaml", root / "versions.yaml")
     for rel, old, new in edits:
         path = root / rel
         text = path.read_text()
@@ -72,7 +76,7 @@ def test_digest_pinned_image_passes(tmp_path):
 
 def test_registry_allow_list_is_configurable(tmp_path):
     findings = run(tmp_path, "image-registry-allowed", options={"registries": "nvcr.io"})
-    assert findings and all("docker.io/library/python" in f.message and "--registries" in f.message for f in findings)
+    assert findings and all("docker.io/library/python" in f.message and "registries option" in f.message for f in findings)
 
 
 @pytest.mark.parametrize("name, expected", [
@@ -110,3 +114,15 @@ def test_security_exception_allows_a_declared_rule(tmp_path):
 def test_perf_endpoint_forms(tmp_path, url, ok):
     edits = [(f"{RECIPE}/perf.yaml", '"http://llama-3-70b-vllm-agg-frontend:8000"', f'"{url}"')]
     assert (run(tmp_path, "perf-endpoint-is-frontend", edits) == []) is ok
+
+
+def test_version_matrix_forms(tmp_path):
+    text = b"""registries: [nvcr.io/nvidia, {prefix: docker.io/library}]
+releases:
+  - {dynamo: 1.4.0, vllm: 0.26.0, tensorrt-llm: 1.3.0rc22, cuda: 13.0}
+tools: {aiperf: 0.13.0}
+"""
+    m = parse_versions(parse_yaml_bytes(text, tmp_path / "versions.yaml"))
+    assert m.registries == ["nvcr.io/nvidia", "docker.io/library"]
+    assert m.release("1.4.0").backends == {"vllm": "0.26.0", "trtllm": "1.3.0rc22"} and m.release("1.4.0").cuda == "13.0"
+    assert m.aiperf == "0.13.0" and m.aiperf_loc.line == 4

@@ -399,6 +399,8 @@ class Workloads:
     downloads: list[Pod]
     gaie: list[Pod]
     scripts: dict[int, Script] = field(default_factory=dict)
+    _engines: dict[int, tuple[str, list[Flag]] | None] = field(default_factory=dict)
+    _aiperf: Any = ()  # () = not looked for yet
 
     @property
     def workers(self) -> list[Pod]:
@@ -415,7 +417,13 @@ class Workloads:
         return self.scripts[key]
 
     def engine(self, pod: Pod) -> tuple[str, list[Flag]] | None:
-        """(`dynamo.vllm`, flags) of the worker's `python -m dynamo.X` call."""
+        """(`dynamo.vllm`, flags) of the worker's `python -m dynamo.X` call (found once per pod)."""
+        key = id(pod)
+        if key not in self._engines:
+            self._engines[key] = self._find_engine(pod)
+        return self._engines[key]
+
+    def _find_engine(self, pod: Pod) -> tuple[str, list[Flag]] | None:
         if pod.main is None:
             return None
         for cmd in self.script(pod.main).commands:
@@ -426,7 +434,12 @@ class Workloads:
         return None
 
     def aiperf(self) -> tuple[Container, Command, list[Flag]] | None:
-        """(container, command, flags) of the perf Job's `aiperf profile` call."""
+        """(container, command, flags) of the perf Job's `aiperf profile` call (found once)."""
+        if self._aiperf == ():
+            self._aiperf = self._find_aiperf()
+        return self._aiperf
+
+    def _find_aiperf(self) -> tuple[Container, Command, list[Flag]] | None:
         if self.perf is None:
             return None
         for c in self.perf.containers:

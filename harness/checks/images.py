@@ -286,7 +286,7 @@ def allowed_registries(recipe: Recipe, ctx: CheckContext) -> tuple[list[str], st
     """The allow-list and where it came from: the run's option, versions.yaml, or the default."""
     opt = ctx.option("registries")
     if opt:
-        return ([r.strip() for r in opt.split(",")] if isinstance(opt, str) else [str(r) for r in opt]), "the --registries option"
+        return ([r.strip() for r in opt.split(",")] if isinstance(opt, str) else [str(r) for r in opt]), "the run's registries option"
     matrix = _matrix(recipe)
     if matrix is not None and matrix.registries:
         return matrix.registries, VERSIONS_FILE
