@@ -7,7 +7,7 @@ import shlex
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Collection, Iterator
 
 from .findings import Loc
 from .yamlsrc import Document, LoadedFile, SrcList, SrcMap, load_yaml_file
@@ -190,17 +190,26 @@ def _split_script(script: Token) -> Iterator[tuple[str, Loc]]:
         yield word, Loc(base.file, line, 1 if block else base.column)
 
 
-def parse_flags(args: list[Token]) -> dict[str, Token]:
-    """`--flag value`, `--flag=value` and bare `--flag` (value "true"); last one wins."""
+def _long_flag(text: str) -> bool:
+    return text.startswith("--")
+
+
+def parse_flags(args: list[Token], booleans: Collection[str] = (),
+                is_flag: Callable[[str], bool] = _long_flag) -> dict[str, Token]:
+    """`--flag value`, `--flag=value` and bare `--flag` (value "true"); last one wins.
+
+    `booleans` never take a value (so `--enable-x -tp 4` keeps `-tp` a flag); `is_flag`
+    decides what is a flag (default: `--` words only).
+    """
     flags: dict[str, Token] = {}
     i = 0
     while i < len(args):
         tok = args[i]
-        if tok.value.startswith("--"):
+        if is_flag(tok.value):
             name, eq, value = tok.value.partition("=")
             if eq:
                 flags[name] = Token(value, tok.loc)
-            elif i + 1 < len(args) and not args[i + 1].value.startswith("--"):
+            elif name not in booleans and i + 1 < len(args) and not is_flag(args[i + 1].value):
                 flags[name] = Token(args[i + 1].value, args[i + 1].loc)
                 i += 1
             else:

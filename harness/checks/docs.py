@@ -1,0 +1,232 @@
+"""Documentation checks: generated docs are current, and every model README has one format and
+states the same GPU, node and benchmark figures as the metadata."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+from ..docs import stale_files
+from ..findings import Loc, Problem, problem
+from ..model import Recipe, dig
+from . import CheckContext, RecipeTree, check
+
+README = "README.md"
+# The model README format: a `# <model>` title, then these sections in this order.
+REQUIRED_SECTIONS = ("Overview", "Hardware", "Deploy", "Benchmark", "Known limits")
+_HARDWARE_BULLET = re.compile(r"^- `(?P<mode>[^`]+)`: (?P<gpus>\d+) x (?P<gpu>[A-Za-z0-9]+)\b.*? on (?P<nodes>\d+) nodes?\b")
+_CONCURRENCY = re.compile(r"^(?P<total>\d+)(?: \((?P<per_gpu>\d+) x (?P<gpus>\d+)\))?")
+
+
+@check("docs-in-sync", scope="tree")
+def docs_in_sync(tree: RecipeTree, ctx: CheckContext) -> Iterator[Problem]:
+    """`recipes/README.md` (catalogue, version matrix, targets) and `recipes/SIZING.md` (GPU memory
+    and storage sizing) are generated from the metadata, the manifests and the catalogues by
+    `recipe-harness docs`; an edit that skips the regeneration leaves users reading GPU counts
+    and sizes that are no longer true (an upstream README did).
+
+    Fails: `gpus: 16` changed to `gpus: 8` in a recipe.yaml without running `recipe-harness docs`.
+    """
+    for stale in stale_files(tree):
+        if stale.actual is None:
+            yield problem(Loc(stale.path), f"{stale.path.name} is missing: it is generated from the recipes",
+                          "run `recipe-harness docs` and commit the result")
+            continue
+        line = stale.first_line
+        expected = stale.expected.splitlines()
+        want = expected[line - 1] if line <= len(expected) else "(end of file)"
+        yield problem(Loc(stale.path, line), f"{stale.path.name} is stale: {stale.summary()}; the generator writes {want[:100]!r}",
+                      "run `recipe-harness docs` and commit the result")
+
+
+@dataclass
+class Markdown:
+    """A README split into headings and tables, code blocks left out, with line numbers."""
+
+    path: Path
+    lines: list[tuple[int, str]] = field(default_factory=list)  # outside fenced code
+
+    @classmethod
+    def read(cls, path: Path) -> "Markdown":
+        md = cls(path)
+        fenced = False
+        for n, text in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
+            if text.lstrip().startswith("```"):
+                fenced = not fenced
+                continue
+            if not fenced:
+                md.lines.append((n, text))
+        return md
+
+    def headings(self) -> list[tuple[int, int, str]]:
+        out = []
+        for n, text in self.lines:
+            m = re.match(r"^(#{1,6}) +(.*?)\s*#*\s*$", text)
+            if m:
+                out.append((n, len(m.group(1)), m.group(2)))
+        return out
+
+    def section(self, title: str) -> list[tuple[int, str]]:
+        """The lines under `## title` up to the next heading of level 1 or 2."""
+        out: list[tuple[int, str]] = []
+        inside = False
+        for n, text in self.lines:
+            m = re.match(r"^(#{1,2}) +(.*?)\s*$", text)
+            if m:
+                inside = m.group(2).strip().lower() == title.lower()
+                continue
+            if inside:
+                out.append((n, text))
+        return out
+
+    def table(self, title: str) -> tuple[int, list[str], list[tuple[int, list[str]]]] | None:
+        """(header line, column names, rows) of the first table in a section."""
+        rows = [(n, t) for n, t in self.section(title) if t.strip().startswith("|")]
+        if len(rows) < 2:
+            return None
+        split = lambda t: [c.strip() for c in t.strip().strip("|").split("|")]  # noqa: E731
+        header_line, header = rows[0][0], split(rows[0][1])
+        body = [(n, split(t)) for n, t in rows[1:] if not re.match(r"^\|?\s*:?-{3,}", t.strip())]
+        return header_line, header, body
+
+
+def _column(header: list[str], name: str) -> int | None:
+    for i, h in enumerate(header):
+        if h.lower().startswith(name.lower()):
+            return i
+    return None
+
+
+def _int(text: str) -> int | None:
+    m = re.match(r"^\s*(\d+)", text.replace(",", ""))
+    return int(m.group(1)) if m else None
+
+
+def _by_mode(recipes: list[Recipe]) -> dict[str, Recipe]:
+    return {f"{r.framework}/{r.mode}": r for r in recipes}
+
+
+@check("model-readme-format", scope="tree")
+def model_readme_format(tree: RecipeTree, ctx: CheckContext) -> Iterator[Problem]:
+    """Every `recipes/<model>/README.md` follows one format (a `# <model>` title, then Overview,
+    Hardware, Deploy, Benchmark, Known limits, in that order) so users find the same thing in the
+    same place, and the GPU totals, node counts and benchmark figures it states for each recipe
+    match the metadata: an upstream README told users to reserve the wrong number of GPUs.
+
+    Fails: the Overview row of `vllm/disagg-single-node` says 16 GPUs while recipe.yaml says `gpus: 8`.
+    """
+    models: dict[Path, list[Recipe]] = {}
+    for r in tree.recipes:
+        models.setdefault(r.model_dir, []).append(r)
+    for model_dir in sorted(models):
+        path = model_dir / README
+        if not path.is_file():
+            continue  # layout-tree reports a missing README
+        md = Markdown.read(path)
+        yield from _format(md)
+        recipes = _by_mode(models[model_dir])
+        yield from _overview(md, recipes)
+        yield from _hardware(md, recipes)
+        yield from _benchmark(md, recipes)
+
+
+def _format(md: Markdown) -> Iterator[Problem]:
+    heads = md.headings()
+    if not heads or heads[0][1] != 1:
+        yield problem(Loc(md.path, heads[0][0] if heads else 1), "the README must start with a `# <model name>` title",
+                      "add a level-1 title as the first heading")
+    found = [(n, title) for n, level, title in heads if level == 2 and title in REQUIRED_SECTIONS]
+    titles = [t for _, t in found]
+    for want in REQUIRED_SECTIONS:
+        if want not in titles:
+            yield problem(Loc(md.path, 1), f"section `## {want}` is missing (the model README format is "
+                                           f"{', '.join(REQUIRED_SECTIONS)})", f"add `## {want}`")
+    order = [t for t in REQUIRED_SECTIONS if t in titles]
+    for (n, title), expected in zip(found, order):
+        if title != expected:
+            yield problem(Loc(md.path, n), f"section `## {title}` is out of order: the format is {', '.join(REQUIRED_SECTIONS)}",
+                          "move the section to its place")
+            break
+
+
+def _row_recipe(md: Markdown, n: int, cell: str, recipes: dict[str, Recipe]) -> Iterator[Problem | Recipe]:
+    mode = cell.strip("` ")
+    recipe = recipes.get(mode)
+    if recipe is None:
+        yield problem(Loc(md.path, n), f"{mode!r} is not a recipe of this model ({', '.join(sorted(recipes))})",
+                      "name recipes as <framework>/<mode>, or remove the row")
+    else:
+        yield recipe
+
+
+def _compare(md: Markdown, n: int, what: str, stated: int | str | None, recipe: Recipe, key: tuple[str, ...]) -> Iterator[Problem]:
+    actual = dig(recipe.metadata, *key)
+    if stated is None or actual is None or stated == actual:
+        return
+    yield problem(Loc(md.path, n), f"README states {stated} {what} for {recipe.framework}/{recipe.mode} but its recipe.yaml says "
+                                   f"{'.'.join(key)}: {actual}", f"write {actual} (the metadata is checked against the manifests)")
+
+
+def _overview(md: Markdown, recipes: dict[str, Recipe]) -> Iterator[Problem]:
+    table = md.table("Overview")
+    if table is None:
+        return
+    header_line, header, rows = table
+    cols = {name: _column(header, name) for name in ("Recipe", "GPUs", "Nodes")}
+    if cols["Recipe"] is None:
+        yield problem(Loc(md.path, header_line), "the Overview table has no Recipe column", "add `| Recipe | ... | GPUs | Nodes |`")
+        return
+    seen = set()
+    for n, cells in rows:
+        for item in _row_recipe(md, n, cells[cols["Recipe"]] if cols["Recipe"] < len(cells) else "", recipes):
+            if isinstance(item, Problem):
+                yield item
+                continue
+            seen.add(f"{item.framework}/{item.mode}")
+            for col, what, key in (("GPUs", "GPUs", ("gpus",)), ("Nodes", "nodes", ("nodes",))):
+                i = cols[col]
+                if i is not None and i < len(cells):
+                    yield from _compare(md, n, what, _int(cells[i]), item, key)
+    for mode in sorted(set(recipes) - seen):
+        yield problem(Loc(md.path, header_line), f"the Overview table has no row for recipe {mode}", f"add a row for `{mode}`")
+
+
+def _hardware(md: Markdown, recipes: dict[str, Recipe]) -> Iterator[Problem]:
+    for n, text in md.section("Hardware"):
+        m = _HARDWARE_BULLET.match(text)
+        if not m or m.group("mode") not in recipes:
+            continue
+        recipe = recipes[m.group("mode")]
+        yield from _compare(md, n, "GPUs", int(m.group("gpus")), recipe, ("gpus",))
+        yield from _compare(md, n, "as the GPU", m.group("gpu"), recipe, ("hardware", "gpu"))
+        yield from _compare(md, n, "nodes", int(m.group("nodes")), recipe, ("nodes",))
+
+
+def _benchmark(md: Markdown, recipes: dict[str, Recipe]) -> Iterator[Problem]:
+    table = md.table("Benchmark")
+    if table is None:
+        return
+    _, header, rows = table
+    recipe_col = _column(header, "Recipe")
+    if recipe_col is None:
+        return
+    cols = {name: _column(header, name) for name in ("ISL", "OSL", "Concurrency", "Requests")}
+    for n, cells in rows:
+        if recipe_col >= len(cells):
+            continue
+        recipe = recipes.get(cells[recipe_col].strip("` "))
+        if recipe is None:
+            continue
+        for col, key in (("ISL", ("benchmark", "isl")), ("OSL", ("benchmark", "osl")), ("Requests", ("benchmark", "requestCount"))):
+            i = cols[col]
+            if i is not None and i < len(cells):
+                yield from _compare(md, n, col, _int(cells[i]), recipe, key)
+        i = cols["Concurrency"]
+        m = _CONCURRENCY.match(cells[i]) if i is not None and i < len(cells) else None
+        if m:
+            yield from _compare(md, n, "concurrency", int(m.group("total")), recipe, ("benchmark", "concurrency"))
+            if m.group("gpus"):
+                yield from _compare(md, n, "GPUs", int(m.group("gpus")), recipe, ("gpus",))
+                yield from _compare(md, n, "concurrency per GPU", int(m.group("per_gpu")), recipe, ("benchmark", "concurrencyPerGpu"))

@@ -1,0 +1,79 @@
+"""Sizing checks: each worker's weights and a minimum KV cache fit the memory its engine may use."""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+from .. import catalogue
+from ..findings import Problem, Severity, problem
+from ..model import Recipe, dig, sequence
+from ..sizing import FRACTION_NAME, WorkerSizing, size_worker
+from . import CheckContext, check
+from .topology import _workers
+
+
+def benchmark_tokens(recipe: Recipe) -> int | None:
+    isl, osl = dig(recipe.metadata, "benchmark", "isl"), dig(recipe.metadata, "benchmark", "osl")
+    return isl + osl if isinstance(isl, int) and isinstance(osl, int) else None
+
+
+def recipe_gpus(recipe: Recipe) -> list[tuple[str, object]]:
+    """(GPU name, where it is declared): hardware.gpu, then each of hardware.alternatives."""
+    hw = recipe.metadata.get("hardware")
+    out = []
+    if isinstance(dig(hw, "gpu"), str):
+        out.append((hw["gpu"], hw.loc_of("gpu")))
+    alts = sequence(dig(hw, "alternatives")) or []
+    out += [(str(a), alts.loc_of(i)) for i, a in enumerate(alts)]
+    return out
+
+
+def worker_sizings(recipe: Recipe, gpu_name: str) -> list[tuple[str, WorkerSizing]]:
+    """(worker name, sizing) for every worker on one GPU type; empty when the model is unknown."""
+    model = catalogue.model(str(dig(recipe.metadata, "model", "id") or ""))
+    gpu = catalogue.gpu(gpu_name)
+    if model is None or gpu is None:
+        return []
+    kv_dtype = dig(recipe.metadata, "model", "kvCacheDtype")
+    return [(svc.name, size_worker(model, gpu, topo, benchmark_tokens(recipe), kv_dtype if isinstance(kv_dtype, str) else None))
+            for svc, topo in _workers(recipe)]
+
+
+@check("weights-fit-gpu")
+def weights_fit_gpu(recipe: Recipe, ctx: CheckContext) -> Iterator[Problem]:
+    """Each worker's weights per GPU plus the KV cache of one maximum-length sequence must fit
+    the memory its engine may use (`--gpu-memory-utilization`, `--mem-fraction-static`, or
+    `free_gpu_memory_fraction` of what the weights leave) on the recipe's GPU and on every
+    GPU it lists as an alternative. Otherwise the engine dies at load time with CUDA OOM or
+    "not enough KV cache", after the cluster spent an hour pulling images and weights. The
+    arithmetic is in harness/sizing.py and the sizing guide (recipes/SIZING.md).
+
+    Fails: DeepSeek-R1 FP8 at TP8 on H100 (84+ GB of weights per 80 GB GPU), or Qwen3-32B BF16
+    at TP1 with `--gpu-memory-utilization 0.5` on H100.
+    """
+    model_id = dig(recipe.metadata, "model", "id")
+    if not isinstance(model_id, str):
+        return
+    if catalogue.model(model_id) is None:
+        yield problem(recipe.metadata.get("model").loc_of("id"), f"model {model_id} is not in the model catalogue: its sizing is unchecked",
+                      "add it to harness/data/models.yaml (params, bytes/param, KV bytes/token, checkpoint size)", Severity.WARNING)
+        return
+    by_name = {svc.name: (svc, topo) for svc, topo in _workers(recipe)}
+    for index, (gpu_name, declared_at) in enumerate(recipe_gpus(recipe)):
+        if catalogue.gpu(gpu_name) is None:
+            yield problem(declared_at, f"GPU {gpu_name} is not in the GPU catalogue", "add it to harness/data/gpus.yaml", Severity.WARNING)
+            continue
+        for name, s in worker_sizings(recipe, gpu_name):
+            if s.fits:
+                continue
+            svc, topo = by_name[name]
+            fraction = topo.get("memory_fraction")
+            if index == 0:  # the recipe's own GPU: edit the engine settings
+                loc = fraction.loc if fraction is not None else (topo.get("tp") or svc).loc
+                hint = (f"raise tensor/expert parallelism, lower the maximum sequence length, or raise "
+                        f"{FRACTION_NAME.get(topo.backend, 'the memory fraction')} if the engine leaves room")
+            else:  # an alternative: drop the claim
+                loc = declared_at
+                hint = f"remove {gpu_name} from hardware.alternatives, or give it its own recipe with more parallelism"
+            yield problem(loc, f"worker {name} does not fit {gpu_name}: {s.explain()} ({s.fraction_source}, KV for {s.kv_tokens_source})",
+                          hint)

@@ -1,0 +1,118 @@
+"""Storage checks: every PVC sized from the model and the recipe, with access modes and storage
+classes that work on the topology (issue: storage sizing)."""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+from .. import catalogue
+from ..findings import Problem, Severity, problem
+from ..model import Recipe
+from ..storage import (
+    EMPTY_CLASS_ANNOTATION, compilation_cache_claims, model_cache_needs, perf_claims, recipe_pvcs,
+    recommended_gi, service_claims,
+)
+from . import CheckContext, check
+from .topology import _gpus_per_node, nodes_needed
+
+
+@check("model-cache-pvc-fits-checkpoint")
+def model_cache_pvc_fits_checkpoint(recipe: Recipe, ctx: CheckContext) -> Iterator[Problem]:
+    """The model-cache PVC must hold every checkpoint its download Jobs fetch, times a margin
+    (default 1.2, `storage_margin` option; 1.3 for checkpoint sizes that are estimates) for
+    partial downloads and the Hugging Face cache layout. Otherwise the download Job fails
+    hours into a nightly run with "No space left on device".
+
+    Fails: `storage: 100Gi` for deepseek-ai/DeepSeek-R1 (690 GB on disk).
+    """
+    rules = catalogue.storage_rules()
+    for need in model_cache_needs(recipe, ctx.option("storage_margin")):
+        pvc = need.pvc
+        for job in need.unknown:
+            yield problem(pvc.size_loc, f"PVC {pvc.name}: download Job {job} fetches a model that is not in the catalogue, "
+                                        "so its size cannot be checked",
+                          "add the model to harness/data/models.yaml with its checkpoint size", Severity.WARNING)
+        if not need.models:
+            continue
+        if pvc.size is None:
+            yield problem(pvc.size_loc, f"PVC {pvc.name} has no readable storage request ({pvc.size_text!r}); it must hold {need.describe()}",
+                          f"set resources.requests.storage: {recommended_gi(need.need_bytes, rules)}Gi")
+        elif pvc.size < need.need_bytes:
+            yield problem(pvc.size_loc, f"PVC {pvc.name} requests {pvc.size_text} ({pvc.size / 1e9:.0f} GB) but must hold "
+                                        f"{need.describe()}",
+                          f"set storage: {recommended_gi(need.need_bytes, rules)}Gi (then `recipe-harness docs`)")
+
+
+@check("cache-pvcs-meet-minimums")
+def cache_pvcs_meet_minimums(recipe: Recipe, ctx: CheckContext) -> Iterator[Problem]:
+    """A compilation-cache PVC (`useAsCompilationCache`) and a PVC the perf Job writes results
+    to must meet the documented minimums (harness/data/models.yaml `storage:`): a full JIT cache
+    makes every restart recompile for many minutes, a full results volume fails the benchmark
+    after it ran. A recipe whose metadata declares them must actually mount them.
+
+    Fails: a compilation cache PVC of `5Gi` (minimum 50 GB).
+    """
+    rules = catalogue.storage_rules()
+    pvcs = recipe_pvcs(recipe)
+    model_cache = {n.pvc.name for n in model_cache_needs(recipe)}
+    wanted = [(name, rules.compilation_cache_min_gb, "compilation cache") for name, _ in compilation_cache_claims(recipe)]
+    wanted += [(name, rules.perf_results_min_gb, "perf results") for name in perf_claims(recipe) if name not in model_cache]
+    for name, min_gb, what in wanted:
+        pvc = pvcs.get(name)
+        if pvc is None or pvc.size is None or pvc.size >= min_gb * 1e9:
+            continue
+        yield problem(pvc.size_loc, f"PVC {name} ({what}) requests {pvc.size_text} but the documented minimum is {min_gb:g} GB",
+                      f"set storage: {recommended_gi(min_gb * 1e9, rules)}Gi")
+    declared = recipe.metadata.get("storage")
+    if isinstance(declared, dict):
+        if declared.get("compilationCache") is True and not compilation_cache_claims(recipe):
+            yield problem(declared.loc_of("compilationCache"), "metadata declares a compilation cache but no service mounts a PVC "
+                                                              "with useAsCompilationCache: true",
+                          "mount the cache PVC in the workers' volumeMounts, or set compilationCache: false")
+        if declared.get("perfResults") is True and not perf_claims(recipe):
+            yield problem(declared.loc_of("perfResults"), "metadata declares perf results on a PVC but the perf Job mounts none",
+                          "mount the results PVC in perf.yaml, or set perfResults: false")
+
+
+@check("pvc-access-mode-fits-topology")
+def pvc_access_mode_fits_topology(recipe: Recipe, ctx: CheckContext) -> Iterator[Problem]:
+    """When a recipe's workers span several nodes (multinode workers, or replicas that do not fit
+    one node), every node mounts the same model cache: the PVC must be ReadWriteMany. A
+    ReadWriteOnce volume attaches to one node, and the pods elsewhere stay ContainerCreating.
+
+    Fails: `accessModes: [ReadWriteOnce]` on the model cache of deepseek-r1/sglang/disagg-16gpu (4 nodes).
+    """
+    dep = recipe.deployment
+    gpn = _gpus_per_node(recipe)
+    if dep is None or not gpn:
+        return
+    nodes = nodes_needed(dep.workers, gpn)
+    if nodes <= 1:
+        return
+    pvcs = recipe_pvcs(recipe)
+    mounted = sorted({c for svc in dep.workers for c in service_claims(svc)})
+    for name in mounted:
+        pvc = pvcs.get(name)
+        if pvc is None or "ReadWriteMany" in pvc.access_modes:
+            continue
+        yield problem(pvc.access_loc, f"PVC {name} is {', '.join(pvc.access_modes) or 'without accessModes'} but the workers of "
+                                      f"{recipe.id} span {nodes} nodes and all mount it",
+                      "set accessModes: [ReadWriteMany] (on a storage class that supports it, e.g. NFS or a CSI file system)")
+
+
+@check("storage-class-not-empty")
+def storage_class_not_empty(recipe: Recipe, ctx: CheckContext) -> Iterator[Problem]:
+    """Leave `storageClassName` out so the cluster's default class (or the user's choice) applies;
+    an empty string means "no dynamic provisioning" and the PVC stays Pending unless someone
+    pre-created a matching PersistentVolume. Allowed when the PVC carries the annotation
+    `recipe-harness/empty-storage-class-reason`.
+
+    Fails: `storageClassName: ""` in model-cache.yaml.
+    """
+    for pvc in recipe_pvcs(recipe).values():
+        if pvc.storage_class is not None and not pvc.storage_class.strip() and EMPTY_CLASS_ANNOTATION not in pvc.annotations:
+            yield problem(pvc.storage_class_loc, f'PVC {pvc.name} sets storageClassName: "" (no dynamic provisioning: it stays Pending '
+                                                 "without a pre-created PersistentVolume)",
+                          f"remove storageClassName to use the cluster default, or annotate {EMPTY_CLASS_ANNOTATION}: <why>")
+
+

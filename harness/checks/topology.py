@@ -1,0 +1,298 @@
+"""Topology and GPU matrix checks: engine parallelism vs GPU requests, totals and nodes vs
+metadata, hardware limits, disaggregation roles, router mode and DP-attention arithmetic."""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+from .. import catalogue
+from ..findings import Problem, Severity, problem
+from ..model import Recipe, Service, as_int, dig, mapping, sequence
+from ..topology import Topology, engine_flags, recipe_topologies
+from . import CheckContext, check
+
+DEFAULT_ROUTER_MODE = "round-robin"  # what `python -m dynamo.frontend` uses without --router-mode
+
+
+def _workers(recipe: Recipe) -> list[tuple[Service, Topology]]:
+    dep = recipe.deployment
+    if dep is None:
+        return []
+    topos = recipe_topologies(recipe)
+    return [(svc, topos[svc.name]) for svc in dep.workers if svc.name in topos]
+
+
+def _gpus_per_node(recipe: Recipe) -> int | None:
+    declared = as_int(dig(recipe.metadata, "hardware", "gpusPerNode"))
+    if declared:
+        return declared
+    facts = catalogue.gpu(str(dig(recipe.metadata, "hardware", "gpu") or ""))
+    return facts.gpus_per_node if facts else None
+
+
+def _breakdown(services: list[Service]) -> str:
+    return " + ".join(f"{s.name} {s.replicas} x {s.gpus_per_replica}" for s in services) or "no workers"
+
+
+def nodes_needed(services: list[Service], gpus_per_node: int) -> int:
+    """Nodes the scheduler needs: every pod (each node of a multinode replica is one pod with
+    `limits.gpu` GPUs) packed first-fit decreasing onto nodes of `gpus_per_node` GPUs."""
+    pods = sorted((s.gpu_limit for s in services for _ in range(s.replicas * s.node_count) if s.gpu_limit > 0), reverse=True)
+    free: list[int] = []
+    for size in pods:
+        if size > gpus_per_node:  # cannot schedule at all: gpus-per-node-within-hardware says so
+            free.extend([0] * -(-size // gpus_per_node))
+            continue
+        for i, room in enumerate(free):
+            if room >= size:
+                free[i] -= size
+                break
+        else:
+            free.append(gpus_per_node - size)
+    return len(free)
+
+
+@check("gpu-count-matches-topology")
+def gpu_count_matches_topology(recipe: Recipe, ctx: CheckContext) -> Iterator[Problem]:
+    """Each worker replica gets `limits.gpu` x `multinode.nodeCount` GPUs, and the engine starts
+    exactly as many ranks as its parallelism says (vLLM TP x PP x DP, SGLang TP, TRT-LLM TP x PP).
+    When they differ the engine waits for ranks that never come, or GPUs sit idle.
+
+    Fails: `limits.gpu: "4"` on a vLLM worker started with `--tensor-parallel-size 8`.
+    """
+    for svc, topo in _workers(recipe):
+        for s in topo.unreadable:
+            yield problem(s.loc, f"worker {svc.name}: {s.source} {s.raw!r} is not a valid value (an unresolved variable?)",
+                          "write the value literally, or define the variable in the container's env")
+        need = topo.gpus_per_replica
+        if svc.gpu_limit == 0:
+            yield problem(svc.gpu_limit_loc, f"worker {svc.name} requests no GPUs, but its engine needs {topo.describe_parallelism()}",
+                          f'set resources.limits.gpu: "{need}"')
+            continue
+        have = svc.gpus_per_replica
+        if have != need:
+            nodes = svc.node_count
+            fix = (f'set limits.gpu: "{need // nodes}"' if need % nodes == 0 else f"make {need} divisible by nodeCount {nodes}")
+            yield problem(svc.gpu_limit_loc,
+                          f"worker {svc.name}: limits.gpu {svc.gpu_limit} x nodeCount {nodes} = {have} GPU(s) per replica, "
+                          f"but the engine needs {topo.describe_parallelism()}",
+                          f"{fix}, or change the parallelism flags to use {have} GPU(s)")
+
+
+@check("tp-cli-matches-engine-config")
+def tp_cli_matches_engine_config(recipe: Recipe, ctx: CheckContext) -> Iterator[Problem]:
+    """TRT-LLM workers often state parallelism twice: a CLI flag and the engine config YAML
+    (`--extra-engine-args`, a ConfigMap key). Dynamo lets the engine config win, so a CLI value
+    that disagrees is a lie the GPU count was sized for. The config must also be mounted and exist.
+
+    Fails: `--tensor-parallel-size 4` with `tensor_parallel_size: 2` in the engine ConfigMap.
+    """
+    for svc, topo in _workers(recipe):
+        cfg = topo.engine_config
+        if cfg is not None and cfg.error:
+            yield problem(cfg.arg.loc, f"worker {svc.name}: --extra-engine-args {cfg.arg.value}: {cfg.error}",
+                          "mount the engine ConfigMap (extraPodSpec.volumes + mainContainer.volumeMounts) at that path")
+        for c in topo.conflicts:
+            yield problem(c.cli.loc, f"worker {svc.name}: {c.cli.source} {c.cli.raw} but {c.config.source} is "
+                                     f"{c.config.raw} (line {c.config.loc.line}); TRT-LLM uses the engine config",
+                          "make the two agree, or drop the CLI flag and keep the engine config")
+
+
+@check("gpu-total-matches-metadata")
+def gpu_total_matches_metadata(recipe: Recipe, ctx: CheckContext) -> Iterator[Problem]:
+    """The metadata's `gpus` is what the catalogue, the nightly matrix and the per-GPU throughput
+    figures use; it must be the deployment's real total: the sum over workers of replicas x
+    `limits.gpu` x nodeCount.
+
+    Fails: `gpus: 8` for prefill 6 x TP2 + decode 2 x TP2 (16 GPUs).
+    """
+    dep = recipe.deployment
+    declared = recipe.metadata.get("gpus")
+    if dep is None or not isinstance(declared, int) or isinstance(declared, bool):
+        return
+    total = dep.total_gpus
+    if total != declared:
+        yield problem(recipe.metadata.loc_of("gpus"),
+                      f"metadata says gpus: {declared} but the workers request {_breakdown(dep.workers)} = {total}",
+                      f"set gpus: {total} (and regenerate the docs with `recipe-harness docs`)")
+
+
+@check("nodes-match-metadata")
+def nodes_match_metadata(recipe: Recipe, ctx: CheckContext) -> Iterator[Problem]:
+    """The metadata's `nodes` is what a user reserves and the nightly runner asks for: it must be
+    the node count the worker pods pack onto with `hardware.gpusPerNode` GPUs per node.
+
+    Fails: `nodes: 1` for 16 GPUs on 8-GPU H200 nodes.
+    """
+    dep = recipe.deployment
+    declared = recipe.metadata.get("nodes")
+    gpn = _gpus_per_node(recipe)
+    if dep is None or not isinstance(declared, int) or isinstance(declared, bool) or not gpn:
+        return
+    need = nodes_needed(dep.workers, gpn)
+    if need != declared:
+        yield problem(recipe.metadata.loc_of("nodes"),
+                      f"metadata says nodes: {declared} but the worker pods ({_breakdown(dep.workers)} GPUs) need "
+                      f"{need} node(s) of {gpn} GPUs",
+                      f"set nodes: {need}")
+
+
+@check("gpus-per-node-within-hardware")
+def gpus_per_node_within_hardware(recipe: Recipe, ctx: CheckContext) -> Iterator[Problem]:
+    """A pod cannot span nodes: `limits.gpu` must not exceed the GPUs of one node of the
+    recipe's hardware (8 on HGX, 4 on a GB200 compute tray), and the metadata's `gpusPerNode`
+    must not claim more than the hardware has. Such a pod stays Pending forever.
+
+    Fails: `limits.gpu: "8"` on a GB200 recipe (4 GPUs per tray).
+    """
+    meta = recipe.metadata
+    gpu_name = dig(meta, "hardware", "gpu")
+    facts = catalogue.gpu(gpu_name) if isinstance(gpu_name, str) else None
+    declared = as_int(dig(meta, "hardware", "gpusPerNode"))
+    hw = mapping(meta.get("hardware"))
+    if facts and declared and declared > facts.gpus_per_node:
+        yield problem(hw.loc_of("gpusPerNode"), f"hardware.gpusPerNode is {declared} but a {gpu_name} node has {facts.gpus_per_node}",
+                      f"set gpusPerNode: {facts.gpus_per_node}")
+    gpn = min(x for x in (declared, facts.gpus_per_node if facts else None) if x) if (declared or facts) else None
+    if gpn is None or recipe.deployment is None:
+        return
+    for svc in recipe.deployment.workers:
+        if svc.gpu_limit > gpn:
+            yield problem(svc.gpu_limit_loc, f"worker {svc.name} asks for {svc.gpu_limit} GPUs in one pod but a {gpu_name} node has {gpn}",
+                          f"use multinode.nodeCount {-(-svc.gpu_limit // gpn)} with limits.gpu {gpn}, or smaller parallelism")
+    alternatives = sequence(dig(meta, "hardware", "alternatives")) or []
+    biggest = max((s.gpu_limit for s in recipe.deployment.workers), default=0)
+    for i, alt in enumerate(alternatives):
+        alt_facts = catalogue.gpu(str(alt))
+        if alt_facts and biggest > alt_facts.gpus_per_node:
+            yield problem(alternatives.loc_of(i), f"alternative {alt} has {alt_facts.gpus_per_node} GPUs per node but a worker pod asks for {biggest}",
+                          f"remove {alt} from hardware.alternatives or give it its own recipe")
+
+
+@check("disagg-roles-match-mode")
+def disagg_roles_match_mode(recipe: Recipe, ctx: CheckContext) -> Iterator[Problem]:
+    """A disaggregated recipe needs prefill and decode workers, each marked twice in agreement:
+    `subComponentType` (the operator and router read it) and `--disaggregation-mode` (the engine
+    reads it; vLLM before 0.11 used `--is-prefill-worker`). An aggregated recipe has neither.
+    A worker the router thinks is decode but the engine runs as prefill never answers.
+
+    Fails: a disaggregated recipe whose decode service was deleted, or `subComponentType: decode`
+    with `--disaggregation-mode prefill`.
+    """
+    dep = recipe.deployment
+    if dep is None:
+        return
+    meta = recipe.metadata
+    declared = meta.get("disaggregated")
+    by_name = recipe.mode.startswith("disagg")
+    if isinstance(declared, bool) and declared != by_name:
+        yield problem(meta.loc_of("disaggregated"), f"disaggregated: {str(declared).lower()} but the mode is named {recipe.mode!r}",
+                      f"set disaggregated: {str(by_name).lower()}, or rename the mode")
+    disagg = declared if isinstance(declared, bool) else by_name
+    workers = _workers(recipe)
+    legacy = any(t.legacy_prefill_flag for _, t in workers)
+    services_loc = dep.spec.key_loc("services" if "services" in dep.spec else "components")
+    if disagg:
+        roles = {svc.role for svc, _ in workers}
+        for missing in ("prefill", "decode"):
+            if missing not in roles:
+                yield problem(services_loc, f"disaggregated recipe has no {missing} worker (workers: "
+                                            f"{', '.join(f'{s.name} ({s.role})' for s, _ in workers) or 'none'})",
+                              f"add a worker with subComponentType: {missing} and --disaggregation-mode {missing}")
+    for svc, topo in workers:
+        flag = topo.get("role")
+        marked = svc.sub_component_type if svc.sub_component_type in ("prefill", "decode") else None
+        marked_loc = svc.data.key_loc("subComponentType") if "subComponentType" in svc.data else svc.loc
+        args_loc = _args_loc(svc)
+        if not disagg:
+            if marked:
+                yield problem(marked_loc, f"worker {svc.name} has subComponentType: {marked} in an aggregated recipe",
+                              "remove subComponentType, or make the recipe disaggregated")
+            if flag is not None and topo.role:
+                yield problem(flag.loc, f"worker {svc.name} runs {flag.source} {topo.role} in an aggregated recipe",
+                              f"remove {flag.source}")
+            continue
+        if marked is None:
+            yield problem(marked_loc, f"worker {svc.name} has no subComponentType prefill|decode in a disaggregated recipe",
+                          "set subComponentType: prefill or decode")
+        if topo.role is None:
+            if not (legacy and marked == "decode" and topo.backend == "vllm"):
+                yield problem(flag.loc if flag else args_loc,
+                              f"worker {svc.name} ({marked or 'unmarked'}) does not pass --disaggregation-mode prefill|decode",
+                              f"add --disaggregation-mode {marked or 'prefill|decode'} to its args")
+        elif marked and topo.role != marked:
+            yield problem(flag.loc, f"worker {svc.name}: subComponentType {marked} but {flag.source} {topo.role}",
+                          "make subComponentType and --disaggregation-mode agree")
+
+
+def _args_loc(svc: Service):
+    if svc.main is None:
+        return svc.loc
+    inv = svc.main.dynamo_invocation()
+    if inv and inv[1]:
+        return inv[1][0].loc
+    return svc.main.loc
+
+
+def router_mode(frontend: Service) -> tuple[str, object | None]:
+    """(mode, where it is set) of a frontend: --router-mode, else DYN_ROUTER_MODE, else the default."""
+    main = frontend.main
+    if main is None:
+        return DEFAULT_ROUTER_MODE, None
+    inv = main.dynamo_invocation()
+    tok = engine_flags(inv[1] if inv else main.argv).get("--router-mode")
+    if tok is not None:
+        return tok.value, tok.loc
+    if "DYN_ROUTER_MODE" in main.env:
+        return main.env["DYN_ROUTER_MODE"], main.env_locs.get("DYN_ROUTER_MODE")
+    return DEFAULT_ROUTER_MODE, None
+
+
+@check("router-mode-matches")
+def router_mode_matches(recipe: Recipe, ctx: CheckContext) -> Iterator[Problem]:
+    """The frontend's router mode (`--router-mode`, default round-robin) is what the metadata's
+    `router` and the mode's name promise: a `kv-router` recipe benchmarked with round-robin
+    measures the wrong thing, and its KV-aware numbers are never reproduced.
+
+    Fails: mode `disagg-kv-router` whose frontend runs `--router-mode round-robin`.
+    """
+    meta = recipe.metadata
+    declared = meta.get("router") if isinstance(meta.get("router"), str) else None
+    for word, mode in (("kv-router", "kv"), ("round-robin", "round-robin")):
+        if word in recipe.mode and declared and declared != mode:
+            yield problem(meta.loc_of("router"), f"mode {recipe.mode!r} promises router {mode} but metadata says router: {declared}",
+                          f"set router: {mode}")
+            declared = mode
+    dep = recipe.deployment
+    if dep is None or declared is None:
+        return
+    for fe in dep.frontends:
+        mode, loc = router_mode(fe)
+        if mode != declared:
+            where = "runs the default round-robin router" if loc is None else f"runs --router-mode {mode}"
+            yield problem(loc or _args_loc(fe), f"frontend {fe.name} {where} but the recipe's router is {declared}",
+                          f"pass --router-mode {declared} to the frontend")
+
+
+@check("dp-attention-consistent")
+def dp_attention_consistent(recipe: Recipe, ctx: CheckContext) -> Iterator[Problem]:
+    """Data-parallel attention and expert parallelism live inside the TP group: SGLang needs
+    dp <= tp and tp divisible by dp with `--enable-dp-attention`, and EP may not exceed TP (nor
+    fail to divide it) in SGLang and TRT-LLM. Otherwise the engine aborts at start-up.
+
+    Fails: SGLang `--tp 8 --dp 16 --enable-dp-attention`, or TRT-LLM TP4 with `moe_expert_parallel_size: 8`.
+    """
+    for svc, topo in _workers(recipe):
+        tp, dp, ep = topo.tp, topo.dp, topo.ep
+        if topo.backend == "sglang" and topo.dp_attention and dp > 1 and (dp > tp or tp % dp):
+            where = topo.get("dp") or topo.get("dp_attention")
+            yield problem(where.loc, f"worker {svc.name}: DP attention with dp {dp} and tp {tp}: dp must divide tp",
+                          f"set --dp to a divisor of --tp {tp} (usually --dp {tp})")
+        if topo.backend == "sglang" and topo.dp_attention and dp == 1:
+            flag = topo.get("dp_attention")
+            yield problem(flag.loc, f"worker {svc.name}: --enable-dp-attention with dp 1 does nothing",
+                          f"add --dp {tp}, or drop --enable-dp-attention", Severity.WARNING)
+        if topo.backend in ("sglang", "trtllm") and ep > 1 and (ep > tp or tp % ep):
+            where = topo.get("ep")
+            yield problem(where.loc, f"worker {svc.name}: expert parallelism {ep} with tensor parallelism {tp}: EP must divide TP",
+                          f"set {where.source.split(' (')[0]} to a divisor of {tp}")
