@@ -126,3 +126,44 @@ tools: {aiperf: 0.13.0}
     assert m.registries == ["nvcr.io/nvidia", "docker.io/library"]
     assert m.release("1.4.0").backends == {"vllm": "0.26.0", "trtllm": "1.3.0rc22"} and m.release("1.4.0").cuda == "13.0"
     assert m.aiperf == "0.13.0" and m.aiperf_loc.line == 4
+
+
+V1BETA1 = """apiVersion: nvidia.com/v1beta1
+kind: DynamoGraphDeployment
+metadata:
+  name: llama-3-70b-vllm-agg
+spec:
+  backendFramework: vllm
+  components:
+    - name: Frontend
+      type: frontend
+      podTemplate:
+        spec:
+          containers:
+            - name: main
+              image: nvcr.io/nvidia/ai-dynamo/dynamo-frontend:1.4.0
+    - name: Worker
+      type: worker
+      podTemplate:
+        spec:
+          containers:
+            - name: main
+              image: nvcr.io/nvidia/ai-dynamo/sglang-runtime:1.4.0
+              command: [python3, -m, dynamo.vllm]
+              args: [--model, RedHatAI/Llama-3.3-70B-Instruct-FP8-dynamic, --served-model-name, llama]
+              volumeMounts: [{name: cache, mountPath: /cache}]
+          volumes:
+            - name: cache
+              persistentVolumeClaim: {claimName: cache-pvc}
+"""
+
+
+def test_v1beta1_components(tmp_path):
+    deploy = CATALOGUE / RECIPE / "deploy.yaml"
+    edits = [(f"{RECIPE}/deploy.yaml", deploy.read_text(), V1BETA1)]
+    repo = run(tmp_path / "a", "image-repository-matches-backend", edits)
+    assert [(f.line, "sglang-runtime" in f.message) for f in repo] == [(21, True)]
+    served = run(tmp_path / "b", "served-name-consistent", edits)
+    assert [f.line for f in served] == [23]
+    pvc = run(tmp_path / "c", "pvc-defined", edits)
+    assert [(f.line, "cache-pvc" in f.message) for f in pvc] == [(27, True)]

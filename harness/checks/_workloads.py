@@ -458,11 +458,12 @@ class Workloads:
         return self.perf.main if self.perf else None
 
     def pvc_docs(self) -> dict[str, Loc]:
-        """PVCs the recipe defines: PersistentVolumeClaim manifests and DGD `pvcs` with create: true."""
+        """PVCs the recipe defines: the model cache's PersistentVolumeClaims and DGD `pvcs` with create: true."""
         out: dict[str, Loc] = {}
-        for doc in self.recipe.documents("PersistentVolumeClaim"):
-            if doc.name:
-                out.setdefault(doc.name, doc.data.loc)
+        for f in self.recipe.model_cache_files:
+            for doc in f.documents:
+                if doc.kind == "PersistentVolumeClaim" and doc.name:
+                    out.setdefault(doc.name, doc.data.loc)
         dep = self.recipe.deployment
         for item in sequence(dep.spec.get("pvcs") if dep else None) or []:
             if dig(item, "create") is True and isinstance(dig(item, "name"), str):
