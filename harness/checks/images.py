@@ -266,7 +266,7 @@ def image_release_in_matrix(recipe: Recipe, ctx: CheckContext) -> Iterator[Probl
                       f"set versions.backend: {shipped}, or use the images of the release that ships {framework} {backend}")
 
 
-@check("metadata-dynamo-version-matches-image")
+@check("metadata-dynamo-release")
 def metadata_dynamo_version_matches_image(recipe: Recipe, ctx: CheckContext) -> Iterator[Problem]:
     """The metadata's `versions.dynamo` is the release of the recipe's Dynamo images: the
     catalogue table, the version matrix docs and the nightly's image pulls all read it.
