@@ -8,7 +8,7 @@ from typing import Any, Iterator
 
 from ..findings import Loc, Problem, problem
 from ..model import METADATA_FILE, Recipe, dig, mapping, sequence
-from ..yamlsrc import SrcMap
+from ..yamlsrc import LoadedFile, SrcMap
 from . import CheckContext, check
 from ._workloads import all_strings, line_in_scalar, workloads
 
@@ -93,19 +93,37 @@ def no_plaintext_secrets(recipe: Recipe, ctx: CheckContext) -> Iterator[Problem]
     """
     hint = "delete it (and revoke the token); read it from the Secret: valueFrom.secretKeyRef {name: hf-token-secret, key: HF_TOKEN}"
     for f in recipe.files():
-        for doc in f.documents:
-            if doc.data is None:
-                continue
-            seen: set[tuple[int, int]] = set()
-            found = list(_plaintext(doc.data)) + list(_in_strings(doc.data, doc.loc))
-            if doc.kind == "Secret" and f.path.name != METADATA_FILE:
-                for key in ("data", "stringData"):
-                    if mapping(doc.data.get(key)):
-                        found.append((doc.data.loc_of(key), f"Secret {doc.name} carries its {key} in the repository (base64 is not encryption)"))
-            for loc, message in found:
-                if (loc.line, loc.column) not in seen:
-                    seen.add((loc.line, loc.column))
-                    yield problem(loc, message, hint)
+        for loc, message in _file_secrets(f):
+            yield problem(loc, message, hint)
+
+
+_SCANNED: dict[int, tuple[LoadedFile, list[tuple[Loc, str]]]] = {}
+
+
+def _file_secrets(f: LoadedFile) -> list[tuple[Loc, str]]:
+    """(where, message) for every credential in one file, scanned once per loaded file
+    (a model's cache files belong to all its recipes)."""
+    hit = _SCANNED.get(id(f))
+    if hit is not None and hit[0] is f:
+        return hit[1]
+    out: list[tuple[Loc, str]] = []
+    for doc in f.documents:
+        if doc.data is None:
+            continue
+        seen: set[tuple[int, int]] = set()
+        found = list(_plaintext(doc.data)) + list(_in_strings(doc.data, doc.loc))
+        if doc.kind == "Secret" and f.path.name != METADATA_FILE:
+            for key in ("data", "stringData"):
+                if mapping(doc.data.get(key)):
+                    found.append((doc.data.loc_of(key), f"Secret {doc.name} carries its {key} in the repository (base64 is not encryption)"))
+        for loc, message in found:
+            if (loc.line, loc.column) not in seen:
+                seen.add((loc.line, loc.column))
+                out.append((loc, message))
+    if len(_SCANNED) > 256:
+        _SCANNED.clear()
+    _SCANNED[id(f)] = (f, out)
+    return out
 
 
 def _exceptions(recipe: Recipe) -> set[str]:
