@@ -237,6 +237,10 @@ class LocalDeployment:
             counts[w.name] = int(prometheus_sum(body, "dynamo_component_requests_total", dynamo_endpoint="generate")) if status == 200 else -1
         return counts
 
+    def usage(self) -> "GroupUsage":
+        """Resident memory and CPU time of every process in the deployment's process groups, now."""
+        return group_usage({p.popen.pid for p in self.processes})
+
     def check_alive(self) -> None:
         """Raise DeployError when a process has died since start (a crash mid-run is a defect)."""
         for p in self.processes:
@@ -297,6 +301,32 @@ class LocalDeployment:
         if r.error:
             parts.append(r.error)
         return " ".join(parts) + f"\nlast lines of {culprit.log_path}:\n{tail(culprit.log_path)}"
+
+
+@dataclass(frozen=True)
+class GroupUsage:
+    processes: int
+    rss_mb: float
+    cpu_s: float
+
+
+def group_usage(pgids: set[int]) -> GroupUsage:
+    """Sum /proc figures over all processes whose process group is in `pgids` (Linux; zeros elsewhere)."""
+    page = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+    ticks = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    count, rss, cpu = 0, 0, 0
+    for entry in Path("/proc").glob("[0-9]*"):
+        try:
+            stat = (entry / "stat").read_text()
+            resident = int((entry / "statm").read_text().split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        fields = stat[stat.rindex(")") + 2:].split()  # the command name may contain spaces
+        if int(fields[2]) in pgids:
+            count += 1
+            rss += resident * page
+            cpu += int(fields[11]) + int(fields[12])
+    return GroupUsage(count, round(rss / 2**20, 1), round(cpu / ticks, 2))
 
 
 def _json(text: str) -> dict:

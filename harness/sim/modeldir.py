@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import os
 import shutil
@@ -61,9 +62,10 @@ def shape_for(model_name: str) -> ModelShape:
 
 def corpus_path() -> Path:
     """The text AIPerf ships for synthetic prompts: training on it keeps prompts near 1 token per word."""
-    import aiperf.dataset.generator as gen
-
-    return Path(gen.__file__).parent / "assets" / "shakespeare.txt"
+    spec = importlib.util.find_spec("aiperf")  # locate without importing: `import aiperf` costs seconds
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError("aiperf is not installed: pip install -e '.[sim]'")
+    return Path(list(spec.submodule_search_locations)[0]) / "dataset" / "generator" / "assets" / "shakespeare.txt"
 
 
 def default_cache_dir() -> Path:

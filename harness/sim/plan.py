@@ -11,7 +11,7 @@ from typing import Any
 
 import yaml
 
-from ..model import Recipe, Service, Token, parse_flags
+from ..model import Recipe, Service, Token, dig, parse_flags
 
 DEFAULT_ROUTER_MODE = "round-robin"
 ENGINE_TYPES = {"vllm": "vllm", "sglang": "sglang", "trtllm": "trtllm"}
@@ -217,7 +217,7 @@ def build_plan(recipe: Recipe, *, speedup_ratio: float = 1.0, max_data_parallel:
     notes: list[FlagNote] = []
     served, model_id = _served_name(recipe, workers)
     frontend_args, frontend_env, router_mode = _frontend(frontends[0] if frontends else None, cli, notes, recipe)
-    configmaps = _configmap_files(recipe)
+    configmaps = _configmaps(recipe)
     procs: list[ProcessPlan] = []
     for svc in workers:
         base_args, dp = _mocker_args(svc, backend, configmaps, max_data_parallel, notes, recipe)
@@ -309,7 +309,7 @@ def _router_mode(args: list[str], env: dict[str, str]) -> str:
     return env.get("DYN_ROUTER_MODE", DEFAULT_ROUTER_MODE)
 
 
-def _mocker_args(svc: Service, backend: str, configmaps: dict[str, dict], max_dp: int, notes: list[FlagNote],
+def _mocker_args(svc: Service, backend: str, configmaps: dict[str, dict[str, str]], max_dp: int, notes: list[FlagNote],
                  recipe: Recipe) -> tuple[tuple[str, ...], int]:
     """Mocker flags for one worker service, and its data-parallel size (after the profile cap)."""
     flags = _worker_flags(svc)
@@ -347,17 +347,16 @@ def _mocker_args(svc: Service, backend: str, configmaps: dict[str, dict], max_dp
     return tuple(args), dp
 
 
-def _trtllm_engine_config(svc: Service, flags: dict[str, Token], configmaps: dict[str, dict],
+def _trtllm_engine_config(svc: Service, flags: dict[str, Token], configmaps: dict[str, dict[str, str]],
                           chosen: dict[str, tuple[str, Token | None]], notes: list[FlagNote], recipe: Recipe) -> None:
     """TRT-LLM keeps engine settings in a YAML file (usually a ConfigMap): read what the mocker models."""
     config: dict = {}
     path_tok = flags.get("--extra-engine-args")
     if path_tok is not None:
-        name = PurePosixPath(path_tok.value).name
-        config = configmaps.get(name, {})
+        config = _parse_engine_config(engine_config_text(svc, path_tok.value, configmaps))
         if not config:
             notes.append(FlagNote(svc.name, "--extra-engine-args", path_tok.value, "dropped",
-                                  f"no ConfigMap in the recipe has a key {name!r}; engine defaults apply", _where(path_tok.loc, recipe)))
+                                  "no ConfigMap volume of the recipe provides this file; engine defaults apply", _where(path_tok.loc, recipe)))
     where = _where(path_tok.loc, recipe) if path_tok else ""
     for key, target in TRTLLM_CONFIG_EQUIVALENTS.items():
         value = _dig_dotted(config, key)
@@ -376,21 +375,49 @@ def _trtllm_engine_config(svc: Service, flags: dict[str, Token], configmaps: dic
             notes.append(FlagNote(svc.name, f"engine config {key}", str(config[key]), "dropped", _DROP_REASONS[0][1], where))
 
 
-def _configmap_files(recipe: Recipe) -> dict[str, dict]:
-    """Every YAML file a ConfigMap in the recipe carries, by file name."""
-    files: dict[str, dict] = {}
+def _configmaps(recipe: Recipe) -> dict[str, dict[str, str]]:
+    """ConfigMap name -> {file name: text} for every ConfigMap in the recipe."""
+    out: dict[str, dict[str, str]] = {}
     for doc in recipe.documents("ConfigMap"):
         data = doc.data.get("data")
-        if not isinstance(data, dict):
+        if isinstance(data, dict):
+            out[doc.name] = {str(k): str(v) for k, v in data.items()}
+    return out
+
+
+def engine_config_text(svc: Service, path: str, configmaps: dict[str, dict[str, str]]) -> str | None:
+    """The text of the file at `path` inside the worker's container, when a ConfigMap volume provides it.
+
+    Follows volumeMounts -> pod volumes -> ConfigMap (name, items, subPath); falls back to a file
+    name that only one ConfigMap carries."""
+    main = svc.main.data if svc.main else {}
+    pod = dig(svc.data, "extraPodSpec") or dig(svc.data, "podTemplate", "spec") or {}
+    volumes = {str(v.get("name")): v for v in (pod.get("volumes") or []) if isinstance(v, dict)}
+    target = PurePosixPath(path)
+    for mount in sorted((m for m in main.get("volumeMounts") or [] if isinstance(m, dict)),
+                        key=lambda m: -len(str(m.get("mountPath") or ""))):
+        mount_path = PurePosixPath(str(mount.get("mountPath") or "/"))
+        if target != mount_path and mount_path not in target.parents:
             continue
-        for name, text in data.items():
-            try:
-                parsed = yaml.safe_load(str(text))
-            except yaml.YAMLError:
-                continue
-            if isinstance(parsed, dict):
-                files[str(name)] = parsed
-    return files
+        source = dig(volumes.get(str(mount.get("name"))), "configMap") or {}
+        files = configmaps.get(str(source.get("name")))
+        if files is None:
+            continue
+        rel = str(mount.get("subPath") or "") if target == mount_path else str(target.relative_to(mount_path))
+        for item in source.get("items") or []:  # items remap keys to paths
+            if isinstance(item, dict) and item.get("path") == rel:
+                rel = str(item.get("key"))
+        return files.get(rel)
+    carriers = [files[target.name] for files in configmaps.values() if target.name in files]
+    return carriers[0] if len(carriers) == 1 else None
+
+
+def _parse_engine_config(text: str | None) -> dict:
+    try:
+        parsed = yaml.safe_load(text) if text else None
+    except yaml.YAMLError:
+        return {}
+    return parsed if isinstance(parsed, dict) else {}
 
 
 def _drop_reason(flag: str) -> str:

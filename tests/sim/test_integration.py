@@ -1,0 +1,160 @@
+"""The real stack on this machine: a recipe comes up, is probed, and leaves no process or port behind."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from harness.sim.local import DeployError, LocalDeployment, group_usage
+from harness.sim.modeldir import ensure_model_dir
+from harness.sim.plan import build_plan
+from harness.sim.stage import STEPS, SimStage
+from harness.stages import StageOptions, StageSkip, StepFailed
+
+REPO = Path(__file__).parent.parent.parent
+
+
+def listening_ports() -> set[int]:
+    """Ports some socket LISTENs on (TIME_WAIT leftovers of closed connections do not count)."""
+    ports = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            rows = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            fields = row.split()
+            if fields[3] == "0A":  # TCP_LISTEN
+                ports.add(int(fields[1].rsplit(":", 1)[1], 16))
+    return ports
+
+
+def assert_nothing_left(pgids: set[int], ports: list[int]) -> None:
+    assert group_usage(pgids).processes == 0, f"processes left in groups {pgids}"
+    busy = sorted(set(ports) & listening_ports())
+    assert not busy, f"ports still listening: {busy}"
+
+
+def run_steps(stage: SimStage, run, steps: list[str]) -> dict[str, str]:
+    outcome = {}
+    for step in steps:
+        try:
+            run.run_step(step)
+            outcome[step] = "passed"
+        except StageSkip as e:
+            outcome[step] = f"skipped: {e}"
+        except (StepFailed, AssertionError) as e:
+            outcome[step] = f"failed: {e}"
+    return outcome
+
+
+@pytest.fixture
+def options(tmp_path, sim_cache) -> StageOptions:
+    return StageOptions(report_dir=tmp_path / "report", extra={"baselines_root": str(tmp_path / "baselines"), "sim_cache_dir": str(sim_cache)})
+
+
+def test_stage_smoke_passes_and_a_benchmark_asking_for_the_wrong_model_fails(broken_recipe, options):
+    recipe = broken_recipe("tiny/vllm/perf-wrong-model")
+    stage = SimStage()
+    assert stage.available(options) is None
+    run = stage.open(recipe, options)
+    try:
+        outcome = run_steps(stage, run, STEPS)
+        pgids, ports = set(run.deployment.pids()), run.deployment.ports()
+    finally:
+        run.close()
+    assert [s for s, o in outcome.items() if o != "passed"] == ["perf", "baseline"], outcome
+    assert "requests model 'Tiny/Model-Typo' but the deployment serves 'tiny-model'" in outcome["perf"]
+    assert outcome["baseline"].startswith("skipped: no valid perf result")
+    assert_nothing_left(pgids, ports)
+    result = json.loads((run.report_dir / "result.json").read_text())
+    assert result["steps"]["smoke-load-spread"]["outcome"] == "passed"
+    assert result["usage"]["after_deploy"]["processes"] == 3
+    plan = json.loads((run.report_dir / "plan.json").read_text())
+    assert plan["expected_instances"] == {"backend": 2}
+    assert (run.report_dir / "logs" / "frontend.log").exists()  # kept: the run failed
+
+
+def test_benchmark_baseline_and_a_two_times_slowdown_is_caught(fixture_recipe, options):
+    recipe = fixture_recipe("tiny/vllm/agg-two-workers")
+    stage = SimStage()
+    record = stage.open(recipe, replace(options, update_baselines=True))
+    try:
+        outcome = run_steps(stage, record, ["deploy", "perf", "baseline"])
+    finally:
+        record.close()
+    assert set(outcome.values()) == {"passed"}, outcome
+    baseline = json.loads(Path(record.baseline_written).read_text())
+    assert baseline["metrics"]["request_throughput.avg"]["median"] > 0
+    assert "<sim-model-dir>" in baseline["provenance"]["aiperfArgs"]
+
+    slow = stage.open(recipe, replace(options, sim_slowdown=2.0, report_dir=options.report_dir / "slow"))
+    try:
+        outcome = run_steps(stage, slow, ["deploy", "perf", "baseline"])
+    finally:
+        slow.close()
+    assert outcome["perf"] == "passed"
+    assert outcome["baseline"].startswith("failed: regression against"), outcome
+    assert "inter_token_latency.p50" in outcome["baseline"]
+    result = json.loads((slow.report_dir / "result.json").read_text())
+    assert result["verdict"] == "fail" and result["speedupRatio"] == 0.5
+
+
+def test_a_worker_that_dies_fails_the_deploy_with_its_log_and_leaves_nothing(fixture_recipe, sim_cache, tmp_path):
+    plan = build_plan(fixture_recipe("tiny/vllm/agg-two-workers"))
+    broken = replace(plan.workers[1], args=(*plan.workers[1].args, "--no-such-mocker-flag"))
+    plan = replace(plan, workers=(plan.workers[0], broken))
+    dep = LocalDeployment(plan, ensure_model_dir("tiny", sim_cache), tmp_path / "logs", startup_timeout_s=30)
+    with pytest.raises(DeployError, match=r"(?s)vllmworker-1 exited with code 2.*unrecognized arguments: --no-such-mocker-flag"):
+        dep.start()
+    assert_nothing_left(set(dep.pids()), dep.ports())
+    assert dep.work_dir is not None and not dep.work_dir.exists()
+
+
+def test_readiness_timeout_names_what_is_missing(fixture_recipe, sim_cache, tmp_path):
+    plan = build_plan(fixture_recipe("tiny/vllm/agg-two-workers"))
+    dep = LocalDeployment(plan, ensure_model_dir("tiny", sim_cache), tmp_path / "logs", startup_timeout_s=0.5)
+    with pytest.raises(DeployError, match=r"not ready after 0 s:.*\nlast lines of .*\.log"):
+        dep.start()
+    assert_nothing_left(set(dep.pids()), dep.ports())
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
+def test_a_killed_harness_leaves_no_orphans(sig, sim_cache, tmp_path):
+    """SIGKILL: the children's parent-death signal; SIGTERM: the harness's own safety net."""
+    script = textwrap.dedent(f"""
+        import json, sys, time
+        from pathlib import Path
+        from harness.discovery import discover, select
+        from harness.sim.local import LocalDeployment
+        from harness.sim.modeldir import ensure_model_dir
+        from harness.sim.plan import build_plan
+        recipe = select(discover(Path({str(REPO / 'tests/fixtures/sim/recipes')!r})), ["tiny/vllm/agg-two-workers"])[0]
+        dep = LocalDeployment(build_plan(recipe), ensure_model_dir("tiny", Path({str(sim_cache)!r})), Path({str(tmp_path)!r}))
+        dep.start()
+        print(json.dumps({{"pids": dep.pids(), "ports": dep.ports()}}), flush=True)
+        time.sleep(120)
+    """)
+    harness = subprocess.Popen([sys.executable, "-c", script], cwd=REPO, stdout=subprocess.PIPE, text=True)
+    try:
+        line = harness.stdout.readline()
+        assert line, "the harness process did not start the deployment"
+        started = json.loads(line)
+        os.kill(harness.pid, sig)
+        harness.wait(timeout=30)
+        deadline = time.monotonic() + 15
+        while group_usage(set(started["pids"])).processes and time.monotonic() < deadline:
+            time.sleep(0.3)
+        assert_nothing_left(set(started["pids"]), started["ports"])
+    finally:
+        if harness.poll() is None:
+            harness.kill()
