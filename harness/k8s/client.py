@@ -77,6 +77,14 @@ def api_client(source: ConfigSource, *, retries: int | None = None) -> k8s.ApiCl
     return k8s.ApiClient(configuration=cfg)
 
 
+def transport_error(exc: BaseException) -> str:
+    """`ReadTimeoutError: ...` rather than urllib3's MaxRetryError wrapper; never headers or tokens."""
+    reason = getattr(exc, "reason", None)
+    inner = reason if isinstance(reason, BaseException) else exc
+    text = str(inner).split(": ", 1)[-1] if ":" in str(inner) else str(inner)
+    return f"{type(inner).__name__}: {text[:160]}"
+
+
 def api_message(exc: BaseException) -> str:
     """The API server's own message from a Status body, else the HTTP reason."""
     if isinstance(exc, ApiException):
@@ -169,7 +177,9 @@ class Kube:
     # --- generic plumbing ----------------------------------------------------------
 
     def _call(self, fn: Callable[..., Any], *args: Any, timeout: float | None = None, **kw: Any) -> Any:
-        return fn(*args, _request_timeout=timeout or self.timeout, **kw)
+        t = float(timeout or self.timeout)
+        # a (connect, read) tuple: the client silently drops a float timeout (only int and 2-tuples count)
+        return fn(*args, _request_timeout=(t, t), **kw)
 
     def plain(self, obj: Any) -> Any:
         return obj if isinstance(obj, dict) else self.api.sanitize_for_serialization(obj)
@@ -252,6 +262,15 @@ class Kube:
             return resp.data.decode("utf-8", "replace")
         except ApiException as exc:
             raise KubeError(f"no log for {pod}/{container}: {api_message(exc)}", exc.status) from None
+
+    def pod_proxy_get(self, namespace: str, pod: str, port: int, path: str, timeout: float = 5.0) -> str:
+        """GET a pod's HTTP endpoint through the API server's proxy (no port-forward needed)."""
+        try:
+            resp = self._call(self.core.connect_get_namespaced_pod_proxy_with_path, f"{pod}:{port}", namespace, path.lstrip("/"),
+                              timeout=timeout, _preload_content=False)
+            return resp.data.decode("utf-8", "replace")
+        except ApiException as exc:
+            raise KubeError(f"GET {pod}:{port}/{path}: {api_message(exc)}", exc.status) from None
 
     def secret_values(self, namespace: str, name: str) -> dict[str, str] | None:
         """Decoded values of a Secret, or None when absent. Callers use them to redact, never to print."""

@@ -15,10 +15,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from ..model import DGD_GROUP, DGD_KIND, Recipe, dig, parse_flags, pod_containers
+from ..model import DGD_GROUP, DGD_KIND, Recipe, dig, parse_flags
 from ..stages import StageOptions, StageSkip, StepFailed
 from ..yamlsrc import Document, to_plain
-from .client import BUILTIN_KINDS, Kube, KubeError
+from .client import BUILTIN_KINDS, Kube, KubeError, transport_error
 from .diagnostics import Diagnostics, Redactor
 from .mocker import MockerModel, image_tag, to_mocker
 from .portforward import FrontendAccess, PortForwardError, default_access
@@ -26,6 +26,8 @@ from .readiness import (GPU_RESOURCE, Blocker, dgd_readiness, gpu_capacity, is_u
                         pod_summary, products_on)
 
 FRONTEND_PORT = 8000
+SYSTEM_PORT = 9090  # the workers' metrics/health port the operator sets (DYN_SYSTEM_PORT)
+DEFAULT_ROUTER_MODE = "round-robin"
 MANAGED_BY = {"app.kubernetes.io/managed-by": "recipe-harness"}
 CACHE_MARKER = "recipe-harness.dynamo.nvidia.com/populated-by"
 EXPORT_FILE = "profile_export_aiperf.json"
@@ -182,43 +184,31 @@ def referenced_secrets(docs: list[dict]) -> list[str]:
     return [n for n in names if n not in defined]
 
 
-def aiperf_argv(tokens: list[str]) -> list[str]:
-    """The `aiperf profile ...` command inside a Job's command line (shell separators end it)."""
-    for i, tok in enumerate(tokens):
-        if tok == "aiperf" or tok.endswith("/aiperf"):
-            out = ["aiperf"]
-            for t in tokens[i + 1:]:
-                if t in ("&&", "||", ";", "|", "&"):
-                    break
-                out.append(t)
-            return out
-    return []
-
-
-def flag_value(argv: list[str], *names: str) -> str | None:
-    for i, tok in enumerate(argv):
-        for name in names:
-            if tok == name and i + 1 < len(argv):
-                return argv[i + 1]
-            if tok.startswith(name + "="):
-                return tok.split("=", 1)[1]
-    return None
-
-
-def local_aiperf_args(argv: list[str], base_url: str, artifact_dir: Path) -> list[str]:
-    """The Job's aiperf command pointed at the port-forward and a local artifact folder."""
-    out: list[str] = []
-    skip = False
-    for i, tok in enumerate(argv):
-        if skip:
-            skip = False
+def router_mode(recipe: Recipe) -> str:
+    """The frontend's routing (`--router-mode`, DYN_ROUTER_MODE); the Dynamo frontend's default otherwise."""
+    dep = recipe.deployment
+    for fe in dep.frontends if dep else []:
+        if fe.main is None:
             continue
-        name = tok.split("=", 1)[0]
-        if name in ("--url", "-u", "--artifact-dir", "--output-artifact-dir"):
-            skip = "=" not in tok
+        inv = fe.main.dynamo_invocation()
+        flags = {k: t.value for k, t in parse_flags(inv[1]).items()} if inv else {}
+        if flags.get("--router-mode"):
+            return flags["--router-mode"]
+        if fe.main.env.get("DYN_ROUTER_MODE"):
+            return fe.main.env["DYN_ROUTER_MODE"]
+    return DEFAULT_ROUTER_MODE
+
+
+def local_aiperf_args(options: tuple[tuple[str, str | None], ...], base_url: str, artifact_dir: Path, tokenizer: str | None) -> list[str]:
+    """`aiperf profile` with the Job's own options, pointed at the port-forward and a local artifact folder."""
+    args = ["profile"]
+    for flag, value in options:
+        if flag in ("--url", "--artifact-dir", "--ui-type", "--ui") or (flag == "--tokenizer" and tokenizer):
             continue
-        out.append(tok)
-    return out + ["--url", base_url, "--artifact-dir", str(artifact_dir)]
+        args += [flag] if value is None else [flag, value]
+    if tokenizer:
+        args += ["--tokenizer", tokenizer]
+    return args + ["--url", base_url, "--artifact-dir", str(artifact_dir), "--ui-type", "none"]
 
 
 def _stderr_progress(line: str) -> None:
@@ -305,7 +295,7 @@ class Deployer:
         try:
             self.report.server = self.kube.server_version(self.settings.probe_timeout)
         except Exception as exc:  # noqa: BLE001 - any transport error means the same thing here
-            raise self.fail(f"Kubernetes API at {self.kube.host} unreachable ({type(exc).__name__}): check the cluster and the KUBECONFIG context") from None
+            raise self.fail(f"Kubernetes API at {self.kube.host} unreachable ({transport_error(exc)}): check the cluster and the KUBECONFIG context") from None
         docs = self._deploy_docs()
         if not any(d.get("kind") == DGD_KIND for d in docs):
             raise self.fail(f"{self.recipe.path / 'deploy.yaml'}: no {DGD_KIND}; nothing to wait for")
@@ -680,6 +670,33 @@ class Deployer:
                 raise self.fail(f"the frontend never listed model {served!r} within {fmt_duration(self.settings.model_timeout)} ({seen})")
             self.sleep(self.settings.poll_interval)
 
+    def worker_pods(self) -> dict[str, str]:
+        """Running worker pods of the DGD -> their service name. The operator names them
+        `<dgd>-<service lowercased>-...` and labels them with the component name."""
+        dep = self.recipe.deployment
+        workers = {w.name: w for w in dep.workers} if dep else {}
+        out: dict[str, str] = {}
+        for pod in self.kube.list("v1", "Pod", self.namespace):
+            name = str(dig(pod, "metadata", "name"))
+            label = (dig(pod, "metadata", "labels") or {}).get("nvidia.com/dynamo-component")
+            service = label if label in workers else next((w for w in workers if name.startswith(f"{self.dgd_name}-{w.lower()}-")), None)
+            if service and dig(pod, "status", "phase") == "Running":
+                out[name] = service
+        return out
+
+    def worker_request_counts(self) -> dict[str, int]:
+        """Requests each worker pod's `generate` endpoint has served, from its /metrics (-1: unreadable)."""
+        from ..sim.local import prometheus_sum
+
+        counts: dict[str, int] = {}
+        for pod in sorted(self.worker_pods()):
+            try:
+                text = self.kube.pod_proxy_get(self.namespace, pod, SYSTEM_PORT, "metrics")
+                counts[pod] = int(prometheus_sum(text, "dynamo_component_requests_total", dynamo_endpoint="generate"))
+            except KubeError:
+                counts[pod] = -1
+        return counts
+
     # --- benchmark ---------------------------------------------------------------------
 
     def _perf_job_doc(self) -> dict:
@@ -688,13 +705,13 @@ class Deployer:
             raise self.fail(f"{self.recipe.path / 'perf.yaml'}: no benchmark Job")
         return to_plain(doc.data)
 
-    def _perf_argv(self) -> list[str]:
-        doc = self.recipe.perf_job()
-        for container in pod_containers(doc) if doc else []:
-            argv = aiperf_argv([t.value for t in container.argv])
-            if argv:
-                return argv
-        return []
+    def _aiperf(self):
+        from ..perf import PerfConfigError, find_invocation
+
+        try:
+            return find_invocation(self.recipe)
+        except PerfConfigError as exc:
+            raise self.fail(str(exc)) from None
 
     def perf_job(self) -> Path:
         """Run perf.yaml's Job in the cluster, wait for it, copy its AIPerf export to the report folder."""
@@ -720,7 +737,7 @@ class Deployer:
         if not mounts:
             raise self.fail(f"benchmark Job {dig(job, 'metadata', 'name')} mounts no PVC, so its {EXPORT_FILE} cannot be collected: "
                             "write the AIPerf artifacts to the model-cache PVC")
-        artifact_dir = flag_value(self._perf_argv(), "--artifact-dir", "--output-artifact-dir")
+        artifact_dir = self._aiperf().get("--artifact-dir")
         roots = [str(m["mountPath"]) for m in mounts]
         if artifact_dir and "$" not in artifact_dir and any(artifact_dir.startswith(r) for r in roots):
             roots = [artifact_dir]
@@ -759,22 +776,27 @@ class Deployer:
             raise self.fail(f"{EXPORT_FILE} fetched from the PVC is not JSON (first bytes: {log[:120]!r})") from None
         return log
 
-    def perf_local(self, run: Callable[[list[str], float], tuple[int, str]] | None = None) -> Path:
-        """AIPerf from the runner through the port-forward, with the Job's own arguments."""
-        argv = self._perf_argv()
-        if not argv:
-            raise self.fail(f"{self.recipe.path / 'perf.yaml'}: no `aiperf` command found in the benchmark Job")
+    def perf_local(self, run: Callable[[list[str], Path, float], Any] | None = None) -> Path:
+        """AIPerf from the runner through the port-forward, with the Job's own options. Returns the artifact folder."""
+        from ..perf import run_aiperf
+
+        inv = self._aiperf()
         url = self.frontend_url()
         artifacts = self.settings.report_dir / "perf" / self.slug / "aiperf"
         artifacts.mkdir(parents=True, exist_ok=True)
-        cmd = local_aiperf_args(argv, url, artifacts)
-        self.progress(f"benchmark: running {' '.join(cmd[:3])} ... locally against {url}")
-        code, output = (run or _run_process)(cmd, self.settings.perf_timeout)
-        (artifacts.parent / "aiperf.log").write_text(self.redactor.text(output))
-        found = sorted(artifacts.rglob(EXPORT_FILE), key=lambda p: p.stat().st_mtime)
-        if code != 0 or not found:
-            raise self.fail(f"local aiperf exited {code}" + ("" if found else f" without writing {EXPORT_FILE}") + f": {output.strip()[-800:]}")
-        return found[-1]
+        tokenizer = inv.get("--tokenizer")
+        # a tokenizer path inside the PVC does not exist on the runner: load it by model id instead
+        local_tokenizer = model_id(self.recipe) if tokenizer and tokenizer.startswith("/") and not Path(tokenizer).exists() else None
+        args = local_aiperf_args(inv.options, url, artifacts, local_tokenizer)
+        log = artifacts.parent / "aiperf.log"
+        self.progress(f"benchmark: aiperf {' '.join(args[:1])} locally against {url} (log {log})")
+        outcome = (run or run_aiperf)(args, log, self.settings.perf_timeout)
+        if getattr(outcome, "timed_out", False):
+            raise self.fail(f"local aiperf did not finish within {fmt_duration(self.settings.perf_timeout)} (log {log})")
+        if outcome.returncode not in (0, None) and not (artifacts / EXPORT_FILE).exists():
+            tail = log.read_text(errors="replace")[-800:] if log.exists() else ""
+            raise self.fail(f"local aiperf exited {outcome.returncode} without writing {EXPORT_FILE}: {tail}")
+        return artifacts
 
     # --- failure and teardown ----------------------------------------------------------
 
@@ -820,15 +842,3 @@ class Deployer:
             self.progress(f"teardown incomplete: {type(exc).__name__}: {exc}; delete namespace {self.namespace} by hand")
         finally:
             self.kube.close()
-
-
-def _run_process(cmd: list[str], timeout: float) -> tuple[int, str]:
-    import subprocess
-
-    try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
-    except FileNotFoundError:
-        return 127, f"{cmd[0]} not found: install aiperf on the runner (pip install aiperf) or use --perf-mode job"
-    except subprocess.TimeoutExpired as exc:
-        return 124, f"timed out after {fmt_duration(timeout)}: {(exc.stdout or '')[-400:] if isinstance(exc.stdout, str) else ''}"
-    return proc.returncode, proc.stdout + proc.stderr

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -9,9 +10,8 @@ from typing import Any, Callable
 from ..model import Recipe
 from ..results import PerfResult
 from ..stages import StageOptions, StageSkip, StepFailed
-from .baseline import baseline_path, compare, load_baseline, write_baseline
-from .client import ConfigSource, Kube, KubeError, api_client, find_config
-from .deployer import Deployer, DeploySettings, served_model_name
+from .client import ConfigSource, Kube, KubeError, api_client, find_config, transport_error
+from .deployer import Deployer, DeploySettings, router_mode, served_model_name
 from .portforward import FrontendAccess, PortForwardError
 
 SETUP_STEPS = ["preflight", "model-cache", "deploy", "ready"]
@@ -41,12 +41,9 @@ def _step_name(check: str) -> str:
     return "smoke-" + check.replace("_", "-")
 
 
-def parse_export(path: Path) -> PerfResult | None:
-    """The shared AIPerf parser of the sim stage, when it is installed."""
-    try:
-        from ..perf import parse_profile_export
-    except ImportError:
-        return None
+def parse_export(path: Path) -> PerfResult:
+    from ..perf import parse_profile_export
+
     return parse_profile_export(path)
 
 
@@ -81,7 +78,7 @@ def probe(source: ConfigSource, timeout: float) -> str | None:
     try:
         kube.server_version(timeout)
     except Exception as exc:  # noqa: BLE001
-        return (f"no Kubernetes cluster reachable at {kube.host} ({type(exc).__name__}, {source.describe()}): "
+        return (f"no Kubernetes cluster reachable at {kube.host} ({transport_error(exc)}; {source.describe()}): "
                 "start the cluster or fix the KUBECONFIG context, or use -m sim")
     finally:
         kube.close()
@@ -94,8 +91,8 @@ class GpuRun:
     def __init__(self, recipe: Recipe, settings: DeploySettings, *, smoke: type | None = None, update_baselines: bool = False,
                  kube: Kube | None = None, access: FrontendAccess | None = None, progress: Callable[[str], None] | None = None,
                  sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.monotonic,
-                 env: dict[str, str] | None = None, perf_runner: Callable[[list[str], float], tuple[int, str]] | None = None,
-                 baselines_root: Path | None = None):
+                 env: dict[str, str] | None = None, perf_runner: Callable[[list[str], Path, float], Any] | None = None,
+                 baselines_root: Path | None = None, history_root: Path | None = None):
         self.recipe = recipe
         self.settings = settings
         self.smoke = smoke
@@ -103,7 +100,8 @@ class GpuRun:
         self._kube = kube
         self._deployer_kw: dict[str, Any] = {"access": access, "progress": progress, "sleep": sleep, "clock": clock, "env": env}
         self.perf_runner = perf_runner
-        self.baselines_root = baselines_root or recipe.root.parent / "reports" / "baselines"
+        self.baselines_root = baselines_root  # None: harness.baselines' defaults (reports/baselines, reports/history)
+        self.history_root = history_root
         self.deployer: Deployer | None = None
         self.done: set[str] = set()
         self.suite: Any = None
@@ -174,35 +172,49 @@ class GpuRun:
                 return  # frontend_url() has just asserted /v1/models lists the served model
             raise StepFailed(f"no smoke suite installed for check {check!r}")
         if self.suite is None:
-            self.suite = self.smoke(url, served_model_name(self.recipe))
+            self.suite = self.smoke(url, served_model_name(self.recipe), router_mode=router_mode(self.recipe),
+                                    request_counts=dep.worker_request_counts)
         getattr(self.suite, f"check_{check}")()
 
     def _perf(self, dep: Deployer) -> None:
         self.export_path = dep.perf_local(self.perf_runner) if self.settings.perf_mode == "local" else dep.perf_job()
         self.result = parse_export(self.export_path)
-        if self.result is not None and not self.result.valid:
+        if not self.result.valid:
             raise StepFailed(f"the benchmark is not a measurement: {self.result.invalid_reason} (export: {self.export_path})")
+        dep.progress("benchmark: " + ", ".join(f"{k}={v:.4g}" for k in ("output_token_throughput.avg", "time_to_first_token.p99")
+                                                 if (v := self.result.value(k)) is not None))
 
     def _baseline(self, dep: Deployer) -> None:
         if self.settings.engine == "mocker":
             raise StageSkip("--engine mocker: mocker numbers are not comparable with GPU baselines")
-        if self.result is None:
-            raise StageSkip(f"no AIPerf parser installed (harness.perf.parse_profile_export); the export is at {self.export_path}")
+        if self.result is None or not self.result.valid:
+            raise StageSkip("no valid benchmark result to compare")
+        from .. import baselines
+
         hardware = dep.report.hardware or "unknown"
-        path = baseline_path(self.baselines_root, hardware, self.recipe.id)
-        if not path.is_file():
-            if self.update_baselines:
-                write_baseline(path, self.result, f"gpu run {dep.run_id} on {dep.report.server}")
-                dep.progress(f"baseline written: {path}")
-                return
-            raise StageSkip(f"no baseline at {path}: run with --update-baselines on {hardware} to record one")
-        metrics, tolerance = load_baseline(path)
-        outcome = compare(self.result, metrics, tolerance)
-        if not outcome.ok:
-            raise StepFailed(f"regression against {path}:\n" + "\n".join(r.describe() for r in outcome.regressions))
-        if self.update_baselines:
-            write_baseline(path, self.result, f"gpu run {dep.run_id} on {dep.report.server}")
+        manifests = baselines.manifest_hash(json.dumps(m, sort_keys=True) for m in dep.manifests())
+        images = sorted({str(s.main.image) for s in (self.recipe.deployment.services if self.recipe.deployment else []) if s.main and s.main.image})
+        provenance = baselines.Provenance.collect(profile="gpu", hardware=hardware, manifest_hash=manifests,
+                                                  images=[baselines.Image(i) for i in images],
+                                                  extra={"cluster": dep.report.server, "namespace": dep.namespace})
+        roots = {k: v for k, v in (("baselines_root", self.baselines_root), ("history_root", self.history_root)) if v is not None}
+        try:
+            evaluation = baselines.evaluate_recipe([self.result], recipe=self.recipe.id, environment=f"gpu/{hardware.lower()}",
+                                                   provenance=provenance, run_id=dep.run_id, update=self.update_baselines, **roots)
+        except baselines.BaselineError as exc:
+            raise StepFailed(str(exc)) from None
+        failure = evaluation.failure()
+        if failure:
+            raise StepFailed(failure)
+        if evaluation.verdict.verdict == "no-baseline" and not evaluation.updated:
+            raise StageSkip(evaluation.verdict.message() or f"no gpu/{hardware.lower()} baseline for {self.recipe.id}: run with --update-baselines to record one")
+        dep.progress(f"baseline: {evaluation.verdict.verdict}" + (" (baseline updated)" if evaluation.updated else ""))
 
     def close(self) -> None:
+        if self.suite is not None and hasattr(self.suite, "close"):
+            try:
+                self.suite.close()
+            except Exception:  # noqa: BLE001 - closing an HTTP client must not stop the teardown
+                pass
         if self.deployer is not None:
             self.deployer.teardown()

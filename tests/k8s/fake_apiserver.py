@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 # (group, plural) -> (kind, namespaced). Custom resources come from the CRDs the scenario installs.
 BUILTIN = {
@@ -69,6 +69,7 @@ class Request:
     sub: str | None
     query: dict[str, str]
     dry_run: bool = False
+    subpath: str = ""  # what follows the subresource: `metrics` of pods/<name>:<port>/proxy/metrics
 
     @property
     def kind(self) -> str:
@@ -147,6 +148,7 @@ class FakeCluster:
         self.lock = threading.RLock()
         self.objects: dict[tuple[str, str, str, str], dict] = {}
         self.logs: dict[tuple[str, str, str, bool], str] = {}
+        self.proxied: dict[tuple[str, str, int, str], str] = {}  # (namespace, pod, port, path) -> body
         self.requests: list[Request] = []
         self.controller: Controller = Controller()
         self._rv = 100
@@ -248,7 +250,7 @@ class FakeCluster:
     def handle(self, method: str, raw_path: str, body: bytes, content_type: str) -> tuple[int, str, bytes]:
         url = urlsplit(raw_path)
         query = {k: v[-1] for k, v in parse_qs(url.query).items()}
-        parts = [p for p in url.path.split("/") if p]
+        parts = [unquote(p) for p in url.path.split("/") if p]
         try:
             if parts == ["version"]:
                 return self._json(200, {"major": "1", "minor": "31", "gitVersion": "v1.31.0-fake", "gitCommit": "0" * 40,
@@ -268,7 +270,7 @@ class FakeCluster:
                 raise ApiError(404, "NotFound", "the server could not find the requested resource")
             name = tail[0] if tail else None
             sub = tail[1] if len(tail) > 1 else None
-            req = Request(method, group, version, plural, namespace, name, sub, query, query.get("dryRun") == "All")
+            req = Request(method, group, version, plural, namespace, name, sub, query, query.get("dryRun") == "All", "/".join(tail[2:]))
             payload = json.loads(body) if body else None
             with self.lock:
                 self.requests.append(req)
@@ -280,6 +282,8 @@ class FakeCluster:
             return self._json(code, result)
         except ApiError as exc:
             return self._json(exc.status["code"], exc.status)
+        except Exception as exc:  # noqa: BLE001 - a bug in the fake shows up as a 500, not a dropped connection
+            return self._json(500, status_obj(500, "InternalError", f"fake apiserver: {type(exc).__name__}: {exc}"))
 
     @staticmethod
     def _json(code: int, obj: Any) -> tuple[int, str, bytes]:
@@ -292,6 +296,12 @@ class FakeCluster:
                 raise ApiError(404, "NotFound", f'namespaces "{req.namespace}" not found', name=req.namespace, kind="namespaces")
         if req.sub == "log" and req.plural == "pods":
             return 200, self._log(req)
+        if req.sub == "proxy" and req.plural == "pods":
+            pod, _, port = (req.name or "").rpartition(":")
+            text = self.proxied.get((req.namespace or "", pod, int(port or 80), req.subpath))
+            if text is None:
+                raise ApiError(503, "ServiceUnavailable", f'error trying to reach service: dial tcp {pod}:{port}: connect: connection refused')
+            return 200, text
         if req.name is None:
             if req.method == "GET":
                 return 200, self._list(req, kind)

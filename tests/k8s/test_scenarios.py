@@ -9,22 +9,22 @@ import time
 import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Iterator
 
 import pytest
 
-from harness.k8s import stage as stage_mod
 from harness.k8s.deployer import Deployer, DeploySettings
 from harness.k8s.portforward import StaticURL
 from harness.k8s.stage import GpuRun, GpuStage
 from harness.model import Recipe
-from harness.results import MetricStat, PerfResult
 from harness.stages import StageSkip, StepFailed
 
 from .conftest import FAKE_TOKEN, SERVED, Scenario, base_cluster, dgd_crd, kube_for
 from .fake_apiserver import FakeApiServer, FakeCluster
 
 AGG = "tiny/vllm/agg"
+EXPORT_FIXTURE = Path(__file__).parent.parent / "fixtures" / "k8s" / "profile_export_aiperf.json"
 
 
 class RecordingSuite:
@@ -33,8 +33,8 @@ class RecordingSuite:
     CHECKS = ("models", "chat")
     calls: list[str] = []
 
-    def __init__(self, base_url: str, model: str):
-        self.base_url, self.model = base_url, model
+    def __init__(self, base_url: str, model: str, **kw):
+        self.base_url, self.model, self.kw = base_url, model, kw
 
     def check_models(self) -> None:
         with urllib.request.urlopen(f"{self.base_url}/v1/models", timeout=5) as resp:
@@ -89,20 +89,13 @@ def all_files(root: Path) -> dict[str, str]:
     return {str(p.relative_to(root)): p.read_text() for p in root.rglob("*") if p.is_file()}
 
 
-def fake_parser(path: Path) -> PerfResult:
-    data = json.loads(path.read_text())
-    metrics = {k: MetricStat(k, v.get("unit", ""), **{s: v.get(s) for s in ("avg", "p50", "p90", "p99", "min", "max", "std")})
-               for k, v in data.items() if isinstance(v, dict) and "unit" in v}
-    return PerfResult(metrics=metrics, expected_requests=40, completed_requests=40)
-
-
-def test_happy_path(cluster: FakeCluster, apiserver: FakeApiServer, recipes, settings, openai_url, monkeypatch, tmp_path, capsys):
+def test_happy_path(cluster: FakeCluster, apiserver: FakeApiServer, recipes, settings, openai_url, tmp_path, capsys):
     cluster.controller = scenario = Scenario(dgd="ready")
-    monkeypatch.setattr(stage_mod, "parse_export", fake_parser)
     baselines = tmp_path / "baselines"
     RecordingSuite.calls = []
     lines: list[str] = []
-    run = make_run(recipes[AGG], settings, apiserver, url=openai_url, lines=lines, baselines_root=baselines, update_baselines=True)
+    run = make_run(recipes[AGG], settings, apiserver, url=openai_url, lines=lines, baselines_root=baselines,
+                   history_root=tmp_path / "history", update_baselines=True)
     steps = GpuStage(smoke=RecordingSuite).steps(recipes[AGG])
     assert steps == ["preflight", "model-cache", "deploy", "ready", "smoke-models", "smoke-chat", "perf", "baseline"]
     start = time.monotonic()
@@ -113,13 +106,15 @@ def test_happy_path(cluster: FakeCluster, apiserver: FakeApiServer, recipes, set
     ns = run.deployer.namespace
     assert ns.startswith("rh-tiny-")
     assert RecordingSuite.calls == ["models", "chat"]
+    assert run.suite.kw["router_mode"] == "round-robin" and callable(run.suite.kw["request_counts"])
+    assert run.result is not None and run.result.valid
     # ConfigMap before the DGD although deploy.yaml lists the DGD first; the cache before either
     order = [c for c in scenario.created if not c.startswith(("Pod/", "Namespace/"))]
     assert order == ["Secret/hf-token-secret", "PersistentVolumeClaim/model-cache", "Job/model-download",
                      "ConfigMap/tiny-agg-config", "DynamoGraphDeployment/tiny-agg", "Job/tiny-agg-perf"]
     export = settings.report_dir / "perf" / "tiny_vllm_agg" / "profile_export_aiperf.json"
     assert json.loads(export.read_text())["output_token_throughput"]["avg"] == 256.0
-    assert (baselines / "gpu" / "H200" / "tiny" / "vllm" / "agg.json").is_file()
+    assert (baselines / "gpu" / "h200" / "tiny" / "vllm" / "agg.json").is_file()
     assert ns not in cluster.namespaces(), "teardown deletes the run's namespace"
     assert not (settings.report_dir / "diagnostics").exists()
     assert any("ready: tiny-agg successful" in line for line in lines)
@@ -383,15 +378,22 @@ def test_token_from_runner_env_becomes_the_secret(cluster, apiserver, recipes, s
         run.close()
 
 
-def test_baseline_regression_is_reported(cluster, apiserver, recipes, settings, openai_url, monkeypatch, tmp_path):
+def test_baseline_regression_is_reported(cluster, apiserver, recipes, settings, openai_url, tmp_path):
     cluster.controller = Scenario()
-    monkeypatch.setattr(stage_mod, "parse_export", fake_parser)
-    path = tmp_path / "baselines" / "gpu" / "H200" / "tiny" / "vllm" / "agg.json"
-    path.parent.mkdir(parents=True)
-    path.write_text(json.dumps({"metrics": {"output_token_throughput.avg": 400.0, "time_to_first_token.p99": 100.0}, "tolerance": 0.1}))
-    run = make_run(recipes[AGG], settings, apiserver, url=openai_url, baselines_root=tmp_path / "baselines")
-    message = fail_at(run, "baseline", SETUP + ["ready", "perf"])
-    assert "output_token_throughput.avg: 256 vs baseline 400 (-36.0%" in message
+    roots = {"baselines_root": tmp_path / "baselines", "history_root": tmp_path / "history"}
+    first = make_run(recipes[AGG], settings, apiserver, url=openai_url, update_baselines=True, **roots)
+    try:
+        run_steps(first, SETUP + ["ready", "perf", "baseline"])
+    finally:
+        first.close()
+    path = tmp_path / "baselines" / "gpu" / "h200" / "tiny" / "vllm" / "agg.json"
+    baseline = json.loads(path.read_text())
+    raised = json.dumps(baseline).replace('"median": 256.0', '"median": 400.0')
+    assert raised != json.dumps(baseline), "the baseline records output throughput as a median"
+    path.write_text(raised)
+    second = make_run(recipes[AGG], settings, apiserver, url=openai_url, **roots)
+    message = fail_at(second, "baseline", SETUP + ["ready", "perf"])
+    assert "output_token_throughput.avg" in message and "400" in message
 
 
 def test_local_perf_mode_runs_aiperf_through_the_port_forward(cluster, apiserver, recipes, settings, openai_url):
@@ -399,11 +401,12 @@ def test_local_perf_mode_runs_aiperf_through_the_port_forward(cluster, apiserver
     settings.perf_mode = "local"
     seen: list[list[str]] = []
 
-    def fake_aiperf(cmd: list[str], timeout: float) -> tuple[int, str]:
+    def fake_aiperf(cmd: list[str], log: Path, timeout: float) -> SimpleNamespace:
         seen.append(cmd)
         out = Path(cmd[cmd.index("--artifact-dir") + 1])
-        (out / "profile_export_aiperf.json").write_text(json.dumps({"request_throughput": {"unit": "requests/sec", "avg": 1.0}}))
-        return 0, "done"
+        shutil.copy(EXPORT_FIXTURE, out / "profile_export_aiperf.json")
+        log.write_text("done\n")
+        return SimpleNamespace(returncode=0, timed_out=False)
 
     run = make_run(recipes[AGG], settings, apiserver, url=openai_url, perf_runner=fake_aiperf)
     try:
@@ -411,8 +414,9 @@ def test_local_perf_mode_runs_aiperf_through_the_port_forward(cluster, apiserver
     finally:
         run.close()
     cmd = seen[0]
-    assert cmd[:2] == ["aiperf", "profile"] and cmd[cmd.index("--url") + 1] == openai_url
-    assert "http://tiny-agg-frontend:8000" not in " ".join(cmd) and "--concurrency" in cmd
+    assert cmd[0] == "profile" and cmd[cmd.index("--url") + 1] == openai_url
+    assert "http://tiny-agg-frontend:8000" not in " ".join(cmd) and cmd[cmd.index("--concurrency") + 1] == "4"
+    assert run.result is not None and run.result.valid
     assert not any(c.startswith("Job/tiny-agg-perf") for c in cluster.controller.created)
 
 

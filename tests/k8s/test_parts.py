@@ -1,0 +1,240 @@
+"""The gpu stage's parts on their own: availability probe, mocker rewrite, redaction, port-forward, the fake API's semantics."""
+
+from __future__ import annotations
+
+import json
+import socket
+import stat
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from kubernetes.client.rest import ApiException
+
+from harness.k8s.client import KubeError, find_config
+from harness.k8s.deployer import Deployer, DeploySettings, router_mode
+from harness.k8s.diagnostics import REDACTED, Redactor
+from harness.k8s.mocker import MOCKER_REPO, MockerModel, to_mocker
+from harness.k8s.portforward import KubectlPortForward, PortForwardError
+from harness.k8s.stage import GpuStage
+from harness.stages import StageOptions
+from harness.yamlsrc import to_plain
+
+from .conftest import FAKE_TOKEN, kube_for, pod_manifest, set_running
+
+# --- available(): one clear line, well under 5 s ------------------------------------------
+
+
+@pytest.fixture
+def no_cluster_env(monkeypatch, tmp_path):
+    for var in ("KUBECONFIG", "KUBERNETES_SERVICE_HOST", "KUBERNETES_SERVICE_PORT"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    return tmp_path
+
+
+def options(tmp_path: Path, **kw) -> StageOptions:
+    return StageOptions(report_dir=tmp_path / "report", **kw)
+
+
+def kubeconfig(path: Path, server: str) -> Path:
+    path.write_text(json.dumps({
+        "apiVersion": "v1", "kind": "Config", "current-context": "fake",
+        "clusters": [{"name": "fake", "cluster": {"server": server}}],
+        "users": [{"name": "u", "user": {"token": "kube-token-never-printed"}}],
+        "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "u"}}]}))
+    return path
+
+
+def test_available_without_any_config_says_what_to_do(no_cluster_env):
+    start = time.monotonic()
+    reason = GpuStage(smoke=None).available(options(no_cluster_env))
+    assert time.monotonic() - start < 5
+    assert reason == "no Kubernetes cluster reachable (KUBECONFIG unset, ~/.kube/config missing): set KUBECONFIG or use -m sim"
+
+
+def test_available_with_a_dead_api_answers_fast(no_cluster_env, monkeypatch):
+    with socket.socket() as s:  # a port nobody listens on: connection refused
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setenv("KUBECONFIG", str(kubeconfig(no_cluster_env / "kc", f"http://127.0.0.1:{port}")))
+    start = time.monotonic()
+    reason = GpuStage(smoke=None).available(options(no_cluster_env))
+    assert time.monotonic() - start < 5
+    assert reason and reason.startswith(f"no Kubernetes cluster reachable at http://127.0.0.1:{port}") and "kube-token" not in reason
+
+
+def test_available_with_a_silent_api_times_out_in_about_two_seconds(no_cluster_env):
+    with socket.socket() as s:  # accepts connections (backlog) and never answers
+        s.bind(("127.0.0.1", 0))
+        s.listen(8)
+        path = kubeconfig(no_cluster_env / "kc", f"http://127.0.0.1:{s.getsockname()[1]}")
+        start = time.monotonic()
+        reason = GpuStage(smoke=None).available(options(no_cluster_env, kubeconfig=str(path)))
+        elapsed = time.monotonic() - start
+    assert reason and "ReadTimeoutError" in reason
+    assert elapsed < 4.5
+
+
+def test_available_with_the_fake_cluster(no_cluster_env, apiserver):
+    path = kubeconfig(no_cluster_env / "kc", apiserver.url)
+    assert GpuStage(smoke=None).available(options(no_cluster_env, kubeconfig=str(path))) is None
+
+
+def test_find_config_order(tmp_path):
+    assert find_config("/nope/kc", env={}).startswith("no Kubernetes cluster reachable (--kubeconfig /nope/kc does not exist)")
+    assert "KUBECONFIG=/a:/b does not exist" in find_config(None, env={"KUBECONFIG": "/a:/b"})
+    (tmp_path / ".kube").mkdir()
+    (tmp_path / ".kube" / "config").write_text("{}")
+    assert find_config(None, env={"HOME": str(tmp_path)}).path == str(tmp_path / ".kube" / "config")
+
+
+def test_settings_from_stage_options(tmp_path):
+    opts = options(tmp_path, engine="mocker", keep=True, namespace="ns1", extra={"ready_timeout": "120", "poll_interval": 1, "bogus": 3})
+    s = DeploySettings.from_options(opts)
+    assert (s.engine, s.keep, s.namespace, s.ready_timeout, s.poll_interval) == ("mocker", True, "ns1", 120.0, 1.0)
+
+
+# --- the mocker rewrite --------------------------------------------------------------------
+
+
+def mocked(recipe):
+    doc = to_plain(recipe.dgd_doc.data)
+    return doc, to_mocker(doc, recipe.deployment, MockerModel("Qwen/Qwen3-0.6B", "qwen3-0.6b", "1.4.0"))
+
+
+def test_mocker_keeps_roles_replicas_and_served_name(recipes):
+    before, after = mocked(recipes["tiny/vllm/disagg"])
+    services = after["spec"]["services"]
+    assert services["Frontend"] == before["spec"]["services"]["Frontend"]
+    for name, mode, replicas in (("VllmPrefillWorker", "prefill", 2), ("VllmDecodeWorker", "decode", 1)):
+        svc = services[name]
+        main = svc["extraPodSpec"]["mainContainer"]
+        assert main["image"] == f"{MOCKER_REPO}:1.4.0" and main["command"] == ["python3", "-m", "dynamo.mocker"]
+        args = main["args"]
+        assert args[args.index("--disaggregation-mode") + 1] == mode and args[args.index("--model-name") + 1] == "qwen3-0.6b"
+        assert args[args.index("--block-size") + 1] == "16" and args[args.index("--engine-type") + 1] == "vllm"
+        assert svc["replicas"] == replicas and svc["subComponentType"] == mode
+        assert "gpu" not in json.dumps(svc["resources"]) and "claims" not in svc["resources"]
+    prefill_pod = services["VllmPrefillWorker"]["extraPodSpec"]
+    assert "nodeSelector" not in prefill_pod and "resourceClaims" not in prefill_pod
+    assert before["spec"]["services"]["VllmPrefillWorker"]["resources"]["limits"]["gpu"] == "1", "the input is not modified"
+
+
+def test_mocker_rewrites_v1beta1_components(recipes):
+    _, after = mocked(recipes["tiny/sglang/agg-v1beta1"])
+    decode = next(c for c in after["spec"]["components"] if c["name"] == "decode")
+    main = decode["podTemplate"]["spec"]["containers"][0]
+    assert main["image"].startswith(MOCKER_REPO) and "nvidia.com/gpu" not in json.dumps(main["resources"])
+    assert main["args"][main["args"].index("--block-size") + 1] == "32", "sglang --page-size becomes the mocker block size"
+    assert "tolerations" not in decode["podTemplate"]["spec"] and decode["replicas"] == 2
+
+
+def test_router_mode_of_the_frontend(recipes):
+    assert router_mode(recipes["tiny/vllm/disagg"]) == "round-robin"
+
+
+# --- redaction -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("text", [
+    f"HF_TOKEN={FAKE_TOKEN}", f"token was {FAKE_TOKEN}", f"Authorization: Bearer {FAKE_TOKEN}",
+    '"HF_TOKEN": "abcdEFGH12345678"', "--hf-token AbCdEf1234567890", "API_KEY=0123456789abcdef0123456789abcdef01",
+])
+def test_token_like_values_are_redacted(text):
+    out = Redactor().text(text)
+    assert REDACTED in out and FAKE_TOKEN not in out and "abcdEFGH12345678" not in out and "AbCdEf1234567890" not in out
+
+
+@pytest.mark.parametrize("text", ["secret hf-token-secret (key HF_TOKEN) not found", "envFromSecret: hf-token-secret",
+                                  "--tokenizer Qwen/Qwen3-0.6B", "max_tokens=32"])
+def test_names_of_secrets_are_not_mistaken_for_values(text):
+    assert Redactor().text(text) == text
+
+
+def test_known_values_and_env_entries_are_redacted():
+    r = Redactor()
+    r.add("plain-but-secret-value")
+    assert r.text("x plain-but-secret-value y") == f"x {REDACTED} y"
+    assert r.obj({"env": [{"name": "HF_TOKEN", "value": "short"}], "secretName": "hf-token-secret"}) == \
+        {"env": [{"name": "HF_TOKEN", "value": REDACTED}], "secretName": "hf-token-secret"}
+
+
+# --- port-forward --------------------------------------------------------------------------
+
+
+def fake_kubectl(tmp_path: Path, body: str) -> str:
+    path = tmp_path / "kubectl"
+    path.write_text(f"#!{sys.executable}\n{body}\n")
+    path.chmod(path.stat().st_mode | stat.S_IEXEC)
+    return str(path)
+
+
+def test_kubectl_port_forward_reads_the_local_port(tmp_path, openai_url):
+    port = openai_url.rsplit(":", 1)[1]
+    kubectl = fake_kubectl(tmp_path, f"import sys, time\nprint('Forwarding from 127.0.0.1:{port} -> 8000', flush=True)\ntime.sleep(30)")
+    pf = KubectlPortForward(None, kubectl, start_timeout=5)
+    url = pf.open("ns", "tiny-agg-frontend", 8000)
+    try:
+        assert url == openai_url
+        with urllib.request.urlopen(f"{url}/v1/models", timeout=5) as resp:
+            assert json.load(resp)["data"][0]["id"] == "qwen3-0.6b"
+    finally:
+        pf.close()
+    assert pf.proc is None
+    pf.close()  # idempotent
+
+
+def test_kubectl_port_forward_failure_is_explained(tmp_path):
+    kubectl = fake_kubectl(tmp_path, "import sys\nprint('error: services \"x-frontend\" not found', flush=True)\nsys.exit(1)")
+    with pytest.raises(PortForwardError, match='services "x-frontend" not found'):
+        KubectlPortForward(None, kubectl, start_timeout=5).open("ns", "x-frontend", 8000)
+
+
+# --- worker metrics through the API server's pod proxy -------------------------------------
+
+
+def test_worker_request_counts_through_the_pod_proxy(cluster, apiserver, recipes, settings):
+    cluster.add_namespace("rh-x")
+    for i, count in enumerate((3, 5)):
+        pod = pod_manifest("rh-x", f"tiny-agg-vllmdecodeworker-{i}", "img")
+        set_running(pod, ready=True)
+        cluster.put(pod)
+        cluster.proxied[("rh-x", pod["metadata"]["name"], 9090, "metrics")] = (
+            f'dynamo_component_requests_total{{dynamo_endpoint="generate"}} {count}\n'
+            'dynamo_component_requests_total{dynamo_endpoint="clear_kv_blocks"} 7\n')
+    frontend = pod_manifest("rh-x", "tiny-agg-frontend-0", "img")
+    set_running(frontend, ready=True)
+    cluster.put(frontend)
+    settings.namespace = "rh-x"
+    dep = Deployer(kube_for(apiserver.url), recipes["tiny/vllm/agg"], settings, progress=lambda _: None, env={})
+    assert dep.worker_request_counts() == {"tiny-agg-vllmdecodeworker-0": 3, "tiny-agg-vllmdecodeworker-1": 5}
+    del cluster.proxied[("rh-x", "tiny-agg-vllmdecodeworker-1", 9090, "metrics")]
+    assert dep.worker_request_counts()["tiny-agg-vllmdecodeworker-1"] == -1
+
+
+# --- the fake speaks like an API server (through the real client) --------------------------
+
+
+def test_fake_api_semantics_through_the_real_client(kube, cluster):
+    cm = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}, "data": {"a": "1"}}
+    with pytest.raises(KubeError, match='namespaces "nope" not found') as missing_ns:
+        kube.apply(cm, "nope")
+    assert missing_ns.value.status == 404
+    cluster.add_namespace("n")
+    assert kube.apply(cm, "n", dry_run_only=True) == "valid"
+    assert kube.get("v1", "ConfigMap", "c", "n") is None, "a dry run persists nothing"
+    assert kube.apply(cm, "n") == "created"
+    assert kube.apply(dict(cm, data={"a": "2"}), "n") == "configured"
+    assert kube.apply(cm, "n", keep_existing=True) == "unchanged"
+    assert kube.get("v1", "ConfigMap", "c", "n")["data"] == {"a": "2"}
+    with pytest.raises(ApiException) as conflict:
+        kube.core.create_namespaced_config_map("n", cm)
+    assert conflict.value.status == 409 and json.loads(conflict.value.body)["reason"] == "AlreadyExists"
+    with pytest.raises(KubeError, match='unknown field "dta"'):
+        kube.apply(dict(cm, dta={}), "n")
+    assert kube.delete("v1", "ConfigMap", "c", "n") is True and kube.delete("v1", "ConfigMap", "c", "n") is False
+    with pytest.raises(KubeError, match="no CustomResourceDefinition for Widget"):
+        kube.resource("example.com/v1", "Widget")
