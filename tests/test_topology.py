@@ -205,3 +205,54 @@ def test_nodes_needed_packs_pods_first_fit():
     assert nodes_needed([S(2, 8)], 8) == 2
     assert nodes_needed([S(4), S(4, 1, 8)], 4) == 9
     assert nodes_needed([S(8, 1, 2), S(8, 1, 2)], 8) == 4
+
+
+def _run(check_id: str, root: Path, recipe_id: str):
+    from harness.checks import REGISTRY, CheckContext, all_checks, run_check
+    from harness.static import make_selection
+
+    all_checks()
+    [recipe] = make_selection(root, [recipe_id]).chosen
+    return run_check(REGISTRY[check_id], recipe, CheckContext(root))
+
+
+@pytest.fixture
+def catalogue_copy(tmp_path):
+    import shutil
+
+    from .defects import CATALOGUE
+
+    if not CATALOGUE.is_dir():
+        pytest.skip("no shipped catalogue under recipes/")
+    shutil.copytree(CATALOGUE, tmp_path / "recipes")
+    return tmp_path / "recipes"
+
+
+def test_legacy_vllm_prefill_flag_is_accepted(catalogue_copy):
+    deploy = catalogue_copy / "llama-3-70b/vllm/disagg-single-node/deploy.yaml"
+    text = deploy.read_text().replace("--disaggregation-mode prefill", "--is-prefill-worker")
+    deploy.write_text(text.replace("--disaggregation-mode decode", ""))
+    assert not _run("disagg-roles-match-mode", catalogue_copy, "llama-3-70b/vllm/disagg-single-node")
+
+
+def test_router_mode_default_and_env(catalogue_copy):
+    deploy = catalogue_copy / "qwen3-32b/vllm/disagg-kv-router/deploy.yaml"
+    text = deploy.read_text().replace("--router-mode, kv]", "]", 1)
+    deploy.write_text(text)
+    [finding] = _run("router-mode-matches", catalogue_copy, "qwen3-32b/vllm/disagg-kv-router")
+    assert "runs the default round-robin router" in finding.message
+    env = "      envs:\n        - name: HF_HOME\n"
+    assert env in text
+    deploy.write_text(text.replace(env, env.replace("HF_HOME\n", "DYN_ROUTER_MODE\n          value: kv\n        - name: HF_HOME\n"), 1))
+    assert not _run("router-mode-matches", catalogue_copy, "qwen3-32b/vllm/disagg-kv-router")
+
+
+def test_every_shipped_worker_parses(catalogue_copy):
+    from harness.static import make_selection
+    from harness.topology import recipe_topologies
+
+    for recipe in make_selection(catalogue_copy).all:
+        for name, topo in recipe_topologies(recipe).items():
+            assert not topo.unreadable and not topo.conflicts, (recipe.id, name)
+            assert topo.model and topo.served_name, (recipe.id, name)
+            assert topo.engine_config is None or not topo.engine_config.error, (recipe.id, name, topo.engine_config.error)
