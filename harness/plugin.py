@@ -93,8 +93,8 @@ class RecipeHarness:
         carry no stage marker, so importing them would only cost time. Explicit paths are honoured."""
         if config.args_source == pytest.Config.ArgsSource.ARGS or not config.option.markexpr:
             return None
-        if collection_path.is_file() and collection_path.suffix == ".py" and not self._unmarked_selected():
-            return True
+        if not self._unmarked_selected():
+            return True  # directories too: their conftest.py files import heavy clients
         return None
 
     def _unmarked_selected(self) -> bool:
