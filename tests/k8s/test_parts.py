@@ -238,3 +238,27 @@ def test_fake_api_semantics_through_the_real_client(kube, cluster):
     assert kube.delete("v1", "ConfigMap", "c", "n") is True and kube.delete("v1", "ConfigMap", "c", "n") is False
     with pytest.raises(KubeError, match="no CustomResourceDefinition for Widget"):
         kube.resource("example.com/v1", "Widget")
+
+
+def test_client_port_forward_picks_a_ready_pod_behind_the_service(cluster, kube):
+    from harness.k8s.portforward import ClientPortForward
+
+    cluster.add_namespace("n")
+    cluster.put({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "d-frontend", "namespace": "n"},
+                 "spec": {"selector": {"app": "fe"}, "ports": [{"port": 8000, "targetPort": "http"}]}})
+    for name, ready in (("fe-0", False), ("fe-1", True)):
+        pod = pod_manifest("n", name, "img", labels={"app": "fe"}, env_token=False)
+        pod["spec"]["containers"][0]["ports"] = [{"name": "http", "containerPort": 8787}]
+        set_running(pod, ready=ready)
+        cluster.put(pod)
+    assert ClientPortForward(kube)._target("n", "d-frontend", 8000) == ("fe-1", 8787)
+    with pytest.raises(PortForwardError, match="service nope not found"):
+        ClientPortForward(kube)._target("n", "nope", 8000)
+
+
+def test_steps_follow_the_shared_smoke_suite(recipes):
+    from harness.smoke import SmokeSuite
+
+    steps = GpuStage().steps(recipes["tiny/vllm/agg"])
+    assert steps[:4] == ["preflight", "model-cache", "deploy", "ready"] and steps[-2:] == ["perf", "baseline"]
+    assert steps[4:-2] == ["smoke-" + c.replace("_", "-") for c in SmokeSuite.CHECKS]

@@ -16,7 +16,8 @@ import pytest
 
 from harness.k8s.deployer import Deployer, DeploySettings
 from harness.k8s.portforward import StaticURL
-from harness.k8s.stage import GpuRun, GpuStage
+from harness.k8s.run import GpuRun
+from harness.k8s.stage import GpuStage
 from harness.model import Recipe
 from harness.stages import StageSkip, StepFailed
 
