@@ -86,7 +86,9 @@ class DeploySettings:
 
 
 def fmt_duration(seconds: float) -> str:
-    seconds = max(0, int(seconds))
+    if seconds < 10:
+        return f"{max(0.0, seconds):.1f}s"
+    seconds = int(seconds)
     if seconds < 60:
         return f"{seconds}s"
     if seconds < 3600:
