@@ -23,6 +23,8 @@ from .stages import StageOptions, StageRun, StageSkip, load_stage
 from .static import Selection, context_for, dedupe, in_github_actions, make_selection
 
 STAGES = ("static", "sim", "gpu")
+# Steps whose failure or skip leaves nothing for the later steps of the recipe to test.
+SETUP_STEPS = ("plan", "preflight", "model-cache", "deploy", "ready")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -304,10 +306,11 @@ class StepItem(pytest.Item):
         try:
             harness.run_for(self).run_step(self.name)
         except StageSkip as exc:
-            harness.failed_step[key] = f"{self.name} skipped"
+            if self.name in SETUP_STEPS:  # nothing after a skipped setup step can run
+                harness.failed_step[key] = f"{self.name} skipped"
             pytest.skip(str(exc))
         except AssertionError as exc:
-            if self.name in ("deploy", "preflight", "ready", "model-cache", "plan"):
+            if self.name in SETUP_STEPS:
                 harness.failed_step[key] = f"{self.name}: {str(exc).splitlines()[0] if str(exc) else 'failed'}"
             pytest.fail(str(exc), pytrace=False)
         except Exception as exc:
