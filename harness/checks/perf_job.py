@@ -4,13 +4,13 @@ its artifacts on the PVC and limits on its own run time."""
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass, field
 from typing import Iterator
 
 from ..findings import Loc, Problem, problem
 from ..model import Container, Recipe, Token, as_int, mapping
+from ..perf import extra_inputs as aiperf_extra_inputs
 from ..versions import VERSIONS_FILE, version_matrix
 from . import CheckContext, check
 from ._workloads import Command, Flag, Script, Workloads, flag, nested_script, shell_scripts, under, workloads
@@ -258,24 +258,9 @@ def perf_seed_fixed(recipe: Recipe, ctx: CheckContext) -> Iterator[Problem]:
 
 
 def extra_inputs(flags: list[Flag]) -> dict[str, Token]:
-    """`--extra-inputs key:value` (repeatable) and `--extra-inputs '{json}'` as key -> value."""
-    out: dict[str, Token] = {}
-    for f in flags:
-        if f.name != "--extra-inputs":
-            continue
-        text = f.value.value.strip()
-        if text.startswith("{"):
-            try:
-                data = json.loads(text)
-            except ValueError:
-                continue
-            if isinstance(data, dict):
-                for k, v in data.items():
-                    out[str(k)] = Token(json.dumps(v) if not isinstance(v, str) else v, f.value.loc)
-        elif ":" in text:
-            k, _, v = text.partition(":")
-            out[k.strip()] = Token(v.strip(), f.value.loc)
-    return out
+    """`--extra-inputs key:value` (repeatable) and `'{json}'` as key -> value, at each flag's line."""
+    return {key: Token(value, f.value.loc) for f in flags if f.name == "--extra-inputs"
+            for key, value in aiperf_extra_inputs([f.value.value]).items()}
 
 
 @check("perf-output-length-fixed")
