@@ -170,24 +170,52 @@ class Container:
 
 
 def _split_script(script: Token) -> Iterator[tuple[str, Loc]]:
-    """Split a shell script into words with a best-effort line for each."""
-    text = script.value
+    """Split a shell script into words, with the line each word is on.
+
+    Newlines separate commands (a `;` token is emitted between them) and a backslash-newline
+    continues a command, as in a shell; comments are dropped."""
     base = script.loc
-    block = "\n" in text.rstrip("\n")
-    lexer = shlex.shlex(text, posix=True, punctuation_chars=";&|")
-    lexer.whitespace_split = True
-    lexer.commenters = "#"
-    pos = 0
-    try:
-        words = list(lexer)
-    except ValueError:  # unbalanced quotes: fall back to whitespace
-        words = text.split()
-    for word in words:
-        found = text.find(word, pos)
-        if found >= 0:
-            pos = found + len(word)
-        line = base.line + (1 + text[:pos].count("\n") if block else 0)
-        yield word, Loc(base.file, line, 1 if block else base.column)
+    block = "\n" in script.value.rstrip("\n")
+    for starts, logical in _logical_lines(script.value):
+        lexer = shlex.shlex(logical, posix=True, punctuation_chars=";&|")
+        lexer.whitespace_split = True
+        lexer.commenters = "#"
+        try:
+            words = list(lexer)
+        except ValueError:  # unbalanced quotes: fall back to whitespace
+            words = logical.split()
+        pos, physical = 0, starts[0][1]
+        for word in words:
+            found = logical.find(word, pos)
+            if found >= 0:  # quoted words do not appear verbatim: they keep the previous line
+                pos = found + len(word)
+                physical = max(p for off, p in starts if off <= found)
+            yield word, _script_loc(base, block, physical)
+        if words:
+            yield ";", _script_loc(base, block, physical)
+
+
+def _script_loc(base: Loc, block: bool, physical: int) -> Loc:
+    # a block scalar's text starts on the line after its `|` indicator
+    return Loc(base.file, base.line + 1 + physical, 1) if block else base
+
+
+def _logical_lines(text: str) -> Iterator[tuple[list[tuple[int, int]], str]]:
+    """Commands with continuations joined: ([(offset in command, physical line index)], command)."""
+    parts: list[str] = []
+    starts: list[tuple[int, int]] = []
+    length = 0
+    for i, physical in enumerate(text.split("\n")):
+        continued = physical.endswith("\\") and not physical.endswith("\\\\")
+        piece = physical[:-1] if continued else physical
+        starts.append((length, i))
+        parts.append(piece)
+        length += len(piece) + 1
+        if not continued:
+            yield starts, " ".join(parts)
+            parts, starts, length = [], [], 0
+    if parts:
+        yield starts, " ".join(parts)
 
 
 def _long_flag(text: str) -> bool:

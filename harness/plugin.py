@@ -35,6 +35,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--changed-since", metavar="REF", help="only recipes touched since the merge base with REF (all when harness/ or schemas/ changed)")
     group.addoption("--crd", action="append", default=[], metavar="PATH",
                     help="also validate against this CustomResourceDefinition (e.g. the operator version on your cluster)")
+    group.addoption("--registry", action="append", default=[], metavar="HOST",
+                    help="allowed image registry (repeatable; replaces the allow-list in recipes/versions.yaml)")
     group.addoption("--findings-json", metavar="PATH", help="write all static findings as JSON")
     group.addoption("--max-file-bytes", type=int, default=None, metavar="N", help="size cap for one YAML file (default 1 MiB)")
     group.addoption("--report-dir", metavar="PATH", default=None, help="where runs write reports (default reports/runs/<run-id>)")
@@ -119,7 +121,7 @@ class RecipeHarness:
         self.notes.extend(self.selection.notes)
         if not self.selection.all:
             self.notes.append(f"no recipes found under {self.selection.root}")
-        self.ctx = context_for(self.selection, {"crd": [Path(p) for p in opt.crd]})
+        self.ctx = context_for(self.selection, {"crd": [Path(p) for p in opt.crd], "registries": opt.registry or None})
         self.report.recipes = [r.id for r in self.selection.chosen]
         new: list[pytest.Item] = []
         if self._stage_selected("static"):

@@ -78,3 +78,12 @@ spec:
 """)
     assert main(["schemas", "import-crd", str(crd), "--out", str(tmp_path / "out")]) == 0
     assert (tmp_path / "out" / "example.com" / "thing_v1.json").is_file()
+
+
+def test_registry_option_replaces_the_allow_list(capsys):
+    # the shipped catalogue pulls from nvcr.io and docker.io; allowing only nvcr.io flags the rest
+    assert main(["check", "--recipe", "qwen3-32b/vllm/agg-round-robin"]) == 0
+    capsys.readouterr()
+    assert main(["check", "--recipe", "qwen3-32b/vllm/agg-round-robin", "--registry", "nvcr.io"]) == 1
+    out = capsys.readouterr().out
+    assert "[image-registry-allowed]" in out and "docker.io" in out

@@ -17,6 +17,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("check", help="run the static checks and print findings")
     add_selection_args(p)
     p.add_argument("--crd", action="append", default=[], metavar="PATH", help="also validate against this CRD")
+    p.add_argument("--registry", action="append", default=[], metavar="HOST",
+                   help="allowed image registry (repeatable; replaces the allow-list in recipes/versions.yaml)")
     p.add_argument("--format", choices=("text", "json", "github"), default=None,
                    help="text (default), json, or github annotations (default when GITHUB_ACTIONS is set)")
     p.add_argument("--output", metavar="PATH", help="write the report here instead of stdout")
@@ -30,7 +32,7 @@ def run(args: argparse.Namespace) -> int:
     except (SelectionError, ChangeError) as exc:
         print(f"recipe-harness: {exc}", file=sys.stderr)
         return 2
-    report = run_static(selection, context_for(selection, {"crd": [Path(p) for p in args.crd]}))
+    report = run_static(selection, context_for(selection, {"crd": [Path(p) for p in args.crd], "registries": args.registry or None}))
     fmt = args.format or ("github" if in_github_actions() else "text")
     if fmt == "json":
         text = report.to_json()
