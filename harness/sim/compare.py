@@ -23,9 +23,13 @@ from ..results import GATED_METRICS, PerfResult
 SCHEMA_VERSION = 1
 ENVIRONMENT = "sim"
 K_CV = 3.0
-# Loose enough for an unchanged rerun on a noisy 2-core machine (p99 over 50 requests moves by up
-# to ~12 %), tight enough that a 2x slowdown (-50 % throughput, +100 % latency) fails.
+# Measured on a shared 2-core machine (qwen3-32b, ci profile): an unchanged rerun moves throughput,
+# TTFT p50, ITL and request latency p99 by < 15 %; --sim-slowdown 2 moves throughput by -47 %, ITL
+# by +100 %, request latency p99 by +85 %, TTFT p50 by +31-38 %. TTFT p99 over 50 requests is the
+# slowest request's queueing: it moved by up to 75 % between unchanged runs under CPU contention
+# and by only +24-64 % at 2x, so it gets a wide floor and the other metrics carry the gate.
 FLOORS = {"throughput": 0.15, "latency": 0.25}
+FLOOR_OVERRIDES = {"time_to_first_token.p99": 0.60}
 WARN_FRACTION = 0.5
 
 
@@ -65,7 +69,7 @@ def metric_family(key: str) -> str:
 
 
 def tolerance(key: str, cv: float) -> float:
-    return max(FLOORS[metric_family(key)], K_CV * cv)
+    return max(FLOOR_OVERRIDES.get(key, FLOORS[metric_family(key)]), K_CV * cv)
 
 
 def judge(key: str, value: float | None, base: BaselineMetric | None) -> MetricVerdict:

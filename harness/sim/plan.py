@@ -59,7 +59,6 @@ MOCKER_EQUIVALENTS: dict[str, dict[str, str]] = {
         "--data-parallel-size": "--data-parallel-size",
         "--page-size": "--block-size",
         "--max-running-requests": "--max-num-seqs",
-        "--context-length": "--max-model-len",
         "--chunked-prefill-size": "--sglang-chunked-prefill-size",
         "--max-prefill-tokens": "--sglang-max-prefill-tokens",
         "--schedule-policy": "--sglang-schedule-policy",
@@ -70,14 +69,12 @@ MOCKER_EQUIVALENTS: dict[str, dict[str, str]] = {
         "--kv-block-size": "--block-size",
         "--max-batch-size": "--max-num-seqs",
         "--max-num-tokens": "--max-num-batched-tokens",
-        "--max-seq-len": "--max-model-len",
     },
 }
 # TRT-LLM engine config (ConfigMap YAML) keys -> mocker flag.
 TRTLLM_CONFIG_EQUIVALENTS = {
     "max_batch_size": "--max-num-seqs",
     "max_num_tokens": "--max-num-batched-tokens",
-    "max_seq_len": "--max-model-len",
     "tokens_per_block": "--block-size",
     "kv_cache_config.tokens_per_block": "--block-size",
 }
@@ -104,6 +101,8 @@ _DROP_REASONS: list[tuple[re.Pattern, str]] = [
      "kernel, precision or loading option: there are no kernels or weights in the mocker"),
     (re.compile(r"^--(host|port)$|^--tokenizer|^--download-dir$|^--revision$|^--skip-tokenizer-init$|^--served-model"),
      "pod-local path or address: the sim sets its own"),
+    (re.compile(r"^--(context-length|max-seq-len)$"),
+     "sequence-length cap: the mocker enforces one only for engine type vllm"),
     (re.compile(r"speculative|^--spec|^--num-speculative|^--mtp"),
      "speculative decoding: not modelled by the mocker's default timing model"),
 ]

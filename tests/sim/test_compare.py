@@ -58,13 +58,19 @@ def test_unchanged_rerun_passes(run, baseline):
     assert compare.overall(verdicts) == "pass", [v.describe() for v in verdicts]
 
 
-def test_two_times_slower_fails_on_every_gated_metric(run, baseline):
+def test_two_times_slower_fails(run, baseline):
     verdicts = compare.compare(result_scaled(run, 0.5, 2.0), baseline)
     assert compare.overall(verdicts) == "fail"
     assert {v.metric for v in verdicts if v.verdict == "fail"} == set(GATED_METRICS)
-    ttft = next(v for v in verdicts if v.metric == "time_to_first_token.p99")
-    assert ttft.delta_pct == pytest.approx(100.0)
-    assert "+100.0%" in ttft.describe() and "lower is better" in ttft.describe()
+    itl = next(v for v in verdicts if v.metric == "inter_token_latency.p50")
+    assert itl.delta_pct == pytest.approx(100.0)
+    assert "+100.0%" in itl.describe() and "lower is better" in itl.describe()
+
+
+def test_ttft_p99_tolerates_the_queueing_noise_of_a_shared_machine(baseline):
+    base = compare.read_metrics(baseline)["time_to_first_token.p99"]
+    assert compare.judge("time_to_first_token.p99", base.median * 1.5, base).verdict == "warn"
+    assert compare.judge("time_to_first_token.p99", base.median * 1.7, base).verdict == "fail"
 
 
 def test_faster_is_never_a_regression(run, baseline):
@@ -77,8 +83,8 @@ def test_between_half_and_full_tolerance_warns(run, baseline):
     assert compare.overall(verdicts) == "warn"
 
 
-def test_noisy_baseline_widens_the_tolerance(run):
-    key = "time_to_first_token.p99"
+def test_noisy_baseline_widens_the_tolerance():
+    key = "request_latency.p99"
     assert compare.tolerance(key, 0.0) == 0.25
     assert compare.tolerance(key, 0.12) == pytest.approx(0.36)
     noisy = compare.BaselineMetric("lower", 100.0, 0.12, 3, "ms")

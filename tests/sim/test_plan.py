@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
+from harness.discovery import discover
+from harness.sim.modeldir import ensure_model_dir
 from harness.sim.plan import PlanError, build_plan
+
+CATALOGUE = Path(__file__).parent.parent.parent / "recipes"
 
 
 def notes_by_flag(plan, service):
@@ -99,13 +105,27 @@ def test_workers_serving_different_names_cannot_be_planned(broken_recipe):
 
 @pytest.mark.parametrize("recipe_id", ["qwen3-32b/vllm/agg-round-robin", "qwen3-32b/vllm/disagg-kv-router",
                                        "deepseek-r1/sglang/disagg-8gpu", "deepseek-r1/trtllm/disagg-wide-ep"])
-def test_every_planned_mocker_command_line_parses_with_the_real_mocker(recipe_id, tmp_path, fixture_recipe):
-    from dynamo.mocker.args import parse_args
+def test_every_planned_mocker_is_accepted_by_the_real_mocker(recipe_id, sim_cache, fixture_recipe):
+    assert_mockers_accept(build_plan(fixture_recipe(recipe_id)), sim_cache)
 
-    plan = build_plan(fixture_recipe(recipe_id))
+
+def test_every_catalogue_recipe_plans_into_mockers_the_real_mocker_accepts(sim_cache):
+    if not CATALOGUE.is_dir() or not discover(CATALOGUE):
+        pytest.skip("no recipes/ catalogue in this checkout")
+    for recipe in discover(CATALOGUE):
+        assert_mockers_accept(build_plan(recipe), sim_cache)
+
+
+def assert_mockers_accept(plan, model_cache):
+    """The mocker's own parser and engine-args validation (what makes it exit at start) accept every worker."""
+    from dynamo.mocker.args import parse_args
+    from dynamo.mocker.config import load_mocker_engine_args
+
+    model_dir = ensure_model_dir(plan.model_id, model_cache)
     for w in plan.workers:
-        args = parse_args(["--model-path", str(tmp_path), *w.args])
-        assert args.dp_size == w.data_parallel_size
+        args = parse_args(["--model-path", str(model_dir), *w.args])
+        load_mocker_engine_args(args)
+        assert args.dp_size == w.data_parallel_size, (plan.recipe_id, w.name)
         assert args.model_name == plan.served_model_name
 
 
