@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Callable, Collection, Iterator
 
 from .findings import Loc
-from .yamlsrc import Document, LoadedFile, SrcList, SrcMap, load_yaml_file
+from .yamlsrc import Document, LoadedFile, SrcList, SrcMap, load_yaml_file, loc_at_path
 
 FRAMEWORKS = ("vllm", "sglang", "trtllm")
 METADATA_FILE = "recipe.yaml"
@@ -49,17 +49,7 @@ def dig(node: Any, *keys: Any) -> Any:
 
 def loc_of(node: Any, *keys: Any, default: Loc | None = None) -> Loc:
     """The deepest known source position along a key path."""
-    loc = getattr(node, "loc", None) or default or Loc(Path("?"))
-    for key in keys:
-        if isinstance(node, SrcMap) and key in node:
-            loc = node.loc_of(key)
-            node = node[key]
-        elif isinstance(node, SrcList) and isinstance(key, int) and 0 <= key < len(node):
-            loc = node.loc_of(key)
-            node = node[key]
-        else:
-            break
-    return loc
+    return loc_at_path(node, keys, getattr(node, "loc", None) or default or Loc(Path("?")))
 
 
 def as_int(value: Any) -> int | None:

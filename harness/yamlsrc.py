@@ -278,7 +278,7 @@ def parse_yaml_bytes(raw: bytes, path: Path, result: LoadedFile | None = None) -
     except yaml.YAMLError as exc:
         result.problems.append(problem(Loc(path), f"YAML error: {_first_line(exc)}"))
     except RecursionError:
-        result.problems.append(problem(Loc(path), f"YAML nesting too deep to parse"))
+        result.problems.append(problem(Loc(path), "YAML nesting too deep to parse"))
         result.documents.clear()
     finally:
         loader.dispose()

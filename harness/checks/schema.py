@@ -9,8 +9,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Iterator
 
-from ..findings import Loc, Problem, Severity, problem
-from ..model import DGD_KIND, METADATA_FILE, Recipe, dig, mapping, sequence
+from ..findings import Loc, Problem, problem
+from ..model import DGD_KIND, METADATA_FILE, Recipe, dig
 from ..schemas import (
     CORE_KINDS, KUBECONFORM_TEMPLATE, KUBERNETES_VERSION, SCHEMAS_DIR, SchemaError, core_validator, errors,
     k8s_definition_validator, metadata_validator, our_validator, schema_file,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 
 def add_selection_args(parser: argparse.ArgumentParser) -> None:
@@ -10,3 +11,16 @@ def add_selection_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--recipe", action="append", default=[], metavar="SEL", help="model prefix, recipe id or glob (repeatable)")
     parser.add_argument("--recipes-dir", metavar="PATH", help="recipes tree (default: ./recipes)")
     parser.add_argument("--changed-since", metavar="REF", help="only recipes touched since the merge base with REF")
+
+
+def selection_from(args: argparse.Namespace):
+    """The recipes the arguments select, or None after printing why (the caller exits 2)."""
+    from ..changes import ChangeError
+    from ..discovery import SelectionError
+    from ..static import make_selection
+
+    try:
+        return make_selection(args.recipes_dir, args.recipe, args.changed_since)
+    except (SelectionError, ChangeError) as exc:
+        print(f"recipe-harness: {exc}", file=sys.stderr)
+        return None

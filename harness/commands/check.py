@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
-from ..changes import ChangeError
-from ..discovery import SelectionError
 from ..findings import Severity, sorted_findings
-from ..static import context_for, in_github_actions, make_selection, run_static, summary_line
-from . import add_selection_args
+from ..static import context_for, in_github_actions, run_static, summary_line
+from . import add_selection_args, selection_from
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -27,10 +24,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        selection = make_selection(args.recipes_dir, args.recipe, args.changed_since)
-    except (SelectionError, ChangeError) as exc:
-        print(f"recipe-harness: {exc}", file=sys.stderr)
+    selection = selection_from(args)
+    if selection is None:
         return 2
     report = run_static(selection, context_for(selection, {"crd": [Path(p) for p in args.crd], "registries": args.registry or None}))
     fmt = args.format or ("github" if in_github_actions() else "text")

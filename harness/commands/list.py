@@ -4,13 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 
-from ..changes import ChangeError
-from ..discovery import SelectionError
 from ..model import Recipe, dig
-from ..static import make_selection
-from . import add_selection_args
+from . import add_selection_args, selection_from
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -44,10 +40,8 @@ def matches_hardware(e: dict, wanted: list[str]) -> bool:
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        selection = make_selection(args.recipes_dir, args.recipe, args.changed_since)
-    except (SelectionError, ChangeError) as exc:
-        print(f"recipe-harness: {exc}", file=sys.stderr)
+    selection = selection_from(args)
+    if selection is None:
         return 2
     entries = [e for e in (entry(r) for r in selection.chosen) if matches_hardware(e, args.hardware)]
     if args.json:
