@@ -182,8 +182,14 @@ class RecipeHarness:
                 report_dir=report_dir, sim_profile=opt.sim_profile, sim_slowdown=opt.sim_slowdown, keep_logs=opt.keep_logs,
                 repeats=opt.repeats, update_baselines=opt.update_baselines, engine=opt.engine, keep=opt.keep,
                 perf_mode=opt.perf_mode, kubeconfig=opt.kubeconfig, namespace=opt.namespace,
+                extra=self._report_roots(),
             )
         return self.stage_options
+
+    def _report_roots(self) -> dict[str, str]:
+        """Baselines and history live in reports/ beside the recipes tree (the repository's, or a foreign tree's)."""
+        tree = self.selection.root if self.selection else Path(self.config.rootpath) / "recipes"
+        return {"baselines_root": str(tree.parent / "reports" / "baselines"), "history_root": str(tree.parent / "reports" / "history")}
 
     def run_for(self, item: "StepItem") -> StageRun:
         key = (item.stage_name, item.recipe.id)
@@ -208,6 +214,7 @@ class RecipeHarness:
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
         for key in list(self.runs):
             self.close(key)  # also on Ctrl-C and on failures: nothing the harness started survives
+        self._write_run_report()
         self.report.findings = dedupe(self.report.findings)
         path = self.config.option.findings_json
         if path and self.selection is not None:
@@ -215,6 +222,22 @@ class RecipeHarness:
             Path(path).write_text(self.report.to_json())
 
     # --- reporting ---------------------------------------------------------------------
+
+    def _write_run_report(self) -> None:
+        """summary.json, summary.md and report.html for a run that benchmarked anything."""
+        opts = self.stage_options
+        if opts is None or not opts.report_dir.is_dir() or hasattr(self.config, "workerinput"):
+            return
+        history = Path(opts.extra["history_root"])
+        try:
+            from .report import write_run_report
+
+            written = write_run_report(opts.report_dir, history, run_id=opts.report_dir.name)
+        except Exception as exc:  # noqa: BLE001 - a report problem must not hide the test results
+            self.notes.append(f"run report not written: {type(exc).__name__}: {exc}")
+            return
+        if written:
+            self.notes.append(f"run report: {opts.report_dir} ({', '.join(p.name for p in written)})")
 
     def pytest_report_header(self, config: pytest.Config) -> list[str]:
         lines = []
@@ -305,19 +328,25 @@ class StepItem(pytest.Item):
             if self.name == "plan":
                 pytest.fail(harness.failed_step[key], pytrace=False)
             pytest.skip(f"an earlier step failed: {harness.failed_step[key]}")
+        skipped = failed = None
         try:
             harness.run_for(self).run_step(self.name)
         except StageSkip as exc:
+            skipped = str(exc)
             if self.name in SETUP_STEPS:  # nothing after a skipped setup step can run
                 harness.failed_step[key] = f"{self.name} skipped"
-            pytest.skip(str(exc))
         except AssertionError as exc:
+            failed = str(exc) or f"{self.name} failed"
             if self.name in SETUP_STEPS:
-                harness.failed_step[key] = f"{self.name}: {str(exc).splitlines()[0] if str(exc) else 'failed'}"
-            pytest.fail(str(exc), pytrace=False)
+                harness.failed_step[key] = f"{self.name}: {failed.splitlines()[0]}"
         except Exception as exc:
             harness.failed_step[key] = f"{self.name}: {type(exc).__name__}"
             raise
+        # outside the except blocks: the report shows the step's message once, not a chained traceback
+        if skipped is not None:
+            pytest.skip(skipped)
+        if failed is not None:
+            pytest.fail(failed, pytrace=False)
 
     def reportinfo(self):
         return self.recipe.path, None, f"{self.stage_name}::{self.recipe.id}::{self.name}"

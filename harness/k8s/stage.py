@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..model import Recipe
@@ -61,7 +62,9 @@ class GpuStage:
         from .deployer import DeploySettings
         from .run import GpuRun
 
-        return GpuRun(recipe, DeploySettings.from_options(options), smoke=self.smoke, update_baselines=options.update_baselines)  # type: ignore[arg-type]
+        roots = {k: Path(options.extra[k]) for k in ("baselines_root", "history_root") if options.extra.get(k)}
+        return GpuRun(recipe, DeploySettings.from_options(options), smoke=self.smoke,  # type: ignore[arg-type]
+                      update_baselines=options.update_baselines, **roots)
 
 
 def probe(source: ConfigSource, timeout: float) -> str | None:

@@ -6,6 +6,7 @@ import importlib.util
 import json
 import shutil
 import time
+
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,8 @@ from ..perf import PerfConfigError, Scale, find_invocation, parse_profile_export
 from ..results import GATED_METRICS, PerfResult
 from ..smoke import SmokeSuite
 from ..stages import StageOptions, StageSkip, StepFailed
-from . import compare
+from .. import baselines
+from .compare import sim_policy
 from .local import DeployError, LocalDeployment, tail
 from .modeldir import describe, ensure_model_dir
 from .plan import PlanError, SimPlan, build_plan
@@ -71,8 +73,10 @@ class SimRun:
         self.deployment: LocalDeployment | None = None
         self.suite: SmokeSuite | None = None
         self.perf: PerfResult | None = None
+        self.results: list[PerfResult] = []  # one per --repeats run, all on the same deployment
+        self.evaluation: baselines.Evaluation | None = None
+        self.history_root = Path(options.extra.get("history_root") or self.baselines_root.parent / "history")
         self.aiperf_changes: list[str] = []
-        self.verdicts: list[compare.MetricVerdict] = []
         self.baseline_written = ""
         self.outcomes: dict[str, dict[str, Any]] = {}
         self.usage: dict[str, Any] = {}
@@ -182,8 +186,21 @@ class SimRun:
         if inv.model is not None and inv.model != served:
             raise StepFailed(f"{inv.where}: the benchmark requests model {inv.model!r} but the deployment serves {served!r}: "
                              f"every request would get 404")
-        artifact_dir = self.report_dir / "aiperf"
-        shutil.rmtree(artifact_dir, ignore_errors=True)
+        repeats = max(1, self.options.repeats)
+        shutil.rmtree(self.report_dir / "aiperf", ignore_errors=True)
+        self.results = []
+        for i in range(repeats):
+            artifact_dir = self.report_dir / "aiperf" / (f"run-{i + 1}" if repeats > 1 else "")
+            result = self._perf_run(dep, inv, served, artifact_dir)
+            self.results.append(result)
+            self.perf = result
+            if not result.valid:
+                log_path = self.report_dir / "logs" / "aiperf.log"
+                raise StepFailed(f"the benchmark is not a measurement (run {i + 1} of {repeats}): {result.invalid_reason}\n"
+                                 f"last lines of {log_path}:\n{tail(log_path)}")
+            self._live()
+
+    def _perf_run(self, dep: LocalDeployment, inv: Any, served: str, artifact_dir: Path) -> PerfResult:
         p = self.profile
         plan = scaled_args(inv, model=served, url=dep.base_url, tokenizer=self.model_dir, artifact_dir=artifact_dir,
                            scale=Scale(p.max_concurrency, p.request_count, p.max_input_tokens, p.max_output_tokens))
@@ -199,42 +216,39 @@ class SimRun:
             result.invalid_reason = f"AIPerf did not finish within {p.perf_timeout_s:.0f} s (sim profile {p.name})"
         elif run.returncode and result.valid:
             result.invalid_reason = f"AIPerf exited with code {run.returncode}"
-        self.perf = result
-        self.usage["aiperf_wall_s"] = round(run.wall_s, 2)
+        self.usage["aiperf_wall_s"] = round(self.usage.get("aiperf_wall_s", 0.0) + run.wall_s, 2)
         self.usage["after_perf"] = asdict(dep.usage())
-        if not result.valid:
-            raise StepFailed(f"the benchmark is not a measurement: {result.invalid_reason}\nlast lines of {log_path}:\n{tail(log_path)}")
-        self._live()
+        return result
 
     def _baseline(self) -> None:
-        if self.perf is None or not self.perf.valid:
+        """Verdict against reports/baselines/sim/<recipe>.json via the baselines library; appends the
+        run to reports/history/sim/ (the trend report reads it)."""
+        valid = [r for r in self.results if r.valid]
+        if not valid:
             raise StageSkip(f"no valid perf result for sim::{self.recipe.id} to compare")
-        path = compare.baseline_path(self.baselines_root, self.recipe.id)
-        try:
-            baseline = compare.load_baseline(path)
-        except ValueError as e:
-            raise StepFailed(str(e)) from None
-        if baseline is not None and baseline.get("profile") != self.profile.name:
-            baseline = None  # numbers of another profile are another workload
-        self.verdicts = compare.compare(self.perf, baseline)
-        if self.options.update_baselines:
-            self._update_baseline(path)
-            return
-        verdict = compare.overall(self.verdicts)
-        if verdict == "no-baseline":
-            raise StageSkip(f"no {self.profile.name!r} baseline at {path}: run with --update-baselines to record one")
-        if verdict == "fail":
-            failing = [v.describe() for v in self.verdicts if v.verdict == "fail"]
-            raise StepFailed(f"regression against {path} (--sim-slowdown {self.options.sim_slowdown:g}):\n" + "\n".join(failing))
-
-    def _update_baseline(self, path: Path) -> None:
-        assert self.perf is not None
-        if self.options.sim_slowdown != 1.0:
+        update = self.options.update_baselines
+        if update and self.options.sim_slowdown != 1.0:
             raise StepFailed(f"refusing to record a baseline at --sim-slowdown {self.options.sim_slowdown:g}: run at normal speed")
-        prov = compare.provenance(self.recipe.path, self.perf.aiperf_args, self.perf.aiperf_version,
-                                  extra={"simProfile": self.profile.to_dict(), "startupSeconds": self.usage.get("startup_s")})
-        compare.write_baseline(path, compare.build_baseline(self.recipe.id, self.profile.name, [self.perf], prov))
-        self.baseline_written = str(path)
+        files = [self.recipe.path / name for name in ("deploy.yaml", "perf.yaml")]
+        provenance = baselines.Provenance.collect(
+            profile=self.profile.name, manifest_hash=baselines.manifest_hash(f.read_bytes() for f in files if f.is_file()),
+            stats=baselines.aggregate(valid, sim_policy()),
+            extra={"simProfile": self.profile.to_dict(), "simSlowdown": self.options.sim_slowdown,
+                   "startupSeconds": self.usage.get("startup_s")})
+        try:
+            self.evaluation = baselines.evaluate_recipe(
+                self.results, recipe=self.recipe.id, environment="sim", provenance=provenance,
+                run_id=self.options.report_dir.name, update=update, policy=sim_policy(),
+                baselines_root=self.baselines_root, history_root=self.history_root)
+        except baselines.BaselineError as e:
+            raise StepFailed(str(e)) from None
+        if self.evaluation.updated:
+            self.baseline_written = str(baselines.baseline_path("sim", self.recipe.id, self.baselines_root))
+        failure = self.evaluation.failure()
+        if failure:
+            raise StepFailed(f"{failure}\n(--sim-slowdown {self.options.sim_slowdown:g}, profile {self.profile.name})")
+        if self.evaluation.verdict.verdict == "no-baseline" and not self.evaluation.updated:
+            raise StageSkip(self.evaluation.verdict.message() + ": run with --update-baselines to record one")
 
     # ---- report --------------------------------------------------------------------------------
 
@@ -258,8 +272,8 @@ class SimRun:
                 "completedRequests": perf.completed_requests, "errorCount": perf.error_count, "errors": perf.errors,
                 "metrics": {k: perf.value(k) for k in GATED_METRICS}, "aiperfArgs": perf.aiperf_args,
                 "changesFromPerfJob": self.aiperf_changes, "artifactDir": perf.artifact_dir},
-            "verdict": compare.overall(self.verdicts) if self.verdicts else None,
-            "verdicts": compare.verdicts_to_dicts(self.verdicts),
+            "runs": len(self.results),
+            "verdict": self.evaluation.verdict.to_dict() if self.evaluation else None,
             "baselineWritten": self.baseline_written or None,
         })
 
