@@ -103,10 +103,13 @@ def test_benchmark_baseline_and_a_two_times_slowdown_is_caught(fixture_recipe, o
     finally:
         slow.close()
     assert outcome["perf"] == "passed"
-    assert outcome["baseline"].startswith("failed: regression against"), outcome
+    assert outcome["baseline"].startswith("failed: tiny/vllm/agg-two-workers [sim]: fail:"), outcome
     assert "inter_token_latency.p50" in outcome["baseline"]
     result = json.loads((slow.report_dir / "result.json").read_text())
-    assert result["verdict"] == "fail" and result["speedupRatio"] == 0.5
+    assert result["verdict"]["verdict"] == "fail" and result["speedupRatio"] == 0.5
+    # the run went into the history beside the baselines, where the trend report reads it
+    history = Path(options.extra["baselines_root"]).parent / "history" / "sim"
+    assert list(history.rglob("*.jsonl"))
 
 
 def test_a_worker_that_dies_fails_the_deploy_with_its_log_and_leaves_nothing(fixture_recipe, sim_cache, tmp_path):
