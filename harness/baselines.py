@@ -656,12 +656,15 @@ def judge_metric(key: str, spread: MetricSpread | None, base: BaselineMetric | N
     return MetricVerdict(key, direction, unit, verdict, f"{head}, {tail}", value, base.median, delta, tolerance, cv, base.cv)
 
 
-def compare(stats: RunStats, baseline: Baseline | None, policy: Policy = DEFAULT_POLICY, *,
-            recipe: str = "", environment: str = "", baseline_file: Path | None = None) -> RecipeVerdict:
+def compare(stats: RunStats, baseline: Baseline | None, policy: Policy = DEFAULT_POLICY, *, recipe: str = "",
+            environment: str = "", baseline_file: Path | None = None, provenance: Provenance | None = None) -> RecipeVerdict:
     """Judge aggregated runs against a baseline (None: no baseline recorded yet).
-    `recipe`/`environment` default to the baseline's; `baseline_file` is where one was looked for."""
+    `recipe`/`environment` default to the baseline's; `baseline_file` is where one was looked for; with the
+    run's `provenance`, a baseline of another profile counts as none and one from other hardware is named."""
     recipe = recipe or (baseline.recipe if baseline else "")
     environment = environment or (baseline.environment if baseline else "sim")
+    where = baseline.path if baseline and baseline.path else baseline_file
+    baseline, note = _comparable(baseline, provenance, where)
     keys = list(GATED_METRICS) + [k for k in (baseline.metrics if baseline else {}) if k not in GATED_METRICS]
     metrics = {}
     for key in keys:
@@ -670,12 +673,27 @@ def compare(stats: RunStats, baseline: Baseline | None, policy: Policy = DEFAULT
             continue  # neither side has it (e.g. TTFT of a non-streaming benchmark): nothing to judge
         metrics[key] = judge_metric(key, spread, base, policy)
     ref = None
-    where = baseline.path if baseline and baseline.path else baseline_file
     if baseline is not None:
         runs = max((m.runs for m in baseline.metrics.values()), default=None)
         ref = {"path": str(where or ""), "date": baseline.provenance.get("date"), "gitSha": baseline.provenance.get("gitSha"), "runs": runs}
     verdict, reason = _recipe_verdict(stats, baseline, metrics, where)
+    if baseline is None and verdict == "no-baseline" and note:
+        reason = f"{note}: record one with --update-baselines"
+    elif note:
+        reason = f"{reason} ({note})"
     return RecipeVerdict(recipe, environment, verdict, reason, stats.runs, stats.valid_runs, list(stats.invalid_runs), metrics, ref)
+
+
+def _comparable(baseline: Baseline | None, run: Provenance | None, where: Path | None) -> tuple[Baseline | None, str]:
+    """Numbers of another benchmark profile are another workload: no baseline. Other hardware is only named."""
+    if baseline is None or run is None:
+        return baseline, ""
+    if baseline.profile != run.profile:
+        return None, f"the baseline at {where} is for profile {baseline.profile!r}, this run used {run.profile!r}"
+    hardware = baseline.provenance.get("hardware")
+    if hardware and hardware != run.hardware:
+        return baseline, f"baseline measured on {hardware}, this run on {run.hardware}"
+    return baseline, ""
 
 
 def _recipe_verdict(stats: RunStats, baseline: Baseline | None, metrics: dict[str, MetricVerdict], where: Path | None) -> tuple[str, str]:
@@ -830,7 +848,7 @@ def evaluate_recipe(results: list[PerfResult], *, recipe: str, environment: str,
     stats = aggregate(results, policy)
     path = baseline_path(environment, recipe, baselines_root)
     baseline = load_baseline(path) if path.exists() else None
-    verdict = compare(stats, baseline, policy, recipe=recipe, environment=environment, baseline_file=path)
+    verdict = compare(stats, baseline, policy, recipe=recipe, environment=environment, baseline_file=path, provenance=provenance)
     updated, refused = False, ""
     if update:
         try:

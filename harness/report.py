@@ -236,7 +236,7 @@ def trend_plot(recipe: str, key: str, history: list[HistoryEntry], current_run: 
     """PNG: the metric's median per run, the baseline median and its tolerance band, points coloured by verdict
     (the key is in the HTML), the current run circled."""
     m = next((e.result.metrics[key] for e in history if key in e.result.metrics), None)
-    title = f"{recipe}: {key} ({m.direction if m else 'higher'} is better)"
+    title = f"{key} ({m.direction if m else 'higher'} is better)"  # the recipe heads the HTML section
     return _draw(title, m.unit if m else "", trend_points(key, history, current_run))
 
 
@@ -245,7 +245,7 @@ def _draw(title: str, unit: str, points: tuple[TrendPoint, ...]) -> bytes:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(4.6, 2.5), dpi=80)
+    fig = Figure(figsize=(4.8, 2.5), dpi=80)
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
     based = [(i, p) for i, p in enumerate(points) if p.baseline is not None]
@@ -279,7 +279,7 @@ body{font-family:system-ui,sans-serif;margin:1.5em;color:#212121}
 table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;padding:3px 8px}
 td.n{text-align:right;font-variant-numeric:tabular-nums}th{background:#eee}
 .v-pass{color:#2e7d32}.v-warn{color:#ef6c00}.v-fail{color:#c62828;font-weight:bold}.v-invalid{color:#757575}.v-no-baseline{color:#1565c0}
-.plots{display:flex;flex-wrap:wrap;gap:8px}figure{margin:0}figcaption{font-size:11px;color:#555;max-width:368px}
+.plots{display:flex;flex-wrap:wrap;gap:8px}figure{margin:0}figcaption{font-size:11px;color:#555;max-width:384px}
 pre{background:#f5f5f5;padding:6px;font-size:12px}
 """
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
+import sys
 
 import pytest
 
@@ -83,6 +85,15 @@ def test_no_baseline(tmp_path):
     assert verdict.verdict == "no-baseline"
     assert str(where) in verdict.reason and "--update-baselines" in verdict.reason
     assert all(m.verdict == "no-baseline" and m.value is not None for m in verdict.metrics.values())
+
+
+def test_baseline_of_another_profile_is_no_baseline(tmp_path):
+    baseline = record(tmp_path, runs())
+    laptop = bl.compare(bl.aggregate(runs(1.25)), baseline, provenance=dataclasses.replace(provenance(), profile="laptop"))
+    assert laptop.verdict == "no-baseline" and laptop.baseline_ref is None
+    assert "is for profile 'ci', this run used 'laptop': record one with --update-baselines" in laptop.reason
+    bigger = bl.compare(bl.aggregate(runs()), baseline, provenance=dataclasses.replace(provenance(), hardware="cpu-16"))
+    assert bigger.verdict == "pass" and bigger.reason.endswith("(baseline measured on cpu-2, this run on cpu-16)")
 
 
 def test_tolerance_is_k_times_the_larger_cv():
@@ -284,3 +295,27 @@ def test_evaluate_recipe_records_then_passes_then_fails(tmp_path):
     history = bl.read_history(first.history_file)
     assert [e.run_id for e in history] == ["r1", "r2", "r3", "r4"]
     assert [e.result.verdict for e in history] == ["no-baseline", "pass", "fail", "invalid"]
+
+
+def test_regression_detection_scores_saved_runs(tmp_path, capsys):
+    """benchmarks/regression_detection.py rescoring saved runs (no sim stack needed)."""
+    import importlib.util
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parent.parent / "benchmarks" / "regression_detection.py"
+    spec = importlib.util.spec_from_file_location("regression_detection", script)
+    bench = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = bench  # its dataclasses look their module up
+    try:
+        spec.loader.exec_module(bench)
+    finally:
+        del sys.modules[spec.name]
+    trials = [{level: [bench.to_dict(r) for r in runs(slowdown, start=t + i)]
+               for i, (level, slowdown) in enumerate((("baseline", 1.0), ("1.00", 1.0), ("1.10", 1.1)))} for t in range(3)]
+    saved = tmp_path / "runs.json"
+    saved.write_text(json.dumps({"recipe": RECIPE, "profile": "ci", "repeats": 3, "trials": trials}))
+    assert bench.main(["--from-runs", str(saved)]) == 0
+    out = capsys.readouterr().out
+    assert "10% slowdown flagged 3/3 = 100% (target >= 95%): met" in out
+    assert "0% slowdown flagged 0/3 = 0% (target <= 5%): met" in out
+    assert "10% slowdown flagged 9/9 = 100%" in out  # every trial's deployment against every baseline
