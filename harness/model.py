@@ -480,7 +480,7 @@ class Recipe:
         return self.model_dir / MODEL_CACHE_DIR
 
     def load(self, path: Path) -> LoadedFile | None:
-        return self._cache.load(path) if path.exists() or path.is_symlink() else None
+        return self._cache.load_if_exists(path)
 
     @property
     def deploy(self) -> LoadedFile | None:
@@ -548,6 +548,7 @@ class FileCache:
         self.root = root
         self.max_bytes = max_bytes
         self._files: dict[Path, LoadedFile] = {}
+        self._present: dict[Path, LoadedFile | None] = {}
 
     def load(self, path: Path) -> LoadedFile:
         key = path.absolute()
@@ -555,3 +556,12 @@ class FileCache:
             kwargs = {"max_bytes": self.max_bytes} if self.max_bytes else {}
             self._files[key] = load_yaml_file(path, self.root, **kwargs)
         return self._files[key]
+
+    def load_if_exists(self, path: Path) -> LoadedFile | None:
+        """Like load, None for a missing file; existence is remembered too (checks ask many times)."""
+        try:
+            return self._present[path]
+        except KeyError:
+            found = self.load(path) if path.exists() or path.is_symlink() else None
+            self._present[path] = found
+            return found

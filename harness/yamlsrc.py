@@ -180,6 +180,9 @@ class _Builder:
                         self.problems.append(problem(_loc(self.path, src), "merge key `<<` must name a mapping"))
             else:
                 own.append((key_node, value_node))
+        if not merged:
+            yield from own
+            return
         own_keys = {k.value for k, _ in own if isinstance(k, yaml.ScalarNode)}
         seen: set = set()
         for key_node, value_node in merged:
@@ -252,7 +255,7 @@ def parse_yaml_bytes(raw: bytes, path: Path, result: LoadedFile | None = None) -
         line = text[: text.index("\x00")].count("\n") + 1
         result.problems.append(problem(Loc(path, line), "file contains a NUL byte (binary data?)"))
         return result
-    if not text.strip() or all(not ln.strip() or ln.lstrip().startswith("#") for ln in text.splitlines()):
+    if not text.strip():
         result.problems.append(problem(Loc(path), "file is empty", "add the manifest or delete the file"))
         return result
 
@@ -282,7 +285,9 @@ def parse_yaml_bytes(raw: bytes, path: Path, result: LoadedFile | None = None) -
         result.documents.clear()
     finally:
         loader.dispose()
-    if result.documents and all(d.data is None for d in result.documents) and not result.problems:
+    if not result.problems and not result.documents:  # only comments
+        result.problems.append(problem(Loc(path), "file is empty", "add the manifest or delete the file"))
+    elif result.documents and all(d.data is None for d in result.documents) and not result.problems:
         result.problems.append(problem(Loc(path), "file has no content (only empty documents)"))
     return result
 
