@@ -3,7 +3,7 @@
 A trial deploys the recipe once at normal speed (its baseline) and once per injected slowdown
 (the mocker runs F times slower, as `--sim-slowdown F`), and measures each deployment with
 --repeats AIPerf runs on the live stack. Every level is judged against the trial's own baseline
-with harness.baselines.compare; "flagged" means the recipe verdict is `fail`. Targets (issue 7):
+with harness.results.baselines.compare; "flagged" means the recipe verdict is `fail`. Targets (issue 7):
 a 10% slowdown flagged in >= 95% of trials, no change flagged in <= 5%.
 
     python benchmarks/regression_detection.py                        # 3 trials x (1 warmup + 3) runs: ~25 min on 2 cores
@@ -29,8 +29,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from harness import baselines as bl  # noqa: E402
-from harness.results import GATED_METRICS, MetricStat, PerfResult  # noqa: E402
+from harness.results import baselines as bl  # noqa: E402
+from harness.results.metrics import GATED_METRICS, MetricStat, PerfResult  # noqa: E402
 
 BASELINE = "baseline"
 THROUGHPUT = "output_token_throughput.avg"
@@ -40,7 +40,7 @@ THROUGHPUT = "output_token_throughput.avg"
 
 
 def load_recipe(recipes_dir: Path | None, recipe_id: str):
-    from harness.static import make_selection
+    from harness.run.static import make_selection
 
     chosen = [r for r in make_selection(recipes_dir, [recipe_id]).chosen if r.id == recipe_id]
     if not chosen:
@@ -52,11 +52,11 @@ def measure(recipe, profile, slowdown: float, repeats: int, warmup: int, say) ->
     """One deployment at `slowdown`, `warmup` discarded AIPerf runs, `repeats` measured ones, then teardown.
     The warmup matters: the first run against a fresh stack is slower (TTFT p50 +37%, throughput -5% in the
     median over 40 deployments), and one such run in three inflates the CV, hence the tolerance, threefold."""
-    from harness.perf import Scale, find_invocation, parse_profile_export, run_aiperf, scaled_args
-    from harness.sim.local import LocalDeployment, tail
-    from harness.sim.modeldir import ensure_model_dir
-    from harness.sim.plan import build_plan
-    from harness.sim.stage import portable_args
+    from harness.run.perf import Scale, find_invocation, parse_profile_export, run_aiperf, scaled_args
+    from harness.run.sim.local import LocalDeployment, tail
+    from harness.run.sim.modeldir import ensure_model_dir
+    from harness.run.sim.plan import build_plan
+    from harness.run.sim.stage import portable_args
 
     plan = build_plan(recipe, speedup_ratio=profile.speedup_ratio / slowdown, max_data_parallel=profile.max_data_parallel)
     model_dir = ensure_model_dir(plan.model_id)
@@ -89,7 +89,7 @@ def measure(recipe, profile, slowdown: float, repeats: int, warmup: int, say) ->
 
 
 def collect(args, saved: dict) -> dict:
-    from harness.sim.profiles import get_profile
+    from harness.run.sim.profiles import get_profile
 
     recipe = load_recipe(args.recipes_dir, args.recipe)
     profile = get_profile(args.profile)

@@ -22,7 +22,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from harness.checks import all_checks  # noqa: E402
-from harness.static import context_for, make_selection, run_static  # noqa: E402
+from harness.run.static import context_for, make_selection, run_static  # noqa: E402
 
 
 def synthesize(dest: Path, count: int) -> int:

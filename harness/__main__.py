@@ -1,5 +1,5 @@
 """`python -m harness` is the `recipe-harness` command."""
 
-from .cli import main
+from harness.cli import main
 
 raise SystemExit(main())

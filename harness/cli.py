@@ -7,7 +7,7 @@ import importlib
 import pkgutil
 import sys
 
-from . import __version__, commands
+from harness import __version__, commands
 
 
 def build_parser() -> argparse.ArgumentParser:

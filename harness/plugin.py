@@ -14,13 +14,13 @@ from typing import Any
 
 import pytest
 
-from .checks import TREE_ID, Check, CheckContext, all_checks, run_check
-from .changes import ChangeError
-from .discovery import SelectionError
-from .findings import Finding, Report, Severity, sorted_findings
-from .model import Recipe
-from .stages import StageOptions, StageRun, StageSkip, load_stage
-from .static import Selection, context_for, dedupe, in_github_actions, make_selection
+from harness.checks import TREE_ID, Check, CheckContext, all_checks, run_check
+from harness.recipe.changes import ChangeError
+from harness.recipe.discovery import SelectionError
+from harness.recipe.findings import Finding, Report, Severity, sorted_findings
+from harness.recipe.model import Recipe
+from harness.run.stage import StageOptions, StageRun, StageSkip, load_stage
+from harness.run.static import Selection, context_for, dedupe, in_github_actions, make_selection
 
 STAGES = ("static", "sim", "gpu")
 # Steps whose failure or skip leaves nothing for the later steps of the recipe to test.
@@ -230,7 +230,7 @@ class RecipeHarness:
             return
         history = Path(opts.extra["history_root"])
         try:
-            from .report import write_run_report
+            from harness.results.report import write_run_report
 
             written = write_run_report(opts.report_dir, history, run_id=opts.report_dir.name)
         except Exception as exc:  # noqa: BLE001 - a report problem must not hide the test results
@@ -241,7 +241,7 @@ class RecipeHarness:
 
     def pytest_report_header(self, config: pytest.Config) -> list[str]:
         lines = []
-        from .checks.schema import kubeconform_binary
+        from harness.checks.schema import kubeconform_binary
 
         if kubeconform_binary() is None:
             lines.append("recipe-harness: kubeconform not on PATH: manifests are validated by the built-in schemas only")

@@ -9,8 +9,8 @@ import sys
 
 import pytest
 
-from harness import baselines as bl
-from harness.results import GATED_METRICS, MetricStat, PerfResult
+from harness.results import baselines as bl
+from harness.results.metrics import GATED_METRICS, MetricStat, PerfResult
 
 RECIPE = "qwen3-32b/vllm/agg-round-robin"
 # What one sim run of the `ci` profile measures (sim-stack.md): throughput up, latency down is better.

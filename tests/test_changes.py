@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from harness.changes import ChangeError, changed_files, select_changed
+from harness.recipe.changes import ChangeError, changed_files, select_changed
 from harness.cli import main
-from harness.discovery import discover
+from harness.recipe.discovery import discover
 
 GIT_ENV = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.invalid", "GIT_COMMITTER_NAME": "t",
            "GIT_COMMITTER_EMAIL": "t@example.invalid", "GIT_CONFIG_NOSYSTEM": "1"}

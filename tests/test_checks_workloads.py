@@ -4,18 +4,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from harness.checks._workloads import Word, flag, flags_of, parse_script, split_shell
+from harness.recipe.workloads import Word, flag, flags_of, parse_script, split_shell
 from harness.checks.perf_job import _errexit, _unbounded_loops
-from harness.findings import Loc
-from harness.model import Container, Token
-from harness.yamlsrc import parse_yaml_bytes
+from harness.recipe.findings import Loc
+from harness.recipe.model import Container, Token
+from harness.recipe.yamlsrc import parse_yaml_bytes
 
 F = Path("perf.yaml")
 
 
 def container(yaml_text: str) -> Container:
     data = parse_yaml_bytes(yaml_text.encode(), F).documents[0].data
-    from harness.checks._workloads import _plain_container
+    from harness.recipe.workloads import _plain_container
 
     return _plain_container(data)
 

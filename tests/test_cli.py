@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from harness.cli import main
-from harness.schemas import crd_to_schemas
+from harness.recipe.schemas import crd_to_schemas
 
 from .test_plugin import hostile_tree
 

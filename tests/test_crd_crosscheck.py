@@ -8,9 +8,9 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from harness.discovery import discover
-from harness.schemas import crd_to_schemas
-from harness.yamlsrc import load_yaml_file, to_plain
+from harness.recipe.discovery import discover
+from harness.recipe.schemas import crd_to_schemas
+from harness.recipe.yamlsrc import load_yaml_file, to_plain
 
 REPO = Path(__file__).resolve().parent.parent
 CRDS = REPO.parent / "shared" / "reference" / "crds"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from harness.checks import all_checks
-from harness.static import context_for, make_selection, run_static
+from harness.run.static import context_for, make_selection, run_static
 
 from .defects import CATALOGUE, load_defects, materialise, selectors_for
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.discovery import SelectionError, discover, select
+from harness.recipe.discovery import SelectionError, discover, select
 
 IDS = [
     "qwen3-235b-a22b-fp8/trtllm/agg", "qwen3-235b-a22b-fp8/trtllm/disagg",

@@ -10,8 +10,8 @@ import pytest
 from harness.checks import REGISTRY, CheckContext, all_checks, run_check
 from harness.checks.docs import Markdown
 from harness.cli import main
-from harness.docs import HEADER, generate, stale_files
-from harness.static import make_selection
+from harness.analysis.docs import HEADER, generate, stale_files
+from harness.run.static import make_selection
 
 from .defects import CATALOGUE
 

@@ -7,10 +7,10 @@ import re
 
 import pytest
 
-from harness import baselines as bl
-from harness import report
+from harness.results import baselines as bl
+from harness.results import report
 from harness.cli import main
-from harness.results import GATED_METRICS
+from harness.results.metrics import GATED_METRICS
 
 from .test_baselines import perf, provenance, runs
 

@@ -9,13 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from harness import catalogue
+from harness.recipe import catalogue
 from harness.checks import CheckContext, REGISTRY, all_checks, run_check
-from harness.findings import Loc
-from harness.sizing import kv_bytes_per_token_per_gpu, size_worker, weights_per_gpu
-from harness.static import make_selection
-from harness.storage import model_cache_needs, parse_quantity, recommended_gi
-from harness.topology import Setting, Topology
+from harness.recipe.findings import Loc
+from harness.analysis.sizing import kv_bytes_per_token_per_gpu, size_worker, weights_per_gpu
+from harness.run.static import make_selection
+from harness.analysis.storage import model_cache_needs, parse_quantity, recommended_gi
+from harness.analysis.topology import Setting, Topology
 
 from .defects import CATALOGUE
 

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from harness.checks.topology import nodes_needed
-from harness.model import Deployment
-from harness.topology import engine_flags, topology_of
-from harness.yamlsrc import load_yaml_file
+from harness.recipe.model import Deployment
+from harness.analysis.topology import engine_flags, topology_of
+from harness.recipe.yamlsrc import load_yaml_file
 
 
 def load(tmp_path: Path, text: str):
@@ -189,8 +189,8 @@ def test_trtllm_subpath_and_items(tmp_path):
     (["--tp=8", "--is-prefill-worker", "--dp", "8"], {"--tp": "8", "--is-prefill-worker": "true", "--dp": "8"}),
 ])
 def test_engine_flags(args, expected):
-    from harness.findings import Loc
-    from harness.model import Token
+    from harness.recipe.findings import Loc
+    from harness.recipe.model import Token
 
     got = engine_flags([Token(a, Loc(Path("x"))) for a in args])
     assert {k: v.value for k, v in got.items()} == expected
@@ -209,7 +209,7 @@ def test_nodes_needed_packs_pods_first_fit():
 
 def _run(check_id: str, root: Path, recipe_id: str):
     from harness.checks import REGISTRY, CheckContext, all_checks, run_check
-    from harness.static import make_selection
+    from harness.run.static import make_selection
 
     all_checks()
     [recipe] = make_selection(root, [recipe_id]).chosen
@@ -248,8 +248,8 @@ def test_router_mode_default_and_env(catalogue_copy):
 
 
 def test_every_shipped_worker_parses(catalogue_copy):
-    from harness.static import make_selection
-    from harness.topology import recipe_topologies
+    from harness.run.static import make_selection
+    from harness.analysis.topology import recipe_topologies
 
     for recipe in make_selection(catalogue_copy).all:
         for name, topo in recipe_topologies(recipe).items():

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from harness import ci_aggregate, ci_matrix, ci_pr
+from harness.ci import aggregate as ci_aggregate, matrix as ci_matrix, pr as ci_pr
 from harness.cli import build_parser
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -141,7 +141,7 @@ def test_pr_workflow_runs_the_changed_recipes_only():
     assert "git merge-base" in scripts
     assert re.search(r"pytest -m static --changed-since \"\$BASE\".*\n?.*--junitxml=.*--findings-json=", scripts)
     assert "pytest -m sim --changed-since" in scripts
-    assert "harness.ci_pr kubeconform --changed-since" in scripts
+    assert "harness.ci.pr kubeconform --changed-since" in scripts
     assert "sha256sum --check" in scripts and re.fullmatch(r"[0-9a-f]{64}", wf["env"]["KUBECONFORM_SHA256"])
     setup = next(s for s in steps if s.get("uses", "").startswith("actions/setup-python@"))
     assert setup["with"]["python-version"] == "3.11" and setup["with"]["cache"] == "pip"
@@ -169,7 +169,7 @@ def test_nightly_jobs_chain_matrix_gpu_report():
     assert report["permissions"] == {"contents": "read", "actions": "read", "issues": "write"}
     script = run_scripts({"jobs": {"report": report}})
     assert "recipe-harness report --aggregate nightly --nightly" in script
-    assert "harness.ci_aggregate merge-history" in script and "harness.ci_aggregate missing" in script
+    assert "harness.ci.aggregate merge-history" in script and "harness.ci.aggregate missing" in script
     assert "nightly-regression" in str(report) and "gh issue list --label" in script and "gh issue create" in script
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.yamlsrc import SrcList, SrcMap, load_yaml_file, loc_at_path, parse_yaml_bytes
+from harness.recipe.yamlsrc import SrcList, SrcMap, load_yaml_file, loc_at_path, parse_yaml_bytes
 
 BOMB = b"""a: &a ["x","x","x","x","x","x","x","x","x"]
 b: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a]

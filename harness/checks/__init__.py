@@ -17,8 +17,8 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any, Callable, Iterable, Literal
 
-from ..findings import Finding, Loc, Problem, Severity, display_path
-from ..model import FileCache, Recipe
+from harness.recipe.findings import Finding, Loc, Problem, Severity, display_path
+from harness.recipe.model import FileCache, Recipe
 
 Scope = Literal["recipe", "tree"]
 TREE_ID = "catalogue"  # the pseudo recipe id of tree-level checks: static::catalogue::<check-id>
@@ -87,7 +87,7 @@ class CheckContext:
 
     @cached_property
     def crd_schemas(self):
-        from ..schemas import CrdSchemas
+        from harness.recipe.schemas import CrdSchemas
 
         return CrdSchemas(self.options.get("crd") or [])
 

@@ -8,10 +8,10 @@ from collections import Counter
 from typing import Iterator
 from urllib.parse import urlsplit
 
-from ..findings import Loc, Problem, problem
-from ..model import Container, Recipe, Token, as_int, dig, mapping, sequence
-from . import CheckContext, check
-from ._workloads import Flag, Mount, Pod, Workloads, env_value, flag, under, workloads
+from harness.recipe.findings import Loc, Problem, problem
+from harness.recipe.model import Container, Recipe, Token, as_int, dig, mapping, sequence
+from harness.checks import CheckContext, check
+from harness.recipe.workloads import Flag, Mount, Pod, Workloads, env_value, flag, under, workloads
 
 MODEL_FLAGS = ("--model", "--model-path")
 CACHE_ENV = ("HF_HOME", "HF_HUB_CACHE", "TRANSFORMERS_CACHE", "MODEL_PATH", "MODEL_DIR")

@@ -8,10 +8,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
-from ..docs import stale_files
-from ..findings import Loc, Problem, problem
-from ..model import Recipe, dig
-from . import CheckContext, RecipeTree, check
+from harness.analysis.docs import stale_files
+from harness.recipe.findings import Loc, Problem, problem
+from harness.recipe.model import Recipe, dig
+from harness.checks import CheckContext, RecipeTree, check
 
 README = "README.md"
 # The model README format: a `# <model>` title, then these sections in this order.

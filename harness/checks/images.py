@@ -8,11 +8,11 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Iterator
 
-from ..findings import Loc, Problem, problem
-from ..model import Container, Recipe
-from ..versions import VERSIONS_FILE, VersionMatrix, version_matrix
-from . import CheckContext, check
-from ._workloads import Pod, workloads
+from harness.recipe.findings import Loc, Problem, problem
+from harness.recipe.model import Container, Recipe
+from harness.recipe.versions import VERSIONS_FILE, VersionMatrix, version_matrix
+from harness.checks import CheckContext, check
+from harness.recipe.workloads import Pod, workloads
 
 DYNAMO_PREFIX = "nvcr.io/nvidia/ai-dynamo/"
 RUNTIME_REPOSITORY = {"vllm": "vllm-runtime", "sglang": "sglang-runtime", "trtllm": "tensorrtllm-runtime"}

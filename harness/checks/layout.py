@@ -6,13 +6,13 @@ import re
 from pathlib import Path
 from typing import Iterator
 
-from ..findings import Loc, Problem, Severity, problem
-from ..model import (
+from harness.recipe.findings import Loc, Problem, Severity, problem
+from harness.recipe.model import (
     DEPLOY_FILE, FRAMEWORKS, GAIE_DIR, METADATA_FILE, MODEL_CACHE_DIR, MODEL_CACHE_FILE,
     MODEL_DOWNLOAD_FILE, PERF_FILE, Recipe,
 )
-from ..yamlsrc import check_path
-from . import CheckContext, RecipeTree, check
+from harness.recipe.yamlsrc import check_path
+from harness.checks import CheckContext, RecipeTree, check
 
 KEBAB = re.compile(r"^[a-z0-9]+(?:[.-][a-z0-9]+)*$")
 RECIPE_FILES = {METADATA_FILE, DEPLOY_FILE, PERF_FILE, "README.md"}

@@ -5,9 +5,9 @@ from __future__ import annotations
 import re
 from typing import Iterator
 
-from ..findings import Problem, Severity, problem
-from ..model import Recipe, dig, pod_containers
-from . import CheckContext, check
+from harness.recipe.findings import Problem, Severity, problem
+from harness.recipe.model import Recipe, dig, pod_containers
+from harness.checks import CheckContext, check
 
 COMMIT = re.compile(r"^[0-9a-f]{40}$")
 

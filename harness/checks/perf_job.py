@@ -8,12 +8,12 @@ import re
 from dataclasses import dataclass, field
 from typing import Iterator
 
-from ..findings import Loc, Problem, problem
-from ..model import Container, Recipe, Token, as_int, mapping
-from ..perf import extra_inputs as aiperf_extra_inputs
-from ..versions import VERSIONS_FILE, version_matrix
-from . import CheckContext, check
-from ._workloads import Command, Flag, Script, Workloads, flag, nested_script, shell_scripts, under, workloads
+from harness.recipe.findings import Loc, Problem, problem
+from harness.recipe.model import Container, Recipe, Token, as_int, mapping
+from harness.run.perf import extra_inputs as aiperf_extra_inputs
+from harness.recipe.versions import VERSIONS_FILE, version_matrix
+from harness.checks import CheckContext, check
+from harness.recipe.workloads import Command, Flag, Script, Workloads, flag, nested_script, shell_scripts, under, workloads
 
 ARTIFACT_FLAGS = ("--artifact-dir", "--output-artifact-dir")
 OSL_FLAGS = ("--output-tokens-mean", "--osl", "--prompt-output-tokens-mean")

@@ -9,14 +9,14 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Iterator
 
-from ..findings import Loc, Problem, problem
-from ..model import DGD_KIND, METADATA_FILE, Recipe, dig
-from ..schemas import (
+from harness.recipe.findings import Loc, Problem, problem
+from harness.recipe.model import DGD_KIND, METADATA_FILE, Recipe, dig
+from harness.recipe.schemas import (
     CORE_KINDS, KUBECONFORM_TEMPLATE, KUBERNETES_VERSION, SCHEMAS_DIR, SchemaError, core_validator, errors,
     k8s_definition_validator, metadata_validator, our_validator, schema_file,
 )
-from ..yamlsrc import Document, loc_at_path, to_plain
-from . import CheckContext, check
+from harness.recipe.yamlsrc import Document, loc_at_path, to_plain
+from harness.checks import CheckContext, check
 
 
 @check("metadata-schema")

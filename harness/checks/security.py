@@ -6,11 +6,11 @@ from __future__ import annotations
 import re
 from typing import Any, Iterator
 
-from ..findings import Loc, Problem, problem
-from ..model import METADATA_FILE, Recipe, dig, mapping, sequence
-from ..yamlsrc import LoadedFile, SrcMap
-from . import CheckContext, check
-from ._workloads import all_strings, line_in_scalar, workloads
+from harness.recipe.findings import Loc, Problem, problem
+from harness.recipe.model import METADATA_FILE, Recipe, dig, mapping, sequence
+from harness.recipe.yamlsrc import LoadedFile, SrcMap
+from harness.checks import CheckContext, check
+from harness.recipe.workloads import all_strings, line_in_scalar, workloads
 
 # Credentials that look like themselves wherever they are written.
 _TOKEN_PATTERNS = (

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Iterator
 
-from .. import catalogue
-from ..findings import Problem, Severity, problem
-from ..model import Recipe, dig, sequence
-from ..sizing import FRACTION_NAME, WorkerSizing, size_worker
-from . import CheckContext, check
-from .topology import _workers
+from harness.recipe import catalogue
+from harness.recipe.findings import Problem, Severity, problem
+from harness.recipe.model import Recipe, dig, sequence
+from harness.analysis.sizing import FRACTION_NAME, WorkerSizing, size_worker
+from harness.checks import CheckContext, check
+from harness.checks.topology import _workers
 
 
 def benchmark_tokens(recipe: Recipe) -> int | None:

@@ -5,15 +5,15 @@ from __future__ import annotations
 
 from typing import Iterator
 
-from .. import catalogue
-from ..findings import Problem, Severity, problem
-from ..model import Recipe
-from ..storage import (
+from harness.recipe import catalogue
+from harness.recipe.findings import Problem, Severity, problem
+from harness.recipe.model import Recipe
+from harness.analysis.storage import (
     EMPTY_CLASS_ANNOTATION, compilation_cache_claims, model_cache_needs, perf_claims, recipe_pvcs,
     recommended_gi, service_claims,
 )
-from . import CheckContext, check
-from .topology import _gpus_per_node, nodes_needed
+from harness.checks import CheckContext, check
+from harness.checks.topology import _gpus_per_node, nodes_needed
 
 
 @check("model-cache-pvc-fits-checkpoint")

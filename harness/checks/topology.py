@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from typing import Iterator
 
-from .. import catalogue
-from ..findings import Problem, Severity, problem
-from ..model import Recipe, Service, as_int, dig, mapping, sequence
-from ..topology import Topology, engine_flags, recipe_topologies
-from . import CheckContext, check
+from harness.recipe import catalogue
+from harness.recipe.findings import Problem, Severity, problem
+from harness.recipe.model import Recipe, Service, as_int, dig, mapping, sequence
+from harness.analysis.topology import Topology, engine_flags, recipe_topologies
+from harness.checks import CheckContext, check
 
 DEFAULT_ROUTER_MODE = "round-robin"  # what `python -m dynamo.frontend` uses without --router-mode
 

@@ -15,9 +15,9 @@ def add_selection_args(parser: argparse.ArgumentParser) -> None:
 
 def selection_from(args: argparse.Namespace):
     """The recipes the arguments select, or None after printing why (the caller exits 2)."""
-    from ..changes import ChangeError
-    from ..discovery import SelectionError
-    from ..static import make_selection
+    from harness.recipe.changes import ChangeError
+    from harness.recipe.discovery import SelectionError
+    from harness.run.static import make_selection
 
     try:
         return make_selection(args.recipes_dir, args.recipe, args.changed_since)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..findings import Severity, sorted_findings
-from ..static import context_for, in_github_actions, run_static, summary_line
-from . import add_selection_args, selection_from
+from harness.recipe.findings import Severity, sorted_findings
+from harness.run.static import context_for, in_github_actions, run_static, summary_line
+from harness.commands import add_selection_args, selection_from
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..checks import all_checks
+from harness.checks import all_checks
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:

@@ -6,9 +6,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..docs import stale_files, write
-from ..findings import display_path
-from ..static import make_selection
+from harness.analysis.docs import stale_files, write
+from harness.recipe.findings import display_path
+from harness.run.static import make_selection
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:

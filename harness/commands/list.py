@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
-from ..model import Recipe, dig
-from . import add_selection_args, selection_from
+from harness.recipe.model import Recipe, dig
+from harness.commands import add_selection_args, selection_from
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:

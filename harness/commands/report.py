@@ -6,8 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..baselines import HISTORY_ROOT, REPORTS_DIR, BaselineError, PolicyError, load_policy
-from ..report import SUMMARY_JSON, load_histories, load_summary, merge_summaries, mark_regressions, summary_from_history, write_report
+from harness.results.baselines import HISTORY_ROOT, REPORTS_DIR, BaselineError, PolicyError, load_policy
+from harness.results.report import SUMMARY_JSON, load_histories, load_summary, merge_summaries, mark_regressions, summary_from_history, write_report
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:

@@ -6,8 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..schemas import SCHEMAS_DIR, write_crd_schemas
-from ..yamlsrc import load_yaml_file, to_plain
+from harness.recipe.schemas import SCHEMAS_DIR, write_crd_schemas
+from harness.recipe.yamlsrc import load_yaml_file, to_plain
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:

@@ -13,10 +13,10 @@ from typing import Any, Iterator
 import pytest
 from kubernetes import client as k8s
 
-from harness.discovery import discover
-from harness.k8s.client import Kube
-from harness.k8s.deployer import DeploySettings
-from harness.model import Recipe
+from harness.recipe.discovery import discover
+from harness.run.k8s.client import Kube
+from harness.run.k8s.deployer import DeploySettings
+from harness.recipe.model import Recipe
 
 from .fake_apiserver import Controller, FakeApiServer, FakeCluster, Request, now_iso
 

@@ -13,14 +13,14 @@ from pathlib import Path
 import pytest
 from kubernetes.client.rest import ApiException
 
-from harness.k8s.client import KubeError, find_config
-from harness.k8s.deployer import Deployer, DeploySettings, router_mode
-from harness.k8s.diagnostics import REDACTED, Redactor
-from harness.k8s.mocker import MOCKER_REPO, MockerModel, to_mocker
-from harness.k8s.portforward import KubectlPortForward, PortForwardError
-from harness.k8s.stage import GpuStage
-from harness.stages import StageOptions
-from harness.yamlsrc import to_plain
+from harness.run.k8s.client import KubeError, find_config
+from harness.run.k8s.deployer import Deployer, DeploySettings, router_mode
+from harness.run.k8s.diagnostics import REDACTED, Redactor
+from harness.run.k8s.mocker import MOCKER_REPO, MockerModel, to_mocker
+from harness.run.k8s.portforward import KubectlPortForward, PortForwardError
+from harness.run.k8s.stage import GpuStage
+from harness.run.stage import StageOptions
+from harness.recipe.yamlsrc import to_plain
 
 from .conftest import FAKE_TOKEN, kube_for, pod_manifest, set_running
 
@@ -241,7 +241,7 @@ def test_fake_api_semantics_through_the_real_client(kube, cluster):
 
 
 def test_client_port_forward_picks_a_ready_pod_behind_the_service(cluster, kube):
-    from harness.k8s.portforward import ClientPortForward
+    from harness.run.k8s.portforward import ClientPortForward
 
     cluster.add_namespace("n")
     cluster.put({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "d-frontend", "namespace": "n"},
@@ -257,7 +257,7 @@ def test_client_port_forward_picks_a_ready_pod_behind_the_service(cluster, kube)
 
 
 def test_steps_follow_the_shared_smoke_suite(recipes):
-    from harness.smoke import SmokeSuite
+    from harness.run.smoke import SmokeSuite
 
     steps = GpuStage().steps(recipes["tiny/vllm/agg"])
     assert steps[:4] == ["preflight", "model-cache", "deploy", "ready"] and steps[-2:] == ["perf", "baseline"]

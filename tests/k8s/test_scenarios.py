@@ -14,12 +14,12 @@ from typing import Iterator
 
 import pytest
 
-from harness.k8s.deployer import Deployer, DeploySettings
-from harness.k8s.portforward import StaticURL
-from harness.k8s.run import GpuRun
-from harness.k8s.stage import GpuStage
-from harness.model import Recipe
-from harness.stages import StageSkip, StepFailed
+from harness.run.k8s.deployer import Deployer, DeploySettings
+from harness.run.k8s.portforward import StaticURL
+from harness.run.k8s.run import GpuRun
+from harness.run.k8s.stage import GpuStage
+from harness.recipe.model import Recipe
+from harness.run.stage import StageSkip, StepFailed
 
 from .conftest import FAKE_TOKEN, SERVED, Scenario, base_cluster, dgd_crd, kube_for
 from .fake_apiserver import FakeApiServer, FakeCluster
@@ -235,7 +235,7 @@ def test_not_enough_gpus_skips_with_needed_and_allocatable(recipes, settings):
 
 
 def test_gb200_nodes_do_not_count_as_b200(recipes, settings):
-    from harness.k8s.readiness import product_matches
+    from harness.run.k8s.readiness import product_matches
 
     assert product_matches("NVIDIA-H200", "H200") and product_matches("NVIDIA-H100-80GB-HBM3", "H100")
     assert not product_matches("NVIDIA-GB200", "B200")
@@ -273,7 +273,7 @@ def test_strict_validation_rejects_typo_before_anything_is_created(cluster, apis
     shutil.copytree(Path(recipes[AGG].root), tree)
     deploy = tree / "tiny" / "vllm" / "agg" / "deploy.yaml"
     deploy.write_text(deploy.read_text().replace("  services:", "  sevices:", 1))
-    from harness.discovery import discover
+    from harness.recipe.discovery import discover
 
     recipe = {r.id: r for r in discover(tree)}[AGG]
     cluster.controller = scenario = Scenario()
@@ -429,7 +429,7 @@ def test_model_never_listed_by_frontend(cluster, apiserver, recipes, settings, o
 
 
 def test_served_model_and_release_come_from_the_recipe(recipes):
-    from harness.k8s.deployer import dynamo_release, served_model_name
+    from harness.run.k8s.deployer import dynamo_release, served_model_name
 
     assert served_model_name(recipes[AGG]) == SERVED
     assert dynamo_release(recipes[AGG]) == "1.4.0"

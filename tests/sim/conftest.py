@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.discovery import discover, select
-from harness.model import Recipe
+from harness.recipe.discovery import discover, select
+from harness.recipe.model import Recipe
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "sim"
 RECIPES = FIXTURES / "recipes"

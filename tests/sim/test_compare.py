@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from harness import baselines
-from harness.perf import parse_profile_export
-from harness.results import GATED_METRICS, MetricStat, PerfResult
-from harness.sim.compare import SIM_FLOORS_PCT, sim_policy
+from harness.results import baselines
+from harness.run.perf import parse_profile_export
+from harness.results.metrics import GATED_METRICS, MetricStat, PerfResult
+from harness.run.sim.compare import SIM_FLOORS_PCT, sim_policy
 
 AIPERF = Path(__file__).parent.parent / "fixtures" / "sim" / "aiperf"
 RECIPE = "qwen3-32b/vllm/agg-round-robin"

@@ -14,11 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from harness.sim.local import DeployError, LocalDeployment, group_usage
-from harness.sim.modeldir import ensure_model_dir
-from harness.sim.plan import build_plan
-from harness.sim.stage import STEPS, SimStage
-from harness.stages import StageOptions, StageSkip, StepFailed
+from harness.run.sim.local import DeployError, LocalDeployment, group_usage
+from harness.run.sim.modeldir import ensure_model_dir
+from harness.run.sim.plan import build_plan
+from harness.run.sim.stage import STEPS, SimStage
+from harness.run.stage import StageOptions, StageSkip, StepFailed
 
 REPO = Path(__file__).parent.parent.parent
 
@@ -137,10 +137,10 @@ def test_a_killed_harness_leaves_no_orphans(sig, sim_cache, tmp_path):
     script = textwrap.dedent(f"""
         import json, sys, time
         from pathlib import Path
-        from harness.discovery import discover, select
-        from harness.sim.local import LocalDeployment
-        from harness.sim.modeldir import ensure_model_dir
-        from harness.sim.plan import build_plan
+        from harness.recipe.discovery import discover, select
+        from harness.run.sim.local import LocalDeployment
+        from harness.run.sim.modeldir import ensure_model_dir
+        from harness.run.sim.plan import build_plan
         recipe = select(discover(Path({str(REPO / 'tests/fixtures/sim/recipes')!r})), ["tiny/vllm/agg-two-workers"])[0]
         dep = LocalDeployment(build_plan(recipe), ensure_model_dir("tiny", Path({str(sim_cache)!r})), Path({str(tmp_path)!r}))
         dep.start()

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import socket
 
-from harness.sim.local import count_generate_instances, free_ports, process_env, prometheus_sum
-from harness.smoke import degeneracy
+from harness.run.sim.local import count_generate_instances, free_ports, process_env, prometheus_sum
+from harness.run.smoke import degeneracy
 
 METRICS = """\
 # HELP dynamo_component_requests_total Total requests

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from harness.sim.modeldir import KNOWN_SHAPES, ensure_model_dir, shape_for
+from harness.run.sim.modeldir import KNOWN_SHAPES, ensure_model_dir, shape_for
 
 
 def test_model_dir_is_built_once_and_reused(sim_cache):

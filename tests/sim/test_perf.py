@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.perf import (PerfConfigError, Scale, find_invocation, parse_options, parse_profile_export, scaled_args,
+from harness.run.perf import (PerfConfigError, Scale, find_invocation, parse_options, parse_profile_export, scaled_args,
                           shell_commands)
 
 AIPERF = Path(__file__).parent.parent / "fixtures" / "sim" / "aiperf"

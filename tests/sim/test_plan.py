@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from harness.discovery import discover
-from harness.sim.modeldir import ensure_model_dir
-from harness.sim.plan import PlanError, build_plan
+from harness.recipe.discovery import discover
+from harness.run.sim.modeldir import ensure_model_dir
+from harness.run.sim.plan import PlanError, build_plan
 
 CATALOGUE = Path(__file__).parent.parent.parent / "recipes"
 

@@ -1,0 +1,1 @@
+"""What follows from a recipe: engine topology, GPU sizing, storage, the generated catalogue docs."""

@@ -1,0 +1,468 @@
+"""Engine topology of a worker: parallelism, disaggregation role and memory settings, read from
+the backend's own flag spelling and (TRT-LLM) the engine config in a ConfigMap, with where each
+value was written.
+
+A pure function of a Service and the deployment's documents (`topology_of`), so the checks, the
+sizing guide and the simulator plan share one reading of a worker's command line.
+"""
+
+from __future__ import annotations
+
+import re
+import weakref
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path, PurePosixPath
+from typing import Any, Iterable, Sequence
+
+from harness.recipe.findings import Loc
+from harness.recipe.model import Recipe, Service, Token, dig, mapping, parse_flags, sequence
+from harness.recipe.yamlsrc import Document, SrcList, SrcMap, parse_yaml_bytes
+
+# The names each backend spells a setting with, first = the canonical spelling for messages.
+# TRT-LLM `memory_fraction` is kv_cache_config.free_gpu_memory_fraction: a share of the memory
+# left after the weights, not of the whole GPU (see harness/sizing.py).
+FLAGS: dict[str, dict[str, tuple[str, ...]]] = {
+    "vllm": {
+        "tp": ("--tensor-parallel-size", "-tp"),
+        "pp": ("--pipeline-parallel-size", "-pp"),
+        "dp": ("--data-parallel-size", "-dp"),
+        "ep": ("--enable-expert-parallel", "-ep"),
+        "role": ("--disaggregation-mode",),
+        "memory_fraction": ("--gpu-memory-utilization",),
+        "block_size": ("--block-size",),
+        "served_name": ("--served-model-name",),
+        "model": ("--model",),
+        "max_seq_len": ("--max-model-len",),
+        "kv_cache_dtype": ("--kv-cache-dtype",),
+    },
+    "sglang": {
+        "tp": ("--tp", "--tp-size", "--tensor-parallel-size"),
+        "pp": ("--pp-size", "--pipeline-parallel-size"),
+        "dp": ("--dp", "--dp-size", "--data-parallel-size"),
+        "ep": ("--ep-size", "--ep", "--expert-parallel-size"),
+        "dp_attention": ("--enable-dp-attention",),
+        "role": ("--disaggregation-mode",),
+        "memory_fraction": ("--mem-fraction-static",),
+        "block_size": ("--page-size",),
+        "served_name": ("--served-model-name",),
+        "model": ("--model-path", "--model"),
+        "max_seq_len": ("--context-length",),
+        "kv_cache_dtype": ("--kv-cache-dtype",),
+    },
+    "trtllm": {
+        "tp": ("--tensor-parallel-size", "--tp-size"),
+        "pp": ("--pipeline-parallel-size", "--pp-size"),
+        "ep": ("--expert-parallel-size", "--ep-size"),
+        "dp_attention": ("--enable-attention-dp",),
+        "role": ("--disaggregation-mode",),
+        "memory_fraction": ("--free-gpu-memory-fraction",),
+        "block_size": ("--kv-block-size",),
+        "served_name": ("--served-model-name",),
+        "model": ("--model-path", "--model"),
+        "max_seq_len": ("--max-seq-len",),
+        "kv_cache_dtype": ("--kv-cache-dtype",),
+    },
+}
+# TRT-LLM engine config (LLM API YAML) keys for the same settings.
+ENGINE_KEYS: dict[str, tuple[tuple[str, ...], ...]] = {
+    "tp": (("tensor_parallel_size",),),
+    "pp": (("pipeline_parallel_size",),),
+    "ep": (("moe_expert_parallel_size",),),
+    "dp_attention": (("enable_attention_dp",),),
+    "memory_fraction": (("kv_cache_config", "free_gpu_memory_fraction"),),
+    "block_size": (("tokens_per_block",), ("kv_cache_config", "tokens_per_block")),
+    "max_seq_len": (("max_seq_len",),),
+    "kv_cache_dtype": (("kv_cache_config", "dtype"),),
+}
+ENGINE_ARGS_FLAG = "--extra-engine-args"
+BOOLEAN_FLAGS = {"--enable-expert-parallel", "-ep", "--enable-dp-attention", "--enable-attention-dp", "--is-prefill-worker",
+                 "--is-decode-worker", "--trust-remote-code", "--enforce-eager", "--enable-prefix-caching",
+                 "--no-enable-prefix-caching", "--disable-log-requests", "--skip-tokenizer-init"}
+INT_SETTINGS = {"tp", "pp", "dp", "ep", "block_size", "max_seq_len"}
+FLOAT_SETTINGS = {"memory_fraction"}
+BOOL_SETTINGS = {"dp_attention"}
+ROLES = {"prefill": "prefill", "decode": "decode"}
+AGGREGATED_ROLES = {"null", "none", "agg", "aggregated", "prefill_and_decode", "context_and_generation"}
+_FLAG = re.compile(r"^--?[A-Za-z][\w.-]*(=.*)?$")
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One engine setting as written: the value, where, and under which name."""
+
+    value: Any
+    raw: str
+    loc: Loc
+    source: str  # `--tensor-parallel-size` or `tensor_parallel_size (ConfigMap qwen-engine, engine.yaml)`
+
+    def describe(self) -> str:
+        return f"{self.source} {self.raw} (line {self.loc.line})"
+
+
+@dataclass(frozen=True)
+class Conflict:
+    """A setting stated on the command line and in the engine config with different values."""
+
+    name: str
+    cli: Setting
+    config: Setting
+
+
+@dataclass
+class EngineConfig:
+    """The TRT-LLM engine config a worker loads with --extra-engine-args."""
+
+    arg: Token
+    configmap: str = ""
+    key: str = ""
+    data: SrcMap | None = None
+    error: str = ""  # why it could not be read (not mounted, no such ConfigMap or key, bad YAML)
+
+
+@dataclass
+class Topology:
+    """How one worker replica uses its GPUs, as the engine will see it."""
+
+    service: str
+    backend: str
+    settings: dict[str, Setting] = field(default_factory=dict)
+    conflicts: list[Conflict] = field(default_factory=list)
+    unreadable: list[Setting] = field(default_factory=list)  # values that are not numbers (unexpanded $VAR?)
+    engine_config: EngineConfig | None = None
+    legacy_prefill_flag: bool = False
+
+    def get(self, name: str) -> Setting | None:
+        return self.settings.get(name)
+
+    def _int(self, name: str, default: int = 1) -> int:
+        value = self._typed(name, int)
+        return default if value is None else value
+
+    @property
+    def tp(self) -> int:
+        return self._int("tp")
+
+    @property
+    def pp(self) -> int:
+        return self._int("pp")
+
+    @property
+    def dp(self) -> int:
+        return self._int("dp")
+
+    @property
+    def dp_attention(self) -> bool:
+        s = self.settings.get("dp_attention")
+        return bool(s and s.value is True)
+
+    @property
+    def ep(self) -> int:
+        """Expert-parallel ranks. vLLM's --enable-expert-parallel spans TP x DP ranks."""
+        if self.backend == "vllm":
+            s = self.settings.get("ep")
+            return self.tp * self.dp if s is not None and s.value is True else 1
+        return self._int("ep")
+
+    @property
+    def role(self) -> str | None:
+        s = self.settings.get("role")
+        return s.value if s is not None else None
+
+    def _typed(self, name: str, kind: type) -> Any:
+        s = self.settings.get(name)
+        return s.value if s is not None and isinstance(s.value, kind) else None
+
+    @property
+    def memory_fraction(self) -> float | None:
+        return self._typed("memory_fraction", float)
+
+    @property
+    def block_size(self) -> int | None:
+        return self._typed("block_size", int)
+
+    @property
+    def max_seq_len(self) -> int | None:
+        return self._typed("max_seq_len", int)
+
+    @property
+    def served_name(self) -> str | None:
+        return self._typed("served_name", str)
+
+    @property
+    def model(self) -> str | None:
+        return self._typed("model", str)
+
+    @property
+    def kv_cache_dtype(self) -> str | None:
+        return self._typed("kv_cache_dtype", str)
+
+    @property
+    def attention_tp(self) -> int:
+        """Ranks one sequence's attention is split over: attention DP replicates attention."""
+        if not self.dp_attention:
+            return self.tp
+        if self.backend == "sglang":
+            return max(1, self.tp // max(1, self.dp))
+        return 1  # TRT-LLM enable_attention_dp: every rank runs whole attention for its own batch
+
+    @property
+    def gpus_per_replica(self) -> int:
+        """vLLM: TP x PP x DP (DP ranks inside the replica); SGLang: TP x PP (DP attention and EP
+        live inside TP; plain --dp without DP attention launches DP copies of the TP group);
+        TRT-LLM: TP x PP (EP and attention DP live inside TP)."""
+        if self.backend == "vllm":
+            return self.tp * self.pp * self.dp
+        if self.backend == "sglang":
+            return self.tp * self.pp * (1 if self.dp_attention else self.dp)
+        return self.tp * self.pp
+
+    def parallelism_terms(self) -> list[Setting]:
+        """The settings that multiply into gpus_per_replica, as written (for messages)."""
+        names = {"vllm": ("tp", "pp", "dp"), "sglang": ("tp", "pp") + (() if self.dp_attention else ("dp",)),
+                 "trtllm": ("tp", "pp")}.get(self.backend, ("tp", "pp"))
+        return [self.settings[n] for n in names if n in self.settings]
+
+    def describe_parallelism(self) -> str:
+        terms = self.parallelism_terms()
+        if not terms:
+            return "no parallelism flags (1 GPU)"
+        return " x ".join(t.describe() for t in terms) + f" = {self.gpus_per_replica} GPU(s)"
+
+
+# --- parsing -----------------------------------------------------------------------------
+
+
+def engine_flags(args: Sequence[Token]) -> dict[str, Token]:
+    """`--flag value`, `--flag=value`, `-tp 4` (vLLM short forms) and bare boolean flags.
+
+    It knows the boolean flags, so `--enable-expert-parallel -tp 4` does not read `-tp` as a
+    value. Last one wins, as argparse does.
+    """
+    return parse_flags(list(args), BOOLEAN_FLAGS, lambda text: bool(_FLAG.match(text)))
+
+
+def _convert(name: str, raw: Any) -> tuple[Any, bool]:
+    """(value, ok): numbers for counts and fractions, booleans for switches."""
+    if name in INT_SETTINGS:
+        if isinstance(raw, bool):
+            return None, False
+        if isinstance(raw, int):
+            return raw, True
+        text = str(raw).strip()
+        return (int(text), True) if text.isdigit() else (None, False)
+    if name in FLOAT_SETTINGS:
+        try:
+            return float(raw), True
+        except (TypeError, ValueError):
+            return None, False
+    if name in BOOL_SETTINGS:
+        if isinstance(raw, bool):
+            return raw, True
+        text = str(raw).strip().lower()
+        if text in ("true", "1", "yes"):
+            return True, True
+        if text in ("false", "0", "no"):
+            return False, True
+        return None, False
+    if name == "role":
+        text = str(raw).strip().lower()
+        if text in ROLES:
+            return ROLES[text], True
+        return (None, True) if text in AGGREGATED_ROLES else (None, False)
+    if name == "ep_switch":  # vLLM: --enable-expert-parallel spans all TP x DP ranks
+        return str(raw).strip().lower() == "true", True
+    return str(raw), True
+
+
+def topology_of(service: Service, backend: str, docs: Iterable[Document] = ()) -> Topology:
+    """Read a worker's topology from its `python -m dynamo.<backend>` arguments and, for
+    TRT-LLM, the engine config ConfigMap that --extra-engine-args points into."""
+    topo = Topology(service.name, backend)
+    spelling = FLAGS.get(backend)
+    if service.main is None or spelling is None:
+        return topo
+    inv = service.main.dynamo_invocation()
+    args = inv[1] if inv else service.main.argv
+    flags = engine_flags(args)
+    for name, names in spelling.items():
+        for flag in names:  # the canonical spelling wins when two are given
+            if flag in flags:
+                tok = flags[flag]
+                value, ok = _convert("ep_switch" if (backend, name) == ("vllm", "ep") else name, tok.value)
+                setting = Setting(value, tok.value, flag_line(tok.loc, flag), flag)
+                (topo.settings.__setitem__(name, setting) if ok else topo.unreadable.append(setting))
+                break
+    if "role" not in topo.settings:
+        for flag, role in (("--is-prefill-worker", "prefill"), ("--is-decode-worker", "decode")):
+            if flag in flags and flags[flag].value == "true":
+                topo.settings["role"] = Setting(role, "", flag_line(flags[flag].loc, flag), flag)
+                topo.legacy_prefill_flag = role == "prefill"
+    if backend == "trtllm" and ENGINE_ARGS_FLAG in flags:
+        topo.engine_config = engine_config(service, flags[ENGINE_ARGS_FLAG], docs)
+        _merge_engine_config(topo)
+    return topo
+
+
+_BLOCK_HEADER = re.compile(r"[>|][-+0-9]*\s*(#.*)?$")
+
+
+@lru_cache(maxsize=128)
+def _source_lines(path: str, mtime_ns: int) -> tuple[str, ...]:
+    return tuple(Path(path).read_text(encoding="utf-8", errors="replace").splitlines())
+
+
+def flag_line(loc: Loc, flag: str) -> Loc:
+    """The line a flag is written on inside a folded (`>`) block scalar.
+
+    YAML folds such a script into one line, so its words only know where the scalar starts;
+    the contributor must edit the line the flag is on. Other locations are returned as they are.
+    """
+    try:
+        lines = _source_lines(str(loc.file), Path(loc.file).stat().st_mtime_ns)
+    except OSError:
+        return loc
+    if not (0 < loc.line <= len(lines)) or not _BLOCK_HEADER.search(lines[loc.line - 1]):
+        return loc
+    pattern = re.compile(rf"(?<!\S){re.escape(flag)}(?=[\s=]|$)")
+    indent = None
+    for i in range(loc.line, len(lines)):
+        text = lines[i]
+        if not text.strip():
+            continue
+        depth = len(text) - len(text.lstrip())
+        indent = depth if indent is None else indent
+        if depth < indent:
+            break
+        m = pattern.search(text)
+        if m:
+            return Loc(loc.file, i + 1, m.start() + 1)
+    return loc
+
+
+def _merge_engine_config(topo: Topology) -> None:
+    """The engine config overrides the CLI in Dynamo's TRT-LLM worker: it becomes the effective
+    value, and a different CLI value is a conflict."""
+    cfg = topo.engine_config
+    if cfg is None or cfg.data is None:
+        return
+    where = f"(ConfigMap {cfg.configmap}, {cfg.key})"
+    for name, paths in ENGINE_KEYS.items():
+        for path in paths:
+            parent = dig(cfg.data, *path[:-1]) if len(path) > 1 else cfg.data
+            if not isinstance(parent, SrcMap) or path[-1] not in parent:
+                continue
+            raw = parent[path[-1]]
+            value, ok = _convert(name, raw)
+            setting = Setting(value, str(raw).lower() if isinstance(raw, bool) else str(raw), parent.loc_of(path[-1]),
+                              f"{'.'.join(path)} {where}")
+            if not ok:
+                topo.unreadable.append(setting)
+                break
+            cli = topo.settings.get(name)
+            if cli is not None and cli.value != value:
+                topo.conflicts.append(Conflict(name, cli, setting))
+            topo.settings[name] = setting
+            break
+
+
+def engine_config(service: Service, arg: Token, docs: Iterable[Document]) -> EngineConfig:
+    """Follow --extra-engine-args PATH through the container's volumeMounts to a ConfigMap key."""
+    cfg = EngineConfig(arg)
+    path = PurePosixPath(arg.value)
+    main = service.main
+    mounts = sequence(main.data.get("volumeMounts")) if main else None
+    volumes = sequence(dig(service.data, "extraPodSpec", "volumes")) or sequence(dig(service.data, "podTemplate", "spec", "volumes"))
+    for mount in mounts or []:
+        mount_path, vol_name = dig(mount, "mountPath"), dig(mount, "name")
+        if not isinstance(mount_path, str) or not isinstance(vol_name, str):
+            continue
+        sub = dig(mount, "subPath")
+        base = PurePosixPath(mount_path)
+        if isinstance(sub, str) and sub:
+            if path != base:
+                continue
+            rel = sub
+        elif path.is_relative_to(base) and path != base:
+            rel = str(path.relative_to(base))
+        else:
+            continue
+        volume = next((v for v in volumes or [] if dig(v, "name") == vol_name), None)
+        cm_name = dig(volume, "configMap", "name")
+        if not isinstance(cm_name, str):
+            cfg.error = f"volume {vol_name!r} mounted at {mount_path} is not a ConfigMap volume of this service"
+            return cfg
+        items = sequence(dig(volume, "configMap", "items")) or []
+        key = next((str(dig(it, "key")) for it in items if dig(it, "path") == rel), None)
+        if items and key is None:
+            cfg.error = f"ConfigMap volume {vol_name!r} does not project a file {rel!r}"
+            return cfg
+        cfg.configmap, cfg.key = cm_name, key or rel
+        _read_configmap(cfg, docs)
+        return cfg
+    cfg.error = f"{arg.value} is not under any volumeMount of the container"
+    return cfg
+
+
+def _read_configmap(cfg: EngineConfig, docs: Iterable[Document]) -> None:
+    cm = next((d for d in docs if d.kind == "ConfigMap" and d.name == cfg.configmap), None)
+    if cm is None:
+        cfg.error = f"ConfigMap {cfg.configmap!r} is not in the recipe"
+        return
+    data = mapping(cm.data.get("data"))
+    if data is None or not isinstance(data.get(cfg.key), str):
+        cfg.error = f"ConfigMap {cfg.configmap!r} has no key {cfg.key!r}"
+        return
+    text = data[cfg.key]
+    loaded = parse_yaml_bytes(text.encode("utf-8"), cm.file)
+    if loaded.problems or not loaded.documents or not isinstance(loaded.documents[0].data, SrcMap):
+        msg = loaded.problems[0].message if loaded.problems else "not a YAML mapping"
+        cfg.error = f"ConfigMap {cfg.configmap!r} key {cfg.key!r}: {msg}"
+        return
+    value_loc, key_loc = data.loc_of(cfg.key), data.key_loc(cfg.key)
+    if "\n" in text.rstrip("\n") and value_loc.line == key_loc.line:
+        # a block scalar (`key: |`): its text starts on the next line, indented under the key
+        cfg.data = _shift(loaded.documents[0].data, value_loc.line, key_loc.column + 1, None)
+    else:
+        cfg.data = _shift(loaded.documents[0].data, 0, 0, value_loc)
+
+
+def _shift(node: Any, dline: int, dcol: int, fixed: Loc | None) -> Any:
+    """Move the positions of YAML parsed from an embedded string to where it sits in the file."""
+
+    def move(loc: Loc) -> Loc:
+        return fixed or Loc(loc.file, loc.line + dline, loc.column + dcol)
+
+    if isinstance(node, SrcMap):
+        node.loc = move(node.loc)
+        node.key_locs = {k: move(v) for k, v in node.key_locs.items()}
+        node.value_locs = {k: move(v) for k, v in node.value_locs.items()}
+        for v in node.values():
+            _shift(v, dline, dcol, fixed)
+    elif isinstance(node, SrcList):
+        node.loc = move(node.loc)
+        node.item_locs = [move(v) for v in node.item_locs]
+        for v in node:
+            _shift(v, dline, dcol, fixed)
+    return node
+
+
+# --- per recipe, parsed once --------------------------------------------------------------
+
+_CACHE: "weakref.WeakKeyDictionary[Recipe, dict[str, Topology]]" = weakref.WeakKeyDictionary()
+
+
+def recipe_topologies(recipe: Recipe) -> dict[str, Topology]:
+    """Topology per worker service name, parsed once per loaded recipe."""
+    cached = _CACHE.get(recipe)
+    if cached is not None:
+        return cached
+    dep = recipe.deployment
+    out: dict[str, Topology] = {}
+    if dep is not None:
+        backend = dep.backend_framework or recipe.framework
+        docs = recipe.deploy.documents if recipe.deploy else []
+        for svc in dep.workers:
+            out[svc.name] = topology_of(svc, backend, docs)
+    _CACHE[recipe] = out
+    return out

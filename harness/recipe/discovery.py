@@ -1,0 +1,102 @@
+"""Find recipes under a recipes tree and select them by model prefix, id or glob."""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+from pathlib import Path
+
+from harness.recipe.model import FRAMEWORKS, GAIE_DIR, MODEL_CACHE_DIR, FileCache, Recipe
+
+SKIP_DIRS = {".git", "__pycache__", ".pytest_cache", "node_modules"}
+
+
+class SelectionError(ValueError):
+    """An unknown --recipe selector; the message lists near matches."""
+
+
+def default_recipes_dir(start: Path | None = None) -> Path:
+    """`recipes/` of the repository the command runs in (walks up from the working dir)."""
+    here = (start or Path.cwd()).absolute()
+    for d in (here, *here.parents):
+        if (d / "recipes").is_dir() and ((d / "pyproject.toml").exists() or (d / ".git").exists()):
+            return d / "recipes"
+    return here / "recipes"
+
+
+def recipe_dirs(root: Path) -> list[Path]:
+    """Every `<model>/<framework>/<mode>/` directory (three levels down, model-cache excluded).
+
+    Anything else at those depths is a layout finding, reported by the layout checks."""
+    found: list[Path] = []
+    if not root.is_dir():
+        return found
+    for model in _subdirs(root):
+        for framework in _subdirs(model):
+            if framework.name == MODEL_CACHE_DIR:
+                continue
+            for mode in _subdirs(framework):
+                if mode.name != GAIE_DIR:
+                    found.append(mode)
+    return found
+
+
+def _subdirs(path: Path) -> list[Path]:
+    try:
+        return sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith(".") and p.name not in SKIP_DIRS)
+    except OSError:
+        return []
+
+
+def discover(root: Path, cache: FileCache | None = None) -> list[Recipe]:
+    root = root.absolute()
+    cache = cache or FileCache(root)
+    return [Recipe(p, root, cache) for p in recipe_dirs(root)]
+
+
+def select(recipes: list[Recipe], selectors: list[str]) -> list[Recipe]:
+    """Recipes matching any selector, in discovery order.
+
+    A selector is an exact id (`qwen3-32b/vllm/agg-round-robin`), a glob (`*/trtllm/*`),
+    an id prefix by whole segments (`deepseek-r1/sglang`) or a model name prefix at a word
+    boundary: `qwen3-235b` selects `qwen3-235b-a22b-fp8`. An exact model name wins over
+    prefixes, so `qwen3-32b` selects qwen3-32b and not qwen3-32b-fp8.
+    """
+    if not selectors:
+        return list(recipes)
+    chosen: set[str] = set()
+    for sel in selectors:
+        matched = _match(recipes, sel.strip().strip("/"))
+        if not matched:
+            raise SelectionError(_unknown_message(sel, recipes))
+        chosen.update(r.id for r in matched)
+    return [r for r in recipes if r.id in chosen]
+
+
+def _match(recipes: list[Recipe], sel: str) -> list[Recipe]:
+    if not sel:
+        return []
+    if any(ch in sel for ch in "*?["):
+        return [r for r in recipes if fnmatch.fnmatchcase(r.id, sel) or fnmatch.fnmatchcase(r.model, sel)]
+    exact = [r for r in recipes if r.id == sel]
+    if exact:
+        return exact
+    if "/" in sel:
+        return [r for r in recipes if r.id.startswith(sel + "/")]
+    same_model = [r for r in recipes if r.model == sel]
+    if same_model:
+        return same_model
+    return [r for r in recipes if r.model.startswith(sel + "-")]
+
+
+def _unknown_message(sel: str, recipes: list[Recipe]) -> str:
+    names = sorted({r.model for r in recipes} | {r.id for r in recipes})
+    near = difflib.get_close_matches(sel, names, n=5, cutoff=0.4)
+    if not near:
+        near = sorted({r.model for r in recipes})[:8]
+    hint = ", ".join(near) if near else "(no recipes found)"
+    return f"--recipe {sel!r} matches no recipe. Did you mean: {hint}?"
+
+
+def is_framework(name: str) -> bool:
+    return name in FRAMEWORKS

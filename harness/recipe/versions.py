@@ -1,0 +1,121 @@
+"""The version matrix (`recipes/versions.yaml`): which Dynamo release ships which backend and
+CUDA versions, which AIPerf the benchmarks pin, and which registries images may come from.
+
+    registries: [nvcr.io/nvidia/ai-dynamo, docker.io/library]   # host or host/path prefixes
+    releases:
+      "1.4.0": {vllm: 0.26.0, sglang: 0.5.16, trtllm: 1.3.0rc22, cuda: "13.0"}
+    aiperf: 0.13.0
+
+`releases` may also be a list of mappings with a `dynamo` (or `release`) key.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from harness.recipe.findings import Loc
+from harness.recipe.yamlsrc import LoadedFile, SrcMap
+
+VERSIONS_FILE = "versions.yaml"
+BACKEND_ALIASES = {
+    "vllm": "vllm",
+    "sglang": "sglang",
+    "trtllm": "trtllm",
+    "tensorrtllm": "trtllm",
+    "tensorrt-llm": "trtllm",
+    "tensorrt_llm": "trtllm",
+    "trt-llm": "trtllm",
+}
+
+
+@dataclass
+class Release:
+    """One Dynamo release line and the versions it ships."""
+
+    dynamo: str
+    loc: Loc
+    backends: dict[str, str] = field(default_factory=dict)  # vllm|sglang|trtllm -> version
+    cuda: str = ""
+
+
+@dataclass
+class VersionMatrix:
+    path: Path
+    releases: dict[str, Release] = field(default_factory=dict)
+    registries: list[str] = field(default_factory=list)
+    aiperf: str = ""
+    aiperf_loc: Loc | None = None
+
+    def release(self, version: str) -> Release | None:
+        return self.releases.get(version)
+
+
+def _text(value: Any) -> str:
+    if value is None or isinstance(value, bool):
+        return ""
+    return str(value).strip()
+
+
+def _release(name: str, data: SrcMap, loc: Loc) -> Release:
+    rel = Release(name, loc)
+    for key, value in data.items():
+        k = str(key).lower()
+        if k in BACKEND_ALIASES and _text(value):
+            rel.backends[BACKEND_ALIASES[k]] = _text(value)
+        elif k == "cuda":
+            rel.cuda = _text(value)
+        elif isinstance(value, SrcMap) and k in ("backends", "engines"):
+            rel.backends.update(_release(name, value, loc).backends)
+    return rel
+
+
+def parse_versions(f: LoadedFile) -> VersionMatrix:
+    """Build the matrix from a loaded versions.yaml; unknown keys are ignored (the schema of the
+    file is the docs generator's concern), missing ones leave the matrix empty."""
+    m = VersionMatrix(f.path)
+    data = f.documents[0].data if f.documents else None
+    if not isinstance(data, SrcMap):
+        return m
+    releases = data.get("releases") or data.get("dynamo")
+    if isinstance(releases, SrcMap):
+        for name, value in releases.items():
+            if isinstance(value, SrcMap):
+                m.releases[_text(name)] = _release(_text(name), value, releases.key_loc(name))
+    elif isinstance(releases, list):
+        for i, value in enumerate(releases):
+            if isinstance(value, SrcMap):
+                name = _text(value.get("dynamo") or value.get("release") or value.get("version"))
+                if name:
+                    m.releases[name] = _release(name, value, releases.loc_of(i))
+    regs = data.get("registries")
+    if isinstance(regs, list):
+        m.registries = [_text(r.get("prefix") or r.get("registry")) if isinstance(r, dict) else _text(r) for r in regs]
+        m.registries = [r for r in m.registries if r]
+    aiperf = data.get("aiperf")
+    if isinstance(aiperf, SrcMap):
+        m.aiperf, m.aiperf_loc = _text(aiperf.get("version")), aiperf.loc_of("version")
+    elif _text(aiperf):
+        m.aiperf, m.aiperf_loc = _text(aiperf), data.loc_of("aiperf")
+    else:
+        tools = data.get("tools")
+        if isinstance(tools, SrcMap) and _text(tools.get("aiperf")):
+            m.aiperf, m.aiperf_loc = _text(tools.get("aiperf")), tools.loc_of("aiperf")
+    return m
+
+
+_PARSED: dict[int, tuple[LoadedFile, VersionMatrix]] = {}
+
+
+def version_matrix(f: LoadedFile | None) -> VersionMatrix | None:
+    """The matrix of a loaded file, parsed once per loaded file; None when there is no file."""
+    if f is None or not f.documents:
+        return None
+    hit = _PARSED.get(id(f))
+    if hit is None or hit[0] is not f:
+        if len(_PARSED) > 64:
+            _PARSED.clear()
+        hit = (f, parse_versions(f))
+        _PARSED[id(f)] = hit
+    return hit[1]

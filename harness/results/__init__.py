@@ -1,0 +1,1 @@
+"""What a run measured and what it means: metrics, baselines, verdicts, history and reports."""

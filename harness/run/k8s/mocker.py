@@ -1,0 +1,112 @@
+"""`--engine mocker`: rewrite a DGD so every worker runs the GPU-free Dynamo mocker, keeping names, modes and replicas."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Any
+
+from harness.recipe.model import Deployment, Service, parse_flags
+
+MOCKER_REPO = "nvcr.io/nvidia/ai-dynamo/dynamo-planner"
+MOCKER_COMMAND = ["python3", "-m", "dynamo.mocker"]
+# Enough for the mocker process and a tokenizer; a kind node on a CI runner has ~7 GiB in total.
+MOCKER_RESOURCES = {"requests": {"cpu": "250m", "memory": "512Mi"}, "limits": {"memory": "4Gi"}}
+# Scheduling hints that only make sense on GPU nodes; kept, they leave every pod Pending on kind.
+GPU_ONLY_POD_FIELDS = ("nodeSelector", "affinity", "tolerations", "resourceClaims", "runtimeClassName")
+_ENGINE_TYPES = {"vllm", "sglang", "trtllm"}
+
+
+@dataclass(frozen=True)
+class MockerModel:
+    """What the mocker serves: a Hugging Face id (it only loads the tokenizer) and the served name."""
+
+    model_path: str
+    served_name: str
+    release: str
+    speedup_ratio: float | None = None
+
+    @property
+    def image(self) -> str:
+        return f"{MOCKER_REPO}:{self.release}"
+
+
+def image_tag(image: Any) -> str:
+    """`repo/name:1.4.0` -> `1.4.0`; digests and untagged images give ""."""
+    if not isinstance(image, str) or "@" in image:
+        return ""
+    name, _, tag = image.rpartition(":")
+    return tag if name and "/" not in tag else ""
+
+
+def worker_mode(service: Service) -> str:
+    return service.role if service.role in ("prefill", "decode") else "agg"
+
+
+def mocker_args(service: Service, model: MockerModel, engine_type: str) -> list[str]:
+    args = ["--model-path", model.model_path, "--model-name", model.served_name, "--disaggregation-mode", worker_mode(service)]
+    if engine_type in _ENGINE_TYPES:
+        args += ["--engine-type", engine_type]
+    flags = parse_flags(service.main.dynamo_invocation()[1]) if service.main and service.main.dynamo_invocation() else {}
+    # The KV router hashes blocks: the mocker must use the engine's block size to route alike.
+    block = flags.get("--block-size") or flags.get("--page-size")
+    if block and block.value.isdigit():
+        args += ["--block-size", block.value]
+    if model.speedup_ratio:
+        args += ["--speedup-ratio", str(model.speedup_ratio)]
+    return args
+
+
+def _cpu_resources() -> dict:
+    """Nothing of the engine's resources is kept: GPU counts, claims and 100s of GiB do not fit a CPU node."""
+    return copy.deepcopy(MOCKER_RESOURCES)
+
+
+def _mock_container(container: dict, service: Service, model: MockerModel, engine_type: str) -> None:
+    container["image"] = model.image
+    container["command"] = list(MOCKER_COMMAND)
+    container["args"] = mocker_args(service, model, engine_type)
+    if "resources" in container:
+        container["resources"] = _cpu_resources()
+
+
+def _strip_pod(pod_spec: dict | None) -> None:
+    if isinstance(pod_spec, dict):
+        for key in GPU_ONLY_POD_FIELDS:
+            pod_spec.pop(key, None)
+
+
+def to_mocker(dgd: dict, deployment: Deployment, model: MockerModel) -> dict:
+    """A rewritten copy of the DGD (plain dict): workers run the mocker without GPUs; the frontend,
+    service names, replicas, disaggregation roles and env stay as shipped."""
+    out = copy.deepcopy(dgd)
+    spec = out.setdefault("spec", {})
+    engine_type = deployment.backend_framework
+    workers = {s.name: s for s in deployment.workers}
+    services = spec.get("services")
+    if isinstance(services, dict):  # v1alpha1
+        for name, svc in services.items():
+            if name not in workers or not isinstance(svc, dict):
+                continue
+            svc["resources"] = _cpu_resources()
+            svc.pop("multinode", None)  # one mocker process per replica, never a multi-node group
+            pod = svc.setdefault("extraPodSpec", {})
+            _strip_pod(pod)
+            _mock_container(pod.setdefault("mainContainer", {}), workers[name], model, engine_type)
+    components = spec.get("components")
+    if isinstance(components, list):  # v1beta1
+        for comp in components:
+            if not isinstance(comp, dict) or comp.get("name") not in workers:
+                continue
+            comp.pop("multinode", None)
+            pod = comp.setdefault("podTemplate", {}).setdefault("spec", {})
+            _strip_pod(pod)
+            containers = pod.setdefault("containers", [])
+            main = next((c for c in containers if isinstance(c, dict) and c.get("name") == "main"), None)
+            if main is None:
+                main = containers[0] if containers and isinstance(containers[0], dict) else {"name": "main"}
+                if not containers:
+                    containers.append(main)
+            _mock_container(main, workers[comp["name"]], model, engine_type)
+            main["resources"] = _cpu_resources()
+    return out

@@ -1,0 +1,158 @@
+"""One recipe's gpu run: the steps in order over a Deployer, diagnostics on failure, teardown on close."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from harness.recipe.model import Recipe
+from harness.results.metrics import PerfResult
+from harness.run.stage import StageSkip, StepFailed
+from harness.run.k8s.client import Kube, KubeError
+from harness.run.k8s.config import find_config
+from harness.run.k8s.deployer import Deployer, DeploySettings, router_mode, served_model_name
+from harness.run.k8s.portforward import FrontendAccess, PortForwardError
+from harness.run.k8s.stage import SETUP_STEPS
+
+
+def parse_export(path: Path) -> PerfResult:
+    from harness.run.perf import parse_profile_export
+
+    return parse_profile_export(path)
+
+
+class GpuRun:
+    """One recipe on the cluster; steps run in order, `close()` always tears down."""
+
+    def __init__(self, recipe: Recipe, settings: DeploySettings, *, smoke: type | None = None, update_baselines: bool = False,
+                 kube: Kube | None = None, access: FrontendAccess | None = None, progress: Callable[[str], None] | None = None,
+                 sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.monotonic,
+                 env: dict[str, str] | None = None, perf_runner: Callable[[list[str], Path, float], Any] | None = None,
+                 baselines_root: Path | None = None, history_root: Path | None = None):
+        self.recipe = recipe
+        self.settings = settings
+        self.smoke = smoke
+        self.update_baselines = update_baselines
+        self._kube = kube
+        self._deployer_kw: dict[str, Any] = {"access": access, "progress": progress, "sleep": sleep, "clock": clock, "env": env}
+        self.perf_runner = perf_runner
+        self.baselines_root = baselines_root  # None: harness.results.baselines' defaults (reports/baselines, reports/history)
+        self.history_root = history_root
+        self.deployer: Deployer | None = None
+        self.done: set[str] = set()
+        self.suite: Any = None
+        self.export_path: Path | None = None
+        self.result: PerfResult | None = None
+
+    def _ensure_deployer(self) -> Deployer:
+        if self.deployer is None:
+            kube = self._kube
+            if kube is None:
+                source = find_config(self.settings.kubeconfig)
+                if isinstance(source, str):
+                    raise StageSkip(source)
+                kube = Kube.connect(source, self.settings.api_timeout)
+            self.deployer = Deployer(kube, self.recipe, self.settings, **self._deployer_kw)
+        return self.deployer
+
+    @staticmethod
+    def requirement(step: str) -> str | None:
+        if step in SETUP_STEPS:
+            i = SETUP_STEPS.index(step)
+            return SETUP_STEPS[i - 1] if i else None
+        if step == "baseline":
+            return "perf"
+        return "ready"
+
+    def run_step(self, step: str) -> None:
+        needed = self.requirement(step)
+        if needed and needed not in self.done:
+            raise StageSkip(f"{needed} did not pass")
+        dep = self._ensure_deployer()
+        try:
+            self._dispatch(dep, step)
+        except StageSkip:
+            raise
+        except (StepFailed, AssertionError, KubeError, PortForwardError, OSError) as exc:
+            message = dep.redactor.text(str(exc) if isinstance(exc, AssertionError) else f"{type(exc).__name__}: {exc}")
+            where = dep.collect_diagnostics(step, message)
+            raise StepFailed(message + (f"\ndiagnostics: {where}" if where else "")) from None
+        except Exception as exc:  # urllib3 transport errors and the like: same treatment, never a raw traceback with headers
+            message = dep.redactor.text(f"{type(exc).__name__}: {exc}")
+            where = dep.collect_diagnostics(step, message)
+            raise StepFailed(message + (f"\ndiagnostics: {where}" if where else "")) from None
+        self.done.add(step)
+
+    def _dispatch(self, dep: Deployer, step: str) -> None:
+        if step == "preflight":
+            dep.preflight()
+        elif step == "model-cache":
+            dep.model_cache()
+        elif step == "deploy":
+            dep.deploy()
+        elif step == "ready":
+            dep.wait_ready()
+        elif step.startswith("smoke-"):
+            self._smoke(dep, step[len("smoke-"):].replace("-", "_"))
+        elif step == "perf":
+            self._perf(dep)
+        elif step == "baseline":
+            self._baseline(dep)
+        else:
+            raise StepFailed(f"unknown gpu step {step!r}")
+
+    def _smoke(self, dep: Deployer, check: str) -> None:
+        url = dep.frontend_url()  # also waits until the served model is listed
+        if self.smoke is None:
+            if check == "models":
+                return  # frontend_url() has just asserted /v1/models lists the served model
+            raise StepFailed(f"no smoke suite installed for check {check!r}")
+        if self.suite is None:
+            self.suite = self.smoke(url, served_model_name(self.recipe), router_mode=router_mode(self.recipe),
+                                    request_counts=dep.worker_request_counts)
+        getattr(self.suite, f"check_{check}")()
+
+    def _perf(self, dep: Deployer) -> None:
+        self.export_path = dep.perf_local(self.perf_runner) if self.settings.perf_mode == "local" else dep.perf_job()
+        self.result = parse_export(self.export_path)
+        if not self.result.valid:
+            raise StepFailed(f"the benchmark is not a measurement: {self.result.invalid_reason} (export: {self.export_path})")
+        dep.progress("benchmark: " + ", ".join(f"{k}={v:.4g}" for k in ("output_token_throughput.avg", "time_to_first_token.p99")
+                                                 if (v := self.result.value(k)) is not None))
+
+    def _baseline(self, dep: Deployer) -> None:
+        if self.settings.engine == "mocker":
+            raise StageSkip("--engine mocker: mocker numbers are not comparable with GPU baselines")
+        if self.result is None or not self.result.valid:
+            raise StageSkip("no valid benchmark result to compare")
+        from harness.results import baselines
+
+        hardware = dep.report.hardware or "unknown"
+        manifests = baselines.manifest_hash(json.dumps(m, sort_keys=True) for m in dep.manifests())
+        images = sorted({str(s.main.image) for s in (self.recipe.deployment.services if self.recipe.deployment else []) if s.main and s.main.image})
+        provenance = baselines.Provenance.collect(profile="gpu", hardware=hardware, manifest_hash=manifests,
+                                                  images=[baselines.Image(i) for i in images],
+                                                  extra={"cluster": dep.report.server, "namespace": dep.namespace})
+        roots = {k: v for k, v in (("baselines_root", self.baselines_root), ("history_root", self.history_root)) if v is not None}
+        try:
+            evaluation = baselines.evaluate_recipe([self.result], recipe=self.recipe.id, environment=f"gpu/{hardware.lower()}",
+                                                   provenance=provenance, run_id=dep.run_id, update=self.update_baselines, **roots)
+        except baselines.BaselineError as exc:
+            raise StepFailed(str(exc)) from None
+        failure = evaluation.failure()
+        if failure:
+            raise StepFailed(failure)
+        if evaluation.verdict.verdict == "no-baseline" and not evaluation.updated:
+            raise StageSkip(evaluation.verdict.message() or f"no gpu/{hardware.lower()} baseline for {self.recipe.id}: run with --update-baselines to record one")
+        dep.progress(f"baseline: {evaluation.verdict.verdict}" + (" (baseline updated)" if evaluation.updated else ""))
+
+    def close(self) -> None:
+        if self.suite is not None and hasattr(self.suite, "close"):
+            try:
+                self.suite.close()
+            except Exception:  # noqa: BLE001 - closing an HTTP client must not stop the teardown
+                pass
+        if self.deployer is not None:
+            self.deployer.teardown()

@@ -1,0 +1,288 @@
+"""The sim stage: deploy a recipe locally with the mocker, smoke-test it, benchmark it, compare to its baseline."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import shutil
+import time
+
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from harness.recipe.model import Recipe
+from harness.run.perf import PerfConfigError, Scale, find_invocation, parse_profile_export, run_aiperf, scaled_args
+from harness.results.metrics import GATED_METRICS, PerfResult
+from harness.run.smoke import SmokeSuite
+from harness.run.stage import StageOptions, StageSkip, StepFailed
+from harness.results import baselines
+from harness.run.sim.compare import sim_policy
+from harness.run.sim.local import DeployError, LocalDeployment, tail
+from harness.run.sim.modeldir import describe, ensure_model_dir
+from harness.run.sim.plan import PlanError, SimPlan, build_plan
+from harness.run.sim.profiles import PROFILES, SimProfile, get_profile
+
+SMOKE_STEPS = {f"smoke-{check.replace('_', '-')}": check for check in SmokeSuite.CHECKS}
+STEPS = ["deploy", *SMOKE_STEPS, "perf", "baseline"]
+REQUIRED_MODULES = ("dynamo.frontend", "dynamo.mocker", "aiperf", "tokenizers")
+# Sim-only AIPerf options. Random token ids skip tokenizing AIPerf's 4.8 MB corpus (10-13 s on 2
+# cores) and the mocker ignores prompt content; server metrics cost a 2 s flush and are unused.
+SIM_AIPERF_ARGS = {"--prompt-corpus random": "prompt text does not matter to the mocker; saves ~10 s of corpus tokenizing",
+                   "--no-server-metrics": "the sim reads worker metrics itself; saves a 2 s flush"}
+
+
+class SimStage:
+    name = "sim"
+
+    def steps(self, recipe: Recipe) -> list[str]:
+        return list(STEPS)
+
+    def available(self, options: StageOptions) -> str | None:
+        missing = [m for m in REQUIRED_MODULES if not _importable(m)]
+        if missing:
+            return f"{', '.join(missing)} not installed: pip install -e '.[sim]'"
+        if options.sim_profile not in PROFILES:
+            return f"unknown --sim-profile {options.sim_profile!r}: choose one of {', '.join(PROFILES)}"
+        if options.sim_slowdown <= 0:
+            return f"--sim-slowdown must be > 0, got {options.sim_slowdown}"
+        return None
+
+    def open(self, recipe: Recipe, options: StageOptions) -> "SimRun":
+        return SimRun(recipe, options)
+
+
+def _importable(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+class SimRun:
+    """One recipe's rehearsal; holds the local deployment between steps and always writes result.json."""
+
+    def __init__(self, recipe: Recipe, options: StageOptions, baselines_root: Path | None = None):
+        self.recipe = recipe
+        self.options = options
+        self.profile: SimProfile = get_profile(options.sim_profile)
+        self.report_dir = options.report_dir / "sim" / recipe.id
+        self.baselines_root = baselines_root or Path(options.extra.get("baselines_root") or recipe.root.parent / "reports" / "baselines")
+        self.plan: SimPlan | None = None
+        self.model_dir: Path | None = None
+        self.deployment: LocalDeployment | None = None
+        self.suite: SmokeSuite | None = None
+        self.perf: PerfResult | None = None
+        self.results: list[PerfResult] = []  # one per --repeats run, all on the same deployment
+        self.evaluation: baselines.Evaluation | None = None
+        self.history_root = Path(options.extra.get("history_root") or self.baselines_root.parent / "history")
+        self.aiperf_changes: list[str] = []
+        self.baseline_written = ""
+        self.outcomes: dict[str, dict[str, Any]] = {}
+        self.usage: dict[str, Any] = {}
+        self.failed = False
+        self.started = time.monotonic()
+        self._closed = False
+
+    @property
+    def speedup_ratio(self) -> float:
+        return self.profile.speedup_ratio / self.options.sim_slowdown
+
+    # ---- StageRun ------------------------------------------------------------------------------
+
+    def run_step(self, step: str) -> None:
+        t0 = time.monotonic()
+        outcome = "passed"
+        message = ""
+        try:
+            self._dispatch(step)
+        except StageSkip as e:
+            outcome, message = "skipped", str(e)
+            raise
+        except BaseException as e:
+            self.failed = True
+            outcome, message = "failed", str(e) or type(e).__name__
+            raise
+        finally:
+            self.outcomes[step] = {"outcome": outcome, "seconds": round(time.monotonic() - t0, 2), **({"message": message} if message else {})}
+
+    def close(self) -> None:
+        """Tear down, write result.json, drop logs of a clean run unless --keep-logs. Never raises."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            if self.deployment is not None:
+                self.deployment.stop()
+        finally:
+            try:
+                if self.suite is not None:
+                    self.suite.close()
+                self._write_result()
+                if not self.options.keep_logs and not self.failed:
+                    shutil.rmtree(self.report_dir / "logs", ignore_errors=True)
+            except Exception:  # close() must never raise: the report is best effort
+                pass
+
+    # ---- steps ---------------------------------------------------------------------------------
+
+    def _dispatch(self, step: str) -> None:
+        if step == "deploy":
+            self._deploy()
+        elif step in SMOKE_STEPS:
+            self._smoke(SMOKE_STEPS[step])
+        elif step == "perf":
+            self._perf()
+        elif step == "baseline":
+            self._baseline()
+        else:
+            raise StepFailed(f"unknown sim step {step!r}; steps are {', '.join(STEPS)}")
+
+    def _deploy(self) -> None:
+        try:
+            self.plan = build_plan(self.recipe, speedup_ratio=self.speedup_ratio, max_data_parallel=self.profile.max_data_parallel)
+        except PlanError as e:
+            raise StepFailed(str(e)) from None
+        cache = self.options.extra.get("sim_cache_dir")
+        self.model_dir = ensure_model_dir(self.plan.model_id, Path(cache) if cache else None)
+        self._write_json("plan.json", {**self.plan.to_dict(), "profile": self.profile.to_dict(),
+                                       "simSlowdown": self.options.sim_slowdown, "modelDir": describe(self.model_dir)})
+        self.deployment = LocalDeployment(self.plan, self.model_dir, self.report_dir / "logs", self.profile.startup_timeout_s)
+        try:
+            self.deployment.start()
+        except DeployError as e:
+            raise StepFailed(f"{self.recipe.id}: the local stack did not come up: {e}") from None
+        self.usage["startup_s"] = round(self.deployment.startup_s or 0.0, 2)
+        self.usage["after_deploy"] = asdict(self.deployment.usage())
+        self.suite = SmokeSuite(self.deployment.base_url, self.plan.served_model_name, router_mode=self.plan.router_mode,
+                                request_counts=self.deployment.worker_request_counts)
+
+    def _live(self) -> LocalDeployment:
+        if self.deployment is None or self.plan is None:
+            raise StageSkip(f"no deployment: the deploy step of sim::{self.recipe.id} did not pass")
+        try:
+            self.deployment.check_alive()
+        except DeployError as e:
+            raise StepFailed(str(e)) from None
+        return self.deployment
+
+    def _smoke(self, check: str) -> None:
+        dep = self._live()
+        assert self.suite is not None
+        getattr(self.suite, f"check_{check}")()
+        try:
+            dep.check_alive()  # a request that crashes a worker is a defect even if it got an answer
+        except DeployError as e:
+            raise StepFailed(str(e)) from None
+
+    def _perf(self) -> None:
+        dep = self._live()
+        assert self.plan is not None and self.model_dir is not None
+        try:
+            inv = find_invocation(self.recipe)
+        except PerfConfigError as e:
+            raise StepFailed(str(e)) from None
+        served = self.plan.served_model_name
+        if inv.model is not None and inv.model != served:
+            raise StepFailed(f"{inv.where}: the benchmark requests model {inv.model!r} but the deployment serves {served!r}: "
+                             f"every request would get 404")
+        repeats = max(1, self.options.repeats)
+        shutil.rmtree(self.report_dir / "aiperf", ignore_errors=True)
+        self.results = []
+        for i in range(repeats):
+            artifact_dir = self.report_dir / "aiperf" / (f"run-{i + 1}" if repeats > 1 else "")
+            result = self._perf_run(dep, inv, served, artifact_dir)
+            self.results.append(result)
+            self.perf = result
+            if not result.valid:
+                log_path = self.report_dir / "logs" / "aiperf.log"
+                raise StepFailed(f"the benchmark is not a measurement (run {i + 1} of {repeats}): {result.invalid_reason}\n"
+                                 f"last lines of {log_path}:\n{tail(log_path)}")
+            self._live()
+
+    def _perf_run(self, dep: LocalDeployment, inv: Any, served: str, artifact_dir: Path) -> PerfResult:
+        p = self.profile
+        plan = scaled_args(inv, model=served, url=dep.base_url, tokenizer=self.model_dir, artifact_dir=artifact_dir,
+                           scale=Scale(p.max_concurrency, p.request_count, p.max_input_tokens, p.max_output_tokens))
+        for option, why in SIM_AIPERF_ARGS.items():
+            plan.args += option.split()
+            plan.changes.append(f"{option} added ({why})")
+        self.aiperf_changes = plan.changes
+        log_path = self.report_dir / "logs" / "aiperf.log"
+        run = run_aiperf(plan.args, log_path, p.perf_timeout_s, cwd=self.report_dir)
+        result = parse_profile_export(artifact_dir, plan.expected_requests, plan.output_tokens,
+                                      aiperf_args=portable_args(plan.args, dep.base_url, self.model_dir, artifact_dir))
+        if run.timed_out:
+            result.invalid_reason = f"AIPerf did not finish within {p.perf_timeout_s:.0f} s (sim profile {p.name})"
+        elif run.returncode and result.valid:
+            result.invalid_reason = f"AIPerf exited with code {run.returncode}"
+        self.usage["aiperf_wall_s"] = round(self.usage.get("aiperf_wall_s", 0.0) + run.wall_s, 2)
+        self.usage["after_perf"] = asdict(dep.usage())
+        return result
+
+    def _baseline(self) -> None:
+        """Verdict against reports/baselines/sim/<recipe>.json via the baselines library; appends the
+        run to reports/history/sim/ (the trend report reads it)."""
+        valid = [r for r in self.results if r.valid]
+        if not valid:
+            raise StageSkip(f"no valid perf result for sim::{self.recipe.id} to compare")
+        update = self.options.update_baselines
+        if update and self.options.sim_slowdown != 1.0:
+            raise StepFailed(f"refusing to record a baseline at --sim-slowdown {self.options.sim_slowdown:g}: run at normal speed")
+        files = [self.recipe.path / name for name in ("deploy.yaml", "perf.yaml")]
+        provenance = baselines.Provenance.collect(
+            profile=self.profile.name, manifest_hash=baselines.manifest_hash(f.read_bytes() for f in files if f.is_file()),
+            stats=baselines.aggregate(valid, sim_policy()),
+            extra={"simProfile": self.profile.to_dict(), "simSlowdown": self.options.sim_slowdown,
+                   "startupSeconds": self.usage.get("startup_s")})
+        try:
+            self.evaluation = baselines.evaluate_recipe(
+                self.results, recipe=self.recipe.id, environment="sim", provenance=provenance,
+                run_id=self.options.report_dir.name, update=update, policy=sim_policy(),
+                baselines_root=self.baselines_root, history_root=self.history_root)
+        except baselines.BaselineError as e:
+            raise StepFailed(str(e)) from None
+        if self.evaluation.updated:
+            self.baseline_written = str(baselines.baseline_path("sim", self.recipe.id, self.baselines_root))
+        failure = self.evaluation.failure()
+        if failure:
+            raise StepFailed(f"{failure}\n(--sim-slowdown {self.options.sim_slowdown:g}, profile {self.profile.name})")
+        if self.evaluation.verdict.verdict == "no-baseline" and not self.evaluation.updated:
+            raise StageSkip(self.evaluation.verdict.message() + ": run with --update-baselines to record one")
+
+    # ---- report --------------------------------------------------------------------------------
+
+    def _write_result(self) -> None:
+        perf = self.perf
+        self._write_json("result.json", {
+            "recipe": self.recipe.id,
+            "stage": "sim",
+            "profile": self.profile.name,
+            "simSlowdown": self.options.sim_slowdown,
+            "speedupRatio": self.speedup_ratio,
+            "wallSeconds": round(time.monotonic() - self.started, 2),
+            "steps": self.outcomes,
+            "usage": self.usage,
+            "plan": None if self.plan is None else {
+                "servedModelName": self.plan.served_model_name, "routerMode": self.plan.router_mode,
+                "workers": len(self.plan.workers), "expectedInstances": self.plan.expected_instances,
+                "notes": len(self.plan.notes), "skippedServices": list(self.plan.skipped_services)},
+            "perf": None if perf is None else {
+                "valid": perf.valid, "invalidReason": perf.invalid_reason, "expectedRequests": perf.expected_requests,
+                "completedRequests": perf.completed_requests, "errorCount": perf.error_count, "errors": perf.errors,
+                "metrics": {k: perf.value(k) for k in GATED_METRICS}, "aiperfArgs": perf.aiperf_args,
+                "changesFromPerfJob": self.aiperf_changes, "artifactDir": perf.artifact_dir},
+            "runs": len(self.results),
+            "verdict": self.evaluation.verdict.to_dict() if self.evaluation else None,
+            "baselineWritten": self.baseline_written or None,
+        })
+
+    def _write_json(self, name: str, data: dict) -> None:
+        self.report_dir.mkdir(parents=True, exist_ok=True)
+        (self.report_dir / name).write_text(json.dumps(data, indent=2, default=str) + "\n")
+
+
+def portable_args(args: list[str], url: str, model_dir: Path, artifact_dir: Path) -> list[str]:
+    """AIPerf args with this machine's ports and paths replaced, so baselines compare across runs."""
+    swap = {url: "http://127.0.0.1:<port>", str(model_dir): "<sim-model-dir>", str(artifact_dir): "<artifact-dir>"}
+    return [swap.get(a, a) for a in args]
