@@ -7,6 +7,7 @@ Test ids are stable and read as the recipe id: `static::<recipe-id>::<check-id>`
 
 from __future__ import annotations
 
+import importlib
 import os
 import time
 from pathlib import Path
@@ -19,12 +20,18 @@ from harness.recipe.changes import ChangeError
 from harness.recipe.discovery import SelectionError
 from harness.recipe.findings import Finding, Report, Severity, sorted_findings
 from harness.recipe.model import Recipe
-from harness.run.stage import StageOptions, StageRun, StageSkip, load_stage
+from harness.run.stage import GpuOptions, SimOptions, Stage, StageOptions, StageSkip, StepRun
 from harness.run.static import Selection, context_for, dedupe, in_github_actions, make_selection
 
 STAGES = ("static", "sim", "gpu")
-# Steps whose failure or skip leaves nothing for the later steps of the recipe to test.
-SETUP_STEPS = ("plan", "preflight", "model-cache", "deploy", "ready")
+# Runtime stages, imported only when selected so `-m static` never pays for their stacks.
+STAGE_IMPLEMENTATIONS = {"sim": "harness.run.sim.stage:SimStage", "gpu": "harness.run.k8s.stage:GpuStage"}
+
+
+def load_stage(name: str) -> Stage:
+    """The stage named in STAGE_IMPLEMENTATIONS, imported now."""
+    module, _, cls = STAGE_IMPLEMENTATIONS[name].partition(":")
+    return getattr(importlib.import_module(module), cls)()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -66,8 +73,8 @@ class RecipeHarness:
         self.report = Report()
         self.selection: Selection | None = None
         self.ctx: CheckContext | None = None
-        self.runs: dict[tuple[str, str], StageRun] = {}
-        self.failed_step: dict[tuple[str, str], str] = {}
+        self.runs: dict[tuple[str, str], StepRun] = {}
+        self.plan_errors: dict[tuple[str, str], str] = {}
         self.unavailable: dict[str, str | None] = {}
         self.stage_options: StageOptions | None = None
         self.notes: list[str] = []
@@ -126,7 +133,7 @@ class RecipeHarness:
         new: list[pytest.Item] = []
         if self._stage_selected("static"):
             new.extend(self._static_items(session))
-        for stage_name in ("sim", "gpu"):
+        for stage_name in STAGE_IMPLEMENTATIONS:
             if self._stage_selected(stage_name) and self.selection.chosen:
                 new.extend(self._stage_items(session, stage_name))
         items[:0] = new
@@ -158,10 +165,10 @@ class RecipeHarness:
         for recipe in self.selection.chosen:
             node = RecipeNode.from_parent(suite, name=recipe.id)
             try:
-                steps = stage.steps(recipe) if stage else ["run"]
+                steps = [s.name for s in stage.steps(recipe)] if stage else ["run"]
             except Exception as exc:  # noqa: BLE001 - a broken recipe is a failing item, not a crash
                 steps = ["plan"]
-                self.failed_step[(stage_name, recipe.id)] = f"cannot plan: {type(exc).__name__}: {exc}"
+                self.plan_errors[(stage_name, recipe.id)] = f"cannot plan: {type(exc).__name__}: {exc}"
             for step in steps:
                 item = StepItem.from_parent(node, name=step, stage_name=stage_name, stage=stage, recipe=recipe)
                 item.add_marker(getattr(pytest.mark, stage_name))
@@ -178,20 +185,20 @@ class RecipeHarness:
             opt = self.config.option
             run_id = time.strftime("%Y%m%d-%H%M%S") + f"-{os.getpid()}"
             report_dir = Path(opt.report_dir) if opt.report_dir else Path(self.config.rootpath) / "reports" / "runs" / run_id
+            from harness.results.baselines import ReportRoots  # not at import: `-m static` never needs it
+
+            # baselines and history live in reports/ beside the recipes tree (the repository's, or a foreign tree's)
+            roots = ReportRoots.beside(self.selection.root if self.selection else Path(self.config.rootpath) / "recipes")
             self.stage_options = StageOptions(
-                report_dir=report_dir, sim_profile=opt.sim_profile, sim_slowdown=opt.sim_slowdown, keep_logs=opt.keep_logs,
-                repeats=opt.repeats, update_baselines=opt.update_baselines, engine=opt.engine, keep=opt.keep,
-                perf_mode=opt.perf_mode, kubeconfig=opt.kubeconfig, namespace=opt.namespace,
-                extra=self._report_roots(),
+                report_dir=report_dir, baselines_root=roots.baselines, history_root=roots.history, repeats=opt.repeats,
+                update_baselines=opt.update_baselines,
+                sim=SimOptions(profile=opt.sim_profile, slowdown=opt.sim_slowdown, keep_logs=opt.keep_logs),
+                gpu=GpuOptions(engine=opt.engine, keep=opt.keep, perf_mode=opt.perf_mode, kubeconfig=opt.kubeconfig,
+                               namespace=opt.namespace),
             )
         return self.stage_options
 
-    def _report_roots(self) -> dict[str, str]:
-        """Baselines and history live in reports/ beside the recipes tree (the repository's, or a foreign tree's)."""
-        tree = self.selection.root if self.selection else Path(self.config.rootpath) / "recipes"
-        return {"baselines_root": str(tree.parent / "reports" / "baselines"), "history_root": str(tree.parent / "reports" / "history")}
-
-    def run_for(self, item: "StepItem") -> StageRun:
+    def run_for(self, item: "StepItem") -> StepRun:
         key = (item.stage_name, item.recipe.id)
         if key not in self.runs:
             self.runs[key] = item.stage.open(item.recipe, self.options())
@@ -228,11 +235,10 @@ class RecipeHarness:
         opts = self.stage_options
         if opts is None or not opts.report_dir.is_dir() or hasattr(self.config, "workerinput"):
             return
-        history = Path(opts.extra["history_root"])
         try:
             from harness.results.report import write_run_report
 
-            written = write_run_report(opts.report_dir, history, run_id=opts.report_dir.name)
+            written = write_run_report(opts.report_dir, opts.history_root, run_id=opts.report_dir.name)
         except Exception as exc:  # noqa: BLE001 - a report problem must not hide the test results
             self.notes.append(f"run report not written: {type(exc).__name__}: {exc}")
             return
@@ -324,24 +330,15 @@ class StepItem(pytest.Item):
         reason = harness.unavailable[self.stage_name]
         if reason:
             pytest.skip(reason)
-        if key in harness.failed_step:
-            if self.name == "plan":
-                pytest.fail(harness.failed_step[key], pytrace=False)
-            pytest.skip(f"an earlier step failed: {harness.failed_step[key]}")
+        if key in harness.plan_errors:  # the recipe's only item, named `plan`
+            pytest.fail(harness.plan_errors[key], pytrace=False)
         skipped = failed = None
-        try:
+        try:  # the run decides whether this step can run after the earlier ones (harness.run.stage.StepRun)
             harness.run_for(self).run_step(self.name)
         except StageSkip as exc:
             skipped = str(exc)
-            if self.name in SETUP_STEPS:  # nothing after a skipped setup step can run
-                harness.failed_step[key] = f"{self.name} skipped"
         except AssertionError as exc:
             failed = str(exc) or f"{self.name} failed"
-            if self.name in SETUP_STEPS:
-                harness.failed_step[key] = f"{self.name}: {failed.splitlines()[0]}"
-        except Exception as exc:
-            harness.failed_step[key] = f"{self.name}: {type(exc).__name__}"
-            raise
         # outside the except blocks: the report shows the step's message once, not a chained traceback
         if skipped is not None:
             pytest.skip(skipped)

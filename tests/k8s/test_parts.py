@@ -19,7 +19,7 @@ from harness.run.k8s.diagnostics import REDACTED, Redactor
 from harness.run.k8s.mocker import MOCKER_REPO, MockerModel, to_mocker
 from harness.run.k8s.portforward import KubectlPortForward, PortForwardError
 from harness.run.k8s.stage import GpuStage
-from harness.run.stage import StageOptions
+from harness.run.stage import GpuOptions, StageOptions
 from harness.recipe.yamlsrc import to_plain
 
 from .conftest import FAKE_TOKEN, kube_for, pod_manifest, set_running
@@ -35,8 +35,9 @@ def no_cluster_env(monkeypatch, tmp_path):
     return tmp_path
 
 
-def options(tmp_path: Path, **kw) -> StageOptions:
-    return StageOptions(report_dir=tmp_path / "report", **kw)
+def options(tmp_path: Path, **gpu) -> StageOptions:
+    return StageOptions(report_dir=tmp_path / "report", baselines_root=tmp_path / "baselines", history_root=tmp_path / "history",
+                        gpu=GpuOptions(**gpu))
 
 
 def kubeconfig(path: Path, server: str) -> Path:
@@ -92,9 +93,10 @@ def test_find_config_order(tmp_path):
 
 
 def test_settings_from_stage_options(tmp_path):
-    opts = options(tmp_path, engine="mocker", keep=True, namespace="ns1", extra={"ready_timeout": "120", "poll_interval": 1, "bogus": 3})
+    opts = options(tmp_path, engine="mocker", keep=True, namespace="ns1", perf_mode="local", kubeconfig="/kc")
     s = DeploySettings.from_options(opts)
-    assert (s.engine, s.keep, s.namespace, s.ready_timeout, s.poll_interval) == ("mocker", True, "ns1", 120.0, 1.0)
+    assert (s.engine, s.keep, s.namespace, s.perf_mode, s.kubeconfig) == ("mocker", True, "ns1", "local", "/kc")
+    assert (s.report_dir, s.ready_timeout) == (tmp_path / "report", DeploySettings.ready_timeout)
 
 
 # --- the mocker rewrite --------------------------------------------------------------------
@@ -259,6 +261,6 @@ def test_client_port_forward_picks_a_ready_pod_behind_the_service(cluster, kube)
 def test_steps_follow_the_shared_smoke_suite(recipes):
     from harness.run.smoke import SmokeSuite
 
-    steps = GpuStage().steps(recipes["tiny/vllm/agg"])
+    steps = [s.name for s in GpuStage().steps(recipes["tiny/vllm/agg"])]
     assert steps[:4] == ["preflight", "model-cache", "deploy", "ready"] and steps[-2:] == ["perf", "baseline"]
     assert steps[4:-2] == ["smoke-" + c.replace("_", "-") for c in SmokeSuite.CHECKS]

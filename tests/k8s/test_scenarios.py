@@ -97,7 +97,7 @@ def test_happy_path(cluster: FakeCluster, apiserver: FakeApiServer, recipes, set
     lines: list[str] = []
     run = make_run(recipes[AGG], settings, apiserver, url=openai_url, lines=lines, baselines_root=baselines,
                    history_root=tmp_path / "history", update_baselines=True)
-    steps = GpuStage(smoke=RecordingSuite).steps(recipes[AGG])
+    steps = [s.name for s in GpuStage(smoke=RecordingSuite).steps(recipes[AGG])]
     assert steps == ["preflight", "model-cache", "deploy", "ready", "smoke-models", "smoke-chat", "perf", "baseline"]
     start = time.monotonic()
     try:
@@ -345,7 +345,7 @@ def test_mocker_engine_on_a_cpu_cluster(recipes, settings, openai_url):
     assert "Job/model-download" not in scenario.created
     assert not any(c.startswith("ComputeDomain/") for c in scenario.created)
     with pytest.raises(StageSkip, match="mocker"):
-        GpuRun(recipes["tiny/vllm/disagg"], settings)._baseline(run.deployer)
+        GpuRun(recipes["tiny/vllm/disagg"], settings).baseline()
 
 
 def test_secret_missing_everywhere_says_how_to_create_it(recipes, settings):

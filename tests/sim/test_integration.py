@@ -18,7 +18,7 @@ from harness.run.sim.local import DeployError, LocalDeployment, group_usage
 from harness.run.sim.modeldir import ensure_model_dir
 from harness.run.sim.plan import build_plan
 from harness.run.sim.stage import STEPS, SimStage
-from harness.run.stage import StageOptions, StageSkip, StepFailed
+from harness.run.stage import SimOptions, StageOptions, StageSkip, StepFailed
 
 REPO = Path(__file__).parent.parent.parent
 
@@ -59,7 +59,8 @@ def run_steps(stage: SimStage, run, steps: list[str]) -> dict[str, str]:
 
 @pytest.fixture
 def options(tmp_path, sim_cache) -> StageOptions:
-    return StageOptions(report_dir=tmp_path / "report", extra={"baselines_root": str(tmp_path / "baselines"), "sim_cache_dir": str(sim_cache)})
+    return StageOptions(report_dir=tmp_path / "report", baselines_root=tmp_path / "baselines", history_root=tmp_path / "history",
+                        sim=SimOptions(cache_dir=sim_cache))
 
 
 def test_stage_smoke_passes_and_a_benchmark_asking_for_the_wrong_model_fails(broken_recipe, options):
@@ -97,7 +98,7 @@ def test_benchmark_baseline_and_a_two_times_slowdown_is_caught(fixture_recipe, o
     assert baseline["metrics"]["request_throughput.avg"]["median"] > 0
     assert "<sim-model-dir>" in baseline["provenance"]["aiperfArgs"]
 
-    slow = stage.open(recipe, replace(options, sim_slowdown=2.0, report_dir=options.report_dir / "slow"))
+    slow = stage.open(recipe, replace(options, sim=replace(options.sim, slowdown=2.0), report_dir=options.report_dir / "slow"))
     try:
         outcome = run_steps(stage, slow, ["deploy", "perf", "baseline"])
     finally:
@@ -108,7 +109,7 @@ def test_benchmark_baseline_and_a_two_times_slowdown_is_caught(fixture_recipe, o
     result = json.loads((slow.report_dir / "result.json").read_text())
     assert result["verdict"]["verdict"] == "fail" and result["speedupRatio"] == 0.5
     # the run went into the history beside the baselines, where the trend report reads it
-    history = Path(options.extra["baselines_root"]).parent / "history" / "sim"
+    history = options.history_root / "sim"
     assert list(history.rglob("*.jsonl"))
 
 

@@ -9,12 +9,12 @@ from typing import Any, Callable
 
 from harness.recipe.model import Recipe
 from harness.results.metrics import PerfResult
-from harness.run.stage import StageSkip, StepFailed
+from harness.run.stage import StageSkip, Step, StepFailed, StepRun
 from harness.run.k8s.client import Kube, KubeError
 from harness.run.k8s.config import find_config
 from harness.run.k8s.deployer import Deployer, DeploySettings, router_mode, served_model_name
 from harness.run.k8s.portforward import FrontendAccess, PortForwardError
-from harness.run.k8s.stage import SETUP_STEPS
+from harness.run.k8s.steps import gpu_steps
 
 
 def parse_export(path: Path) -> PerfResult:
@@ -23,7 +23,7 @@ def parse_export(path: Path) -> PerfResult:
     return parse_profile_export(path)
 
 
-class GpuRun:
+class GpuRun(StepRun):
     """One recipe on the cluster; steps run in order, `close()` always tears down."""
 
     def __init__(self, recipe: Recipe, settings: DeploySettings, *, smoke: type | None = None, update_baselines: bool = False,
@@ -31,9 +31,10 @@ class GpuRun:
                  sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.monotonic,
                  env: dict[str, str] | None = None, perf_runner: Callable[[list[str], Path, float], Any] | None = None,
                  baselines_root: Path | None = None, history_root: Path | None = None):
+        super().__init__(gpu_steps(smoke))
         self.recipe = recipe
         self.settings = settings
-        self.smoke = smoke
+        self.suite_class = smoke  # the smoke suite (None: only /v1/models is checked)
         self.update_baselines = update_baselines
         self._kube = kube
         self._deployer_kw: dict[str, Any] = {"access": access, "progress": progress, "sleep": sleep, "clock": clock, "env": env}
@@ -41,7 +42,6 @@ class GpuRun:
         self.baselines_root = baselines_root  # None: harness.results.baselines' defaults (reports/baselines, reports/history)
         self.history_root = history_root
         self.deployer: Deployer | None = None
-        self.done: set[str] = set()
         self.suite: Any = None
         self.export_path: Path | None = None
         self.result: PerfResult | None = None
@@ -57,64 +57,55 @@ class GpuRun:
             self.deployer = Deployer(kube, self.recipe, self.settings, **self._deployer_kw)
         return self.deployer
 
-    @staticmethod
-    def requirement(step: str) -> str | None:
-        if step in SETUP_STEPS:
-            i = SETUP_STEPS.index(step)
-            return SETUP_STEPS[i - 1] if i else None
-        if step == "baseline":
-            return "perf"
-        return "ready"
-
-    def run_step(self, step: str) -> None:
-        needed = self.requirement(step)
-        if needed and needed not in self.done:
-            raise StageSkip(f"{needed} did not pass")
+    def execute(self, step: Step) -> None:
+        """Run the step; a defect comes back redacted, with the diagnostics collected for it."""
         dep = self._ensure_deployer()
         try:
-            self._dispatch(dep, step)
+            step.run(self)
         except StageSkip:
             raise
         except (StepFailed, AssertionError, KubeError, PortForwardError, OSError) as exc:
             message = dep.redactor.text(str(exc) if isinstance(exc, AssertionError) else f"{type(exc).__name__}: {exc}")
-            where = dep.collect_diagnostics(step, message)
+            where = dep.collect_diagnostics(step.name, message)
             raise StepFailed(message + (f"\ndiagnostics: {where}" if where else "")) from None
         except Exception as exc:  # urllib3 transport errors and the like: same treatment, never a raw traceback with headers
             message = dep.redactor.text(f"{type(exc).__name__}: {exc}")
-            where = dep.collect_diagnostics(step, message)
+            where = dep.collect_diagnostics(step.name, message)
             raise StepFailed(message + (f"\ndiagnostics: {where}" if where else "")) from None
-        self.done.add(step)
 
-    def _dispatch(self, dep: Deployer, step: str) -> None:
-        if step == "preflight":
-            dep.preflight()
-        elif step == "model-cache":
-            dep.model_cache()
-        elif step == "deploy":
-            dep.deploy()
-        elif step == "ready":
-            dep.wait_ready()
-        elif step.startswith("smoke-"):
-            self._smoke(dep, step[len("smoke-"):].replace("-", "_"))
-        elif step == "perf":
-            self._perf(dep)
-        elif step == "baseline":
-            self._baseline(dep)
-        else:
-            raise StepFailed(f"unknown gpu step {step!r}")
+    @property
+    def dep(self) -> Deployer:
+        assert self.deployer is not None, "execute() connects the deployer before any step"
+        return self.deployer
 
-    def _smoke(self, dep: Deployer, check: str) -> None:
+    # ---- steps ---------------------------------------------------------------------------------
+
+    def preflight(self) -> None:
+        self.dep.preflight()
+
+    def model_cache(self) -> None:
+        self.dep.model_cache()
+
+    def deploy(self) -> None:
+        self.dep.deploy()
+
+    def ready(self) -> None:
+        self.dep.wait_ready()
+
+    def smoke(self, check: str) -> None:
+        dep = self.dep
         url = dep.frontend_url()  # also waits until the served model is listed
-        if self.smoke is None:
+        if self.suite_class is None:
             if check == "models":
                 return  # frontend_url() has just asserted /v1/models lists the served model
             raise StepFailed(f"no smoke suite installed for check {check!r}")
         if self.suite is None:
-            self.suite = self.smoke(url, served_model_name(self.recipe), router_mode=router_mode(self.recipe),
-                                    request_counts=dep.worker_request_counts)
+            self.suite = self.suite_class(url, served_model_name(self.recipe), router_mode=router_mode(self.recipe),
+                                          request_counts=dep.worker_request_counts)
         getattr(self.suite, f"check_{check}")()
 
-    def _perf(self, dep: Deployer) -> None:
+    def perf(self) -> None:
+        dep = self.dep
         self.export_path = dep.perf_local(self.perf_runner) if self.settings.perf_mode == "local" else dep.perf_job()
         self.result = parse_export(self.export_path)
         if not self.result.valid:
@@ -122,11 +113,12 @@ class GpuRun:
         dep.progress("benchmark: " + ", ".join(f"{k}={v:.4g}" for k in ("output_token_throughput.avg", "time_to_first_token.p99")
                                                  if (v := self.result.value(k)) is not None))
 
-    def _baseline(self, dep: Deployer) -> None:
+    def baseline(self) -> None:
         if self.settings.engine == "mocker":
             raise StageSkip("--engine mocker: mocker numbers are not comparable with GPU baselines")
         if self.result is None or not self.result.valid:
             raise StageSkip("no valid benchmark result to compare")
+        dep = self.dep
         from harness.results import baselines
 
         hardware = dep.report.hardware or "unknown"

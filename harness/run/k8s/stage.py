@@ -2,43 +2,28 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from harness.recipe.model import Recipe
-from harness.run.stage import StageOptions
 from harness.run.k8s.config import ConfigSource, find_config
+from harness.run.k8s.steps import gpu_steps
+from harness.run.stage import StageOptions, Step
 
 if TYPE_CHECKING:
     from harness.run.k8s.run import GpuRun
 
 # Heavy imports (the kubernetes client, ~2 s) wait until a cluster config exists: a machine
 # without one must hear "no cluster" at once.
-SETUP_STEPS = ["preflight", "model-cache", "deploy", "ready"]
 PROBE_TIMEOUT = 2.0  # available() must answer in well under 5 s, even for a black-holed API
 
 
 def smoke_suite_class() -> type | None:
     """The shared OpenAI smoke suite of the sim stage, when it is installed."""
     try:
-        from harness.run import smoke
+        from harness.run.smoke import SmokeSuite
     except ImportError:
         return None
-    return getattr(smoke, "SmokeSuite", None)
-
-
-def smoke_checks(suite: type | None) -> list[str]:
-    """Check names in suite order: its CHECKS, else its `check_*` methods as defined."""
-    if suite is None:
-        return []
-    names = getattr(suite, "CHECKS", None)
-    if names:
-        return [str(n) for n in names]
-    return [n[len("check_"):] for n in vars(suite) if n.startswith("check_") and callable(getattr(suite, n))]
-
-
-def _step_name(check: str) -> str:
-    return "smoke-" + check.replace("_", "-")
+    return SmokeSuite
 
 
 class GpuStage:
@@ -47,13 +32,11 @@ class GpuStage:
     def __init__(self, smoke: type | None | str = "auto"):
         self.smoke = smoke_suite_class() if smoke == "auto" else smoke
 
-    def steps(self, recipe: Recipe) -> list[str]:
-        checks = smoke_checks(self.smoke)  # type: ignore[arg-type]
-        smoke = [_step_name(c) for c in checks] if checks else ["smoke-models"]
-        return SETUP_STEPS + smoke + ["perf", "baseline"]
+    def steps(self, recipe: Recipe) -> list[Step]:
+        return gpu_steps(self.smoke)  # type: ignore[arg-type]
 
     def available(self, options: StageOptions) -> str | None:
-        source = find_config(options.kubeconfig)
+        source = find_config(options.gpu.kubeconfig)
         if isinstance(source, str):
             return source
         return probe(source, PROBE_TIMEOUT)
@@ -62,9 +45,9 @@ class GpuStage:
         from harness.run.k8s.deployer import DeploySettings
         from harness.run.k8s.run import GpuRun
 
-        roots = {k: Path(options.extra[k]) for k in ("baselines_root", "history_root") if options.extra.get(k)}
         return GpuRun(recipe, DeploySettings.from_options(options), smoke=self.smoke,  # type: ignore[arg-type]
-                      update_baselines=options.update_baselines, **roots)
+                      update_baselines=options.update_baselines, baselines_root=options.baselines_root,
+                      history_root=options.history_root)
 
 
 def probe(source: ConfigSource, timeout: float) -> str | None:

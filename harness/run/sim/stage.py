@@ -8,6 +8,7 @@ import shutil
 import time
 
 from dataclasses import asdict
+from operator import methodcaller
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,7 @@ from harness.recipe.model import Recipe
 from harness.run.perf import PerfConfigError, Scale, find_invocation, parse_profile_export, run_aiperf, scaled_args
 from harness.results.metrics import GATED_METRICS, PerfResult
 from harness.run.smoke import SmokeSuite
-from harness.run.stage import StageOptions, StageSkip, StepFailed
+from harness.run.stage import StageOptions, StageSkip, Step, StepFailed, StepRun, smoke_step
 from harness.results import baselines
 from harness.run.sim.compare import sim_policy
 from harness.run.sim.local import DeployError, LocalDeployment, tail
@@ -23,8 +24,12 @@ from harness.run.sim.modeldir import describe, ensure_model_dir
 from harness.run.sim.plan import PlanError, SimPlan, build_plan
 from harness.run.sim.profiles import PROFILES, SimProfile, get_profile
 
-SMOKE_STEPS = {f"smoke-{check.replace('_', '-')}": check for check in SmokeSuite.CHECKS}
-STEPS = ["deploy", *SMOKE_STEPS, "perf", "baseline"]
+# The baseline step needs no live deployment, only the perf results (it skips without a valid one).
+SIM_STEPS = (Step("deploy", methodcaller("deploy"), setup=True),
+             *(smoke_step(check, requires=("deploy",)) for check in SmokeSuite.CHECKS),
+             Step("perf", methodcaller("perf"), requires=("deploy",)),
+             Step("baseline", methodcaller("baseline")))
+STEPS = [s.name for s in SIM_STEPS]
 REQUIRED_MODULES = ("dynamo.frontend", "dynamo.mocker", "aiperf", "tokenizers")
 # Sim-only AIPerf options. Random token ids skip tokenizing AIPerf's 4.8 MB corpus (10-13 s on 2
 # cores) and the mocker ignores prompt content; server metrics cost a 2 s flush and are unused.
@@ -35,17 +40,17 @@ SIM_AIPERF_ARGS = {"--prompt-corpus random": "prompt text does not matter to the
 class SimStage:
     name = "sim"
 
-    def steps(self, recipe: Recipe) -> list[str]:
-        return list(STEPS)
+    def steps(self, recipe: Recipe) -> list[Step]:
+        return list(SIM_STEPS)
 
     def available(self, options: StageOptions) -> str | None:
         missing = [m for m in REQUIRED_MODULES if not _importable(m)]
         if missing:
             return f"{', '.join(missing)} not installed: pip install -e '.[sim]'"
-        if options.sim_profile not in PROFILES:
-            return f"unknown --sim-profile {options.sim_profile!r}: choose one of {', '.join(PROFILES)}"
-        if options.sim_slowdown <= 0:
-            return f"--sim-slowdown must be > 0, got {options.sim_slowdown}"
+        if options.sim.profile not in PROFILES:
+            return f"unknown --sim-profile {options.sim.profile!r}: choose one of {', '.join(PROFILES)}"
+        if options.sim.slowdown <= 0:
+            return f"--sim-slowdown must be > 0, got {options.sim.slowdown}"
         return None
 
     def open(self, recipe: Recipe, options: StageOptions) -> "SimRun":
@@ -59,23 +64,24 @@ def _importable(module: str) -> bool:
         return False
 
 
-class SimRun:
+class SimRun(StepRun):
     """One recipe's rehearsal; holds the local deployment between steps and always writes result.json."""
 
-    def __init__(self, recipe: Recipe, options: StageOptions, baselines_root: Path | None = None):
+    def __init__(self, recipe: Recipe, options: StageOptions):
+        super().__init__(SIM_STEPS)
         self.recipe = recipe
         self.options = options
-        self.profile: SimProfile = get_profile(options.sim_profile)
+        self.profile: SimProfile = get_profile(options.sim.profile)
         self.report_dir = options.report_dir / "sim" / recipe.id
-        self.baselines_root = baselines_root or Path(options.extra.get("baselines_root") or recipe.root.parent / "reports" / "baselines")
+        self.baselines_root = options.baselines_root
+        self.history_root = options.history_root
         self.plan: SimPlan | None = None
         self.model_dir: Path | None = None
         self.deployment: LocalDeployment | None = None
         self.suite: SmokeSuite | None = None
-        self.perf: PerfResult | None = None
+        self.last_result: PerfResult | None = None  # the latest --repeats run
         self.results: list[PerfResult] = []  # one per --repeats run, all on the same deployment
         self.evaluation: baselines.Evaluation | None = None
-        self.history_root = Path(options.extra.get("history_root") or self.baselines_root.parent / "history")
         self.aiperf_changes: list[str] = []
         self.baseline_written = ""
         self.outcomes: dict[str, dict[str, Any]] = {}
@@ -86,16 +92,17 @@ class SimRun:
 
     @property
     def speedup_ratio(self) -> float:
-        return self.profile.speedup_ratio / self.options.sim_slowdown
+        return self.profile.speedup_ratio / self.options.sim.slowdown
 
-    # ---- StageRun ------------------------------------------------------------------------------
+    # ---- StepRun -------------------------------------------------------------------------------
 
-    def run_step(self, step: str) -> None:
+    def execute(self, step: Step) -> None:
+        """Run the step and record its outcome and time for result.json."""
         t0 = time.monotonic()
         outcome = "passed"
         message = ""
         try:
-            self._dispatch(step)
+            step.run(self)
         except StageSkip as e:
             outcome, message = "skipped", str(e)
             raise
@@ -104,7 +111,7 @@ class SimRun:
             outcome, message = "failed", str(e) or type(e).__name__
             raise
         finally:
-            self.outcomes[step] = {"outcome": outcome, "seconds": round(time.monotonic() - t0, 2), **({"message": message} if message else {})}
+            self.outcomes[step.name] = {"outcome": outcome, "seconds": round(time.monotonic() - t0, 2), **({"message": message} if message else {})}
 
     def close(self) -> None:
         """Tear down, write result.json, drop logs of a clean run unless --keep-logs. Never raises."""
@@ -119,34 +126,21 @@ class SimRun:
                 if self.suite is not None:
                     self.suite.close()
                 self._write_result()
-                if not self.options.keep_logs and not self.failed:
+                if not self.options.sim.keep_logs and not self.failed:
                     shutil.rmtree(self.report_dir / "logs", ignore_errors=True)
             except Exception:  # close() must never raise: the report is best effort
                 pass
 
     # ---- steps ---------------------------------------------------------------------------------
 
-    def _dispatch(self, step: str) -> None:
-        if step == "deploy":
-            self._deploy()
-        elif step in SMOKE_STEPS:
-            self._smoke(SMOKE_STEPS[step])
-        elif step == "perf":
-            self._perf()
-        elif step == "baseline":
-            self._baseline()
-        else:
-            raise StepFailed(f"unknown sim step {step!r}; steps are {', '.join(STEPS)}")
-
-    def _deploy(self) -> None:
+    def deploy(self) -> None:
         try:
             self.plan = build_plan(self.recipe, speedup_ratio=self.speedup_ratio, max_data_parallel=self.profile.max_data_parallel)
         except PlanError as e:
             raise StepFailed(str(e)) from None
-        cache = self.options.extra.get("sim_cache_dir")
-        self.model_dir = ensure_model_dir(self.plan.model_id, Path(cache) if cache else None)
+        self.model_dir = ensure_model_dir(self.plan.model_id, self.options.sim.cache_dir)
         self._write_json("plan.json", {**self.plan.to_dict(), "profile": self.profile.to_dict(),
-                                       "simSlowdown": self.options.sim_slowdown, "modelDir": describe(self.model_dir)})
+                                       "simSlowdown": self.options.sim.slowdown, "modelDir": describe(self.model_dir)})
         self.deployment = LocalDeployment(self.plan, self.model_dir, self.report_dir / "logs", self.profile.startup_timeout_s)
         try:
             self.deployment.start()
@@ -158,15 +152,14 @@ class SimRun:
                                 request_counts=self.deployment.worker_request_counts)
 
     def _live(self) -> LocalDeployment:
-        if self.deployment is None or self.plan is None:
-            raise StageSkip(f"no deployment: the deploy step of sim::{self.recipe.id} did not pass")
+        assert self.deployment is not None and self.plan is not None, "the step requires deploy"
         try:
             self.deployment.check_alive()
         except DeployError as e:
             raise StepFailed(str(e)) from None
         return self.deployment
 
-    def _smoke(self, check: str) -> None:
+    def smoke(self, check: str) -> None:
         dep = self._live()
         assert self.suite is not None
         getattr(self.suite, f"check_{check}")()
@@ -175,7 +168,7 @@ class SimRun:
         except DeployError as e:
             raise StepFailed(str(e)) from None
 
-    def _perf(self) -> None:
+    def perf(self) -> None:
         dep = self._live()
         assert self.plan is not None and self.model_dir is not None
         try:
@@ -193,7 +186,7 @@ class SimRun:
             artifact_dir = self.report_dir / "aiperf" / (f"run-{i + 1}" if repeats > 1 else "")
             result = self._perf_run(dep, inv, served, artifact_dir)
             self.results.append(result)
-            self.perf = result
+            self.last_result = result
             if not result.valid:
                 log_path = self.report_dir / "logs" / "aiperf.log"
                 raise StepFailed(f"the benchmark is not a measurement (run {i + 1} of {repeats}): {result.invalid_reason}\n"
@@ -220,20 +213,20 @@ class SimRun:
         self.usage["after_perf"] = asdict(dep.usage())
         return result
 
-    def _baseline(self) -> None:
+    def baseline(self) -> None:
         """Verdict against reports/baselines/sim/<recipe>.json via the baselines library; appends the
         run to reports/history/sim/ (the trend report reads it)."""
         valid = [r for r in self.results if r.valid]
         if not valid:
             raise StageSkip(f"no valid perf result for sim::{self.recipe.id} to compare")
         update = self.options.update_baselines
-        if update and self.options.sim_slowdown != 1.0:
-            raise StepFailed(f"refusing to record a baseline at --sim-slowdown {self.options.sim_slowdown:g}: run at normal speed")
+        if update and self.options.sim.slowdown != 1.0:
+            raise StepFailed(f"refusing to record a baseline at --sim-slowdown {self.options.sim.slowdown:g}: run at normal speed")
         files = [self.recipe.path / name for name in ("deploy.yaml", "perf.yaml")]
         provenance = baselines.Provenance.collect(
             profile=self.profile.name, manifest_hash=baselines.manifest_hash(f.read_bytes() for f in files if f.is_file()),
             stats=baselines.aggregate(valid, sim_policy()),
-            extra={"simProfile": self.profile.to_dict(), "simSlowdown": self.options.sim_slowdown,
+            extra={"simProfile": self.profile.to_dict(), "simSlowdown": self.options.sim.slowdown,
                    "startupSeconds": self.usage.get("startup_s")})
         try:
             self.evaluation = baselines.evaluate_recipe(
@@ -246,19 +239,19 @@ class SimRun:
             self.baseline_written = str(baselines.baseline_path("sim", self.recipe.id, self.baselines_root))
         failure = self.evaluation.failure()
         if failure:
-            raise StepFailed(f"{failure}\n(--sim-slowdown {self.options.sim_slowdown:g}, profile {self.profile.name})")
+            raise StepFailed(f"{failure}\n(--sim-slowdown {self.options.sim.slowdown:g}, profile {self.profile.name})")
         if self.evaluation.verdict.verdict == "no-baseline" and not self.evaluation.updated:
             raise StageSkip(self.evaluation.verdict.message() + ": run with --update-baselines to record one")
 
     # ---- report --------------------------------------------------------------------------------
 
     def _write_result(self) -> None:
-        perf = self.perf
+        perf = self.last_result
         self._write_json("result.json", {
             "recipe": self.recipe.id,
             "stage": "sim",
             "profile": self.profile.name,
-            "simSlowdown": self.options.sim_slowdown,
+            "simSlowdown": self.options.sim.slowdown,
             "speedupRatio": self.speedup_ratio,
             "wallSeconds": round(time.monotonic() - self.started, 2),
             "steps": self.outcomes,
