@@ -316,7 +316,7 @@ class StaticCheckItem(pytest.Item):
 
 
 class StepItem(pytest.Item):
-    def __init__(self, *, stage_name: str, stage: Any, recipe: Recipe, **kw):
+    def __init__(self, *, stage_name: str, stage: Stage | None, recipe: Recipe, **kw):
         super().__init__(**kw)
         self.stage_name = stage_name
         self.stage = stage
