@@ -200,3 +200,10 @@ def test_generated_schemas_carry_provenance():
         for rel in entry["schemas"]:
             assert (folder / rel).is_file(), rel
         assert generated_validator("nvidia.com/v1alpha1", "DynamoGraphDeployment", release) is not None
+
+
+def test_metadata_name_follows_the_api_server(tmp_path):
+    """The CRD says only `metadata: object`; the API server still wants a DNS-1123 subdomain."""
+    found = schema_findings(tmp_path, {DEPLOY: V1BETA1.replace("name: llama-agg", "name: Llama_Agg")})
+    assert len(found) == 1 and "metadata/name" in found[0].message
+    assert schema_findings(tmp_path, {DEPLOY: V1BETA1.replace("name: llama-agg", "name: llama.agg")}) == []

@@ -273,6 +273,20 @@ def _message(err: jsonschema.ValidationError, key: str | None = None) -> str:
 # --- CRD import -------------------------------------------------------------------------
 
 
+# What the API server checks of a custom resource's metadata (apimachinery ValidateObjectMeta with
+# NameIsDNSSubdomain; namespaces are DNS-1123 labels); the CRD itself only says `type: object`.
+_DNS1123_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+_OBJECT_META = {
+    "type": "object",
+    "properties": {
+        "name": {"type": "string", "maxLength": 253, "pattern": _DNS1123_SUBDOMAIN},
+        "namespace": {"type": "string", "maxLength": 63, "pattern": r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"},
+        "labels": {"type": "object", "additionalProperties": {"type": "string"}},
+        "annotations": {"type": "object", "additionalProperties": {"type": "string"}},
+    },
+}
+
+
 def crd_to_schemas(crd: dict) -> dict[tuple[str, str], dict]:
     """Convert a CustomResourceDefinition into strict JSON Schemas, one per served version.
 
@@ -293,7 +307,7 @@ def crd_to_schemas(crd: dict) -> dict[tuple[str, str], dict]:
         api_version = f"{group}/{version['name']}"
         props["apiVersion"] = {"const": api_version}
         props["kind"] = {"const": kind}
-        props["metadata"] = {"type": "object"}
+        props["metadata"] = _OBJECT_META
         schema["required"] = sorted(set(schema.get("required", [])) | {"apiVersion", "kind", "metadata"})
         schema["$schema"] = "http://json-schema.org/draft-07/schema#"
         schema["title"] = f"{kind} {api_version} (converted from CRD {crd.get('metadata', {}).get('name', '')})"
