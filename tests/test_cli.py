@@ -76,8 +76,15 @@ spec:
       served: true
       schema: {openAPIV3Schema: {type: object, properties: {spec: {type: object}}}}
 """)
-    assert main(["schemas", "import-crd", str(crd), "--out", str(tmp_path / "out")]) == 0
+    assert main(["schemas", "import-crd", str(crd), "--out", str(tmp_path / "out"), "--release", "9.9.9",
+                 "--source-repo", "example/repo", "--source-path", "crd.yaml", "--commit", "abc"]) == 0
     assert (tmp_path / "out" / "example.com" / "thing_v1.json").is_file()
+    import hashlib
+
+    prov = json.loads((tmp_path / "out" / "provenance.json").read_text())["things.example.com"]
+    assert prov["sha256"] == hashlib.sha256(crd.read_bytes()).hexdigest()
+    assert prov["source"] == {"repo": "example/repo", "path": "crd.yaml", "commit": "abc", "release": "9.9.9"}
+    assert prov["schemas"] == ["example.com/thing_v1.json"]
 
 
 def test_registry_option_replaces_the_allow_list(capsys):

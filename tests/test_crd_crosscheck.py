@@ -3,6 +3,7 @@ manifest our schemas accept (and reject what the API rejects)."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import jsonschema
@@ -13,7 +14,8 @@ from harness.recipe.schemas import crd_to_schemas
 from harness.recipe.yamlsrc import load_yaml_file, to_plain
 
 REPO = Path(__file__).resolve().parent.parent
-CRDS = REPO.parent / "shared" / "reference" / "crds"
+# CI and developers keep the upstream CRDs next to the repository; a worktree elsewhere names them.
+CRDS = Path(os.environ.get("RECIPE_HARNESS_REFERENCE_CRDS", REPO.parent / "shared" / "reference" / "crds"))
 pytestmark = pytest.mark.skipif(not CRDS.is_dir(), reason=f"upstream CRDs not found at {CRDS} (only CI and developers have them)")
 
 
@@ -75,3 +77,32 @@ def test_upstream_crd_rejects_what_our_schema_rejects(crds):
     assert any("replica" in e.message for e in v.iter_errors(typo))
     int_gpu = {**base, "spec": {"services": {"W": {"resources": {"limits": {"gpu": 4}}}}}}
     assert list(v.iter_errors(int_gpu))
+
+
+def test_shipped_schemas_are_exactly_what_import_crd_writes(tmp_path):
+    """schemas/dynamo/<release>/ and schemas/crds/ are generated, never edited: converting the CRD
+    whose sha256 provenance.json records gives the same files, byte for byte."""
+    import hashlib
+    import json
+
+    from harness.recipe.schemas import CRD_SCHEMAS, DYNAMO_SCHEMAS, PROVENANCE_FILE, SCHEMAS_DIR, write_crd_schemas
+
+    by_sha = {hashlib.sha256(p.read_bytes()).hexdigest(): p for p in CRDS.glob("*.yaml")}
+    folders = [*sorted((SCHEMAS_DIR / DYNAMO_SCHEMAS).glob("*")), SCHEMAS_DIR / CRD_SCHEMAS]
+    compared = 0
+    for folder in folders:
+        prov_path = folder / PROVENANCE_FILE
+        if not prov_path.is_file():
+            continue
+        for name, entry in json.loads(prov_path.read_text()).items():
+            path = by_sha.get(entry["sha256"])
+            if path is None:
+                continue  # its CRD text is not among the reference files (e.g. ComputeDomain)
+            crd = next(to_plain(d.data) for d in load_yaml_file(path, None, max_bytes=64 << 20).documents
+                       if isinstance(d.data, dict) and d.kind == "CustomResourceDefinition")
+            out = tmp_path / folder.name
+            write_crd_schemas(crd, out)
+            for rel in entry["schemas"]:
+                assert (out / rel).read_bytes() == (folder / rel).read_bytes(), f"{folder / rel} differs from import-crd {path.name}"
+                compared += 1
+    assert compared, "no shipped schema could be traced to a reference CRD by its sha256"

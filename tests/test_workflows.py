@@ -320,7 +320,12 @@ def test_kubeconform_command_uses_our_schema_layout(tmp_path):
     cmd = ci_pr.kubeconform_command("kubeconform", [Path("a.yaml")], tmp_path)
     assert cmd[:2] == ["kubeconform", "-strict"] and cmd[-1] == "a.yaml"
     locations = [cmd[i + 1] for i, arg in enumerate(cmd) if arg == "-schema-location"]
-    assert locations == ["default", f"{tmp_path}/{{{{.Group}}}}/{{{{.ResourceKind}}}}_{{{{.ResourceAPIVersion}}}}.json"]
+    layout = "{{.Group}}/{{.ResourceKind}}_{{.ResourceAPIVersion}}.json"
+    assert locations == ["default", f"{tmp_path}/crds/{layout}"]
+    (tmp_path / "dynamo" / "1.4.0").mkdir(parents=True)
+    cmd = ci_pr.kubeconform_command("kubeconform", [Path("a.yaml")], tmp_path)
+    locations = [cmd[i + 1] for i, arg in enumerate(cmd) if arg == "-schema-location"]
+    assert locations == ["default", f"{tmp_path}/dynamo/1.4.0/{layout}", f"{tmp_path}/crds/{layout}"]
 
 
 # --- pre-commit --------------------------------------------------------------------------------

@@ -1,7 +1,9 @@
-"""Schema checks: metadata against our schema, every manifest against ours, Kubernetes' or an imported CRD's."""
+"""Schema checks: metadata against our schema; every manifest against the schema generated from its
+published CRD (the recipe's Dynamo release for DynamoGraphDeployment), or the Kubernetes OpenAPI."""
 
 from __future__ import annotations
 
+import difflib
 import json
 import shutil
 import subprocess
@@ -9,11 +11,11 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Iterator
 
-from harness.recipe.findings import Loc, Problem, problem
-from harness.recipe.model import DGD_KIND, METADATA_FILE, Recipe, dig
+from harness.recipe.findings import Loc, Problem, Severity, problem
+from harness.recipe.model import METADATA_FILE, Recipe, dig
 from harness.recipe.schemas import (
-    CORE_KINDS, KUBECONFORM_TEMPLATE, KUBERNETES_VERSION, SCHEMAS_DIR, SchemaError, core_validator, errors,
-    k8s_definition_validator, metadata_validator, our_validator, schema_file,
+    KUBERNETES_VERSION, SchemaError, core_validator, errors, generated_validator,
+    is_core_api, known_kinds, kubeconform_locations, metadata_validator, prune_nulls,
 )
 from harness.recipe.yamlsrc import Document, loc_at_path, to_plain
 from harness.checks import CheckContext, check
@@ -51,35 +53,61 @@ def metadata_matches_path(recipe: Recipe, ctx: CheckContext) -> Iterator[Problem
                           f"set {key}: {expected}")
 
 
-def _schema_for(doc: Document, ctx: CheckContext) -> tuple[list[tuple[Any, str]], str | None]:
-    """(validators with their source, reason when none applies)."""
+def recipe_release(recipe: Recipe) -> str | None:
+    """The Dynamo release the recipe pins (`versions.dynamo` in recipe.yaml), if it says."""
+    versions = recipe.metadata.get("versions") if recipe.metadata_file is not None else None
+    value = versions.get("dynamo") if isinstance(versions, dict) else None
+    return str(value) if value not in (None, "") else None
+
+
+def _schema_for(doc: Document, ctx: CheckContext, release: str | None) -> tuple[list[tuple[Any, str, bool]], str | None, bool]:
+    """(validators with their source and whether the kind is built-in, why none applies, whether
+    that is an error). A custom kind whose CRD we do not know is skipped with a note: a cluster
+    with that CRD installed is its judge, not us."""
     api, kind = doc.api_version, doc.kind
-    found: list[tuple[Any, str]] = []
-    ours = our_validator(schema_file(api, kind, SCHEMAS_DIR)) if api and kind else None
-    if ours is not None:
-        found.append((ours, "ours"))
-    elif (api, kind) in CORE_KINDS:
+    found: list[tuple[Any, str, bool]] = []
+    generated = generated_validator(api, kind, release)
+    if generated is not None:
+        found.append((generated[0], generated[1], False))
+    elif is_core_api(api):
         core = core_validator(api, kind)
         if core is None:
-            return [], "the Kubernetes schemas are not installed (pip install kubernetes-validate)"
-        found.append((core, f"kubernetes {KUBERNETES_VERSION}"))
+            return [], f"unknown kind {kind!r} in the Kubernetes API {api!r} (Kubernetes {KUBERNETES_VERSION})", True
+        found.append((core, f"kubernetes {KUBERNETES_VERSION}", True))
     crd = ctx.crd_schemas.get(api, kind)
     if crd is not None:
-        found.append(crd)
-    if not found:
-        return [], f"unknown kind {kind or '(none)'!r} with apiVersion {api or '(none)'!r}: no schema to validate it"
-    return found, None
+        found.append((crd[0], crd[1], False))
+    if found:
+        return found, None, False
+    if core_validator("v1", "Pod") is None and not is_custom_group(api):
+        return [], "the Kubernetes schemas are not installed (pip install kubernetes-validate)", True
+    near = difflib.get_close_matches(kind, sorted(known_kinds(api.rpartition("/")[0], release)), n=1, cutoff=0.85)
+    if near:  # a misspelling of a kind we know (DynamoGraphDeploymnet), not a CRD we lack
+        return [], f"unknown kind {kind!r} with apiVersion {api!r}: did you mean {near[0]!r}?", True
+    return [], (f"{kind} {api} not validated: its CustomResourceDefinition is not known to the harness "
+                "(a cluster with that CRD installed is the judge)"), False
+
+
+def is_custom_group(api_version: str) -> bool:
+    group = api_version.rpartition("/")[0]
+    return "." in group and not group.endswith(".k8s.io")
 
 
 @check("schema-valid")
 def schema_valid(recipe: Recipe, ctx: CheckContext) -> Iterator[Problem]:
-    """Every manifest validates strictly: DynamoGraphDeployment, InferencePool, HTTPRoute and
-    ComputeDomain against our schemas, core kinds against the Kubernetes OpenAPI schema
-    (unknown fields rejected, as `kubectl apply --validate=strict` does), and every embedded
-    container, pod spec and env var too. An unknown kind is an error, never a silent pass.
+    """Every manifest validates the way the API server would validate it: DynamoGraphDeployment
+    against the schema generated from the recipe's Dynamo release CRD; ComputeDomain,
+    InferencePool and HTTPRoute against the schemas generated from their published CRDs; built-in
+    kinds (Pod, Job, ...) against the Kubernetes OpenAPI schema. Unknown fields are rejected, as
+    `kubectl apply --validate=strict` does. As the API server does, a null on a field that is not
+    nullable is pruned first, not reported. An unknown kind in a Kubernetes API group is an error;
+    a custom kind whose CRD the harness does not know is skipped with one warning.
 
     Fails: `resources: {limits: {gpu: 4}}` (the CRD wants the string "4"), or `kind: Deploymnet`.
+    Source: the DynamoGraphDeployment CRD of the recipe's release, converted by
+    `recipe-harness schemas import-crd` (schemas/dynamo/<release>/provenance.json).
     """
+    release = recipe_release(recipe)
     for f in recipe.files():
         if f.path.name == METADATA_FILE:
             continue
@@ -92,22 +120,23 @@ def schema_valid(recipe: Recipe, ctx: CheckContext) -> Iterator[Problem]:
             if not doc.api_version or not doc.kind:
                 yield problem(doc.loc, "manifest has no apiVersion/kind", "every document needs apiVersion and kind")
                 continue
-            validators, reason = _schema_for(doc, ctx)
+            validators, reason, is_error = _schema_for(doc, ctx, release)
             if reason:
-                yield problem(doc.data.loc_of("kind"), reason,
-                              "fix the kind/apiVersion, or pass --crd FILE with the CRD that defines it")
+                if is_error:
+                    yield problem(doc.data.loc_of("kind"), reason,
+                                  "fix the kind/apiVersion, or pass --crd FILE with the CRD that defines it")
+                else:
+                    yield problem(doc.data.loc_of("kind"), reason, "pass --crd FILE to validate it", Severity.WARNING)
                 continue
             plain = to_plain(doc.data)
             seen: set[tuple] = set()
-            for validator, source in validators:
-                for err in errors(validator, plain, source):
+            for validator, source, builtin in validators:
+                instance = prune_nulls(plain, None if builtin else validator.schema, builtin=builtin)
+                for err in errors(validator, instance, source):
                     key = (err.path, err.message)
                     if key not in seen:
                         seen.add(key)
                         yield _at(doc, err)
-            if doc.kind == DGD_KIND:
-                for err in _embedded_errors(doc, plain):
-                    yield _at(doc, err)
 
 
 def _at(doc: Document, err: SchemaError) -> Problem:
@@ -121,51 +150,6 @@ def _loc(root: Any, err: SchemaError, fallback: Loc) -> Loc:
         if isinstance(parent, dict) and hasattr(parent, "key_loc"):
             return parent.key_loc(err.path[-1])
     return loc_at_path(root, err.path, fallback)
-
-
-# DGD fields that embed core Kubernetes objects, validated with the real OpenAPI definitions.
-_EMBEDDED_V1ALPHA1 = (
-    (("extraPodSpec", "mainContainer"), "io.k8s.api.core.v1.Container"),
-    (("livenessProbe",), "io.k8s.api.core.v1.Probe"),
-    (("readinessProbe",), "io.k8s.api.core.v1.Probe"),
-)
-
-
-def _embedded_errors(doc: Document, plain: dict) -> Iterator[SchemaError]:
-    spec = plain.get("spec") if isinstance(plain.get("spec"), dict) else {}
-    source = f"kubernetes {KUBERNETES_VERSION}"
-    for i, env in enumerate(spec.get("envs") or spec.get("env") or []):
-        yield from _def_errors("io.k8s.api.core.v1.EnvVar", env, ("spec", "envs" if "envs" in spec else "env", i), source)
-    services = spec.get("services")
-    if isinstance(services, dict):
-        for name, svc in services.items():
-            if not isinstance(svc, dict):
-                continue
-            base = ("spec", "services", name)
-            for path, definition in _EMBEDDED_V1ALPHA1:
-                value = dig(svc, *path)
-                if isinstance(value, dict):
-                    if definition.endswith("Container"):
-                        value = {"name": "main", **value}  # the operator names it
-                    yield from _def_errors(definition, value, base + path, source)
-            pod = svc.get("extraPodSpec")
-            if isinstance(pod, dict):
-                rest = {k: v for k, v in pod.items() if k != "mainContainer"}
-                yield from _def_errors("io.k8s.api.core.v1.PodSpec", {"containers": [], **rest}, base + ("extraPodSpec",), source)
-            for i, env in enumerate(svc.get("envs") or []):
-                yield from _def_errors("io.k8s.api.core.v1.EnvVar", env, base + ("envs", i), source)
-    components = spec.get("components")
-    if isinstance(components, list):
-        for i, comp in enumerate(components):
-            pod = dig(comp, "podTemplate", "spec")
-            if isinstance(pod, dict):
-                yield from _def_errors("io.k8s.api.core.v1.PodSpec", pod, ("spec", "components", i, "podTemplate", "spec"), source)
-
-
-def _def_errors(definition: str, value: Any, prefix: tuple, source: str) -> Iterator[SchemaError]:
-    validator = k8s_definition_validator(definition)
-    if validator is not None:
-        yield from errors(validator, value, source, prefix)
 
 
 # --- kubeconform (when installed) -------------------------------------------------------
@@ -199,7 +183,7 @@ def kubeconform(recipe: Recipe, ctx: CheckContext) -> Iterator[Problem]:
 @lru_cache(maxsize=None)
 def _kubeconform(binary: str, path: str) -> list[dict]:
     cmd = [binary, "-strict", "-output", "json", "-kubernetes-version", KUBERNETES_VERSION,
-           "-schema-location", "default", "-schema-location", str(SCHEMAS_DIR / KUBECONFORM_TEMPLATE), path]
+           "-schema-location", "default", *kubeconform_locations(), path]
     try:
         out = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
         return list(json.loads(out.stdout or "{}").get("resources") or [])

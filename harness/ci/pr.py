@@ -20,7 +20,7 @@ from harness.recipe.changes import ChangeError
 from harness.recipe.discovery import SelectionError
 from harness.recipe.findings import display_path
 from harness.recipe.model import METADATA_FILE
-from harness.recipe.schemas import KUBECONFORM_TEMPLATE, KUBERNETES_VERSION, SCHEMAS_DIR
+from harness.recipe.schemas import KUBERNETES_VERSION, SCHEMAS_DIR, kubeconform_locations
 from harness.run.static import make_selection
 
 MAX_SUMMARY_ROWS = 200  # a step summary is capped at 1 MiB; the annotations and the artifact carry the rest
@@ -42,7 +42,7 @@ def changed_manifests(recipes_dir: str | None, changed_since: str | None, select
 def kubeconform_command(binary: str, paths: list[Path], schemas_dir: Path = SCHEMAS_DIR) -> list[str]:
     """The same invocation as the harness's `kubeconform` check, with a human-readable summary."""
     return [binary, "-strict", "-summary", "-output", "text", "-kubernetes-version", KUBERNETES_VERSION,
-            "-schema-location", "default", "-schema-location", str(schemas_dir / KUBECONFORM_TEMPLATE),
+            "-schema-location", "default", *kubeconform_locations(base=schemas_dir),
             *[str(p) for p in paths]]
 
 

@@ -1,4 +1,4 @@
-"""`recipe-harness schemas import-crd`: turn a cluster's CRD into strict JSON Schemas."""
+"""`recipe-harness schemas import-crd`: turn a published CRD into strict JSON Schemas with a provenance record."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from harness.recipe.schemas import SCHEMAS_DIR, write_crd_schemas
+from harness.recipe.schemas import DYNAMO_SCHEMAS, SCHEMAS_DIR, CrdSource, write_crd_schemas
 from harness.recipe.yamlsrc import load_yaml_file, to_plain
 
 
@@ -15,12 +15,23 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     inner = p.add_subparsers(dest="schemas_command", metavar="ACTION")
     imp = inner.add_parser("import-crd", help="convert a CustomResourceDefinition into strict JSON Schemas (kubeconform layout)")
     imp.add_argument("file", type=Path, help="CRD YAML (e.g. kubectl get crd dynamographdeployments.nvidia.com -o yaml)")
-    imp.add_argument("--out", type=Path, default=None, help=f"output folder (default: {SCHEMAS_DIR.name}/imported)")
+    imp.add_argument("--out", type=Path, default=None,
+                     help=f"output folder (default: {SCHEMAS_DIR.name}/{DYNAMO_SCHEMAS}/RELEASE with --release, else {SCHEMAS_DIR.name}/imported)")
+    imp.add_argument("--release", default="", help="the Dynamo release this CRD is from (e.g. 1.4.0); recorded in provenance.json")
+    imp.add_argument("--source-repo", default="", help="repository the CRD was read from (e.g. ai-dynamo/dynamo)")
+    imp.add_argument("--source-path", default="", help="the CRD's path in that repository")
+    imp.add_argument("--commit", default="", help="the commit it was read at")
+    imp.add_argument("--note", default="", help="how sure the release attribution is (say so when the exact release is not pinned)")
     imp.set_defaults(func=import_crd)
     p.set_defaults(func=lambda a: (p.print_help(), 2)[1])
 
 
 def import_crd(args: argparse.Namespace) -> int:
+    try:
+        text = args.file.read_bytes()
+    except OSError as exc:
+        print(f"recipe-harness: {args.file}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
     loaded = load_yaml_file(args.file, None, max_bytes=64 << 20)
     for prob in loaded.problems:
         print(f"{prob.loc.file}:{prob.loc.line}:{prob.loc.column}: {prob.message}", file=sys.stderr)
@@ -28,8 +39,9 @@ def import_crd(args: argparse.Namespace) -> int:
     if not crds:
         print(f"recipe-harness: {args.file}: no CustomResourceDefinition found", file=sys.stderr)
         return 1
-    out = args.out or SCHEMAS_DIR / "imported"
+    out = args.out or (SCHEMAS_DIR / DYNAMO_SCHEMAS / args.release if args.release else SCHEMAS_DIR / "imported")
+    source = CrdSource(args.source_repo, args.source_path, args.commit, args.release, args.note)
     for crd in crds:
-        for path in write_crd_schemas(crd, out):
+        for path in write_crd_schemas(crd, out, text, source):
             print(f"wrote {path}")
     return 0

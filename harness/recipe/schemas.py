@@ -1,12 +1,21 @@
-"""JSON Schema validators: ours (schemas/), Kubernetes core kinds (offline OpenAPI), imported CRDs.
+"""JSON Schema validators: generated from published CRDs (schemas/dynamo/<release>/, schemas/crds/),
+Kubernetes core kinds (offline OpenAPI), our own (recipe metadata), and CRDs given with --crd.
 
-Schemas are laid out the way kubeconform reads them:
-`schemas/{{.Group}}/{{.ResourceKind}}_{{.ResourceAPIVersion}}.json`.
+Custom-resource schemas are never hand-written: `recipe-harness schemas import-crd` converts a
+published CustomResourceDefinition and writes a `provenance.json` (source, release, commit, sha256)
+next to them. Each folder is laid out the way kubeconform reads it:
+`{{.Group}}/{{.ResourceKind}}_{{.ResourceAPIVersion}}.json`.
+
+Validation follows the API server, not JSON Schema alone: a null on a field that is not
+`nullable` is pruned before validation (apiextensions-apiserver PruneNonNullableNullsWithoutDefaults;
+for built-in kinds Go's JSON decoding turns null into the zero value), int-or-string accepts both,
+and `x-kubernetes-preserve-unknown-fields` keeps unknown fields.
 """
 
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import os
 from dataclasses import dataclass
@@ -20,14 +29,9 @@ from referencing import Registry, Resource
 SCHEMAS_DIR = Path(os.environ.get("RECIPE_HARNESS_SCHEMAS", Path(__file__).resolve().parents[2] / "schemas"))
 KUBERNETES_VERSION = "1.33.0"
 KUBECONFORM_TEMPLATE = "{{.Group}}/{{.ResourceKind}}_{{.ResourceAPIVersion}}.json"
-
-# Core kinds a recipe may contain; anything else must have a schema of ours or an imported CRD.
-CORE_KINDS = {
-    ("v1", "PersistentVolumeClaim"), ("v1", "ConfigMap"), ("v1", "Service"), ("v1", "ServiceAccount"),
-    ("v1", "Secret"), ("batch/v1", "Job"), ("apps/v1", "Deployment"),
-    ("rbac.authorization.k8s.io/v1", "Role"), ("rbac.authorization.k8s.io/v1", "RoleBinding"),
-    ("rbac.authorization.k8s.io/v1", "ClusterRole"), ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding"),
-}
+DYNAMO_SCHEMAS = "dynamo"  # schemas/dynamo/<release>/: generated from that release's DynamoGraphDeployment CRD
+CRD_SCHEMAS = "crds"  # schemas/crds/: generated from other published CRDs (DRA driver, Gateway API, GAIE)
+PROVENANCE_FILE = "provenance.json"
 METADATA_SCHEMA = "recipe-metadata.json"
 
 
@@ -44,6 +48,81 @@ class SchemaError:
 def schema_file(api_version: str, kind: str, base: Path = SCHEMAS_DIR) -> Path:
     group, _, version = api_version.rpartition("/")
     return base / (group or "core") / f"{kind.lower()}_{version}.json"
+
+
+def _release_key(name: str) -> tuple:
+    return tuple(int(p) if p.isdigit() else -1 for p in name.replace("-", ".").split("."))
+
+
+def dynamo_releases(base: Path = SCHEMAS_DIR) -> list[str]:
+    """Dynamo releases with generated CRD schemas, oldest first."""
+    root = base / DYNAMO_SCHEMAS
+    names = [p.name for p in root.iterdir() if p.is_dir()] if root.is_dir() else []
+    return sorted(names, key=_release_key)
+
+
+def schema_dirs(release: str | None = None, base: Path = SCHEMAS_DIR) -> list[tuple[Path, str]]:
+    """Folders to look a custom kind up in, with the source each stands for: the recipe's Dynamo
+    release (the newest one we have when it is unknown or has none), then the other CRDs."""
+    releases = dynamo_releases(base)
+    chosen = release if release in releases else (releases[-1] if releases else None)
+    out = [(base / DYNAMO_SCHEMAS / chosen, f"crd dynamo {chosen}")] if chosen else []
+    return out + [(base / CRD_SCHEMAS, "crd")]
+
+
+def generated_validator(api_version: str, kind: str, release: str | None = None,
+                        base: Path = SCHEMAS_DIR) -> tuple[jsonschema.Validator, str] | None:
+    """The validator generated from a published CRD for this kind, with its source."""
+    for folder, source in schema_dirs(release, base):
+        v = our_validator(schema_file(api_version, kind, folder))
+        if v is not None:
+            return v, source
+    return None
+
+
+def kubeconform_locations(release: str | None = None, base: Path = SCHEMAS_DIR) -> list[str]:
+    """`-schema-location` arguments for kubeconform: our generated CRD schemas, after its default."""
+    out = []
+    for folder, _ in schema_dirs(release, base):
+        out += ["-schema-location", str(folder / KUBECONFORM_TEMPLATE)]
+    return out
+
+
+def known_kinds(group: str, release: str | None = None, base: Path = SCHEMAS_DIR) -> set[str]:
+    """Kinds we have generated schemas for in a group (DynamoGraphDeployment, ...)."""
+    out: set[str] = set()
+    for folder, _ in schema_dirs(release, base):
+        d = folder / (group or "core")
+        for path in sorted(d.glob("*.json")) if d.is_dir() else []:
+            v = our_validator(path)
+            kind = ((v.schema.get("properties") or {}).get("kind") or {}).get("const") if v is not None else None
+            if isinstance(kind, str):
+                out.add(kind)
+    return out
+
+
+@lru_cache(maxsize=None)
+def core_group_versions() -> frozenset[str]:
+    """apiVersions the Kubernetes OpenAPI knows (v1, apps/v1, batch/v1, ...): a kind under one of
+    these is a built-in kind, so an unknown kind there is a typo, not a missing CRD."""
+    base = _k8s_dir()
+    if base is None:
+        return frozenset()
+    out = set()
+    for path in base.glob("*.json"):
+        if path.name.startswith("_") or "-" not in path.stem:
+            continue
+        suffix = path.stem.split("-", 1)[1]  # deployment-apps-v1 -> apps-v1, pod-v1 -> v1
+        out.add(suffix.replace("-", "/") if "-" in suffix else suffix)
+    return frozenset(out)
+
+
+def is_core_api(api_version: str) -> bool:
+    group, _, version = api_version.rpartition("/")
+    short = f"{group.split('.')[0]}/{version}" if group else version
+    if group and "." in group and not group.endswith(".k8s.io"):
+        return False  # a custom group (nvidia.com, ...)
+    return short in core_group_versions()
 
 
 @lru_cache(maxsize=None)
@@ -109,6 +188,45 @@ def metadata_validator() -> jsonschema.Validator:
     return v
 
 
+def prune_nulls(instance: Any, schema: dict | None, builtin: bool = False) -> Any:
+    """The object as the API server stores it: a null on a field whose schema is not nullable is
+    dropped before validation (apiextensions-apiserver, structuraldefaulting.PruneNonNullableNulls).
+    For a built-in kind (`builtin`), every null map value is dropped, as Go's JSON decoding turns
+    null into the zero value. A field the schema does not know keeps its value (an unknown field
+    stays an error), and so does everything below it."""
+    if isinstance(instance, dict):
+        out = {}
+        for key, value in instance.items():
+            sub = None if builtin else _property_schema(schema, key)
+            if value is None and (builtin or (sub is not None and not _accepts_null(sub))):
+                continue
+            out[key] = prune_nulls(value, sub, builtin) if (builtin or sub is not None) else value
+        return out
+    if isinstance(instance, list):
+        items = schema.get("items") if isinstance(schema, dict) else None
+        if not builtin and not isinstance(items, dict):
+            return instance
+        return [prune_nulls(v, items, builtin) for v in instance]
+    return instance
+
+
+def _property_schema(schema: dict | None, key: str) -> dict | None:
+    if not isinstance(schema, dict):
+        return None
+    props = schema.get("properties") or {}
+    if key in props:
+        return props[key]
+    extra = schema.get("additionalProperties")
+    return extra if isinstance(extra, dict) else None
+
+
+def _accepts_null(schema: dict) -> bool:
+    t = schema.get("type")
+    if t == "null" or (isinstance(t, list) and "null" in t):
+        return True
+    return any(isinstance(b, dict) and _accepts_null(b) for b in schema.get("anyOf") or [])
+
+
 def errors(validator: jsonschema.Validator, instance: Any, source: str, prefix: tuple = ()) -> Iterator[SchemaError]:
     """Every error, leaves first (best_match-style: the most specific message per place)."""
     for err in sorted(validator.iter_errors(instance), key=lambda e: list(map(str, e.absolute_path))):
@@ -155,6 +273,20 @@ def _message(err: jsonschema.ValidationError, key: str | None = None) -> str:
 # --- CRD import -------------------------------------------------------------------------
 
 
+# What the API server checks of a custom resource's metadata (apimachinery ValidateObjectMeta with
+# NameIsDNSSubdomain; namespaces are DNS-1123 labels); the CRD itself only says `type: object`.
+_DNS1123_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+_OBJECT_META = {
+    "type": "object",
+    "properties": {
+        "name": {"type": "string", "maxLength": 253, "pattern": _DNS1123_SUBDOMAIN},
+        "namespace": {"type": "string", "maxLength": 63, "pattern": r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"},
+        "labels": {"type": "object", "additionalProperties": {"type": "string"}},
+        "annotations": {"type": "object", "additionalProperties": {"type": "string"}},
+    },
+}
+
+
 def crd_to_schemas(crd: dict) -> dict[tuple[str, str], dict]:
     """Convert a CustomResourceDefinition into strict JSON Schemas, one per served version.
 
@@ -175,7 +307,7 @@ def crd_to_schemas(crd: dict) -> dict[tuple[str, str], dict]:
         api_version = f"{group}/{version['name']}"
         props["apiVersion"] = {"const": api_version}
         props["kind"] = {"const": kind}
-        props["metadata"] = {"type": "object"}
+        props["metadata"] = _OBJECT_META
         schema["required"] = sorted(set(schema.get("required", [])) | {"apiVersion", "kind", "metadata"})
         schema["$schema"] = "http://json-schema.org/draft-07/schema#"
         schema["title"] = f"{kind} {api_version} (converted from CRD {crd.get('metadata', {}).get('name', '')})"
@@ -193,8 +325,11 @@ def _strict(node: Any) -> Any:
     if node.pop("x-kubernetes-int-or-string", False):
         node.pop("type", None)
         node["anyOf"] = [{"type": "integer"}, {"type": "string"}]
-    if node.pop("nullable", False) and isinstance(node.get("type"), str):
-        node["type"] = [node["type"], "null"]
+    if node.pop("nullable", False):
+        if isinstance(node.get("type"), str):
+            node["type"] = [node["type"], "null"]
+        elif "anyOf" in node:  # nullable int-or-string
+            node["anyOf"] = [*node["anyOf"], {"type": "null"}]
     for key in [k for k in node if k.startswith("x-kubernetes-")]:
         node.pop(key)
     node.pop("format", None)  # int32/int64/byte formats are not JSON Schema formats
@@ -204,13 +339,41 @@ def _strict(node: Any) -> Any:
     return node
 
 
-def write_crd_schemas(crd: dict, out_dir: Path) -> list[Path]:
+@dataclass(frozen=True)
+class CrdSource:
+    """Where a converted CRD came from: recorded next to the generated schemas."""
+
+    repo: str = ""  # e.g. ai-dynamo/dynamo
+    path: str = ""  # the CRD file inside that repository
+    commit: str = ""  # the commit it was read at ("" when not known)
+    release: str = ""  # the release it stands for, e.g. Dynamo 1.4.0
+    note: str = ""  # how sure we are that this text is that release's (say so when it is not pinned)
+
+
+def write_crd_schemas(crd: dict, out_dir: Path, text: bytes | None = None, source: CrdSource | None = None) -> list[Path]:
+    """Write one JSON Schema per served version; with `text` (the CRD file's bytes) also record
+    the import in out_dir/provenance.json, keyed by the CRD's name."""
     written = []
-    for (api_version, kind), schema in crd_to_schemas(crd).items():
+    schemas = crd_to_schemas(crd)
+    for (api_version, kind), schema in schemas.items():
         path = schema_file(api_version, kind, out_dir)
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(schema, indent=1))
+        path.write_text(json.dumps(schema, indent=1) + "\n")
         written.append(path)
+    if text is not None:
+        prov_path = out_dir / PROVENANCE_FILE
+        prov = json.loads(prov_path.read_text()) if prov_path.is_file() else {}
+        src = source or CrdSource()
+        prov[crd.get("metadata", {}).get("name", "")] = {
+            "source": {"repo": src.repo, "path": src.path, "commit": src.commit, "release": src.release},
+            "note": src.note,
+            "sha256": hashlib.sha256(text).hexdigest(),
+            "generated_by": "recipe-harness schemas import-crd",
+            "schemas": sorted(str(p.relative_to(out_dir)) for p in written),
+        }
+        out_dir.mkdir(parents=True, exist_ok=True)
+        prov_path.write_text(json.dumps(dict(sorted(prov.items())), indent=1) + "\n")
+        written.append(prov_path)
     return written
 
 
