@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Literal
 
 from harness.recipe.findings import Finding, Loc, Problem, Severity, display_path
-from harness.recipe.model import FileCache, Recipe
+from harness.recipe.discovery import RecipeTree
+from harness.recipe.model import Recipe
 
 Scope = Literal["recipe", "tree"]
 TREE_ID = "catalogue"  # the pseudo recipe id of tree-level checks: static::catalogue::<check-id>
@@ -64,15 +65,6 @@ def all_checks() -> list[Check]:
         if not info.name.startswith("_"):
             importlib.import_module(f"{__name__}.{info.name}")
     return sorted(REGISTRY.values(), key=lambda c: (c.scope != "tree", c.topic, c.id))
-
-
-@dataclass
-class RecipeTree:
-    """The whole recipes tree, for tree-level checks (docs in sync, layout of the tree)."""
-
-    root: Path
-    recipes: list[Recipe]
-    cache: FileCache
 
 
 @dataclass

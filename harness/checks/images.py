@@ -12,7 +12,7 @@ from harness.recipe.findings import Loc, Problem, problem
 from harness.recipe.model import Container, Recipe
 from harness.recipe.versions import VERSIONS_FILE, VersionMatrix, version_matrix
 from harness.checks import CheckContext, check
-from harness.recipe.workloads import Pod, workloads
+from harness.recipe.workloads import Pod
 
 DYNAMO_PREFIX = "nvcr.io/nvidia/ai-dynamo/"
 RUNTIME_REPOSITORY = {"vllm": "vllm-runtime", "sglang": "sglang-runtime", "trtllm": "tensorrtllm-runtime"}
@@ -111,7 +111,7 @@ class ImageUse:
 def image_uses(recipe: Recipe) -> list[ImageUse]:
     """Every container image of the recipe that is a non-empty string."""
     out = []
-    for pod in workloads(recipe).pods:
+    for pod in recipe.workloads.pods:
         for c in pod.containers:
             if isinstance(c.image, str) and c.image.strip():
                 out.append(ImageUse(parse_image(c.image), c.image_loc, pod, c))
@@ -127,7 +127,7 @@ def image_reference_pinned(recipe: Recipe, ctx: CheckContext) -> Iterator[Proble
 
     Fails: `image: nvcr.io/nvidia/ai-dynamo/vllm-runtime:my-tag`.
     """
-    for pod in workloads(recipe).pods:
+    for pod in recipe.workloads.pods:
         for c in pod.containers:
             where = pod.label + (f" container {c.name}" if c.name else "")
             image = c.image

@@ -10,7 +10,7 @@ from harness.recipe.findings import Loc, Problem, problem
 from harness.recipe.model import METADATA_FILE, Recipe, dig, mapping, sequence
 from harness.recipe.yamlsrc import LoadedFile, SrcMap
 from harness.checks import CheckContext, check
-from harness.recipe.workloads import all_strings, line_in_scalar, workloads
+from harness.recipe.workloads import all_strings, line_in_scalar
 
 # Credentials that look like themselves wherever they are written.
 _TOKEN_PATTERNS = (
@@ -150,7 +150,7 @@ def no_privileged(recipe: Recipe, ctx: CheckContext) -> Iterator[Problem]:
     if "no-privileged" in allowed:
         return
     hint = "remove it, or declare it in recipe.yaml: securityExceptions: [{rule: <rule>, reason: <why>}]"
-    for pod in workloads(recipe).pods:
+    for pod in recipe.workloads.pods:
         spec = pod.spec
         if spec is not None:
             for key in ("hostNetwork", "hostPID", "hostIPC"):

@@ -13,7 +13,7 @@ from harness.analysis.storage import (
     recommended_gi, service_claims,
 )
 from harness.checks import CheckContext, check
-from harness.checks.topology import _gpus_per_node, nodes_needed
+from harness.analysis.topology import gpus_per_node, nodes_needed
 
 
 @check("model-cache-pvc-fits-checkpoint")
@@ -83,7 +83,7 @@ def pvc_access_mode_fits_topology(recipe: Recipe, ctx: CheckContext) -> Iterator
     Fails: `accessModes: [ReadWriteOnce]` on the model cache of deepseek-r1/sglang/disagg-16gpu (4 nodes).
     """
     dep = recipe.deployment
-    gpn = _gpus_per_node(recipe)
+    gpn = gpus_per_node(recipe)
     if dep is None or not gpn:
         return
     nodes = nodes_needed(dep.workers, gpn)

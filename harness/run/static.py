@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from harness.recipe.changes import select_changed
-from harness.checks import TREE_ID, Check, CheckContext, RecipeTree, all_checks, run_check
-from harness.recipe.discovery import default_recipes_dir, discover, select
+from harness.checks import TREE_ID, Check, CheckContext, all_checks, run_check
+from harness.recipe.discovery import RecipeTree, default_recipes_dir, discover, select
 from harness.recipe.findings import Finding, Report, Severity
 from harness.recipe.model import FileCache, Recipe
 
