@@ -8,7 +8,7 @@ import pytest
 
 from harness.checks import REGISTRY, all_checks, run_check
 from harness.checks.images import parse_image, placeholder_reason
-from harness.checks.security import redact, secret_like
+from harness.recipe.secrets import redact, secret_like
 from harness.recipe.versions import parse_versions
 from harness.recipe.yamlsrc import parse_yaml_bytes
 from harness.run.static import context_for, make_selection
