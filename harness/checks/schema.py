@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Iterator
@@ -12,11 +13,24 @@ from typing import Any, Iterator
 from harness.recipe.findings import Loc, Problem, problem
 from harness.recipe.model import DGD_KIND, METADATA_FILE, Recipe, dig
 from harness.recipe.schemas import (
-    CORE_KINDS, KUBECONFORM_TEMPLATE, KUBERNETES_VERSION, SCHEMAS_DIR, SchemaError, core_validator, errors,
+    CORE_KINDS, KUBECONFORM_TEMPLATE, KUBERNETES_VERSION, SCHEMAS_DIR, CrdSchemas, SchemaError, core_validator, errors,
     k8s_definition_validator, metadata_validator, our_validator, schema_file,
 )
 from harness.recipe.yamlsrc import Document, loc_at_path, to_plain
 from harness.checks import CheckContext, check
+
+
+@dataclass(frozen=True)
+class SchemaOptions:
+    """Options of `schema-valid`."""
+
+    crd: tuple[Path, ...] = ()  # CRD files (--crd) every manifest of their kinds is also validated against
+
+
+@lru_cache(maxsize=None)
+def crd_schemas(crd: tuple[Path, ...]) -> CrdSchemas:
+    """The imported CRDs, read once per run (per distinct list)."""
+    return CrdSchemas(list(crd))
 
 
 @check("metadata-schema")
@@ -63,7 +77,7 @@ def _schema_for(doc: Document, ctx: CheckContext) -> tuple[list[tuple[Any, str]]
         if core is None:
             return [], "the Kubernetes schemas are not installed (pip install kubernetes-validate)"
         found.append((core, f"kubernetes {KUBERNETES_VERSION}"))
-    crd = ctx.crd_schemas.get(api, kind)
+    crd = crd_schemas(ctx.options_for(SchemaOptions).crd).get(api, kind)
     if crd is not None:
         found.append(crd)
     if not found:
@@ -71,7 +85,7 @@ def _schema_for(doc: Document, ctx: CheckContext) -> tuple[list[tuple[Any, str]]
     return found, None
 
 
-@check("schema-valid")
+@check("schema-valid", options=SchemaOptions)
 def schema_valid(recipe: Recipe, ctx: CheckContext) -> Iterator[Problem]:
     """Every manifest validates strictly: DynamoGraphDeployment, InferencePool, HTTPRoute and
     ComputeDomain against our schemas, core kinds against the Kubernetes OpenAPI schema
