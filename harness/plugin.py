@@ -15,13 +15,15 @@ from typing import Any
 
 import pytest
 
-from harness.checks import TREE_ID, Check, CheckContext, all_checks, run_check
+from harness.checks import TREE_ID, Check, CheckContext, run_check
 from harness.recipe.changes import ChangeError
 from harness.recipe.discovery import SelectionError
 from harness.recipe.findings import Finding, Report, Severity, sorted_findings
 from harness.recipe.model import Recipe
 from harness.run.stage import GpuOptions, SimOptions, Stage, StageOptions, StageSkip, StepRun
-from harness.run.static import Selection, context_for, dedupe, in_github_actions, make_selection
+from harness.run.static import (
+    Selection, applicable_checks, check_options, context_for, dedupe, in_github_actions, make_selection,
+)
 
 STAGES = ("static", "sim", "gpu")
 # Runtime stages, imported only when selected so `-m static` never pays for their stacks.
@@ -44,6 +46,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="also validate against this CustomResourceDefinition (e.g. the operator version on your cluster)")
     group.addoption("--registry", action="append", default=[], metavar="HOST",
                     help="allowed image registry (repeatable; replaces the allow-list in recipes/versions.yaml)")
+    group.addoption("--storage-margin", type=float, default=None, metavar="F",
+                    help="model-cache PVC size / checkpoint size (default: the catalogue's rule, 1.2 or 1.3)")
     group.addoption("--findings-json", metavar="PATH", help="write all static findings as JSON")
     group.addoption("--max-file-bytes", type=int, default=None, metavar="N", help="size cap for one YAML file (default 1 MiB)")
     group.addoption("--report-dir", metavar="PATH", default=None, help="where runs write reports (default reports/runs/<run-id>)")
@@ -128,7 +132,7 @@ class RecipeHarness:
         self.notes.extend(self.selection.notes)
         if not self.selection.all:
             self.notes.append(f"no recipes found under {self.selection.root}")
-        self.ctx = context_for(self.selection, {"crd": [Path(p) for p in opt.crd], "registries": opt.registry or None})
+        self.ctx = context_for(self.selection, check_options(opt.crd, opt.registry, opt.storage_margin))
         self.report.recipes = [r.id for r in self.selection.chosen]
         new: list[pytest.Item] = []
         if self._stage_selected("static"):
@@ -141,14 +145,13 @@ class RecipeHarness:
     def _static_items(self, session: pytest.Session) -> list[pytest.Item]:
         assert self.selection is not None
         suite = Suite.from_parent(session, name="static", nodeid="static")
-        checks = all_checks()
+        nodes: dict[str, RecipeNode] = {}
         out: list[pytest.Item] = []
-        if self.selection.whole_tree or self.config.option.recipes_dir:
-            node = RecipeNode.from_parent(suite, name=TREE_ID)
-            out += [StaticCheckItem.from_parent(node, name=c.id, check=c, subject=self.selection.tree) for c in checks if c.scope == "tree"]
-        for recipe in self.selection.chosen:
-            node = RecipeNode.from_parent(suite, name=recipe.id)
-            out += [StaticCheckItem.from_parent(node, name=c.id, check=c, subject=recipe) for c in checks if c.scope == "recipe"]
+        for chk, subject in applicable_checks(self.selection):
+            name = subject.id if isinstance(subject, Recipe) else TREE_ID
+            if name not in nodes:
+                nodes[name] = RecipeNode.from_parent(suite, name=name)
+            out.append(StaticCheckItem.from_parent(nodes[name], name=chk.id, check=chk, subject=subject))
         for item in out:
             item.add_marker(pytest.mark.static)
         return out

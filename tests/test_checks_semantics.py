@@ -8,9 +8,10 @@ import pytest
 
 from harness.checks import REGISTRY, all_checks, run_check
 from harness.checks.images import parse_image, placeholder_reason
-from harness.checks.security import redact, secret_like
+from harness.recipe.secrets import redact, secret_like
 from harness.recipe.versions import parse_versions
 from harness.recipe.yamlsrc import parse_yaml_bytes
+from harness.checks.images import RegistryOptions
 from harness.run.static import context_for, make_selection
 
 from .defects import CATALOGUE
@@ -20,7 +21,7 @@ FAKE_TOKEN = "hf_" + "ZyXwVuTsRqPoNmLkJiHgFeDcBa987654"
 DIGEST = "sha256:" + "0123456789abcdef" * 4
 
 
-def run(tmp_path, check_id, edits=(), recipe=RECIPE, options=None):
+def run(tmp_path, check_id, edits=(), recipe=RECIPE, options=()):
     """Findings of one check on a catalogue copy with (file, old, new) edits applied."""
     root = tmp_path / "recipes"
     model = recipe.split("/")[0]
@@ -75,7 +76,7 @@ def test_digest_pinned_image_passes(tmp_path):
 
 
 def test_registry_allow_list_is_configurable(tmp_path):
-    findings = run(tmp_path, "image-registry-allowed", options={"registries": "nvcr.io"})
+    findings = run(tmp_path, "image-registry-allowed", options=[RegistryOptions(("nvcr.io",))])
     assert findings and all("docker.io/library/python" in f.message and "registries option" in f.message for f in findings)
 
 

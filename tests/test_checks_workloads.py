@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from harness.recipe.workloads import Word, flag, flags_of, parse_script, split_shell
+from harness.recipe.commandline import Word, parse_flags, parse_script, split_shell
+from harness.recipe.workloads import flag
 from harness.checks.perf_job import _errexit, _unbounded_loops
 from harness.recipe.findings import Loc
 from harness.recipe.model import Container, Token
@@ -54,7 +55,7 @@ def test_parse_script_expands_env_and_points_at_the_value_to_edit():
     script = parse_script(container(SCRIPT))
     assert script.is_shell and [c.name for c in script.commands] == ["set", "aiperf"]
     aiperf = script.commands[1]
-    flags = flags_of(aiperf.words[2:])
+    flags = parse_flags(aiperf.words[2:])
     model = flag(flags, "--model")
     assert model.value.value == "Qwen/Qwen3-32B"
     assert model.value.loc.line == 9  # the env value, not the script line

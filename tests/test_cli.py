@@ -94,3 +94,12 @@ def test_registry_option_replaces_the_allow_list(capsys):
     assert main(["check", "--recipe", "qwen3-32b/vllm/agg-round-robin", "--registry", "nvcr.io"]) == 1
     out = capsys.readouterr().out
     assert "[image-registry-allowed]" in out and "docker.io" in out
+
+
+def test_checks_id_shows_its_defect_fixture_as_the_failing_example(capsys):
+    assert main(["checks", "router-mode-matches"]) == 0
+    out = capsys.readouterr().out
+    assert "Failing example: tests/fixtures/defects/router-mode-mismatch.yaml" in out
+    assert "edit   qwen3-32b/vllm/disagg-kv-router/deploy.yaml: '--router-mode, kv]' -> '--router-mode, round-robin]'" in out
+    assert ("finding recipes/qwen3-32b/vllm/disagg-kv-router/deploy.yaml:38:54: [router-mode-matches] frontend Frontend "
+            "runs --router-mode round-robin but the recipe's router is kv") in out

@@ -7,6 +7,8 @@ import pytest
 from harness.checks import all_checks
 from harness.run.static import context_for, make_selection, run_static
 
+from harness.run.defects import missing_programs
+
 from .defects import CATALOGUE, load_defects, materialise, selectors_for
 
 DEFECTS = load_defects()
@@ -16,6 +18,9 @@ DEFECTS = load_defects()
 @pytest.mark.parametrize("defect", DEFECTS, ids=[d.name for d in DEFECTS])
 def test_defect_is_caught(defect, tmp_path):
     assert not defect.broken, defect.broken
+    missing = missing_programs(defect)
+    if missing:
+        pytest.skip(f"{', '.join(missing)} not on PATH: install it to run this fixture")
     root, expected = materialise(defect, tmp_path)
     selection = make_selection(root, [s for s in selectors_for(defect) if s != "*"])
     checks = [c for c in all_checks() if c.scope == "recipe" or any(e.check == c.id for e in expected)]
@@ -32,3 +37,15 @@ def test_defect_is_caught(defect, tmp_path):
                 f"[{exp.check}] on {exp.file} at lines {[f.line for f in hits]}, expected {exp.line}")
         if exp.message:
             assert any(exp.message in f.message for f in hits), [f.message for f in hits]
+
+
+def test_every_check_has_a_defect_fixture():
+    covered = {e.check for d in DEFECTS for e in d.expect}
+    missing = sorted(c.id for c in all_checks() if c.id not in covered)
+    assert not missing, f"checks without a defect fixture (add tests/fixtures/defects/<what-is-wrong>.yaml): {missing}"
+
+
+def test_fixtures_expect_registered_checks():
+    ids = {c.id for c in all_checks()}
+    unknown = sorted({(d.name, e.check) for d in DEFECTS for e in d.expect if e.check not in ids})
+    assert not unknown, f"fixtures expecting a check that does not exist: {unknown}"

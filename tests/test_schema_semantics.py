@@ -92,7 +92,7 @@ def schema_findings(tmp_path: Path, files: dict[str, str]):
         (root / rel).write_text(text)
     all_checks()
     selection = make_selection(root, [RECIPE])
-    return run_check(REGISTRY["schema-valid"], selection.chosen[0], context_for(selection, None))
+    return run_check(REGISTRY["schema-valid"], selection.chosen[0], context_for(selection))
 
 
 def test_v1beta1_upper_case_component_and_nulls_validate_clean(tmp_path):

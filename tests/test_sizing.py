@@ -11,6 +11,7 @@ import pytest
 
 from harness.recipe import catalogue
 from harness.checks import CheckContext, REGISTRY, all_checks, run_check
+from harness.checks.storage import StorageOptions
 from harness.recipe.findings import Loc
 from harness.analysis.sizing import kv_bytes_per_token_per_gpu, size_worker, weights_per_gpu
 from harness.run.static import make_selection
@@ -133,5 +134,5 @@ def test_storage_margin_option(tmp_path):
     all_checks()
     chk = REGISTRY["model-cache-pvc-fits-checkpoint"]
     assert not run_check(chk, sel.chosen[0], CheckContext(CATALOGUE))
-    [finding] = run_check(chk, sel.chosen[0], CheckContext(CATALOGUE, {"storage_margin": 2.0}))
+    [finding] = run_check(chk, sel.chosen[0], CheckContext(CATALOGUE, [StorageOptions(margin=2.0)]))
     assert "x 2 margin" in finding.message and "set storage: 150Gi" in finding.hint

@@ -10,7 +10,7 @@ import pytest
 
 from harness.checks.topology import nodes_needed
 from harness.recipe.model import Deployment
-from harness.analysis.topology import engine_flags, topology_of
+from harness.analysis.topology import topology_of
 from harness.recipe.yamlsrc import load_yaml_file
 
 
@@ -189,11 +189,12 @@ def test_trtllm_subpath_and_items(tmp_path):
     (["--tp=8", "--is-prefill-worker", "--dp", "8"], {"--tp": "8", "--is-prefill-worker": "true", "--dp": "8"}),
 ])
 def test_engine_flags(args, expected):
+    from harness.recipe.commandline import parse_flags
     from harness.recipe.findings import Loc
-    from harness.recipe.model import Token
+    from harness.recipe.model import ENGINE_BOOLEAN_FLAGS, Token
 
-    got = engine_flags([Token(a, Loc(Path("x"))) for a in args])
-    assert {k: v.value for k, v in got.items()} == expected
+    got = parse_flags([Token(a, Loc(Path("x"))) for a in args], ENGINE_BOOLEAN_FLAGS)
+    assert {k: v.value for k, v in got.last().items()} == expected
 
 
 def test_nodes_needed_packs_pods_first_fit():

@@ -23,8 +23,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from harness.recipe import catalogue
 from harness.recipe.catalogue import GpuFacts, ModelFacts
-from harness.analysis.topology import Topology
+from harness.recipe.model import Recipe, dig
+from harness.analysis.topology import Topology, workers
 
 # What the engines use when the recipe does not set a fraction.
 DEFAULT_FRACTION = {"vllm": 0.9, "sglang": 0.85, "trtllm": 0.9}
@@ -105,3 +107,20 @@ def size_worker(model: ModelFacts, gpu: GpuFacts, topo: Topology, benchmark_toke
     headroom = budget - kv if share_of_free else budget - weights - kv
     return WorkerSizing(topo.service, gpu.name, gpu.memory_gb, fraction, source, weights, tokens, tokens_source, kv,
                         budget, headroom, share_of_free)
+
+
+def benchmark_tokens(recipe: Recipe) -> int | None:
+    """The metadata's benchmark ISL + OSL: the context one request fills."""
+    isl, osl = dig(recipe.metadata, "benchmark", "isl"), dig(recipe.metadata, "benchmark", "osl")
+    return isl + osl if isinstance(isl, int) and isinstance(osl, int) else None
+
+
+def worker_sizings(recipe: Recipe, gpu_name: str) -> list[tuple[str, WorkerSizing]]:
+    """(worker name, sizing) for every worker on one GPU type; empty when the model is unknown."""
+    model = catalogue.model(str(dig(recipe.metadata, "model", "id") or ""))
+    gpu = catalogue.gpu(gpu_name)
+    if model is None or gpu is None:
+        return []
+    kv_dtype = dig(recipe.metadata, "model", "kvCacheDtype")
+    return [(svc.name, size_worker(model, gpu, topo, benchmark_tokens(recipe), kv_dtype if isinstance(kv_dtype, str) else None))
+            for svc, topo in workers(recipe)]

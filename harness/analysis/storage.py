@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import math
 import re
-import weakref
 from dataclasses import dataclass, field
 from typing import Iterable
 
@@ -194,16 +193,10 @@ def perf_claims(recipe: Recipe) -> list[str]:
     return [c for d in recipe.documents("Job") if d.file.name == PERF_FILE for c in job_claims(d)]
 
 
-_NEEDS: "weakref.WeakKeyDictionary[Recipe, dict[float | None, list[CacheNeed]]]" = weakref.WeakKeyDictionary()
-
-
 def model_cache_needs(recipe: Recipe, margin: float | None = None) -> list[CacheNeed]:
     """For each PVC of the model cache that download Jobs target: what it must hold (computed
     once per loaded recipe and margin)."""
-    per_margin = _NEEDS.setdefault(recipe, {})
-    if margin not in per_margin:
-        per_margin[margin] = _model_cache_needs(recipe, margin)
-    return per_margin[margin]
+    return recipe.derived(_model_cache_needs, margin)
 
 
 def _model_cache_needs(recipe: Recipe, margin: float | None) -> list[CacheNeed]:

@@ -9,14 +9,15 @@ sizing guide and the simulator plan share one reading of a worker's command line
 from __future__ import annotations
 
 import re
-import weakref
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path, PurePosixPath
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable
 
 from harness.recipe.findings import Loc
-from harness.recipe.model import Recipe, Service, Token, dig, mapping, parse_flags, sequence
+from harness.recipe import catalogue
+from harness.recipe.commandline import Token
+from harness.recipe.model import ENGINE_BOOLEAN_FLAGS, Recipe, Service, as_int, dig, mapping, sequence
 from harness.recipe.yamlsrc import Document, SrcList, SrcMap, parse_yaml_bytes
 
 # The names each backend spells a setting with, first = the canonical spelling for messages.
@@ -76,15 +77,12 @@ ENGINE_KEYS: dict[str, tuple[tuple[str, ...], ...]] = {
     "kv_cache_dtype": (("kv_cache_config", "dtype"),),
 }
 ENGINE_ARGS_FLAG = "--extra-engine-args"
-BOOLEAN_FLAGS = {"--enable-expert-parallel", "-ep", "--enable-dp-attention", "--enable-attention-dp", "--is-prefill-worker",
-                 "--is-decode-worker", "--trust-remote-code", "--enforce-eager", "--enable-prefix-caching",
-                 "--no-enable-prefix-caching", "--disable-log-requests", "--skip-tokenizer-init"}
+BOOLEAN_FLAGS = ENGINE_BOOLEAN_FLAGS  # the model's parser knows them (Service.flags)
 INT_SETTINGS = {"tp", "pp", "dp", "ep", "block_size", "max_seq_len"}
 FLOAT_SETTINGS = {"memory_fraction"}
 BOOL_SETTINGS = {"dp_attention"}
 ROLES = {"prefill": "prefill", "decode": "decode"}
 AGGREGATED_ROLES = {"null", "none", "agg", "aggregated", "prefill_and_decode", "context_and_generation"}
-_FLAG = re.compile(r"^--?[A-Za-z][\w.-]*(=.*)?$")
 
 
 @dataclass(frozen=True)
@@ -233,15 +231,6 @@ class Topology:
 # --- parsing -----------------------------------------------------------------------------
 
 
-def engine_flags(args: Sequence[Token]) -> dict[str, Token]:
-    """`--flag value`, `--flag=value`, `-tp 4` (vLLM short forms) and bare boolean flags.
-
-    It knows the boolean flags, so `--enable-expert-parallel -tp 4` does not read `-tp` as a
-    value. Last one wins, as argparse does.
-    """
-    return parse_flags(list(args), BOOLEAN_FLAGS, lambda text: bool(_FLAG.match(text)))
-
-
 def _convert(name: str, raw: Any) -> tuple[Any, bool]:
     """(value, ok): numbers for counts and fractions, booleans for switches."""
     if name in INT_SETTINGS:
@@ -282,21 +271,19 @@ def topology_of(service: Service, backend: str, docs: Iterable[Document] = ()) -
     spelling = FLAGS.get(backend)
     if service.main is None or spelling is None:
         return topo
-    inv = service.main.dynamo_invocation()
-    args = inv[1] if inv else service.main.argv
-    flags = engine_flags(args)
+    flags = service.flags.last()  # last one wins, as argparse does
     for name, names in spelling.items():
         for flag in names:  # the canonical spelling wins when two are given
             if flag in flags:
                 tok = flags[flag]
                 value, ok = _convert("ep_switch" if (backend, name) == ("vllm", "ep") else name, tok.value)
-                setting = Setting(value, tok.value, flag_line(tok.loc, flag), flag)
+                setting = Setting(value, tok.value, flag_line(tok.at, flag), flag)
                 (topo.settings.__setitem__(name, setting) if ok else topo.unreadable.append(setting))
                 break
     if "role" not in topo.settings:
         for flag, role in (("--is-prefill-worker", "prefill"), ("--is-decode-worker", "decode")):
             if flag in flags and flags[flag].value == "true":
-                topo.settings["role"] = Setting(role, "", flag_line(flags[flag].loc, flag), flag)
+                topo.settings["role"] = Setting(role, "", flag_line(flags[flag].at, flag), flag)
                 topo.legacy_prefill_flag = role == "prefill"
     if backend == "trtllm" and ENGINE_ARGS_FLAG in flags:
         topo.engine_config = engine_config(service, flags[ENGINE_ARGS_FLAG], docs)
@@ -449,14 +436,13 @@ def _shift(node: Any, dline: int, dcol: int, fixed: Loc | None) -> Any:
 
 # --- per recipe, parsed once --------------------------------------------------------------
 
-_CACHE: "weakref.WeakKeyDictionary[Recipe, dict[str, Topology]]" = weakref.WeakKeyDictionary()
-
 
 def recipe_topologies(recipe: Recipe) -> dict[str, Topology]:
     """Topology per worker service name, parsed once per loaded recipe."""
-    cached = _CACHE.get(recipe)
-    if cached is not None:
-        return cached
+    return recipe.derived(_recipe_topologies)
+
+
+def _recipe_topologies(recipe: Recipe) -> dict[str, Topology]:
     dep = recipe.deployment
     out: dict[str, Topology] = {}
     if dep is not None:
@@ -464,5 +450,40 @@ def recipe_topologies(recipe: Recipe) -> dict[str, Topology]:
         docs = recipe.deploy.documents if recipe.deploy else []
         for svc in dep.workers:
             out[svc.name] = topology_of(svc, backend, docs)
-    _CACHE[recipe] = out
     return out
+
+
+def workers(recipe: Recipe) -> list[tuple[Service, Topology]]:
+    """Every worker service of the recipe with its engine topology."""
+    dep = recipe.deployment
+    if dep is None:
+        return []
+    topos = recipe_topologies(recipe)
+    return [(svc, topos[svc.name]) for svc in dep.workers if svc.name in topos]
+
+
+def gpus_per_node(recipe: Recipe) -> int | None:
+    """GPUs of one node: the metadata's `hardware.gpusPerNode`, else the catalogue's for `hardware.gpu`."""
+    declared = as_int(dig(recipe.metadata, "hardware", "gpusPerNode"))
+    if declared:
+        return declared
+    facts = catalogue.gpu(str(dig(recipe.metadata, "hardware", "gpu") or ""))
+    return facts.gpus_per_node if facts else None
+
+
+def nodes_needed(services: list[Service], gpus_per_node: int) -> int:
+    """Nodes the scheduler needs: every pod (each node of a multinode replica is one pod with
+    `limits.gpu` GPUs) packed first-fit decreasing onto nodes of `gpus_per_node` GPUs."""
+    pods = sorted((s.gpu_limit for s in services for _ in range(s.replicas * s.node_count) if s.gpu_limit > 0), reverse=True)
+    free: list[int] = []
+    for size in pods:
+        if size > gpus_per_node:  # cannot schedule at all: gpus-per-node-within-hardware says so
+            free.extend([0] * -(-size // gpus_per_node))
+            continue
+        for i, room in enumerate(free):
+            if room >= size:
+                free[i] -= size
+                break
+        else:
+            free.append(gpus_per_node - size)
+    return len(free)

@@ -4,6 +4,8 @@ A check lives in `harness/checks/<topic>.py`, is registered with `@check(...)`, 
 loaded Recipe (or the whole RecipeTree for `scope="tree"`) and a CheckContext, and yields
 Problems. It never prints, exits or reads files on its own (the Recipe loads them).
 Its docstring is its documentation: first paragraph = why, then `Fails:` with an example.
+A check with options declares them as a frozen dataclass with defaults (`@check(..., options=X)`)
+and reads them with `ctx.options_for(X)`; the CLI and the plugin fill them from typed arguments.
 """
 
 from __future__ import annotations
@@ -12,15 +14,16 @@ import importlib
 import inspect
 import pkgutil
 import traceback
-from dataclasses import dataclass, field
-from functools import cached_property
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Literal
+from typing import Any, Callable, Iterable, Literal, Sequence, TypeVar
 
 from harness.recipe.findings import Finding, Loc, Problem, Severity, display_path
-from harness.recipe.model import FileCache, Recipe
+from harness.recipe.discovery import RecipeTree
+from harness.recipe.model import Recipe
 
 Scope = Literal["recipe", "tree"]
+O = TypeVar("O")
 TREE_ID = "catalogue"  # the pseudo recipe id of tree-level checks: static::catalogue::<check-id>
 
 
@@ -31,6 +34,7 @@ class Check:
     scope: Scope
     topic: str
     fn: Callable[..., Iterable[Problem]]
+    options: type | None = None  # its typed options (a dataclass with defaults), if it has any
 
     @property
     def why(self) -> str:
@@ -45,14 +49,14 @@ class Check:
 REGISTRY: dict[str, Check] = {}
 
 
-def check(id: str, severity: Severity = Severity.ERROR, scope: Scope = "recipe") -> Callable:
-    """Register a check function under a stable id."""
+def check(id: str, severity: Severity = Severity.ERROR, scope: Scope = "recipe", options: type | None = None) -> Callable:
+    """Register a check function under a stable id (with the dataclass of its options, if any)."""
 
     def register(fn: Callable) -> Callable:
         if id in REGISTRY and REGISTRY[id].fn.__qualname__ != fn.__qualname__:
             raise ValueError(f"duplicate check id {id!r}")
         topic = fn.__module__.rsplit(".", 1)[-1]
-        REGISTRY[id] = Check(id, severity, scope, topic, fn)
+        REGISTRY[id] = Check(id, severity, scope, topic, fn, options)
         return fn
 
     return register
@@ -67,29 +71,15 @@ def all_checks() -> list[Check]:
 
 
 @dataclass
-class RecipeTree:
-    """The whole recipes tree, for tree-level checks (docs in sync, layout of the tree)."""
-
-    root: Path
-    recipes: list[Recipe]
-    cache: FileCache
-
-
-@dataclass
 class CheckContext:
-    """Options and shared data for the checks of one run (loaded once, lazily)."""
+    """What the checks of one run share: the tree's root and the checks' typed options."""
 
     root: Path
-    options: dict[str, Any] = field(default_factory=dict)
+    options: Sequence[Any] = ()  # option objects (StorageOptions(margin=1.5), ...); a kind not given has its defaults
 
-    def option(self, name: str, default: Any = None) -> Any:
-        return self.options.get(name, default)
-
-    @cached_property
-    def crd_schemas(self):
-        from harness.recipe.schemas import CrdSchemas
-
-        return CrdSchemas(self.options.get("crd") or [])
+    def options_for(self, kind: type[O]) -> O:
+        """The run's options of this kind, else its defaults."""
+        return next((o for o in self.options if isinstance(o, kind)), None) or kind()
 
 
 def run_check(chk: Check, subject: Recipe | RecipeTree, ctx: CheckContext) -> list[Finding]:

@@ -11,7 +11,8 @@ from urllib.parse import urlsplit
 from harness.recipe.findings import Loc, Problem, problem
 from harness.recipe.model import Container, Recipe, Token, as_int, dig, mapping, sequence
 from harness.checks import CheckContext, check
-from harness.recipe.workloads import Flag, Mount, Pod, Workloads, env_value, flag, under, workloads
+from harness.recipe.commandline import Flags
+from harness.recipe.workloads import Mount, Pod, Workloads, env_value, flag, under
 
 MODEL_FLAGS = ("--model", "--model-path")
 CACHE_ENV = ("HF_HOME", "HF_HUB_CACHE", "TRANSFORMERS_CACHE", "MODEL_PATH", "MODEL_DIR")
@@ -30,7 +31,7 @@ def _meta(recipe: Recipe, *keys: str) -> tuple[object, Loc]:
     return node, loc
 
 
-def _engines(w: Workloads) -> Iterator[tuple[Pod, Token, list[Flag]]]:
+def _engines(w: Workloads) -> Iterator[tuple[Pod, Token, Flags]]:
     """(worker pod, the `dynamo.X` word, its flags) for every worker that runs a Dynamo engine."""
     for pod in w.workers:
         found = w.engine(pod)
@@ -79,7 +80,7 @@ def model_id_consistent(recipe: Recipe, ctx: CheckContext) -> Iterator[Problem]:
     model_id, id_loc = _meta(recipe, "model", "id")
     if not isinstance(model_id, str):
         return  # metadata-schema reports it
-    w = workloads(recipe)
+    w = recipe.workloads
     for pod, at, flags in _engines(w):
         f = flag(flags, *MODEL_FLAGS)
         if f is None:
@@ -125,7 +126,7 @@ def served_name_consistent(recipe: Recipe, ctx: CheckContext) -> Iterator[Proble
     served, served_loc = _meta(recipe, "model", "servedName")
     if not isinstance(served, str):
         return
-    w = workloads(recipe)
+    w = recipe.workloads
     for pod, at, flags in _engines(w):
         f = flag(flags, "--served-model-name")
         if f is None:
@@ -153,7 +154,7 @@ def perf_endpoint_is_frontend(recipe: Recipe, ctx: CheckContext) -> Iterator[Pro
 
     Fails: `ENDPOINT_URL: http://llama-3-70b-vllm-agg-0:8000`.
     """
-    w = workloads(recipe)
+    w = recipe.workloads
     dep = recipe.deployment
     if w.perf is None or dep is None or not dep.name:
         return
@@ -210,7 +211,7 @@ def pvc_defined(recipe: Recipe, ctx: CheckContext) -> Iterator[Problem]:
 
     Fails: `claimName: model-cache-pvc` while model-cache.yaml defines `model-cache`.
     """
-    w = workloads(recipe)
+    w = recipe.workloads
     defined = w.pvc_docs()
     names = ", ".join(sorted(defined)) or "none"
     seen: set[tuple] = set()
@@ -250,7 +251,7 @@ def model_path_on_pvc(recipe: Recipe, ctx: CheckContext) -> Iterator[Problem]:
 
     Fails: `HF_HOME: /root/.cache/huggingface` on a worker whose PVC is mounted at /model-cache.
     """
-    w = workloads(recipe)
+    w = recipe.workloads
     for pod in w.pods:
         for c in pod.containers:
             mounts = pod.mounts_of(c)
@@ -313,7 +314,7 @@ def secret_name_consistent(recipe: Recipe, ctx: CheckContext) -> Iterator[Proble
 
     Fails: `envFromSecret: hf-secret` on a worker while the download Job reads `hf-token-secret`.
     """
-    w = workloads(recipe)
+    w = recipe.workloads
     refs = list(secret_refs(w))
     if not refs:
         return
@@ -365,7 +366,7 @@ def perf_concurrency_matches_metadata(recipe: Recipe, ctx: CheckContext) -> Iter
     if isinstance(concurrency, int) and isinstance(per_gpu, int) and isinstance(gpus, int) and per_gpu * gpus != concurrency:
         yield problem(c_loc, f"benchmark.concurrency is {concurrency} but concurrencyPerGpu x gpus = {per_gpu} x {gpus} = {per_gpu * gpus}",
                       f"set benchmark.concurrency: {per_gpu * gpus}")
-    w = workloads(recipe)
+    w = recipe.workloads
     if w.perf is None:
         return
     checks = (
@@ -390,7 +391,7 @@ def perf_lengths_match_metadata(recipe: Recipe, ctx: CheckContext) -> Iterator[P
 
     Fails: `--output-tokens-mean 512` with `benchmark: {osl: 1024}`.
     """
-    w = workloads(recipe)
+    w = recipe.workloads
     if w.perf is None:
         return
     checks = (
@@ -421,7 +422,7 @@ def epp_block_size_matches(recipe: Recipe, ctx: CheckContext) -> Iterator[Proble
 
     Fails: `DYN_KV_BLOCK_SIZE: "32"` with workers at `--block-size 16`.
     """
-    w = workloads(recipe)
+    w = recipe.workloads
     epp_sizes = [(name, Token(*env)) for pod in w.epp for c in pod.containers
                  for name in sorted(c.env) if "BLOCK_SIZE" in name.upper() and (env := env_value(c, name))]
     if not epp_sizes:

@@ -11,7 +11,8 @@ from typing import Iterator
 from harness.analysis.docs import stale_files
 from harness.recipe.findings import Loc, Problem, problem
 from harness.recipe.model import Recipe, dig
-from harness.checks import CheckContext, RecipeTree, check
+from harness.checks import CheckContext, check
+from harness.recipe.discovery import RecipeTree
 
 README = "README.md"
 # The model README format: a `# <model>` title, then these sections in this order.

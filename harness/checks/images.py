@@ -12,7 +12,7 @@ from harness.recipe.findings import Loc, Problem, problem
 from harness.recipe.model import Container, Recipe
 from harness.recipe.versions import VERSIONS_FILE, VersionMatrix, version_matrix
 from harness.checks import CheckContext, check
-from harness.recipe.workloads import Pod, workloads
+from harness.recipe.workloads import Pod
 
 DYNAMO_PREFIX = "nvcr.io/nvidia/ai-dynamo/"
 RUNTIME_REPOSITORY = {"vllm": "vllm-runtime", "sglang": "sglang-runtime", "trtllm": "tensorrtllm-runtime"}
@@ -111,7 +111,7 @@ class ImageUse:
 def image_uses(recipe: Recipe) -> list[ImageUse]:
     """Every container image of the recipe that is a non-empty string."""
     out = []
-    for pod in workloads(recipe).pods:
+    for pod in recipe.workloads.pods:
         for c in pod.containers:
             if isinstance(c.image, str) and c.image.strip():
                 out.append(ImageUse(parse_image(c.image), c.image_loc, pod, c))
@@ -127,7 +127,7 @@ def image_reference_pinned(recipe: Recipe, ctx: CheckContext) -> Iterator[Proble
 
     Fails: `image: nvcr.io/nvidia/ai-dynamo/vllm-runtime:my-tag`.
     """
-    for pod in workloads(recipe).pods:
+    for pod in recipe.workloads.pods:
         for c in pod.containers:
             where = pod.label + (f" container {c.name}" if c.name else "")
             image = c.image
@@ -282,11 +282,18 @@ def metadata_dynamo_version_matches_image(recipe: Recipe, ctx: CheckContext) -> 
                       f"set versions.dynamo: {release} (or retag the images)")
 
 
+@dataclass(frozen=True)
+class RegistryOptions:
+    """Options of `image-registry-allowed`."""
+
+    registries: tuple[str, ...] = ()  # allowed registries (--registry); empty: recipes/versions.yaml, else the default
+
+
 def allowed_registries(recipe: Recipe, ctx: CheckContext) -> tuple[list[str], str]:
     """The allow-list and where it came from: the run's option, versions.yaml, or the default."""
-    opt = ctx.option("registries")
+    opt = ctx.options_for(RegistryOptions).registries
     if opt:
-        return ([r.strip() for r in opt.split(",")] if isinstance(opt, str) else [str(r) for r in opt]), "the run's registries option"
+        return [r.strip() for r in opt], "the run's registries option"
     matrix = _matrix(recipe)
     if matrix is not None and matrix.registries:
         return matrix.registries, VERSIONS_FILE
@@ -298,7 +305,7 @@ def registry_allowed(ref: ImageRef, allowed: list[str]) -> bool:
     return any(name == a.rstrip("/") or name.startswith(a.rstrip("/") + "/") for a in allowed)
 
 
-@check("image-registry-allowed")
+@check("image-registry-allowed", options=RegistryOptions)
 def image_registry_allowed(recipe: Recipe, ctx: CheckContext) -> Iterator[Problem]:
     """Images come only from the registries in the allow-list (`registries` in
     `recipes/versions.yaml`, overridable per run): internal registries leaked into upstream

@@ -12,7 +12,8 @@ from harness.recipe.model import (
     MODEL_DOWNLOAD_FILE, PERF_FILE, Recipe,
 )
 from harness.recipe.yamlsrc import check_path
-from harness.checks import CheckContext, RecipeTree, check
+from harness.checks import CheckContext, check
+from harness.recipe.discovery import RecipeTree
 
 KEBAB = re.compile(r"^[a-z0-9]+(?:[.-][a-z0-9]+)*$")
 RECIPE_FILES = {METADATA_FILE, DEPLOY_FILE, PERF_FILE, "README.md"}

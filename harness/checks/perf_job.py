@@ -13,7 +13,8 @@ from harness.recipe.model import Container, Recipe, Token, as_int, mapping
 from harness.run.perf import extra_inputs as aiperf_extra_inputs
 from harness.recipe.versions import VERSIONS_FILE, version_matrix
 from harness.checks import CheckContext, check
-from harness.recipe.workloads import Command, Flag, Script, Workloads, flag, nested_script, shell_scripts, under, workloads
+from harness.recipe.commandline import Command, Flags, Script, nested_script, shell_scripts
+from harness.recipe.workloads import Workloads, flag, under
 
 ARTIFACT_FLAGS = ("--artifact-dir", "--output-artifact-dir")
 OSL_FLAGS = ("--output-tokens-mean", "--osl", "--prompt-output-tokens-mean")
@@ -24,8 +25,8 @@ _SNAPSHOT = re.compile(r"/snapshots/|(?:^|/)[0-9a-f]{40}(?:/|$)")
 _PIN = re.compile(r"^aiperf(?:\[[^\]]*\])?\s*(==|===|@|~=|>=|<=|>|<|!=)?\s*(.*)$")
 
 
-def _aiperf(recipe: Recipe) -> tuple[Workloads, Container, Command, list[Flag]] | None:
-    w = workloads(recipe)
+def _aiperf(recipe: Recipe) -> tuple[Workloads, Container, Command, Flags] | None:
+    w = recipe.workloads
     found = w.aiperf()
     return (w, *found) if found else None
 
@@ -45,7 +46,7 @@ def perf_runs_aiperf(recipe: Recipe, ctx: CheckContext) -> Iterator[Problem]:
     f = recipe.perf
     if f is None or not f.documents:
         return  # layout-perf-present / yaml-well-formed
-    w = workloads(recipe)
+    w = recipe.workloads
     if w.perf is None:
         yield problem(f.documents[0].loc, "perf.yaml has no Job", "write the benchmark as a batch/v1 Job")
     elif w.aiperf() is None:
@@ -172,7 +173,7 @@ def perf_wait_bounded(recipe: Recipe, ctx: CheckContext) -> Iterator[Problem]:
 
     Fails: `until curl -sf $ENDPOINT_URL/v1/models; do sleep 5; done` with no counter.
     """
-    w = workloads(recipe)
+    w = recipe.workloads
     if w.perf is None:
         return
     waits = False
@@ -211,7 +212,7 @@ def perf_aiperf_pinned(recipe: Recipe, ctx: CheckContext) -> Iterator[Problem]:
 
     Fails: `pip install aiperf` (or `aiperf>=0.3`).
     """
-    w = workloads(recipe)
+    w = recipe.workloads
     if w.perf is None:
         return
     matrix = version_matrix(recipe.load(recipe.root / VERSIONS_FILE))
@@ -257,7 +258,7 @@ def perf_seed_fixed(recipe: Recipe, ctx: CheckContext) -> Iterator[Problem]:
         yield problem(seed.value.loc, f"--random-seed {seed.value.value!r} is not an integer", "use a fixed integer seed")
 
 
-def extra_inputs(flags: list[Flag]) -> dict[str, Token]:
+def extra_inputs(flags: Flags) -> dict[str, Token]:
     """`--extra-inputs key:value` (repeatable) and `'{json}'` as key -> value, at each flag's line."""
     return {key: Token(value, f.value.loc) for f in flags if f.name == "--extra-inputs"
             for key, value in aiperf_extra_inputs([f.value.value]).items()}
@@ -349,7 +350,7 @@ def perf_job_limits(recipe: Recipe, ctx: CheckContext) -> Iterator[Problem]:
 
     Fails: a perf Job whose spec has neither.
     """
-    w = workloads(recipe)
+    w = recipe.workloads
     if w.perf is None:
         return
     data = w.perf.doc.data

@@ -7,6 +7,7 @@ import difflib
 import json
 import shutil
 import subprocess
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Iterator
@@ -14,11 +15,24 @@ from typing import Any, Iterator
 from harness.recipe.findings import Loc, Problem, Severity, problem
 from harness.recipe.model import METADATA_FILE, Recipe, dig
 from harness.recipe.schemas import (
-    KUBERNETES_VERSION, SchemaError, core_validator, errors, generated_validator,
+    KUBERNETES_VERSION, CrdSchemas, SchemaError, core_validator, errors, generated_validator,
     is_core_api, known_kinds, kubeconform_locations, metadata_validator, prune_nulls,
 )
 from harness.recipe.yamlsrc import Document, loc_at_path, to_plain
 from harness.checks import CheckContext, check
+
+
+@dataclass(frozen=True)
+class SchemaOptions:
+    """Options of `schema-valid`."""
+
+    crd: tuple[Path, ...] = ()  # CRD files (--crd) every manifest of their kinds is also validated against
+
+
+@lru_cache(maxsize=None)
+def crd_schemas(crd: tuple[Path, ...]) -> CrdSchemas:
+    """The imported CRDs, read once per run (per distinct list)."""
+    return CrdSchemas(list(crd))
 
 
 @check("metadata-schema")
@@ -74,7 +88,7 @@ def _schema_for(doc: Document, ctx: CheckContext, release: str | None) -> tuple[
         if core is None:
             return [], f"unknown kind {kind!r} in the Kubernetes API {api!r} (Kubernetes {KUBERNETES_VERSION})", True
         found.append((core, f"kubernetes {KUBERNETES_VERSION}", True))
-    crd = ctx.crd_schemas.get(api, kind)
+    crd = crd_schemas(ctx.options_for(SchemaOptions).crd).get(api, kind)
     if crd is not None:
         found.append((crd[0], crd[1], False))
     if found:
@@ -93,7 +107,7 @@ def is_custom_group(api_version: str) -> bool:
     return "." in group and not group.endswith(".k8s.io")
 
 
-@check("schema-valid")
+@check("schema-valid", options=SchemaOptions)
 def schema_valid(recipe: Recipe, ctx: CheckContext) -> Iterator[Problem]:
     """Every manifest validates the way the API server would validate it: DynamoGraphDeployment
     against the schema generated from the recipe's Dynamo release CRD; ComputeDomain,

@@ -10,38 +10,10 @@ from harness.recipe.findings import Loc, Problem, problem
 from harness.recipe.model import METADATA_FILE, Recipe, dig, mapping, sequence
 from harness.recipe.yamlsrc import LoadedFile, SrcMap
 from harness.checks import CheckContext, check
-from harness.recipe.workloads import all_strings, line_in_scalar, workloads
-
-# Credentials that look like themselves wherever they are written.
-_TOKEN_PATTERNS = (
-    ("a Hugging Face token", re.compile(r"\bhf_[A-Za-z0-9]{20,}")),
-    ("an NVIDIA API key", re.compile(r"\bnvapi-[A-Za-z0-9_-]{20,}")),
-    ("an AWS access key id", re.compile(r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b")),
-    ("an AWS secret key", re.compile(r"(?i)aws_secret_access_key\s*[=:]\s*['\"]?(?!\$)([A-Za-z0-9/+=]{40})")),
-    ("a GitHub token", re.compile(r"\bgh[pousr]_[A-Za-z0-9]{36,}")),
-    ("an OpenAI-style API key", re.compile(r"\bsk-[A-Za-z0-9_-]{32,}")),
-    ("a private key", re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----")),
+from harness.recipe.secrets import (
+    CREDENTIAL_KEY, CREDENTIAL_PATTERNS, LITERAL_ASSIGNMENT, TOKEN_FLAG, redact, secret_like,
 )
-_SECRET_PARTS = {"TOKEN", "KEY", "APIKEY", "PASSWORD", "PASSWD", "SECRET", "CREDENTIALS"}
-_POINTER_PARTS = {"NAME", "FILE", "PATH", "REF", "DIR", "ENV", "ID_FILE", "SECRET_NAME"}
-_ASSIGNMENT = re.compile(r"\b([A-Za-z_][A-Za-z0-9_]*)=(\"[^\"$]+\"|'[^']+'|[^\s\"'$;&|][^\s;&|]*)")
-_CREDENTIAL_KEY = re.compile(r"(?i)^(hf_?token|token|api_?key|password|secret_?key|access_?key|secret_?access_?key)$")
-_TOKEN_FLAG = re.compile(r"--(?:hf-)?token[= ]+(\"[^\"$]+\"|'[^']+'|[^\s\"'$;&|-][^\s;&|]*)")
-
-
-def redact(value: str) -> str:
-    """Never print a credential: its first three characters and stars."""
-    return value[:3] + "***"
-
-
-def secret_like(name: str) -> bool:
-    """HF_TOKEN, NGC_API_KEY, DB_PASSWORD, AWS_SECRET_ACCESS_KEY: yes; MAX_TOKENS,
-    TOKENIZER, HF_TOKEN_PATH, SECRET_NAME: no (counts, names and pointers, not credentials)."""
-    parts = [p for p in re.split(r"[^A-Za-z0-9]+", name.upper()) if p]
-    if not parts or parts[-1] in _POINTER_PARTS:
-        return False
-    return any(p in _SECRET_PARTS or p.endswith(("TOKEN", "APIKEY", "PASSWORD", "SECRET")) for p in parts)
-
+from harness.recipe.workloads import all_strings, line_in_scalar
 
 def _literal(value: Any) -> str:
     """A credential-looking literal, or "" (numbers, booleans, empty, references are not)."""
@@ -70,15 +42,15 @@ def _plaintext(node: Any) -> Iterator[tuple[Loc, str]]:
 
 def _in_strings(node: Any, loc: Loc) -> Iterator[tuple[Loc, str]]:
     for text, at, key in all_strings(node, loc):
-        for what, pattern in _TOKEN_PATTERNS:
+        for what, pattern in CREDENTIAL_PATTERNS:
             for m in pattern.finditer(text):
                 yield line_in_scalar(text, at, m.start()), f"{what} {redact(m.group(0))!r} is written in plain text"
-        if _CREDENTIAL_KEY.match(key) and _literal(text):
+        if CREDENTIAL_KEY.match(key) and _literal(text):
             yield at, f"{key} has a literal value {redact(_literal(text))!r}"
-        for m in _ASSIGNMENT.finditer(text):
+        for m in LITERAL_ASSIGNMENT.finditer(text):
             if secret_like(m.group(1)) and _literal(m.group(2).strip("'\"")):
                 yield line_in_scalar(text, at, m.start()), f"{m.group(1)} is set to a literal {redact(m.group(2).strip(chr(39) + chr(34)))!r}"
-        for m in _TOKEN_FLAG.finditer(text):
+        for m in TOKEN_FLAG.finditer(text):
             yield line_in_scalar(text, at, m.start()), f"a token is passed on the command line ({redact(m.group(1).strip(chr(39) + chr(34)))!r})"
 
 
@@ -150,7 +122,7 @@ def no_privileged(recipe: Recipe, ctx: CheckContext) -> Iterator[Problem]:
     if "no-privileged" in allowed:
         return
     hint = "remove it, or declare it in recipe.yaml: securityExceptions: [{rule: <rule>, reason: <why>}]"
-    for pod in workloads(recipe).pods:
+    for pod in recipe.workloads.pods:
         spec = pod.spec
         if spec is not None:
             for key in ("hostNetwork", "hostPID", "hostIPC"):

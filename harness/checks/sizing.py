@@ -7,14 +7,9 @@ from typing import Iterator
 from harness.recipe import catalogue
 from harness.recipe.findings import Problem, Severity, problem
 from harness.recipe.model import Recipe, dig, sequence
-from harness.analysis.sizing import FRACTION_NAME, WorkerSizing, size_worker
+from harness.analysis.sizing import FRACTION_NAME, worker_sizings
+from harness.analysis.topology import workers
 from harness.checks import CheckContext, check
-from harness.checks.topology import _workers
-
-
-def benchmark_tokens(recipe: Recipe) -> int | None:
-    isl, osl = dig(recipe.metadata, "benchmark", "isl"), dig(recipe.metadata, "benchmark", "osl")
-    return isl + osl if isinstance(isl, int) and isinstance(osl, int) else None
 
 
 def recipe_gpus(recipe: Recipe) -> list[tuple[str, object]]:
@@ -26,17 +21,6 @@ def recipe_gpus(recipe: Recipe) -> list[tuple[str, object]]:
     alts = sequence(dig(hw, "alternatives")) or []
     out += [(str(a), alts.loc_of(i)) for i, a in enumerate(alts)]
     return out
-
-
-def worker_sizings(recipe: Recipe, gpu_name: str) -> list[tuple[str, WorkerSizing]]:
-    """(worker name, sizing) for every worker on one GPU type; empty when the model is unknown."""
-    model = catalogue.model(str(dig(recipe.metadata, "model", "id") or ""))
-    gpu = catalogue.gpu(gpu_name)
-    if model is None or gpu is None:
-        return []
-    kv_dtype = dig(recipe.metadata, "model", "kvCacheDtype")
-    return [(svc.name, size_worker(model, gpu, topo, benchmark_tokens(recipe), kv_dtype if isinstance(kv_dtype, str) else None))
-            for svc, topo in _workers(recipe)]
 
 
 @check("weights-fit-gpu")
@@ -58,7 +42,7 @@ def weights_fit_gpu(recipe: Recipe, ctx: CheckContext) -> Iterator[Problem]:
         yield problem(recipe.metadata.get("model").loc_of("id"), f"model {model_id} is not in the model catalogue: its sizing is unchecked",
                       "add it to harness/data/models.yaml (params, bytes/param, KV bytes/token, checkpoint size)", Severity.WARNING)
         return
-    by_name = {svc.name: (svc, topo) for svc, topo in _workers(recipe)}
+    by_name = {svc.name: (svc, topo) for svc, topo in workers(recipe)}
     for index, (gpu_name, declared_at) in enumerate(recipe_gpus(recipe)):
         if catalogue.gpu(gpu_name) is None:
             yield problem(declared_at, f"GPU {gpu_name} is not in the GPU catalogue", "add it to harness/data/gpus.yaml", Severity.WARNING)

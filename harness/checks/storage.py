@@ -3,6 +3,7 @@ classes that work on the topology (issue: storage sizing)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Iterator
 
 from harness.recipe import catalogue
@@ -13,20 +14,27 @@ from harness.analysis.storage import (
     recommended_gi, service_claims,
 )
 from harness.checks import CheckContext, check
-from harness.checks.topology import _gpus_per_node, nodes_needed
+from harness.analysis.topology import gpus_per_node, nodes_needed
 
 
-@check("model-cache-pvc-fits-checkpoint")
+@dataclass(frozen=True)
+class StorageOptions:
+    """Options of `model-cache-pvc-fits-checkpoint`."""
+
+    margin: float | None = None  # PVC size / checkpoint size (--storage-margin); None: the catalogue's rule (1.2, 1.3 for estimates)
+
+
+@check("model-cache-pvc-fits-checkpoint", options=StorageOptions)
 def model_cache_pvc_fits_checkpoint(recipe: Recipe, ctx: CheckContext) -> Iterator[Problem]:
     """The model-cache PVC must hold every checkpoint its download Jobs fetch, times a margin
-    (default 1.2, `storage_margin` option; 1.3 for checkpoint sizes that are estimates) for
+    (default 1.2, option `margin`; 1.3 for checkpoint sizes that are estimates) for
     partial downloads and the Hugging Face cache layout. Otherwise the download Job fails
     hours into a nightly run with "No space left on device".
 
     Fails: `storage: 100Gi` for deepseek-ai/DeepSeek-R1 (690 GB on disk).
     """
     rules = catalogue.storage_rules()
-    for need in model_cache_needs(recipe, ctx.option("storage_margin")):
+    for need in model_cache_needs(recipe, ctx.options_for(StorageOptions).margin):
         pvc = need.pvc
         for job in need.unknown:
             yield problem(pvc.size_loc, f"PVC {pvc.name}: download Job {job} fetches a model that is not in the catalogue, "
@@ -83,7 +91,7 @@ def pvc_access_mode_fits_topology(recipe: Recipe, ctx: CheckContext) -> Iterator
     Fails: `accessModes: [ReadWriteOnce]` on the model cache of deepseek-r1/sglang/disagg-16gpu (4 nodes).
     """
     dep = recipe.deployment
-    gpn = _gpus_per_node(recipe)
+    gpn = gpus_per_node(recipe)
     if dep is None or not gpn:
         return
     nodes = nodes_needed(dep.workers, gpn)

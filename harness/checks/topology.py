@@ -7,49 +7,13 @@ from typing import Iterator
 
 from harness.recipe import catalogue
 from harness.recipe.findings import Problem, Severity, problem
-from harness.recipe.model import Recipe, Service, as_int, dig, mapping, sequence
-from harness.analysis.topology import Topology, engine_flags, recipe_topologies
+from harness.recipe.model import ROUTER_MODE_ENV, ROUTER_MODE_FLAG, Recipe, Service, as_int, dig, mapping, sequence
+from harness.analysis.topology import gpus_per_node, nodes_needed, workers
 from harness.checks import CheckContext, check
-
-DEFAULT_ROUTER_MODE = "round-robin"  # what `python -m dynamo.frontend` uses without --router-mode
-
-
-def _workers(recipe: Recipe) -> list[tuple[Service, Topology]]:
-    dep = recipe.deployment
-    if dep is None:
-        return []
-    topos = recipe_topologies(recipe)
-    return [(svc, topos[svc.name]) for svc in dep.workers if svc.name in topos]
-
-
-def _gpus_per_node(recipe: Recipe) -> int | None:
-    declared = as_int(dig(recipe.metadata, "hardware", "gpusPerNode"))
-    if declared:
-        return declared
-    facts = catalogue.gpu(str(dig(recipe.metadata, "hardware", "gpu") or ""))
-    return facts.gpus_per_node if facts else None
 
 
 def _breakdown(services: list[Service]) -> str:
     return " + ".join(f"{s.name} {s.replicas} x {s.gpus_per_replica}" for s in services) or "no workers"
-
-
-def nodes_needed(services: list[Service], gpus_per_node: int) -> int:
-    """Nodes the scheduler needs: every pod (each node of a multinode replica is one pod with
-    `limits.gpu` GPUs) packed first-fit decreasing onto nodes of `gpus_per_node` GPUs."""
-    pods = sorted((s.gpu_limit for s in services for _ in range(s.replicas * s.node_count) if s.gpu_limit > 0), reverse=True)
-    free: list[int] = []
-    for size in pods:
-        if size > gpus_per_node:  # cannot schedule at all: gpus-per-node-within-hardware says so
-            free.extend([0] * -(-size // gpus_per_node))
-            continue
-        for i, room in enumerate(free):
-            if room >= size:
-                free[i] -= size
-                break
-        else:
-            free.append(gpus_per_node - size)
-    return len(free)
 
 
 @check("gpu-count-matches-topology")
@@ -60,7 +24,7 @@ def gpu_count_matches_topology(recipe: Recipe, ctx: CheckContext) -> Iterator[Pr
 
     Fails: `limits.gpu: "4"` on a vLLM worker started with `--tensor-parallel-size 8`.
     """
-    for svc, topo in _workers(recipe):
+    for svc, topo in workers(recipe):
         for s in topo.unreadable:
             yield problem(s.loc, f"worker {svc.name}: {s.source} {s.raw!r} is not a valid value (an unresolved variable?)",
                           "write the value literally, or define the variable in the container's env")
@@ -87,10 +51,10 @@ def tp_cli_matches_engine_config(recipe: Recipe, ctx: CheckContext) -> Iterator[
 
     Fails: `--tensor-parallel-size 4` with `tensor_parallel_size: 2` in the engine ConfigMap.
     """
-    for svc, topo in _workers(recipe):
+    for svc, topo in workers(recipe):
         cfg = topo.engine_config
         if cfg is not None and cfg.error:
-            yield problem(cfg.arg.loc, f"worker {svc.name}: --extra-engine-args {cfg.arg.value}: {cfg.error}",
+            yield problem(cfg.arg.at, f"worker {svc.name}: --extra-engine-args {cfg.arg.value}: {cfg.error}",
                           "mount the engine ConfigMap (extraPodSpec.volumes + mainContainer.volumeMounts) at that path")
         for c in topo.conflicts:
             yield problem(c.cli.loc, f"worker {svc.name}: {c.cli.source} {c.cli.raw} but {c.config.source} is "
@@ -126,7 +90,7 @@ def nodes_match_metadata(recipe: Recipe, ctx: CheckContext) -> Iterator[Problem]
     """
     dep = recipe.deployment
     declared = recipe.metadata.get("nodes")
-    gpn = _gpus_per_node(recipe)
+    gpn = gpus_per_node(recipe)
     if dep is None or not isinstance(declared, int) or isinstance(declared, bool) or not gpn:
         return
     need = nodes_needed(dep.workers, gpn)
@@ -189,17 +153,17 @@ def disagg_roles_match_mode(recipe: Recipe, ctx: CheckContext) -> Iterator[Probl
         yield problem(meta.loc_of("disaggregated"), f"disaggregated: {str(declared).lower()} but the mode is named {recipe.mode!r}",
                       f"set disaggregated: {str(by_name).lower()}, or rename the mode")
     disagg = declared if isinstance(declared, bool) else by_name
-    workers = _workers(recipe)
-    legacy = any(t.legacy_prefill_flag for _, t in workers)
+    worker_topos = workers(recipe)
+    legacy = any(t.legacy_prefill_flag for _, t in worker_topos)
     services_loc = dep.spec.key_loc("services" if "services" in dep.spec else "components")
     if disagg:
-        roles = {svc.role for svc, _ in workers}
+        roles = {svc.role for svc, _ in worker_topos}
         for missing in ("prefill", "decode"):
             if missing not in roles:
                 yield problem(services_loc, f"disaggregated recipe has no {missing} worker (workers: "
-                                            f"{', '.join(f'{s.name} ({s.role})' for s, _ in workers) or 'none'})",
+                                            f"{', '.join(f'{s.name} ({s.role})' for s, _ in worker_topos) or 'none'})",
                               f"add a worker with subComponentType: {missing} and --disaggregation-mode {missing}")
-    for svc, topo in workers:
+    for svc, topo in worker_topos:
         flag = topo.get("role")
         marked = svc.sub_component_type if svc.sub_component_type in ("prefill", "decode") else None
         marked_loc = svc.data.key_loc("subComponentType") if "subComponentType" in svc.data else svc.loc
@@ -230,31 +194,21 @@ def _args_loc(svc: Service):
         return svc.loc
     inv = svc.main.dynamo_invocation()
     if inv and inv[1]:
-        return inv[1][0].loc
+        return inv[1][0].at
     return svc.main.loc
-
-
-def router_mode(frontend: Service) -> tuple[str, object | None]:
-    """(mode, where it is set) of a frontend: --router-mode, else DYN_ROUTER_MODE, else the default."""
-    main = frontend.main
-    if main is None:
-        return DEFAULT_ROUTER_MODE, None
-    inv = main.dynamo_invocation()
-    tok = engine_flags(inv[1] if inv else main.argv).get("--router-mode")
-    if tok is not None:
-        return tok.value, tok.loc
-    if "DYN_ROUTER_MODE" in main.env:
-        return main.env["DYN_ROUTER_MODE"], main.env_locs.get("DYN_ROUTER_MODE")
-    return DEFAULT_ROUTER_MODE, None
 
 
 @check("router-mode-matches")
 def router_mode_matches(recipe: Recipe, ctx: CheckContext) -> Iterator[Problem]:
-    """The frontend's router mode (`--router-mode`, default round-robin) is what the metadata's
-    `router` and the mode's name promise: a `kv-router` recipe benchmarked with round-robin
-    measures the wrong thing, and its KV-aware numbers are never reproduced.
+    """The frontend's router mode (`Service.router_mode`: `--load-aware` means kv, else
+    `--router-mode`, else DYN_ROUTER_MODE, else round-robin) is what the metadata's `router` and
+    the mode's name promise: a `kv-router` recipe benchmarked with round-robin measures the wrong
+    thing, and its KV-aware numbers are never reproduced.
 
     Fails: mode `disagg-kv-router` whose frontend runs `--router-mode round-robin`.
+    Source: ai-dynamo/dynamo components/src/dynamo/common/configuration/groups/router_args.py
+    (`--router-mode`, DYN_ROUTER_MODE, default round-robin) and
+    components/src/dynamo/frontend/frontend_args.py (`--load-aware` implies kv), release 1.4.2.
     """
     meta = recipe.metadata
     declared = meta.get("router") if isinstance(meta.get("router"), str) else None
@@ -267,10 +221,15 @@ def router_mode_matches(recipe: Recipe, ctx: CheckContext) -> Iterator[Problem]:
     if dep is None or declared is None:
         return
     for fe in dep.frontends:
-        mode, loc = router_mode(fe)
-        if mode != declared:
-            where = "runs the default round-robin router" if loc is None else f"runs --router-mode {mode}"
-            yield problem(loc or _args_loc(fe), f"frontend {fe.name} {where} but the recipe's router is {declared}",
+        mode = fe.router_mode
+        if mode.value != declared:
+            if mode.is_default:
+                where = f"runs the default {mode.value} router"
+            elif mode.source in (ROUTER_MODE_FLAG, ROUTER_MODE_ENV):
+                where = f"runs --router-mode {mode.value}"
+            else:
+                where = f"runs {mode.source} (router {mode.value})"
+            yield problem(mode.loc or _args_loc(fe), f"frontend {fe.name} {where} but the recipe's router is {declared}",
                           f"pass --router-mode {declared} to the frontend")
 
 
@@ -282,7 +241,7 @@ def dp_attention_consistent(recipe: Recipe, ctx: CheckContext) -> Iterator[Probl
 
     Fails: SGLang `--tp 8 --dp 16 --enable-dp-attention`, or TRT-LLM TP4 with `moe_expert_parallel_size: 8`.
     """
-    for svc, topo in _workers(recipe):
+    for svc, topo in workers(recipe):
         tp, dp, ep = topo.tp, topo.dp, topo.ep
         if topo.backend == "sglang" and topo.dp_attention and dp > 1 and (dp > tp or tp % dp):
             where = topo.get("dp") or topo.get("dp_attention")

@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 from typing import Iterable
 
-from harness.commands.list import matches_hardware
+from harness.recipe.catalogue import matches_hardware
 
 RUNNER_BASE = ("self-hosted", "linux")
 SKIPPED_STATUSES = ("deprecated",)  # not worth a night of GPU time

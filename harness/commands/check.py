@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from harness.recipe.findings import Severity, sorted_findings
-from harness.run.static import context_for, in_github_actions, run_static, summary_line
+from harness.run.static import check_options, context_for, in_github_actions, run_static, summary_line
 from harness.commands import add_selection_args, selection_from
 
 
@@ -16,6 +16,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--crd", action="append", default=[], metavar="PATH", help="also validate against this CRD")
     p.add_argument("--registry", action="append", default=[], metavar="HOST",
                    help="allowed image registry (repeatable; replaces the allow-list in recipes/versions.yaml)")
+    p.add_argument("--storage-margin", type=float, default=None, metavar="F",
+                   help="model-cache PVC size / checkpoint size (default: the catalogue's rule, 1.2 or 1.3)")
     p.add_argument("--format", choices=("text", "json", "github"), default=None,
                    help="text (default), json, or github annotations (default when GITHUB_ACTIONS is set)")
     p.add_argument("--output", metavar="PATH", help="write the report here instead of stdout")
@@ -27,7 +29,7 @@ def run(args: argparse.Namespace) -> int:
     selection = selection_from(args)
     if selection is None:
         return 2
-    report = run_static(selection, context_for(selection, {"crd": [Path(p) for p in args.crd], "registries": args.registry or None}))
+    report = run_static(selection, context_for(selection, check_options(args.crd, args.registry, args.storage_margin)))
     fmt = args.format or ("github" if in_github_actions() else "text")
     if fmt == "json":
         text = report.to_json()

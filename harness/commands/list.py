@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from harness.recipe.catalogue import matches_hardware
 from harness.recipe.model import Recipe, dig
 from harness.commands import add_selection_args, selection_from
 
@@ -30,13 +31,6 @@ def entry(recipe: Recipe) -> dict:
         "labels": [str(x) for x in labels],
         "status": meta.get("status") if isinstance(meta.get("status"), str) else None,
     }
-
-
-def matches_hardware(e: dict, wanted: list[str]) -> bool:
-    if not wanted:
-        return True
-    have = {x.lower() for x in e["labels"]} | ({e["gpu"].lower()} if e["gpu"] else set())
-    return any(w.lower() in have for w in wanted)
 
 
 def run(args: argparse.Namespace) -> int:

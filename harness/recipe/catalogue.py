@@ -126,3 +126,12 @@ def model(model_id: str) -> ModelFacts | None:
 
 def gpu(name: str) -> GpuFacts | None:
     return gpus().get(name)
+
+
+def matches_hardware(e: dict, wanted: list[str]) -> bool:
+    """Whether a catalogue entry (`recipe-harness list --json`: its `labels` and `gpu`) runs on
+    any of the wanted hardware names (case-insensitive); everything matches when none is wanted."""
+    if not wanted:
+        return True
+    have = {x.lower() for x in e["labels"]} | ({e["gpu"].lower()} if e["gpu"] else set())
+    return any(w.lower() in have for w in wanted)

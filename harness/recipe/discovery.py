@@ -4,11 +4,21 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
+from dataclasses import dataclass
 from pathlib import Path
 
 from harness.recipe.model import FRAMEWORKS, GAIE_DIR, MODEL_CACHE_DIR, FileCache, Recipe
 
 SKIP_DIRS = {".git", "__pycache__", ".pytest_cache", "node_modules"}
+
+
+@dataclass
+class RecipeTree:
+    """The whole recipes tree, for tree-level checks (docs in sync, layout of the tree) and the generated docs."""
+
+    root: Path
+    recipes: list[Recipe]
+    cache: FileCache
 
 
 class SelectionError(ValueError):

@@ -7,8 +7,9 @@ import shlex
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Callable, Collection, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator, TypeVar
 
+from harness.recipe.commandline import Flags, Script, Token, parse_flags, parse_script
 from harness.recipe.findings import Loc
 from harness.recipe.yamlsrc import Document, LoadedFile, SrcList, SrcMap, load_yaml_file, loc_at_path
 
@@ -25,6 +26,50 @@ DGD_GROUP = "nvidia.com"
 
 _ENV_REF = re.compile(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)|\$\{([A-Za-z_][A-Za-z0-9_]*)\}|\$([A-Za-z_][A-Za-z0-9_]*)")
 _SHELLS = {"sh", "bash", "/bin/sh", "/bin/bash", "/usr/bin/env", "/usr/bin/bash"}
+
+if TYPE_CHECKING:
+    from harness.recipe.workloads import Workloads
+
+T = TypeVar("T")
+
+# Flags that take no value, per program, so a following flag or positional is not read as their
+# value. Engines: the store-true flags of vLLM, SGLang and TRT-LLM our recipes use (one set for
+# all three, as the checks always read them). Frontend: every `nargs=0` option of the frontend's
+# parser (FrontendArgGroup in ai-dynamo/dynamo components/src/dynamo/frontend/frontend_args.py and
+# the groups it adds from components/src/dynamo/common/configuration/groups/, release 1.4.2);
+# tests/test_commandline.py compares it with the installed parser.
+ENGINE_BOOLEAN_FLAGS = frozenset({
+    "--enable-expert-parallel", "-ep", "--enable-dp-attention", "--enable-attention-dp", "--is-prefill-worker",
+    "--is-decode-worker", "--trust-remote-code", "--enforce-eager", "--enable-prefix-caching",
+    "--no-enable-prefix-caching", "--disable-log-requests", "--skip-tokenizer-init",
+})
+FRONTEND_BOOLEAN_FLAGS = frozenset({
+    "--assume-kv-reuse", "--dyn-debug-perf", "--enable-anthropic-api", "--enable-streaming-reasoning-dispatch",
+    "--enable-streaming-tool-dispatch", "--enforce-disagg", "--exclude-tools-when-tool-choice-none", "--interactive",
+    "--kserve-grpc-server", "--kv-events", "--load-aware", "--router-assume-kv-reuse", "--router-kv-events",
+    "--router-replica-sync", "--router-track-active-blocks", "--router-track-output-blocks",
+    "--router-track-prefill-tokens", "--serve-indexer", "--strip-anthropic-preamble", "--track-active-blocks",
+    "--track-output-blocks", "--trust-remote-code", "--use-remote-indexer", "--version", "-i",
+    "--no-assume-kv-reuse", "--no-dyn-debug-perf", "--no-enable-anthropic-api", "--no-enable-streaming-reasoning-dispatch",
+    "--no-enable-streaming-tool-dispatch", "--no-enforce-disagg", "--no-exclude-tools-when-tool-choice-none",
+    "--no-interactive", "--no-kserve-grpc-server", "--no-kv-events", "--no-load-aware", "--no-router-assume-kv-reuse",
+    "--no-router-kv-events", "--no-router-replica-sync", "--no-router-track-active-blocks",
+    "--no-router-track-output-blocks", "--no-router-track-prefill-tokens", "--no-serve-indexer",
+    "--no-strip-anthropic-preamble", "--no-track-active-blocks", "--no-track-output-blocks", "--no-trust-remote-code",
+    "--no-use-remote-indexer",
+})
+FRONTEND_MODULE = "dynamo.frontend"
+
+# The frontend's router: `--router-mode` (env DYN_ROUTER_MODE, default "round-robin") in
+# ai-dynamo/dynamo components/src/dynamo/common/configuration/groups/router_args.py, and
+# `--load-aware` (env DYN_ROUTER_LOAD_AWARE, kv_router_args.py) which FrontendArgs.validate in
+# components/src/dynamo/frontend/frontend_args.py turns into router mode "kv" (release 1.4.2).
+ROUTER_MODE_FLAG = "--router-mode"
+ROUTER_MODE_ENV = "DYN_ROUTER_MODE"
+DEFAULT_ROUTER_MODE = "round-robin"
+LOAD_AWARE_FLAGS = ("--load-aware", "--no-load-aware")
+LOAD_AWARE_ENV = "DYN_ROUTER_LOAD_AWARE"
+_ENV_TRUE = ("true", "1", "yes", "on")  # env_or_default's reading of a boolean (common/configuration/utils.py)
 
 
 def mapping(value: Any) -> SrcMap | None:
@@ -61,14 +106,6 @@ def as_int(value: Any) -> int | None:
     if isinstance(value, str) and value.strip().isdigit():
         return int(value.strip())
     return None
-
-
-@dataclass(frozen=True)
-class Token:
-    """One argument of a command line, with where it was written."""
-
-    value: str
-    loc: Loc
 
 
 @dataclass
@@ -145,18 +182,30 @@ class Container:
             return [Token(self.expand(t.value), t.loc) for t in self.command + self.args]
         return [Token(self.expand(v), loc) for v, loc in _split_script(script)]
 
-    def dynamo_invocation(self) -> tuple[str, list[Token]] | None:
-        """(`dynamo.vllm`, args after it) for the `python -m dynamo.X` call in the command line."""
-        argv = self.argv
-        for i, tok in enumerate(argv[:-1]):
-            if tok.value == "-m" and argv[i + 1].value.startswith("dynamo."):
-                args: list[Token] = []
-                for t in argv[i + 2 :]:
-                    if t.value in ("&&", "||", ";", "|"):
-                        break
-                    args.append(t)
-                return argv[i + 1].value, args
+    @cached_property
+    def script(self) -> Script:
+        """The command line as commands (a `sh -c` script split, or the exec form), env expanded,
+        every word at the line to edit (an env var's value line when the word comes from one)."""
+        return parse_script(self)
+
+    def dynamo_invocation(self) -> tuple[Token, list[Token]] | None:
+        """(the `dynamo.vllm` word, the words after it) of the `python -m dynamo.X` call."""
+        for cmd in self.script.commands:
+            words = cmd.words
+            for i, tok in enumerate(words[:-1]):
+                if tok.value == "-m" and words[i + 1].value.startswith("dynamo."):
+                    return words[i + 1], words[i + 2 :]
         return None
+
+
+def _command_line(script: Script) -> list[Token]:
+    """Every word of a script, the operator that ends each command kept as a word of its own."""
+    out: list[Token] = []
+    for cmd in script.commands:
+        out.extend(cmd.words)
+        if cmd.end and cmd.words:
+            out.append(Token(cmd.end, cmd.words[-1].loc))
+    return out
 
 
 def _split_script(script: Token) -> Iterator[tuple[str, Loc]]:
@@ -208,32 +257,33 @@ def _logical_lines(text: str) -> Iterator[tuple[list[tuple[int, int]], str]]:
         yield starts, " ".join(parts)
 
 
-def _long_flag(text: str) -> bool:
-    return text.startswith("--")
+@dataclass(frozen=True)
+class RouterMode:
+    """How a frontend routes, and what sets it: a flag, an env var, or Dynamo's default (no loc)."""
+
+    value: str
+    source: str  # `--router-mode`, `--load-aware`, `DYN_ROUTER_MODE`, `DYN_ROUTER_LOAD_AWARE` or "default"
+    loc: Loc | None = None
+
+    @property
+    def is_default(self) -> bool:
+        return self.source == "default"
 
 
-def parse_flags(args: list[Token], booleans: Collection[str] = (),
-                is_flag: Callable[[str], bool] = _long_flag) -> dict[str, Token]:
-    """`--flag value`, `--flag=value` and bare `--flag` (value "true"); last one wins.
-
-    `booleans` never take a value (so `--enable-x -tp 4` keeps `-tp` a flag); `is_flag`
-    decides what is a flag (default: `--` words only).
-    """
-    flags: dict[str, Token] = {}
-    i = 0
-    while i < len(args):
-        tok = args[i]
-        if is_flag(tok.value):
-            name, eq, value = tok.value.partition("=")
-            if eq:
-                flags[name] = Token(value, tok.loc)
-            elif name not in booleans and i + 1 < len(args) and not is_flag(args[i + 1].value):
-                flags[name] = Token(args[i + 1].value, args[i + 1].loc)
-                i += 1
-            else:
-                flags[name] = Token("true", tok.loc)
-        i += 1
-    return flags
+def router_mode_of(flags: Flags, env: dict[str, str], env_locs: dict[str, Loc]) -> RouterMode:
+    """The router mode `python -m dynamo.frontend` runs with these flags and env (sources: see
+    ROUTER_MODE_FLAG). The sim plan calls it with the flags its frontend keeps."""
+    aware = flags.get(*LOAD_AWARE_FLAGS)
+    if aware is not None and aware.name == "--load-aware":
+        return RouterMode("kv", aware.name, aware.flag.loc)
+    if aware is None and env.get(LOAD_AWARE_ENV, "").strip().lower() in _ENV_TRUE:
+        return RouterMode("kv", LOAD_AWARE_ENV, env_locs.get(LOAD_AWARE_ENV))
+    mode = flags.get(ROUTER_MODE_FLAG)
+    if mode is not None:
+        return RouterMode(mode.value.value, ROUTER_MODE_FLAG, mode.value.loc)
+    if env.get(ROUTER_MODE_ENV):
+        return RouterMode(env[ROUTER_MODE_ENV], ROUTER_MODE_ENV, env_locs.get(ROUTER_MODE_ENV))
+    return RouterMode(DEFAULT_ROUTER_MODE, "default")
 
 
 @dataclass
@@ -248,6 +298,36 @@ class Service:
     @property
     def loc(self) -> Loc:
         return self.data.loc
+
+    @cached_property
+    def module(self) -> Token | None:
+        """The `dynamo.vllm` / `dynamo.frontend` word of the main container's `python -m` call."""
+        inv = self.main.dynamo_invocation() if self.main else None
+        return inv[0] if inv else None
+
+    @cached_property
+    def flags(self) -> Flags:
+        """The flags of the main container's `python -m dynamo.X` call, with their positions; of
+        its whole command line when it starts no Dynamo module. The one reading of a service's
+        flags: checks, topology, the sim plan and the k8s deployer all use it."""
+        if self.main is None:
+            return Flags()
+        inv = self.main.dynamo_invocation()
+        if inv is not None:
+            args = inv[1]
+        else:
+            args = _command_line(self.main.script)
+        booleans = FRONTEND_BOOLEAN_FLAGS if inv and inv[0].value == FRONTEND_MODULE else ENGINE_BOOLEAN_FLAGS
+        return parse_flags(args, booleans)
+
+    @cached_property
+    def router_mode(self) -> RouterMode:
+        """The router a frontend runs, as `python -m dynamo.frontend` decides it: `--load-aware`
+        (or DYN_ROUTER_LOAD_AWARE) means kv, else `--router-mode`, else DYN_ROUTER_MODE, else
+        round-robin (see ROUTER_MODE_FLAG for the source)."""
+        if self.main is None:
+            return RouterMode(DEFAULT_ROUTER_MODE, "default")
+        return router_mode_of(self.flags, self.main.env, self.main.env_locs)
 
     @property
     def component_type(self) -> str:
@@ -372,7 +452,7 @@ class Deployment:
                 if svc is None:
                     continue
                 main = mapping(dig(svc, "extraPodSpec", "mainContainer"))
-                out.append(Service(str(name), svc, self.api_version, _container(main, svc, spec_env, spec_locs, svc.get("envs"))))
+                out.append(Service(str(name), svc, self.api_version, build_container(main, svc, spec_env, spec_locs, svc.get("envs"))))
         components = sequence(self.spec.get("components"))
         if components is not None:  # v1beta1
             for comp in components:
@@ -383,7 +463,7 @@ class Deployment:
                 main = next((mapping(c) for c in containers if mapping(c) is not None and dig(c, "name") == "main"), None)
                 if main is None and containers:
                     main = mapping(containers[0])
-                out.append(Service(str(comp.get("name") or ""), comp, self.api_version, _container(main, comp, spec_env, spec_locs, None)))
+                out.append(Service(str(comp.get("name") or ""), comp, self.api_version, build_container(main, comp, spec_env, spec_locs, None)))
         return out
 
     @property
@@ -417,7 +497,7 @@ def _env_literals(env: Any) -> tuple[dict[str, str], dict[str, Loc]]:
     return values, locs
 
 
-def _container(data: SrcMap | None, service: SrcMap | None, base_env: dict[str, str], base_locs: dict[str, Loc], service_env: Any) -> Container | None:
+def build_container(data: SrcMap | None, service: SrcMap | None, base_env: dict[str, str], base_locs: dict[str, Loc], service_env: Any) -> Container | None:
     if data is None:
         return None
     env, locs = dict(base_env), dict(base_locs)
@@ -452,12 +532,17 @@ def pod_containers(doc: Document) -> list[Container]:
         for c in sequence(pod.get(key)) or []:
             c = mapping(c)
             if c is not None:
-                out.append(_container(c, None, {}, {}, None))
+                out.append(build_container(c, None, {}, {}, None))
     return [c for c in out if c is not None]
 
 
 class Recipe:
-    """One recipe directory `recipes/<model>/<framework>/<mode>/`, loaded lazily and once."""
+    """One recipe directory `recipes/<model>/<framework>/<mode>/`, loaded lazily and once.
+
+    Everything derived from it is cached on the object, so it lives exactly as long as the
+    loaded recipe: facts of the model as cached properties (`deployment`, `workloads`), facts
+    of the layers above (topology, storage) through `derived(fn)`.
+    """
 
     def __init__(self, path: Path, root: Path, loader: "FileCache | None" = None):
         self.path = path
@@ -467,9 +552,25 @@ class Recipe:
         self.model = path.parent.parent.name
         self.id = f"{self.model}/{self.framework}/{self.mode}"
         self._cache = loader or FileCache(root)
+        self._derived: dict[Any, Any] = {}
 
     def __repr__(self) -> str:
         return f"Recipe({self.id})"
+
+    def derived(self, build: Callable[..., T], *args: Any) -> T:
+        """`build(self, *args)`, computed once per loaded recipe and args: how a layer above the
+        model caches what it derives from a recipe (`recipe_topologies`, `model_cache_needs`)."""
+        slot = (build, *args)
+        if slot not in self._derived:
+            self._derived[slot] = build(self, *args)
+        return self._derived[slot]
+
+    @cached_property
+    def workloads(self) -> "Workloads":
+        """Every pod of the recipe's manifests with containers, scripts and mounts (built once)."""
+        from harness.recipe.workloads import build_workloads  # workloads is built on this model
+
+        return build_workloads(self)
 
     @property
     def model_dir(self) -> Path:

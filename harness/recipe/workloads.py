@@ -1,280 +1,28 @@
-"""What the semantic checks read from a recipe's manifests, built once per recipe: every pod
-(DGD service, Job, Deployment) with its containers, PVC mounts and claims, shell scripts
-split into commands with the line of every word, and the worker, aiperf and download calls.
+"""What the semantic checks read from a recipe's manifests, built once per recipe
+(`Recipe.workloads`): every pod (DGD service, Job, Deployment) with its containers, PVC mounts
+and claims, and the worker, aiperf and download calls (command lines: harness/recipe/commandline.py).
 """
 
 from __future__ import annotations
 
-import re
-import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Iterable, Iterator
 
+from harness.recipe.commandline import Command, Flag, Flags, Script, Token, script_line, parse_flags
 from harness.recipe.findings import Loc
 from harness.recipe.model import (
-    MODEL_DOWNLOAD_FILE, PERF_FILE, Container, Recipe, Service, Token, _container, dig, mapping, sequence,
+    MODEL_DOWNLOAD_FILE, PERF_FILE, Container, Recipe, Service, build_container, dig, mapping, sequence,
 )
 from harness.recipe.yamlsrc import Document, SrcMap
 
 WORKLOAD_KINDS = {"Job", "CronJob", "Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Pod"}
-_ENV_REFS = re.compile(r"\$(?:\(([A-Za-z_]\w*)\)|\{([A-Za-z_]\w*)\}|([A-Za-z_]\w*))")
-_SHELLS = ("sh", "bash", "dash", "zsh")
 
 
-# --- shell scripts ------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Word:
-    """One shell word: its raw text as written, its value (quotes removed) and its offset."""
-
-    raw: str
-    value: str
-    offset: int
-
-
-@dataclass
-class Command:
-    """One simple command of a script, with the operator that ends it (`\\n`, `;`, `&&`, `||`, `|`, `&`)."""
-
-    words: list[Token]
-    raw: list[str]
-    end: str = ""
-
-    @property
-    def name(self) -> str:
-        """The program, after `VAR=value` prefixes and `exec`/`timeout N`/`time` wrappers."""
-        words = self.program_words()
-        return words[0].value if words else ""
-
-    def program_words(self) -> list[Token]:
-        w = list(self.words)
-        while w and re.match(r"^[A-Za-z_]\w*=", w[0].value):
-            w = w[1:]
-        while w and w[0].value in ("exec", "time", "nohup", "command"):
-            w = w[1:]
-        return w
-
-    @property
-    def text(self) -> str:
-        return " ".join(t.value for t in self.words)
-
-
-def split_shell(text: str) -> list[Word | str]:
-    """Split a POSIX shell script into words and control operators (as plain strings).
-
-    Handles quotes, backslash escapes, line continuations, comments, `$(...)` and `${...}`;
-    a newline outside quotes ends a command. Offsets let callers map words to source lines.
-    """
-    out: list[Word | str] = []
-    i, n = 0, len(text)
-    start, value = -1, []
-
-    def flush(end: int) -> None:
-        nonlocal start, value
-        if start >= 0:
-            out.append(Word(text[start:end], "".join(value), start))
-        start, value = -1, []
-
-    while i < n:
-        ch = text[i]
-        if ch == "\\" and i + 1 < n:
-            if text[i + 1] == "\n":  # line continuation
-                flush(i)
-                i += 2
-                continue
-            if start < 0:
-                start = i
-            value.append(text[i + 1])
-            i += 2
-            continue
-        if ch in " \t\r":
-            flush(i)
-            i += 1
-            continue
-        if ch == "#" and start < 0:
-            while i < n and text[i] != "\n":
-                i += 1
-            continue
-        if ch == "\n" or ch == ";" or (ch in "&|" and not (ch == "&" and (text[i - 1:i] == ">" or text[i + 1:i + 2] == ">"))):
-            flush(i)
-            op = text[i : i + 2] if text[i : i + 2] in ("&&", "||", ";;") else ch
-            out.append(op)
-            i += len(op)
-            continue
-        if start < 0:
-            start = i
-        if ch == "'":
-            j = text.find("'", i + 1)
-            j = n if j < 0 else j
-            value.append(text[i + 1 : j])
-            i = j + 1
-        elif ch == '"':
-            j = i + 1
-            while j < n and text[j] != '"':
-                if text[j] == "\\" and j + 1 < n and text[j + 1] in '"\\$`':
-                    value.append(text[j + 1])
-                    j += 2
-                    continue
-                value.append(text[j])
-                j += 1
-            i = j + 1
-        elif ch == "$" and text[i + 1 : i + 2] in ("(", "{"):
-            close = ")" if text[i + 1] == "(" else "}"
-            depth, j = 0, i + 1
-            while j < n:
-                if text[j] == text[i + 1]:
-                    depth += 1
-                elif text[j] == close:
-                    depth -= 1
-                    if depth == 0:
-                        break
-                j += 1
-            value.append(text[i : j + 1])
-            i = j + 1
-        else:
-            value.append(ch)
-            i += 1
-    flush(n)
-    return out
-
-
-@dataclass
-class Script:
-    """A container's command line as commands: a `sh -c` script, or the exec form as one command."""
-
-    commands: list[Command]
-    shell_flags: str = ""  # e.g. "-ec" for `bash -ec SCRIPT`
-    is_shell: bool = False
-    loc: Loc | None = None  # where the script text starts
-
-    def find(self, program: str) -> Iterator[Command]:
-        for c in self.commands:
-            if c.name == program or c.name.endswith("/" + program):
-                yield c
-
-
-def _line_of(script: Token, offset: int) -> Loc:
-    """The source line of an offset in a script scalar (block scalars start one line below)."""
-    text = script.value
-    if "\n" not in text.rstrip("\n"):
-        return script.loc
-    return Loc(script.loc.file, script.loc.line + 1 + text.count("\n", 0, offset), 1)
-
-
-def first_script_line(script: Token) -> Loc:
-    text = script.value
-    lead = len(text) - len(text.lstrip())
-    return _line_of(script, lead)
-
-
-def _edit_loc(container: Container, raw: str, fallback: Loc) -> Loc:
-    """Where to edit a word's value: the env var's line when the word takes its value from
-    exactly one literal env var (`$MODEL`, `--url=$URL`, `aiperf==${AIPERF_VERSION}`)."""
-    names = {a or b or c for a, b, c in _ENV_REFS.findall(raw)}
-    if len(names) == 1:
-        name = names.pop()
-        if name in container.env and name in container.env_locs:
-            return container.env_locs[name]
-    return fallback
-
-
-def script_commands(text: str, token: Callable[[Word], Token]) -> list[Command]:
-    """A script's simple commands; `token` turns each word into a Token (value and line)."""
-    commands: list[Command] = []
-    current: list[Token] = []
-    raw: list[str] = []
-    for item in split_shell(text):
-        if isinstance(item, str):
-            if current:
-                commands.append(Command(current, raw, item))
-            current, raw = [], []
-        else:
-            current.append(token(item))
-            raw.append(item.raw)
-    if current:
-        commands.append(Command(current, raw, ""))
-    return commands
-
-
-def parse_script(container: Container) -> Script:
-    """The container's command line split into commands, env expanded, each word with its line."""
-    raw = container.command + container.args
-    script = container.shell_script
-    if script is None:
-        words = [Token(container.expand(t.value), _edit_loc(container, t.value, t.loc)) for t in raw]
-        return Script([Command(words, [t.value for t in raw])] if words else [])
-    flags = ""
-    for t in raw:
-        if t is script:
-            break
-        if t.value.startswith("-") and not t.value.startswith("--"):
-            flags += t.value.lstrip("-")
-
-    def token(word: Word) -> Token:
-        return Token(container.expand(word.value), _edit_loc(container, word.raw, _line_of(script, word.offset)))
-
-    return Script(script_commands(script.value, token), flags, True, first_script_line(script))
-
-
-def nested_script(text: str, at: Loc) -> Script:
-    """The script of a nested `sh -c TEXT`, every word on the outer command's line."""
-    return Script(script_commands(text, lambda w: Token(w.value, at)), "", True, at)
-
-
-def shell_scripts(script: Script) -> Iterator[tuple[Command, str, bool]]:
-    """Nested `sh -c '...'` calls inside a script: (command, inner script text, wrapped in timeout)."""
-    for cmd in script.commands:
-        words = cmd.program_words()
-        bounded = False
-        if words and words[0].value == "timeout":
-            bounded = True
-            words = words[1:]
-            while words and (words[0].value.startswith("-") or re.match(r"^\d+[smhd]?$", words[0].value)):
-                words = words[1:]
-        if words and words[0].value.rsplit("/", 1)[-1] in _SHELLS:
-            for i, w in enumerate(words[1:-1], start=1):
-                if w.value.startswith("-") and "c" in w.value and not w.value.startswith("--"):
-                    yield cmd, words[i + 1].value, bounded
-                    break
-
-
-# --- flags --------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Flag:
-    name: str
-    value: Token  # the value ("true" for a bare flag, at the flag's position)
-    flag: Token
-
-
-def flags_of(args: list[Token]) -> list[Flag]:
-    """Every `--flag value`, `--flag=value`, `-f value` and bare `--flag`, in order (repeats kept)."""
-    out: list[Flag] = []
-    i = 0
-    while i < len(args):
-        tok = args[i]
-        v = tok.value
-        if v.startswith("-") and len(v) > 1 and not re.match(r"^-\d", v):
-            name, eq, value = v.partition("=")
-            if eq:
-                out.append(Flag(name, Token(value, tok.loc), tok))
-            elif i + 1 < len(args) and not (args[i + 1].value.startswith("-") and not re.match(r"^-\d", args[i + 1].value)):
-                out.append(Flag(name, args[i + 1], tok))
-                i += 1
-            else:
-                out.append(Flag(name, Token("true", tok.loc), tok))
-        i += 1
-    return out
-
-
-def flag(flags: list[Flag], *names: str) -> Flag | None:
+def flag(flags: Iterable[Flag], *names: str) -> Flag | None:
     """The last occurrence of any of the names (the one the program keeps)."""
     found = [f for f in flags if f.name in names]
     return found[-1] if found else None
-
 
 # --- pods ---------------------------------------------------------------------------------
 
@@ -325,7 +73,7 @@ def under(path: str, mounts: list[Mount]) -> Mount | None:
 
 
 def _plain_container(data: SrcMap) -> Container:
-    return _container(data, None, {}, {}, None)
+    return build_container(data, None, {}, {}, None)
 
 
 def _pod_volumes(pod: SrcMap | None, containers: list[Container], mounts: list[Mount], claims: list[tuple[str, Loc]]) -> None:
@@ -398,8 +146,6 @@ class Workloads:
     perf: Pod | None
     downloads: list[Pod]
     gaie: list[Pod]
-    scripts: dict[int, Script] = field(default_factory=dict)
-    _engines: dict[int, tuple[str, list[Flag]] | None] = field(default_factory=dict)
     _aiperf: Any = ()  # () = not looked for yet
 
     @property
@@ -410,36 +156,25 @@ class Workloads:
     def epp(self) -> list[Pod]:
         return self.gaie + [p for p in self.dgd_pods if p.service is not None and p.service.role == "epp"]
 
-    def script(self, container: Container) -> Script:
-        key = id(container.data)
-        if key not in self.scripts:
-            self.scripts[key] = parse_script(container)
-        return self.scripts[key]
+    @staticmethod
+    def script(container: Container) -> Script:
+        return container.script
 
-    def engine(self, pod: Pod) -> tuple[str, list[Flag]] | None:
-        """(`dynamo.vllm`, flags) of the worker's `python -m dynamo.X` call (found once per pod)."""
-        key = id(pod)
-        if key not in self._engines:
-            self._engines[key] = self._find_engine(pod)
-        return self._engines[key]
-
-    def _find_engine(self, pod: Pod) -> tuple[str, list[Flag]] | None:
-        if pod.main is None:
+    @staticmethod
+    def engine(pod: Pod) -> tuple[str, Flags] | None:
+        """(`dynamo.vllm`, flags) of a DGD pod's `python -m dynamo.X` call (`Service.flags`)."""
+        svc = pod.service
+        if svc is None or svc.module is None:
             return None
-        for cmd in self.script(pod.main).commands:
-            vals = [w.value for w in cmd.words]
-            for i, v in enumerate(vals[:-1]):
-                if v == "-m" and vals[i + 1].startswith("dynamo."):
-                    return vals[i + 1], flags_of(cmd.words[i + 2 :])
-        return None
+        return svc.module.value, svc.flags
 
-    def aiperf(self) -> tuple[Container, Command, list[Flag]] | None:
+    def aiperf(self) -> tuple[Container, Command, Flags] | None:
         """(container, command, flags) of the perf Job's `aiperf profile` call (found once)."""
         if self._aiperf == ():
             self._aiperf = self._find_aiperf()
         return self._aiperf
 
-    def _find_aiperf(self) -> tuple[Container, Command, list[Flag]] | None:
+    def _find_aiperf(self) -> tuple[Container, Command, Flags] | None:
         if self.perf is None:
             return None
         for c in self.perf.containers:
@@ -447,7 +182,7 @@ class Workloads:
                 words = cmd.program_words()
                 for i, w in enumerate(words[:-1]):
                     if (w.value == "aiperf" or w.value.endswith("/aiperf")) and words[i + 1].value == "profile":
-                        return c, cmd, flags_of(words[i + 2 :])
+                        return c, cmd, parse_flags(words[i + 2 :])
         return None
 
     @property
@@ -471,19 +206,12 @@ class Workloads:
         return out
 
 
-_CACHE: "weakref.WeakKeyDictionary[Recipe, Workloads]" = weakref.WeakKeyDictionary()
-
-
 def workloads(recipe: Recipe) -> Workloads:
-    """The recipe's pods, built once per Recipe object (checks share it)."""
-    found = _CACHE.get(recipe)
-    if found is None:
-        found = _build(recipe)
-        _CACHE[recipe] = found
-    return found
+    """The recipe's pods (`Recipe.workloads`, built once per Recipe object; checks share it)."""
+    return recipe.workloads
 
 
-def _build(recipe: Recipe) -> Workloads:
+def build_workloads(recipe: Recipe) -> Workloads:
     dgd_pods: list[Pod] = []
     dep = recipe.deployment
     if dep is not None:
@@ -532,4 +260,4 @@ def all_strings(node: Any, loc: Loc) -> Iterator[tuple[str, Loc, str]]:
 
 
 def line_in_scalar(value: str, loc: Loc, offset: int) -> Loc:
-    return _line_of(Token(value, loc), offset)
+    return script_line(Token(value, loc), offset)

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from harness.recipe.model import DGD_GROUP, DGD_KIND, Recipe, dig, parse_flags
+from harness.recipe.model import DEFAULT_ROUTER_MODE, DGD_GROUP, DGD_KIND, Recipe, dig
 from harness.run.stage import StageOptions, StageSkip, StepFailed
 from harness.recipe.yamlsrc import Document, to_plain
 from harness.run.k8s.client import BUILTIN_KINDS, Kube, KubeError, transport_error
@@ -26,7 +26,6 @@ from harness.run.k8s.readiness import (GPU_RESOURCE, Blocker, dgd_readiness, gpu
 
 FRONTEND_PORT = 8000
 SYSTEM_PORT = 9090  # the workers' metrics/health port the operator sets (DYN_SYSTEM_PORT)
-DEFAULT_ROUTER_MODE = "round-robin"
 MANAGED_BY = {"app.kubernetes.io/managed-by": "recipe-harness"}
 CACHE_MARKER = "recipe-harness.dynamo.nvidia.com/populated-by"
 EXPORT_FILE = "profile_export_aiperf.json"
@@ -111,9 +110,8 @@ def gpu_products(recipe: Recipe) -> list[str]:
 def _worker_flags(recipe: Recipe) -> dict[str, str]:
     dep = recipe.deployment
     for worker in dep.workers if dep else []:
-        inv = worker.main.dynamo_invocation() if worker.main else None
-        if inv:
-            return {k: t.value for k, t in parse_flags(inv[1]).items()}
+        if worker.module is not None:
+            return {k: t.value for k, t in worker.flags.last().items()}
     return {}
 
 
@@ -184,14 +182,8 @@ def router_mode(recipe: Recipe) -> str:
     """The frontend's routing (`--router-mode`, DYN_ROUTER_MODE); the Dynamo frontend's default otherwise."""
     dep = recipe.deployment
     for fe in dep.frontends if dep else []:
-        if fe.main is None:
-            continue
-        inv = fe.main.dynamo_invocation()
-        flags = {k: t.value for k, t in parse_flags(inv[1]).items()} if inv else {}
-        if flags.get("--router-mode"):
-            return flags["--router-mode"]
-        if fe.main.env.get("DYN_ROUTER_MODE"):
-            return fe.main.env["DYN_ROUTER_MODE"]
+        if fe.main is not None and not fe.router_mode.is_default:
+            return fe.router_mode.value
     return DEFAULT_ROUTER_MODE
 
 

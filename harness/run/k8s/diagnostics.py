@@ -10,18 +10,15 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+# the secret shapes are one list, shared with the security check
+from harness.recipe.secrets import (
+    BEARER as _BEARER, K8S_NAME as _K8S_NAME, SECRET_ASSIGNMENT as _ASSIGNMENT, SECRET_FLAG as _FLAG,
+    SECRET_NAME as _SECRETISH, TOKEN_VALUE as _HF_TOKEN,
+)
 from harness.run.k8s.client import Kube, KubeError
 from harness.run.k8s.readiness import condition, container_statuses
 
 REDACTED = "<redacted>"
-_SECRETISH = re.compile(r"(?i)(token(?!izer)|secret|password|passwd|api[_-]?key|credential)")
-_HF_TOKEN = re.compile(r"\bhf_[A-Za-z0-9]{8,}")
-_BEARER = re.compile(r"(?i)\b(bearer\s+)[A-Za-z0-9._~+/=-]{8,}")
-# FOO_TOKEN=value, "api_key": "value", --hf-token value: the value goes, the name stays.
-_ASSIGNMENT = re.compile(r"(?i)\b([A-Za-z0-9_.-]*(?:token(?!izer)|secret|password|api[_-]?key)[A-Za-z0-9_.-]*)([\"']?\s*[=:]\s*[\"']?)([^\s\"',;}]{8,})")
-_FLAG = re.compile(r"(?i)(--[A-Za-z0-9-]*(?:token(?!izer)|secret|password|api-key)[A-Za-z0-9-]*)(\s+|=)([^\s\"']{8,})")
-# A Kubernetes object name (hf-token-secret) is not a credential; a long value is suspect anyway.
-_K8S_NAME = re.compile(r"^[a-z0-9]([a-z0-9.-]*[a-z0-9])?$")
 
 
 def _looks_secret(value: str) -> bool:

@@ -6,7 +6,7 @@ import copy
 from dataclasses import dataclass
 from typing import Any
 
-from harness.recipe.model import Deployment, Service, parse_flags
+from harness.recipe.model import Deployment, Service
 
 MOCKER_REPO = "nvcr.io/nvidia/ai-dynamo/dynamo-planner"
 MOCKER_COMMAND = ["python3", "-m", "dynamo.mocker"]
@@ -47,7 +47,7 @@ def mocker_args(service: Service, model: MockerModel, engine_type: str) -> list[
     args = ["--model-path", model.model_path, "--model-name", model.served_name, "--disaggregation-mode", worker_mode(service)]
     if engine_type in _ENGINE_TYPES:
         args += ["--engine-type", engine_type]
-    flags = parse_flags(service.main.dynamo_invocation()[1]) if service.main and service.main.dynamo_invocation() else {}
+    flags = service.flags.last()
     # The KV router hashes blocks: the mocker must use the engine's block size to route alike.
     block = flags.get("--block-size") or flags.get("--page-size")
     if block and block.value.isdigit():

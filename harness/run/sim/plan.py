@@ -11,9 +11,9 @@ from typing import Any
 
 import yaml
 
-from harness.recipe.model import Recipe, Service, Token, dig, parse_flags
+from harness.recipe.commandline import Flags, Token
+from harness.recipe.model import DEFAULT_ROUTER_MODE, Recipe, Service, dig, router_mode_of
 
-DEFAULT_ROUTER_MODE = "round-robin"
 ENGINE_TYPES = {"vllm": "vllm", "sglang": "sglang", "trtllm": "trtllm"}
 
 # Set by the local deployer (ports, discovery, transport): a recipe value would break the rehearsal.
@@ -257,32 +257,24 @@ def _served_name(recipe: Recipe, workers: list[Service]) -> tuple[str, str]:
 
 
 def _worker_flags(svc: Service) -> dict[str, Token]:
-    inv = svc.main.dynamo_invocation() if svc.main else None
-    return parse_flags(inv[1]) if inv else {}
+    return svc.flags.last() if svc.module is not None else {}
 
 
 def _frontend(svc: Service | None, cli: FrontendCli, notes: list[FlagNote], recipe: Recipe) -> tuple[list[str], dict[str, str], str]:
     """Frontend args and env kept from the recipe, and the router mode they select."""
     if svc is None or svc.main is None:
         return [], {}, DEFAULT_ROUTER_MODE
-    inv = svc.main.dynamo_invocation()
-    tokens = inv[1] if inv else []
+    flags = svc.flags if svc.module is not None else Flags()
+    for tok in flags.positionals:
+        notes.append(FlagNote(svc.name, tok.value, "", "dropped", "positional argument the frontend does not take", _where(tok.loc, recipe)))
     kept: list[str] = []
-    i = 0
-    while i < len(tokens):
-        tok = tokens[i]
-        flag, eq, inline = tok.value.partition("=")
-        if not flag.startswith("-"):
-            notes.append(FlagNote(svc.name, flag, "", "dropped", "positional argument the frontend does not take", _where(tok.loc, recipe)))
-            i += 1
-            continue
-        if flag in cli.flags:
-            takes_value = flag not in cli.no_value
-        else:  # unknown to the frontend: assume a following non-flag word is its value
-            takes_value = i + 1 < len(tokens) and not tokens[i + 1].value.startswith("-")
-        value = inline if eq else (tokens[i + 1].value if takes_value and i + 1 < len(tokens) else "")
-        i += 1 if eq or not takes_value else 2
-        where = _where(tok.loc, recipe)
+    kept_flags = []
+    for f in flags:
+        flag = f.name
+        # the frontend's own parser decides whether a known flag takes a value
+        takes_value = flag not in cli.no_value if flag in cli.flags else not f.bare
+        value = "" if f.bare else f.value.value
+        where = _where(f.flag.loc, recipe)
         if flag in FRONTEND_CONTROLLED:
             notes.append(FlagNote(svc.name, flag, value, "dropped", FRONTEND_CONTROLLED[flag], where))
         elif flag not in cli.flags:
@@ -291,21 +283,14 @@ def _frontend(svc: Service | None, cli: FrontendCli, notes: list[FlagNote], reci
             notes.append(FlagNote(svc.name, flag, value, "dropped", f"not one of {', '.join(cli.choices[flag])}", where))
         else:
             kept.extend([flag, value] if takes_value else [flag])
+            kept_flags.append(f)
     env = {k: v for k, v in svc.main.env.items() if k.startswith("DYN_") and not CONTROLLED_ENV.match(k)}
     for k in sorted(set(svc.main.env) - set(env)):
         if k.startswith("DYN_"):
             notes.append(FlagNote(svc.name, f"env {k}", svc.main.env[k], "dropped", "set by the sim deployer", _where(svc.main.env_locs.get(k), recipe)))
-    router_mode = _router_mode(kept, env)
+    # the router of the flags and env the sim's frontend really gets (a dropped flag does not count)
+    router_mode = router_mode_of(Flags(tuple(kept_flags)), env, svc.main.env_locs).value
     return kept, env, router_mode
-
-
-def _router_mode(args: list[str], env: dict[str, str]) -> str:
-    for i, a in enumerate(args[:-1]):
-        if a == "--router-mode":
-            return args[i + 1]
-    if "--load-aware" in args:
-        return "kv"
-    return env.get("DYN_ROUTER_MODE", DEFAULT_ROUTER_MODE)
 
 
 def _mocker_args(svc: Service, backend: str, configmaps: dict[str, dict[str, str]], max_dp: int, notes: list[FlagNote],
