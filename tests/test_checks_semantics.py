@@ -125,8 +125,17 @@ tools: {aiperf: 0.13.0}
 """
     m = parse_versions(parse_yaml_bytes(text, tmp_path / "versions.yaml"))
     assert m.registries == ["nvcr.io/nvidia", "docker.io/library"]
-    assert m.release("1.4.0").backends == {"vllm": "0.26.0", "trtllm": "1.3.0rc22"} and m.release("1.4.0").cuda == "13.0"
+    assert m.release("1.4.0").backends == {"vllm": "0.26.0", "trtllm": "1.3.0rc22"}
+    assert m.release("1.4.0").cuda_for("vllm") == m.release("1.4.0").cuda_for("tensorrt-llm") == "13.0"
     assert m.aiperf == "0.13.0" and m.aiperf_loc.line == 4
+
+
+def test_version_matrix_cuda_per_backend(tmp_path):
+    text = b"""releases:
+  "1.4.0": {vllm: 0.26.0, trtllm: 1.3.0rc22, cuda: {vllm: "13.0", tensorrt-llm: "13.1"}}
+"""
+    rel = parse_versions(parse_yaml_bytes(text, tmp_path / "versions.yaml")).release("1.4.0")
+    assert rel.cuda_for("vllm") == "13.0" and rel.cuda_for("trtllm") == "13.1" and rel.cuda_for("sglang") == ""
 
 
 V1BETA1 = """apiVersion: nvidia.com/v1beta1

@@ -43,6 +43,11 @@ def test_sizing_guide_has_memory_and_storage_tables():
     assert "| deepseek-r1 | `deepseek-ai/DeepSeek-R1` 690 GB; `nvidia/DeepSeek-R1-FP4` 400 GB (estimate)" in text
 
 
+def test_version_matrix_shows_cuda_per_backend():
+    text = generate(make_selection(CATALOGUE).tree)[CATALOGUE / "README.md"]
+    assert "| 1.4.0 | 0.26.0 | 0.5.16 | 1.3.0rc22 | 13.0 (vLLM, SGLang), 13.1 (TRT-LLM) | 13 |" in text
+
+
 @pytest.mark.parametrize("edit", [("gpus: 16", "gpus: 17"), ("status: stable", "status: deprecated"),
                                   ("concurrency: 128", "concurrency: 100")])
 def test_editing_metadata_without_regenerating_fails_docs_check(tree_copy, capsys, edit):

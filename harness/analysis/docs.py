@@ -55,6 +55,18 @@ def _models(tree: RecipeTree) -> list[str]:
     return sorted({r.model for r in tree.recipes})
 
 
+def _cuda(value: Any) -> Any:
+    """A release's CUDA cell: one version, or per backend grouped by version ("13.0 (vLLM, SGLang), 13.1 (TRT-LLM)")."""
+    if not isinstance(value, dict):
+        return value
+    by_version: dict[str, list[str]] = {}
+    for backend, version in value.items():
+        by_version.setdefault(str(version), []).append(BACKEND_NAMES.get(str(backend), str(backend)))
+    if len(by_version) == 1:
+        return next(iter(by_version))
+    return ", ".join(f"{v} ({', '.join(names)})" for v, names in by_version.items())
+
+
 def _versions(tree: RecipeTree) -> dict:
     path = tree.root / VERSIONS_FILE
     if not path.is_file():
@@ -86,7 +98,7 @@ def catalogue_md(tree: RecipeTree) -> str:
     for release in sorted(releases, key=_version_key, reverse=True):
         row = releases[release] or {}
         users = [r.id for r in recipes if str(_meta(r, "versions", "dynamo")) == str(release)]
-        rows.append([release, row.get("vllm"), row.get("sglang"), row.get("trtllm"), row.get("cuda"), len(users)])
+        rows.append([release, row.get("vllm"), row.get("sglang"), row.get("trtllm"), _cuda(row.get("cuda")), len(users)])
     lines += _table(["Dynamo", "vLLM", "SGLang", "TRT-LLM", "CUDA", "recipes"], rows)
     lines += [""]
     rows = [[r.id, _meta(r, "versions", "dynamo"), f"{BACKEND_NAMES.get(r.framework, r.framework)} {_meta(r, 'versions', 'backend')}",

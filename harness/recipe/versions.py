@@ -3,10 +3,13 @@ CUDA versions, which AIPerf the benchmarks pin, and which registries images may 
 
     registries: [nvcr.io/nvidia/ai-dynamo, docker.io/library]   # host or host/path prefixes
     releases:
-      "1.4.0": {vllm: 0.26.0, sglang: 0.5.16, trtllm: 1.3.0rc22, cuda: "13.0"}
+      "1.4.0": {vllm: 0.26.0, sglang: 0.5.16, trtllm: 1.3.0rc22,
+                cuda: {vllm: "13.0", sglang: "13.0", trtllm: "13.1"}}
     aiperf: 0.13.0
 
-`releases` may also be a list of mappings with a `dynamo` (or `release`) key.
+`releases` may also be a list of mappings with a `dynamo` (or `release`) key. `cuda` is one
+version for every backend's image, or a mapping per backend (the images of one release differ:
+TRT-LLM's ships CUDA 13.1 where vLLM's and SGLang's ship 13.0).
 """
 
 from __future__ import annotations
@@ -37,7 +40,12 @@ class Release:
     dynamo: str
     loc: Loc
     backends: dict[str, str] = field(default_factory=dict)  # vllm|sglang|trtllm -> version
-    cuda: str = ""
+    cuda: dict[str, str] = field(default_factory=dict)  # vllm|sglang|trtllm|"*" (every backend) -> CUDA version
+
+    def cuda_for(self, backend: str) -> str:
+        """The CUDA version of this release's image for `backend` ("" when not stated)."""
+        b = BACKEND_ALIASES.get(backend.lower(), backend.lower())
+        return self.cuda.get(b) or self.cuda.get("*", "")
 
 
 @dataclass
@@ -64,8 +72,11 @@ def _release(name: str, data: SrcMap, loc: Loc) -> Release:
         k = str(key).lower()
         if k in BACKEND_ALIASES and _text(value):
             rel.backends[BACKEND_ALIASES[k]] = _text(value)
-        elif k == "cuda":
-            rel.cuda = _text(value)
+        elif k == "cuda" and isinstance(value, SrcMap):
+            rel.cuda.update({BACKEND_ALIASES.get(str(b).lower(), str(b).lower()): _text(v)
+                             for b, v in value.items() if _text(v)})
+        elif k == "cuda" and _text(value):
+            rel.cuda["*"] = _text(value)
         elif isinstance(value, SrcMap) and k in ("backends", "engines"):
             rel.backends.update(_release(name, value, loc).backends)
     return rel
