@@ -36,7 +36,7 @@ from harness.analysis.shell import (
     kubelet_env,
     kubelet_expand,
 )
-from harness.recipe.findings import Loc
+from harness.recipe.findings import Loc, display_path
 from harness.recipe.model import Recipe, Service, Token, as_int, dig, mapping, sequence
 
 MULTINODE_DEPLOYERS = ("grove", "lws")
@@ -160,9 +160,9 @@ class RenderedPod:
             "ports": [{"name": p.name, "containerPort": p.port, "protocol": p.protocol} for p in self.ports],
             **({"launcher": list(self.launcher)} if self.launcher else {}),
             "engineArgv": None if self.engine_argv is None else [
-                {"value": t.value, "at": f"{t.loc.file}:{t.loc.line}", **({"injected": True} if t.injected else {})}
+                {"value": t.value, "at": f"{display_path(t.loc.file)}:{t.loc.line}", **({"injected": True} if t.injected else {})}
                 for t in self.engine_argv],
-            **({"mangled": [{"at": f"{m.token.loc.file}:{m.token.loc.line}", "written": list(m.written),
+            **({"mangled": [{"at": f"{display_path(m.token.loc.file)}:{m.token.loc.line}", "written": list(m.written),
                              "received": list(m.received)} for m in self.mangled]} if self.mangled else {}),
             **({"notes": list(self.notes)} if self.notes else {}),
         }
