@@ -14,8 +14,9 @@ _NAMES = {"grove": "Grove", "lws": "LWS"}
 
 @check("engine-args-survive-operator")
 def engine_args_survive_operator(recipe: Recipe, ctx: CheckContext) -> Iterator[Problem]:
-    """A multinode service's engine receives every argument exactly as the manifest wrote it
-    (after the kubelet's `$(VAR)` expansion, as a single-node pod would get it).
+    """A multinode service's engine receives every argument as the manifest wrote it (as a single-node
+    pod would get it): the operator's shell wrapping must not change one, or the engine starts with
+    a wrong value, such as a model path with a stray backslash.
 
     Why: for `multinode.nodeCount > 1` the operator rewrites the command line. The TRT-LLM leader
     runs it through `mpirun ... bash -c 'trtllm-llmapi-launch <cmd>'`; under Grove, SGLang and vLLM
