@@ -350,3 +350,47 @@ def test_shipped_wide_ep_decode_leader_is_rendered_with_mpirun():
     assert "mpirun" in decode["leader"].launcher and decode["worker"].engine_argv is None
     assert decode["leader"].engine_module == "dynamo.trtllm"
     assert "--disaggregation-mode" in [t.value for t in decode["leader"].engine_args]
+
+
+def test_trtllm_leader_embeds_a_shell_command_raw_and_exec_breaks_it(tmp_path):
+    # setupLeaderContainer: a non-python command's Args are joined raw into bash -c '...'
+    # (the `sh -c` command word is dropped); `exec` then reaches trtllm-llmapi-launch as a program name
+    service = TRTLLM_DECODE.replace("command: [python3, -m, dynamo.trtllm]", "command: [/bin/sh, -c]").replace(
+        """      args:
+        - --model-path
+        - "$(MODEL_PATH)"
+        - --disaggregation-mode
+        - decode""", """      args: ['python3 -m dynamo.trtllm --model-path "$MODEL_PATH"']""")
+    dep, _ = deployment(tmp_path, "trtllm", service)
+    leader = pods(dep)[("Decode", "leader")]
+    assert leader.args[0].endswith(""" bash -c 'trtllm-llmapi-launch python3 -m dynamo.trtllm --model-path "$MODEL_PATH"'""")
+    assert [t.value for t in leader.engine_argv] == ["python3", "-m", "dynamo.trtllm", "--model-path", "org/model"]
+    assert leader.mangled == []
+
+    dep, _ = deployment(tmp_path, "trtllm", service.replace("args: ['python3", "args: ['exec python3"))
+    leader = pods(dep)[("Decode", "leader")]
+    assert leader.engine_argv is None
+    assert any("'exec'" in n for n in leader.notes)
+
+
+def test_check_reports_a_leader_that_cannot_start_and_a_mangled_argument(tmp_path):
+    from harness.checks import CheckContext, all_checks, run_check
+    from harness.recipe.model import Recipe
+
+    recipe_dir = tmp_path / "m" / "trtllm" / "disagg"
+    recipe_dir.mkdir(parents=True)
+    deployment(recipe_dir, "trtllm", TRTLLM_DECODE)
+    chk = next(c for c in all_checks() if c.id == "engine-args-survive-operator")
+    findings = run_check(chk, Recipe(recipe_dir, tmp_path), CheckContext(tmp_path))
+    assert [(f.line, "`\\org/model`" in f.message) for f in findings] == [(line_of(recipe_dir / "deploy.yaml", '"$(MODEL_PATH)"'), True)]
+    assert "Decode leader (Grove, LWS)" in findings[0].message
+
+    deployment(recipe_dir, "trtllm", TRTLLM_DECODE.replace("command: [python3, -m, dynamo.trtllm]", "command: [/bin/sh, -c]").replace(
+        """      args:
+        - --model-path
+        - "$(MODEL_PATH)"
+        - --disaggregation-mode
+        - decode""", """      args: ['exec python3 -m dynamo.trtllm --model-path "$MODEL_PATH"']"""))
+    findings = run_check(chk, Recipe(recipe_dir, tmp_path), CheckContext(tmp_path))
+    assert len(findings) == 1 and "cannot start the engine" in findings[0].message
+    assert findings[0].line == line_of(recipe_dir / "deploy.yaml", "command: [/bin/sh, -c]")

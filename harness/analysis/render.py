@@ -119,6 +119,8 @@ class RenderedPod:
     mangled: list[Mangled] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     multinode: str | None = None  # grove | lws for multinode services
+    launch_error: str = ""  # why the command this pod runs cannot start the engine the manifest wrote
+    launch_loc: Loc | None = None  # where that command was written
 
     @property
     def engine_args(self) -> list[EngineArg]:
@@ -669,6 +671,7 @@ class _Runner:
     def __init__(self, env: dict[str, str], uid: int) -> None:
         self.env = env
         self.uid = uid
+        self.notes: list[str] = []
 
     def substitute(self, cmd: str) -> str:
         """The `$(...)` idioms the operator writes; anything else stays visible as written."""
@@ -685,11 +688,17 @@ class _Runner:
     def shell(self, script: Traced) -> list[SimpleCommand]:
         return ShellParser(self.env, self.substitute, self.unset).parse(script)
 
-    def run(self, words: list[Word], launcher: list[str]) -> _Engine | None:
+    def run(self, words: list[Word], launcher: list[str], in_shell: bool = False) -> _Engine | None:
         words = list(words)
-        while words and (words[0].text == "exec" or re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*=.*", words[0].text, re.S)):
+        # `exec` and `NAME=value` prefixes mean something to a shell only: a launcher given
+        # `exec python3 ...` (trtllm-llmapi-launch, mpirun) looks for a program named exec and fails
+        while in_shell and words and (words[0].text == "exec" or re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*=.*", words[0].text, re.S)):
             words = words[1:]
         if not words:
+            return None
+        if not in_shell and (words[0].text == "exec" or "=" in words[0].text):
+            self.notes.append(f"{' '.join(launcher[-1:]) or 'the container'} would run a program named "
+                              f"{words[0].text!r}: a shell keyword or assignment outside a shell")
             return None
         head = words[0].text
         if head in _SHELLS or head.endswith("/sh") or head.endswith("/bash"):
@@ -697,7 +706,7 @@ class _Runner:
             if at is None:
                 return None
             for cmd in self.shell(words[at].traced):
-                found = self.run(cmd.words, launcher + [w.text for w in words[:at]])
+                found = self.run(cmd.words, launcher + [w.text for w in words[:at]], in_shell=True)
                 if found:
                     return found
             return None
@@ -723,11 +732,16 @@ def _shell_script(words: list[Word]) -> int | None:
     return None
 
 
-def _engine(command: list[Traced], args: list[Traced], env: dict[str, str], uid: int) -> _Engine | None:
+def _engine(command: list[Traced], args: list[Traced], env: dict[str, str], uid: int,
+            notes: list[str] | None = None) -> _Engine | None:
     """What the container's process tree finally runs: kubelet expansion, then shells and launchers."""
     argv = [kubelet_expand(t, env) for t in command + args]
     words = [Word(t.text, t.origins, t.origins[0] if t.origins else None) for t in argv]
-    return _Runner(env, uid).run(words, [])
+    runner = _Runner(env, uid)
+    found = runner.run(words, [])
+    if notes is not None:
+        notes.extend(runner.notes)
+    return found
 
 
 def _written_words(command: list[Traced], args: list[Traced], env: dict[str, str], uid: int) -> list[Word] | None:
@@ -808,11 +822,16 @@ def _render(svc: Service, dgd_name: str, framework: str, spec: Any, role: str, n
                             for e in env_list])
     uid = _uid(svc)
     notes = list(c.notes)
+    launch_error = ""
+    launch_notes: list[str] = []
     try:
-        engine = _engine(c.command, c.args, resolved, uid)
+        engine = _engine(c.command, c.args, resolved, uid, launch_notes)
     except ShellSyntaxError as exc:
         engine = None
-        notes.append(f"the container's shell command does not parse: {exc}")
+        launch_notes.append(f"the container's shell command does not parse: {exc}")
+    notes.extend(launch_notes)
+    if engine is None and launch_notes and role != "single":
+        launch_error = launch_notes[0]
     engine_argv: list[EngineArg] | None = None
     mangled: list[Mangled] = []
     if engine is not None:
@@ -831,7 +850,8 @@ def _render(svc: Service, dgd_name: str, framework: str, spec: Any, role: str, n
         command=[t.text for t in c.command],
         args=[t.text for t in c.args], env=env_list, mounts=c.mounts, ports=c.ports,
         engine_argv=engine_argv, launcher=engine.launcher if engine else [], mangled=mangled, notes=notes,
-        multinode=multinode if role != "single" else None)
+        multinode=multinode if role != "single" else None, launch_error=launch_error,
+        launch_loc=c.raw[0].loc if c.raw else svc.loc)
 
 
 def render_all(recipe: Recipe, namespace: str = "default") -> Iterator[tuple[str, list[RenderedPod]]]:

@@ -47,12 +47,22 @@ def engine_args_survive_operator(recipe: Recipe, ctx: CheckContext) -> Iterator[
     grove = str(dig(dep.data, "metadata", "annotations", "nvidia.com/enable-grove") or "").lower() != "false"
     deployers = MULTINODE_DEPLOYERS if grove else ("lws",)
     found: dict[tuple, dict] = {}
+    broken: dict[tuple, dict] = {}
     for kind in deployers:
         for pod in render_recipe(recipe, kind):
+            if pod.launch_error and pod.launch_loc is not None:
+                entry = broken.setdefault((str(pod.launch_loc.file), pod.launch_loc.line, pod.launch_error),
+                                          {"loc": pod.launch_loc, "where": []})
+                entry["where"].append(f"{pod.service} {pod.role} ({_NAMES[kind]})")
             for m in pod.mangled:
                 key = (str(m.token.loc.file), m.token.loc.line, m.token.value, m.written, m.received)
                 entry = found.setdefault(key, {"mangled": m, "where": {}})
                 entry["where"].setdefault(f"{pod.service} {pod.role}", []).append(_NAMES[kind])
+    for (_, _, error), entry in broken.items():
+        yield problem(entry["loc"], f"the operator's multinode wrapping of {', '.join(entry['where'])} cannot start "
+                                    f"the engine: {error}",
+                      "for a TRT-LLM multinode service give the engine as `command: [python3, -m, dynamo.trtllm]` with "
+                      "args (the operator runs it under mpirun); a `sh -c` script is embedded raw, without `exec`")
     for entry in found.values():
         m = entry["mangled"]
         received = " ".join(f"`{v}`" for v in m.received) or "nothing (the argument vanished)"
