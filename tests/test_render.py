@@ -394,3 +394,23 @@ def test_check_reports_a_leader_that_cannot_start_and_a_mangled_argument(tmp_pat
     findings = run_check(chk, Recipe(recipe_dir, tmp_path), CheckContext(tmp_path))
     assert len(findings) == 1 and "cannot start the engine" in findings[0].message
     assert findings[0].line == line_of(recipe_dir / "deploy.yaml", "command: [/bin/sh, -c]")
+
+
+def test_render_command_shows_the_leaders_mpirun_and_the_decode_argv_as_received(capsys):
+    import yaml
+
+    from harness.cli import main
+
+    root = Path(__file__).resolve().parent.parent / "recipes"
+    if not (root / "deepseek-r1/trtllm/disagg-wide-ep").is_dir():
+        pytest.skip("the shipped catalogue has no deepseek-r1/trtllm/disagg-wide-ep")
+    assert main(["render", "deepseek-r1/trtllm/disagg-wide-ep", "--recipes-dir", str(root)]) == 0
+    [doc] = [d for d in yaml.safe_load_all(capsys.readouterr().out) if d]
+    leader = next(p for p in doc["pods"] if p["service"] == "Decode" and p["role"] == "leader")
+    assert " mpirun " in leader["args"][0] and "mpirun" in leader["launcher"]
+    assert leader["engineArgv"][:3] == ["python3", "-m", "dynamo.trtllm"]
+    assert "--disaggregation-mode" in leader["engineArgv"]
+    assert main(["render", "deepseek-r1/trtllm/disagg-wide-ep", "--recipes-dir", str(root), "--multinode", "lws",
+                 "--format", "json"]) == 0
+    pods = json.loads(capsys.readouterr().out)["pods"]
+    assert {(p["service"], p["role"]) for p in pods} >= {("Decode", "leader"), ("Decode", "worker"), ("Prefill", "single")}
