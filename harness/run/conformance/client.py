@@ -233,6 +233,11 @@ def run_jobs(jobs: Iterable[Job], root: Path | None = None) -> dict[str, ParseRe
     results: dict[str, ParseResult] = {}
     groups: dict[Path, tuple[envs.Env, list[Job], dict[str, Any]]] = {}
     for job in jobs:
+        if not job.release:
+            results[job.id] = ParseResult(ok=False, unavailable=(
+                f"{job.recipe.id}: no Dynamo release pinned (recipe.yaml versions.dynamo or a Dynamo image tag): "
+                f"nothing to parse against"))
+            continue
         env = envs.locate(job.release, job.framework, root)
         if env is None:
             results[job.id] = ParseResult(ok=False, unavailable=(

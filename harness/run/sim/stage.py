@@ -24,7 +24,9 @@ from harness.run.sim.plan import PlanError, SimPlan, build_plan
 from harness.run.sim.profiles import PROFILES, SimProfile, get_profile
 
 SMOKE_STEPS = {f"smoke-{check.replace('_', '-')}": check for check in SmokeSuite.CHECKS}
-STEPS = ["deploy", *SMOKE_STEPS, "perf", "baseline"]
+# `conformance` first: the recipe's command lines through the real parsers of its Dynamo release,
+# before any mocker starts (harness/run/conformance); it skips where that env is not set up.
+STEPS = ["conformance", "deploy", *SMOKE_STEPS, "perf", "baseline"]
 REQUIRED_MODULES = ("dynamo.frontend", "dynamo.mocker", "aiperf", "tokenizers")
 # Sim-only AIPerf options. Random token ids skip tokenizing AIPerf's 4.8 MB corpus (10-13 s on 2
 # cores) and the mocker ignores prompt content; server metrics cost a 2 s flush and are unused.
@@ -127,7 +129,9 @@ class SimRun:
     # ---- steps ---------------------------------------------------------------------------------
 
     def _dispatch(self, step: str) -> None:
-        if step == "deploy":
+        if step == "conformance":
+            self._conformance()
+        elif step == "deploy":
             self._deploy()
         elif step in SMOKE_STEPS:
             self._smoke(SMOKE_STEPS[step])
@@ -137,6 +141,19 @@ class SimRun:
             self._baseline()
         else:
             raise StepFailed(f"unknown sim step {step!r}; steps are {', '.join(STEPS)}")
+
+    def _conformance(self) -> None:
+        """A worker the real Dynamo/engine parser rejects would crash at start: the rehearsal fails here.
+        Reuses the parses of `-m conformance` in the same session; never builds an env."""
+        from harness.run.conformance.client import check_recipes, failure_text
+
+        outcomes = check_recipes([self.recipe])
+        failed = [o for o in outcomes if o.findings or o.result.kind == "driver"]
+        if failed:
+            raise StepFailed("\n".join(failure_text(o) for o in failed))
+        skipped = sorted({o.skipped for o in outcomes if o.skipped})
+        if skipped:
+            raise StageSkip("; ".join(skipped))
 
     def _deploy(self) -> None:
         try:
