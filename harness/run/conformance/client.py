@@ -228,34 +228,35 @@ def _fingerprint(env: envs.Env, job: Job, extra: dict[str, Any]) -> str:
     return json.dumps([str(env.path), job.request(), extra], sort_keys=True)
 
 
-def run_jobs(jobs: Iterable[Job], root: Path | None = None) -> dict[str, ParseResult]:
-    """Parse every job; one driver process per env. Jobs whose env is not set up get `unavailable`."""
-    results: dict[str, ParseResult] = {}
-    groups: dict[Path, tuple[envs.Env, list[Job], dict[str, Any]]] = {}
-    for job in jobs:
+def run_jobs(jobs: list[Job], root: Path | None = None) -> list[ParseResult]:
+    """Parse every job (results in the jobs' order); one driver process per env.
+
+    Jobs whose env is not set up get `unavailable`; jobs parsed before in this process are not parsed again."""
+    results: list[ParseResult | None] = [None] * len(jobs)
+    groups: dict[Path, tuple[envs.Env, list[tuple[int, Job, str]], dict[str, Any]]] = {}
+    for n, job in enumerate(jobs):
         if not job.release:
-            results[job.id] = ParseResult(ok=False, unavailable=(
+            results[n] = ParseResult(ok=False, unavailable=(
                 f"{job.recipe.id}: no Dynamo release pinned (recipe.yaml versions.dynamo or a Dynamo image tag): "
                 f"nothing to parse against"))
             continue
         env = envs.locate(job.release, job.framework, root)
         if env is None:
-            results[job.id] = ParseResult(ok=False, unavailable=(
+            results[n] = ParseResult(ok=False, unavailable=(
                 f"conformance env for Dynamo {job.release} ({job.framework}) not set up: "
                 f"run `{envs.setup_command(job.release, job.framework)}`"))
             continue
         extra = _request_extras(job)
         key = _fingerprint(env, job, extra)
         if key in _CACHE:
-            results[job.id] = _CACHE[key]
+            results[n] = _CACHE[key]
             continue
-        groups.setdefault(env.path, (env, [], extra))[1].append(job)
+        groups.setdefault(env.path, (env, [], extra))[1].append((n, job, key))
     for env, group, extra in groups.values():
-        parsed = _run_driver(env, group, extra)
-        for job in group:
-            results[job.id] = parsed[job.id]
-            _CACHE[_fingerprint(env, job, extra)] = parsed[job.id]
-    return results
+        parsed = _run_driver(env, [job for _, job, _ in group], extra)
+        for (n, _job, key), result in zip(group, parsed):
+            results[n] = _CACHE[key] = result
+    return [r if r is not None else ParseResult(ok=False, kind="driver", error="not parsed") for r in results]
 
 
 def _request_extras(job: Job) -> dict[str, Any]:
@@ -270,9 +271,10 @@ def _request_extras(job: Job) -> dict[str, Any]:
     return {}
 
 
-def _run_driver(env: envs.Env, jobs: list[Job], extra: dict[str, Any]) -> dict[str, ParseResult]:
+def _run_driver(env: envs.Env, jobs: list[Job], extra: dict[str, Any]) -> list[ParseResult]:
     label = f"{env.path.name} ({', '.join(f'{k} {v}' for k, v in env.versions.items() if k in ('ai-dynamo', 'vllm', 'sglang'))})"
-    request = {"jobs": [j.request() for j in jobs], **extra}
+    # request ids are positions: two trees may hold recipes with the same id
+    request = {"jobs": [dict(j.request(), id=str(n)) for n, j in enumerate(jobs)], **extra}
     t0 = time.monotonic()
     try:
         proc = subprocess.run([env.python, str(DRIVER)], input=json.dumps(request), capture_output=True, text=True,
@@ -292,10 +294,9 @@ def _run_driver(env: envs.Env, jobs: list[Job], extra: dict[str, Any]) -> dict[s
         if isinstance(data, dict) and "id" in data:
             by_id[str(data["id"])] = ParseResult.from_driver(data, label)
     tail = "\n".join(stderr.strip().splitlines()[-15:])
-    for job in jobs:
-        by_id.setdefault(job.id, ParseResult(ok=False, kind="driver", env=label, error=(
-            f"the conformance driver gave no result (exit {code}, {time.monotonic() - t0:.0f} s):\n{tail}")))
-    return by_id
+    missing = ParseResult(ok=False, kind="driver", env=label, error=(
+        f"the conformance driver gave no result (exit {code}, {time.monotonic() - t0:.0f} s):\n{tail}"))
+    return [by_id.get(str(n), missing) for n in range(len(jobs))]
 
 
 # ---- results -> findings ------------------------------------------------------------------------
@@ -423,10 +424,8 @@ def engine_args_findings(job: Job) -> tuple[list[Finding], list[str]]:
 
 def check(jobs: list[Job], root: Path | None = None) -> list[JobOutcome]:
     """Parse the jobs and map every result to findings (engine-args keys included)."""
-    results = run_jobs(jobs, root)
     out = []
-    for job in jobs:
-        result = results[job.id]
+    for job, result in zip(jobs, run_jobs(jobs, root)):
         found = findings_for(job, result)
         extra, notes = engine_args_findings(job)
         job.notes.extend(n for n in notes if n not in job.notes)
