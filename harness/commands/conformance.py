@@ -35,6 +35,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--commit", required=True, help="the commit the source was taken from")
     r.add_argument("--repo", default="NVIDIA/TensorRT-LLM")
     r.add_argument("--path", default="tensorrt_llm/llmapi/llm_args.py", help="the file's path in the repository")
+    r.add_argument("--build-config-source", metavar="FILE",
+                   help="the file defining BuildConfig (tensorrt_llm/builder.py) when llm_args.py does not")
     r.add_argument("--note", default="", help="provenance note (e.g. the closest version available)")
     r.add_argument("--out-dir", metavar="DIR", help="default: harness/run/conformance/data")
     r.set_defaults(func=run_record)
@@ -140,8 +142,9 @@ def run_record(args: argparse.Namespace) -> int:
 
     source = Path(args.source).read_text()
     try:
+        build = Path(args.build_config_source).read_text() if args.build_config_source else None
         data = trtllm.record_surface(source, version=args.version, repo=args.repo, path=args.path, commit=args.commit,
-                                     note=args.note)
+                                     note=args.note, build_source=build)
     except (ValueError, SyntaxError) as exc:
         print(f"recipe-harness: {exc}", file=sys.stderr)
         return 1

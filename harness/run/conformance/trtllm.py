@@ -113,17 +113,25 @@ def parse_classes(source: str) -> tuple[dict[str, ModelClass], dict[str, dict[st
     return classes, defaults
 
 
-def record_surface(source: str, *, version: str, repo: str, path: str, commit: str, note: str = "") -> dict[str, Any]:
-    """The data file's content: provenance, the model classes, and BuildConfig's four defaults if defined here."""
+def record_surface(source: str, *, version: str, repo: str, path: str, commit: str, note: str = "",
+                   build_source: str | None = None, build_path: str = "tensorrt_llm/builder.py") -> dict[str, Any]:
+    """The data file's content: provenance, the model classes, and BuildConfig's four defaults.
+
+    dynamo.trtllm reads those defaults from `tensorrt_llm.llmapi.BuildConfig`; when BuildConfig is
+    not defined in llm_args.py, `build_source` (the file that defines it) supplies them."""
     classes, defaults = parse_classes(source)
     if ROOT_CLASS not in classes:
         raise ValueError(f"{path}: no class {ROOT_CLASS} in this source; is it tensorrt_llm/llmapi/llm_args.py?")
-    build = {k: defaults.get("BuildConfig", {}).get(k, "<not defined here>") for k in BUILD_CONFIG_FIELDS} \
-        if "BuildConfig" in classes else None
+    build_from = None
+    if "BuildConfig" not in classes and build_source is not None:
+        _, defaults = parse_classes(build_source)
+        build_from = {"path": build_path, "sha256": hashlib.sha256(build_source.encode()).hexdigest()}
+    build = {k: defaults["BuildConfig"].get(k, "<not defined here>") for k in BUILD_CONFIG_FIELDS} \
+        if "BuildConfig" in defaults else None
     return {
         "provenance": {"package": "tensorrt-llm", "version": version, "repository": repo, "path": path, "commit": commit,
                        "sha256": hashlib.sha256(source.encode()).hexdigest(), "recorded_by": "recipe-harness conformance record-trtllm",
-                       **({"note": note} if note else {})},
+                       **({"build_config_source": build_from} if build_from else {}), **({"note": note} if note else {})},
         "root": ROOT_CLASS,
         "build_config_defaults": build,
         "classes": {c.name: {"bases": list(c.bases), "forbids_extra": c.forbids_extra, "fields": c.fields, "aliases": c.aliases}
