@@ -1,7 +1,7 @@
 """The pytest plugin: options, markers and one test item per recipe check or stage step.
 
 Test ids are stable and read as the recipe id: `static::<recipe-id>::<check-id>`,
-`sim::<recipe-id>::<step>`, `gpu::<recipe-id>::<step>`, and
+`conformance::<recipe-id>::<service>`, `sim::<recipe-id>::<step>`, `gpu::<recipe-id>::<step>`, and
 `static::catalogue::<check-id>` for checks of the whole tree.
 """
 
@@ -64,7 +64,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    for name, text in (("static", "offline recipe checks"), ("sim", "CPU rehearsal with the Dynamo mocker"), ("gpu", "real cluster run")):
+    for name, text in (("static", "offline recipe checks"), ("conformance", "real Dynamo/engine argument parsing"),
+                       ("sim", "CPU rehearsal with the Dynamo mocker"), ("gpu", "real cluster run")):
         config.addinivalue_line("markers", f"{name}: {text}")
     config.pluginmanager.register(RecipeHarness(config), "recipe-harness-session")
 
@@ -137,6 +138,10 @@ class RecipeHarness:
         new: list[pytest.Item] = []
         if self._stage_selected("static"):
             new.extend(self._static_items(session))
+        if self._stage_selected("conformance") and self.selection.chosen:
+            from harness.run.conformance.items import conformance_items
+
+            new.extend(conformance_items(session, self.selection.chosen))
         for stage_name in STAGE_IMPLEMENTATIONS:
             if self._stage_selected(stage_name) and self.selection.chosen:
                 new.extend(self._stage_items(session, stage_name))

@@ -69,7 +69,8 @@ def test_stage_smoke_passes_and_a_benchmark_asking_for_the_wrong_model_fails(bro
     assert stage.available(options) is None
     run = stage.open(recipe, options)
     try:
-        outcome = run_steps(stage, run, STEPS)
+        # the conformance step depends on a conformance env; tests/test_conformance.py covers it
+        outcome = run_steps(stage, run, [s for s in STEPS if s != "conformance"])
         pgids, ports = set(run.deployment.pids()), run.deployment.ports()
     finally:
         run.close()

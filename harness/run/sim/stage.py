@@ -24,8 +24,12 @@ from harness.run.sim.modeldir import describe, ensure_model_dir
 from harness.run.sim.plan import PlanError, SimPlan, build_plan
 from harness.run.sim.profiles import PROFILES, SimProfile, get_profile
 
+# `conformance` first: the recipe's command lines through the real parsers of its Dynamo release,
+# before any mocker starts (harness/run/conformance); it skips where that env is not set up. It is
+# not a setup step: a skip there must not skip the rehearsal.
 # The baseline step needs no live deployment, only the perf results (it skips without a valid one).
-SIM_STEPS = (Step("deploy", methodcaller("deploy"), setup=True),
+SIM_STEPS = (Step("conformance", methodcaller("conformance")),
+             Step("deploy", methodcaller("deploy"), setup=True),
              *(smoke_step(check, requires=("deploy",)) for check in SmokeSuite.CHECKS),
              Step("perf", methodcaller("perf"), requires=("deploy",)),
              Step("baseline", methodcaller("baseline")))
@@ -132,6 +136,19 @@ class SimRun(StepRun):
                 pass
 
     # ---- steps ---------------------------------------------------------------------------------
+
+    def conformance(self) -> None:
+        """A worker the real Dynamo/engine parser rejects would crash at start: the rehearsal fails here.
+        Reuses the parses of `-m conformance` in the same session; never builds an env."""
+        from harness.run.conformance.client import check_recipes, failure_text
+
+        outcomes = check_recipes([self.recipe])
+        failed = [o for o in outcomes if o.findings or o.result.kind == "driver"]
+        if failed:
+            raise StepFailed("\n".join(failure_text(o) for o in failed))
+        skipped = sorted({o.skipped for o in outcomes if o.skipped})
+        if skipped:
+            raise StageSkip("; ".join(skipped))
 
     def deploy(self) -> None:
         try:

@@ -1,0 +1,235 @@
+"""TensorRT-LLM's LlmArgs field surface: recorded from its source, and checked against `--extra-engine-args` YAML.
+
+TensorRT-LLM (1.3.0rc22 for Dynamo 1.4.0) is not on the package index, so its pydantic models
+cannot be imported. Instead `recipe-harness conformance record-trtllm` reads
+`tensorrt_llm/llmapi/llm_args.py` of the release's version with `ast` (no import, no execution)
+and writes every model class, its fields, aliases and whether it forbids extra keys to
+`data/trtllm-llmargs-<version>.json`, with provenance (package, version, repository path,
+commit, sha256 of the source). That file is generated, never edited by hand.
+
+Dynamo's TRT-LLM worker merges the `--extra-engine-args` YAML into the LLM's keyword arguments
+(`dynamo/trtllm/engine.py`, `update_llm_args_with_extra_options`), and TensorRT-LLM validates
+them as `TorchLlmArgs`: a model built on `StrictBaseModel` (extra="forbid") rejects a key it does
+not know with "Extra inputs are not permitted". A key is reported only where the recorded model
+forbids extras, so the check is never stricter than TensorRT-LLM.
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from harness.recipe.findings import Loc
+
+ROOT_CLASS = "TorchLlmArgs"  # the PyTorch backend's arguments: what Dynamo's TRT-LLM worker builds
+STRICT_BASES = {"StrictBaseModel"}
+BUILD_CONFIG_FIELDS = ("max_batch_size", "max_num_tokens", "max_seq_len", "max_beam_width")
+DATA_PACKAGE = "harness.run.conformance"
+
+
+@dataclass(frozen=True)
+class ModelClass:
+    name: str
+    bases: tuple[str, ...]
+    fields: dict[str, str]  # field -> annotation text
+    aliases: dict[str, str]  # alias -> field
+    forbids_extra: bool | None  # None: not said in this class (inherited)
+
+
+def _annotation_names(text: str) -> set[str]:
+    return set(re.findall(r"[A-Za-z_][A-Za-z0-9_]*", text))
+
+
+def _aliases(value: ast.expr | None) -> list[str]:
+    """`Field(alias="x")`, `validation_alias="x"` or `AliasChoices("a", "b")`."""
+    out: list[str] = []
+    if not isinstance(value, ast.Call):
+        return out
+    for kw in value.keywords:
+        if kw.arg in ("alias", "validation_alias"):
+            node = kw.value
+            if isinstance(node, ast.Constant) and isinstance(node.value, str):
+                out.append(node.value)
+            elif isinstance(node, ast.Call):
+                out += [a.value for a in node.args if isinstance(a, ast.Constant) and isinstance(a.value, str)]
+    return out
+
+
+def _forbids_extra(cls: ast.ClassDef) -> bool | None:
+    for stmt in cls.body:
+        if isinstance(stmt, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "model_config" for t in stmt.targets):
+            text = ast.unparse(stmt.value)
+            if re.search(r"extra\s*=\s*['\"]forbid['\"]", text):
+                return True
+            if re.search(r"extra\s*=\s*['\"](allow|ignore)['\"]", text):
+                return False
+    return None
+
+
+def _default(value: ast.expr | None) -> Any:
+    """The literal default of `x: T = <lit>` or `Field(default=<lit>)` / `Field(<lit>)`; "<expr>" otherwise."""
+    if value is None:
+        return "<required>"
+    node: ast.expr | None = value
+    if isinstance(value, ast.Call) and ast.unparse(value.func).endswith("Field"):
+        node = next((kw.value for kw in value.keywords if kw.arg == "default"), value.args[0] if value.args else None)
+        if node is None:
+            return "<required>"
+    try:
+        return ast.literal_eval(node)
+    except (ValueError, SyntaxError, TypeError):
+        return f"<{ast.unparse(node)}>"
+
+
+def parse_classes(source: str) -> tuple[dict[str, ModelClass], dict[str, dict[str, Any]]]:
+    """Every class of the module with its annotated fields; and the field defaults per class."""
+    tree = ast.parse(source)
+    classes: dict[str, ModelClass] = {}
+    defaults: dict[str, dict[str, Any]] = {}
+    for node in tree.body:
+        if not isinstance(node, ast.ClassDef):
+            continue
+        fields: dict[str, str] = {}
+        aliases: dict[str, str] = {}
+        defaults[node.name] = {}
+        for stmt in node.body:
+            if isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name):
+                name = stmt.target.id
+                ann = ast.unparse(stmt.annotation)
+                if name.startswith("_") or ann.startswith("ClassVar"):
+                    continue  # private attributes and class variables are not input fields
+                fields[name] = ann
+                defaults[node.name][name] = _default(stmt.value)
+                for alias in _aliases(stmt.value):
+                    aliases[alias] = name
+        classes[node.name] = ModelClass(node.name, tuple(ast.unparse(b).split(".")[-1] for b in node.bases), fields,
+                                        aliases, _forbids_extra(node))
+    return classes, defaults
+
+
+def record_surface(source: str, *, version: str, repo: str, path: str, commit: str, note: str = "",
+                   build_source: str | None = None, build_path: str = "tensorrt_llm/builder.py") -> dict[str, Any]:
+    """The data file's content: provenance, the model classes, and BuildConfig's four defaults.
+
+    dynamo.trtllm reads those defaults from `tensorrt_llm.llmapi.BuildConfig`; when BuildConfig is
+    not defined in llm_args.py, `build_source` (the file that defines it) supplies them."""
+    classes, defaults = parse_classes(source)
+    if ROOT_CLASS not in classes:
+        raise ValueError(f"{path}: no class {ROOT_CLASS} in this source; is it tensorrt_llm/llmapi/llm_args.py?")
+    build_from = None
+    if "BuildConfig" not in classes and build_source is not None:
+        _, defaults = parse_classes(build_source)
+        build_from = {"path": build_path, "sha256": hashlib.sha256(build_source.encode()).hexdigest()}
+    build = {k: defaults["BuildConfig"].get(k, "<not defined here>") for k in BUILD_CONFIG_FIELDS} \
+        if "BuildConfig" in defaults else None
+    return {
+        "provenance": {"package": "tensorrt-llm", "version": version, "repository": repo, "path": path, "commit": commit,
+                       "sha256": hashlib.sha256(source.encode()).hexdigest(), "recorded_by": "recipe-harness conformance record-trtllm",
+                       **({"build_config_source": build_from} if build_from else {}), **({"note": note} if note else {})},
+        "root": ROOT_CLASS,
+        "build_config_defaults": build,
+        "classes": {c.name: {"bases": list(c.bases), "forbids_extra": c.forbids_extra, "fields": c.fields, "aliases": c.aliases}
+                    for c in classes.values() if c.fields or c.bases},
+    }
+
+
+def data_file_name(version: str) -> str:
+    return f"trtllm-llmargs-{version}.json"
+
+
+def load_surface(version: str, directory: Path | None = None) -> "Surface | None":
+    """The recorded surface of a TensorRT-LLM version, or None when none was recorded."""
+    name = data_file_name(version)
+    try:
+        if directory is not None:
+            text = (directory / name).read_text()
+        else:
+            text = resources.files(DATA_PACKAGE).joinpath("data", name).read_text()
+    except (OSError, FileNotFoundError):
+        return None
+    return Surface(json.loads(text))
+
+
+class Surface:
+    """A recorded LlmArgs surface: which keys a model class accepts, following its bases."""
+
+    def __init__(self, data: dict[str, Any]):
+        self.data = data
+        self.classes: dict[str, dict[str, Any]] = data.get("classes", {})
+        self.provenance: dict[str, Any] = data.get("provenance", {})
+
+    @property
+    def label(self) -> str:
+        p = self.provenance
+        return f"TensorRT-LLM {p.get('version')} {p.get('path')} @ {str(p.get('commit', ''))[:12]}"
+
+    def _mro(self, name: str) -> list[dict[str, Any]]:
+        out, todo, seen = [], [name], set()
+        while todo:
+            n = todo.pop(0)
+            if n in seen or n not in self.classes:
+                continue
+            seen.add(n)
+            out.append(self.classes[n])
+            todo.extend(self.classes[n].get("bases", []))
+        return out
+
+    def _all_bases(self, name: str) -> set[str]:
+        out, todo = set(), [name]
+        while todo:
+            n = todo.pop()
+            for b in self.classes.get(n, {}).get("bases", []):
+                if b not in out:
+                    out.add(b)
+                    todo.append(b)
+        return out
+
+    def accepts(self, name: str) -> dict[str, str]:
+        """Input key -> annotation, for fields and aliases of the class and its bases."""
+        keys: dict[str, str] = {}
+        for cls in reversed(self._mro(name)):
+            keys.update(cls.get("fields", {}))
+            keys.update({alias: cls["fields"].get(f, "") for alias, f in cls.get("aliases", {}).items()})
+        return keys
+
+    def forbids_extra(self, name: str) -> bool:
+        for cls in self._mro(name):
+            if cls.get("forbids_extra") is not None:
+                return bool(cls["forbids_extra"])
+        return bool(self._all_bases(name) & STRICT_BASES)
+
+    def nested_class(self, annotation: str) -> str | None:
+        """The one model class a field's annotation names (`Optional[KvCacheConfig]` -> KvCacheConfig)."""
+        found = [n for n in _annotation_names(annotation) if n in self.classes and self.accepts(n)]
+        return found[0] if len(found) == 1 else None
+
+    def unknown_keys(self, data: Any, cls: str | None = None, prefix: str = "") -> list[tuple[str, Any, str]]:
+        """(dotted key, the mapping holding it, class) for each key the model would reject as extra."""
+        cls = cls or self.data.get("root", ROOT_CLASS)
+        if not isinstance(data, dict):
+            return []
+        accepted = self.accepts(cls)
+        out: list[tuple[str, Any, str]] = []
+        for key, value in data.items():
+            k = str(key)
+            if k not in accepted:
+                if self.forbids_extra(cls):
+                    out.append((prefix + k, data, cls))
+                continue
+            nested = self.nested_class(accepted[k])
+            if nested and isinstance(value, dict):
+                out.extend(self.unknown_keys(value, nested, f"{prefix}{k}."))
+        return out
+
+
+def key_loc(mapping: Any, key: str, fallback: Loc) -> Loc:
+    key_locs = getattr(mapping, "key_locs", None)
+    if isinstance(key_locs, dict) and key in key_locs:
+        return key_locs[key]
+    return fallback
