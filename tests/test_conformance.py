@@ -225,6 +225,38 @@ def test_extra_engine_args_come_from_the_configmap_and_unknown_keys_are_found_at
                    (line_of(recipe, "no_such_key: true"), "no_such_key")}
 
 
+def test_without_build_config_the_defaults_come_from_base_llm_args_and_dropped_keys_are_accepted():
+    # TensorRT-LLM 1.3 dropped BuildConfig: dynamo/trtllm/backend_args.py then imports
+    # `BaseLlmArgs as BuildConfig`. Keys removed from TorchLlmArgs but still taken off the input
+    # (`_TORCH_LLMARGS_REMOVED_ARG_CHECKS`) or renamed by the YAML merge (`hf_revision`) are accepted.
+    source = LLM_ARGS_SOURCE.replace("class BuildConfig(", "class OldBuildConfig(") + \
+        "\n_TORCH_LLMARGS_REMOVED_ARG_CHECKS: Dict[str, Callable] = {'sampler_type': check}\n" + \
+        "def update_llm_args_with_extra_dict(llm_args, llm_args_dict):\n" + \
+        "    llm_args_dict.setdefault('revision', llm_args_dict.pop('hf_revision'))\n"
+    data = trtllm.record_surface(source, version="9.9", repo="NVIDIA/TensorRT-LLM",
+                                 path="tensorrt_llm/llmapi/llm_args.py", commit="0" * 40)
+    assert data["build_config_defaults"] == {"max_batch_size": None, "max_num_tokens": "<not defined here>",
+                                             "max_seq_len": "<not defined here>", "max_beam_width": "<not defined here>"}
+    assert data["provenance"]["build_config_source"]["class"] == "BaseLlmArgs"
+    assert data["root_dropped_keys"] == ["hf_revision", "sampler_type"]
+    surface = trtllm.Surface(data)
+    assert [k for k, _, _ in surface.unknown_keys({"sampler_type": "auto", "hf_revision": "main", "nope": 1})] == ["nope"]
+    assert [k for k, _, _ in surface.unknown_keys({"kv_cache_config": {"sampler_type": 1}})] == ["kv_cache_config.sampler_type"]
+
+
+def test_the_shipped_surface_for_dynamo_1_4_0_is_recorded_with_provenance_and_feeds_the_stub_defaults(tmp_path):
+    surface = trtllm.load_surface("1.3.0rc22")
+    assert surface is not None, "harness/run/conformance/data/trtllm-llmargs-1.3.0rc22.json is missing"
+    p = surface.provenance
+    assert p["repository"] == "NVIDIA/TensorRT-LLM" and p["path"] == "tensorrt_llm/llmapi/llm_args.py"
+    assert len(p["commit"]) == 40 and len(p["sha256"]) == 64 and p["note"]
+    assert {"kv_cache_config", "cache_transceiver_config", "moe_config", "cuda_graph_config"} <= set(surface.accepts("TorchLlmArgs"))
+    assert [k for k, _, _ in surface.unknown_keys({"kv_cache_config": {"free_gpu_memory_fractio": 0.8}})] == \
+        ["kv_cache_config.free_gpu_memory_fractio"]
+    job = client.jobs_for(make_tree(tmp_path, deploy=TRT_DEPLOY, rid="tiny/trtllm/agg"))[0]
+    assert client._request_extras(job) == {"trtllm_defaults": surface.data["build_config_defaults"]}
+
+
 def test_the_engine_args_check_says_when_no_surface_is_recorded(tmp_path, monkeypatch):
     recipe = make_tree(tmp_path, deploy=TRT_DEPLOY, rid="tiny/trtllm/agg")
     monkeypatch.setattr(trtllm, "load_surface", lambda version: None)

@@ -113,26 +113,55 @@ def parse_classes(source: str) -> tuple[dict[str, ModelClass], dict[str, dict[st
     return classes, defaults
 
 
+def _dropped_before_validation(tree: ast.Module) -> list[str]:
+    """Root keys TensorRT-LLM takes off the input before the model validates it, so they are accepted.
+
+    Two places, both in llm_args.py: the removed-argument table `_drop_removed_args` consults
+    (`_TORCH_LLMARGS_REMOVED_ARG_CHECKS = {"sampler_type": ...}`), and the YAML merge Dynamo calls,
+    `update_llm_args_with_extra_dict`, which renames keys with `llm_args_dict.pop("hf_revision")`."""
+    keys: set[str] = set()
+    for node in tree.body:
+        targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(node, ast.AnnAssign) else []
+        if any(isinstance(t, ast.Name) and "REMOVED_ARG" in t.id for t in targets) and isinstance(node.value, ast.Dict):
+            keys |= {k.value for k in node.value.keys if isinstance(k, ast.Constant) and isinstance(k.value, str)}
+        if isinstance(node, ast.FunctionDef) and node.name == "update_llm_args_with_extra_dict":
+            for call in ast.walk(node):
+                if (isinstance(call, ast.Call) and isinstance(call.func, ast.Attribute) and call.func.attr == "pop"
+                        and ast.unparse(call.func.value) == "llm_args_dict" and call.args
+                        and isinstance(call.args[0], ast.Constant) and isinstance(call.args[0].value, str)):
+                    keys.add(call.args[0].value)
+    return sorted(keys)
+
+
 def record_surface(source: str, *, version: str, repo: str, path: str, commit: str, note: str = "",
                    build_source: str | None = None, build_path: str = "tensorrt_llm/builder.py") -> dict[str, Any]:
     """The data file's content: provenance, the model classes, and BuildConfig's four defaults.
 
     dynamo.trtllm reads those defaults from `tensorrt_llm.llmapi.BuildConfig`; when BuildConfig is
-    not defined in llm_args.py, `build_source` (the file that defines it) supplies them."""
+    not defined in llm_args.py, `build_source` (the file that defines it) supplies them. Without
+    one, they come from `BaseLlmArgs`, as in Dynamo's own fallback for releases that dropped
+    BuildConfig (`dynamo/trtllm/backend_args.py`: `except ImportError: from
+    tensorrt_llm.llmapi.llm_args import BaseLlmArgs as BuildConfig`)."""
     classes, defaults = parse_classes(source)
     if ROOT_CLASS not in classes:
         raise ValueError(f"{path}: no class {ROOT_CLASS} in this source; is it tensorrt_llm/llmapi/llm_args.py?")
     build_from = None
+    build_class = "BuildConfig"
     if "BuildConfig" not in classes and build_source is not None:
         _, defaults = parse_classes(build_source)
         build_from = {"path": build_path, "sha256": hashlib.sha256(build_source.encode()).hexdigest()}
-    build = {k: defaults["BuildConfig"].get(k, "<not defined here>") for k in BUILD_CONFIG_FIELDS} \
-        if "BuildConfig" in defaults else None
+    elif "BuildConfig" not in classes:
+        build_class = "BaseLlmArgs"
+        build_from = {"path": path, "class": build_class, "why": "no BuildConfig in this source: Dynamo falls back to "
+                      "tensorrt_llm.llmapi.llm_args.BaseLlmArgs (dynamo/trtllm/backend_args.py)"}
+    build = {k: defaults[build_class].get(k, "<not defined here>") for k in BUILD_CONFIG_FIELDS} \
+        if build_class in defaults else None
     return {
         "provenance": {"package": "tensorrt-llm", "version": version, "repository": repo, "path": path, "commit": commit,
                        "sha256": hashlib.sha256(source.encode()).hexdigest(), "recorded_by": "recipe-harness conformance record-trtllm",
                        **({"build_config_source": build_from} if build_from else {}), **({"note": note} if note else {})},
         "root": ROOT_CLASS,
+        "root_dropped_keys": _dropped_before_validation(ast.parse(source)),
         "build_config_defaults": build,
         "classes": {c.name: {"bases": list(c.bases), "forbids_extra": c.forbids_extra, "fields": c.fields, "aliases": c.aliases}
                     for c in classes.values() if c.fields or c.bases},
@@ -191,8 +220,11 @@ class Surface:
         return out
 
     def accepts(self, name: str) -> dict[str, str]:
-        """Input key -> annotation, for fields and aliases of the class and its bases."""
+        """Input key -> annotation, for fields and aliases of the class and its bases (and, for the
+        root, the keys TensorRT-LLM drops or renames before validating)."""
         keys: dict[str, str] = {}
+        if name == self.data.get("root", ROOT_CLASS):
+            keys.update({k: "" for k in self.data.get("root_dropped_keys", [])})
         for cls in reversed(self._mro(name)):
             keys.update(cls.get("fields", {}))
             keys.update({alias: cls["fields"].get(f, "") for alias, f in cls.get("aliases", {}).items()})
