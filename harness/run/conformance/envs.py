@@ -57,6 +57,8 @@ SETUP_COMMAND = "recipe-harness conformance setup"
 OFFLINE_UNINSTALLABLE = {
     "aisimulate": "its build downloads at install time and fails offline (required by ai-dynamo >= 1.5); "
                   "neither the parsers nor the mocker's default timing model import it",
+    "cuda-tile": "a placeholder whose build downloads the real wheel from pypi.nvidia.com and fails offline "
+                 "(required by sglang 0.5.21); the argument parser does not import it",
 }
 
 
@@ -353,8 +355,15 @@ def ensure_env(release: str, kind: str, engine_version: str | None = None, *, ro
                 # relocatable: the venv is renamed into place after the install
                 _run([uv, "venv", "-q", "--relocatable", "--python", base_python, str(tmp)], "uv venv", log)
                 t1 = time.time()
-                _run([uv, "pip", "install", "--python", str(tmp / "bin" / "python"), "--compile-bytecode", *reqs],
-                     "uv pip install", log)
+                # An override with a never-true marker removes a requirement wherever it appears in the
+                # tree (an engine's own placeholder dependencies); ai-dynamo's are handled by --no-deps.
+                overrides = root / f".{name}.overrides-{os.getpid()}.txt"
+                overrides.write_text("".join(f"{n}; sys_platform == 'never'\n" for n in OFFLINE_UNINSTALLABLE))
+                try:
+                    _run([uv, "pip", "install", "--python", str(tmp / "bin" / "python"), "--compile-bytecode",
+                          "--override", str(overrides), *reqs], "uv pip install", log)
+                finally:
+                    overrides.unlink(missing_ok=True)
                 if plan.no_deps:
                     _run([uv, "pip", "install", "--python", str(tmp / "bin" / "python"), "--compile-bytecode", "--no-deps",
                           *plan.no_deps], "uv pip install --no-deps", log)
@@ -372,6 +381,7 @@ def ensure_env(release: str, kind: str, engine_version: str | None = None, *, ro
             marker = {
                 "schema": MARKER_SCHEMA, "name": name, "release": release, "engine": kind, "requirements": plan.all,
                 "noDeps": plan.no_deps, "leftOut": plan.left_out,
+                "excluded": sorted(OFFLINE_UNINSTALLABLE) if installer == "uv" else [],
                 "installed": _installed_versions(str(tmp / "bin" / "python")), "installer": installer_version,
                 "base_python": base_python, "venv_seconds": round(t1 - t0, 1), "install_seconds": round(t2 - t1, 1),
                 "size_bytes": _dir_size(tmp), "built_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "log": str(log),
@@ -396,4 +406,7 @@ def install_note(env: Env) -> str:
     left = env.marker.get("leftOut") or {}
     if left:
         text += f" (installed --no-deps, without {', '.join(requirement_name(r) for r in left)})"
+    missing = [n for n in env.marker.get("excluded") or [] if n not in {requirement_name(r) for r in left}]
+    if missing and env.kind in ENGINE_DIST:
+        text += f"; {env.kind} {versions.get(env.kind, '')} resolved without {', '.join(missing)} (never installable offline)"
     return text
