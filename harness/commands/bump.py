@@ -181,6 +181,8 @@ def _compare_conformance(rb: RecipeBump, before: list, after: list, work: Path, 
             for flag in o.result.unrecognized:
                 rb.conformance.append(f"    flag {flag}: accepted by Dynamo {rb.old} ({prev.result.env}), unknown to "
                                       f"{facts.release}: removed or renamed")
+    for note in sorted({n for o in after for n in o.job.notes}):
+        rb.conformance.append(f"note: {note}")  # e.g. what the parse could not check for this release
     parsed_ok = sorted({o.result.env for o in after if _job_state(o) == "ok"})
     if after and all(_job_state(o) == "ok" for o in after):
         rb.conformance.append(f"every command line parses with {facts.release} ({'; '.join(parsed_ok)})")
