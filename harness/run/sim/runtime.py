@@ -3,9 +3,10 @@
 The `.[sim]` extra installs ai-dynamo 1.4.x into the harness's environment (1.5+ requires
 `aisimulate`, which cannot be a plain dependency offline). A recipe on that release line rehearses
 there. A recipe on another release rehearses on a harness-managed env of its release: the
-conformance env kind `dynamo` (ai-dynamo alone; for >= 1.5 installed `--no-deps` without
-aisimulate, see harness/run/conformance/envs.py), built on first use (~1-2 min with uv, ~0.6 GB)
-under `$RECIPE_HARNESS_CACHE/conformance/<release>-dynamo`. plan.json, result.json and the pytest
+conformance env of the release (the lightest ready one: `dynamo`, i.e. ai-dynamo alone, else the
+vLLM or SGLang env; for >= 1.5 ai-dynamo is installed `--no-deps` without aisimulate, see
+harness/run/conformance/envs.py), else a `dynamo` env built on first use (~1-2 min with uv,
+~0.6 GB) under `$RECIPE_HARNESS_CACHE/conformance/<release>-dynamo`. plan.json, result.json and the pytest
 header say which release rehearsed and from where.
 """
 
@@ -67,10 +68,11 @@ def resolve(recipe_release: str, *, build: bool = True, here: str | None = None,
     if not recipe_release or (here and release_line(here) == release_line(recipe_release)):
         note = "" if not recipe_release or here == recipe_release else f"the recipe pins {recipe_release}; same release line"
         return SimRuntime(recipe_release, here, sys.executable, THIS_ENV, note)
-    env = envs.find_env(recipe_release, "dynamo")
+    # any env of the release holds its ai-dynamo: the lightest ready one (dynamo, vllm, sglang) serves
+    env = envs.locate(recipe_release, "frontend")
     if env is None and not build:
         raise RuntimeError_(f"no Dynamo {recipe_release} to rehearse with: run "
-                            f"`{envs.SETUP_COMMAND} --release {recipe_release} --engine trtllm` (an ai-dynamo-only env)")
+                            f"`{envs.SETUP_COMMAND} --release {recipe_release}`, or let the sim stage build it")
     if env is None:
         try:
             env = envs.ensure_env(recipe_release, "dynamo", say=say)
@@ -98,3 +100,21 @@ def frontend_cli_data(python: str) -> dict[str, Any]:
     if res.returncode != 0:
         raise RuntimeError_(f"cannot read dynamo.frontend's arguments from {python}: {res.stderr.strip()[-1500:]}")
     return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def header_lines(releases: list[str], here: str | None = None) -> list[str]:
+    """The run header: per Dynamo release the recipes pin, the conformance envs that parse it and what
+    rehearses it (never builds anything)."""
+    here = installed_release() if here is None else here
+    out = []
+    for release in releases:
+        ready = [e for e in (envs.find_env(release, k) for k in envs.ENV_KINDS) if e is not None]
+        conf = ", ".join(f"{e.path.name} ({envs.install_note(e)})" for e in ready) or "none set up"
+        if here and release_line(here) == release_line(release):
+            sim = f"Dynamo {here} from {THIS_ENV}"
+        else:
+            env = envs.locate(release, "frontend")
+            sim = (f"Dynamo {env.versions.get('ai-dynamo', release)} from {env.path} ({envs.install_note(env)})" if env
+                   else f"a managed ai-dynamo {release} env, built on first use")
+        out.append(f"recipe-harness: Dynamo {release}: conformance envs: {conf}; sim rehearses on {sim}")
+    return out
