@@ -232,6 +232,14 @@ def run(args: argparse.Namespace) -> int:
         print(f"  source: {s}")
     for n in facts.notes:
         print(f"  note: {n}")
+    from harness.recipe.schemas import dynamo_releases
+
+    have = dynamo_releases()
+    if facts.release not in have:
+        print(f"  note: no DynamoGraphDeployment schema generated for {facts.release} (schemas/dynamo/ has "
+              f"{', '.join(have) or 'none'}): the static tier validates the bumped manifests against "
+              f"{have[-1] if have else 'nothing'}; generate it with `recipe-harness schemas import-crd CRD --release "
+              f"{facts.release} ...` from the release's CRD")
     selectors = list(args.recipe)
     with tempfile.TemporaryDirectory(prefix="recipe-bump-") as tmp:
         work = Path(tmp) / root.name
