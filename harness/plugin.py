@@ -259,7 +259,22 @@ class RecipeHarness:
 
         if kubeconform_binary() is None:
             lines.append("recipe-harness: kubeconform not on PATH: manifests are validated by the built-in schemas only")
+        if self._wanted() and (self._stage_selected("sim") or self._stage_selected("conformance")):
+            lines += self._release_header()
         return lines
+
+    def _release_header(self) -> list[str]:
+        """Which Dynamo parses and rehearses each release the selection pins (the run header)."""
+        from harness.run.conformance.client import recipe_release
+        from harness.run.sim.runtime import header_lines
+
+        opt = self.config.option
+        try:
+            selection = make_selection(opt.recipes_dir, opt.recipe, opt.changed_since, opt.max_file_bytes)
+            releases = sorted({r for r in (recipe_release(x) for x in selection.chosen) if r})
+            return header_lines(releases)
+        except Exception:  # noqa: BLE001 - a bad selection is reported by collection, with its reason
+            return []
 
     def pytest_terminal_summary(self, terminalreporter, exitstatus: int, config: pytest.Config) -> None:
         if self.selection is None:

@@ -18,7 +18,7 @@ from typing import Iterable
 
 from harness.results.baselines import (
     DEFAULT_POLICY, HISTORY_ROOT, SEVERITY, VERDICTS, BaselineError, HistoryEntry, Policy, RecipeVerdict, atomic_write_text,
-    confirm_regressions, iter_history, read_history, schema_problems, utc_now,
+    confirm_regressions, iter_history, read_history, repo_relative, schema_problems, utc_now,
 )
 
 SUMMARY_JSON, SUMMARY_MD, REPORT_HTML = "summary.json", "summary.md", "report.html"
@@ -226,9 +226,10 @@ class TrendPoint:
 
 
 def trend_points(key: str, history: list[HistoryEntry], current_run: str | None = None) -> tuple[TrendPoint, ...]:
+    """One point per measured run; experiments (--sim-slowdown) are left out, except the run being reported."""
     return tuple(
         TrendPoint(e.finished_at[5:16].replace("T", " "), m.value, m.verdict, m.baseline, m.tolerance_pct, e.run_id == current_run)
-        for e in history if (m := e.result.metrics.get(key)) is not None
+        for e in history if (m := e.result.metrics.get(key)) is not None and (not e.experiment or e.run_id == current_run)
     )
 
 
@@ -248,13 +249,15 @@ def _draw(title: str, unit: str, points: tuple[TrendPoint, ...]) -> bytes:
     fig = Figure(figsize=(4.8, 2.5), dpi=80)
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
-    based = [(i, p) for i, p in enumerate(points) if p.baseline is not None]
-    if based:
-        xs = [i for i, _ in based]
-        low = [p.baseline * (1 - (p.tolerance_pct or 0) / 100) for _, p in based]
-        high = [p.baseline * (1 + (p.tolerance_pct or 0) / 100) for _, p in based]
-        ax.fill_between(xs, low, high, step="mid", color="#90a4ae", alpha=0.3, linewidth=0)
-        ax.plot(xs, [p.baseline for _, p in based], drawstyle="steps-mid", color="#455a64", linewidth=1.2)
+    # Each run's baseline and band span its own slot [i - 0.5, i + 0.5]: drawn for a single run too
+    # (a step line through one x draws nothing), and a run without a baseline leaves a gap.
+    for i, p in enumerate(points):
+        if p.baseline is None:
+            continue
+        tol = (p.tolerance_pct or 0) / 100
+        ax.fill_between([i - 0.5, i + 0.5], p.baseline * (1 - tol), p.baseline * (1 + tol), color="#90a4ae", alpha=0.3,
+                        linewidth=0)
+        ax.hlines(p.baseline, i - 0.5, i + 0.5, color="#455a64", linewidth=1.2)
     for verdict in VERDICTS:
         group = [(i, p.value) for i, p in enumerate(points) if p.verdict == verdict and p.value is not None]
         if group:
@@ -320,7 +323,7 @@ def render_html(summary: RunSummary, histories: Histories | None = None) -> str:
             out.append("<ul>" + "".join(f"<li>invalid run {i.index}: {e(i.reason)}</li>" for i in r.invalid_runs) + "</ul>")
         if r.baseline_ref:
             ref = r.baseline_ref
-            out.append(f"<p>Baseline <code>{e(ref['path'])}</code> from {e(str(ref.get('date')))}, commit "
+            out.append(f"<p>Baseline <code>{e(repo_relative(ref['path']))}</code> from {e(str(ref.get('date')))}, commit "
                        f"<code>{e(str(ref.get('gitSha') or '?')[:12])}</code>.</p>")
         if r.baseline_update:
             out.append(f"<pre>{e(r.baseline_update)}</pre>")

@@ -112,6 +112,52 @@ def test_benchmark_baseline_and_a_two_times_slowdown_is_caught(fixture_recipe, o
     # the run went into the history beside the baselines, where the trend report reads it
     history = options.history_root / "sim"
     assert list(history.rglob("*.jsonl"))
+    # ... marked as an experiment: no trend point and no regression streak comes from it
+    from harness.results.baselines import confirm_regressions, history_path, read_history
+    from harness.results.report import trend_points
+
+    entries = read_history(history_path("sim", recipe.id, options.history_root))
+    assert [e.experiment for e in entries] == [None, "--sim-slowdown 2"]
+    assert result["experiment"] == "--sim-slowdown 2"
+    assert len(trend_points("inter_token_latency.p50", entries)) == 1
+    assert confirm_regressions(entries) == {}
+    # the Dynamo that rehearsed: this env's 1.4.x for a 1.4.0 recipe
+    plan = json.loads((slow.report_dir / "plan.json").read_text())
+    assert plan["dynamo"]["python"] == sys.executable and plan["dynamo"]["release"].startswith("1.4.")
+
+
+def test_a_recipe_on_a_newer_release_rehearses_on_that_release(fixture_recipe, options, tmp_path):
+    """A 1.6.1 recipe runs the 1.6.1 frontend and mocker from a managed env (built on first use)."""
+    import shutil
+
+    from harness.recipe.discovery import discover, select
+    from harness.run.sim import runtime
+
+    try:
+        rt = runtime.resolve("1.6.1")
+    except runtime.RuntimeError_ as e:
+        pytest.skip(f"no ai-dynamo 1.6.1 env could be set up here: {e}")
+    root = tmp_path / "recipes"
+    src = REPO / "tests/fixtures/sim/recipes/tiny/vllm/agg-two-workers"
+    dst = root / "tiny/vllm/agg-two-workers"
+    shutil.copytree(src, dst)
+    for f in dst.glob("*.yaml"):
+        f.write_text(f.read_text().replace("vllm-runtime:1.4.0", "vllm-runtime:1.6.1"))
+    recipe = select(discover(root), ["tiny/vllm/agg-two-workers"])[0]
+    stage = SimStage()
+    run = stage.open(recipe, options)
+    try:
+        outcome = run_steps(stage, run, ["deploy", "smoke-models", "smoke-chat"])
+        pgids, ports = set(run.deployment.pids()), run.deployment.ports()
+        frontend = run.deployment.processes[0].popen.args
+    finally:
+        run.close()
+    assert set(outcome.values()) == {"passed"}, outcome
+    assert frontend[0] == rt.python != sys.executable
+    plan = json.loads((run.report_dir / "plan.json").read_text())
+    assert plan["dynamo"]["release"] == "1.6.1" and plan["dynamo"]["recipe_release"] == "1.6.1"
+    assert "without aisimulate" in plan["dynamo"]["note"]
+    assert_nothing_left(pgids, ports)
 
 
 def test_a_worker_that_dies_fails_the_deploy_with_its_log_and_leaves_nothing(fixture_recipe, sim_cache, tmp_path):

@@ -41,7 +41,7 @@ from harness.results.baselines.store import (
     BASELINES_ROOT, DEFAULT_ROOTS, HISTORY_ROOT, REPORTS_DIR, SCHEMA_VERSION, Baseline, BaselineError,
     BaselineMetric, BaselineRefused, Image, Provenance, ReportRoots, atomic_write_text, baseline_path,
     check_environment, check_recipe_id, describe_change, find_baseline, git_sha, load_baseline, manifest_hash,
-    package_version, refusal_reason, schema_problems, schema_validator, update_baseline, utc_now,
+    package_version, refusal_reason, repo_relative, schema_problems, schema_validator, update_baseline, utc_now,
 )
 
 __all__ = [
@@ -52,6 +52,6 @@ __all__ = [
     "append_history", "atomic_write_text", "baseline_path", "check_environment", "check_recipe_id", "compare",
     "confirm_regressions", "delta_pct", "describe_change", "evaluate_recipe", "find_baseline", "format_value",
     "git_sha", "history_path", "iter_history", "judge_metric", "load_baseline", "load_policy", "manifest_hash",
-    "metric_family", "package_version", "policy_from_table", "read_history", "refusal_reason", "run_problem",
+    "metric_family", "package_version", "policy_from_table", "read_history", "refusal_reason", "repo_relative", "run_problem",
     "schema_problems", "schema_validator", "update_baseline", "utc_now",
 ]

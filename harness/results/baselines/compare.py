@@ -7,7 +7,7 @@ from pathlib import Path
 
 from harness.results.baselines.aggregate import InvalidRun, MetricSpread, RunStats, delta_pct, format_value
 from harness.results.baselines.policy import DEFAULT_POLICY, Policy
-from harness.results.baselines.store import Baseline, BaselineMetric, Provenance
+from harness.results.baselines.store import Baseline, BaselineMetric, Provenance, repo_relative
 from harness.results.metrics import GATED_METRICS, Direction
 
 # Worst last: a recipe's verdict is the worst of its metrics' (and `invalid` trumps everything).
@@ -137,6 +137,7 @@ def compare(stats: RunStats, baseline: Baseline | None, policy: Policy = DEFAULT
     recipe = recipe or (baseline.recipe if baseline else "")
     environment = environment or (baseline.environment if baseline else "sim")
     where = baseline.path if baseline and baseline.path else baseline_file
+    where = Path(repo_relative(where)) if where else None  # reports name files relative to the repository
     baseline, note = _comparable(baseline, provenance, where)
     keys = list(GATED_METRICS) + [k for k in (baseline.metrics if baseline else {}) if k not in GATED_METRICS]
     metrics = {}

@@ -36,7 +36,8 @@ class Evaluation:
 
 def evaluate_recipe(results: list[PerfResult], *, recipe: str, environment: str, provenance: Provenance,
                     run_id: str, started_at: str | None = None, update: bool = False, policy: Policy | None = None,
-                    baselines_root: Path = BASELINES_ROOT, history_root: Path | None = HISTORY_ROOT) -> Evaluation:
+                    baselines_root: Path = BASELINES_ROOT, history_root: Path | None = HISTORY_ROOT,
+                    experiment: str | None = None) -> Evaluation:
     """aggregate -> find the baseline -> compare -> (update) -> append to history.
     A malformed baseline file is not swallowed: BaselineError propagates with its path."""
     policy = policy or load_policy()
@@ -51,6 +52,6 @@ def evaluate_recipe(results: list[PerfResult], *, recipe: str, environment: str,
             updated = True
         except BaselineRefused as exc:
             refused = verdict.baseline_update = str(exc)
-    entry = HistoryEntry(run_id, started_at or utc_now(), utc_now(), provenance.git_sha, verdict, policy.to_dict())
+    entry = HistoryEntry(run_id, started_at or utc_now(), utc_now(), provenance.git_sha, verdict, policy.to_dict(), experiment)
     written = append_history(environment, recipe, entry, history_root) if history_root is not None else None
     return Evaluation(stats, verdict, entry, written, updated, refused)

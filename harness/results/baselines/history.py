@@ -25,17 +25,23 @@ class HistoryEntry:
     git_sha: str | None
     result: RecipeVerdict
     policy: dict | None = None
+    # What made the run an experiment (e.g. "--sim-slowdown 2"): kept for the record, left out of the
+    # trend plots and of the verdict history that confirms regressions. None: a measurement.
+    experiment: str | None = None
 
     def to_dict(self) -> dict:
         out = {"schemaVersion": SCHEMA_VERSION, "runId": self.run_id, "startedAt": self.started_at,
                "finishedAt": self.finished_at, "gitSha": self.git_sha, **self.result.to_dict()}
         if self.policy:
             out["policy"] = self.policy
+        if self.experiment:
+            out["experiment"] = self.experiment
         return out
 
     @classmethod
     def from_dict(cls, d: dict) -> "HistoryEntry":
-        return cls(d["runId"], d["startedAt"], d["finishedAt"], d.get("gitSha"), RecipeVerdict.from_dict(d), d.get("policy"))
+        return cls(d["runId"], d["startedAt"], d["finishedAt"], d.get("gitSha"), RecipeVerdict.from_dict(d), d.get("policy"),
+                   d.get("experiment"))
 
 
 def history_path(env: str, recipe_id: str, root: Path = HISTORY_ROOT) -> Path:
@@ -102,6 +108,8 @@ def confirm_regressions(history: list[HistoryEntry], policy: Policy = DEFAULT_PO
     nothing for the metric (invalid, no baseline) neither extend nor break a streak; a pass or warn breaks it."""
     streaks: dict[str, list[str]] = {}
     for entry in history:
+        if entry.experiment:
+            continue  # a deliberately slowed run proves the gate; it is no evidence about the recipe
         for key, m in entry.result.metrics.items():
             if m.verdict == "fail":
                 streaks.setdefault(key, []).append(entry.run_id)

@@ -44,6 +44,25 @@ class ReportRoots:
         return cls.under(Path(recipes_root).parent / "reports")
 
 
+def repo_relative(path: Path | str | None) -> str:
+    """How a report names a file: relative to the repository that holds it (the nearest parent with
+    `.git`), else to the working directory when below it, else as given. Reports travel (CI
+    artifacts, the nightly summary): an absolute path names a machine, not a file."""
+    if path is None or str(path) == "":
+        return ""
+    p = Path(path)
+    if not p.is_absolute():
+        return str(p)
+    for parent in p.parents:
+        if (parent / ".git").exists():
+            return os.path.relpath(p, parent)
+    cwd = Path.cwd()
+    try:
+        return str(p.relative_to(cwd))
+    except ValueError:
+        return str(p)
+
+
 # The library's and the CLI's default: $RECIPE_HARNESS_REPORTS, else ./reports.
 DEFAULT_ROOTS = ReportRoots.under(REPORTS_DIR)
 BASELINES_ROOT = DEFAULT_ROOTS.baselines

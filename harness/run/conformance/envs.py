@@ -12,6 +12,12 @@ Env kinds:
   (TensorRT-LLM itself is not on the package index: the driver stubs the one import it needs).
   Any env of the release can serve these jobs, so `dynamo` is only built when asked for.
 
+ai-dynamo >= 1.5 requires `aisimulate`, whose build downloads at install time and fails offline
+(the mocker's default timing model and the parsers never import it). Such a requirement is left
+out: the env installs the release's other requirements (its wheel METADATA `Requires-Dist`, no
+extras) plus the engine, then `ai-dynamo==R` with `--no-deps`; the marker records both lists and
+what was left out, and the run header repeats it.
+
 Build protocol (idempotent, atomic, safe across processes): an exclusive `flock` on
 `<root>/<name>.lock`; the venv is built in `<root>/.<name>.tmp-<pid>` and renamed into place only
 after the install succeeded and the marker `conformance-env.json` was written inside it. An env is
@@ -47,6 +53,13 @@ ENGINE_DIST = {"vllm": "vllm", "sglang": "sglang"}
 # Packages whose installed versions go into the marker.
 REPORTED = ("ai-dynamo", "ai-dynamo-runtime", "vllm", "sglang", "torch", "transformers", "huggingface-hub", "pydantic")
 SETUP_COMMAND = "recipe-harness conformance setup"
+# Requirements of ai-dynamo that cannot be installed offline, and why; an env is built without them.
+OFFLINE_UNINSTALLABLE = {
+    "aisimulate": "its build downloads at install time and fails offline (required by ai-dynamo >= 1.5); "
+                  "neither the parsers nor the mocker's default timing model import it",
+    "cuda-tile": "a placeholder whose build downloads the real wheel from pypi.nvidia.com and fails offline "
+                 "(required by sglang 0.5.21); the argument parser does not import it",
+}
 
 
 class EnvBuildError(RuntimeError):
@@ -137,18 +150,67 @@ def list_envs(root: Path | None = None) -> list[Env]:
 # ---- what to install ---------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class InstallPlan:
+    """What an env installs: `resolved` in one resolver run, then `no_deps` with `--no-deps`."""
+
+    resolved: list[str]
+    no_deps: list[str] = field(default_factory=list)
+    left_out: dict[str, str] = field(default_factory=dict)  # requirement -> why it is not installed
+
+    @property
+    def all(self) -> list[str]:
+        return [*self.resolved, *(f"{r} (--no-deps)" for r in self.no_deps)]
+
+
+def requirement_name(req: str) -> str:
+    """`aisimulate==0.13.0; python_version >= '3.11'` -> `aisimulate` (PEP 503 normalised)."""
+    m = re.match(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)", req)
+    return re.sub(r"[-_.]+", "-", m.group(1)).lower() if m else ""
+
+
+def base_requirements(metadata: str) -> list[str]:
+    """The wheel's `Requires-Dist` entries that no extra gates, as written."""
+    out = []
+    for line in metadata.splitlines():
+        if line.startswith("Requires-Dist:"):
+            req = line.split(":", 1)[1].strip()
+            if not re.search(r"\bextra\s*==", req):
+                out.append(req)
+    return out
+
+
+def install_plan(release: str, kind: str, engine_version: str | None = None, metadata: str | None = None) -> InstallPlan:
+    """`ai-dynamo==R` plus the engine pin (from the argument, else the wheel's extra); where the
+    release requires something in OFFLINE_UNINSTALLABLE, its other requirements resolve normally and
+    ai-dynamo itself goes in with `--no-deps`."""
+    engine = []
+    if kind != "dynamo":
+        engine = [f"{ENGINE_DIST[kind]}=={engine_version or engine_version_from_wheel(release, kind)}"]
+    metadata = metadata if metadata is not None else wheel_metadata(release)
+    base = base_requirements(metadata)
+    left_out = {r: OFFLINE_UNINSTALLABLE[requirement_name(r)] for r in base if requirement_name(r) in OFFLINE_UNINSTALLABLE}
+    if not left_out:
+        return InstallPlan([f"ai-dynamo=={release}", *engine])
+    kept = [r for r in base if r not in left_out]
+    return InstallPlan([*kept, *engine], [f"ai-dynamo=={release}"], left_out)
+
+
 def requirements(release: str, kind: str, engine_version: str | None = None) -> list[str]:
-    """`ai-dynamo==R` plus the engine pin: from the argument, else resolved from the wheel."""
-    reqs = [f"ai-dynamo=={release}"]
-    if kind == "dynamo":
-        return reqs
-    version = engine_version or engine_version_from_wheel(release, kind)
-    reqs.append(f"{ENGINE_DIST[kind]}=={version}")
-    return reqs
+    """Every requirement the env installs, `--no-deps` ones marked (for printing)."""
+    return install_plan(release, kind, engine_version).all
 
 
-def engine_version_from_wheel(release: str, kind: str) -> str:
-    """The engine pin of ai-dynamo's `[kind]` extra, read from the ai-dynamo wheel's METADATA."""
+def metadata_cache(release: str) -> Path:
+    return cache_root() / ".metadata" / f"ai_dynamo-{release}.METADATA"
+
+
+def wheel_metadata(release: str) -> str:
+    """The METADATA of the `ai-dynamo==R` wheel (downloaded once, then cached: a release never changes)."""
+    env_name(release, "dynamo")  # validates the release string before it reaches pip
+    cached = metadata_cache(release)
+    if cached.is_file():
+        return cached.read_text()
     with tempfile.TemporaryDirectory() as tmp:
         _run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:", "-d", tmp,
               f"ai-dynamo=={release}"], "download the ai-dynamo wheel", None)
@@ -158,15 +220,24 @@ def engine_version_from_wheel(release: str, kind: str) -> str:
         with zipfile.ZipFile(wheels[0]) as z:
             meta_name = next(n for n in z.namelist() if n.endswith(".dist-info/METADATA"))
             meta = z.read(meta_name).decode()
-    version = engine_pin(meta, kind)
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    tmp_file = cached.with_suffix(f".tmp-{os.getpid()}")
+    tmp_file.write_text(meta)
+    os.replace(tmp_file, cached)
+    return meta
+
+
+def engine_version_from_wheel(release: str, kind: str) -> str:
+    """The engine pin of ai-dynamo's `[kind]` extra, read from the ai-dynamo wheel's METADATA."""
+    version = engine_pin(wheel_metadata(release), kind)
     if version is None:
-        raise EnvBuildError(f"ai-dynamo {release} METADATA has no {ENGINE_DIST[kind]}==X pin for the extra {kind!r}")
+        raise EnvBuildError(f"ai-dynamo {release} METADATA has no {ENGINE_DIST.get(kind, kind)}==X pin for the extra {kind!r}")
     return version
 
 
 def engine_pin(metadata: str, kind: str) -> str | None:
-    """`Requires-Dist: vllm[...]==X ; extra == "vllm"` -> X."""
-    dist = re.escape(ENGINE_DIST.get(kind, kind))
+    """`Requires-Dist: vllm[...]==X ; extra == "vllm"` -> X (TRT-LLM: `tensorrt-llm==X ; extra == "trtllm"`)."""
+    dist = re.escape(ENGINE_DIST.get(kind, {"trtllm": "tensorrt-llm"}.get(kind, kind)))
     pat = re.compile(rf"^Requires-Dist:\s*{dist}(\[[^\]]*\])?\s*==\s*([^\s;,]+).*extra\s*==\s*['\"]{re.escape(kind)}['\"]",
                      re.M | re.I)
     m = pat.search(metadata)
@@ -268,31 +339,49 @@ def ensure_env(release: str, kind: str, engine_version: str | None = None, *, ro
             shutil.rmtree(stale, ignore_errors=True)
         if final.exists():  # no marker: an interrupted build of an older layout
             shutil.rmtree(final)
-        reqs = requirements(release, kind, engine_version)
+        plan = install_plan(release, kind, engine_version)
+        reqs = plan.resolved
         installer, uv = choose_installer()
         base_python = getattr(sys, "_base_executable", None) or sys.executable
         tmp = root / f".{name}.tmp-{os.getpid()}"
         log = root / f"{name}.log"
-        log.write_text(f"# building {name}: {' '.join(reqs)} with {installer}\n")
-        say(f"conformance: building {final}: {' '.join(reqs)} with {installer} (log {log})")
+        log.write_text(f"# building {name}: {' '.join(plan.all)} with {installer}\n")
+        say(f"conformance: building {final}: {' '.join(plan.all)} with {installer} (log {log})")
+        for req, why in plan.left_out.items():
+            say(f"conformance: {name}: not installing {req}: {why}")
         t0 = time.time()
         try:
             if installer == "uv" and uv:
                 # relocatable: the venv is renamed into place after the install
                 _run([uv, "venv", "-q", "--relocatable", "--python", base_python, str(tmp)], "uv venv", log)
                 t1 = time.time()
-                _run([uv, "pip", "install", "--python", str(tmp / "bin" / "python"), "--compile-bytecode", *reqs],
-                     "uv pip install", log)
+                # An override with a never-true marker removes a requirement wherever it appears in the
+                # tree (an engine's own placeholder dependencies); ai-dynamo's are handled by --no-deps.
+                overrides = root / f".{name}.overrides-{os.getpid()}.txt"
+                overrides.write_text("".join(f"{n}; sys_platform == 'never'\n" for n in OFFLINE_UNINSTALLABLE))
+                try:
+                    _run([uv, "pip", "install", "--python", str(tmp / "bin" / "python"), "--compile-bytecode",
+                          "--override", str(overrides), *reqs], "uv pip install", log)
+                finally:
+                    overrides.unlink(missing_ok=True)
+                if plan.no_deps:
+                    _run([uv, "pip", "install", "--python", str(tmp / "bin" / "python"), "--compile-bytecode", "--no-deps",
+                          *plan.no_deps], "uv pip install --no-deps", log)
                 installer_version = subprocess.run([uv, "--version"], capture_output=True, text=True).stdout.strip()
             else:
                 _run([base_python, "-m", "venv", str(tmp)], "python -m venv", log)
                 t1 = time.time()
                 _run([str(tmp / "bin" / "python"), "-m", "pip", "install", "-q", *reqs], "pip install", log)
+                if plan.no_deps:
+                    _run([str(tmp / "bin" / "python"), "-m", "pip", "install", "-q", "--no-deps", *plan.no_deps],
+                         "pip install --no-deps", log)
                 installer_version = subprocess.run([str(tmp / "bin" / "python"), "-m", "pip", "--version"],
                                                    capture_output=True, text=True).stdout.split(" from ")[0]
             t2 = time.time()
             marker = {
-                "schema": MARKER_SCHEMA, "name": name, "release": release, "engine": kind, "requirements": reqs,
+                "schema": MARKER_SCHEMA, "name": name, "release": release, "engine": kind, "requirements": plan.all,
+                "noDeps": plan.no_deps, "leftOut": plan.left_out,
+                "excluded": sorted(OFFLINE_UNINSTALLABLE) if installer == "uv" else [],
                 "installed": _installed_versions(str(tmp / "bin" / "python")), "installer": installer_version,
                 "base_python": base_python, "venv_seconds": round(t1 - t0, 1), "install_seconds": round(t2 - t1, 1),
                 "size_bytes": _dir_size(tmp), "built_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "log": str(log),
@@ -308,3 +397,16 @@ def ensure_env(release: str, kind: str, engine_version: str | None = None, *, ro
             raise
         say(f"conformance: ready {final}: installed in {marker['install_seconds']} s, {marker['size_bytes'] / 1e9:.1f} GB")
         return Env(release, kind, final, marker)
+
+
+def install_note(env: Env) -> str:
+    """One line for a run header: which ai-dynamo the env holds and what was left out of it."""
+    versions = env.versions
+    text = f"ai-dynamo {versions.get('ai-dynamo', env.release)}"
+    left = env.marker.get("leftOut") or {}
+    if left:
+        text += f" (installed --no-deps, without {', '.join(requirement_name(r) for r in left)})"
+    missing = [n for n in env.marker.get("excluded") or [] if n not in {requirement_name(r) for r in left}]
+    if missing and env.kind in ENGINE_DIST:
+        text += f"; {env.kind} {versions.get(env.kind, '')} resolved without {', '.join(missing)} (never installable offline)"
+    return text

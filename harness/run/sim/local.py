@@ -107,10 +107,12 @@ def process_env(base: dict[str, str], work_dir: Path, extra: dict[str, str]) -> 
     return env
 
 
-def process_argv(proc: ProcessPlan, model_dir: Path, port: int) -> list[str]:
+def process_argv(proc: ProcessPlan, model_dir: Path, port: int, python: str | None = None) -> list[str]:
+    """The command of one process; `python` is the interpreter of the Dynamo release that rehearses."""
+    python = python or sys.executable
     if proc.module == "dynamo.frontend":
-        return [sys.executable, "-m", proc.module, "--http-host", HOST, "--http-port", str(port), *proc.args]
-    return [sys.executable, "-m", proc.module, "--model-path", str(model_dir), *proc.args]
+        return [python, "-m", proc.module, "--http-host", HOST, "--http-port", str(port), *proc.args]
+    return [python, "-m", proc.module, "--model-path", str(model_dir), *proc.args]
 
 
 def count_generate_instances(health: dict) -> dict[str, int]:
@@ -165,8 +167,10 @@ def http_get(url: str, timeout: float = 2.0) -> tuple[int, str]:
 class LocalDeployment:
     """One plan's processes. Use as a context manager, or call start() and always stop()."""
 
-    def __init__(self, plan: SimPlan, model_dir: Path, log_dir: Path, startup_timeout_s: float = 60.0):
+    def __init__(self, plan: SimPlan, model_dir: Path, log_dir: Path, startup_timeout_s: float = 60.0,
+                 python: str | None = None):
         self.plan = plan
+        self.python = python or sys.executable  # the interpreter of the Dynamo release that rehearses
         self.model_dir = model_dir
         self.log_dir = log_dir
         self.startup_timeout_s = startup_timeout_s
@@ -263,7 +267,7 @@ class LocalDeployment:
                 extra["DYN_SYSTEM_PORT"] = str(port)  # unique per mocker, or the frontend never lists the model
             env = process_env(dict(os.environ), self.work_dir, extra)
             log_path = self.log_dir / f"{proc.name}.log"
-            self.processes.append(LocalProcess(proc, _spawn(process_argv(proc, self.model_dir, port), env, log_path), log_path, port))
+            self.processes.append(LocalProcess(proc, _spawn(process_argv(proc, self.model_dir, port, self.python), env, log_path), log_path, port))
 
     def _wait_ready(self, deadline: float) -> None:
         expected = self.plan.expected_instances

@@ -188,6 +188,12 @@ class FrontendCli:
     choices: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
 
+def frontend_cli_from(data: dict) -> FrontendCli:
+    """A FrontendCli from the option data another interpreter's parser printed (harness/run/sim/runtime.py)."""
+    return FrontendCli(frozenset(data.get("flags") or ()), frozenset(data.get("no_value") or ()),
+                       {k: tuple(v) for k, v in (data.get("choices") or {}).items()})
+
+
 @lru_cache(maxsize=1)
 def installed_frontend_cli() -> FrontendCli:
     """Read the installed frontend's own argument parser (0.7 s, no process)."""

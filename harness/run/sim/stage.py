@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import shutil
+import sys
 import time
 
 from dataclasses import asdict
@@ -21,7 +22,9 @@ from harness.results import baselines
 from harness.run.sim.compare import sim_policy
 from harness.run.sim.local import DeployError, LocalDeployment, tail
 from harness.run.sim.modeldir import describe, ensure_model_dir
-from harness.run.sim.plan import PlanError, SimPlan, build_plan
+from harness.run.sim import runtime
+from harness.run.sim.plan import PlanError, SimPlan, build_plan, frontend_cli_from, installed_frontend_cli
+from harness.run.sim.runtime import SimRuntime
 from harness.run.sim.profiles import PROFILES, SimProfile, get_profile
 
 # `conformance` first: the recipe's command lines through the real parsers of its Dynamo release,
@@ -90,9 +93,16 @@ class SimRun(StepRun):
         self.baseline_written = ""
         self.outcomes: dict[str, dict[str, Any]] = {}
         self.usage: dict[str, Any] = {}
+        self.runtime: SimRuntime | None = None  # the Dynamo release that rehearses
         self.failed = False
         self.started = time.monotonic()
         self._closed = False
+
+    @property
+    def experiment(self) -> str | None:
+        """A slowed-down run proves the gate catches a regression: it is recorded as an experiment and kept
+        out of the trend plots and of regression confirmation (harness/results/baselines/history.py)."""
+        return f"--sim-slowdown {self.options.sim.slowdown:g}" if self.options.sim.slowdown != 1.0 else None
 
     @property
     def speedup_ratio(self) -> float:
@@ -151,14 +161,24 @@ class SimRun(StepRun):
             raise StageSkip("; ".join(skipped))
 
     def deploy(self) -> None:
+        from harness.run.conformance.client import recipe_release
+
         try:
-            self.plan = build_plan(self.recipe, speedup_ratio=self.speedup_ratio, max_data_parallel=self.profile.max_data_parallel)
+            self.runtime = runtime.resolve(recipe_release(self.recipe))
+            cli = (installed_frontend_cli() if self.runtime.python == sys.executable
+                   else frontend_cli_from(runtime.frontend_cli_data(self.runtime.python)))
+        except runtime.RuntimeError_ as e:
+            raise StepFailed(f"{self.recipe.id}: {e}") from None
+        try:
+            self.plan = build_plan(self.recipe, speedup_ratio=self.speedup_ratio, max_data_parallel=self.profile.max_data_parallel,
+                                   frontend_cli=cli)
         except PlanError as e:
             raise StepFailed(str(e)) from None
         self.model_dir = ensure_model_dir(self.plan.model_id, self.options.sim.cache_dir)
-        self._write_json("plan.json", {**self.plan.to_dict(), "profile": self.profile.to_dict(),
+        self._write_json("plan.json", {**self.plan.to_dict(), "dynamo": self.runtime.to_dict(), "profile": self.profile.to_dict(),
                                        "simSlowdown": self.options.sim.slowdown, "modelDir": describe(self.model_dir)})
-        self.deployment = LocalDeployment(self.plan, self.model_dir, self.report_dir / "logs", self.profile.startup_timeout_s)
+        self.deployment = LocalDeployment(self.plan, self.model_dir, self.report_dir / "logs", self.profile.startup_timeout_s,
+                                          python=self.runtime.python)
         try:
             self.deployment.start()
         except DeployError as e:
@@ -249,11 +269,11 @@ class SimRun(StepRun):
             self.evaluation = baselines.evaluate_recipe(
                 self.results, recipe=self.recipe.id, environment="sim", provenance=provenance,
                 run_id=self.options.report_dir.name, update=update, policy=sim_policy(),
-                baselines_root=self.baselines_root, history_root=self.history_root)
+                baselines_root=self.baselines_root, history_root=self.history_root, experiment=self.experiment)
         except baselines.BaselineError as e:
             raise StepFailed(str(e)) from None
         if self.evaluation.updated:
-            self.baseline_written = str(baselines.baseline_path("sim", self.recipe.id, self.baselines_root))
+            self.baseline_written = baselines.repo_relative(baselines.baseline_path("sim", self.recipe.id, self.baselines_root))
         failure = self.evaluation.failure()
         if failure:
             raise StepFailed(f"{failure}\n(--sim-slowdown {self.options.sim.slowdown:g}, profile {self.profile.name})")
@@ -269,7 +289,9 @@ class SimRun(StepRun):
             "stage": "sim",
             "profile": self.profile.name,
             "simSlowdown": self.options.sim.slowdown,
+            "experiment": self.experiment,
             "speedupRatio": self.speedup_ratio,
+            "dynamo": None if self.runtime is None else self.runtime.to_dict(),
             "wallSeconds": round(time.monotonic() - self.started, 2),
             "steps": self.outcomes,
             "usage": self.usage,
