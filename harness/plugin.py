@@ -21,8 +21,10 @@ from harness.recipe.discovery import SelectionError
 from harness.recipe.findings import Finding, Report, Severity, sorted_findings
 from harness.recipe.model import Recipe
 from harness.run.stage import GpuOptions, SimOptions, Stage, StageOptions, StageSkip, StepRun
+from harness.run.ignores import IgnoreFileError
 from harness.run.static import (
-    Selection, applicable_checks, check_options, context_for, dedupe, in_github_actions, make_selection,
+    SEVERITY_FLOORS, Gate, Selection, applicable_checks, check_options, context_for, dedupe, in_github_actions, make_gate,
+    make_selection, run_header,
 )
 
 STAGES = ("static", "sim", "gpu")
@@ -48,6 +50,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="allowed image registry (repeatable; replaces the allow-list in recipes/versions.yaml)")
     group.addoption("--storage-margin", type=float, default=None, metavar="F",
                     help="model-cache PVC size / checkpoint size (default: the catalogue's rule, 1.2 or 1.3)")
+    group.addoption("--convention", choices=("catalogue", "none"), default=None,
+                    help="the tree's convention: catalogue (recipe.yaml, versions.yaml, our layout) or none (a foreign tree: "
+                         "convention checks do not apply, manifests are found at any depth); default: detected")
+    group.addoption("--severity-floor", choices=SEVERITY_FLOORS, default=None,
+                    help="report only findings at or above this severity (default: warning, i.e. all)")
     group.addoption("--findings-json", metavar="PATH", help="write all static findings as JSON")
     group.addoption("--max-file-bytes", type=int, default=None, metavar="N", help="size cap for one YAML file (default 1 MiB)")
     group.addoption("--report-dir", metavar="PATH", default=None, help="where runs write reports (default reports/runs/<run-id>)")
@@ -78,6 +85,7 @@ class RecipeHarness:
         self.report = Report()
         self.selection: Selection | None = None
         self.ctx: CheckContext | None = None
+        self.gate = Gate()
         self.runs: dict[tuple[str, str], StepRun] = {}
         self.plan_errors: dict[tuple[str, str], str] = {}
         self.unavailable: dict[str, str | None] = {}
@@ -127,8 +135,9 @@ class RecipeHarness:
             return
         opt = config.option
         try:
-            self.selection = make_selection(opt.recipes_dir, opt.recipe, opt.changed_since, opt.max_file_bytes)
-        except (SelectionError, ChangeError) as exc:
+            self.selection = make_selection(opt.recipes_dir, opt.recipe, opt.changed_since, opt.max_file_bytes, opt.convention)
+            self.gate = make_gate(self.selection, opt.severity_floor)
+        except (SelectionError, ChangeError, IgnoreFileError) as exc:
             raise pytest.UsageError(str(exc)) from None
         self.notes.extend(self.selection.notes)
         if not self.selection.all:
@@ -276,11 +285,15 @@ class RecipeHarness:
         except Exception:  # noqa: BLE001 - a bad selection is reported by collection, with its reason
             return []
 
+    def pytest_report_collectionfinish(self, config: pytest.Config, start_path: Path, items: list) -> list[str]:
+        """The run header: the tree and its convention, the severity floor and every ignore in effect."""
+        return [f"recipe-harness: {line}" for line in run_header(self.selection, self.gate)] if self.selection else []
+
     def pytest_terminal_summary(self, terminalreporter, exitstatus: int, config: pytest.Config) -> None:
         if self.selection is None:
             return
         tr = terminalreporter
-        for note in self.notes:
+        for note in self.notes + self.gate.summary():
             tr.write_line(f"recipe-harness: {note}")
         findings = dedupe(self.report.findings)
         warnings = [f for f in findings if f.severity is Severity.WARNING]
@@ -322,7 +335,7 @@ class StaticCheckItem(pytest.Item):
     def runtest(self) -> None:
         harness: RecipeHarness = self.config.pluginmanager.get_plugin("recipe-harness-session")
         assert harness.ctx is not None
-        findings = run_check(self.check, self.subject, harness.ctx)
+        findings = harness.gate.admit(run_check(self.check, self.subject, harness.ctx))
         harness.report.findings.extend(findings)
         errors = [f for f in findings if f.severity is Severity.ERROR]
         if errors:

@@ -6,6 +6,12 @@ Problems. It never prints, exits or reads files on its own (the Recipe loads the
 Its docstring is its documentation: first paragraph = why, then `Fails:` with an example.
 A check with options declares them as a frozen dataclass with defaults (`@check(..., options=X)`)
 and reads them with `ctx.options_for(X)`; the CLI and the plugin fill them from typed arguments.
+
+A check that judges a recipe against this catalogue's own conventions (layout, `recipe.yaml`
+metadata, the model README format, `versions.yaml`, generated docs) rather than against what
+Dynamo, Kubernetes or an engine accepts is registered with `convention=True`: it runs only on a
+tree that follows the catalogue convention (harness.recipe.convention); on a foreign tree it does
+not apply, and the run says how many such checks it left out.
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ class Check:
     topic: str
     fn: Callable[..., Iterable[Problem]]
     options: type | None = None  # its typed options (a dataclass with defaults), if it has any
+    convention: bool = False  # judges the catalogue's own conventions: runs only on a catalogue-convention tree
 
     @property
     def why(self) -> str:
@@ -49,14 +56,16 @@ class Check:
 REGISTRY: dict[str, Check] = {}
 
 
-def check(id: str, severity: Severity = Severity.ERROR, scope: Scope = "recipe", options: type | None = None) -> Callable:
-    """Register a check function under a stable id (with the dataclass of its options, if any)."""
+def check(id: str, severity: Severity = Severity.ERROR, scope: Scope = "recipe", options: type | None = None,
+          convention: bool = False) -> Callable:
+    """Register a check function under a stable id (with the dataclass of its options, if any;
+    `convention=True` for a check of the catalogue's own conventions, see the module docstring)."""
 
     def register(fn: Callable) -> Callable:
         if id in REGISTRY and REGISTRY[id].fn.__qualname__ != fn.__qualname__:
             raise ValueError(f"duplicate check id {id!r}")
         topic = fn.__module__.rsplit(".", 1)[-1]
-        REGISTRY[id] = Check(id, severity, scope, topic, fn, options)
+        REGISTRY[id] = Check(id, severity, scope, topic, fn, options, convention)
         return fn
 
     return register
@@ -72,10 +81,11 @@ def all_checks() -> list[Check]:
 
 @dataclass
 class CheckContext:
-    """What the checks of one run share: the tree's root and the checks' typed options."""
+    """What the checks of one run share: the tree's root, its convention and the checks' typed options."""
 
     root: Path
     options: Sequence[Any] = ()  # option objects (StorageOptions(margin=1.5), ...); a kind not given has its defaults
+    catalogue: bool = True  # the tree follows the catalogue convention (versions.yaml is its release matrix)
 
     def options_for(self, kind: type[O]) -> O:
         """The run's options of this kind, else its defaults."""

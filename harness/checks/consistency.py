@@ -351,7 +351,7 @@ def _perf_numbers(w: Workloads, env_names: tuple[str, ...], flag_names: tuple[st
     return out
 
 
-@check("perf-concurrency-matches-metadata")
+@check("perf-concurrency-matches-metadata", convention=True)
 def perf_concurrency_matches_metadata(recipe: Recipe, ctx: CheckContext) -> Iterator[Problem]:
     """The perf Job's concurrency (`CONCURRENCY`, aiperf `--concurrency`) and GPU count
     (`DEPLOYMENT_GPU_COUNT`) are the metadata's `benchmark.concurrency` and `gpus`, and
@@ -382,7 +382,7 @@ def perf_concurrency_matches_metadata(recipe: Recipe, ctx: CheckContext) -> Iter
                 yield problem(t.loc, f"the perf Job uses {t.value} but recipe.yaml {key} is {expected}", f"use {expected}")
 
 
-@check("perf-lengths-match-metadata")
+@check("perf-lengths-match-metadata", convention=True)
 def perf_lengths_match_metadata(recipe: Recipe, ctx: CheckContext) -> Iterator[Problem]:
     """The perf Job's input and output lengths and request count (ISL/OSL env, aiperf
     `--synthetic-input-tokens-mean`, `--output-tokens-mean`, `--request-count`) are the

@@ -21,7 +21,7 @@ _HARDWARE_BULLET = re.compile(r"^- `(?P<mode>[^`]+)`: (?P<gpus>\d+) x (?P<gpu>[A
 _CONCURRENCY = re.compile(r"^(?P<total>\d+)(?: \((?P<per_gpu>\d+) x (?P<gpus>\d+)\))?")
 
 
-@check("docs-in-sync", scope="tree")
+@check("docs-in-sync", scope="tree", convention=True)
 def docs_in_sync(tree: RecipeTree, ctx: CheckContext) -> Iterator[Problem]:
     """`recipes/README.md` (catalogue, version matrix, targets) and `recipes/SIZING.md` (GPU memory
     and storage sizing) are generated from the metadata, the manifests and the catalogues by
@@ -109,7 +109,7 @@ def _by_mode(recipes: list[Recipe]) -> dict[str, Recipe]:
     return {f"{r.framework}/{r.mode}": r for r in recipes}
 
 
-@check("model-readme-format", scope="tree")
+@check("model-readme-format", scope="tree", convention=True)
 def model_readme_format(tree: RecipeTree, ctx: CheckContext) -> Iterator[Problem]:
     """Every `recipes/<model>/README.md` follows one format (a `# <model>` title, then Overview,
     Hardware, Deploy, Benchmark, Known limits, in that order) so users find the same thing in the

@@ -8,15 +8,19 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Iterator
 
-from harness.recipe.findings import Loc, Problem, problem
+from harness.recipe.findings import Loc, Problem, Severity, display_path, problem
 from harness.recipe.model import Container, Recipe
-from harness.recipe.versions import VERSIONS_FILE, VersionMatrix, version_matrix
+from harness.recipe.versions import BUILTIN_MATRIX, VERSIONS_FILE, VersionMatrix, builtin_matrix, version_matrix
 from harness.checks import CheckContext, check
 from harness.recipe.workloads import Pod
 
 DYNAMO_PREFIX = "nvcr.io/nvidia/ai-dynamo/"
 RUNTIME_REPOSITORY = {"vllm": "vllm-runtime", "sglang": "sglang-runtime", "trtllm": "tensorrtllm-runtime"}
 DYNAMO_REPOSITORIES = set(RUNTIME_REPOSITORY.values()) | {"dynamo-frontend", "dynamo-planner"}
+# Tools NVIDIA publishes under nvcr.io/nvidia/ai-dynamo/ with their own version line, not a Dynamo release:
+# AIPerf's image (`aiperf:0.11.0` in upstream's recipes/glm-5.2/perf/perf.yaml, whose README says the Job
+# runs it directly; other trees use 0.7.0 and 0.12.0).
+TOOL_REPOSITORIES = {"aiperf"}
 KNOWN_WRONG_REPOSITORIES = {
     "trtllm-runtime": "tensorrtllm-runtime",
     "tensorrt-llm-runtime": "tensorrtllm-runtime",
@@ -120,13 +124,24 @@ def image_uses(recipe: Recipe) -> list[ImageUse]:
 
 @check("image-reference-pinned")
 def image_reference_pinned(recipe: Recipe, ctx: CheckContext) -> Iterator[Problem]:
-    """Every container (DGD services, perf Job, download Job, EPP) names a full reference,
-    `registry/repository:tag` or `@sha256:<digest>`, with a real tag. `latest` moves under
+    """Every container (DGD services, perf Job, download Job, EPP) names a pinned reference,
+    `[registry/]repository:tag` or `@sha256:<digest>`, with a real tag. `latest` moves under
     you, and placeholders (`my-tag`, `${VERSION}`, `x.y.z`) were shipped upstream: the
-    pods never start (ErrImagePull).
+    pods never start (ErrImagePull, InvalidImageName).
 
-    Fails: `image: nvcr.io/nvidia/ai-dynamo/vllm-runtime:my-tag`.
+    A Docker Hub official image by its short name (`python:3.12-slim`) is a full reference:
+    Kubernetes resolves a name without a registry host to Docker Hub, and an official image to
+    `docker.io/library/<name>` (kubernetes.io/docs/concepts/containers/images, "Image names").
+    A namespaced short name (`someorg/tool:1.0`) is still reported: write its registry.
+
+    A recipe that is a template on purpose says so in its README (the recipe's or its model's):
+    when a README names the placeholder (`my-tag`, `<IMAGE_TAG>`, `${VERSION}`) or calls the
+    image a placeholder to replace, the recipe gets ONE `template` warning instead of an error
+    per image. An undocumented placeholder stays an error: the README applies the file as is.
+
+    Fails: `image: nvcr.io/nvidia/ai-dynamo/vllm-runtime:my-tag` (no README mentions it).
     """
+    held: list[tuple[ImageRef, Loc, str, str, Loc]] = []  # documented placeholders: ref, loc, where, token, README line
     for pod in recipe.workloads.pods:
         for c in pod.containers:
             where = pod.label + (f" container {c.name}" if c.name else "")
@@ -134,7 +149,51 @@ def image_reference_pinned(recipe: Recipe, ctx: CheckContext) -> Iterator[Proble
             if not isinstance(image, str) or not image.strip():
                 yield problem(c.image_loc, f"{where} has no image", "name a pinned image, e.g. nvcr.io/nvidia/ai-dynamo/vllm-runtime:1.4.0")
                 continue
-            yield from _pinned(parse_image(image), c.image_loc, where)
+            ref = parse_image(image)
+            token = placeholder_token(ref)
+            documented = _documented_placeholder(recipe, token) if token else None
+            if documented is not None:
+                held.append((ref, c.image_loc, where, token, documented))
+                continue
+            yield from _pinned(ref, c.image_loc, where)
+    if held:
+        ref, loc, _, _, readme = held[0]
+        tokens = ", ".join(dict.fromkeys(repr(h[3]) for h in held))
+        yield problem(loc, f"template: {len(held)} image(s) of this recipe use the placeholder {tokens} "
+                           f"({'; '.join(h[2] for h in held)}), which {display_path(readme.file)}:{readme.line} says to replace",
+                      "replace the placeholder with a published tag (e.g. :1.4.0) before applying, or pin it in the manifest",
+                      Severity.WARNING)
+
+
+_PLACEHOLDER_PART = re.compile(r"\$\{[^}]*\}|\$\([^)]*\)|\$[A-Za-z_][A-Za-z0-9_]*|<[^>]*>")
+
+
+def placeholder_token(ref: ImageRef) -> str:
+    """The placeholder in an image reference (`${VERSION}`, `<IMAGE_TAG>`, `my-tag`), "" when it has none."""
+    text = ref.text.strip()
+    if _PLACEHOLDER_CHARS.search(text):
+        m = _PLACEHOLDER_PART.search(text)
+        return m.group(0) if m else (ref.tag or text)
+    if ref.digest or not ref.tag or ref.tag.lower() in _FLOATING_TAGS:
+        return ""
+    return ref.tag if placeholder_reason(ref.tag) else ""
+
+
+def _documented_placeholder(recipe: Recipe, token: str) -> Loc | None:
+    """The README line (the recipe's, then its model's) that documents the placeholder: it names it
+    (`:my-tag`, `` `my-tag` ``, `${VERSION}`, `<IMAGE_TAG>`), or calls the image a placeholder."""
+    names = [token] if token[:1] in "$<" else [f":{token}", f"`{token}`"]
+    readmes = recipe.readmes()
+    for path, lines in readmes:
+        for n, line in enumerate(lines, 1):
+            if any(name in line for name in names):
+                return Loc(path, n)
+    for path, lines in readmes:
+        for n, line in enumerate(lines, 1):
+            low = line.lower()
+            if "placeholder" in low and "image" in low:
+                return Loc(path, n)
+    return None
 
 
 def _pinned(ref: ImageRef, loc: Loc, where: str) -> Iterator[Problem]:
@@ -142,10 +201,9 @@ def _pinned(ref: ImageRef, loc: Loc, where: str) -> Iterator[Problem]:
     if _PLACEHOLDER_CHARS.search(ref.text.strip()):
         yield problem(loc, f"image {ref.text!r} of {where} contains an unexpanded placeholder; Kubernetes does not expand it", hint)
         return
-    if not ref.registry:
-        full = ref.repository if "/" in ref.repository else f"library/{ref.repository}"
+    if not ref.registry and "/" in ref.repository:
         yield problem(loc, f"image {ref.text!r} of {where} names no registry (it resolves to docker.io silently)",
-                      f"write the full reference, e.g. docker.io/{full}:{ref.tag or '<tag>'}")
+                      f"write the full reference, e.g. docker.io/{ref.repository}:{ref.tag or '<tag>'}")
     if ref.digest:
         if not _DIGEST.match(ref.digest):
             yield problem(loc, f"image digest {ref.digest!r} of {where} is not sha256:<64 hex>", "copy the digest from the registry")
@@ -177,7 +235,7 @@ def image_repository_matches_backend(recipe: Recipe, ctx: CheckContext) -> Itera
     framework = _framework(recipe)
     expected = RUNTIME_REPOSITORY.get(framework)
     for use in image_uses(recipe):
-        if not use.ref.is_dynamo:
+        if not use.ref.is_dynamo or use.ref.basename in TOOL_REPOSITORIES:
             continue
         repo = use.ref.name[len(DYNAMO_PREFIX):]
         fix = f"use {DYNAMO_PREFIX}{expected}:<release>" if expected else "use the runtime image of the recipe's backend"
@@ -196,7 +254,7 @@ def image_repository_matches_backend(recipe: Recipe, ctx: CheckContext) -> Itera
 
 def recipe_release(recipe: Recipe) -> tuple[str, list[ImageUse]]:
     """The Dynamo release of the recipe (the most common one, the workers' on a tie) and its images."""
-    uses = [u for u in image_uses(recipe) if u.ref.is_dynamo and u.ref.release]
+    uses = [u for u in image_uses(recipe) if u.ref.is_dynamo and u.ref.release and u.ref.basename not in TOOL_REPOSITORIES]
     if not uses:
         return "", []
     counts = Counter(u.ref.release for u in uses)
@@ -222,15 +280,23 @@ def image_release_consistent(recipe: Recipe, ctx: CheckContext) -> Iterator[Prob
                           f"use the {release} tag for every Dynamo image of the recipe")
 
 
-def _matrix(recipe: Recipe) -> VersionMatrix | None:
-    return version_matrix(recipe.load(recipe.root / VERSIONS_FILE))
+def release_matrix(recipe: Recipe, ctx: CheckContext) -> tuple[VersionMatrix | None, str]:
+    """The release matrix the run judges images by, and its name for messages: the tree's
+    `versions.yaml` on a catalogue-convention tree (None when it is missing), else the built-in
+    matrix of every published Dynamo release (harness/recipe/data/releases.yaml)."""
+    if ctx.catalogue:
+        return version_matrix(recipe.load(recipe.root / VERSIONS_FILE)), VERSIONS_FILE
+    return builtin_matrix(), f"the built-in release matrix ({BUILTIN_MATRIX.name})"
 
 
 @check("image-release-in-matrix")
 def image_release_in_matrix(recipe: Recipe, ctx: CheckContext) -> Iterator[Problem]:
-    """The recipe's Dynamo release is a row of `recipes/versions.yaml` (a tag that was never
+    """The recipe's Dynamo release is a row of the release matrix (a tag that was never
     published is not) and the metadata's backend version (`versions.backend`) is the one that
     release ships: the engine flags, the sizing and the docs are written for that version.
+    The matrix is `recipes/versions.yaml` on a catalogue-convention tree; on a foreign tree it
+    is the harness's built-in matrix of every ai-dynamo release whose wheel pins its engines
+    (harness/recipe/data/releases.yaml, read from the wheels' METADATA on PyPI).
 
     Fails: `vllm-runtime:1.3.9` (not in versions.yaml), or `versions.backend: 0.19.0` with
     images of release 1.4.0, which ships vLLM 0.26.0.
@@ -238,7 +304,7 @@ def image_release_in_matrix(recipe: Recipe, ctx: CheckContext) -> Iterator[Probl
     release, uses = recipe_release(recipe)
     if not release:
         return
-    matrix = _matrix(recipe)
+    matrix, source = release_matrix(recipe, ctx)
     path = recipe.root / VERSIONS_FILE
     if matrix is None:
         yield problem(uses[0].loc, f"Dynamo release {release} cannot be checked: {VERSIONS_FILE} is missing or empty",
@@ -249,8 +315,9 @@ def image_release_in_matrix(recipe: Recipe, ctx: CheckContext) -> Iterator[Probl
         if u.ref.release not in matrix.releases and u.ref.release not in seen:
             seen.add(u.ref.release)
             known = ", ".join(sorted(matrix.releases)) or "none"
-            yield problem(u.loc, f"Dynamo release {u.ref.release} is not in {VERSIONS_FILE} (known: {known})",
-                          f"use a published release, or add its row to {VERSIONS_FILE}")
+            yield problem(u.loc, f"Dynamo release {u.ref.release} is not in {source} (known: {known})",
+                          f"use a published release, or add its row to {VERSIONS_FILE}" if ctx.catalogue
+                          else "use a published Dynamo release")
     row = matrix.release(release)
     meta_versions = recipe.metadata.get("versions")
     backend = meta_versions.get("backend") if isinstance(meta_versions, dict) else None
@@ -266,7 +333,7 @@ def image_release_in_matrix(recipe: Recipe, ctx: CheckContext) -> Iterator[Probl
                       f"set versions.backend: {shipped}, or use the images of the release that ships {framework} {backend}")
 
 
-@check("metadata-dynamo-release")
+@check("metadata-dynamo-release", convention=True)
 def metadata_dynamo_version_matches_image(recipe: Recipe, ctx: CheckContext) -> Iterator[Problem]:
     """The metadata's `versions.dynamo` is the release of the recipe's Dynamo images: the
     catalogue table, the version matrix docs and the nightly's image pulls all read it.
@@ -294,9 +361,9 @@ def allowed_registries(recipe: Recipe, ctx: CheckContext) -> tuple[list[str], st
     opt = ctx.options_for(RegistryOptions).registries
     if opt:
         return [r.strip() for r in opt], "the run's registries option"
-    matrix = _matrix(recipe)
+    matrix, source = release_matrix(recipe, ctx)
     if matrix is not None and matrix.registries:
-        return matrix.registries, VERSIONS_FILE
+        return matrix.registries, source
     return list(DEFAULT_REGISTRIES), "the built-in default"
 
 

@@ -12,7 +12,7 @@ from harness.checks import CheckContext, check
 COMMIT = re.compile(r"^[0-9a-f]{40}$")
 
 
-@check("model-revision-pinned", severity=Severity.WARNING)
+@check("model-revision-pinned", severity=Severity.WARNING, convention=True)
 def model_revision_pinned(recipe: Recipe, ctx: CheckContext) -> Iterator[Problem]:
     """The model revision is a 40-hex commit, and the download Job fetches that same revision for
     the recipe's model: a branch such as `main` moves, so today's benchmark and next month's

@@ -11,7 +11,8 @@ from typing import Iterator
 from harness.recipe.findings import Loc, Problem, problem
 from harness.recipe.model import Container, Recipe, Token, as_int, mapping
 from harness.run.perf import extra_inputs as aiperf_extra_inputs
-from harness.recipe.versions import VERSIONS_FILE, version_matrix
+from harness.recipe.versions import VERSIONS_FILE
+from harness.checks.images import release_matrix
 from harness.checks import CheckContext, check
 from harness.recipe.commandline import Command, Flags, Script, nested_script, shell_scripts
 from harness.recipe.workloads import Workloads, flag, under
@@ -215,7 +216,7 @@ def perf_aiperf_pinned(recipe: Recipe, ctx: CheckContext) -> Iterator[Problem]:
     w = recipe.workloads
     if w.perf is None:
         return
-    matrix = version_matrix(recipe.load(recipe.root / VERSIONS_FILE))
+    matrix, _ = release_matrix(recipe, ctx)
     versions = recipe.metadata.get("versions")
     meta = str(versions.get("aiperf")) if isinstance(versions, dict) and versions.get("aiperf") else ""
     for c in w.perf.containers:

@@ -35,7 +35,7 @@ def crd_schemas(crd: tuple[Path, ...]) -> CrdSchemas:
     return CrdSchemas(list(crd))
 
 
-@check("metadata-schema")
+@check("metadata-schema", convention=True)
 def metadata_schema(recipe: Recipe, ctx: CheckContext) -> Iterator[Problem]:
     """`recipe.yaml` follows schemas/recipe-metadata.json: model id and revision, framework,
     mode, hardware, GPU and node totals, versions, status and perf targets, all typed.
@@ -52,7 +52,7 @@ def metadata_schema(recipe: Recipe, ctx: CheckContext) -> Iterator[Problem]:
         yield problem(_loc(doc.data, err, doc.loc), err.message, "see schemas/recipe-metadata.json")
 
 
-@check("metadata-matches-path")
+@check("metadata-matches-path", convention=True)
 def metadata_matches_path(recipe: Recipe, ctx: CheckContext) -> Iterator[Problem]:
     """The metadata's framework and mode are the recipe's directory names, so the id, the
     catalogue table and the test ids all agree.

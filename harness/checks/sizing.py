@@ -23,7 +23,7 @@ def recipe_gpus(recipe: Recipe) -> list[tuple[str, object]]:
     return out
 
 
-@check("weights-fit-gpu")
+@check("weights-fit-gpu", convention=True)
 def weights_fit_gpu(recipe: Recipe, ctx: CheckContext) -> Iterator[Problem]:
     """Each worker's weights per GPU plus the KV cache of one maximum-length sequence must fit
     the memory its engine may use (`--gpu-memory-utilization`, `--mem-fraction-static`, or

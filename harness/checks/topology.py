@@ -62,7 +62,7 @@ def tp_cli_matches_engine_config(recipe: Recipe, ctx: CheckContext) -> Iterator[
                           "make the two agree, or drop the CLI flag and keep the engine config")
 
 
-@check("gpu-total-matches-metadata")
+@check("gpu-total-matches-metadata", convention=True)
 def gpu_total_matches_metadata(recipe: Recipe, ctx: CheckContext) -> Iterator[Problem]:
     """The metadata's `gpus` is what the catalogue, the nightly matrix and the per-GPU throughput
     figures use; it must be the deployment's real total: the sum over workers of replicas x
@@ -81,7 +81,7 @@ def gpu_total_matches_metadata(recipe: Recipe, ctx: CheckContext) -> Iterator[Pr
                       f"set gpus: {total} (and regenerate the docs with `recipe-harness docs`)")
 
 
-@check("nodes-match-metadata")
+@check("nodes-match-metadata", convention=True)
 def nodes_match_metadata(recipe: Recipe, ctx: CheckContext) -> Iterator[Problem]:
     """The metadata's `nodes` is what a user reserves and the nightly runner asks for: it must be
     the node count the worker pods pack onto with `hardware.gpusPerNode` GPUs per node.
@@ -101,7 +101,7 @@ def nodes_match_metadata(recipe: Recipe, ctx: CheckContext) -> Iterator[Problem]
                       f"set nodes: {need}")
 
 
-@check("gpus-per-node-within-hardware")
+@check("gpus-per-node-within-hardware", convention=True)
 def gpus_per_node_within_hardware(recipe: Recipe, ctx: CheckContext) -> Iterator[Problem]:
     """A pod cannot span nodes: `limits.gpu` must not exceed the GPUs of one node of the
     recipe's hardware (8 on HGX, 4 on a GB200 compute tray), and the metadata's `gpusPerNode`
@@ -140,6 +140,10 @@ def disagg_roles_match_mode(recipe: Recipe, ctx: CheckContext) -> Iterator[Probl
     reads it; vLLM before 0.11 used `--is-prefill-worker`). An aggregated recipe has neither.
     A worker the router thinks is decode but the engine runs as prefill never answers.
 
+    Whether a recipe is disaggregated: its metadata (`disaggregated:`), else its mode's name
+    (`disagg-*`, the catalogue convention); on a foreign tree, whose names follow no convention,
+    a path segment named `disagg*` or a worker marked prefill (subComponentType or engine flag).
+
     Fails: a disaggregated recipe whose decode service was deleted, or `subComponentType: decode`
     with `--disaggregation-mode prefill`.
     """
@@ -148,7 +152,7 @@ def disagg_roles_match_mode(recipe: Recipe, ctx: CheckContext) -> Iterator[Probl
         return
     meta = recipe.metadata
     declared = meta.get("disaggregated")
-    by_name = recipe.mode.startswith("disagg")
+    by_name = recipe.mode.startswith("disagg") if ctx.catalogue else _foreign_disagg(recipe)
     if isinstance(declared, bool) and declared != by_name:
         yield problem(meta.loc_of("disaggregated"), f"disaggregated: {str(declared).lower()} but the mode is named {recipe.mode!r}",
                       f"set disaggregated: {str(by_name).lower()}, or rename the mode")
@@ -187,6 +191,13 @@ def disagg_roles_match_mode(recipe: Recipe, ctx: CheckContext) -> Iterator[Probl
         elif marked and topo.role != marked:
             yield problem(flag.loc, f"worker {svc.name}: subComponentType {marked} but {flag.source} {topo.role}",
                           "make subComponentType and --disaggregation-mode agree")
+
+
+def _foreign_disagg(recipe: Recipe) -> bool:
+    """A recipe of a foreign tree is disaggregated when its path says so or a worker is a prefill worker."""
+    if any(part.startswith("disagg") for part in recipe.id.split("/")[1:]):
+        return True
+    return any(svc.role == "prefill" or topo.role == "prefill" for svc, topo in workers(recipe))
 
 
 def _args_loc(svc: Service):

@@ -5,8 +5,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+import sys
+
 from harness.recipe.findings import Severity, sorted_findings
-from harness.run.static import check_options, context_for, in_github_actions, run_static, summary_line
+from harness.run.ignores import IgnoreFileError
+from harness.run.static import (
+    SEVERITY_FLOORS, check_options, context_for, in_github_actions, make_gate, run_header, run_static, summary_line,
+)
 from harness.commands import add_selection_args, selection_from
 
 
@@ -22,6 +27,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="text (default), json, or github annotations (default when GITHUB_ACTIONS is set)")
     p.add_argument("--output", metavar="PATH", help="write the report here instead of stdout")
     p.add_argument("--strict", action="store_true", help="warnings fail too")
+    p.add_argument("--severity-floor", choices=SEVERITY_FLOORS, default=None,
+                   help="report only findings at or above this severity (default: warning, i.e. all)")
     p.set_defaults(func=run)
 
 
@@ -29,15 +36,22 @@ def run(args: argparse.Namespace) -> int:
     selection = selection_from(args)
     if selection is None:
         return 2
-    report = run_static(selection, context_for(selection, check_options(args.crd, args.registry, args.storage_margin)))
+    try:
+        gate = make_gate(selection, args.severity_floor)
+    except IgnoreFileError as exc:
+        print(f"recipe-harness: {exc}", file=sys.stderr)
+        return 2
+    report = run_static(selection, context_for(selection, check_options(args.crd, args.registry, args.storage_margin)), gate=gate)
     fmt = args.format or ("github" if in_github_actions() else "text")
     if fmt == "json":
         text = report.to_json()
     elif fmt == "github":
         text = "\n".join(f.github_annotation() for f in sorted_findings(report.findings))
     else:
-        lines = [f.format() for f in sorted_findings(report.findings)]
+        lines = [f"recipe-harness: {line}" for line in run_header(selection, gate)]
+        lines += [f.format() for f in sorted_findings(report.findings)]
         lines.extend(selection.notes)
+        lines.extend(gate.summary())
         lines.append(summary_line(report))
         text = "\n".join(lines)
     if args.output:

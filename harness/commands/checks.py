@@ -25,7 +25,8 @@ def run(args: argparse.Namespace) -> int:
             print(f"recipe-harness: no check {args.id!r}")
             return 2
         c = match[0]
-        print(f"{c.id} ({c.severity.value}, {c.topic}, per {c.scope})\n\n{c.doc}")
+        kind = ", a convention check: catalogue-convention trees only" if c.convention else ""
+        print(f"{c.id} ({c.severity.value}, {c.topic}, per {c.scope}{kind})\n\n{c.doc}")
         if c.options is not None:
             print("\nOptions:")
             for f in dataclasses.fields(c.options):
@@ -33,7 +34,8 @@ def run(args: argparse.Namespace) -> int:
         print("\n" + "\n".join(failing_example(c)))
         return 0
     for c in checks:
-        print(f"{c.id:<34} {c.severity.value:<8} {c.why}")
+        print(f"{c.id:<34} {c.severity.value:<8} {'C' if c.convention else ' '} {c.why}")
+    print("\nC: a convention check (layout, recipe.yaml, versions.yaml, docs): it runs on catalogue-convention trees only")
     return 0
 
 

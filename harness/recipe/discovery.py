@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.recipe.model import FRAMEWORKS, GAIE_DIR, MODEL_CACHE_DIR, FileCache, Recipe
+from harness.recipe.model import (
+    DEPLOY_FILE, DGD_KIND, FRAMEWORKS, GAIE_DIR, MODEL_CACHE_DIR, PERF_FILE, FileCache, Recipe,
+)
 
 SKIP_DIRS = {".git", "__pycache__", ".pytest_cache", "node_modules"}
+MODEL_PERF_DIR = "perf"  # upstream's model-level benchmark: <model>/perf/perf.yaml
 
 
 @dataclass
@@ -58,10 +62,53 @@ def _subdirs(path: Path) -> list[Path]:
         return []
 
 
-def discover(root: Path, cache: FileCache | None = None) -> list[Recipe]:
+def discover(root: Path, cache: FileCache | None = None, foreign: bool = False) -> list[Recipe]:
+    """The recipes of the tree: `<model>/<framework>/<mode>/` directories, and on a foreign tree
+    (`foreign`, see harness.recipe.convention) every recipe wherever it lives (`foreign_recipes`)."""
     root = root.absolute()
     cache = cache or FileCache(root)
+    if foreign:
+        return foreign_recipes(root, cache)
     return [Recipe(p, root, cache) for p in recipe_dirs(root)]
+
+
+def foreign_recipes(root: Path, cache: FileCache) -> list[Recipe]:
+    """A foreign tree names and nests its manifests freely (upstream has `disagg/deploy_hopper_16gpu.yaml`,
+    `disagg/wide_ep/gb200/deploy.yaml`, `cloud-providers/deploy-gke-roce.yaml`), so a recipe is:
+    - a `<model>/<framework>/<mode>/` directory holding `deploy.yaml` (whatever it deploys: a bare Pod too);
+    - every other `*.yaml` / `*.yml` below the tree that holds a DynamoGraphDeployment;
+    - a model-level benchmark `<model>/perf/perf.yaml` (a recipe with a perf Job and no deployment).
+    """
+    found: dict[Path, Recipe] = {}
+    for d in recipe_dirs(root):
+        if (d / DEPLOY_FILE).is_file():
+            found[d / DEPLOY_FILE] = Recipe(d, root, cache)
+    for path in _yaml_files(root):
+        if path not in found and holds_dgd(path, cache):
+            found[path] = Recipe(path.parent, root, cache, manifest=path)
+    for model in _subdirs(root):
+        perf = model / MODEL_PERF_DIR / PERF_FILE
+        if perf.is_file() and perf.parent / DEPLOY_FILE not in found:
+            found[perf] = Recipe(perf.parent, root, cache, manifest=perf.parent / DEPLOY_FILE)
+    return sorted(found.values(), key=lambda r: r.id)
+
+
+def holds_dgd(path: Path, cache: FileCache) -> bool:
+    """Whether a YAML file holds a DynamoGraphDeployment document (a cheap text test first)."""
+    try:
+        if DGD_KIND.encode() not in path.read_bytes():
+            return False
+    except OSError:
+        return False
+    return any(doc.kind == DGD_KIND for doc in cache.load(path).documents)
+
+
+def _yaml_files(root: Path) -> list[Path]:
+    out: list[Path] = []
+    for here, dirs, files in os.walk(root):
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d not in SKIP_DIRS)
+        out += [Path(here) / f for f in sorted(files) if f.endswith((".yaml", ".yml")) and not f.startswith(".")]
+    return out
 
 
 def select(recipes: list[Recipe], selectors: list[str]) -> list[Recipe]:

@@ -542,15 +542,32 @@ class Recipe:
     Everything derived from it is cached on the object, so it lives exactly as long as the
     loaded recipe: facts of the model as cached properties (`deployment`, `workloads`), facts
     of the layers above (topology, storage) through `derived(fn)`.
+
+    On a foreign tree a recipe is any manifest holding a DynamoGraphDeployment, at any depth and
+    under any name (`manifest`): its id is its directory below the tree, plus the file's stem when
+    the file is not `deploy.yaml` (`deepseek-r1/vllm/disagg/deploy_hopper_16gpu`); the model is
+    the first directory below the tree.
     """
 
-    def __init__(self, path: Path, root: Path, loader: "FileCache | None" = None):
+    def __init__(self, path: Path, root: Path, loader: "FileCache | None" = None, manifest: Path | None = None):
         self.path = path
         self.root = root
-        self.mode = path.name
-        self.framework = path.parent.name
-        self.model = path.parent.parent.name
-        self.id = f"{self.model}/{self.framework}/{self.mode}"
+        self.manifest = manifest or path / DEPLOY_FILE
+        if manifest is None:
+            self.mode = path.name
+            self.framework = path.parent.name
+            self.model = path.parent.parent.name
+            self.id = f"{self.model}/{self.framework}/{self.mode}"
+            self._model_dir = path.parent.parent
+        else:
+            parts = list(_parts_below(path, root))
+            self._model_dir = root / parts[0] if parts else root
+            if manifest.name != DEPLOY_FILE:
+                parts.append(manifest.stem)
+            self.model = parts[0] if parts else root.name
+            self.framework = parts[1] if len(parts) > 1 else ""
+            self.mode = "/".join(parts[2:])
+            self.id = "/".join(parts) or root.name
         self._cache = loader or FileCache(root)
         self._derived: dict[Any, Any] = {}
 
@@ -574,7 +591,7 @@ class Recipe:
 
     @property
     def model_dir(self) -> Path:
-        return self.path.parent.parent
+        return self._model_dir
 
     @property
     def model_cache_dir(self) -> Path:
@@ -585,7 +602,7 @@ class Recipe:
 
     @property
     def deploy(self) -> LoadedFile | None:
-        return self.load(self.path / DEPLOY_FILE)
+        return self.load(self.manifest)
 
     @property
     def perf(self) -> LoadedFile | None:
@@ -614,9 +631,21 @@ class Recipe:
             return []
         return [f for f in (self.load(p) for p in sorted(d.glob("*.y*ml"))) if f]
 
+    def readmes(self) -> list[tuple[Path, list[str]]]:
+        """The README lines of the recipe's directory and of its model directory (the ones that exist)."""
+        if "readmes" not in self._derived:
+            out = []
+            for path in dict.fromkeys((self.path / "README.md", self.model_dir / "README.md")):
+                try:
+                    out.append((path, path.read_text(encoding="utf-8", errors="replace").splitlines()))
+                except OSError:
+                    continue
+            self._derived["readmes"] = out
+        return self._derived["readmes"]
+
     def files(self) -> list[LoadedFile]:
         """Every YAML file that belongs to the recipe (its own, its model cache, gaie)."""
-        own = [self.load(self.path / n) for n in (METADATA_FILE, DEPLOY_FILE, PERF_FILE)]
+        own = [self.load(p) for p in (self.path / METADATA_FILE, self.manifest, self.path / PERF_FILE)]
         return [f for f in own if f] + self.model_cache_files + self.gaie_files
 
     def documents(self, kind: str | None = None) -> list[Document]:
@@ -640,6 +669,13 @@ class Recipe:
         if not f:
             return None
         return next((d for d in f.documents if d.kind == "Job" and isinstance(d.data, SrcMap)), None)
+
+
+def _parts_below(path: Path, root: Path) -> tuple[str, ...]:
+    try:
+        return path.relative_to(root).parts
+    except ValueError:
+        return (path.name,)
 
 
 class FileCache:

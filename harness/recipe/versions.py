@@ -19,9 +19,12 @@ from pathlib import Path
 from typing import Any
 
 from harness.recipe.findings import Loc
-from harness.recipe.yamlsrc import LoadedFile, SrcMap
+from harness.recipe.yamlsrc import LoadedFile, SrcMap, load_yaml_file
 
 VERSIONS_FILE = "versions.yaml"
+# The harness's own release matrix (every ai-dynamo release whose wheel pins its engines; provenance
+# in the file), used for a tree without the catalogue convention, which has no versions.yaml of its own.
+BUILTIN_MATRIX = Path(__file__).resolve().parent / "data" / "releases.yaml"
 BACKEND_ALIASES = {
     "vllm": "vllm",
     "sglang": "sglang",
@@ -130,3 +133,13 @@ def version_matrix(f: LoadedFile | None) -> VersionMatrix | None:
         hit = (f, parse_versions(f))
         _PARSED[id(f)] = hit
     return hit[1]
+
+
+_BUILTIN: list[VersionMatrix] = []
+
+
+def builtin_matrix() -> VersionMatrix:
+    """The built-in release matrix (harness/recipe/data/releases.yaml), parsed once."""
+    if not _BUILTIN:
+        _BUILTIN.append(parse_versions(load_yaml_file(BUILTIN_MATRIX, BUILTIN_MATRIX.parent)))
+    return _BUILTIN[0]

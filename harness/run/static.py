@@ -2,6 +2,10 @@
 
 `applicable_checks` is the one answer to "which checks run on this selection": the pytest plugin
 makes a test item of each pair and `recipe-harness check` runs them, so both give the same findings.
+The selection carries the tree's convention (harness.recipe.convention): on a foreign tree the
+checks registered with `convention=True` do not apply. The `Gate` decides what of the findings a
+run reports (its severity floor and the tree's ignore file, harness.run.ignores); `run_header`
+states both, for the CLI and the pytest header alike.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from harness.recipe.changes import select_changed
+from harness.recipe.convention import CATALOGUE, Convention, choose_convention
 from harness.checks import TREE_ID, Check, CheckContext, all_checks, run_check
 from harness.checks.images import RegistryOptions
 from harness.checks.schema import SchemaOptions
@@ -19,6 +24,9 @@ from harness.checks.storage import StorageOptions
 from harness.recipe.discovery import RecipeTree, default_recipes_dir, discover, select
 from harness.recipe.findings import Finding, Report, Severity
 from harness.recipe.model import FileCache, Recipe
+from harness.run.ignores import Ignores, load_ignores
+
+SEVERITY_FLOORS = ("warning", "error")  # --severity-floor: report findings at or above it
 
 
 @dataclass
@@ -31,6 +39,7 @@ class Selection:
     cache: FileCache
     notes: list[str] = field(default_factory=list)
     named_root: bool = False  # the tree was named (--recipes-dir): a foreign tree, checked as a whole
+    convention: Convention = Convention(CATALOGUE, "the default")  # which conventions the tree follows
 
     @property
     def tree(self) -> RecipeTree:
@@ -48,18 +57,24 @@ class Selection:
 
 
 def make_selection(recipes_dir: str | Path | None, selectors: Iterable[str] = (), changed_since: str | None = None,
-                   max_bytes: int | None = None) -> Selection:
-    """Raises discovery.SelectionError for an unknown selector, changes.ChangeError for a bad ref."""
+                   max_bytes: int | None = None, convention: str | None = None) -> Selection:
+    """Raises discovery.SelectionError for an unknown selector, changes.ChangeError for a bad ref.
+    `convention` (catalogue|none) overrides the tree's detected convention."""
     root = Path(recipes_dir).absolute() if recipes_dir else default_recipes_dir()
+    chosen_convention = choose_convention(root, convention)
     cache = FileCache(root, max_bytes)
-    recipes = discover(root, cache)
+    recipes = discover(root, cache, foreign=not chosen_convention.catalogue)
     chosen = select(recipes, [s for s in selectors if s])
     notes = []
     if changed_since:
         before = len(chosen)
         chosen = [r for r in select_changed(chosen, root, changed_since)]
         notes.append(f"--changed-since {changed_since}: {len(chosen)} of {before} recipes touched")
-    return Selection(root, recipes, chosen, cache, notes, named_root=recipes_dir is not None)
+    if not chosen_convention.catalogue:
+        skipped = [c.id for c in all_checks() if c.convention]
+        notes.append(f"foreign tree: {len(skipped)} convention checks did not apply ({', '.join(skipped)}); "
+                     "`--convention catalogue` applies them")
+    return Selection(root, recipes, chosen, cache, notes, named_root=recipes_dir is not None, convention=chosen_convention)
 
 
 def check_options(crd: Iterable[str | Path] = (), registries: Iterable[str] = (),
@@ -73,13 +88,57 @@ def check_options(crd: Iterable[str | Path] = (), registries: Iterable[str] = ()
 
 
 def context_for(selection: Selection, options: Sequence[Any] = ()) -> CheckContext:
-    return CheckContext(selection.root, tuple(options))
+    return CheckContext(selection.root, tuple(options), catalogue=selection.convention.catalogue)
+
+
+@dataclass
+class Gate:
+    """What a run reports of its findings: those at or above the severity floor that the tree's
+    ignore file (`.recipe-harness.yaml`) does not ignore, so a tree can adopt the gate gradually."""
+
+    floor: Severity = Severity.WARNING
+    ignores: Ignores | None = None
+    below_floor: int = 0  # findings left out for their severity
+
+    def admit(self, findings: Iterable[Finding]) -> list[Finding]:
+        out = []
+        for f in findings:
+            if self.floor is Severity.ERROR and f.severity is not Severity.ERROR:
+                self.below_floor += 1
+            elif not (self.ignores and self.ignores.ignored(f)):
+                out.append(f)
+        return out
+
+    def summary(self) -> list[str]:
+        lines = self.ignores.summary() if self.ignores else []
+        if self.below_floor:
+            lines.append(f"--severity-floor {self.floor.value}: {self.below_floor} finding(s) below it not reported")
+        return lines
+
+
+def make_gate(selection: Selection, severity_floor: str | None = None) -> Gate:
+    """The run's gate; raises ignores.IgnoreFileError (message `path:line: ...`) for a malformed ignore file."""
+    floor = Severity(severity_floor) if severity_floor else Severity.WARNING
+    return Gate(floor, load_ignores(selection.root, (c.id for c in all_checks())))
+
+
+def run_header(selection: Selection, gate: Gate | None = None) -> list[str]:
+    """What the run applies, before any finding: the tree and its convention, the severity floor, every ignore."""
+    lines = [f"recipes tree {selection.root}: {selection.convention.describe()}"]
+    if gate is not None and gate.floor is not Severity.WARNING:
+        lines.append(f"severity floor: {gate.floor.value} (findings below it are not reported)")
+    if gate is not None and gate.ignores is not None and gate.ignores.entries:
+        lines.append(f"ignores from {gate.ignores.path}:")
+        lines.extend(f"  {e.describe()}" for e in gate.ignores.entries)
+    return lines
 
 
 def applicable_checks(selection: Selection, checks: Iterable[Check] | None = None) -> list[tuple[Check, Recipe | RecipeTree]]:
     """(check, subject) for every check a static run over the selection executes, in run order:
     the tree checks once (when `selection.checks_tree`), then each chosen recipe's checks."""
     checks = list(checks) if checks is not None else all_checks()
+    if not selection.convention.catalogue:
+        checks = [c for c in checks if not c.convention]
     out: list[tuple[Check, Recipe | RecipeTree]] = []
     if selection.checks_tree:
         tree = selection.tree
@@ -89,12 +148,15 @@ def applicable_checks(selection: Selection, checks: Iterable[Check] | None = Non
     return out
 
 
-def run_static(selection: Selection, ctx: CheckContext, checks: list[Check] | None = None) -> Report:
-    """Every applicable check (see `applicable_checks`) over the selection, findings deduplicated."""
+def run_static(selection: Selection, ctx: CheckContext, checks: list[Check] | None = None, gate: Gate | None = None) -> Report:
+    """Every applicable check (see `applicable_checks`) over the selection, findings deduplicated,
+    then those the gate (severity floor, ignore file) admits."""
     report = Report(recipes=[r.id for r in selection.chosen])
     for chk, subject in applicable_checks(selection, checks):
         report.findings.extend(run_check(chk, subject, ctx))
     report.findings = dedupe(report.findings)
+    if gate is not None:
+        report.findings = gate.admit(report.findings)
     return report
 
 
@@ -119,4 +181,4 @@ def summary_line(report: Report) -> str:
 
 
 __all__ = ["Selection", "make_selection", "check_options", "context_for", "applicable_checks", "run_static", "summary_line",
-           "TREE_ID", "Severity"]
+           "Gate", "make_gate", "run_header", "SEVERITY_FLOORS", "TREE_ID", "Severity"]
