@@ -11,7 +11,7 @@ from harness.recipe.model import METADATA_FILE, Container, Recipe, dig, mapping,
 from harness.recipe.yamlsrc import LoadedFile, SrcMap
 from harness.checks import CheckContext, check
 from harness.recipe.secrets import (
-    CREDENTIAL_KEY, CREDENTIAL_PATTERNS, LITERAL_ASSIGNMENT, TOKEN_FLAG, redact, secret_like,
+    CREDENTIAL_KEY, CREDENTIAL_PATTERNS, LITERAL_ASSIGNMENT, TOKEN_FLAG, looks_like_credential, redact, secret_like,
 )
 from harness.recipe.workloads import Pod, all_strings, line_in_scalar
 
@@ -48,7 +48,12 @@ def _in_strings(node: Any, loc: Loc) -> Iterator[tuple[Loc, str]]:
         if CREDENTIAL_KEY.match(key) and _literal(text):
             yield at, f"{key} has a literal value {redact(_literal(text))!r}"
         for m in LITERAL_ASSIGNMENT.finditer(text):
-            if secret_like(m.group(1)) and _literal(m.group(2).strip("'\"")):
+            value = m.group(2).strip("'\"")
+            # `key=concurrency_${n}` is a shell variable built from others, not a credential:
+            # a script assignment counts when its value is a literal that looks like one.
+            if "$" in value or (m.group(1).islower() and not looks_like_credential(value)):
+                continue
+            if secret_like(m.group(1)) and _literal(value):
                 yield line_in_scalar(text, at, m.start()), f"{m.group(1)} is set to a literal {redact(m.group(2).strip(chr(39) + chr(34)))!r}"
         for m in TOKEN_FLAG.finditer(text):
             yield line_in_scalar(text, at, m.start()), f"a token is passed on the command line ({redact(m.group(1).strip(chr(39) + chr(34)))!r})"

@@ -199,11 +199,28 @@ class Workloads:
             for doc in f.documents:
                 if doc.kind == "PersistentVolumeClaim" and doc.name:
                     out.setdefault(doc.name, doc.data.loc)
+        self._dgd_created(out)
+        return out
+
+    def model_tree_pvcs(self) -> dict[str, Loc]:
+        """PVCs defined anywhere in the model's tree: the conventional model-cache.yaml first, then
+        every other manifest under the model directory (upstream keeps some in `model-cache/cache.yaml`)."""
+        out = self.pvc_docs()
+        model_dir = self.recipe.model_dir
+        if not model_dir.is_dir():
+            return out
+        for path in sorted(p for ext in ("*.yaml", "*.yml") for p in model_dir.rglob(ext)):
+            f = self.recipe.load(path)
+            for doc in f.documents if f else ():
+                if doc.kind == "PersistentVolumeClaim" and doc.name and isinstance(doc.data, SrcMap):
+                    out.setdefault(doc.name, doc.data.loc)
+        return out
+
+    def _dgd_created(self, out: dict[str, Loc]) -> None:
         dep = self.recipe.deployment
         for item in sequence(dep.spec.get("pvcs") if dep else None) or []:
             if dig(item, "create") is True and isinstance(dig(item, "name"), str):
                 out.setdefault(item["name"], item.loc_of("name"))
-        return out
 
 
 def workloads(recipe: Recipe) -> Workloads:
