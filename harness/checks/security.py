@@ -250,7 +250,7 @@ def no_privileged(recipe: Recipe, ctx: CheckContext) -> Iterator[Problem]:
                     continue  # RDMA memory registration needs it
                 if name == "SYS_PTRACE" and rdma and _runs_engines_side_by_side(pod, c):
                     continue  # in-pod CUDA IPC between sibling engine processes
-                why = (f" (it uses no RDMA device, DRA claim or UCX/NIXL transport that would need it)"
+                why = (" (it uses no RDMA device, DRA claim or UCX/NIXL transport that would need it)"
                        if name in RDMA_CAPABILITIES else "")
                 yield problem(add.loc_of(i), f"{pod.label} adds capability {name}{why}", hint)
 
