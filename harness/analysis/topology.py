@@ -505,6 +505,32 @@ def workers(recipe: Recipe) -> list[tuple[Service, Topology]]:
     return [(svc, topos[svc.name]) for svc in dep.workers if svc.name in topos]
 
 
+GPU_DEVICE_CLASS = "gpu.nvidia.com"  # NVIDIA k8s-dra-driver-gpu DeviceClass for whole GPUs
+
+
+def dra_gpus(service: Service, docs: Iterable[Document]) -> int:
+    """GPUs one pod of the service gets through DRA: its `resourceClaims` whose
+    ResourceClaimTemplate (in the same manifests) requests devices of class gpu.nvidia.com,
+    `count` each (ExactCount, default 1). Kubernetes resource.k8s.io v1beta1 puts deviceClassName
+    and count on the request, v1 under `exactly`. 0 when none is found."""
+    pod = mapping(dig(service.data, "extraPodSpec")) or mapping(dig(service.data, "podTemplate", "spec"))
+    claims = sequence(pod.get("resourceClaims")) if pod is not None else None
+    if not claims:
+        return 0
+    templates = {d.name: d for d in docs if d.kind == "ResourceClaimTemplate"}
+    total = 0
+    for claim in claims:
+        tpl = templates.get(str(dig(claim, "resourceClaimTemplateName") or ""))
+        for req in sequence(dig(tpl.data, "spec", "spec", "devices", "requests") if tpl else None) or []:
+            spec = mapping(dig(req, "exactly")) or mapping(req)
+            if spec is None or GPU_DEVICE_CLASS != str(spec.get("deviceClassName") or ""):
+                continue
+            if str(spec.get("allocationMode") or "ExactCount") != "ExactCount":
+                continue
+            total += as_int(spec.get("count")) or 1
+    return total
+
+
 def gpus_per_node(recipe: Recipe) -> int | None:
     """GPUs of one node: the metadata's `hardware.gpusPerNode`, else the catalogue's for `hardware.gpu`."""
     declared = as_int(dig(recipe.metadata, "hardware", "gpusPerNode"))

@@ -8,7 +8,7 @@ from typing import Iterator
 from harness.recipe import catalogue
 from harness.recipe.findings import Problem, Severity, problem
 from harness.recipe.model import ROUTER_MODE_ENV, ROUTER_MODE_FLAG, Recipe, Service, as_int, dig, mapping, sequence
-from harness.analysis.topology import gpus_per_node, nodes_needed, workers
+from harness.analysis.topology import dra_gpus, gpus_per_node, nodes_needed, workers
 from harness.checks import CheckContext, check
 
 
@@ -22,6 +22,9 @@ def gpu_count_matches_topology(recipe: Recipe, ctx: CheckContext) -> Iterator[Pr
     exactly as many ranks as its parallelism says (vLLM TP x PP x DP, SGLang TP, TRT-LLM TP x PP).
     When they differ the engine waits for ranks that never come, or GPUs sit idle.
 
+    GPUs requested through DRA (a resource claim whose template asks for `gpu.nvidia.com`
+    devices) count the same as `limits.gpu`.
+
     Fails: `limits.gpu: "4"` on a vLLM worker started with `--tensor-parallel-size 8`.
     """
     for svc, topo in workers(recipe):
@@ -29,6 +32,13 @@ def gpu_count_matches_topology(recipe: Recipe, ctx: CheckContext) -> Iterator[Pr
             yield problem(s.loc, f"worker {svc.name}: {s.source} {s.raw!r} is not a valid value (an unresolved variable?)",
                           "write the value literally, or define the variable in the container's env")
         need = topo.gpus_per_replica
+        claimed = dra_gpus(svc, recipe.deploy.documents if recipe.deploy else []) if svc.gpu_limit == 0 else 0
+        if claimed:
+            if claimed * svc.node_count != need:
+                yield problem(svc.gpu_limit_loc, f"worker {svc.name}: its DRA resource claims give {claimed} GPU(s) x nodeCount "
+                                                 f"{svc.node_count} per replica, but the engine needs {topo.describe_parallelism()}",
+                              "make the ResourceClaimTemplate's device count match the parallelism")
+            continue
         if svc.gpu_limit == 0:
             yield problem(svc.gpu_limit_loc, f"worker {svc.name} requests no GPUs, but its engine needs {topo.describe_parallelism()}",
                           f'set resources.limits.gpu: "{need}"')
