@@ -231,7 +231,7 @@ _WARMUP = re.compile(r"warm[-_ ]?up", re.IGNORECASE)
 def is_warmup(words: list[Token]) -> bool:
     """An aiperf call that only warms the server up (its words say so); the benchmark's rules
     (seed, fixed lengths, artifacts) do not apply to it."""
-    return any(_WARMUP.search(w.value) for w in words)
+    return any(_WARMUP.search(w.value) for w in words if not w.value.startswith("-"))  # not `--warmup-request-count`
 
 
 def aiperf_calls(script: Script) -> Iterator[tuple[Command, list[Token]]]:

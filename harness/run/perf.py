@@ -122,7 +122,7 @@ def aiperf_words(container: Container) -> list[str] | None:
         resolver = Container(container.data, {**container.env, **variables})
         if found is not None:
             words = [resolver.expand(w) for w in found]
-            if not any(_WARMUP.search(w) for w in words):
+            if not any(_WARMUP.search(w) for w in words if not w.startswith("-")):  # values, not `--warmup-request-count`
                 return words
             warmup = warmup or words  # a warmup run: the benchmark is a later call
             continue
