@@ -17,6 +17,7 @@ from typing import Any, Iterable
 from harness.recipe.findings import Loc
 from harness.recipe import catalogue
 from harness.recipe.commandline import Token
+from harness.recipe.configfiles import mounted_file_in
 from harness.recipe.model import ENGINE_BOOLEAN_FLAGS, Recipe, Service, as_int, dig, mapping, sequence
 from harness.recipe.yamlsrc import Document, SrcList, SrcMap, parse_yaml_bytes
 
@@ -77,6 +78,8 @@ ENGINE_KEYS: dict[str, tuple[tuple[str, ...], ...]] = {
     "kv_cache_dtype": (("kv_cache_config", "dtype"),),
 }
 ENGINE_ARGS_FLAG = "--extra-engine-args"
+CONFIG_FLAG = "--config"  # SGLang and vLLM read a YAML of long options
+CONFIG_FILE_BACKENDS = ("sglang", "vllm")
 BOOLEAN_FLAGS = ENGINE_BOOLEAN_FLAGS  # the model's parser knows them (Service.flags)
 INT_SETTINGS = {"tp", "pp", "dp", "ep", "block_size", "max_seq_len"}
 FLOAT_SETTINGS = {"memory_fraction"}
@@ -285,10 +288,50 @@ def topology_of(service: Service, backend: str, docs: Iterable[Document] = ()) -
             if flag in flags and flags[flag].value == "true":
                 topo.settings["role"] = Setting(role, "", flag_line(flags[flag].at, flag), flag)
                 topo.legacy_prefill_flag = role == "prefill"
+    if backend in CONFIG_FILE_BACKENDS and CONFIG_FLAG in flags:
+        _merge_config_file(topo, service, flags[CONFIG_FLAG], spelling, docs)
     if backend == "trtllm" and ENGINE_ARGS_FLAG in flags:
         topo.engine_config = engine_config(service, flags[ENGINE_ARGS_FLAG], docs)
         _merge_engine_config(topo)
     return topo
+
+
+def _merge_config_file(topo: Topology, service: Service, arg: Token, spelling: dict[str, tuple[str, ...]],
+                       docs: Iterable[Document]) -> None:
+    """Settings from a `--config` YAML in a ConfigMap of the same manifests (SGLang, vLLM).
+
+    Its keys are the long option names without `--` (`tensor-parallel-size: 8`,
+    `disaggregation-mode: prefill`); the command line overrides the file, so a setting the CLI
+    gives is kept. A file baked into the image is not readable here and is skipped.
+    Sources: sgl-project/sglang docs/advanced_features/server_arguments.md ("CLI arguments will
+    override config file values"; python/sglang/srt/server_args_config_parser.py), vLLM
+    FlexibleArgumentParser `--config` (vllm/utils: the file's args are inserted before the CLI's).
+    """
+    found = mounted_file_in(docs, service, arg.value)
+    if found is None:
+        return
+    loaded = parse_yaml_bytes(found.content.encode("utf-8"), found.loc.file)
+    if loaded.problems or not loaded.documents or not isinstance(loaded.documents[0].data, SrcMap):
+        return
+    key_loc = found.key_loc or found.loc
+    if "\n" in found.content.rstrip("\n") and found.loc.line == key_loc.line:
+        data = _shift(loaded.documents[0].data, found.loc.line, key_loc.column + 1, None)
+    else:
+        data = _shift(loaded.documents[0].data, 0, 0, found.loc)
+    keys = {"--" + str(k).replace("_", "-"): k for k in data}
+    where = f"(ConfigMap {found.configmap}, {found.key})"
+    for name, names in spelling.items():
+        if name in topo.settings or any(s.source in names for s in topo.unreadable):
+            continue  # the command line wins
+        for option in names:
+            if option in keys:
+                raw = data[keys[option]]
+                kind = "ep_switch" if (topo.backend, name) == ("vllm", "ep") else name
+                value, ok = _convert(kind, str(raw).lower() if isinstance(raw, bool) else raw)
+                setting = Setting(value, str(raw).lower() if isinstance(raw, bool) else str(raw),
+                                  data.loc_of(keys[option]), f"{keys[option]} {where}")
+                (topo.settings.__setitem__(name, setting) if ok else topo.unreadable.append(setting))
+                break
 
 
 _BLOCK_HEADER = re.compile(r"[>|][-+0-9]*\s*(#.*)?$")
@@ -460,6 +503,32 @@ def workers(recipe: Recipe) -> list[tuple[Service, Topology]]:
         return []
     topos = recipe_topologies(recipe)
     return [(svc, topos[svc.name]) for svc in dep.workers if svc.name in topos]
+
+
+GPU_DEVICE_CLASS = "gpu.nvidia.com"  # NVIDIA k8s-dra-driver-gpu DeviceClass for whole GPUs
+
+
+def dra_gpus(service: Service, docs: Iterable[Document]) -> int:
+    """GPUs one pod of the service gets through DRA: its `resourceClaims` whose
+    ResourceClaimTemplate (in the same manifests) requests devices of class gpu.nvidia.com,
+    `count` each (ExactCount, default 1). Kubernetes resource.k8s.io v1beta1 puts deviceClassName
+    and count on the request, v1 under `exactly`. 0 when none is found."""
+    pod = mapping(dig(service.data, "extraPodSpec")) or mapping(dig(service.data, "podTemplate", "spec"))
+    claims = sequence(pod.get("resourceClaims")) if pod is not None else None
+    if not claims:
+        return 0
+    templates = {d.name: d for d in docs if d.kind == "ResourceClaimTemplate"}
+    total = 0
+    for claim in claims:
+        tpl = templates.get(str(dig(claim, "resourceClaimTemplateName") or ""))
+        for req in sequence(dig(tpl.data, "spec", "spec", "devices", "requests") if tpl else None) or []:
+            spec = mapping(dig(req, "exactly")) or mapping(req)
+            if spec is None or GPU_DEVICE_CLASS != str(spec.get("deviceClassName") or ""):
+                continue
+            if str(spec.get("allocationMode") or "ExactCount") != "ExactCount":
+                continue
+            total += as_int(spec.get("count")) or 1
+    return total
 
 
 def gpus_per_node(recipe: Recipe) -> int | None:

@@ -8,7 +8,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Iterator
 
-from harness.recipe.findings import Loc, Problem, problem
+from harness.recipe.findings import Loc, Problem, Severity, problem
 from harness.recipe.model import Container, Recipe, Token, as_int, mapping
 from harness.run.perf import extra_inputs as aiperf_extra_inputs
 from harness.recipe.versions import VERSIONS_FILE
@@ -32,6 +32,16 @@ def _aiperf(recipe: Recipe) -> tuple[Workloads, Container, Command, Flags] | Non
     return (w, *found) if found else None
 
 
+TRACE_FLAGS = ("--input-file", "--custom-dataset-type", "--fixed-schedule")
+
+
+def _replays_trace(flags: Flags) -> bool:
+    """aiperf replays a recorded dataset or trace (`--input-file` with `--custom-dataset-type`,
+    `--fixed-schedule`): request lengths and timing come from the file, not from the synthetic
+    shape flags (aiperf docs: "Trace replay", `--custom-dataset-type mooncake_trace`)."""
+    return flag(flags, "--input-file") is not None and flag(flags, "--custom-dataset-type", "--fixed-schedule") is not None
+
+
 def _at_command(cmd: Command) -> Loc:
     words = cmd.program_words()
     return (words[0] if words else cmd.words[0]).loc
@@ -39,8 +49,10 @@ def _at_command(cmd: Command) -> Loc:
 
 @check("perf-runs-aiperf")
 def perf_runs_aiperf(recipe: Recipe, ctx: CheckContext) -> Iterator[Problem]:
-    """`perf.yaml` is a batch/v1 Job whose script runs `aiperf profile`: the nightly reads
-    AIPerf's `profile_export_aiperf.json`, and the other perf checks read its flags.
+    """`perf.yaml` is a batch/v1 Job (or a bare v1 Pod, as some upstream recipes use) whose
+    script runs `aiperf profile`: the nightly reads AIPerf's `profile_export_aiperf.json`, and
+    the other perf checks read its flags. A call typed into a tmux pane (`tmux send-keys
+    "aiperf profile ..."`) or a nested `sh -c` counts.
 
     Fails: a perf Job that runs `genai-perf profile ...` or `python bench.py`.
     """
@@ -49,7 +61,7 @@ def perf_runs_aiperf(recipe: Recipe, ctx: CheckContext) -> Iterator[Problem]:
         return  # layout-perf-present / yaml-well-formed
     w = recipe.workloads
     if w.perf is None:
-        yield problem(f.documents[0].loc, "perf.yaml has no Job", "write the benchmark as a batch/v1 Job")
+        yield problem(f.documents[0].loc, "perf.yaml has no Job or Pod", "write the benchmark as a batch/v1 Job")
     elif w.aiperf() is None:
         main = w.perf.main
         yield problem(main.loc if main else w.perf.doc.loc, f"{w.perf.label} never runs `aiperf profile`",
@@ -80,6 +92,44 @@ def _errexit(script: Script, before: Command | None) -> tuple[bool, Token | None
     return on, off_at, pipefail
 
 
+_CAPTURE = re.compile(r"^([A-Za-z_]\w*)=\$\?$")
+_FAILS = {"exit", "return", "false"}
+
+
+def _reraised(script: Script, cmd: Command) -> bool:
+    """aiperf's status is captured (`rc=$?`, right after it or as its `||` branch) and later
+    re-raised (`exit $rc`): the Job fails when aiperf fails even with errexit off."""
+    cmds = script.commands
+    i = cmds.index(cmd)
+    names: set[str] = set()
+    for c in cmds[i + 1 : i + 3]:
+        m = _CAPTURE.match(c.words[0].value) if c.words else None
+        if m:
+            names.add(m.group(1))
+    if not names:
+        return False
+    for c in cmds[i + 1 :]:
+        vals = [t.value for t in c.words]
+        for k, v in enumerate(vals[:-1]):
+            if v in ("exit", "return") and any(ref in vals[k + 1] for n in names for ref in (f"${n}", f"${{{n}}}")):
+                return True
+    return False
+
+
+def _fails_after(script: Script, cmd: Command) -> bool:
+    """`aiperf ... || exit 1` (or `|| return 1`, `|| false`): the `||` branch fails the script."""
+    cmds = script.commands
+    i = cmds.index(cmd)
+    nxt = cmds[i + 1] if i + 1 < len(cmds) else None
+    if nxt is None or not nxt.words:
+        return False
+    vals = [t.value for t in nxt.program_words()]
+    if not vals or vals[0] not in _FAILS:
+        return False
+    # a bare `exit` / `return` passes on aiperf's non-zero status; only `exit 0` would hide it
+    return vals[0] == "false" or len(vals) == 1 or vals[1] != "0"
+
+
 @check("perf-fails-on-error")
 def perf_fails_on_error(recipe: Recipe, ctx: CheckContext) -> Iterator[Problem]:
     """The Job fails when the benchmark fails: the script runs with `set -e` (`set -euo
@@ -96,8 +146,16 @@ def perf_fails_on_error(recipe: Recipe, ctx: CheckContext) -> Iterator[Problem]:
     script = w.script(container)
     if not script.is_shell:
         return  # exec form: aiperf's exit status is the container's
-    on, off_at, pipefail = _errexit(script, cmd)
     hint = "start the script with `set -euo pipefail`"
+    if cmd not in script.commands:  # typed into a tmux pane, or a nested `sh -c`
+        outer = next((c for c in script.commands if c.name == "tmux" and "aiperf" in c.text), None)
+        if outer is not None:
+            yield problem(_at_command(outer), f"aiperf runs detached in a tmux session: its exit status never reaches the {w.perf.doc.kind}",
+                          "run aiperf in the script itself (`set -euo pipefail`), not through tmux send-keys")
+        return
+    on, off_at, pipefail = _errexit(script, cmd)
+    if _reraised(script, cmd):
+        on, off_at = True, None  # `set +e; aiperf ...; rc=$?; ...; exit $rc`
     if off_at is not None:
         yield problem(off_at.loc, "`set +e` turns off errexit before aiperf runs: the Job succeeds when aiperf fails", hint)
     elif not on:
@@ -111,7 +169,7 @@ def perf_fails_on_error(recipe: Recipe, ctx: CheckContext) -> Iterator[Problem]:
             break
     if cmd.end == "|" and pipefail is None:
         yield problem(_at_command(cmd), "aiperf is piped without `set -o pipefail`: the pipe's status is the last command's, not aiperf's", hint)
-    if last.end == "||":
+    if last.end == "||" and not _fails_after(script, last) and not _reraised(script, last):
         yield problem(_at_command(cmd), "aiperf's failure is masked by `|| ...`", "remove the `||` fallback: a failed benchmark must fail the Job")
 
 
@@ -247,10 +305,13 @@ def perf_seed_fixed(recipe: Recipe, ctx: CheckContext) -> Iterator[Problem]:
     """AIPerf runs with a fixed `--random-seed`, so every run sends the same synthetic
     prompts and two runs (or a run and its baseline) are comparable.
 
+    A trace replay (`--input-file` with `--custom-dataset-type` or `--fixed-schedule`) takes
+    its requests from the file and is not held to it.
+
     Fails: `aiperf profile ...` without `--random-seed`.
     """
     found = _aiperf(recipe)
-    if found is None:
+    if found is None or _replays_trace(found[3]):
         return
     yield from _missing(recipe, ("--random-seed",), "aiperf runs without --random-seed: prompts differ from run to run",
                         "add --random-seed 100")
@@ -261,8 +322,19 @@ def perf_seed_fixed(recipe: Recipe, ctx: CheckContext) -> Iterator[Problem]:
 
 def extra_inputs(flags: Flags) -> dict[str, Token]:
     """`--extra-inputs key:value` (repeatable) and `'{json}'` as key -> value, at each flag's line."""
-    return {key: Token(value, f.value.loc) for f in flags if f.name == "--extra-inputs"
-            for key, value in aiperf_extra_inputs([f.value.value]).items()}
+    out: dict[str, Token] = {}
+    for f in flags:
+        if f.name != "--extra-inputs":
+            continue
+        for key, value in aiperf_extra_inputs([f.value.value]).items():
+            out[key] = Token(value, f.value.loc)
+        # JSON form: Dynamo's OpenAI extension {"nvext": {"ignore_eos": true}} sets the same engine
+        # option (ai-dynamo/dynamo lib/llm/src/protocols/openai/nvext.rs, `NvExt.ignore_eos`)
+        nvext = aiperf_extra_inputs([f.value.value]).get("nvext")
+        if nvext and nvext.lstrip().startswith("{"):
+            for key, value in aiperf_extra_inputs([nvext]).items():
+                out.setdefault(key, Token(value, f.value.loc))
+    return out
 
 
 @check("perf-output-length-fixed")
@@ -271,10 +343,13 @@ def perf_output_length_fixed(recipe: Recipe, ctx: CheckContext) -> Iterator[Prob
     ignore_eos:true` and `min_tokens:<OSL>` (otherwise the model stops early and tokens/s
     depends on what it felt like writing), an `--output-tokens-mean` and stddev 0.
 
+    A trace replay takes each request's output length from the trace and is not held to it.
+    `--extra-inputs` may be `key:value` or a JSON object; `{"nvext": {"ignore_eos": true}}` counts.
+
     Fails: `--output-tokens-mean 1024` without `--extra-inputs ignore_eos:true`.
     """
     found = _aiperf(recipe)
-    if found is None:
+    if found is None or _replays_trace(found[3]):
         return
     _, _, cmd, flags = found
     at = _at_command(cmd)
@@ -321,10 +396,54 @@ def perf_streaming(recipe: Recipe, ctx: CheckContext) -> Iterator[Problem]:
         yield problem(s.value.loc, "--streaming is turned off", "use --streaming")
 
 
+_VAR = re.compile(r"\$\{([A-Za-z_]\w*)\}|\$([A-Za-z_]\w*)")
+_ASSIGN = re.compile(r"^([A-Za-z_]\w*)=(.*)$", re.S)
+
+
+def script_vars(script: Script) -> dict[str, str]:
+    """Variables a script assigns (`X=...`, `export X=...`, `local X=...`), last value kept;
+    functions' bodies included (their assignments are what the aiperf call inside them sees)."""
+    out: dict[str, str] = {}
+    for cmd in script.commands:
+        words = [t.value for t in cmd.words]
+        if words and words[0] in ("export", "local", "declare", "readonly", "typeset"):
+            words = [w for w in words[1:] if not w.startswith("-")]
+        for word in words:
+            m = _ASSIGN.match(word)
+            if not m:
+                break
+            out[m.group(1)] = m.group(2)
+    return out
+
+
+def expand_script_vars(text: str, script: Script, container: Container) -> str:
+    """`$X` / `${X}` resolved from the script's own assignments, then the container's env."""
+    known = {**container.env, **script_vars(script)}
+
+    def sub(m: re.Match) -> str:
+        name = m.group(1) or m.group(2)
+        return known.get(name, m.group(0))
+
+    for _ in range(5):  # assignments refer to each other
+        new = _VAR.sub(sub, text)
+        if new == text:
+            break
+        text = new
+    return text
+
+
+def _known_prefix(path: str) -> str:
+    """The part of a path before the first unresolved variable (what can be judged statically)."""
+    cut = path.find("$")
+    return path if cut < 0 else path[:cut]
+
+
 @check("perf-artifacts-on-pvc")
 def perf_artifacts_on_pvc(recipe: Recipe, ctx: CheckContext) -> Iterator[Problem]:
     """AIPerf writes its artifacts (`--artifact-dir`) under a PVC mount of the Job: the pod's
-    own filesystem is gone when the Job ends, and with it the only copy of the results.
+    own filesystem is gone when the Job ends, and with it the only copy of the results. The path
+    is judged after the script's own variables and the env are expanded (`$ARTIFACT_DIR` set to
+    `${ROOT_ARTIFACT_DIR}/...` earlier in the script); a part only the pod knows is not judged.
 
     Fails: `--artifact-dir /tmp/artifacts` while the PVC is mounted at /model-cache.
     """
@@ -338,8 +457,13 @@ def perf_artifacts_on_pvc(recipe: Recipe, ctx: CheckContext) -> Iterator[Problem
         "mount the model-cache PVC in the Job and point --artifact-dir under it"
     if art is None:
         yield problem(_at_command(cmd), "aiperf has no --artifact-dir: results stay in the pod and are lost", hint)
-    elif under(art.value.value, mounts) is None:
-        yield problem(art.value.loc, f"--artifact-dir {art.value.value} is not on a mounted PVC "
+        return
+    path = _known_prefix(expand_script_vars(art.value.value, w.script(container), container))
+    if not path.startswith("/"):
+        return  # built from values only the running pod knows: nothing to judge
+    if under(path, mounts) is None:
+        shown = art.value.value if path == art.value.value else f"{art.value.value} (= {path})"
+        yield problem(art.value.loc, f"--artifact-dir {shown} is not on a mounted PVC "
                                      f"({', '.join(m.path for m in mounts) or 'the Job mounts none'})", hint)
 
 
@@ -357,8 +481,11 @@ def perf_job_limits(recipe: Recipe, ctx: CheckContext) -> Iterator[Problem]:
     data = w.perf.doc.data
     spec = mapping(data.get("spec"))
     at = data.loc_of("spec") if spec is not None else data.loc
-    for key, hint in (("backoffLimit", "set spec.backoffLimit (0 or 1: a failed benchmark should not rerun silently)"),
-                      ("activeDeadlineSeconds", "set spec.activeDeadlineSeconds (wait + benchmark time, with margin)")):
+    limits = (("backoffLimit", "set spec.backoffLimit (0 or 1: a failed benchmark should not rerun silently)"),
+              ("activeDeadlineSeconds", "set spec.activeDeadlineSeconds (wait + benchmark time, with margin)"))
+    if w.perf.doc.kind == "Pod":
+        limits = limits[1:]  # a bare Pod is never retried: only its deadline applies (PodSpec.activeDeadlineSeconds)
+    for key, hint in limits:
         if spec is None or as_int(spec.get(key)) is None:
             yield problem(spec.loc_of(key) if spec is not None and key in spec else at, f"{w.perf.label} has no {key}", hint)
 
@@ -367,7 +494,8 @@ def perf_job_limits(recipe: Recipe, ctx: CheckContext) -> Iterator[Problem]:
 def perf_tokenizer_not_snapshot(recipe: Recipe, ctx: CheckContext) -> Iterator[Problem]:
     """`--tokenizer` names the model id (or a stable directory), never a Hugging Face cache
     snapshot path: `.../snapshots/<40-hex>/` changes with every model revision and the Job
-    breaks on the next download (an upstream failure mode).
+    breaks on the next download (an upstream failure mode). When the hash is exactly the revision
+    the model-download Job pins, the path exists today: a warning, not an error.
 
     Fails: `--tokenizer /model-cache/hub/models--Qwen--Qwen3-32B/snapshots/9216db5781bf21249d130ec9da846c4624c16137`.
     """
@@ -376,6 +504,25 @@ def perf_tokenizer_not_snapshot(recipe: Recipe, ctx: CheckContext) -> Iterator[P
         return
     tok = flag(found[3], "--tokenizer")
     if tok is not None and _SNAPSHOT.search(tok.value.value):
+        pinned = _pinned_revisions(recipe.workloads)
+        hashes = set(re.findall(r"[0-9a-f]{40}", tok.value.value))
+        if hashes and hashes <= pinned:
+            yield problem(tok.value.loc, f"--tokenizer points into the cache snapshot of the revision the download Job pins "
+                                         f"({tok.value.value}): it breaks when the pin moves",
+                          "use the Hugging Face model id (with HF_HOME on the PVC) instead of a snapshot path", Severity.WARNING)
+            return
         yield problem(tok.value.loc, f"--tokenizer points into a cache snapshot ({tok.value.value})",
                       "use the Hugging Face model id (with HF_HOME on the PVC) instead of a snapshot path")
+
+
+def _pinned_revisions(w: Workloads) -> set[str]:
+    """40-hex revisions the model-download Jobs pin (`--revision X`, a *REVISION env var)."""
+    out: set[str] = set()
+    for pod in w.downloads:
+        for c in pod.containers:
+            out |= {v for k, v in c.env.items() if "REVISION" in k.upper() and re.fullmatch(r"[0-9a-f]{40}", v)}
+            for cmd in w.script(c).commands:
+                vals = [t.value for t in cmd.words]
+                out |= {vals[i + 1] for i, v in enumerate(vals[:-1]) if v == "--revision" and re.fullmatch(r"[0-9a-f]{40}", vals[i + 1])}
+    return out
 

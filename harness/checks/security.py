@@ -7,13 +7,13 @@ import re
 from typing import Any, Iterator
 
 from harness.recipe.findings import Loc, Problem, problem
-from harness.recipe.model import METADATA_FILE, Recipe, dig, mapping, sequence
+from harness.recipe.model import METADATA_FILE, Container, Recipe, dig, mapping, sequence
 from harness.recipe.yamlsrc import LoadedFile, SrcMap
 from harness.checks import CheckContext, check
 from harness.recipe.secrets import (
-    CREDENTIAL_KEY, CREDENTIAL_PATTERNS, LITERAL_ASSIGNMENT, TOKEN_FLAG, redact, secret_like,
+    CREDENTIAL_KEY, CREDENTIAL_PATTERNS, LITERAL_ASSIGNMENT, TOKEN_FLAG, looks_like_credential, redact, secret_like,
 )
-from harness.recipe.workloads import all_strings, line_in_scalar
+from harness.recipe.workloads import Pod, all_strings, line_in_scalar
 
 def _literal(value: Any) -> str:
     """A credential-looking literal, or "" (numbers, booleans, empty, references are not)."""
@@ -48,7 +48,12 @@ def _in_strings(node: Any, loc: Loc) -> Iterator[tuple[Loc, str]]:
         if CREDENTIAL_KEY.match(key) and _literal(text):
             yield at, f"{key} has a literal value {redact(_literal(text))!r}"
         for m in LITERAL_ASSIGNMENT.finditer(text):
-            if secret_like(m.group(1)) and _literal(m.group(2).strip("'\"")):
+            value = m.group(2).strip("'\"")
+            # `key=concurrency_${n}` is a shell variable built from others, not a credential:
+            # a script assignment counts when its value is a literal that looks like one.
+            if "$" in value or (m.group(1).islower() and not looks_like_credential(value)):
+                continue
+            if secret_like(m.group(1)) and _literal(value):
                 yield line_in_scalar(text, at, m.start()), f"{m.group(1)} is set to a literal {redact(m.group(2).strip(chr(39) + chr(34)))!r}"
         for m in TOKEN_FLAG.finditer(text):
             yield line_in_scalar(text, at, m.start()), f"a token is passed on the command line ({redact(m.group(1).strip(chr(39) + chr(34)))!r})"
@@ -108,15 +113,111 @@ def _exceptions(recipe: Recipe) -> set[str]:
     return out
 
 
+# RDMA memory registration pins pages (RLIMIT_MEMLOCK): IPC_LOCK to lock them, SYS_RESOURCE to
+# raise the limit (`ulimit -l unlimited`), NET_RAW for RoCE raw-packet queue pairs.
+# Sources: NVIDIA Network Operator, "RDMA shared device plugin" (the test pod adds IPC_LOCK);
+# rdma-core libibverbs `ibv_reg_mr` (man page: locked memory, RLIMIT_MEMLOCK); UCX FAQ
+# "ulimit -l unlimited" for the ib/rc/dc transports; Kubernetes DRA ComputeDomains (IMEX
+# channels for multi-node NVLink, NVIDIA k8s-dra-driver-gpu), whose pods register memory the same way.
+RDMA_CAPABILITIES = {"IPC_LOCK", "SYS_RESOURCE", "NET_RAW"}
+_RDMA_TEXT = re.compile(r"\bulimit\s+(?:-[A-Za-z]*l|-l)\b|\bUCX_[A-Z_]+|nixl|mooncake|\bMC_[A-Z_]+=|NCCL_IB_HCA", re.IGNORECASE)
+_ENGINE = re.compile(r"-m\s+dynamo\.(?:vllm|sglang|trtllm)\b")
+_LOOP = re.compile(r"\b(?:for|while|until)\b[^\n]*?(?:;\s*|\n\s*)do\b(?:(?!\bdone\b).)*?-m\s+dynamo\.(?:vllm|sglang|trtllm)\b", re.S)
+# Sysctls Kubernetes lets any pod set through `securityContext.sysctls` (namespaced, "safe"):
+# kubernetes.io/docs/tasks/administer-cluster/sysctl-cluster/ (Safe sysctls, Kubernetes 1.29+).
+SAFE_SYSCTLS = {
+    "kernel.shm_rmid_forced", "net.ipv4.ip_local_port_range", "net.ipv4.tcp_syncookies", "net.ipv4.ping_group_range",
+    "net.ipv4.ip_unprivileged_port_start", "net.ipv4.ip_local_reserved_ports", "net.ipv4.tcp_keepalive_time",
+    "net.ipv4.tcp_fin_timeout", "net.ipv4.tcp_keepalive_intvl", "net.ipv4.tcp_keepalive_probes",
+}
+_SYSCTL_W = re.compile(r"\bsysctl\s+(?:-\w+\s+)*-w\s+['\"]?([a-z0-9_.]+)\s*=")
+
+
+def _container_text(pod: Pod, c: Container) -> str:
+    """The container's script, args and env values, and its service's env (one string to search)."""
+    parts = [t.value for t in c.command + c.args] + [f"{k}={v}" for k, v in c.env.items()]
+    for item in sequence(c.data.get("env")) or []:  # names of env vars set from refs count too
+        if isinstance(dig(item, "name"), str):
+            parts.append(f"{item['name']}=")
+    if pod.service is not None:
+        parts += list(_strings(pod.service.data.get("envs")))
+    return "\n".join(parts)
+
+
+def _strings(node: Any) -> Iterator[str]:
+    if isinstance(node, str):
+        yield node
+    elif isinstance(node, dict):
+        for v in node.values():
+            yield from _strings(v)
+    elif isinstance(node, list):
+        for v in node:
+            yield from _strings(v)
+
+
+def _rdma_evidence(pod: Pod, c: Container) -> str:
+    """Why this container does RDMA memory registration ("" when nothing shows it): an rdma/*
+    device, a DRA resource claim, UCX/NIXL/Mooncake transports or `ulimit -l` in its script."""
+    resources = [c.data.get("resources")] + ([pod.service.data.get("resources")] if pod.service is not None else [])
+    for res in resources:
+        for part in ("limits", "requests"):
+            for key in _keys(dig(res, part)):
+                if key.startswith("rdma/"):
+                    return f"it requests {key}"
+        if sequence(dig(res, "claims")):
+            return "it uses a DRA resource claim"
+    if pod.spec is not None and sequence(pod.spec.get("resourceClaims")):
+        return "the pod uses a DRA resource claim"
+    m = _RDMA_TEXT.search(_container_text(pod, c))
+    return f"it uses {m.group(0).strip()}" if m else ""
+
+
+def _keys(node: Any) -> Iterator[str]:
+    """Resource names of a limits/requests map (DGD v1alpha1 nests extended resources under `custom`)."""
+    if isinstance(node, dict):
+        for k, v in node.items():
+            yield str(k)
+            if k == "custom":
+                yield from _keys(v)
+
+
+def _runs_engines_side_by_side(pod: Pod, c: Container) -> bool:
+    """More than one engine process in this container (two `python -m dynamo.X` calls, or one in a loop)."""
+    text = "\n".join(t.value for t in c.command + c.args)
+    return len(_ENGINE.findall(text)) > 1 or bool(_LOOP.search(text))
+
+
+def _sysctl_hint(c: Container) -> str:
+    """The securityContext.sysctls hint when `privileged` only serves safe namespaced sysctls."""
+    text = "\n".join(t.value for t in c.command + c.args)
+    names = _SYSCTL_W.findall(text)
+    if names and all(n in SAFE_SYSCTLS for n in names):
+        listed = ", ".join(f"{{name: {n}, value: ...}}" for n in dict.fromkeys(names))
+        return (f"drop privileged: {', '.join(dict.fromkeys(names))} is a namespaced safe sysctl; "
+                f"set it in the pod's securityContext.sysctls: [{listed}] and remove the `sysctl -w` call")
+    return ""
+
+
 @check("no-privileged")
 def no_privileged(recipe: Recipe, ctx: CheckContext) -> Iterator[Problem]:
     """Containers are not privileged and add no Linux capabilities, and pods use no hostPath
     volumes, host network, PID or IPC namespace: each hands the node to the pod. Where a
-    recipe truly needs one (e.g. RDMA wants IPC_LOCK), the metadata declares it:
+    recipe truly needs one, the metadata declares it:
     `securityExceptions: [{rule: capabilities, reason: ...}]` (rule = privileged, capabilities,
     a capability name, hostPath, hostNetwork, hostPID, hostIPC, or no-privileged for all).
 
-    Fails: `securityContext: {privileged: true}` on a worker with no securityExceptions entry.
+    What the real system needs is allowed without a declaration:
+    - IPC_LOCK, SYS_RESOURCE and NET_RAW in a container that does RDMA memory registration
+      (an `rdma/*` resource, a DRA resource claim, UCX/NIXL/Mooncake transports, `ulimit -l`):
+      `ibv_reg_mr` pins pages against RLIMIT_MEMLOCK.
+    - SYS_PTRACE in a container that runs several engine processes exchanging KV through
+      NIXL/UCX `cuda_ipc`: UCX imports the sibling's VMM buffers with `pidfd_getfd`, which
+      Yama ptrace_scope=1 refuses without it (openucx/ucx#11183; pytorch/pytorch#165685).
+    `privileged: true` stays an error; where it only serves a namespaced sysctl the hint
+    says `securityContext.sysctls` (Kubernetes "Using sysctls in a Kubernetes Cluster").
+
+    Fails: `securityContext: {privileged: true}` on a worker with no securityExceptions entry;
+    `capabilities: {add: [IPC_LOCK]}` on a CPU-only frontend with no RDMA device or transport.
     """
     allowed = _exceptions(recipe)
     if "no-privileged" in allowed:
@@ -136,12 +237,22 @@ def no_privileged(recipe: Recipe, ctx: CheckContext) -> Iterator[Problem]:
             if sc is None:
                 continue
             if sc.get("privileged") is True and "privileged" not in allowed:
-                yield problem(sc.loc_of("privileged"), f"{pod.label} runs a privileged container", hint)
+                yield problem(sc.loc_of("privileged"), f"{pod.label} runs a privileged container", _sysctl_hint(c) or hint)
             add = sequence(dig(sc, "capabilities", "add"))
-            for i, cap in enumerate(add or []):
+            if not add:
+                continue
+            rdma = _rdma_evidence(pod, c)
+            for i, cap in enumerate(add):
                 name = str(cap).upper().removeprefix("CAP_")
-                if not ({"capabilities", name.lower(), f"capabilities:{name.lower()}"} & allowed):
-                    yield problem(add.loc_of(i), f"{pod.label} adds capability {name}", hint)
+                if {"capabilities", name.lower(), f"capabilities:{name.lower()}"} & allowed:
+                    continue
+                if name in RDMA_CAPABILITIES and rdma:
+                    continue  # RDMA memory registration needs it
+                if name == "SYS_PTRACE" and rdma and _runs_engines_side_by_side(pod, c):
+                    continue  # in-pod CUDA IPC between sibling engine processes
+                why = (" (it uses no RDMA device, DRA claim or UCX/NIXL transport that would need it)"
+                       if name in RDMA_CAPABILITIES else "")
+                yield problem(add.loc_of(i), f"{pod.label} adds capability {name}{why}", hint)
 
 
 @check("no-hard-coded-namespace")

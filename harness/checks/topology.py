@@ -8,7 +8,7 @@ from typing import Iterator
 from harness.recipe import catalogue
 from harness.recipe.findings import Problem, Severity, problem
 from harness.recipe.model import ROUTER_MODE_ENV, ROUTER_MODE_FLAG, Recipe, Service, as_int, dig, mapping, sequence
-from harness.analysis.topology import gpus_per_node, nodes_needed, workers
+from harness.analysis.topology import dra_gpus, gpus_per_node, nodes_needed, workers
 from harness.checks import CheckContext, check
 
 
@@ -22,6 +22,9 @@ def gpu_count_matches_topology(recipe: Recipe, ctx: CheckContext) -> Iterator[Pr
     exactly as many ranks as its parallelism says (vLLM TP x PP x DP, SGLang TP, TRT-LLM TP x PP).
     When they differ the engine waits for ranks that never come, or GPUs sit idle.
 
+    GPUs requested through DRA (a resource claim whose template asks for `gpu.nvidia.com`
+    devices) count the same as `limits.gpu`.
+
     Fails: `limits.gpu: "4"` on a vLLM worker started with `--tensor-parallel-size 8`.
     """
     for svc, topo in workers(recipe):
@@ -29,6 +32,13 @@ def gpu_count_matches_topology(recipe: Recipe, ctx: CheckContext) -> Iterator[Pr
             yield problem(s.loc, f"worker {svc.name}: {s.source} {s.raw!r} is not a valid value (an unresolved variable?)",
                           "write the value literally, or define the variable in the container's env")
         need = topo.gpus_per_replica
+        claimed = dra_gpus(svc, recipe.deploy.documents if recipe.deploy else []) if svc.gpu_limit == 0 else 0
+        if claimed:
+            if claimed * svc.node_count != need:
+                yield problem(svc.gpu_limit_loc, f"worker {svc.name}: its DRA resource claims give {claimed} GPU(s) x nodeCount "
+                                                 f"{svc.node_count} per replica, but the engine needs {topo.describe_parallelism()}",
+                              "make the ResourceClaimTemplate's device count match the parallelism")
+            continue
         if svc.gpu_limit == 0:
             yield problem(svc.gpu_limit_loc, f"worker {svc.name} requests no GPUs, but its engine needs {topo.describe_parallelism()}",
                           f'set resources.limits.gpu: "{need}"')
@@ -135,10 +145,15 @@ def gpus_per_node_within_hardware(recipe: Recipe, ctx: CheckContext) -> Iterator
 
 @check("disagg-roles-match-mode")
 def disagg_roles_match_mode(recipe: Recipe, ctx: CheckContext) -> Iterator[Problem]:
-    """A disaggregated recipe needs prefill and decode workers, each marked twice in agreement:
-    `subComponentType` (the operator and router read it) and `--disaggregation-mode` (the engine
-    reads it; vLLM before 0.11 used `--is-prefill-worker`). An aggregated recipe has neither.
-    A worker the router thinks is decode but the engine runs as prefill never answers.
+    """A disaggregated recipe needs prefill and decode workers. The engine decides a worker's
+    role from its own flags (`--disaggregation-mode`, in argv or the `--config` YAML; vLLM
+    before 0.11 `--is-prefill-worker`, with decode the default); `subComponentType` is the
+    operator's label for the planner and GAIE. Where both are given they must agree: a worker
+    the router thinks is decode but the engine runs as prefill never answers. A disaggregated
+    worker with no subComponentType but an engine role is a warning (the planner cannot scale
+    it by role). An aggregated recipe runs no prefill worker; a sole worker typed or flagged
+    decode is valid there (vLLM's decode worker prefills locally when no prefill worker is
+    registered).
 
     Whether a recipe is disaggregated: its metadata (`disaggregated:`), else its mode's name
     (`disagg-*`, the catalogue convention); on a foreign tree, whose names follow no convention,
@@ -146,6 +161,10 @@ def disagg_roles_match_mode(recipe: Recipe, ctx: CheckContext) -> Iterator[Probl
 
     Fails: a disaggregated recipe whose decode service was deleted, or `subComponentType: decode`
     with `--disaggregation-mode prefill`.
+    Source: ai-dynamo/dynamo components/src/dynamo/{vllm,sglang,trtllm}/args.py
+    (`--disaggregation-mode`; vLLM `--is-prefill-worker` before 0.6), components/src/dynamo/vllm/handlers.py
+    (decode without prefill workers runs the prefill locally); the DGD CRD `subComponentType`
+    (deploy/operator api/v1alpha1 dynamocomponentdeployment_types.go).
     """
     dep = recipe.deployment
     if dep is None:
@@ -160,34 +179,51 @@ def disagg_roles_match_mode(recipe: Recipe, ctx: CheckContext) -> Iterator[Probl
     worker_topos = workers(recipe)
     legacy = any(t.legacy_prefill_flag for _, t in worker_topos)
     services_loc = dep.spec.key_loc("services" if "services" in dep.spec else "components")
+
+    def marked_of(svc: Service) -> str | None:
+        return svc.sub_component_type if svc.sub_component_type in ("prefill", "decode") else None
+
+    def effective(svc: Service, topo) -> str | None:
+        role = marked_of(svc) or topo.role
+        if role is None and legacy and topo.backend == "vllm":
+            role = "decode"  # the pre-0.11 vLLM worker without --is-prefill-worker is decode
+        return role
+
     if disagg:
-        roles = {svc.role for svc, _ in worker_topos}
+        roles = {effective(svc, topo) for svc, topo in worker_topos}
         for missing in ("prefill", "decode"):
             if missing not in roles:
                 yield problem(services_loc, f"disaggregated recipe has no {missing} worker (workers: "
-                                            f"{', '.join(f'{s.name} ({s.role})' for s, _ in worker_topos) or 'none'})",
+                                            f"{', '.join(f'{s.name} ({effective(s, t) or s.role})' for s, t in worker_topos) or 'none'})",
                               f"add a worker with subComponentType: {missing} and --disaggregation-mode {missing}")
+    any_prefill = any(effective(svc, topo) == "prefill" for svc, topo in worker_topos)
     for svc, topo in worker_topos:
         flag = topo.get("role")
-        marked = svc.sub_component_type if svc.sub_component_type in ("prefill", "decode") else None
+        marked = marked_of(svc)
         marked_loc = svc.data.key_loc("subComponentType") if "subComponentType" in svc.data else svc.loc
         args_loc = _args_loc(svc)
         if not disagg:
-            if marked:
+            if marked == "prefill" or (marked == "decode" and any_prefill):
                 yield problem(marked_loc, f"worker {svc.name} has subComponentType: {marked} in an aggregated recipe",
                               "remove subComponentType, or make the recipe disaggregated")
-            if flag is not None and topo.role:
+            if flag is not None and topo.role and not (topo.role == "decode" and topo.backend == "vllm" and not any_prefill):
                 yield problem(flag.loc, f"worker {svc.name} runs {flag.source} {topo.role} in an aggregated recipe",
                               f"remove {flag.source}")
             continue
         if marked is None:
-            yield problem(marked_loc, f"worker {svc.name} has no subComponentType prefill|decode in a disaggregated recipe",
-                          "set subComponentType: prefill or decode")
+            if topo.role is not None:
+                yield problem(marked_loc, f"worker {svc.name} runs as {topo.role} ({flag.source}) but has no subComponentType: "
+                                          "the planner and GAIE cannot tell its role",
+                              f"set subComponentType: {topo.role}", Severity.WARNING)
+            elif effective(svc, topo) is None:
+                yield problem(marked_loc, f"worker {svc.name} has no subComponentType and no --disaggregation-mode: "
+                                          "it runs aggregated in a disaggregated recipe",
+                              "set subComponentType: prefill or decode and pass --disaggregation-mode with the same role")
         if topo.role is None:
-            if not (legacy and marked == "decode" and topo.backend == "vllm"):
+            if marked and not (legacy and marked == "decode" and topo.backend == "vllm"):
                 yield problem(flag.loc if flag else args_loc,
-                              f"worker {svc.name} ({marked or 'unmarked'}) does not pass --disaggregation-mode prefill|decode",
-                              f"add --disaggregation-mode {marked or 'prefill|decode'} to its args")
+                              f"worker {svc.name} ({marked}) does not pass --disaggregation-mode prefill|decode",
+                              f"add --disaggregation-mode {marked} to its args")
         elif marked and topo.role != marked:
             yield problem(flag.loc, f"worker {svc.name}: subComponentType {marked} but {flag.source} {topo.role}",
                           "make subComponentType and --disaggregation-mode agree")

@@ -36,6 +36,18 @@ def secret_like(name: str) -> bool:
     return any(p in SECRET_PARTS or p.endswith(("TOKEN", "APIKEY", "PASSWORD", "SECRET")) for p in parts)
 
 
+_IDENTIFIER_LIKE = re.compile(r"^[a-z]+(?:[_.-][a-z0-9]+)*$")
+
+
+def looks_like_credential(value: str) -> bool:
+    """A literal that could be a key or token: no shell expansion, at least 8 characters, not a
+    path or URL, and not a lower-case word list (`concurrency_16`, `my-model`)."""
+    v = value.strip().strip("'\"")
+    if "$" in v or len(v) < 8 or v.startswith(("/", ".", "<")) or "://" in v or " " in v:
+        return False
+    return not _IDENTIFIER_LIKE.match(v)
+
+
 def redact(value: str) -> str:
     """Never print a credential: its first three characters and stars."""
     return value[:3] + "***"

@@ -5,11 +5,12 @@ and claims, and the worker, aiperf and download calls (command lines: harness/re
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from harness.recipe.commandline import Command, Flag, Flags, Script, Token, script_line, parse_flags
+from harness.recipe.commandline import Command, Flag, Flags, Script, Token, nested_script, parse_flags, script_line, shell_scripts
 from harness.recipe.findings import Loc
 from harness.recipe.model import (
     MODEL_DOWNLOAD_FILE, PERF_FILE, Container, Recipe, Service, build_container, dig, mapping, sequence,
@@ -17,6 +18,7 @@ from harness.recipe.model import (
 from harness.recipe.yamlsrc import Document, SrcMap
 
 WORKLOAD_KINDS = {"Job", "CronJob", "Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Pod"}
+PERF_RUNNER_KINDS = ("Job", "Pod")
 
 
 def flag(flags: Iterable[Flag], *names: str) -> Flag | None:
@@ -175,15 +177,15 @@ class Workloads:
         return self._aiperf
 
     def _find_aiperf(self) -> tuple[Container, Command, Flags] | None:
+        """The benchmark's `aiperf profile` call: the first one that is not a warmup run (a call
+        whose words say warmup, e.g. `--artifact-dir /perf/warmup`), else the first one."""
         if self.perf is None:
             return None
-        for c in self.perf.containers:
-            for cmd in self.script(c).commands:
-                words = cmd.program_words()
-                for i, w in enumerate(words[:-1]):
-                    if (w.value == "aiperf" or w.value.endswith("/aiperf")) and words[i + 1].value == "profile":
-                        return c, cmd, parse_flags(words[i + 2 :])
-        return None
+        calls = [(c, cmd, words) for c in self.perf.containers for cmd, words in aiperf_calls(self.script(c))]
+        if not calls:
+            return None
+        c, cmd, words = next((call for call in calls if not is_warmup(call[2])), calls[0])
+        return c, cmd, parse_flags(words)
 
     @property
     def perf_container(self) -> Container | None:
@@ -199,11 +201,57 @@ class Workloads:
             for doc in f.documents:
                 if doc.kind == "PersistentVolumeClaim" and doc.name:
                     out.setdefault(doc.name, doc.data.loc)
+        self._dgd_created(out)
+        return out
+
+    def model_tree_pvcs(self) -> dict[str, Loc]:
+        """PVCs defined anywhere in the model's tree: the conventional model-cache.yaml first, then
+        every other manifest under the model directory (upstream keeps some in `model-cache/cache.yaml`)."""
+        out = self.pvc_docs()
+        model_dir = self.recipe.model_dir
+        if not model_dir.is_dir():
+            return out
+        for path in sorted(p for ext in ("*.yaml", "*.yml") for p in model_dir.rglob(ext)):
+            f = self.recipe.load(path)
+            for doc in f.documents if f else ():
+                if doc.kind == "PersistentVolumeClaim" and doc.name and isinstance(doc.data, SrcMap):
+                    out.setdefault(doc.name, doc.data.loc)
+        return out
+
+    def _dgd_created(self, out: dict[str, Loc]) -> None:
         dep = self.recipe.deployment
         for item in sequence(dep.spec.get("pvcs") if dep else None) or []:
             if dig(item, "create") is True and isinstance(dig(item, "name"), str):
                 out.setdefault(item["name"], item.loc_of("name"))
-        return out
+
+
+_WARMUP = re.compile(r"warm[-_ ]?up", re.IGNORECASE)
+
+
+def is_warmup(words: list[Token]) -> bool:
+    """An aiperf call that only warms the server up (its words say so); the benchmark's rules
+    (seed, fixed lengths, artifacts) do not apply to it."""
+    return any(_WARMUP.search(w.value) for w in words if not w.value.startswith("-"))  # not `--warmup-request-count`
+
+
+def aiperf_calls(script: Script) -> Iterator[tuple[Command, list[Token]]]:
+    """(command, the words after `aiperf profile`) for every call in a script, also inside a
+    nested `sh -c '...'` and a `tmux send-keys '...'` (the pane's shell runs that text)."""
+    for cmd in script.commands:
+        words = cmd.program_words()
+        for i, w in enumerate(words[:-1]):
+            if (w.value == "aiperf" or w.value.endswith("/aiperf")) and words[i + 1].value == "profile":
+                yield cmd, words[i + 2 :]
+                break
+        vals = [t.value for t in words]
+        if len(vals) > 2 and vals[0] == "tmux" and vals[1] in ("send-keys", "send"):
+            texts = [t for t in words[2:] if " " in t.value]
+            for t in texts:
+                inner = nested_script(t.value, t.loc)
+                for inner_cmd, inner_words in aiperf_calls(inner):
+                    yield inner_cmd, inner_words
+    for cmd, text, _ in shell_scripts(script):
+        yield from aiperf_calls(nested_script(text, cmd.words[0].loc))
 
 
 def workloads(recipe: Recipe) -> Workloads:
@@ -226,8 +274,8 @@ def build_workloads(recipe: Recipe) -> Workloads:
                 continue
             pod = _workload_pod(doc)
             pods.append(pod)
-            if f.path == recipe.path / PERF_FILE and perf is None and doc.kind == "Job":
-                perf = pod
+            if f.path == recipe.path / PERF_FILE and doc.kind in PERF_RUNNER_KINDS and (perf is None or perf.doc.kind != "Job"):
+                perf = pod  # a Job, else a bare Pod (upstream runs some benchmarks from one)
             elif f.path.name == MODEL_DOWNLOAD_FILE:
                 downloads.append(pod)
             elif f.path.parent.name == "gaie":

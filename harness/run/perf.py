@@ -19,6 +19,7 @@ SUMMARY_FILE = "profile_export_aiperf.json"
 RECORDS_FILE = "profile_export.jsonl"
 _SEPARATORS = {"&&", "||", ";", "|", "&", "\n"}
 _ASSIGNMENT = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)=(.*)$", re.S)
+_WARMUP = re.compile(r"warm[-_ ]?up", re.IGNORECASE)  # a call that only warms the server up
 
 # aiperf option aliases -> one canonical name (aiperf 0.13 `profile --help`).
 ALIASES = {
@@ -96,8 +97,10 @@ class AiperfPlan:
 
 def find_invocation(recipe: Recipe) -> AiperfInvocation:
     job = recipe.perf_job()
+    if job is None and recipe.perf is not None:  # a bare Pod runs the benchmark in some upstream recipes
+        job = next((d for d in recipe.perf.documents if d.kind == "Pod" and d.data is not None), None)
     if job is None:
-        raise PerfConfigError(f"{recipe.id}: perf.yaml has no Job")
+        raise PerfConfigError(f"{recipe.id}: perf.yaml has no Job or Pod")
     for container in pod_containers(job):
         words = aiperf_words(container)
         if words is not None:
@@ -113,18 +116,23 @@ def aiperf_words(container: Container) -> list[str] | None:
         words = [t.value for t in container.argv]
         return _after_profile(words)
     variables: dict[str, str] = {}
+    warmup: list[str] | None = None
     for command in shell_commands(script.value):
         found = _after_profile(command)
         resolver = Container(container.data, {**container.env, **variables})
         if found is not None:
-            return [resolver.expand(w) for w in found]
+            words = [resolver.expand(w) for w in found]
+            if not any(_WARMUP.search(w) for w in words if not w.startswith("-")):  # values, not `--warmup-request-count`
+                return words
+            warmup = warmup or words  # a warmup run: the benchmark is a later call
+            continue
         assignment = command[1:] if command[:1] == ["export"] else command
         for word in assignment:
             m = _ASSIGNMENT.match(word)
             if not m:
                 break
             variables[m.group(1)] = resolver.expand(m.group(2))
-    return None
+    return warmup
 
 
 def shell_commands(script: str) -> list[list[str]]:

@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from harness.recipe.findings import Finding, Loc, Severity, display_path
-from harness.recipe.model import Recipe, Service, Token, dig, mapping, sequence
+from harness.recipe.configfiles import MountedFile, mounted_file
+from harness.recipe.model import Recipe, Service, Token, dig
 from harness.recipe.versions import VERSIONS_FILE, version_matrix
 from harness.recipe.yamlsrc import SrcMap, parse_yaml_bytes
 from harness.run.conformance import envs, trtllm
@@ -31,15 +32,6 @@ DRIVER_TIMEOUT_S = 900
 # The flag that names a config file the engine reads, per parser.
 CONFIG_FLAGS = {"vllm": ("--config",), "sglang": ("--config",), "trtllm": ("--extra-engine-args",)}
 _FLAG_IN_TEXT = re.compile(r"(?<![\w-])(--[A-Za-z0-9][A-Za-z0-9_.-]*)")
-
-
-@dataclass(frozen=True)
-class MountedFile:
-    """A file the container reads from a ConfigMap volume: its content and where the content starts."""
-
-    path: str  # the path inside the container
-    content: str
-    loc: Loc  # the ConfigMap data value (a block scalar starts on the next line)
 
 
 @dataclass
@@ -203,38 +195,6 @@ def _attach_config_files(job: Job, svc: Service) -> None:
         kept.append(tok)
         i += 1
     job.argv = kept
-
-
-def mounted_file(recipe: Recipe, svc: Service, path: str) -> MountedFile | None:
-    """The ConfigMap content the container sees at `path` (volumeMounts -> volumes -> ConfigMap in the recipe)."""
-    main = svc.main
-    if main is None:
-        return None
-    mounts = [m for m in (sequence(main.data.get("volumeMounts")) or []) if mapping(m) is not None]
-    volumes = sequence(dig(svc.data, "extraPodSpec", "volumes")) or sequence(dig(svc.data, "podTemplate", "spec", "volumes")) or []
-    best = None
-    for m in mounts:
-        mount_path = str(m.get("mountPath") or "").rstrip("/")
-        if mount_path and (path == mount_path or path.startswith(mount_path + "/")):
-            if best is None or len(mount_path) > len(str(best.get("mountPath")).rstrip("/")):
-                best = m
-    if best is None:
-        return None
-    volume = next((mapping(v) for v in volumes if mapping(v) is not None and v.get("name") == best.get("name")), None)
-    cm_name = dig(volume, "configMap", "name")
-    if not isinstance(cm_name, str):
-        return None
-    mount_path = str(best.get("mountPath")).rstrip("/")
-    rel = str(best.get("subPath")) if best.get("subPath") and path == mount_path else path[len(mount_path):].lstrip("/")
-    key = rel
-    for item in sequence(dig(volume, "configMap", "items")) or []:
-        if mapping(item) is not None and item.get("path") == rel:
-            key = str(item.get("key"))
-    for doc in recipe.documents("ConfigMap"):
-        data = mapping(doc.data.get("data"))
-        if dig(doc.data, "metadata", "name") == cm_name and data is not None and isinstance(data.get(key), str):
-            return MountedFile(path, data[key], data.loc_of(key))
-    return None
 
 
 # ---- running --------------------------------------------------------------------------------------
