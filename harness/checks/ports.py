@@ -30,7 +30,7 @@ def listening_port(svc: Service) -> tuple[int | None, Loc | None, str]:
 
 def target_port(svc: Service) -> tuple[int, Loc | None]:
     """The container port named `http`: the user's, when the main container declares one, else the operator's 8000."""
-    for item in sequence(svc.main.data.get("ports")) if svc.main is not None else []:
+    for item in (sequence(svc.main.data.get("ports")) if svc.main is not None else None) or []:
         item = mapping(item)
         if item is not None and item.get("name") == PORT_NAME and as_int(item.get("containerPort")) is not None:
             return as_int(item["containerPort"]), item.loc_of("containerPort")
