@@ -40,6 +40,7 @@ class ModelFacts:
     head_dim: int = 0
     mla: bool = False
     precision: str = ""  # the checkpoint's weight format (bf16, fp8, mxfp4, nvfp4)
+    extra_files: tuple["ExtraFiles", ...] = ()  # what an unfiltered download fetches besides the checkpoint
 
     @property
     def weights_gb(self) -> float:
@@ -62,6 +63,15 @@ class ModelFacts:
     @property
     def on_disk_gb(self) -> float:
         return self.checkpoint_gb + self.overhead_gb
+
+
+@dataclass(frozen=True)
+class ExtraFiles:
+    """A directory of a model repository that is not the checkpoint (e.g. gpt-oss `original/`)."""
+
+    path: str  # "original/"
+    gb: float
+    sample: str  # one file inside it, to match download patterns against
 
 
 @dataclass(frozen=True)
@@ -106,6 +116,7 @@ def models() -> dict[str, ModelFacts]:
             expert_params_b=float(experts.get("params", 0.0)), expert_bytes_per_param=float(experts.get("bytesPerParam", 0.0)),
             attention_params_b=float(m.get("attentionParams", 0.0)), kv_heads=int(m.get("kvHeads", 0)),
             head_dim=int(m.get("headDim", 0)), mla=bool(m.get("mla", False)), precision=str(m.get("precision", "")),
+            extra_files=tuple(ExtraFiles(str(k), float(v["gb"]), str(v["sample"])) for k, v in (m.get("extraFiles") or {}).items()),
         )
     return out
 
