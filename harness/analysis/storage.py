@@ -8,8 +8,9 @@ import re
 from dataclasses import dataclass, field
 from typing import Iterable
 
+from harness.analysis.downloads import downloads
 from harness.recipe import catalogue
-from harness.recipe.catalogue import GIB, ModelFacts, StorageRules
+from harness.recipe.catalogue import GIB, ExtraFiles, ModelFacts, StorageRules
 from harness.recipe.findings import Loc
 from harness.recipe.model import MODEL_DOWNLOAD_FILE, PERF_FILE, Recipe, Service, dig, mapping, pod_containers, sequence
 from harness.recipe.yamlsrc import Document, SrcMap
@@ -168,10 +169,13 @@ class CacheNeed:
     unknown: list[str]  # download Jobs whose model is not in the catalogue
     margin: float
     extra_gb: float = 0.0  # e.g. perf results written to the same PVC
+    # repository directories besides the checkpoint that the download calls' include/exclude
+    # patterns let through (models.yaml extraFiles), with the model they belong to
+    extra_files: list[tuple[str, ExtraFiles]] = field(default_factory=list)
 
     @property
     def checkpoints_gb(self) -> float:
-        return sum(m.on_disk_gb for m in self.models)
+        return sum(m.on_disk_gb for m in self.models) + sum(f.gb for _, f in self.extra_files)
 
     @property
     def need_bytes(self) -> float:
@@ -179,10 +183,19 @@ class CacheNeed:
 
     def describe(self) -> str:
         parts = " + ".join(f"{m.id} {m.checkpoint_gb:g} GB{' (estimate)' if m.checkpoint_estimate else ''}" for m in self.models)
+        for mid, f in self.extra_files:
+            parts += f" + {f.path} {f.gb:g} GB (the download fetches {mid} {f.path}: no --exclude matches it)"
         text = f"{parts} x {self.margin:g} margin"
         if self.extra_gb:
             text += f" + {self.extra_gb:g} GB perf results"
         return f"{text} = {self.need_bytes / 1e9:.0f} GB ({gib(self.need_bytes)})"
+
+
+def fetched_extra_files(recipe: Recipe, job: Document, model: ModelFacts) -> list[ExtraFiles]:
+    """The model's extra directories (models.yaml extraFiles) that the Job's download calls of it
+    fetch, by their include/exclude patterns; none when the Job's call is not recognised."""
+    calls = [d for d in downloads(recipe) if d.pod.doc is job and d.repo is not None and d.repo.value == model.id]
+    return [f for f in model.extra_files if any(call.fetches(f.sample) for call in calls)]
 
 
 def download_jobs(recipe: Recipe) -> list[Document]:
@@ -215,6 +228,9 @@ def _model_cache_needs(recipe: Recipe, margin: float | None) -> list[CacheNeed]:
             for mid in ids:
                 if all(m.id != mid for m in need.models):
                     need.models.append(known[mid])
+                for extra in fetched_extra_files(recipe, job, known[mid]):
+                    if (mid, extra) not in need.extra_files:
+                        need.extra_files.append((mid, extra))
             if not ids:
                 need.unknown.append(job.name)
     for need in needs.values():

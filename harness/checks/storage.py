@@ -29,9 +29,14 @@ def model_cache_pvc_fits_checkpoint(recipe: Recipe, ctx: CheckContext) -> Iterat
     """The model-cache PVC must hold every checkpoint its download Jobs fetch, times a margin
     (default 1.2, option `margin`; 1.3 for checkpoint sizes that are estimates) for
     partial downloads and the Hugging Face cache layout. Otherwise the download Job fails
-    hours into a nightly run with "No space left on device".
+    hours into a nightly run with "No space left on device". What a Job fetches follows its
+    download call's patterns (`hf download --include/--exclude`, `huggingface-cli download`,
+    `snapshot_download(allow_patterns=..., ignore_patterns=...)`): repository directories
+    besides the checkpoint (models.yaml `extraFiles`, e.g. gpt-oss `original/`, `metal/`)
+    count unless a pattern leaves them out.
 
-    Fails: `storage: 100Gi` for deepseek-ai/DeepSeek-R1 (690 GB on disk).
+    Fails: `storage: 100Gi` for deepseek-ai/DeepSeek-R1 (690 GB on disk), or a gpt-oss-120b
+    download without `--exclude "original/*" --exclude "metal/*"` into 100Gi (65 + ~120 GB).
     """
     rules = catalogue.storage_rules()
     for need in model_cache_needs(recipe, ctx.options_for(StorageOptions).margin):

@@ -39,6 +39,8 @@ class ModelFacts:
     kv_heads: int = 0
     head_dim: int = 0
     mla: bool = False
+    precision: str = ""  # the checkpoint's weight format (bf16, fp8, mxfp4, nvfp4)
+    extra_files: tuple["ExtraFiles", ...] = ()  # what an unfiltered download fetches besides the checkpoint
 
     @property
     def weights_gb(self) -> float:
@@ -64,10 +66,20 @@ class ModelFacts:
 
 
 @dataclass(frozen=True)
+class ExtraFiles:
+    """A directory of a model repository that is not the checkpoint (e.g. gpt-oss `original/`)."""
+
+    path: str  # "original/"
+    gb: float
+    sample: str  # one file inside it, to match download patterns against
+
+
+@dataclass(frozen=True)
 class GpuFacts:
     name: str
     memory_gb: float
     gpus_per_node: int
+    compute_capability: tuple[int, int] | None = None  # NVIDIA's CUDA GPUs table, e.g. (9, 0)
 
 
 @dataclass(frozen=True)
@@ -103,14 +115,22 @@ def models() -> dict[str, ModelFacts]:
             checkpoint_estimate=bool(m.get("checkpointEstimate", False)), overhead_gb=float(m.get("overheadGB", 0.1)),
             expert_params_b=float(experts.get("params", 0.0)), expert_bytes_per_param=float(experts.get("bytesPerParam", 0.0)),
             attention_params_b=float(m.get("attentionParams", 0.0)), kv_heads=int(m.get("kvHeads", 0)),
-            head_dim=int(m.get("headDim", 0)), mla=bool(m.get("mla", False)),
+            head_dim=int(m.get("headDim", 0)), mla=bool(m.get("mla", False)), precision=str(m.get("precision", "")),
+            extra_files=tuple(ExtraFiles(str(k), float(v["gb"]), str(v["sample"])) for k, v in (m.get("extraFiles") or {}).items()),
         )
     return out
 
 
 @lru_cache(maxsize=1)
 def gpus() -> dict[str, GpuFacts]:
-    return {n: GpuFacts(n, float(g["memoryGB"]), int(g["gpusPerNode"])) for n, g in _load("gpus.yaml")["gpus"].items()}
+    return {n: GpuFacts(n, float(g["memoryGB"]), int(g["gpusPerNode"]), _capability(g.get("computeCapability")))
+            for n, g in _load("gpus.yaml")["gpus"].items()}
+
+
+def _capability(value: object) -> tuple[int, int] | None:
+    """A compute capability written "9.0" (a string, so 10.0 is not read as 10)."""
+    major, _, minor = str(value or "").partition(".")
+    return (int(major), int(minor or 0)) if major.isdigit() and (minor or "0").isdigit() else None
 
 
 @lru_cache(maxsize=1)
