@@ -1,0 +1,65 @@
+"""The knobs of one gpu run (timeouts, engine, secrets) and how durations are shown."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from harness.run.stage import StageOptions
+
+
+@dataclass
+class DeploySettings:
+    """Knobs of one gpu run. Timeouts are seconds; tests shrink them to milliseconds."""
+
+    report_dir: Path
+    namespace: str | None = None
+    keep: bool = False
+    engine: str = "real"  # real | mocker
+    perf_mode: str = "job"  # job | local
+    kubeconfig: str | None = None
+    api_timeout: float = 15.0
+    probe_timeout: float = 2.0
+    poll_interval: float = 5.0
+    progress_every: float = 30.0
+    cache_timeout: float = 4 * 3600.0
+    ready_timeout: float = 45 * 60.0
+    model_timeout: float = 300.0  # frontend up -> served model listed
+    perf_timeout: float = 2 * 3600.0
+    fetch_timeout: float = 300.0
+    unschedulable_grace: float = 120.0  # GPUs of a previous run may still be draining
+    crashloop_restarts: int = 2
+    hf_secret: str = "hf-token-secret"
+    hf_secret_key: str = "HF_TOKEN"
+    hf_token_env: str = "HF_TOKEN"
+    secret_source_namespace: str = "default"
+    dynamo_release: str | None = None
+    mocker_speedup: float | None = None
+    frontend_url: str | None = None
+    log_tail_lines: int = 2000
+
+    @classmethod
+    def from_options(cls, options: StageOptions) -> "DeploySettings":
+        """Typed options plus any field of this class given in `options.extra` (e.g. ready_timeout)."""
+        values: dict[str, Any] = {"report_dir": Path(options.report_dir), "namespace": options.namespace, "keep": options.keep,
+                                  "engine": options.engine, "perf_mode": options.perf_mode, "kubeconfig": options.kubeconfig}
+        known = {f.name: f for f in dataclasses.fields(cls)}
+        for key, value in (options.extra or {}).items():
+            if key in known and key not in values and value is not None:
+                default = getattr(cls, key, None)
+                values[key] = type(default)(value) if isinstance(default, (int, float)) and not isinstance(default, bool) else value
+        return cls(**values)
+
+
+def fmt_duration(seconds: float) -> str:
+    if seconds < 10:
+        return f"{max(0.0, seconds):.1f}s"
+    seconds = int(seconds)
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{(seconds % 3600) // 60:02d}m"
+
