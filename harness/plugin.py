@@ -49,7 +49,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--keep", action="store_true", help="gpu stage: keep the namespace after the run")
     group.addoption("--perf-mode", choices=("job", "local"), default="job", help="gpu stage: run perf.yaml in the cluster, or AIPerf locally through the port-forward")
     group.addoption("--kubeconfig", default=None, metavar="PATH", help="gpu stage: kubeconfig (default: KUBECONFIG, ~/.kube/config, in-cluster)")
-    group.addoption("--namespace", default=None, help="gpu stage: use this namespace instead of a fresh one per run")
+    group.addoption("--namespace", default=None, help="gpu stage: use this namespace instead of the model's own (rh-<model>)")
+    group.addoption("--time-budget", type=float, default=None, metavar="MIN",
+                    help="gpu stage: finish each recipe's run, diagnostics and teardown included, within MIN minutes (set it below the CI job's limit)")
+    group.addoption("--gpu-option", action="append", default=[], metavar="KEY=VALUE",
+                    help="gpu stage: set a DeploySettings field, e.g. unschedulable_grace=900 or poll_interval=2; repeatable")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -182,9 +186,22 @@ class RecipeHarness:
                 report_dir=report_dir, sim_profile=opt.sim_profile, sim_slowdown=opt.sim_slowdown, keep_logs=opt.keep_logs,
                 repeats=opt.repeats, update_baselines=opt.update_baselines, engine=opt.engine, keep=opt.keep,
                 perf_mode=opt.perf_mode, kubeconfig=opt.kubeconfig, namespace=opt.namespace,
-                extra=self._report_roots(),
+                extra=dict(self._report_roots(), **self._gpu_options()),
             )
         return self.stage_options
+
+    def _gpu_options(self) -> dict[str, str | float]:
+        """--gpu-option KEY=VALUE pairs and --time-budget (minutes -> seconds) for the gpu stage's settings."""
+        opt = self.config.option
+        out: dict[str, str | float] = {}
+        for item in getattr(opt, "gpu_option", None) or []:
+            key, sep, value = str(item).partition("=")
+            if not sep or not key.strip():
+                raise pytest.UsageError(f"--gpu-option {item!r}: expected KEY=VALUE")
+            out[key.strip()] = value.strip()
+        if getattr(opt, "time_budget", None):
+            out["time_budget"] = float(opt.time_budget) * 60.0
+        return out
 
     def _report_roots(self) -> dict[str, str]:
         """Baselines and history live in reports/ beside the recipes tree (the repository's, or a foreign tree's)."""

@@ -12,10 +12,13 @@ from harness.recipe.yamlsrc import to_plain
 from harness.run.k8s.base import MANAGED_BY
 from harness.run.k8s.facts import local_aiperf_args, model_id
 from harness.run.k8s.frontend import FrontendSteps
+from harness.run.k8s.mocker import to_mocker_job
 from harness.run.k8s.rollout import RolloutSteps
 from harness.run.k8s.settings import fmt_duration
 
 EXPORT_FILE = "profile_export_aiperf.json"
+# The fetch pod only runs `find` and `cat`: it must fit beside everything else, even on a kind node.
+FETCH_RESOURCES = {"requests": {"cpu": "10m", "memory": "32Mi"}, "limits": {"memory": "256Mi"}}
 
 
 class BenchmarkSteps(RolloutSteps, FrontendSteps):
@@ -23,7 +26,8 @@ class BenchmarkSteps(RolloutSteps, FrontendSteps):
         doc = self.recipe.perf_job()
         if doc is None:
             raise self.fail(f"{self.recipe.path / 'perf.yaml'}: no benchmark Job")
-        return to_plain(doc.data)
+        job = to_plain(doc.data)
+        return to_mocker_job(job) if self.settings.engine == "mocker" else job
 
     def _aiperf(self):
         from harness.run.perf import PerfConfigError, find_invocation
@@ -33,8 +37,9 @@ class BenchmarkSteps(RolloutSteps, FrontendSteps):
         except PerfConfigError as exc:
             raise self.fail(str(exc)) from None
 
-    def perf_job(self) -> Path:
-        """Run perf.yaml's Job in the cluster, wait for it, copy its AIPerf export to the report folder."""
+    def perf_job(self, run: int = 1, runs: int = 1) -> Path:
+        """Run perf.yaml's Job in the cluster, wait for it, copy its AIPerf export to the report folder
+        (`run-<n>/` when the benchmark runs several times on the same deployment)."""
         job = self._perf_job_doc()
         name = str(dig(job, "metadata", "name"))
         if self.kube.get("batch/v1", "Job", name, self.namespace) is not None:
@@ -42,10 +47,10 @@ class BenchmarkSteps(RolloutSteps, FrontendSteps):
         self._apply(job, what="benchmark Job")  # dry run, then create
         self._wait_job(name, self.settings.perf_timeout, "benchmark")
         data = self._fetch_export(job)
-        out = self.settings.report_dir / "perf" / self.slug / EXPORT_FILE
+        out = self.settings.report_dir / "perf" / self.slug / (f"run-{run}" if runs > 1 else "") / EXPORT_FILE
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(data)
-        self.progress(f"benchmark: {EXPORT_FILE} saved to {out}")
+        self.progress(f"benchmark{f' run {run}/{runs}' if runs > 1 else ''}: {EXPORT_FILE} saved to {out}")
         return out
 
     def _fetch_export(self, job: dict) -> str:
@@ -69,12 +74,14 @@ class BenchmarkSteps(RolloutSteps, FrontendSteps):
                "metadata": {"name": pod_name, "labels": dict(MANAGED_BY, **{"recipe-harness/role": "fetch-export"})},
                "spec": {"restartPolicy": "Never",
                         "containers": [{"name": "fetch", "image": container.get("image"), "command": ["sh", "-c", script],
+                                        "resources": FETCH_RESOURCES,
                                         "volumeMounts": [dict(m, readOnly=True) for m in mounts]}],
                         "volumes": [pvc_volumes[m["name"]] for m in mounts]}}
         if pod_spec.get("imagePullSecrets"):
             pod["spec"]["imagePullSecrets"] = pod_spec["imagePullSecrets"]
         self._apply(pod, what="export fetch pod")
         start = self.clock()
+        timeout, cut = self.budget(self.settings.fetch_timeout)
         while True:
             current = self.kube.get("v1", "Pod", pod_name, self.namespace) or {}
             phase = dig(current, "status", "phase")
@@ -83,8 +90,8 @@ class BenchmarkSteps(RolloutSteps, FrontendSteps):
             blocker = self._blocker([current]) if current else None
             if blocker:
                 raise self.fail(f"cannot fetch {EXPORT_FILE}: {blocker.message}")
-            if self.clock() - start >= self.settings.fetch_timeout:
-                raise self.fail(f"export fetch pod {pod_name} did not finish within {fmt_duration(self.settings.fetch_timeout)}")
+            if self.clock() - start >= timeout:
+                raise self.fail(f"export fetch pod {pod_name} did not finish {self.timed_out('', timeout, cut).strip()}")
             self.sleep(self.settings.poll_interval)
         log = self.kube.pod_log(self.namespace, pod_name, "fetch")
         self.kube.delete("v1", "Pod", pod_name, self.namespace)

@@ -21,8 +21,38 @@ def recipe_slug(recipe: Recipe) -> str:
 
 
 def new_namespace_name(recipe: Recipe, run_id: str) -> str:
+    """A throwaway namespace for one run (kept for scripts; runs use `model_namespace`)."""
     model = re.sub(r"[^a-z0-9-]+", "-", recipe.model.lower()).strip("-")[:30].strip("-")
     return f"rh-{model}-{run_id}" if model else f"rh-{run_id}"
+
+
+def model_namespace(recipe: Recipe, engine: str = "real") -> str:
+    """The namespace of every run of one model: its model cache PVC lives there across runs, so a nightly
+    downloads a model once, not every night. Mocker runs get their own (their PVC is fitted to small clusters)."""
+    model = re.sub(r"[^a-z0-9-]+", "-", recipe.model.lower()).strip("-")[:40].strip("-") or "model"
+    return f"rh-{model}" + ("-mocker" if engine == "mocker" else "")
+
+
+def component_resource_name(dgd: str, component: str) -> str:
+    """What the operator names a component's Service: `<dgd>-<lowercased component>`, dots turned into hyphens
+    (deploy/operator/internal/dynamo/graph.go GetDCDResourceName; GenerateComponentService: "Service names must
+    be DNS-1035 labels (no dots)")."""
+    return f"{dgd}-{component.lower()}".replace(".", "-")
+
+
+def frontend_service(recipe: Recipe) -> str:
+    """The frontend's Service as the operator creates it from the recipe's DGD."""
+    dep = recipe.deployment
+    if dep is None:
+        return ""
+    frontend = dep.frontends[0].name if dep.frontends else "Frontend"
+    return component_resource_name(dep.name, frontend)
+
+
+def model_revision(recipe: Recipe) -> str:
+    """`<model id>@<revision>` the cache must hold (recipe.yaml model.id / model.revision)."""
+    rev = dig(recipe.metadata, "model", "revision")
+    return f"{model_id(recipe)}@{rev}" if rev else ""
 
 
 def gpu_products(recipe: Recipe) -> list[str]:

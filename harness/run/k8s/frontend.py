@@ -9,9 +9,8 @@ import urllib.request
 from harness.recipe.model import dig
 from harness.run.k8s.base import DeployerBase
 from harness.run.k8s.client import KubeError
-from harness.run.k8s.facts import served_model_name
+from harness.run.k8s.facts import frontend_service, served_model_name
 from harness.run.k8s.portforward import PortForwardError, default_access
-from harness.run.k8s.settings import fmt_duration
 
 FRONTEND_PORT = 8000
 SYSTEM_PORT = 9090  # the workers' metrics/health port the operator sets (DYN_SYSTEM_PORT)
@@ -19,12 +18,12 @@ SYSTEM_PORT = 9090  # the workers' metrics/health port the operator sets (DYN_SY
 
 class FrontendSteps(DeployerBase):
     def frontend_url(self) -> str:
-        """A URL on the runner that reaches `<dgd>-frontend:8000`, once the served model is listed."""
+        """A URL on the runner that reaches the frontend's Service (port 8000), once the served model is listed."""
         if self.base_url:
             return self.base_url
         if self.access is None:
             self.access = default_access(self.kube, self.settings.kubeconfig, self.settings.frontend_url)
-        service = f"{self.dgd_name}-frontend"
+        service = frontend_service(self.recipe)
         try:
             url = self.access.open(self.namespace, service, FRONTEND_PORT)
         except PortForwardError as exc:
@@ -38,6 +37,7 @@ class FrontendSteps(DeployerBase):
         # Ready pods are not enough: the model registers with the frontend after the worker starts.
         served = served_model_name(self.recipe)
         start = self.clock()
+        timeout, cut = self.budget(self.settings.model_timeout)
         listed: list[str] = []
         error = ""
         while True:
@@ -50,9 +50,9 @@ class FrontendSteps(DeployerBase):
                 error = f"{type(exc).__name__}: {exc}"
             if served in listed:
                 return
-            if self.clock() - start >= self.settings.model_timeout:
+            if self.clock() - start >= timeout:
                 seen = f"/v1/models lists {listed}" if not error else f"last error {error}"
-                raise self.fail(f"the frontend never listed model {served!r} within {fmt_duration(self.settings.model_timeout)} ({seen})")
+                raise self.fail(f"the frontend never listed model {served!r} {self.timed_out('', timeout, cut).strip()} ({seen})")
             self.sleep(self.settings.poll_interval)
 
     def worker_pods(self) -> dict[str, str]:

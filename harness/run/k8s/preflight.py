@@ -9,6 +9,17 @@ from harness.run.k8s.facts import gpu_products, referenced_secrets
 from harness.run.k8s.readiness import GPU_RESOURCE, gpu_capacity, products_on
 from harness.run.stage import StageSkip
 
+# Provisioners that serve ReadWriteOnce (and ReadWriteOncePod) only: a ReadWriteMany claim on them stays Pending
+# (rancher/local-path-provisioner, kind's and k3s's default: "NodePath only supports ReadWriteOnce and
+# ReadWriteOncePod (1.22+) access modes"; the block-storage CSI drivers of the clouds: one node attaches a disk).
+RWO_ONLY_PROVISIONERS = {
+    "rancher.io/local-path": "local-path-provisioner",
+    "ebs.csi.aws.com": "AWS EBS CSI", "kubernetes.io/aws-ebs": "AWS EBS",
+    "pd.csi.storage.gke.io": "GCE PD CSI", "kubernetes.io/gce-pd": "GCE PD",
+    "disk.csi.azure.com": "Azure Disk CSI", "kubernetes.io/azure-disk": "Azure Disk",
+    "topolvm.io": "TopoLVM", "kubernetes.io/no-provisioner": "local volumes",
+}
+SHARED_MODES = {"ReadWriteMany", "ReadOnlyMany"}
 OPERATOR_HINT = ("install the Dynamo operator (the dynamo-platform Helm chart, see the Dynamo Kubernetes install guide) "
                  "or point KUBECONFIG at a cluster that has it")
 CRD_HINTS = {
@@ -100,9 +111,10 @@ class PreflightSteps(DeployerBase):
         names = [str(dig(c, "metadata", "name")) for c in classes]
         default = [n for c, n in zip(classes, names)
                    if str((dig(c, "metadata", "annotations") or {}).get("storageclass.kubernetes.io/is-default-class")) == "true"]
+        provisioners = {str(dig(c, "metadata", "name")): str(c.get("provisioner") or "") for c in classes}
         for pvc in pvcs:
             wanted = dig(pvc, "spec", "storageClassName")
-            name = dig(pvc, "metadata", "name")
+            name = str(dig(pvc, "metadata", "name"))
             if wanted:
                 if wanted not in names:
                     raise self.fail(f"PVC {name} asks for storage class {wanted!r}, which the cluster does not have "
@@ -113,6 +125,22 @@ class PreflightSteps(DeployerBase):
                                 "mark one default (storageclass.kubernetes.io/is-default-class=true) or set storageClassName")
             else:
                 self.report.storage_class = default[0]
+            self._fit_access_modes(pvc, name, self.report.storage_class, provisioners.get(self.report.storage_class, ""))
+
+    def _fit_access_modes(self, pvc: dict, name: str, cls: str, provisioner: str) -> None:
+        modes = [str(m) for m in dig(pvc, "spec", "accessModes") or []]
+        shared = [m for m in modes if m in SHARED_MODES]
+        if not shared or provisioner not in RWO_ONLY_PROVISIONERS:
+            return
+        what = f"storage class {cls} ({provisioner}, {RWO_ONLY_PROVISIONERS[provisioner]}) serves ReadWriteOnce only"
+        if self.settings.engine == "mocker":
+            # one node runs every mocker pod, and a ReadWriteOnce volume is shared by the pods of its node
+            self._pvc_modes[name] = ["ReadWriteOnce"]
+            self.progress(f"PVC {name}: {', '.join(shared)} -> ReadWriteOnce, because {what}")
+            return
+        raise self.fail(f"PVC {name} asks for {', '.join(shared)}, but {what}: the claim would stay Pending and every pod "
+                        "that mounts it with it. Set storageClassName to a class that serves ReadWriteMany (NFS, CephFS, "
+                        "a cloud file store), or run --engine mocker on a one-node cluster")
 
     def _check_secrets(self, docs: list[dict]) -> None:
         ns_exists = self.kube.get("v1", "Namespace", self.namespace) is not None
@@ -122,6 +150,9 @@ class PreflightSteps(DeployerBase):
                 plan = "present"
             elif name == self.settings.hf_secret and self.env.get(self.settings.hf_token_env):
                 plan, values = "from-env", {}
+            elif name == self.settings.hf_secret and self.settings.engine == "mocker" and \
+                    self.kube.secret_values(self.settings.secret_source_namespace, name) is None:
+                plan, values = "placeholder", {}
             else:
                 values = self.kube.secret_values(self.settings.secret_source_namespace, name)
                 plan = "copy" if values is not None else ""

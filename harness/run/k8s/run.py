@@ -44,7 +44,8 @@ class GpuRun:
         self.done: set[str] = set()
         self.suite: Any = None
         self.export_path: Path | None = None
-        self.result: PerfResult | None = None
+        self.result: PerfResult | None = None  # the last run's
+        self.results: list[PerfResult] = []  # one per --repeats run, all on the same deployment
 
     def _ensure_deployer(self) -> Deployer:
         if self.deployer is None:
@@ -115,12 +116,20 @@ class GpuRun:
         getattr(self.suite, f"check_{check}")()
 
     def _perf(self, dep: Deployer) -> None:
-        self.export_path = dep.perf_local(self.perf_runner) if self.settings.perf_mode == "local" else dep.perf_job()
-        self.result = parse_export(self.export_path)
-        if not self.result.valid:
-            raise StepFailed(f"the benchmark is not a measurement: {self.result.invalid_reason} (export: {self.export_path})")
-        dep.progress("benchmark: " + ", ".join(f"{k}={v:.4g}" for k in ("output_token_throughput.avg", "time_to_first_token.p99")
-                                                 if (v := self.result.value(k)) is not None))
+        """The benchmark `repeats` times on the one deployment; the baseline step judges their median and CV."""
+        runs = max(1, self.settings.repeats)
+        self.results = []
+        for run in range(1, runs + 1):
+            if self.settings.perf_mode == "local":
+                self.export_path = dep.perf_local(self.perf_runner)
+            else:
+                self.export_path = dep.perf_job(run, runs)
+            self.result = parse_export(self.export_path)
+            if not self.result.valid:
+                raise StepFailed(f"the benchmark is not a measurement (run {run} of {runs}): {self.result.invalid_reason} (export: {self.export_path})")
+            self.results.append(self.result)
+            dep.progress(f"benchmark{f' run {run}/{runs}' if runs > 1 else ''}: " + ", ".join(
+                f"{k}={v:.4g}" for k in ("output_token_throughput.avg", "time_to_first_token.p99") if (v := self.result.value(k)) is not None))
 
     def _baseline(self, dep: Deployer) -> None:
         if self.settings.engine == "mocker":
@@ -137,7 +146,7 @@ class GpuRun:
                                                   extra={"cluster": dep.report.server, "namespace": dep.namespace})
         roots = {k: v for k, v in (("baselines_root", self.baselines_root), ("history_root", self.history_root)) if v is not None}
         try:
-            evaluation = baselines.evaluate_recipe([self.result], recipe=self.recipe.id, environment=f"gpu/{hardware.lower()}",
+            evaluation = baselines.evaluate_recipe(self.results or [self.result], recipe=self.recipe.id, environment=f"gpu/{hardware.lower()}",
                                                    provenance=provenance, run_id=dep.run_id, update=self.update_baselines, **roots)
         except baselines.BaselineError as exc:
             raise StepFailed(str(exc)) from None

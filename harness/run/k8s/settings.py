@@ -12,7 +12,9 @@ from harness.run.stage import StageOptions
 
 @dataclass
 class DeploySettings:
-    """Knobs of one gpu run. Timeouts are seconds; tests shrink them to milliseconds."""
+    """Knobs of one gpu run. Timeouts and graces are seconds. Every wait is also cut to what is left of
+    `time_budget` minus `teardown_reserve`, so the harness reports its own timeout (with diagnostics and a
+    teardown) before the CI job's limit kills it."""
 
     report_dir: Path
     namespace: str | None = None
@@ -29,8 +31,16 @@ class DeploySettings:
     model_timeout: float = 300.0  # frontend up -> served model listed
     perf_timeout: float = 2 * 3600.0
     fetch_timeout: float = 300.0
-    unschedulable_grace: float = 120.0  # GPUs of a previous run may still be draining
+    # A GPU node from a cluster autoscaler or Karpenter takes 5-10 min to join; a scale-up event restarts the grace.
+    unschedulable_grace: float = 600.0
+    image_pull_grace: float = 600.0  # ErrImagePull/ImagePullBackOff that may clear (registry 429s, slow mirrors)
+    config_grace: float = 180.0  # CreateContainerConfigError: a Secret or ConfigMap may still be on its way
+    failed_grace: float = 300.0  # the operator's `failed` is one pass's error; it retries with back-off
+    stale_status_grace: float = 120.0  # no observedGeneration: how long an unchanged `successful` must hold with all pods Ready
     crashloop_restarts: int = 2
+    time_budget: float = 0.0  # the whole run (preflight to teardown); 0: no budget
+    teardown_reserve: float = 180.0  # kept from the budget for diagnostics and teardown
+    repeats: int = 1  # benchmark runs on one deployment (median and CV)
     hf_secret: str = "hf-token-secret"
     hf_secret_key: str = "HF_TOKEN"
     hf_token_env: str = "HF_TOKEN"
@@ -44,7 +54,8 @@ class DeploySettings:
     def from_options(cls, options: StageOptions) -> "DeploySettings":
         """Typed options plus any field of this class given in `options.extra` (e.g. ready_timeout)."""
         values: dict[str, Any] = {"report_dir": Path(options.report_dir), "namespace": options.namespace, "keep": options.keep,
-                                  "engine": options.engine, "perf_mode": options.perf_mode, "kubeconfig": options.kubeconfig}
+                                  "engine": options.engine, "perf_mode": options.perf_mode, "kubeconfig": options.kubeconfig,
+                                  "repeats": max(1, int(options.repeats or 1))}
         known = {f.name: f for f in dataclasses.fields(cls)}
         for key, value in (options.extra or {}).items():
             if key in known and key not in values and value is not None:

@@ -35,20 +35,25 @@ class TeardownSteps(DeployerBase):
                 pass
         if not self.namespace_ready:
             return
-        try:
-            if self.settings.keep:
-                self.progress(f"kept namespace {self.namespace} (--keep); remove it with: kubectl delete namespace {self.namespace}")
-            elif self.owns_namespace:
-                self.kube.delete("v1", "Namespace", self.namespace)
-                self.progress(f"namespace {self.namespace} deleted")
-            else:
-                # a namespace the user named: remove what the run made, keep the model cache for next time
-                cache = {(str(d.get("kind")), str(dig(d, "metadata", "name"))) for d in self._cache_docs()}
-                for api_version, kind, name in reversed(self.created):
-                    if (kind, name) not in cache:
-                        self.kube.delete(api_version, kind, name, self.namespace)
-                self.progress(f"removed {len(self.created)} object(s) this run created in namespace {self.namespace}")
-        except Exception as exc:  # noqa: BLE001 - teardown reports, it does not raise
-            self.progress(f"teardown incomplete: {type(exc).__name__}: {exc}; delete namespace {self.namespace} by hand")
-        finally:
+        cache = {("PersistentVolumeClaim", str(dig(d, "metadata", "name"))) for d in self._cache_docs() if d.get("kind") == "PersistentVolumeClaim"}
+        if self.settings.keep:
+            self.progress(f"kept what the run made in namespace {self.namespace} (--keep); remove it with: "
+                          f"kubectl delete -n {self.namespace} " + " ".join(f"{k.lower()}/{n}" for _, k, n in self.created if (k, n) not in cache))
             self.kube.close()
+            return
+        # the deployment, its Jobs, helper pods and copied secrets go; the namespace and the filled model cache stay
+        left: list[str] = []
+        removed = 0
+        for api_version, kind, name in reversed(self.created):
+            if (kind, name) in cache:
+                continue
+            try:
+                self.kube.delete(api_version, kind, name, self.namespace)
+                removed += 1
+            except Exception as exc:  # noqa: BLE001 - teardown reports, it does not raise; the next object still goes
+                left.append(f"{kind.lower()}/{name} ({type(exc).__name__}: {str(exc)[:120]})")
+        kept = ", ".join(f"PVC {n}" for _, n in sorted(cache)) or "nothing"
+        self.progress(f"removed {removed} object(s) this run applied in namespace {self.namespace}; kept {kept} for the next run")
+        if left:
+            self.progress(f"teardown incomplete: could not delete {', '.join(left)}; delete them with kubectl -n {self.namespace}")
+        self.kube.close()
