@@ -58,7 +58,8 @@ def make_run(recipe: Recipe, settings: DeploySettings, apiserver: FakeApiServer,
     kw.setdefault("sleep", clock.sleep)
     kw.setdefault("clock", clock)
     kw.setdefault("env", {})
-    return GpuRun(recipe, settings, smoke=RecordingSuite, kube=kube_for(apiserver.url, clock), access=StaticURL(url),
+    kw.setdefault("access", StaticURL(url))
+    return GpuRun(recipe, settings, smoke=RecordingSuite, kube=kube_for(apiserver.url, clock),
                   progress=(lines.append if lines is not None else (lambda _: None)), **kw)
 
 

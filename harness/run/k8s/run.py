@@ -146,8 +146,10 @@ class GpuRun:
                                                   extra={"cluster": dep.report.server, "namespace": dep.namespace})
         roots = {k: v for k, v in (("baselines_root", self.baselines_root), ("history_root", self.history_root)) if v is not None}
         try:
+            # run_id: the report folder, as the sim stage has it; the run report finds the run in the history by it
             evaluation = baselines.evaluate_recipe(self.results or [self.result], recipe=self.recipe.id, environment=f"gpu/{hardware.lower()}",
-                                                   provenance=provenance, run_id=dep.run_id, update=self.update_baselines, **roots)
+                                                   provenance=provenance, run_id=self.settings.report_dir.name,
+                                                   update=self.update_baselines, **roots)
         except baselines.BaselineError as exc:
             raise StepFailed(str(exc)) from None
         failure = evaluation.failure()
