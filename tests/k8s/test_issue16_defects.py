@@ -237,6 +237,8 @@ def test_defect_09_reapply_keeps_finalizer_and_annotations(recipes, settings, tm
     cluster.controller = scenario = Scenario(operator=OperatorScript(observed_generation=False, delay=30))
     changed = variant(recipes, tmp_path, lambda t: t.replace("    VllmDecodeWorker:\n      componentType: worker\n      replicas: 1",
                                                                "    VllmDecodeWorker:\n      componentType: worker\n      replicas: 2"))
+    cluster.add_namespace("team-bench")
+    settings.namespace = "team-bench"  # one namespace for both runs, as the model's namespace is now by default
     with serving(cluster) as server:
         settings.keep = True
         first = make_run(recipes[AGG], settings, server)
