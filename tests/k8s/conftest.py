@@ -22,7 +22,14 @@ from harness.run.k8s.client import Kube, RetryPolicy
 from harness.run.k8s.deployer import DeploySettings
 
 from .fake_apiserver import Clock, Controller, FakeApiServer, FakeCluster, now_iso
-from .fake_controllers import Behaviour, DynamoOperator, Kubelet, OperatorScript, ScaleUp, install
+from .fake_controllers import (
+    Behaviour,
+    DynamoOperator,
+    Kubelet,
+    OperatorScript,
+    ScaleUp,
+    install,
+)
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "k8s"
 RECIPES = FIXTURES / "recipes"

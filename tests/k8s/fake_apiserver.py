@@ -19,7 +19,15 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from harness.recipe.schemas import SCHEMAS_DIR, core_validator, crd_to_schemas, errors, k8s_definition_validator, our_validator, schema_file
+from harness.recipe.schemas import (
+    SCHEMAS_DIR,
+    core_validator,
+    crd_to_schemas,
+    errors,
+    k8s_definition_validator,
+    our_validator,
+    schema_file,
+)
 
 # (group, plural) -> (kind, namespaced). Custom resources come from the CRDs the scenario installs.
 BUILTIN = {

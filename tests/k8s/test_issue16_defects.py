@@ -20,7 +20,14 @@ from harness.run.stage import StageSkip, StepFailed
 
 from .conftest import FAKE_TOKEN, TOO_MANY, Scenario, base_cluster, kind_cluster
 from .fake_apiserver import Controller, FakeCluster, Faults
-from .fake_controllers import FINALIZER, ORIGIN_VERSION, DynamoOperator, OperatorScript, ScaleUp, pod_requests
+from .fake_controllers import (
+    FINALIZER,
+    ORIGIN_VERSION,
+    DynamoOperator,
+    OperatorScript,
+    ScaleUp,
+    pod_requests,
+)
 from .test_scenarios import AGG, SETUP, RecordingSuite, make_run, run_steps, serving
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -187,7 +187,7 @@ class Kube:
             try:
                 # a (connect, read) tuple: the client silently drops a float timeout (only int and 2-tuples count)
                 return fn(*args, _request_timeout=(t, t), **kw)
-            except Exception as exc:  # noqa: BLE001 - sorted by transient() below; the rest is re-raised as is
+            except Exception as exc:  # sorted by transient() below; the rest is re-raised as is
                 attempt += 1
                 if not retries or attempt >= self.retry.attempts or not transient(exc, idempotent):
                     raise

@@ -7,9 +7,22 @@ import json
 from harness.recipe.model import DGD_KIND, dig
 from harness.run.k8s.base import DeployerBase
 from harness.run.k8s.client import KubeError
-from harness.run.k8s.facts import apply_order, dynamo_release, model_id, served_model_name
+from harness.run.k8s.facts import (
+    apply_order,
+    dynamo_release,
+    model_id,
+    served_model_name,
+)
 from harness.run.k8s.mocker import MockerModel, to_mocker
-from harness.run.k8s.readiness import SCALE_UP_REASONS, Blocker, dgd_readiness, job_state, pod_problems, pod_ready, pod_summary
+from harness.run.k8s.readiness import (
+    SCALE_UP_REASONS,
+    Blocker,
+    dgd_readiness,
+    job_state,
+    pod_problems,
+    pod_ready,
+    pod_summary,
+)
 from harness.run.k8s.settings import fmt_duration
 
 
