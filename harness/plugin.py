@@ -67,7 +67,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--keep", action="store_true", help="gpu stage: keep the namespace after the run")
     group.addoption("--perf-mode", choices=("job", "local"), default="job", help="gpu stage: run perf.yaml in the cluster, or AIPerf locally through the port-forward")
     group.addoption("--kubeconfig", default=None, metavar="PATH", help="gpu stage: kubeconfig (default: KUBECONFIG, ~/.kube/config, in-cluster)")
-    group.addoption("--namespace", default=None, help="gpu stage: use this namespace instead of a fresh one per run")
+    group.addoption("--namespace", default=None, help="gpu stage: use this namespace instead of the model's own (rh-<model>)")
+    group.addoption("--time-budget", type=float, default=None, metavar="MIN",
+                    help="gpu stage: finish each recipe's run, diagnostics and teardown included, within MIN minutes (set it below the CI job's limit)")
+    group.addoption("--gpu-option", action="append", default=[], metavar="KEY=VALUE",
+                    help="gpu stage: set a DeploySettings field, e.g. unschedulable_grace=900 or poll_interval=2; repeatable")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -211,9 +215,20 @@ class RecipeHarness:
                 update_baselines=opt.update_baselines,
                 sim=SimOptions(profile=opt.sim_profile, slowdown=opt.sim_slowdown, keep_logs=opt.keep_logs),
                 gpu=GpuOptions(engine=opt.engine, keep=opt.keep, perf_mode=opt.perf_mode, kubeconfig=opt.kubeconfig,
-                               namespace=opt.namespace),
+                               namespace=opt.namespace, time_budget=float(opt.time_budget or 0) * 60.0,
+                               settings=self._gpu_settings()),
             )
         return self.stage_options
+
+    def _gpu_settings(self) -> tuple[tuple[str, str], ...]:
+        """--gpu-option KEY=VALUE pairs (the gpu stage checks each key against its settings)."""
+        out = []
+        for item in self.config.option.gpu_option or []:
+            key, sep, value = str(item).partition("=")
+            if not sep or not key.strip():
+                raise pytest.UsageError(f"--gpu-option {item!r}: expected KEY=VALUE")
+            out.append((key.strip(), value.strip()))
+        return tuple(out)
 
     def run_for(self, item: "StepItem") -> StepRun:
         key = (item.stage_name, item.recipe.id)

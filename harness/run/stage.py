@@ -60,7 +60,9 @@ class GpuOptions:
     keep: bool = False  # keep the namespace after the run
     perf_mode: str = "job"  # job (perf.yaml in the cluster) | local (AIPerf through the port-forward)
     kubeconfig: str | None = None  # None: KUBECONFIG, ~/.kube/config, in-cluster
-    namespace: str | None = None  # None: a fresh namespace per run
+    namespace: str | None = None  # None: one namespace per model (it keeps the model cache across runs)
+    time_budget: float = 0.0  # seconds for the whole run, teardown included (--time-budget); 0: none
+    settings: tuple[tuple[str, str], ...] = ()  # --gpu-option KEY=VALUE overrides of DeploySettings fields
 
 
 @dataclass

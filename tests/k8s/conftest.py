@@ -1,8 +1,11 @@
-"""Fixtures for the gpu stage tests: a fake API server with a scripted cluster, the real kubernetes client pointed at it, and a fake OpenAI frontend."""
+"""Fixtures for the gpu stage tests: a fake API server whose cluster components follow the real rules, the real
+kubernetes client pointed at it, a shared clock, and a fake OpenAI frontend."""
 
 from __future__ import annotations
 
+import copy
 import json
+import math
 import socket
 import threading
 from dataclasses import dataclass, field
@@ -14,34 +17,37 @@ import pytest
 from kubernetes import client as k8s
 
 from harness.recipe.discovery import discover
-from harness.run.k8s.client import Kube
-from harness.run.k8s.deployer import DeploySettings
 from harness.recipe.model import Recipe
+from harness.run.k8s.client import Kube, RetryPolicy
+from harness.run.k8s.deployer import DeploySettings
 
-from .fake_apiserver import Controller, FakeApiServer, FakeCluster, Request, now_iso
+from .fake_apiserver import Clock, Controller, FakeApiServer, FakeCluster, now_iso
+from .fake_controllers import (
+    Behaviour,
+    DynamoOperator,
+    Kubelet,
+    OperatorScript,
+    ScaleUp,
+    install,
+)
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "k8s"
 RECIPES = FIXTURES / "recipes"
 EXPORT = json.loads((FIXTURES / "profile_export_aiperf.json").read_text())
 FAKE_TOKEN = "hf_FakeTokenThatMustNeverBeWritten0123456789"
 SERVED = "qwen3-0.6b"
+EXPORT_FILE = "profile_export_aiperf.json"
+# NotFound as containerd reports it through the kubelet (ErrImagePull's message)
+NOT_FOUND = 'rpc error: code = NotFound desc = failed to pull and unpack image "{image}": failed to resolve reference "{image}": {image}: not found'
+TOO_MANY = ('rpc error: code = Unknown desc = failed to pull and unpack image "{image}": failed to copy: httpReadSeeker: failed open: '
+            'unexpected status code https://nvcr.io/v2/...: 429 Too Many Requests')
 
 
 def dgd_crd(versions: tuple[str, ...] = ("v1alpha1", "v1beta1")) -> dict:
-    """Our own small structural schema for the DGD: enough for strict validation of spec's top level."""
-    spec_alpha = {"type": "object", "properties": {
-        "backendFramework": {"type": "string"}, "envs": {"type": "array", "items": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}},
-        "pvcs": {"type": "array", "items": {"type": "object", "properties": {"name": {"type": "string"}, "create": {"type": "boolean"}}}},
-        "services": {"type": "object", "additionalProperties": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}}}}
-    spec_beta = {"type": "object", "properties": {
-        "backendFramework": {"type": "string"}, "env": {"type": "array", "items": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}},
-        "components": {"type": "array", "items": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}}}}
-    status = {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
-    out = []
-    for v in versions:
-        spec = spec_alpha if v == "v1alpha1" else spec_beta
-        out.append({"name": v, "served": True, "storage": v == versions[-1], "subresources": {"status": {}},
-                    "schema": {"openAPIV3Schema": {"type": "object", "properties": {"spec": spec, "status": status}}}})
+    """The DGD CRD as the cluster serves it. What the API accepts is checked against the DGD schema in schemas/
+    (the fake's validation), so the CRD object only carries names, versions and the status subresource."""
+    out = [{"name": v, "served": True, "storage": v == versions[-1], "subresources": {"status": {}},
+            "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}}} for v in versions]
     return {"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
             "metadata": {"name": "dynamographdeployments.nvidia.com"},
             "spec": {"group": "nvidia.com", "scope": "Namespaced", "versions": out,
@@ -74,126 +80,133 @@ def set_running(pod: dict, ready: bool) -> None:
         cs.update(ready=ready, state={"running": {"startedAt": now_iso()}})
 
 
+def labels(obj: dict) -> dict:
+    return (obj.get("metadata") or {}).get("labels") or {}
+
+
 @dataclass
 class Scenario(Controller):
-    """The operator, the Job controller and the kubelet, scripted. Counts reads, so runs are deterministic."""
+    """What the workloads do on this cluster (the download, the engines, the benchmark) and how the operator's
+    passes go; the cluster components themselves (fake_controllers) follow the real rules.
+
+    dgd: ready | never (workers never Ready) | image-pull (image not found) | crash | unschedulable (other tenants
+    hold the GPUs) | failed (the operator rejects the spec: ValidationFailed)."""
 
     cache_job: str = "succeeded"  # succeeded | failed
-    dgd: str = "ready"  # ready | never | image-pull | crash | unschedulable | failed
-    ready_after: int = 3  # DGD reads until the operator reports successful
+    dgd: str = "ready"
+    ready_after: float = 20.0  # seconds from container start to Ready
+    cache_seconds: float = 30.0
     perf_job: str = "succeeded"
+    perf_seconds: float = 60.0
     export: dict = field(default_factory=lambda: EXPORT)
-    reads: dict[str, int] = field(default_factory=dict)
-    created: list[str] = field(default_factory=list)
+    throughputs: list[float] = field(default_factory=list)  # output token throughput of successive perf runs
+    operator: OperatorScript = field(default_factory=OperatorScript)
+    pull_failures: dict[str, tuple[float, str]] = field(default_factory=dict)  # image -> (seconds from first pull, message)
+    missing_image: str = "nvcr.io/nvidia/ai-dynamo/vllm-runtime:1.4.0"  # the tag the registry lacks (dgd=image-pull)
+    scale_ups: list[ScaleUp] = field(default_factory=list)
+    files: dict[tuple[str, str], dict[str, tuple[float, str]]] = field(default_factory=dict)  # (ns, claim) -> path -> (mtime, text)
+    perf_runs: int = 0
+    cluster: FakeCluster | None = None
+    _configured: bool = False
 
-    def on_request(self, c: FakeCluster, req: Request, obj: dict | None) -> None:
-        if req.method == "POST" and obj is not None:
-            self.created.append(f"{obj['kind']}/{obj['metadata']['name']}")
-            if req.plural == "jobs":
-                self._job_created(c, obj)
-            elif req.plural == "dynamographdeployments":
-                self._dgd_created(c, obj)
-            elif req.plural == "pods" and (obj["metadata"].get("labels") or {}).get("recipe-harness/role") == "fetch-export":
-                self._fetch_pod(c, obj)
-        if req.method == "GET" and req.name and req.sub is None:
-            key = f"{req.plural}/{req.name}"
-            self.reads[key] = self.reads.get(key, 0) + 1
-            if req.plural == "jobs":
-                self._job_tick(c, req, self.reads[key])
-            elif req.plural == "dynamographdeployments":
-                self._dgd_tick(c, req, self.reads[key])
+    @property
+    def created(self) -> list[str]:
+        return list(self.cluster.created) if self.cluster else []
 
-    # --- Jobs -------------------------------------------------------------------------
-
-    def _job_created(self, c: FakeCluster, job: dict) -> None:
-        ns, name = job["metadata"]["namespace"], job["metadata"]["name"]
-        container = job["spec"]["template"]["spec"]["containers"][0]
-        pod = pod_manifest(ns, f"{name}-x7k2p", container["image"], container["name"], {"job-name": name}, env_token=False)
-        set_running(pod, ready=True)
-        c.put(pod)
-        c.set_log(ns, pod["metadata"]["name"], container["name"], f"Fetching 10 files: 40%\nusing HF_TOKEN={FAKE_TOKEN}\n")
-        job["status"] = {"active": 1, "startTime": now_iso()}
-
-    def _job_tick(self, c: FakeCluster, req: Request, reads: int) -> None:
-        job = c.get("batch", "jobs", req.namespace, req.name or "")
-        if job is None or reads < 2:
+    def reconcile(self, c: FakeCluster) -> None:
+        if self._configured:
             return
-        outcome = self.cache_job if req.name == "model-download" else self.perf_job
-        pod = c.get("", "pods", req.namespace, f"{req.name}-x7k2p")
-        if outcome == "succeeded":
-            job["status"] = {"succeeded": 1, "conditions": [{"type": "Complete", "status": "True"}]}
-            if pod:
-                pod["status"]["phase"] = "Succeeded"
-        elif outcome == "failed":
-            job["status"] = {"failed": 3, "conditions": [{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded",
-                                                          "message": "Job has reached the specified backoff limit"}]}
-            if pod:
-                pod["status"]["phase"] = "Failed"
-                c.set_log(req.namespace or "", pod["metadata"]["name"], pod["spec"]["containers"][0]["name"],
-                          f"401 Client Error: Unauthorized for url https://huggingface.co/api/models/Qwen/Qwen3-0.6B\n"
-                          f"token was {FAKE_TOKEN}\nAuthorization: Bearer {FAKE_TOKEN}\n")
+        self._configured = True
+        self.cluster = c
+        for ctl in c.controllers:
+            if isinstance(ctl, DynamoOperator):
+                ctl.script = self.operator
+            if isinstance(ctl, Kubelet):
+                ctl.behaviour = lambda pod, c=c: self.behaviour(c, pod)
+                for image, (seconds, message) in self.pull_failures.items():
+                    ctl.pull_failures[image] = (c.now() + seconds, message.format(image=image))
+        if self.dgd == "image-pull":
+            for ctl in c.controllers:
+                if isinstance(ctl, Kubelet):
+                    ctl.pull_failures[self.missing_image] = (math.inf, NOT_FOUND.format(image=self.missing_image))
+        if self.scale_ups:
+            from .fake_controllers import Autoscaler
 
-    def _fetch_pod(self, c: FakeCluster, pod: dict) -> None:
-        pod["status"] = {"phase": "Succeeded", "containerStatuses": [
-            {"name": "fetch", "image": pod["spec"]["containers"][0]["image"], "imageID": "", "ready": False, "restartCount": 0,
-             "state": {"terminated": {"exitCode": 0, "reason": "Completed"}}}]}
-        c.set_log(pod["metadata"]["namespace"], pod["metadata"]["name"], "fetch", json.dumps(self.export, indent=2))
+            c.controllers.insert(len(c.controllers) - 1, Autoscaler(self.scale_ups))
+        if self.dgd == "failed":
+            self.operator.validation_error = "spec.services.VllmDecodeWorker.multinode: invalid multinode spec: nodeCount 2 needs an LWS or Grove"
+        if self.dgd == "unschedulable":  # another team's jobs hold every GPU (allocatable is still 8 per node)
+            c.add_namespace("other-team")
+            for node in c.list("", "nodes"):
+                gpus = int(((node.get("status") or {}).get("allocatable") or {}).get("nvidia.com/gpu") or 0)
+                if gpus:
+                    pod = pod_manifest("other-team", f"train-{node['metadata']['name']}", "example.com/train:1", env_token=False)
+                    pod["spec"]["nodeName"] = node["metadata"]["name"]
+                    pod["spec"]["containers"][0]["resources"] = {"limits": {"nvidia.com/gpu": str(gpus)}}
+                    set_running(pod, True)
+                    c.put(pod)
 
-    # --- the DGD ----------------------------------------------------------------------
+    # --- what each container does ----------------------------------------------------------
 
-    def _dgd_pods(self, c: FakeCluster, dgd: dict) -> list[dict]:
-        ns, name = dgd["metadata"]["namespace"], dgd["metadata"]["name"]
-        return [p for p in c.list("", "pods", ns) if (p["metadata"].get("labels") or {}).get("nvidia.com/dynamo-graph-deployment-name") == name]
+    def behaviour(self, c: FakeCluster, pod: dict) -> Behaviour:
+        lab = labels(pod)
+        job = lab.get("job-name")
+        if job == "model-download":
+            return Behaviour("run", runs_for=self.cache_seconds, on_exit=self._download_done, log=f"Fetching 10 files: 40%\nusing HF_TOKEN={FAKE_TOKEN}\n")
+        if job:
+            return Behaviour("run", runs_for=self.perf_seconds, on_exit=self._perf_done, log="aiperf: warming up\n")
+        if lab.get("recipe-harness/role") == "fetch-export":
+            return Behaviour("run", runs_for=1.0, on_exit=self._fetch_done)
+        ctype = lab.get("nvidia.com/dynamo-component-type")
+        if ctype == "worker" and self.dgd == "never":
+            return Behaviour("serve", ready_after=None, log=f"INFO starting worker\nDEBUG env HF_TOKEN={FAKE_TOKEN}\nWARN still loading weights\n")
+        if ctype == "worker" and self.dgd == "crash":
+            return Behaviour("crash", previous_log=f"ValueError: tensor parallel size 2 > 1 GPUs\nHF_TOKEN={FAKE_TOKEN}\n")
+        return Behaviour("serve", ready_after=self.ready_after, log="INFO serving\n")
 
-    def _dgd_created(self, c: FakeCluster, dgd: dict) -> None:
-        ns, name = dgd["metadata"]["namespace"], dgd["metadata"]["name"]
-        services = dgd["spec"].get("services") or {s["name"]: s for s in dgd["spec"].get("components") or []}
-        for svc_name, svc in services.items():
-            main = (svc.get("extraPodSpec") or {}).get("mainContainer") or ((svc.get("podTemplate") or {}).get("spec", {}).get("containers") or [{}])[0]
-            pod = pod_manifest(ns, f"{name}-{svc_name.lower()}-0", main.get("image", "?"),
-                               labels={"nvidia.com/dynamo-graph-deployment-name": name, "nvidia.com/dynamo-component": svc_name})
-            worker = svc.get("componentType", svc.get("type")) == "worker"
-            if worker and self.dgd == "image-pull":
-                pod["status"]["containerStatuses"][0]["state"] = {"waiting": {
-                    "reason": "ImagePullBackOff", "message": f'Back-off pulling image "{main.get("image")}"'}}
-                c.add_event(ns, "Pod", pod["metadata"]["name"], "Failed", f'Failed to pull image "{main.get("image")}": not found')
-            if worker and self.dgd == "crash":
-                set_running(pod, ready=False)
-                pod["status"]["containerStatuses"][0].update(
-                    restartCount=3, state={"waiting": {"reason": "CrashLoopBackOff", "message": "back-off 40s restarting failed container"}},
-                    lastState={"terminated": {"exitCode": 1, "reason": "Error"}})
-                c.set_log(ns, pod["metadata"]["name"], "main", f"ValueError: tensor parallel size 2 > 1 GPUs\nHF_TOKEN={FAKE_TOKEN}\n", previous=True)
-            if worker and self.dgd == "unschedulable":
-                pod["status"]["conditions"] = [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
-                                                "message": "0/3 nodes are available: 3 Insufficient nvidia.com/gpu."}]
-            c.put(pod)
-        dgd["status"] = {"state": "pending", "conditions": [{"type": "Ready", "status": "False", "reason": "ComponentsNotReady",
-                                                             "message": "waiting for components"}]}
+    def _claims(self, pod: dict) -> list[tuple[str, str]]:
+        ns = pod["metadata"]["namespace"]
+        return [(ns, v["persistentVolumeClaim"]["claimName"]) for v in pod["spec"].get("volumes") or [] if v.get("persistentVolumeClaim")]
 
-    def _dgd_tick(self, c: FakeCluster, req: Request, reads: int) -> None:
-        dgd = c.get("nvidia.com", "dynamographdeployments", req.namespace, req.name or "")
-        if dgd is None:
-            return
-        pods = self._dgd_pods(c, dgd)
-        if self.dgd == "ready" and reads >= self.ready_after:
-            for pod in pods:
-                set_running(pod, ready=True)
-            dgd["status"] = {"state": "successful", "observedGeneration": dgd["metadata"].get("generation", 1),
-                             "conditions": [{"type": "Ready", "status": "True", "reason": "AllComponentsReady", "message": "all components ready"}]}
-        elif self.dgd == "never" and reads == 2:
-            for pod in pods:
-                set_running(pod, ready="frontend" in pod["metadata"]["name"])
-                c.set_log(req.namespace or "", pod["metadata"]["name"], "main",
-                          f"INFO starting worker\nDEBUG env HF_TOKEN={FAKE_TOKEN}\nWARN still loading weights\n")
-                c.add_event(req.namespace or "", "Pod", pod["metadata"]["name"], "Unhealthy",
-                            "Readiness probe failed: HTTP probe failed with statuscode: 503")
-        elif self.dgd == "failed" and reads == 2:
-            dgd["status"] = {"state": "failed", "conditions": [{"type": "Ready", "status": "False", "reason": "Failed",
-                                                                "message": "component VllmDecodeWorker: invalid multinode spec"}]}
+    def _download_done(self, c: FakeCluster, pod: dict) -> tuple[int, str]:
+        if self.cache_job == "failed":
+            return 1, (f"401 Client Error: Unauthorized for url https://huggingface.co/api/models/Qwen/Qwen3-0.6B\n"
+                       f"token was {FAKE_TOKEN}\nAuthorization: Bearer {FAKE_TOKEN}\n")
+        for claim in self._claims(pod):
+            self.files.setdefault(claim, {})["hub/models--Qwen--Qwen3-0.6B/refs/main"] = (c.now(), "c1899de")
+        return 0, "cached Qwen/Qwen3-0.6B\n"
+
+    def _perf_done(self, c: FakeCluster, pod: dict) -> tuple[int, str]:
+        if self.perf_job == "failed":
+            return 1, "aiperf: connection refused\n"
+        export = copy.deepcopy(self.export)
+        if self.throughputs:
+            value = self.throughputs[self.perf_runs % len(self.throughputs)]
+            export["output_token_throughput"]["avg"] = value
+        self.perf_runs += 1
+        for claim in self._claims(pod):
+            self.files.setdefault(claim, {})[f"perf/{labels(pod).get('job-name')}/run-{self.perf_runs}/{EXPORT_FILE}"] = (c.now(), json.dumps(export, indent=2))
+        return 0, "results written\n"
+
+    def _fetch_done(self, c: FakeCluster, pod: dict) -> tuple[int, str]:
+        found = [(t, text) for claim in self._claims(pod) for path, (t, text) in self.files.get(claim, {}).items() if path.endswith(EXPORT_FILE)]
+        if not found:
+            return 3, f"no {EXPORT_FILE} under the mounts\n"
+        return 0, max(found)[1]
 
 
-def base_cluster(gpus_per_node: int = 8, product: str = "NVIDIA-H200", with_dgd_crd: bool = True, nodes: int = 2) -> FakeCluster:
-    c = FakeCluster()
+def add_scenario_defaults(c: FakeCluster) -> FakeCluster:
+    scenario = Scenario()
+    install(c, lambda pod: scenario.behaviour(c, pod))
+    c.controller = scenario
+    return c
+
+
+def base_cluster(gpus_per_node: int = 8, product: str = "NVIDIA-H200", with_dgd_crd: bool = True, nodes: int = 2,
+                 clock: Clock | None = None) -> FakeCluster:
+    """A GPU cluster as the nightly expects it: GPU nodes, a CPU node, an RWX default class (NFS CSI), the
+    operator's CRD, and the token secret the user created in `default` (the recipes' README says to)."""
+    c = FakeCluster(clock)
     for i in range(nodes):
         c.add_node(f"gpu-node-{i}", product, gpus_per_node)
     c.add_node("cpu-node-0", None, 0)
@@ -201,9 +214,36 @@ def base_cluster(gpus_per_node: int = 8, product: str = "NVIDIA-H200", with_dgd_
     if with_dgd_crd:
         c.add_crd(dgd_crd())
     c.add_crd(compute_domain_crd())
-    c.add_namespace("default")
+    for ns in ("default", "kube-system"):
+        c.add_namespace(ns)
     c.add_secret("default", "hf-token-secret", {"HF_TOKEN": FAKE_TOKEN})
-    return c
+    return add_scenario_defaults(c)
+
+
+# kind's single node: kubeadm's static pods and the add-ons kind installs, with their CPU/memory requests
+# (kubeadm manifests; kind's kindnet and coredns manifests): 950m CPU before anything of ours runs.
+KIND_SYSTEM_PODS = [("etcd", "100m", "100Mi"), ("kube-apiserver", "250m", "0"), ("kube-controller-manager", "200m", "0"),
+                    ("kube-scheduler", "100m", "0"), ("coredns-a", "100m", "70Mi"), ("coredns-b", "100m", "70Mi"),
+                    ("kindnet", "100m", "50Mi"), ("kube-proxy", "0", "0")]
+
+
+def kind_cluster(cpu: str = "2", memory: str = "7Gi", clock: Clock | None = None) -> FakeCluster:
+    """A kind cluster on a hosted runner as `kind-mocker.yml` creates it: one node with the runner's CPUs and
+    memory, local-path as the only (default) class, the Dynamo CRD from the platform chart, and no secrets."""
+    c = FakeCluster(clock)
+    node = "recipe-harness-control-plane"
+    c.add_node(node, None, 0, cpu=cpu, memory=memory, labels={"node-role.kubernetes.io/control-plane": ""})
+    c.add_storage_class("standard", default=True, provisioner="rancher.io/local-path", binding="WaitForFirstConsumer")
+    c.add_crd(dgd_crd())
+    for ns in ("default", "kube-system", "local-path-storage", "dynamo-system"):
+        c.add_namespace(ns)
+    for name, req_cpu, req_mem in KIND_SYSTEM_PODS:
+        pod = pod_manifest("kube-system", name, f"registry.k8s.io/{name}:v1.33.1", env_token=False)
+        pod["spec"]["nodeName"] = node
+        pod["spec"]["containers"][0]["resources"] = {"requests": {"cpu": req_cpu, "memory": req_mem}}
+        set_running(pod, True)
+        c.put(pod)
+    return add_scenario_defaults(c)
 
 
 @pytest.fixture
@@ -218,16 +258,17 @@ def apiserver(cluster: FakeCluster) -> Iterator[FakeApiServer]:
     server.stop()
 
 
-def kube_for(url: str) -> Kube:
+def kube_for(url: str, clock: Clock | None = None) -> Kube:
     cfg = k8s.Configuration()
     cfg.host = url
     cfg.retries = 0
-    return Kube(k8s.ApiClient(cfg), timeout=5)
+    retry = RetryPolicy(sleep=clock.sleep if clock else (lambda _: None))
+    return Kube(k8s.ApiClient(cfg), timeout=5, retry=retry)
 
 
 @pytest.fixture
 def kube(apiserver: FakeApiServer) -> Kube:
-    return kube_for(apiserver.url)
+    return kube_for(apiserver.url, apiserver.cluster.clock)
 
 
 @pytest.fixture(scope="session")
@@ -237,9 +278,8 @@ def recipes() -> dict[str, Recipe]:
 
 @pytest.fixture
 def settings(tmp_path: Path) -> DeploySettings:
-    return DeploySettings(report_dir=tmp_path / "report", api_timeout=5, poll_interval=0.005, progress_every=0,
-                          cache_timeout=5, ready_timeout=5, model_timeout=5, perf_timeout=5, fetch_timeout=5,
-                          unschedulable_grace=0, crashloop_restarts=2)
+    """The defaults, except the report folder: time is virtual (the fake's clock), so real timeouts cost nothing."""
+    return DeploySettings(report_dir=tmp_path / "report")
 
 
 class _OpenAIHandler(BaseHTTPRequestHandler):

@@ -110,7 +110,10 @@ def mocked(recipe):
 def test_mocker_keeps_roles_replicas_and_served_name(recipes):
     before, after = mocked(recipes["tiny/vllm/disagg"])
     services = after["spec"]["services"]
-    assert services["Frontend"] == before["spec"]["services"]["Frontend"]
+    frontend = services["Frontend"]
+    assert frontend["resources"] == {"requests": {"cpu": "100m", "memory": "512Mi"}, "limits": {"memory": "2Gi"}}, "fits a kind node"
+    assert {"name": "HF_HUB_OFFLINE", "value": "0"} in frontend["envs"], "the tokenizer comes from the Hub: no cache was filled"
+    assert {k: v for k, v in frontend.items() if k not in ("resources", "envs")} == before["spec"]["services"]["Frontend"]
     for name, mode, replicas in (("VllmPrefillWorker", "prefill", 2), ("VllmDecodeWorker", "decode", 1)):
         svc = services[name]
         main = svc["extraPodSpec"]["mainContainer"]
@@ -199,6 +202,7 @@ def test_kubectl_port_forward_failure_is_explained(tmp_path):
 
 
 def test_worker_request_counts_through_the_pod_proxy(cluster, apiserver, recipes, settings):
+    cluster.controllers = []  # pods written as a kubelet would report them; no component rewrites them
     cluster.add_namespace("rh-x")
     for i, count in enumerate((3, 5)):
         pod = pod_manifest("rh-x", f"tiny-agg-vllmdecodeworker-{i}", "img")
@@ -245,6 +249,7 @@ def test_fake_api_semantics_through_the_real_client(kube, cluster):
 def test_client_port_forward_picks_a_ready_pod_behind_the_service(cluster, kube):
     from harness.run.k8s.portforward import ClientPortForward
 
+    cluster.controllers = []  # pods written as a kubelet would report them; no component rewrites them
     cluster.add_namespace("n")
     cluster.put({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "d-frontend", "namespace": "n"},
                  "spec": {"selector": {"app": "fe"}, "ports": [{"port": 8000, "targetPort": "http"}]}})

@@ -54,7 +54,12 @@ class RecordingSuite:
 
 def make_run(recipe: Recipe, settings: DeploySettings, apiserver: FakeApiServer, *, url: str = "http://127.0.0.1:9", lines: list[str] | None = None,
              **kw) -> GpuRun:
-    return GpuRun(recipe, settings, smoke=RecordingSuite, kube=kube_for(apiserver.url), access=StaticURL(url), env={},
+    clock = apiserver.cluster.clock
+    kw.setdefault("sleep", clock.sleep)
+    kw.setdefault("clock", clock)
+    kw.setdefault("env", {})
+    kw.setdefault("access", StaticURL(url))
+    return GpuRun(recipe, settings, smoke=RecordingSuite, kube=kube_for(apiserver.url, clock),
                   progress=(lines.append if lines is not None else (lambda _: None)), **kw)
 
 
@@ -105,7 +110,7 @@ def test_happy_path(cluster: FakeCluster, apiserver: FakeApiServer, recipes, set
     finally:
         run.close()
     ns = run.deployer.namespace
-    assert ns.startswith("rh-tiny-")
+    assert ns == "rh-tiny", "every run of a model uses the model's namespace: its cache lives there"
     assert RecordingSuite.calls == ["models", "chat"]
     assert run.suite.kw["router_mode"] == "round-robin" and callable(run.suite.kw["request_counts"])
     assert run.result is not None and run.result.valid
@@ -116,14 +121,19 @@ def test_happy_path(cluster: FakeCluster, apiserver: FakeApiServer, recipes, set
     export = settings.report_dir / "perf" / "tiny_vllm_agg" / "profile_export_aiperf.json"
     assert json.loads(export.read_text())["output_token_throughput"]["avg"] == 256.0
     assert (baselines / "gpu" / "h200" / "tiny" / "vllm" / "agg.json").is_file()
-    assert ns not in cluster.namespaces(), "teardown deletes the run's namespace"
+    assert ns in cluster.namespaces(), "the namespace stays: it holds the model cache"
+    assert cluster.get("", "persistentvolumeclaims", ns, "model-cache") is not None, "the filled cache stays"
+    cluster.reconcile()
+    left = sorted(f"{k[1]}/{k[3]}" for k in cluster.objects if k[2] == ns and k[1] not in ("events", "persistentvolumeclaims"))
+    assert left == [], f"teardown removes everything else: {left}"
     assert not (settings.report_dir / "diagnostics").exists()
     assert any("ready: tiny-agg successful" in line for line in lines)
     # every request was dry-run first, and every write asked for strict field validation
-    writes = [r for r in cluster.requests if r.method in ("POST", "PUT") and r.plural not in ("namespaces", "pods", "secrets")]
-    assert writes and all(r.query.get("fieldValidation") == "Strict" for r in writes)
-    dgd_posts = [r.dry_run for r in cluster.requests if r.method == "POST" and r.plural == "dynamographdeployments"]
-    assert dgd_posts[0] is True and dgd_posts[-1] is False
+    writes = [r for r in cluster.requests if r.method in ("POST", "PUT", "PATCH") and r.plural != "persistentvolumeclaims"]
+    assert writes and all(r.content_type == "application/apply-patch+yaml" and r.query.get("fieldManager") == "recipe-harness"
+                          and r.query.get("fieldValidation") == "Strict" for r in writes), "every write is a strict server-side apply"
+    dgd_applies = [r.dry_run for r in cluster.requests if r.method == "PATCH" and r.plural == "dynamographdeployments"]
+    assert dgd_applies[0] is True and dgd_applies[-1] is False
     out = capsys.readouterr()
     assert FAKE_TOKEN not in out.out + out.err + "\n".join(lines)
     assert time.monotonic() - start < 5
@@ -131,7 +141,7 @@ def test_happy_path(cluster: FakeCluster, apiserver: FakeApiServer, recipes, set
 
 def test_dgd_never_ready_times_out_with_redacted_diagnostics(cluster, apiserver, recipes, settings, capsys):
     cluster.controller = Scenario(dgd="never")
-    settings.ready_timeout = 0.4
+    settings.ready_timeout = 600
     lines: list[str] = []
     run = make_run(recipes[AGG], settings, apiserver, lines=lines)
     try:
@@ -154,7 +164,7 @@ def test_dgd_never_ready_times_out_with_redacted_diagnostics(cluster, apiserver,
     out = capsys.readouterr()
     for name, text in list(files.items()) + [("message", message), ("stdout", out.out), ("stderr", out.err), ("progress", "\n".join(lines))]:
         assert FAKE_TOKEN not in text, f"token leaked into {name}"
-    assert run.deployer.namespace not in cluster.namespaces()
+    assert cluster.get("nvidia.com", "dynamographdeployments", run.deployer.namespace, "tiny-agg") is None
 
 
 def test_image_pull_backoff_fails_fast(cluster, apiserver, recipes, settings):
@@ -166,23 +176,22 @@ def test_image_pull_backoff_fails_fast(cluster, apiserver, recipes, settings):
     message = fail_at(run, "ready")
     elapsed = time.monotonic() - start
     assert elapsed < 3, f"took {elapsed:.1f}s of a 60s timeout"
-    assert "pod tiny-agg-vllmdecodeworker-0" in message
-    assert "nvcr.io/nvidia/ai-dynamo/vllm-runtime:1.4.0" in message and "ImagePullBackOff" in message
+    assert re.search(r"pod tiny-agg-\w+-0: container main cannot pull image nvcr.io/nvidia/ai-dynamo/vllm-runtime:1.4.0 \(ErrImagePull\)", message)
+    assert "not found" in message, "a tag the registry does not have fails at once, without the grace"
 
 
 def test_crash_loop_fails_fast_with_last_log_lines(cluster, apiserver, recipes, settings):
     cluster.controller = Scenario(dgd="crash")
     settings.ready_timeout = 60
     message = fail_at(make_run(recipes[AGG], settings, apiserver), "ready", SETUP)
-    assert "crash-looping (3 restarts, last exit code 1, Error)" in message
+    assert re.search(r"crash-looping \(\d+ restarts, last exit code 1, Error\)", message)
     assert "tensor parallel size 2 > 1 GPUs" in message and FAKE_TOKEN not in message
 
 
 def test_unschedulable_fails_after_grace(cluster, apiserver, recipes, settings):
     cluster.controller = Scenario(dgd="unschedulable")
-    settings.ready_timeout = 60
     message = fail_at(make_run(recipes[AGG], settings, apiserver), "ready", SETUP)
-    assert re.search(r"unschedulable .*Insufficient nvidia.com/gpu", message)
+    assert re.search(r"unschedulable: 0/3 nodes are available: .*Insufficient nvidia.com/gpu.* \(for 10m0\ds\)", message)
 
 
 def test_dgd_failed_state_fails_at_once(cluster, apiserver, recipes, settings):
@@ -193,7 +202,6 @@ def test_dgd_failed_state_fails_at_once(cluster, apiserver, recipes, settings):
 
 def test_download_job_failed(cluster, apiserver, recipes, settings):
     cluster.controller = Scenario(cache_job="failed")
-    settings.cache_timeout = 60
     run = make_run(recipes[AGG], settings, apiserver)
     try:
         run.run_step("preflight")
@@ -215,9 +223,10 @@ def test_download_job_failed(cluster, apiserver, recipes, settings):
 
 def test_missing_crd_says_install_the_operator(apiserver, recipes, settings):
     apiserver.cluster.remove("apiextensions.k8s.io", "customresourcedefinitions", None, "dynamographdeployments.nvidia.com")
+    before = apiserver.cluster.namespaces()
     message = fail_at(make_run(recipes[AGG], settings, apiserver), "preflight")
     assert "dynamographdeployments.nvidia.com is not installed" in message and "install the Dynamo operator" in message
-    assert apiserver.cluster.namespaces() == ["default"], "preflight creates nothing"
+    assert apiserver.cluster.namespaces() == before, "preflight creates nothing"
 
 
 def test_unserved_api_version_names_both(apiserver, recipes, settings):
@@ -251,7 +260,7 @@ def test_interrupted_run_still_tears_down(cluster, apiserver, recipes, settings)
             armed["calls"] += 1
             if armed["calls"] == 3:
                 raise KeyboardInterrupt
-        time.sleep(min(seconds, 0.005))
+        cluster.clock.sleep(seconds)
 
     run = make_run(recipes[AGG], settings, apiserver, sleep=sleep)
     try:
@@ -263,9 +272,9 @@ def test_interrupted_run_still_tears_down(cluster, apiserver, recipes, settings)
             run.run_step("ready")
     finally:
         run.close()  # what the plugin does on Ctrl-C
-    assert ns not in cluster.namespaces()
+    assert cluster.get("nvidia.com", "dynamographdeployments", ns, "tiny-agg") is None
     run.close()  # idempotent
-    assert [r.method for r in cluster.requests if r.plural == "namespaces" and r.name == ns].count("DELETE") == 1
+    assert [r.method for r in cluster.requests if r.plural == "dynamographdeployments" and r.name == "tiny-agg"].count("DELETE") == 1
 
 
 def test_strict_validation_rejects_typo_before_anything_is_created(cluster, apiserver, recipes, settings, tmp_path):
@@ -302,7 +311,7 @@ def test_reused_namespace_keeps_cache_and_skips_download(cluster, apiserver, rec
     assert scenario.created.count("Job/model-download") == 1
 
 
-def test_named_namespace_that_did_not_exist_is_created_and_removed(cluster, apiserver, recipes, settings):
+def test_named_namespace_that_did_not_exist_is_created_and_kept_for_the_cache(cluster, apiserver, recipes, settings):
     cluster.controller = Scenario()
     settings.namespace = "scratch-1"
     run = make_run(recipes[AGG], settings, apiserver)
@@ -311,7 +320,8 @@ def test_named_namespace_that_did_not_exist_is_created_and_removed(cluster, apis
         assert "scratch-1" in cluster.namespaces()
     finally:
         run.close()
-    assert "scratch-1" not in cluster.namespaces()
+    assert "scratch-1" in cluster.namespaces() and cluster.get("", "persistentvolumeclaims", "scratch-1", "model-cache") is not None
+    assert cluster.get("batch", "jobs", "scratch-1", "model-download") is None
 
 
 def test_keep_leaves_the_namespace(cluster, apiserver, recipes, settings):
@@ -324,7 +334,8 @@ def test_keep_leaves_the_namespace(cluster, apiserver, recipes, settings):
     finally:
         run.close()
     assert run.deployer.namespace in cluster.namespaces()
-    assert any(f"kubectl delete namespace {run.deployer.namespace}" in line for line in lines)
+    assert cluster.get("batch", "jobs", run.deployer.namespace, "model-download") is not None
+    assert any(f"kubectl delete -n {run.deployer.namespace} " in line and "job/model-download" in line for line in lines)
 
 
 def test_mocker_engine_on_a_cpu_cluster(recipes, settings, openai_url):
@@ -367,8 +378,7 @@ def test_no_default_storage_class(recipes, settings):
 def test_token_from_runner_env_becomes_the_secret(cluster, apiserver, recipes, settings):
     cluster.remove("", "secrets", "default", "hf-token-secret")
     cluster.controller = Scenario()
-    run = GpuRun(recipes[AGG], settings, smoke=RecordingSuite, kube=kube_for(apiserver.url), access=StaticURL("http://127.0.0.1:9"),
-                 env={"HF_TOKEN": FAKE_TOKEN}, progress=lambda _: None)
+    run = make_run(recipes[AGG], settings, apiserver, env={"HF_TOKEN": FAKE_TOKEN})
     try:
         run_steps(run, ["preflight", "model-cache"])
         secret = cluster.get("", "secrets", run.deployer.namespace, "hf-token-secret")

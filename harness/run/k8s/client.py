@@ -5,9 +5,12 @@ from __future__ import annotations
 import base64
 import copy
 import json
-from dataclasses import dataclass
+import random
+import time
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
+import urllib3
 from kubernetes import client as k8s
 from kubernetes import config as kconfig
 from kubernetes.client.rest import ApiException
@@ -16,6 +19,11 @@ from harness.run.k8s.config import NO_CLUSTER, ConfigSource, find_config
 
 DRY_RUN_ALL = "All"
 STRICT = "Strict"
+FIELD_MANAGER = "recipe-harness"
+APPLY_PATCH = "application/apply-patch+yaml"
+# The API server sheds load with 429 (priority and fairness) and answers 5xx while an apiserver restarts
+# or etcd elects a leader; both clear on their own. Any other status is the server's verdict.
+RETRY_STATUSES = {429, 500, 502, 503, 504}
 
 __all__ = ["ApiException", "ConfigSource", "Kube", "KubeError", "Resource", "api_message", "find_config", "NO_CLUSTER"]
 
@@ -59,6 +67,35 @@ def api_message(exc: BaseException) -> str:
         msg = body.get("message") if isinstance(body, dict) else None
         return str(msg or f"{exc.status} {exc.reason}")
     return f"{type(exc).__name__}: {exc}"
+
+
+@dataclass
+class RetryPolicy:
+    """Back-off for calls that may be repeated: `attempts` tries in all, delays doubling from `base`
+    up to `cap` seconds with jitter, or the server's Retry-After when it sends one."""
+
+    attempts: int = 6
+    base: float = 0.5
+    cap: float = 10.0
+    sleep: Callable[[float], None] = time.sleep
+    rng: random.Random = field(default_factory=random.Random)
+
+    def delay(self, attempt: int, retry_after: str | None = None) -> float:
+        if retry_after and retry_after.strip().isdigit():
+            return min(float(retry_after), self.cap)
+        return min(self.cap, self.base * 2 ** attempt) * (0.5 + self.rng.random() / 2)
+
+
+def transient(exc: BaseException, idempotent: bool) -> bool:
+    """Worth another try: a status that clears on its own, or a transport failure. A call that is not
+    idempotent is repeated only when the server cannot have acted on it (429: rejected before processing)."""
+    if isinstance(exc, ApiException):
+        if exc.status == 429:
+            return True
+        if exc.status in RETRY_STATUSES:
+            return idempotent
+        return exc.status == 0 and idempotent  # the client's own "no response" wrapper
+    return idempotent and isinstance(exc, (urllib3.exceptions.HTTPError, ConnectionError, TimeoutError))
 
 
 @dataclass(frozen=True)
@@ -111,9 +148,11 @@ KNOWN_PLURALS = {
 class Kube:
     """The few cluster operations the deployer needs, on plain (camelCase) dicts."""
 
-    def __init__(self, api: k8s.ApiClient, timeout: float = 30.0):
+    def __init__(self, api: k8s.ApiClient, timeout: float = 30.0, retry: RetryPolicy | None = None):
         self.api = api
         self.timeout = timeout
+        self.retry = retry or RetryPolicy()
+        self.retried = 0  # calls repeated after a transient failure (reported by tests and progress lines)
         self.core = k8s.CoreV1Api(api)
         self.batch = k8s.BatchV1Api(api)
         self.apps = k8s.AppsV1Api(api)
@@ -140,16 +179,27 @@ class Kube:
 
     # --- generic plumbing ----------------------------------------------------------
 
-    def _call(self, fn: Callable[..., Any], *args: Any, timeout: float | None = None, **kw: Any) -> Any:
+    def _call(self, fn: Callable[..., Any], *args: Any, timeout: float | None = None, idempotent: bool = True, retries: bool = True,
+              **kw: Any) -> Any:
         t = float(timeout or self.timeout)
-        # a (connect, read) tuple: the client silently drops a float timeout (only int and 2-tuples count)
-        return fn(*args, _request_timeout=(t, t), **kw)
+        attempt = 0
+        while True:
+            try:
+                # a (connect, read) tuple: the client silently drops a float timeout (only int and 2-tuples count)
+                return fn(*args, _request_timeout=(t, t), **kw)
+            except Exception as exc:  # sorted by transient() below; the rest is re-raised as is
+                attempt += 1
+                if not retries or attempt >= self.retry.attempts or not transient(exc, idempotent):
+                    raise
+                headers = getattr(exc, "headers", None) or {}
+                self.retried += 1
+                self.retry.sleep(self.retry.delay(attempt - 1, headers.get("Retry-After") if hasattr(headers, "get") else None))
 
     def plain(self, obj: Any) -> Any:
         return obj if isinstance(obj, dict) else self.api.sanitize_for_serialization(obj)
 
-    def server_version(self, timeout: float) -> str:
-        return str(self._call(self._version.get_code, timeout=timeout).git_version)
+    def server_version(self, timeout: float, retries: bool = True) -> str:
+        return str(self._call(self._version.get_code, timeout=timeout, retries=retries).git_version)
 
     def resource(self, api_version: str, kind: str) -> Resource:
         group = api_version.rpartition("/")[0]
@@ -231,10 +281,18 @@ class Kube:
         """GET a pod's HTTP endpoint through the API server's proxy (no port-forward needed)."""
         try:
             resp = self._call(self.core.connect_get_namespaced_pod_proxy_with_path, f"{pod}:{port}", namespace, path.lstrip("/"),
-                              timeout=timeout, _preload_content=False)
+                              timeout=timeout, retries=False, _preload_content=False)
             return resp.data.decode("utf-8", "replace")
         except ApiException as exc:
             raise KubeError(f"GET {pod}:{port}/{path}: {api_message(exc)}", exc.status) from None
+
+    def secret(self, namespace: str, name: str) -> tuple[str, dict[str, str]] | None:
+        """A Secret's type and its `data` exactly as stored (base64 of the raw bytes), or None when absent.
+        Copying these keeps binary values and typed secrets (dockerconfigjson, tls) intact."""
+        secret = self.get("v1", "Secret", name, namespace)
+        if secret is None:
+            return None
+        return str(secret.get("type") or "Opaque"), dict(secret.get("data") or {})
 
     def secret_values(self, namespace: str, name: str) -> dict[str, str] | None:
         """Decoded values of a Secret, or None when absent. Callers use them to redact, never to print."""
@@ -251,8 +309,8 @@ class Kube:
 
     # --- writes -----------------------------------------------------------------------
 
-    def _create(self, res: Resource, body: dict, namespace: str | None, dry_run: bool) -> dict:
-        kw: dict[str, Any] = {"field_validation": STRICT}
+    def _create(self, res: Resource, body: dict, namespace: str | None, dry_run: bool, idempotent: bool = True) -> dict:
+        kw: dict[str, Any] = {"field_validation": STRICT, "idempotent": idempotent or dry_run}
         if dry_run:
             kw["dry_run"] = DRY_RUN_ALL
         if res.api == "custom":
@@ -262,57 +320,53 @@ class Kube:
         args = (namespace, body) if res.namespaced else (body,)
         return self.plain(self._call(self._typed(res, "create"), *args, **kw))
 
-    def _replace(self, res: Resource, body: dict, namespace: str | None, dry_run: bool) -> dict:
-        kw: dict[str, Any] = {"field_validation": STRICT}
+    def _path(self, res: Resource, namespace: str | None, name: str) -> str:
+        base = f"/api/{res.version}" if not res.group else f"/apis/{res.group}/{res.version}"
+        scope = f"/namespaces/{namespace}" if res.namespaced else ""
+        return f"{base}{scope}/{res.plural}/{name}"
+
+    def _server_side_apply(self, res: Resource, body: dict, namespace: str | None, dry_run: bool) -> dict:
+        """PATCH application/apply-patch+yaml as `recipe-harness`: the server merges our fields into the
+        live object, so the operator's finalizer, annotations and status stay (a PUT would drop them)."""
+        query: list[tuple[str, Any]] = [("fieldManager", FIELD_MANAGER), ("force", True), ("fieldValidation", STRICT)]
         if dry_run:
-            kw["dry_run"] = DRY_RUN_ALL
-        name = body["metadata"]["name"]
-        if res.api == "custom":
-            if res.namespaced:
-                return self._call(self.custom.replace_namespaced_custom_object, res.group, res.version, namespace, res.plural, name, body, **kw)
-            return self._call(self.custom.replace_cluster_custom_object, res.group, res.version, res.plural, name, body, **kw)
-        args = (name, namespace, body) if res.namespaced else (name, body)
-        return self.plain(self._call(self._typed(res, "replace"), *args, **kw))
+            query.append(("dryRun", DRY_RUN_ALL))
+        path = self._path(res, namespace, body["metadata"]["name"])
+
+        def call(_request_timeout: Any = None) -> Any:
+            return self.api.call_api(path, "PATCH", {}, query, {"Content-Type": APPLY_PATCH, "Accept": "application/json"}, body=body,
+                                     response_type="object", auth_settings=["BearerToken"], _return_http_data_only=True,
+                                     _preload_content=True, _request_timeout=_request_timeout)
+
+        return self.plain(self._call(call))
 
     def apply(self, manifest: dict, namespace: str | None, *, keep_existing: bool = False, dry_run_only: bool = False) -> str:
-        """Server-side dry run, then create (or replace when it exists). Returns
-        created | configured | unchanged | valid (dry run only). Raises KubeError with the server's reason."""
+        """Server-side apply (dry run first, strict field validation). Returns created | configured |
+        unchanged (exists, `keep_existing`) | valid (dry run only). Raises KubeError with the server's reason.
+        Every call is idempotent, so a dropped connection or a 5xx is simply tried again."""
         kind = str(manifest.get("kind", ""))
         name = str((manifest.get("metadata") or {}).get("name", ""))
         res = self.resource(str(manifest.get("apiVersion", "")), kind)
         body = copy.deepcopy(manifest)
         if res.namespaced:
             body.setdefault("metadata", {})["namespace"] = namespace
+        exists = self.get(res.api_version, kind, name, namespace) is not None
+        if exists and keep_existing:
+            return "unchanged"
         try:
-            try:
-                self._create(res, body, namespace, dry_run=True)
-                exists = False
-            except ApiException as exc:
-                if exc.status != 409:
-                    raise
-                exists = True
-            if exists:
-                if keep_existing:
-                    return "unchanged"
-                current = self.get(res.api_version, kind, name, namespace) or {}
-                body["metadata"]["resourceVersion"] = (current.get("metadata") or {}).get("resourceVersion")
-                self._replace(res, body, namespace, dry_run=True)
-                if dry_run_only:
-                    return "valid"
-                self._replace(res, body, namespace, dry_run=False)
-                return "configured"
+            self._server_side_apply(res, body, namespace, dry_run=True)
             if dry_run_only:
                 return "valid"
-            self._create(res, body, namespace, dry_run=False)
-            return "created"
+            self._server_side_apply(res, body, namespace, dry_run=False)
         except ApiException as exc:
             raise KubeError(f"{kind} {name}: {api_message(exc)}", exc.status, exc.reason or "") from None
+        return "configured" if exists else "created"
 
     def create(self, manifest: dict, namespace: str | None) -> dict:
         """Plain create (no dry run) for objects the harness itself writes (namespace, helper pods)."""
         res = self.resource(str(manifest.get("apiVersion", "")), str(manifest.get("kind", "")))
         try:
-            return self._create(res, manifest, namespace, dry_run=False)
+            return self._create(res, manifest, namespace, dry_run=False, idempotent=False)
         except ApiException as exc:
             raise KubeError(f"{res.kind} {(manifest.get('metadata') or {}).get('name', '')}: {api_message(exc)}", exc.status, exc.reason or "") from None
 

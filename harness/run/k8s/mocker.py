@@ -1,4 +1,5 @@
-"""`--engine mocker`: rewrite a DGD so every worker runs the GPU-free Dynamo mocker, keeping names, modes and replicas."""
+"""`--engine mocker`: rewrite a DGD so every worker runs the GPU-free Dynamo mocker, keeping names, modes and replicas,
+and size the frontend and the benchmark Job for a kind node."""
 
 from __future__ import annotations
 
@@ -10,8 +11,15 @@ from harness.recipe.model import Deployment, Service
 
 MOCKER_REPO = "nvcr.io/nvidia/ai-dynamo/dynamo-planner"
 MOCKER_COMMAND = ["python3", "-m", "dynamo.mocker"]
-# Enough for the mocker process and a tokenizer; a kind node on a CI runner has ~7 GiB in total.
-MOCKER_RESOURCES = {"requests": {"cpu": "250m", "memory": "512Mi"}, "limits": {"memory": "4Gi"}}
+# A kind node on a hosted runner has 2-4 vCPU and 7-16 GiB, and kind's control plane already requests 950m CPU.
+# Requests are what the scheduler fits; they are sized so that 8 mocker workers, the frontend, the benchmark Job
+# and the fetch pod fit in the ~1 CPU a 2-vCPU runner leaves (CPU is not limited: idle pods lend theirs).
+MOCKER_RESOURCES = {"requests": {"cpu": "50m", "memory": "256Mi"}, "limits": {"memory": "2Gi"}}
+FRONTEND_RESOURCES = {"requests": {"cpu": "100m", "memory": "512Mi"}, "limits": {"memory": "2Gi"}}
+PERF_JOB_RESOURCES = {"requests": {"cpu": "100m", "memory": "512Mi"}, "limits": {"memory": "3Gi"}}
+# The recipes load models offline from the filled cache; the mocker run downloads no weights, so the tokenizer
+# (the mocker's, the frontend's and AIPerf's) comes from the Hub.
+ONLINE_ENV = {"name": "HF_HUB_OFFLINE", "value": "0"}
 # Scheduling hints that only make sense on GPU nodes; kept, they leave every pod Pending on kind.
 GPU_ONLY_POD_FIELDS = ("nodeSelector", "affinity", "tolerations", "resourceClaims", "runtimeClassName")
 _ENGINE_TYPES = {"vllm", "sglang", "trtllm"}
@@ -70,6 +78,23 @@ def _mock_container(container: dict, service: Service, model: MockerModel, engin
         container["resources"] = _cpu_resources()
 
 
+def _online(env: list | None) -> list:
+    out = [e for e in env or [] if not (isinstance(e, dict) and e.get("name") == ONLINE_ENV["name"])]
+    return out + [dict(ONLINE_ENV)]
+
+
+def to_mocker_job(job: dict) -> dict:
+    """The benchmark Job for a mocker run: the same command, requests that fit a kind node, tokenizer from the Hub."""
+    out = copy.deepcopy(job)
+    pod = (((out.get("spec") or {}).get("template") or {}).get("spec")) or {}
+    _strip_pod(pod)
+    for c in pod.get("containers") or []:
+        if isinstance(c, dict):
+            c["resources"] = copy.deepcopy(PERF_JOB_RESOURCES)
+            c["env"] = _online(c.get("env"))
+    return out
+
+
 def _strip_pod(pod_spec: dict | None) -> None:
     if isinstance(pod_spec, dict):
         for key in GPU_ONLY_POD_FIELDS:
@@ -83,10 +108,20 @@ def to_mocker(dgd: dict, deployment: Deployment, model: MockerModel) -> dict:
     spec = out.setdefault("spec", {})
     engine_type = deployment.backend_framework
     workers = {s.name: s for s in deployment.workers}
+    frontends = {s.name for s in deployment.frontends}
+    if isinstance(spec.get("envs"), list):
+        spec["envs"] = _online(spec["envs"])
     services = spec.get("services")
     if isinstance(services, dict):  # v1alpha1
         for name, svc in services.items():
-            if name not in workers or not isinstance(svc, dict):
+            if not isinstance(svc, dict):
+                continue
+            if isinstance(svc.get("envs"), list) or name in frontends or name in workers:
+                svc["envs"] = _online(svc.get("envs"))
+            if name in frontends:
+                svc["resources"] = copy.deepcopy(FRONTEND_RESOURCES)
+                _strip_pod(svc.get("extraPodSpec"))
+            if name not in workers:
                 continue
             svc["resources"] = _cpu_resources()
             svc.pop("multinode", None)  # one mocker process per replica, never a multi-node group
@@ -96,6 +131,13 @@ def to_mocker(dgd: dict, deployment: Deployment, model: MockerModel) -> dict:
     components = spec.get("components")
     if isinstance(components, list):  # v1beta1
         for comp in components:
+            if isinstance(comp, dict) and comp.get("name") in frontends:
+                pod = comp.setdefault("podTemplate", {}).setdefault("spec", {})
+                _strip_pod(pod)
+                for c in pod.get("containers") or []:
+                    if isinstance(c, dict) and c.get("name") in ("main", None):
+                        c["resources"] = copy.deepcopy(FRONTEND_RESOURCES)
+                        c["env"] = _online(c.get("env"))
             if not isinstance(comp, dict) or comp.get("name") not in workers:
                 continue
             comp.pop("multinode", None)
@@ -109,4 +151,5 @@ def to_mocker(dgd: dict, deployment: Deployment, model: MockerModel) -> dict:
                     containers.append(main)
             _mock_container(main, workers[comp["name"]], model, engine_type)
             main["resources"] = _cpu_resources()
+            main["env"] = _online(main.get("env"))
     return out

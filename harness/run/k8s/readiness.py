@@ -8,10 +8,19 @@ from typing import Any
 
 GPU_RESOURCE = "nvidia.com/gpu"
 GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
-# Waiting reasons that never clear without a change to the manifest or the cluster.
+# Waiting reasons about the image. A pull that failed is retried by the kubelet with back-off, and registry
+# 429s or a slow mirror clear on their own; a name that cannot be parsed or a pull policy of Never never do.
 IMAGE_PULL_REASONS = {"ImagePullBackOff", "ErrImagePull", "InvalidImageName", "ErrImageNeverPull"}
+IMAGE_NEVER_REASONS = {"InvalidImageName", "ErrImageNeverPull"}
+# What the registry says when the image is not there or not ours to pull: retrying cannot help.
+IMAGE_GONE = re.compile(r"(?i)\b(not found|manifest unknown|name unknown|unauthorized|denied|forbidden)\b")
+# A missing Secret or ConfigMap clears when it is created; a bad command or mount does not, but both look alike.
 CONFIG_REASONS = {"CreateContainerConfigError", "CreateContainerError"}
 CRASH_REASON = "CrashLoopBackOff"
+# Events that say the cluster is getting a node for a pending pod (cluster-autoscaler; Karpenter).
+SCALE_UP_REASONS = {"TriggeredScaleUp", "Nominated"}
+# Ready-condition reasons after which the operator does not try again (validation with webhooks off).
+FINAL_DGD_REASONS = {"ValidationFailed"}
 
 
 def _get(obj: Any, *keys: str) -> Any:
@@ -37,6 +46,14 @@ class DgdReadiness:
     ready: bool
     failed: bool
     message: str
+    reason: str = ""  # the Ready condition's reason
+    observed_generation: int | None = None  # None: the operator did not write it
+
+    @property
+    def final(self) -> bool:
+        """`failed` the operator will not retry. Any other `failed` is one pass's error: the controller requeues
+        and the next good pass overwrites it (dynamographdeployment_controller.go, the deferred status update)."""
+        return self.failed and self.reason in FINAL_DGD_REASONS
 
     def describe(self) -> str:
         text = f"state={self.state or 'none'}, Ready={'True' if self.ready else 'False'}"
@@ -51,16 +68,20 @@ def dgd_readiness(dgd: dict | None) -> DgdReadiness:
     state = str(_get(dgd, "status", "state") or "")
     cond = condition(dgd, "Ready")
     message = str((cond or {}).get("message") or (cond or {}).get("reason") or "")
+    reason = str((cond or {}).get("reason") or "")
     generation = _get(dgd, "metadata", "generation")
     observed = _get(dgd, "status", "observedGeneration")
-    if isinstance(generation, int) and isinstance(observed, int) and observed < generation:
-        return DgdReadiness(state, False, False, f"status is for generation {observed}, spec is generation {generation}")
+    observed = observed if isinstance(observed, int) else None
+    if isinstance(generation, int) and observed is not None and observed < generation:
+        # the operator writes observedGeneration only after a pass without errors: this status may be the last one
+        return DgdReadiness(state, False, state == "failed", f"status is for generation {observed}, spec is generation {generation}"
+                            + (f" ({message})" if message else ""), reason, observed)
     cond_true = cond is not None and str(cond.get("status")) == "True"
     if cond is None:
         ready = state == "successful"
     else:
         ready = cond_true and state in ("successful", "")
-    return DgdReadiness(state, ready, state == "failed", message)
+    return DgdReadiness(state, ready, state == "failed", message, reason, observed)
 
 
 @dataclass(frozen=True)
@@ -86,11 +107,26 @@ def container_statuses(pod: dict) -> list[tuple[dict, dict]]:
     return out
 
 
-def pod_blocker(pod: dict, *, crashloop_restarts: int, unschedulable_for: float | None, unschedulable_grace: float) -> Blocker | None:
-    """The first permanent problem of one pod. `unschedulable_for`: seconds the caller has seen it
-    unschedulable (None when it is not), because the scheduler may be waiting for GPUs a previous
-    run is still releasing."""
+@dataclass(frozen=True)
+class PodProblem:
+    """Something wrong with one pod now. `permanent` ones fail the run at once; the others only when they
+    last longer than their grace (the caller keeps the clock per `key`)."""
+
+    pod: str
+    kind: str  # image | config | crash | unschedulable
+    message: str
+    container: str = ""
+    permanent: bool = False
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        return (self.pod, self.container, self.kind)
+
+
+def pod_problems(pod: dict, *, crashloop_restarts: int) -> list[PodProblem]:
+    """Every current problem of one pod, each with whether it can clear on its own."""
     name = str(_get(pod, "metadata", "name") or "?")
+    out: list[PodProblem] = []
     for spec, cs in container_statuses(pod):
         waiting = _get(cs, "state", "waiting") or {}
         reason = str(waiting.get("reason") or "")
@@ -99,25 +135,33 @@ def pod_blocker(pod: dict, *, crashloop_restarts: int, unschedulable_for: float 
         image = str(spec.get("image") or cs.get("image") or "?")
         if reason in IMAGE_PULL_REASONS:
             msg = f"pod {name}: container {cname} cannot pull image {image} ({reason})"
-            return Blocker(name, "image", f"{msg}: {detail}" if detail else msg, cname)
-        if reason in CONFIG_REASONS:
-            return Blocker(name, "config", f"pod {name}: container {cname} cannot start ({reason}): {detail}", cname)
+            out.append(PodProblem(name, "image", f"{msg}: {detail}" if detail else msg, cname,
+                                  reason in IMAGE_NEVER_REASONS or bool(IMAGE_GONE.search(detail))))
+        elif reason in CONFIG_REASONS:
+            out.append(PodProblem(name, "config", f"pod {name}: container {cname} cannot start ({reason}): {detail}", cname))
         restarts = int(cs.get("restartCount") or 0)
         if reason == CRASH_REASON and restarts >= crashloop_restarts:
             last = _get(cs, "lastState", "terminated") or {}
             why = f"exit code {last.get('exitCode')}" + (f", {last.get('reason')}" if last.get("reason") else "") if last else "no exit status"
-            return Blocker(name, "crash", f"pod {name}: container {cname} is crash-looping ({restarts} restarts, last {why})", cname)
+            out.append(PodProblem(name, "crash", f"pod {name}: container {cname} is crash-looping ({restarts} restarts, last {why})", cname, True))
     sched = condition(pod, "PodScheduled")
-    if sched and str(sched.get("status")) == "False" and sched.get("reason") == "Unschedulable":
-        if unschedulable_for is not None and unschedulable_for >= unschedulable_grace:
-            detail = str(sched.get("message") or "").strip()
-            return Blocker(name, "unschedulable", f"pod {name} is unschedulable ({unschedulable_for:.0f}s): {detail}")
+    if sched and str(sched.get("status")) == "False" and sched.get("reason") in ("Unschedulable", "SchedulerError"):
+        out.append(PodProblem(name, "unschedulable", f"pod {name} is unschedulable: {str(sched.get('message') or '').strip()}"))
+    return out
+
+
+def pod_blocker(pod: dict, *, crashloop_restarts: int, unschedulable_for: float | None, unschedulable_grace: float) -> Blocker | None:
+    """The first problem of one pod that fails the run now: permanent ones, or being unschedulable longer than
+    the grace (GPUs of a previous run may still be draining, a node may be on its way)."""
+    for p in pod_problems(pod, crashloop_restarts=crashloop_restarts):
+        if p.permanent or (p.kind == "unschedulable" and unschedulable_for is not None and unschedulable_for >= unschedulable_grace):
+            return Blocker(p.pod, p.kind, p.message, p.container)
     return None
 
 
 def is_unschedulable(pod: dict) -> bool:
     sched = condition(pod, "PodScheduled")
-    return bool(sched and str(sched.get("status")) == "False" and sched.get("reason") == "Unschedulable")
+    return bool(sched and str(sched.get("status")) == "False" and sched.get("reason") in ("Unschedulable", "SchedulerError"))
 
 
 def pod_ready(pod: dict) -> bool:

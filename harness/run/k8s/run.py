@@ -44,7 +44,8 @@ class GpuRun(StepRun):
         self.deployer: Deployer | None = None
         self.suite: Any = None
         self.export_path: Path | None = None
-        self.result: PerfResult | None = None
+        self.result: PerfResult | None = None  # the last run's
+        self.results: list[PerfResult] = []  # one per --repeats run, all on the same deployment
 
     def _ensure_deployer(self) -> Deployer:
         if self.deployer is None:
@@ -105,13 +106,20 @@ class GpuRun(StepRun):
         getattr(self.suite, f"check_{check}")()
 
     def perf(self) -> None:
+        """The benchmark `repeats` times on the one deployment; the baseline step judges their median and CV."""
         dep = self.dep
-        self.export_path = dep.perf_local(self.perf_runner) if self.settings.perf_mode == "local" else dep.perf_job()
-        self.result = parse_export(self.export_path)
-        if not self.result.valid:
-            raise StepFailed(f"the benchmark is not a measurement: {self.result.invalid_reason} (export: {self.export_path})")
-        dep.progress("benchmark: " + ", ".join(f"{k}={v:.4g}" for k in ("output_token_throughput.avg", "time_to_first_token.p99")
-                                                 if (v := self.result.value(k)) is not None))
+        runs = max(1, self.settings.repeats)
+        self.results = []
+        for run in range(1, runs + 1):
+            self.export_path = dep.perf_local(self.perf_runner) if self.settings.perf_mode == "local" else dep.perf_job(run, runs)
+            self.result = parse_export(self.export_path)
+            if not self.result.valid:
+                raise StepFailed(f"the benchmark is not a measurement (run {run} of {runs}): {self.result.invalid_reason} "
+                                 f"(export: {self.export_path})")
+            self.results.append(self.result)
+            dep.progress(f"benchmark{f' run {run}/{runs}' if runs > 1 else ''}: " + ", ".join(
+                f"{k}={v:.4g}" for k in ("output_token_throughput.avg", "time_to_first_token.p99")
+                if (v := self.result.value(k)) is not None))
 
     def baseline(self) -> None:
         if self.settings.engine == "mocker":
@@ -129,8 +137,10 @@ class GpuRun(StepRun):
                                                   extra={"cluster": dep.report.server, "namespace": dep.namespace})
         roots = {k: v for k, v in (("baselines_root", self.baselines_root), ("history_root", self.history_root)) if v is not None}
         try:
-            evaluation = baselines.evaluate_recipe([self.result], recipe=self.recipe.id, environment=f"gpu/{hardware.lower()}",
-                                                   provenance=provenance, run_id=dep.run_id, update=self.update_baselines, **roots)
+            # run_id: the report folder, as the sim stage has it; the run report finds the run in the history by it
+            evaluation = baselines.evaluate_recipe(self.results or [self.result], recipe=self.recipe.id, environment=f"gpu/{hardware.lower()}",
+                                                   provenance=provenance, run_id=self.settings.report_dir.name,
+                                                   update=self.update_baselines, **roots)
         except baselines.BaselineError as exc:
             raise StepFailed(str(exc)) from None
         failure = evaluation.failure()

@@ -60,7 +60,7 @@ def probe(source: ConfigSource, timeout: float) -> str | None:
         return f"cannot load the {source.describe()} ({type(exc).__name__}: {str(exc)[:200]}): fix it, set KUBECONFIG, or use -m sim"
     kube = Kube(api)
     try:
-        kube.server_version(timeout)
+        kube.server_version(timeout, retries=False)
     except Exception as exc:  # noqa: BLE001
         return (f"no Kubernetes cluster reachable at {kube.host} ({transport_error(exc)}; {source.describe()}): "
                 "start the cluster or fix the KUBECONFIG context, or use -m sim")
