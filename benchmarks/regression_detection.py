@@ -52,7 +52,8 @@ def measure(recipe, profile, slowdown: float, repeats: int, warmup: int, say) ->
     """One deployment at `slowdown`, `warmup` discarded AIPerf runs, `repeats` measured ones, then teardown.
     The warmup matters: the first run against a fresh stack is slower (TTFT p50 +37%, throughput -5% in the
     median over 40 deployments), and one such run in three inflates the CV, hence the tolerance, threefold."""
-    from harness.run.perf import Scale, find_invocation, parse_profile_export, run_aiperf, scaled_args
+    from harness.analysis.benchmark import find_invocation
+    from harness.run.perf import Scale, parse_profile_export, run_aiperf, scaled_args
     from harness.run.sim.local import LocalDeployment, tail
     from harness.run.sim.modeldir import ensure_model_dir
     from harness.run.sim.plan import build_plan

@@ -4,7 +4,6 @@ line and tolerance band; experiment runs stay out of trend plots and regression 
 from __future__ import annotations
 
 import io
-from pathlib import Path
 
 import pytest
 

@@ -13,7 +13,7 @@ from typing import Any
 from harness.recipe import catalogue
 from harness.recipe.discovery import RecipeTree
 from harness.recipe.model import Recipe, dig
-from harness.analysis.sizing import DEFAULT_FRACTION, FRACTION_NAME, benchmark_tokens, worker_sizings
+from harness.analysis.sizing import DEFAULT_FRACTION, FRACTION_NAME, worker_sizings
 from harness.analysis.topology import workers
 from harness.analysis.storage import compilation_cache_claims, model_cache_needs, perf_claims, recipe_pvcs, recommended_gi
 

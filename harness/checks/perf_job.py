@@ -10,7 +10,7 @@ from typing import Iterator
 
 from harness.recipe.findings import Loc, Problem, Severity, problem
 from harness.recipe.model import Container, Recipe, Token, as_int, mapping
-from harness.run.perf import extra_inputs as aiperf_extra_inputs
+from harness.analysis.benchmark import extra_inputs as aiperf_extra_inputs
 from harness.recipe.versions import VERSIONS_FILE
 from harness.checks.images import release_matrix
 from harness.checks import CheckContext, check

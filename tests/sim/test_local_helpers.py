@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import socket
 
-from harness.run.sim.local import count_generate_instances, free_ports, process_env, prometheus_sum
+from harness.run.prometheus import prometheus_sum
+from harness.run.sim.local import count_generate_instances, free_ports, process_env
 from harness.run.smoke import degeneracy
 
 METRICS = """\

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.run.perf import (PerfConfigError, Scale, find_invocation, parse_options, parse_profile_export, scaled_args,
-                          shell_commands)
+from harness.analysis.benchmark import PerfConfigError, find_invocation, parse_options, shell_commands
+from harness.run.perf import Scale, parse_profile_export, scaled_args
 
 AIPERF = Path(__file__).parent.parent / "fixtures" / "sim" / "aiperf"
 CI = Scale(max_concurrency=4, request_count=50, max_input_tokens=512, max_output_tokens=64)

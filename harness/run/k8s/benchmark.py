@@ -30,7 +30,7 @@ class BenchmarkSteps(RolloutSteps, FrontendSteps):
         return to_mocker_job(job) if self.settings.engine == "mocker" else job
 
     def _aiperf(self):
-        from harness.run.perf import PerfConfigError, find_invocation
+        from harness.analysis.benchmark import PerfConfigError, find_invocation
 
         try:
             return find_invocation(self.recipe)

@@ -71,7 +71,7 @@ class FrontendSteps(DeployerBase):
 
     def worker_request_counts(self) -> dict[str, int]:
         """Requests each worker pod's `generate` endpoint has served, from its /metrics (-1: unreadable)."""
-        from harness.run.sim.local import prometheus_sum
+        from harness.run.prometheus import prometheus_sum
 
         counts: dict[str, int] = {}
         for pod in sorted(self.worker_pods()):

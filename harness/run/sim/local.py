@@ -2,29 +2,25 @@
 
 from __future__ import annotations
 
-import atexit
-import ctypes
 import json
 import os
 import random
-import re
 import shutil
-import signal
 import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from harness.run.processes import TERM_GRACE_S, register, spawn, terminate_groups, unregister
+from harness.run.prometheus import prometheus_sum
 from harness.run.sim.plan import ProcessPlan, SimPlan
 
 HOST = "127.0.0.1"
-TERM_GRACE_S = 8.0  # a frontend or mocker shuts down in 2-4 s on SIGTERM
 POLL_S = 0.2
 LOG_TAIL_LINES = 25
 
@@ -125,26 +121,6 @@ def count_generate_instances(health: dict) -> dict[str, int]:
     return counts
 
 
-_METRIC_LINE = re.compile(r"^(?P<name>[a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(?P<labels>[^}]*)\})?\s+(?P<value>\S+)")
-_LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
-
-
-def prometheus_sum(text: str, metric: str, **labels: str) -> float:
-    """Sum of a metric's samples whose labels include `labels` (Prometheus text format)."""
-    total = 0.0
-    for line in text.splitlines():
-        m = _METRIC_LINE.match(line)
-        if not m or m.group("name") != metric:
-            continue
-        have = dict(_LABEL.findall(m.group("labels") or ""))
-        if all(have.get(k) == v for k, v in labels.items()):
-            try:
-                total += float(m.group("value"))
-            except ValueError:
-                continue
-    return total
-
-
 def tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
     try:
         text = path.read_text(errors="replace")
@@ -191,7 +167,7 @@ class LocalDeployment:
 
     def start(self) -> None:
         """Launch everything and wait until ready; on any failure tear down and raise DeployError."""
-        _register(self)
+        register(self)
         t0 = time.monotonic()
         try:
             self._launch()
@@ -211,7 +187,7 @@ class LocalDeployment:
         finally:
             if self.work_dir is not None:
                 shutil.rmtree(self.work_dir, ignore_errors=True)
-            _unregister(self)
+            unregister(self)
 
     # ---- accessors -------------------------------------------------------------------------
 
@@ -267,7 +243,7 @@ class LocalDeployment:
                 extra["DYN_SYSTEM_PORT"] = str(port)  # unique per mocker, or the frontend never lists the model
             env = process_env(dict(os.environ), self.work_dir, extra)
             log_path = self.log_dir / f"{proc.name}.log"
-            self.processes.append(LocalProcess(proc, _spawn(process_argv(proc, self.model_dir, port, self.python), env, log_path), log_path, port))
+            self.processes.append(LocalProcess(proc, spawn(process_argv(proc, self.model_dir, port, self.python), env, log_path), log_path, port))
 
     def _wait_ready(self, deadline: float) -> None:
         expected = self.plan.expected_instances
@@ -339,125 +315,3 @@ def _json(text: str) -> dict:
     except ValueError:
         return {}
     return data if isinstance(data, dict) else {}
-
-
-# ---- processes -------------------------------------------------------------------------------
-
-_PR_SET_PDEATHSIG = 1
-
-
-def _die_with_parent() -> None:
-    """In the child, before exec: get SIGTERM when the harness dies, even by SIGKILL (Linux only)."""
-    try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-    except OSError:
-        pass
-
-
-def _spawn(argv: list[str], env: dict[str, str], log_path: Path, cwd: Path | None = None) -> subprocess.Popen:
-    """Start a process in its own session (so its whole group can be signalled) logging to a file."""
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    log = open(log_path, "ab", buffering=0)
-    log.write(f"$ {' '.join(argv)}\n".encode())
-    # The parent-death signal is tied to the spawning thread: only set it from the main thread,
-    # where the thread lives as long as the harness.
-    preexec = _die_with_parent if sys.platform.startswith("linux") and threading.current_thread() is threading.main_thread() else None
-    try:
-        return subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                start_new_session=True, preexec_fn=preexec, cwd=cwd)
-    finally:
-        log.close()  # the child has its own copy of the descriptor
-
-
-def spawn_logged(argv: list[str], env: dict[str, str], log_path: Path, cwd: Path | None = None) -> subprocess.Popen:
-    """Public form of _spawn for other runtime steps (AIPerf) that need the same group and death handling."""
-    popen = _spawn(argv, env, log_path, cwd)
-    _track(popen)
-    return popen
-
-
-def terminate_groups(popens: list[subprocess.Popen], grace_s: float = TERM_GRACE_S) -> None:
-    """SIGTERM each process group, wait up to grace_s in total, then SIGKILL the groups still alive."""
-    live = [p for p in popens if p.poll() is None]
-    for p in live:
-        _signal_group(p, signal.SIGTERM)
-    deadline = time.monotonic() + grace_s
-    for p in live:
-        try:
-            p.wait(timeout=max(0.0, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            pass
-    for p in popens:
-        # Also kill the group of a leader that already exited: its children may still run.
-        _signal_group(p, signal.SIGKILL)
-        try:
-            p.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            pass
-        _untrack(p)
-
-
-def _signal_group(p: subprocess.Popen, sig: int) -> None:
-    try:
-        os.killpg(p.pid, sig)  # start_new_session made pid the group id
-    except (ProcessLookupError, PermissionError):
-        pass
-
-
-# ---- safety net: atexit and SIGTERM/SIGHUP -----------------------------------------------------
-
-_LIVE: set[LocalDeployment] = set()
-_LIVE_POPENS: set[subprocess.Popen] = set()
-_LOCK = threading.Lock()
-_INSTALLED = False
-
-
-def _register(dep: LocalDeployment) -> None:
-    with _LOCK:
-        _LIVE.add(dep)
-    _install_safety_net()
-
-
-def _unregister(dep: LocalDeployment) -> None:
-    with _LOCK:
-        _LIVE.discard(dep)
-
-
-def _track(p: subprocess.Popen) -> None:
-    with _LOCK:
-        _LIVE_POPENS.add(p)
-    _install_safety_net()
-
-
-def _untrack(p: subprocess.Popen) -> None:
-    with _LOCK:
-        _LIVE_POPENS.discard(p)
-
-
-def teardown_all() -> None:
-    """Stop every deployment and tracked process this interpreter started (atexit, signals)."""
-    with _LOCK:
-        deps, popens = list(_LIVE), list(_LIVE_POPENS)
-    for dep in deps:
-        dep.stop()
-    terminate_groups(popens, grace_s=3.0)
-
-
-def _on_signal(signum: int, frame: object) -> None:
-    teardown_all()
-    signal.signal(signum, signal.SIG_DFL)
-    os.kill(os.getpid(), signum)
-
-
-def _install_safety_net() -> None:
-    global _INSTALLED
-    if _INSTALLED:
-        return
-    _INSTALLED = True
-    atexit.register(teardown_all)
-    if threading.current_thread() is not threading.main_thread():
-        return
-    for sig in (signal.SIGTERM, signal.SIGHUP):
-        # Only where nobody else handles it: pytest and the CLI keep their own handlers.
-        if signal.getsignal(sig) in (signal.SIG_DFL, None):
-            signal.signal(sig, _on_signal)

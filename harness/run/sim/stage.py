@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from harness.recipe.model import Recipe
-from harness.run.perf import PerfConfigError, Scale, find_invocation, parse_profile_export, run_aiperf, scaled_args
+from harness.analysis.benchmark import PerfConfigError, find_invocation
+from harness.run.perf import Scale, parse_profile_export, run_aiperf, scaled_args
 from harness.results.metrics import GATED_METRICS, PerfResult
 from harness.run.smoke import SmokeSuite
 from harness.run.stage import StageOptions, StageSkip, Step, StepFailed, StepRun, smoke_step
