@@ -4,6 +4,7 @@ states the same GPU, node and benchmark figures as the metadata."""
 from __future__ import annotations
 
 import re
+import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
@@ -231,3 +232,81 @@ def _benchmark(md: Markdown, recipes: dict[str, Recipe]) -> Iterator[Problem]:
             if m.group("gpus"):
                 yield from _compare(md, n, "GPUs", int(m.group("gpus")), recipe, ("gpus",))
                 yield from _compare(md, n, "concurrency per GPU", int(m.group("per_gpu")), recipe, ("benchmark", "concurrencyPerGpu"))
+
+
+# `kubectl apply|create|replace ... -f <file>` in a README; the file operands are read with shlex.
+_KUBECTL_FILE_CMD = re.compile(r"\bkubectl\s+(?:apply|create|replace)\b")
+_FILE_FLAGS = ("-f", "--filename")
+
+
+def _kubectl_files(text: str) -> list[str]:
+    """The `-f` operands of one kubectl command line (continuations already joined)."""
+    m = _KUBECTL_FILE_CMD.search(text)
+    if m is None:
+        return []
+    rest = re.split(r"\s(?:\||&&|\|\||;)\s", text[m.end():], maxsplit=1)[0]
+    try:
+        words = shlex.split(rest, comments=True)
+    except ValueError:
+        return []
+    out = []
+    for i, w in enumerate(words):
+        if w in _FILE_FLAGS and i + 1 < len(words):
+            out.append(words[i + 1])
+        elif w.startswith(("-f=", "--filename=")):
+            out.append(w.split("=", 1)[1])
+    return out
+
+
+def _literal_path(value: str) -> bool:
+    """A path the README names exactly: no variable, placeholder, glob, URL or stdin."""
+    return (bool(value) and value != "-" and "://" not in value and not value.startswith(("/", "~"))
+            and not any(ch in value for ch in "$<>{}*?[]`"))
+
+
+@check("readme-applied-files-exist", scope="tree")
+def readme_applied_files_exist(tree: RecipeTree, ctx: CheckContext) -> Iterator[Problem]:
+    """A file a README tells the user to apply (`kubectl apply -f model-cache/model-download.yaml`,
+    also `kubectl create|replace -f`) exists in the tree: a user who follows the README gets
+    `error: the path "..." does not exist` and, when it is the PVC or the download Job, pods that
+    stay Pending on a volume nobody created. Upstream model READMEs told users to apply a
+    `model-cache/model-cache.yaml` and a `model-download.yaml` that the model's directory did not
+    have.
+
+    Exact on purpose: only literal relative paths are judged (no `$VAR`, `<placeholder>`, glob, URL
+    or `-f -`), and a path counts as present when it resolves from the README's directory, from the
+    recipes root or from the repository root above it (READMEs written for `cd recipes/...` or for
+    the repository root both work).
+
+    Fails: `kubectl apply -f model-cache/model-download.yaml` in `<model>/README.md` while
+    `<model>/model-cache/` has no model-download.yaml.
+    Fix: add the file, or point the command at the one that exists.
+
+    Source: kubectl's `-f, --filename` (files, directories or URLs; `-` for stdin), kubectl
+    reference `kubectl apply`.
+    """
+    dirs = {tree.root}
+    for r in tree.recipes:
+        dirs.update((r.path, r.model_dir))
+    readmes = sorted({d / README for d in dirs if (d / README).is_file()})
+    for path in readmes:
+        try:
+            lines = path.read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError):
+            continue  # yaml/markdown well-formedness is not this check's business
+        i = 0
+        while i < len(lines):
+            start, text = i, lines[i]
+            while text.rstrip().endswith("\\") and i + 1 < len(lines):
+                i += 1
+                text = text.rstrip()[:-1] + " " + lines[i]
+            i += 1
+            for name in _kubectl_files(text):
+                if not _literal_path(name):
+                    continue
+                bases = (path.parent, tree.root, tree.root.parent)
+                if any((base / name).exists() for base in bases):
+                    continue
+                yield problem(Loc(path, start + 1), f"the README applies {name}, which does not exist "
+                                                    f"(looked in {path.parent.name}/, the recipes root and the repository root)",
+                              "add the file, or point the command at the manifest that exists")

@@ -8,7 +8,7 @@ from typing import Iterator
 
 from harness.analysis.topology import Topology, flag_line, workers
 from harness.recipe.commandline import Flags
-from harness.recipe.findings import Loc, Problem, problem
+from harness.recipe.findings import Loc, Problem, Severity, problem
 from harness.recipe.model import Recipe, Service, as_int, dig
 from harness.recipe.yamlsrc import SrcMap
 from harness.checks import CheckContext, check
@@ -102,6 +102,10 @@ def kv_router_has_event_publishers(recipe: Recipe, ctx: CheckContext) -> Iterato
     KV-router recipe publishes from prefill only. A router started with `--no-router-kv-events`
     predicts the cache state itself and needs no events.
 
+    With a single routing target (one replica of one indexed worker, data parallel size 1, no
+    planner or autoscaling to add more) the router has nothing to choose between, so nothing is
+    misrouted today: a warning, since the graph misroutes as soon as it is scaled.
+
     Fails: frontend `--router-mode kv` and a vLLM prefill worker without `--kv-events-config`.
     Fix: `--kv-events-config '{"publisher":"zmq","topic":"kv-events","endpoint":"tcp://*:20080","enable_kv_cache_events":true}'`
     (vLLM, SGLang), `--publish-kv-events` (TRT-LLM).
@@ -125,6 +129,7 @@ def kv_router_has_event_publishers(recipe: Recipe, ctx: CheckContext) -> Iterato
     prefill = [s for s in dep.workers if s.role == "prefill"]
     indexed = prefill or [s for s in dep.workers if s.role == "worker"]
     where = router.router_mode.loc or router.loc
+    severity = None if _routing_targets(recipe, indexed) > 1 else Severity.WARNING
     for svc in indexed:
         if publishes_events(svc) is not False:
             continue
@@ -134,7 +139,22 @@ def kv_router_has_event_publishers(recipe: Recipe, ctx: CheckContext) -> Iterato
                           f"({router.router_mode.source} at line {where.line}) and waits for events: it sees no cached "
                           "prefixes and routes as if the cache were empty",
                       _PUBLISH_HINT.get(engine, "enable the engine's KV event publishing") +
-                      ", or start the frontend with --no-router-kv-events for approximate routing")
+                      ", or start the frontend with --no-router-kv-events for approximate routing"
+                      + ("" if severity is None else " (a warning: one routing target today, nothing to choose between)"),
+                      severity)
+
+
+def _routing_targets(recipe: Recipe, indexed: list[Service]) -> int:
+    """How many (worker instance, data-parallel rank) targets the KV router scores: replicas x DP
+    of the indexed workers; a planner or an autoscaled service counts as more than one."""
+    dep = recipe.deployment
+    if dep is None:
+        return 0
+    if any(s.role == "planner" for s in dep.services) or any(
+            dig(s.data, "autoscaling", "enabled") is True for s in indexed):
+        return 2
+    topos = dict((svc.name, topo) for svc, topo in workers(recipe))
+    return sum(s.replicas * max(1, topos[s.name].dp if s.name in topos else 1) for s in indexed)
 
 
 # --- block sizes -----------------------------------------------------------------------------

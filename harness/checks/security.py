@@ -131,6 +131,14 @@ SAFE_SYSCTLS = {
     "net.ipv4.tcp_fin_timeout", "net.ipv4.tcp_keepalive_intvl", "net.ipv4.tcp_keepalive_probes",
 }
 _SYSCTL_W = re.compile(r"\bsysctl\s+(?:-\w+\s+)*-w\s+['\"]?([a-z0-9_.]+)\s*=")
+# GKE GPUDirect-RDMA (A3 Ultra, A4, A4X): the pod attaches the RDMA networks as extended resources
+# `networking.gke.io.networks/rdma-<n>` and mounts the node's gIB NCCL plugin and NVIDIA libraries,
+# which GKE installs under /home/kubernetes/bin, as hostPath volumes (mounted at /usr/local/gib and
+# /usr/local/nvidia). Sources: GKE "Maximize GPU network bandwidth with GPUDirect and multi-networking",
+# GPUDirect-RDMA workload manifest (cloud.google.com/kubernetes-engine/docs/how-to/gpu-bandwidth-gpudirect-rdma);
+# NVIDIA AI Cluster Runtime "GKE GB200 (A4X) Networking Prerequisites" (gIB host mounts).
+GKE_RDMA_RESOURCE = "networking.gke.io.networks/rdma-"
+GKE_RDMA_HOST_PATHS = {"/home/kubernetes/bin/gib", "/home/kubernetes/bin/nvidia"}
 
 
 def _container_text(pod: Pod, c: Container) -> str:
@@ -162,7 +170,7 @@ def _rdma_evidence(pod: Pod, c: Container) -> str:
     for res in resources:
         for part in ("limits", "requests"):
             for key in _keys(dig(res, part)):
-                if key.startswith("rdma/"):
+                if key.startswith(("rdma/", GKE_RDMA_RESOURCE)):
                     return f"it requests {key}"
         if sequence(dig(res, "claims")):
             return "it uses a DRA resource claim"
@@ -179,6 +187,19 @@ def _keys(node: Any) -> Iterator[str]:
             yield str(k)
             if k == "custom":
                 yield from _keys(v)
+
+
+def _gke_rdma_host_path(pod: Pod, volume: Any) -> bool:
+    """A hostPath volume GKE's GPUDirect-RDMA setup requires (the node's gIB plugin or NVIDIA
+    libraries) in a pod that attaches GKE RDMA networks."""
+    path = str(dig(volume, "hostPath", "path") or "").rstrip("/")
+    if path not in GKE_RDMA_HOST_PATHS:
+        return False
+    resources = [c.data.get("resources") for c in pod.containers]
+    if pod.service is not None:
+        resources.append(pod.service.data.get("resources"))
+    return any(key.startswith(GKE_RDMA_RESOURCE)
+               for res in resources for part in ("limits", "requests") for key in _keys(dig(res, part)))
 
 
 def _runs_engines_side_by_side(pod: Pod, c: Container) -> bool:
@@ -210,6 +231,9 @@ def no_privileged(recipe: Recipe, ctx: CheckContext) -> Iterator[Problem]:
     - IPC_LOCK, SYS_RESOURCE and NET_RAW in a container that does RDMA memory registration
       (an `rdma/*` resource, a DRA resource claim, UCX/NIXL/Mooncake transports, `ulimit -l`):
       `ibv_reg_mr` pins pages against RLIMIT_MEMLOCK.
+    - hostPath `/home/kubernetes/bin/gib` and `/home/kubernetes/bin/nvidia` in a pod that attaches
+      GKE RDMA networks (`networking.gke.io.networks/rdma-*`): GKE's GPUDirect-RDMA setup mounts
+      the node's gIB NCCL plugin and NVIDIA libraries that way (any other hostPath stays an error).
     - SYS_PTRACE in a container that runs several engine processes exchanging KV through
       NIXL/UCX `cuda_ipc`: UCX imports the sibling's VMM buffers with `pidfd_getfd`, which
       Yama ptrace_scope=1 refuses without it (openucx/ucx#11183; pytorch/pytorch#165685).
@@ -231,6 +255,8 @@ def no_privileged(recipe: Recipe, ctx: CheckContext) -> Iterator[Problem]:
                     yield problem(spec.loc_of(key), f"{pod.label} sets {key}: true", hint)
             for v in sequence(spec.get("volumes")) or []:
                 if mapping(v) is not None and "hostPath" in v and "hostpath" not in allowed:
+                    if _gke_rdma_host_path(pod, v):
+                        continue  # GKE GPUDirect-RDMA: the node's gIB NCCL plugin and NVIDIA libraries
                     yield problem(v.loc_of("hostPath"), f"{pod.label} mounts hostPath volume {v.get('name')!r}", hint)
         for c in pod.containers:
             sc = mapping(c.data.get("securityContext"))
