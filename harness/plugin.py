@@ -11,18 +11,21 @@ import importlib
 import os
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from harness.checks import TREE_ID, Check, CheckContext, run_check
+from harness.checks import CheckContext
 from harness.recipe.changes import ChangeError
 from harness.recipe.discovery import SelectionError
-from harness.recipe.findings import Finding, Report, Severity, sorted_findings
+from harness.recipe.findings import Report, Severity, sorted_findings
 from harness.recipe.model import Recipe
 from harness.run.stage import GpuOptions, SimOptions, Stage, StageOptions, StageSkip, StepRun
 from harness.run.static import (
     Selection, applicable_checks, check_options, context_for, dedupe, in_github_actions, make_selection,
+)
+from harness.run.static_items import (
+    AUTO_MAX_RECIPES, MODES, RecipeChecksItem, RecipeNode, Suite, choose_mode, count_tests,
+    static_items,
 )
 
 STAGES = ("static", "sim", "gpu")
@@ -48,6 +51,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="allowed image registry (repeatable; replaces the allow-list in recipes/versions.yaml)")
     group.addoption("--storage-margin", type=float, default=None, metavar="F",
                     help="model-cache PVC size / checkpoint size (default: the catalogue's rule, 1.2 or 1.3)")
+    group.addoption("--static-items", choices=MODES, default="auto",
+                    help="static tests as one pytest item per check, or one per recipe that still reports each check "
+                         "(faster at scale); auto: per recipe above %d recipes or under xdist" % AUTO_MAX_RECIPES)
     group.addoption("--findings-json", metavar="PATH", help="write all static findings as JSON")
     group.addoption("--max-file-bytes", type=int, default=None, metavar="N", help="size cap for one YAML file (default 1 MiB)")
     group.addoption("--report-dir", metavar="PATH", default=None, help="where runs write reports (default reports/runs/<run-id>)")
@@ -83,6 +89,7 @@ class RecipeHarness:
         self.unavailable: dict[str, str | None] = {}
         self.stage_options: StageOptions | None = None
         self.notes: list[str] = []
+        self.session: pytest.Session | None = None
 
     # --- collection ------------------------------------------------------------------
 
@@ -121,10 +128,18 @@ class RecipeHarness:
         except Exception:  # noqa: BLE001
             return True
 
-    @pytest.hookimpl(tryfirst=True)
-    def pytest_collection_modifyitems(self, session: pytest.Session, config: pytest.Config, items: list) -> None:
+    @pytest.hookimpl(wrapper=True)
+    def pytest_collection_modifyitems(self, session: pytest.Session, config: pytest.Config, items: list):
+        """Adds the recipe items before any other plugin sees the list; recipe-wide static items
+        join after pytest's `-k`/`-m` deselection, which they do themselves per check."""
+        grouped = self._add_items(session, config, items)
+        result = yield
+        items[:0] = grouped
+        return result
+
+    def _add_items(self, session: pytest.Session, config: pytest.Config, items: list) -> list[pytest.Item]:
         if not self._wanted():
-            return
+            return []
         opt = config.option
         try:
             self.selection = make_selection(opt.recipes_dir, opt.recipe, opt.changed_since, opt.max_file_bytes)
@@ -136,8 +151,11 @@ class RecipeHarness:
         self.ctx = context_for(self.selection, check_options(opt.crd, opt.registry, opt.storage_margin))
         self.report.recipes = [r.id for r in self.selection.chosen]
         new: list[pytest.Item] = []
+        grouped: list[pytest.Item] = []
         if self._stage_selected("static"):
-            new.extend(self._static_items(session))
+            mode = choose_mode(opt.static_items, len(self.selection.chosen), config)
+            per_check, grouped = static_items(session, applicable_checks(self.selection), mode)
+            new.extend(per_check)
         if self._stage_selected("conformance") and self.selection.chosen:
             from harness.run.conformance.items import conformance_items
 
@@ -146,20 +164,7 @@ class RecipeHarness:
             if self._stage_selected(stage_name) and self.selection.chosen:
                 new.extend(self._stage_items(session, stage_name))
         items[:0] = new
-
-    def _static_items(self, session: pytest.Session) -> list[pytest.Item]:
-        assert self.selection is not None
-        suite = Suite.from_parent(session, name="static", nodeid="static")
-        nodes: dict[str, RecipeNode] = {}
-        out: list[pytest.Item] = []
-        for chk, subject in applicable_checks(self.selection):
-            name = subject.id if isinstance(subject, Recipe) else TREE_ID
-            if name not in nodes:
-                nodes[name] = RecipeNode.from_parent(suite, name=name)
-            out.append(StaticCheckItem.from_parent(nodes[name], name=chk.id, check=chk, subject=subject))
-        for item in out:
-            item.add_marker(pytest.mark.static)
-        return out
+        return grouped
 
     def _stage_items(self, session: pytest.Session, stage_name: str) -> list[pytest.Item]:
         assert self.selection is not None
@@ -216,6 +221,24 @@ class RecipeHarness:
         run = self.runs.pop(key, None)
         if run is not None:
             run.close()
+
+    def pytest_sessionstart(self, session: pytest.Session) -> None:
+        self.session = session
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtestloop(self, session: pytest.Session) -> None:
+        session.testscollected = count_tests(session.items)  # progress counts checks, not recipe items
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        collected = getattr(report, "static_tests_collected", None)  # from an xdist worker
+        if collected and self.session is not None:
+            self.session.testscollected = collected
+
+    def pytest_runtest_protocol(self, item: pytest.Item, nextitem: pytest.Item | None) -> bool | None:
+        if isinstance(item, RecipeChecksItem):  # reports one test per check (harness.run.static_items)
+            return item.run_protocol(nextitem)
+        return None
 
     @pytest.hookimpl(hookwrapper=True)
     def pytest_runtest_teardown(self, item: pytest.Item, nextitem: pytest.Item | None):
@@ -279,48 +302,6 @@ class RecipeHarness:
         if in_github_actions():
             for f in sorted_findings(findings):
                 tr.write_line(f.github_annotation())
-
-
-class Suite(pytest.Collector):
-    """`static`, `sim` or `gpu`: the first part of every recipe test id."""
-
-    def collect(self):  # items are created by the plugin, not collected from files
-        return []
-
-
-class RecipeNode(pytest.Collector):
-    def collect(self):
-        return []
-
-
-class StaticFailure(Exception):
-    def __init__(self, findings: list[Finding]):
-        self.findings = findings
-
-
-class StaticCheckItem(pytest.Item):
-    def __init__(self, *, check: Check, subject: Any, **kw):
-        super().__init__(**kw)
-        self.check = check
-        self.subject = subject
-
-    def runtest(self) -> None:
-        harness: RecipeHarness = self.config.pluginmanager.get_plugin("recipe-harness-session")
-        assert harness.ctx is not None
-        findings = run_check(self.check, self.subject, harness.ctx)
-        harness.report.findings.extend(findings)
-        errors = [f for f in findings if f.severity is Severity.ERROR]
-        if errors:
-            raise StaticFailure(sorted_findings(errors))
-
-    def repr_failure(self, excinfo, style=None):
-        if isinstance(excinfo.value, StaticFailure):
-            return "\n".join(f.format() for f in excinfo.value.findings) + f"\n\nwhy [{self.check.id}]: {self.check.why}"
-        return super().repr_failure(excinfo, style)
-
-    def reportinfo(self):
-        path = self.subject.path if isinstance(self.subject, Recipe) else self.subject.root
-        return path, None, f"static::{self.parent.name}::{self.name}"
 
 
 class StepItem(pytest.Item):
