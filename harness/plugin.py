@@ -11,13 +11,14 @@ import importlib
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from harness.checks import CheckContext
 from harness.recipe.changes import ChangeError
 from harness.recipe.discovery import SelectionError
-from harness.recipe.findings import Report, Severity, sorted_findings
+from harness.recipe.findings import Finding, Report, Severity, sorted_findings
 from harness.recipe.model import Recipe
 from harness.run.stage import GpuOptions, SimOptions, Stage, StageOptions, StageSkip, StepRun
 from harness.run.static import (
@@ -29,6 +30,7 @@ from harness.run.static_items import (
 )
 
 STAGES = ("static", "sim", "gpu")
+WORKER_REPORT = "recipe_harness_report"  # key of an xdist worker's findings in its workeroutput
 # Runtime stages, imported only when selected so `-m static` never pays for their stacks.
 STAGE_IMPLEMENTATIONS = {"sim": "harness.run.sim.stage:SimStage", "gpu": "harness.run.k8s.stage:GpuStage"}
 
@@ -90,6 +92,7 @@ class RecipeHarness:
         self.stage_options: StageOptions | None = None
         self.notes: list[str] = []
         self.session: pytest.Session | None = None
+        self.from_workers = False  # xdist controller: findings arrived from the workers
 
     # --- collection ------------------------------------------------------------------
 
@@ -254,10 +257,23 @@ class RecipeHarness:
             self.close(key)  # also on Ctrl-C and on failures: nothing the harness started survives
         self._write_run_report()
         self.report.findings = dedupe(self.report.findings)
+        if hasattr(self.config, "workeroutput"):  # an xdist worker: the controller writes the findings
+            self.config.workeroutput[WORKER_REPORT] = {
+                "recipes": self.report.recipes, "findings": [f.to_dict() for f in self.report.findings]}
+            return
         path = self.config.option.findings_json
-        if path and self.selection is not None:
+        if path and (self.selection is not None or self.from_workers):
             Path(path).parent.mkdir(parents=True, exist_ok=True)
             Path(path).write_text(self.report.to_json())
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_testnodedown(self, node: Any, error: Any) -> None:
+        """xdist controller: a worker is done; its findings join the run's (it collected, we did not)."""
+        out = (getattr(node, "workeroutput", None) or {}).get(WORKER_REPORT)
+        if out:
+            self.from_workers = True
+            self.report.recipes = self.report.recipes or list(out["recipes"])
+            self.report.findings.extend(Finding(**{**d, "severity": Severity(d["severity"])}) for d in out["findings"])
 
     # --- reporting ---------------------------------------------------------------------
 
@@ -285,7 +301,7 @@ class RecipeHarness:
         return lines
 
     def pytest_terminal_summary(self, terminalreporter, exitstatus: int, config: pytest.Config) -> None:
-        if self.selection is None:
+        if self.selection is None and not self.from_workers:
             return
         tr = terminalreporter
         for note in self.notes:
