@@ -27,11 +27,12 @@ from harness.recipe.model import Recipe
 Mode = Literal["per-check", "per-recipe", "auto"]
 MODES: tuple[str, ...] = ("per-check", "per-recipe", "auto")
 PLUGIN_NAME = "recipe-harness-session"  # the plugin object holding the run's ctx and report (harness.plugin)
-# `auto` keeps one item per check up to this many recipes. Measured (benchmarks/static_scale.py,
-# 2 shared cores): a per-check item costs ~1.2 ms of pytest overhead, ~60 ms per recipe; 20 recipes
-# (the shipped catalogue, any `--recipe model` or --changed-since selection) stay around 1 s of
-# overhead, where the exact per-item features are worth more than the time saved.
-AUTO_MAX_RECIPES = 20
+# `auto` keeps one item per check up to this many recipes: a model's recipes (`--recipe qwen3-32b`,
+# a --changed-since selection), where a person iterates and pytest's per-item features (`--lf`,
+# `--deselect`, `-x`) are worth ~30 ms per recipe of pytest bookkeeping (52 items at ~0.6 ms, measured
+# on 2 shared cores with benchmarks/static_scale.py). The whole catalogue (13 recipes) and up are a
+# gate run, where those ~0.4 s (catalogue) to ~30 s (1,000 recipes) are not.
+AUTO_MAX_RECIPES = 8
 
 
 def choose_mode(mode: str, recipes: int, config: pytest.Config) -> Literal["per-check", "per-recipe"]:
