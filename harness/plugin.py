@@ -7,6 +7,7 @@ Test ids are stable and read as the recipe id: `static::<recipe-id>::<check-id>`
 
 from __future__ import annotations
 
+import gc
 import importlib
 import os
 import time
@@ -231,6 +232,10 @@ class RecipeHarness:
     @pytest.hookimpl(tryfirst=True)
     def pytest_runtestloop(self, session: pytest.Session) -> None:
         session.testscollected = count_tests(session.items)  # progress counts checks, not recipe items
+        if self.selection is not None:
+            # the recipes, their parsed files and the items live to the end of the run: keep the
+            # cyclic GC from rescanning them on every full collection (15% of the wall at 200 recipes)
+            gc.freeze()
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:

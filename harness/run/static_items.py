@@ -4,7 +4,7 @@ checks and still reports one test per check (`static::<recipe-id>::<check-id>`).
 Why two shapes: pytest costs about 1 ms per item (setup, call and teardown hooks, the reports, the
 terminal), and a recipe has ~50 checks, so at catalogue scale pytest's bookkeeping costs more than
 the checks themselves. A recipe item (`RecipeChecksItem`) runs the checks in one go and logs a
-setup/call/teardown report per check through `pytest_runtest_logreport`, as pytest-subtests does,
+call report per check through `pytest_runtest_logreport`, as pytest-subtests does,
 so JUnit, `-v`, `--durations` and the failure summary see the same test cases as before. Per-check
 items keep pytest's own per-item features exact (`--lf`, `--deselect ID`, `-x` stopping at the
 first failing check); `--static-items auto` keeps them for small selections (see AUTO_MAX_RECIPES).
@@ -118,7 +118,7 @@ class RecipeChecksItem(pytest.Item):
 
     Run through `run_protocol` (called from the plugin's pytest_runtest_protocol): setup and teardown
     go through pytest as for any item, with their own reports kept back; the test reports logged are
-    one setup/call/teardown triple per check, with the check's node id and location."""
+    one call report per check, with the check's node id and location."""
 
     def __init__(self, *, checks: list[Check], subject: Any, **kw):
         super().__init__(**kw)
@@ -156,12 +156,11 @@ class RecipeChecksItem(pytest.Item):
                 result = ("failed", failure_text(outcome.errors, chk))
             else:
                 result = ("passed", None)
-            for when in ("setup", "call", "teardown"):
-                outcome_word, longrepr = result if when == "call" else ("passed", None)
-                start, stop = stamps if when == "call" else (stamps[0], stamps[0])
-                report = pytest.TestReport(nodeid, location, keywords, outcome_word, longrepr, when,
-                                           duration=stop - start, start=start, stop=stop)
-                _log(self, report)
+            # the call report only, as pytest-subtests logs a subtest: a check has no setup or teardown
+            # of its own, and the terminal keeps every report it sees (2 x 50,000 more at 1,000 recipes)
+            report = pytest.TestReport(nodeid, location, keywords, result[0], result[1], "call",
+                                       duration=stamps[1] - stamps[0], start=stamps[0], stop=stamps[1])
+            _log(self, report)
         ihook.pytest_runtest_logfinish(nodeid=self.nodeid, location=self.location)
         return True
 
