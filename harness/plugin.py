@@ -7,6 +7,7 @@ Test ids are stable and read as the recipe id: `static::<recipe-id>::<check-id>`
 
 from __future__ import annotations
 
+import gc
 import importlib
 import os
 import time
@@ -15,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from harness.checks import TREE_ID, Check, CheckContext, run_check
+from harness.checks import CheckContext
 from harness.recipe.changes import ChangeError
 from harness.recipe.discovery import SelectionError
 from harness.recipe.findings import Finding, Report, Severity, sorted_findings
@@ -26,8 +27,13 @@ from harness.run.static import (
     SEVERITY_FLOORS, Gate, Selection, applicable_checks, check_options, context_for, dedupe, in_github_actions, make_gate,
     make_selection, run_header,
 )
+from harness.run.static_items import (
+    AUTO_MAX_RECIPES, MODES, RecipeChecksItem, RecipeNode, Suite, choose_mode, count_tests,
+    static_items,
+)
 
 STAGES = ("static", "sim", "gpu")
+WORKER_REPORT = "recipe_harness_report"  # key of an xdist worker's findings in its workeroutput
 # Runtime stages, imported only when selected so `-m static` never pays for their stacks.
 STAGE_IMPLEMENTATIONS = {"sim": "harness.run.sim.stage:SimStage", "gpu": "harness.run.k8s.stage:GpuStage"}
 
@@ -55,6 +61,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                          "convention checks do not apply, manifests are found at any depth); default: detected")
     group.addoption("--severity-floor", choices=SEVERITY_FLOORS, default=None,
                     help="report only findings at or above this severity (default: warning, i.e. all)")
+    group.addoption("--static-items", choices=MODES, default="auto",
+                    help="static tests as one pytest item per check, or one per recipe that still reports each check "
+                         "(faster at scale); auto: per recipe above %d recipes or under xdist" % AUTO_MAX_RECIPES)
     group.addoption("--findings-json", metavar="PATH", help="write all static findings as JSON")
     group.addoption("--max-file-bytes", type=int, default=None, metavar="N", help="size cap for one YAML file (default 1 MiB)")
     group.addoption("--report-dir", metavar="PATH", default=None, help="where runs write reports (default reports/runs/<run-id>)")
@@ -95,6 +104,8 @@ class RecipeHarness:
         self.unavailable: dict[str, str | None] = {}
         self.stage_options: StageOptions | None = None
         self.notes: list[str] = []
+        self.session: pytest.Session | None = None
+        self.from_workers = False  # xdist controller: findings arrived from the workers
 
     # --- collection ------------------------------------------------------------------
 
@@ -133,10 +144,18 @@ class RecipeHarness:
         except Exception:  # noqa: BLE001
             return True
 
-    @pytest.hookimpl(tryfirst=True)
-    def pytest_collection_modifyitems(self, session: pytest.Session, config: pytest.Config, items: list) -> None:
+    @pytest.hookimpl(wrapper=True)
+    def pytest_collection_modifyitems(self, session: pytest.Session, config: pytest.Config, items: list):
+        """Adds the recipe items before any other plugin sees the list; recipe-wide static items
+        join after pytest's `-k`/`-m` deselection, which they do themselves per check."""
+        grouped = self._add_items(session, config, items)
+        result = yield
+        items[:0] = grouped
+        return result
+
+    def _add_items(self, session: pytest.Session, config: pytest.Config, items: list) -> list[pytest.Item]:
         if not self._wanted():
-            return
+            return []
         opt = config.option
         try:
             self.selection = make_selection(opt.recipes_dir, opt.recipe, opt.changed_since, opt.max_file_bytes, opt.convention)
@@ -149,8 +168,11 @@ class RecipeHarness:
         self.ctx = context_for(self.selection, check_options(opt.crd, opt.registry, opt.storage_margin))
         self.report.recipes = [r.id for r in self.selection.chosen]
         new: list[pytest.Item] = []
+        grouped: list[pytest.Item] = []
         if self._stage_selected("static"):
-            new.extend(self._static_items(session))
+            mode = choose_mode(opt.static_items, len(self.selection.chosen), config)
+            per_check, grouped = static_items(session, applicable_checks(self.selection), mode)
+            new.extend(per_check)
         if self._stage_selected("conformance") and self.selection.chosen:
             from harness.run.conformance.items import conformance_items
 
@@ -159,20 +181,7 @@ class RecipeHarness:
             if self._stage_selected(stage_name) and self.selection.chosen:
                 new.extend(self._stage_items(session, stage_name))
         items[:0] = new
-
-    def _static_items(self, session: pytest.Session) -> list[pytest.Item]:
-        assert self.selection is not None
-        suite = Suite.from_parent(session, name="static", nodeid="static")
-        nodes: dict[str, RecipeNode] = {}
-        out: list[pytest.Item] = []
-        for chk, subject in applicable_checks(self.selection):
-            name = subject.id if isinstance(subject, Recipe) else TREE_ID
-            if name not in nodes:
-                nodes[name] = RecipeNode.from_parent(suite, name=name)
-            out.append(StaticCheckItem.from_parent(nodes[name], name=chk.id, check=chk, subject=subject))
-        for item in out:
-            item.add_marker(pytest.mark.static)
-        return out
+        return grouped
 
     def _stage_items(self, session: pytest.Session, stage_name: str) -> list[pytest.Item]:
         assert self.selection is not None
@@ -241,6 +250,28 @@ class RecipeHarness:
         if run is not None:
             run.close()
 
+    def pytest_sessionstart(self, session: pytest.Session) -> None:
+        self.session = session
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtestloop(self, session: pytest.Session) -> None:
+        session.testscollected = count_tests(session.items)  # progress counts checks, not recipe items
+        if self.selection is not None:
+            # the recipes, their parsed files and the items live to the end of the run: keep the
+            # cyclic GC from rescanning them on every full collection (15% of the wall at 200 recipes)
+            gc.freeze()
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        collected = getattr(report, "static_tests_collected", None)  # from an xdist worker
+        if collected and self.session is not None:
+            self.session.testscollected = collected
+
+    def pytest_runtest_protocol(self, item: pytest.Item, nextitem: pytest.Item | None) -> bool | None:
+        if isinstance(item, RecipeChecksItem):  # reports one test per check (harness.run.static_items)
+            return item.run_protocol(nextitem)
+        return None
+
     @pytest.hookimpl(hookwrapper=True)
     def pytest_runtest_teardown(self, item: pytest.Item, nextitem: pytest.Item | None):
         yield
@@ -255,10 +286,23 @@ class RecipeHarness:
             self.close(key)  # also on Ctrl-C and on failures: nothing the harness started survives
         self._write_run_report()
         self.report.findings = dedupe(self.report.findings)
+        if hasattr(self.config, "workeroutput"):  # an xdist worker: the controller writes the findings
+            self.config.workeroutput[WORKER_REPORT] = {
+                "recipes": self.report.recipes, "findings": [f.to_dict() for f in self.report.findings]}
+            return
         path = self.config.option.findings_json
-        if path and self.selection is not None:
+        if path and (self.selection is not None or self.from_workers):
             Path(path).parent.mkdir(parents=True, exist_ok=True)
             Path(path).write_text(self.report.to_json())
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_testnodedown(self, node: Any, error: Any) -> None:
+        """xdist controller: a worker is done; its findings join the run's (it collected, we did not)."""
+        out = (getattr(node, "workeroutput", None) or {}).get(WORKER_REPORT)
+        if out:
+            self.from_workers = True
+            self.report.recipes = self.report.recipes or list(out["recipes"])
+            self.report.findings.extend(Finding(**{**d, "severity": Severity(d["severity"])}) for d in out["findings"])
 
     # --- reporting ---------------------------------------------------------------------
 
@@ -305,7 +349,7 @@ class RecipeHarness:
         return [f"recipe-harness: {line}" for line in run_header(self.selection, self.gate)] if self.selection else []
 
     def pytest_terminal_summary(self, terminalreporter, exitstatus: int, config: pytest.Config) -> None:
-        if self.selection is None:
+        if self.selection is None and not self.from_workers:
             return
         tr = terminalreporter
         for note in self.notes + self.gate.summary():
@@ -322,48 +366,6 @@ class RecipeHarness:
         if in_github_actions():
             for f in sorted_findings(findings):
                 tr.write_line(f.github_annotation())
-
-
-class Suite(pytest.Collector):
-    """`static`, `sim` or `gpu`: the first part of every recipe test id."""
-
-    def collect(self):  # items are created by the plugin, not collected from files
-        return []
-
-
-class RecipeNode(pytest.Collector):
-    def collect(self):
-        return []
-
-
-class StaticFailure(Exception):
-    def __init__(self, findings: list[Finding]):
-        self.findings = findings
-
-
-class StaticCheckItem(pytest.Item):
-    def __init__(self, *, check: Check, subject: Any, **kw):
-        super().__init__(**kw)
-        self.check = check
-        self.subject = subject
-
-    def runtest(self) -> None:
-        harness: RecipeHarness = self.config.pluginmanager.get_plugin("recipe-harness-session")
-        assert harness.ctx is not None
-        findings = harness.gate.admit(run_check(self.check, self.subject, harness.ctx))
-        harness.report.findings.extend(findings)
-        errors = [f for f in findings if f.severity is Severity.ERROR]
-        if errors:
-            raise StaticFailure(sorted_findings(errors))
-
-    def repr_failure(self, excinfo, style=None):
-        if isinstance(excinfo.value, StaticFailure):
-            return "\n".join(f.format() for f in excinfo.value.findings) + f"\n\nwhy [{self.check.id}]: {self.check.why}"
-        return super().repr_failure(excinfo, style)
-
-    def reportinfo(self):
-        path = self.subject.path if isinstance(self.subject, Recipe) else self.subject.root
-        return path, None, f"static::{self.parent.name}::{self.name}"
 
 
 class StepItem(pytest.Item):

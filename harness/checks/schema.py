@@ -14,9 +14,10 @@ from typing import Any, Iterator
 
 from harness.recipe.findings import Loc, Problem, Severity, problem
 from harness.recipe.model import METADATA_FILE, Recipe, dig
+from harness.recipe.kubernetes_openapi import KUBERNETES_VERSION
 from harness.recipe.schemas import (
-    KUBERNETES_VERSION, CrdSchemas, SchemaError, core_validator, errors, generated_validator,
-    is_core_api, known_kinds, kubeconform_locations, metadata_validator, prune_nulls,
+    CrdSchemas, SchemaError, core_validator, errors, generated_validator,
+    is_core_api, known_kinds, kubeconform_locations, metadata_validator, plain_pruned,
 )
 from harness.recipe.yamlsrc import Document, loc_at_path, to_plain
 from harness.checks import CheckContext, check
@@ -74,11 +75,19 @@ def recipe_release(recipe: Recipe) -> str | None:
     return str(value) if value not in (None, "") else None
 
 
-def _schema_for(doc: Document, ctx: CheckContext, release: str | None) -> tuple[list[tuple[Any, str, bool]], str | None, bool]:
+def _schema_for(doc: Document, ctx: CheckContext, release: str | None) -> tuple[tuple[tuple[Any, str, bool], ...], str | None, bool]:
     """(validators with their source and whether the kind is built-in, why none applies, whether
     that is an error). A custom kind whose CRD we do not know is skipped with a note: a cluster
     with that CRD installed is its judge, not us."""
-    api, kind = doc.api_version, doc.kind
+    return _schema_lookup(doc.api_version, doc.kind, release, ctx.options_for(SchemaOptions).crd)
+
+
+@lru_cache(maxsize=None)
+def _schema_lookup(api: str, kind: str, release: str | None,
+                   crd_files: tuple[Path, ...]) -> tuple[tuple[tuple[Any, str, bool], ...], str | None, bool]:
+    """`_schema_for`, answered once per (apiVersion, kind, release, --crd files) in a process: the
+    schema folders do not change during a run, and at catalogue scale the lookups cost as much as
+    the validation."""
     found: list[tuple[Any, str, bool]] = []
     generated = generated_validator(api, kind, release)
     if generated is not None:
@@ -86,19 +95,19 @@ def _schema_for(doc: Document, ctx: CheckContext, release: str | None) -> tuple[
     elif is_core_api(api):
         core = core_validator(api, kind)
         if core is None:
-            return [], f"unknown kind {kind!r} in the Kubernetes API {api!r} (Kubernetes {KUBERNETES_VERSION})", True
+            return (), f"unknown kind {kind!r} in the Kubernetes API {api!r} (Kubernetes {KUBERNETES_VERSION})", True
         found.append((core, f"kubernetes {KUBERNETES_VERSION}", True))
-    crd = crd_schemas(ctx.options_for(SchemaOptions).crd).get(api, kind)
+    crd = crd_schemas(crd_files).get(api, kind)
     if crd is not None:
         found.append((crd[0], crd[1], False))
     if found:
-        return found, None, False
+        return tuple(found), None, False
     if core_validator("v1", "Pod") is None and not is_custom_group(api):
-        return [], "the Kubernetes schemas are not installed (pip install kubernetes-validate)", True
+        return (), "the Kubernetes schemas are not installed (pip install kubernetes-validate)", True
     near = difflib.get_close_matches(kind, sorted(known_kinds(api.rpartition("/")[0], release)), n=1, cutoff=0.85)
     if near:  # a misspelling of a kind we know (DynamoGraphDeploymnet), not a CRD we lack
-        return [], f"unknown kind {kind!r} with apiVersion {api!r}: did you mean {near[0]!r}?", True
-    return [], (f"{kind} {api} not validated: its CustomResourceDefinition is not known to the harness "
+        return (), f"unknown kind {kind!r} with apiVersion {api!r}: did you mean {near[0]!r}?", True
+    return (), (f"{kind} {api} not validated: its CustomResourceDefinition is not known to the harness "
                 "(a cluster with that CRD installed is the judge)"), False
 
 
@@ -142,10 +151,9 @@ def schema_valid(recipe: Recipe, ctx: CheckContext) -> Iterator[Problem]:
                 else:
                     yield problem(doc.data.loc_of("kind"), reason, "pass --crd FILE to validate it", Severity.WARNING)
                 continue
-            plain = to_plain(doc.data)
             seen: set[tuple] = set()
             for validator, source, builtin in validators:
-                instance = prune_nulls(plain, None if builtin else validator.schema, builtin=builtin)
+                instance = plain_pruned(doc.data, None if builtin else validator.schema, builtin=builtin)
                 for err in errors(validator, instance, source):
                     key = (err.path, err.message)
                     if key not in seen:

@@ -20,7 +20,8 @@ from harness.recipe.changes import ChangeError
 from harness.recipe.discovery import SelectionError
 from harness.recipe.findings import display_path
 from harness.recipe.model import METADATA_FILE
-from harness.recipe.schemas import KUBERNETES_VERSION, SCHEMAS_DIR, kubeconform_locations
+from harness.recipe.kubernetes_openapi import KUBERNETES_VERSION
+from harness.recipe.schemas import SCHEMAS_DIR, kubeconform_locations
 from harness.run.static import make_selection
 
 MAX_SUMMARY_ROWS = 200  # a step summary is capped at 1 MiB; the annotations and the artifact carry the rest

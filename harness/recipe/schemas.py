@@ -26,8 +26,11 @@ from typing import Any, Iterator
 import jsonschema
 from referencing import Registry, Resource
 
+from harness.recipe import compiled
+from harness.recipe.kubernetes_openapi import kubernetes_schema_dir
+from harness.recipe.yamlsrc import to_plain
+
 SCHEMAS_DIR = Path(os.environ.get("RECIPE_HARNESS_SCHEMAS", Path(__file__).resolve().parents[2] / "schemas"))
-KUBERNETES_VERSION = "1.33.0"
 KUBECONFORM_TEMPLATE = "{{.Group}}/{{.ResourceKind}}_{{.ResourceAPIVersion}}.json"
 DYNAMO_SCHEMAS = "dynamo"  # schemas/dynamo/<release>/: generated from that release's DynamoGraphDeployment CRD
 CRD_SCHEMAS = "crds"  # schemas/crds/: generated from other published CRDs (DRA driver, Gateway API, GAIE)
@@ -105,7 +108,7 @@ def known_kinds(group: str, release: str | None = None, base: Path = SCHEMAS_DIR
 def core_group_versions() -> frozenset[str]:
     """apiVersions the Kubernetes OpenAPI knows (v1, apps/v1, batch/v1, ...): a kind under one of
     these is a built-in kind, so an unknown kind there is a typo, not a missing CRD."""
-    base = _k8s_dir()
+    base = kubernetes_schema_dir()
     if base is None:
         return frozenset()
     out = set()
@@ -125,19 +128,9 @@ def is_core_api(api_version: str) -> bool:
     return short in core_group_versions()
 
 
-@lru_cache(maxsize=None)
-def _k8s_dir() -> Path | None:
-    try:
-        import kubernetes_validate
-    except ImportError:
-        return None
-    base = Path(kubernetes_validate.__file__).parent / "kubernetes-json-schema" / f"v{KUBERNETES_VERSION}-local-strict"
-    return base if base.is_dir() else None
-
-
 @lru_cache(maxsize=1)
 def _k8s_registry() -> Registry | None:
-    base = _k8s_dir()
+    base = kubernetes_schema_dir()
     if base is None:
         return None
     defs = json.loads((base / "_definitions.json").read_text())
@@ -161,7 +154,7 @@ def k8s_definition_validator(definition: str) -> jsonschema.Validator | None:
 @lru_cache(maxsize=None)
 def core_validator(api_version: str, kind: str) -> jsonschema.Validator | None:
     """Strict validator for a core kind, built once per kind."""
-    base = _k8s_dir()
+    base = kubernetes_schema_dir()
     registry = _k8s_registry()
     if base is None or registry is None:
         return None
@@ -210,6 +203,25 @@ def prune_nulls(instance: Any, schema: dict | None, builtin: bool = False) -> An
     return instance
 
 
+def plain_pruned(value: Any, schema: dict | None, builtin: bool = False) -> Any:
+    """`prune_nulls(to_plain(value), schema, builtin)` in one walk over the loaded document (the
+    schema check's hot path: one copy of the document instead of two)."""
+    if isinstance(value, dict):
+        out = {}
+        for key, item in value.items():
+            sub = None if builtin else _property_schema(schema, key)
+            if item is None and (builtin or (sub is not None and not _accepts_null(sub))):
+                continue
+            out[key] = plain_pruned(item, sub, builtin) if (builtin or sub is not None) else to_plain(item)
+        return out
+    if isinstance(value, list):
+        items = schema.get("items") if isinstance(schema, dict) else None
+        if not builtin and not isinstance(items, dict):
+            return to_plain(value)
+        return [plain_pruned(v, items, builtin) for v in value]
+    return value
+
+
 def _property_schema(schema: dict | None, key: str) -> dict | None:
     if not isinstance(schema, dict):
         return None
@@ -228,7 +240,10 @@ def _accepts_null(schema: dict) -> bool:
 
 
 def errors(validator: jsonschema.Validator, instance: Any, source: str, prefix: tuple = ()) -> Iterator[SchemaError]:
-    """Every error, leaves first (best_match-style: the most specific message per place)."""
+    """Every error, leaves first (best_match-style: the most specific message per place). A document
+    the compiled twin accepts has none (harness.recipe.compiled); any other is walked here."""
+    if compiled.known_valid(validator, instance):
+        return
     for err in sorted(validator.iter_errors(instance), key=lambda e: list(map(str, e.absolute_path))):
         leaf = _deepest(err)
         path = prefix + tuple(leaf.absolute_path)
