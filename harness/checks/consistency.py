@@ -76,6 +76,12 @@ def model_id_consistent(recipe: Recipe, ctx: CheckContext) -> Iterator[Problem]:
     (or failing offline), and the docs describe another model.
 
     Fails: `--model-path Qwen/Qwen3-32B` in a recipe whose metadata says `Qwen/Qwen3-32B-FP8`.
+
+    Source: vLLM 0.26.0 EngineArgs `--model` (ai-dynamo 1.4.0 dynamo/vllm/args.py), SGLang 0.5.16
+    ServerArgs `--model-path`, Dynamo TRT-LLM `--model` with obsolete alias `--model-path`
+    (dynamo/trtllm/backend_args.py); the download side is huggingface_hub `hf download <repo_id>`. The
+    reference value is recipe.yaml `model.id` (this catalogue's metadata), so without metadata the check
+    does nothing.
     """
     model_id, id_loc = _meta(recipe, "model", "id")
     if not isinstance(model_id, str):
@@ -122,6 +128,12 @@ def served_name_consistent(recipe: Recipe, ctx: CheckContext) -> Iterator[Proble
     served name in `/v1/models` and routes by it, so any other name gets 404s.
 
     Fails: `--served-model-name llama-70b` on the worker and `TARGET_MODEL: RedHatAI/Llama-3.3-70B-Instruct-FP8-dynamic`.
+
+    Source: ai-dynamo 1.4.0 dynamo/vllm/args.py + main.py (served_model_name; when unset
+    `config.served_model_name = config.model`, main.py:123) and dynamo/sglang/args.py (unset ->
+    model_path), names split by `split_served_model_names` (dynamo/common/configuration/utils.py:
+    whitespace/comma list, first is primary, rest aliases); the frontend routes by the registered name.
+    The reference value is recipe.yaml `model.servedName` (this catalogue's metadata).
     """
     served, served_loc = _meta(recipe, "model", "servedName")
     if not isinstance(served, str):
@@ -153,6 +165,12 @@ def perf_endpoint_is_frontend(recipe: Recipe, ctx: CheckContext) -> Iterator[Pro
     shipped `<name>-0:8000`, a Service that does not exist: the Job never reached the model.
 
     Fails: `ENDPOINT_URL: http://llama-3-70b-vllm-agg-0:8000`.
+
+    Source: Operator: the frontend Service is named `GetDCDResourceName(dgd, componentName, "")` =
+    `<dgd>-<lower(component)>` with `.` replaced by `-` (deploy/operator/internal/dynamo/graph.go,
+    GenerateComponentService), port `DynamoServicePort` 8000 named `http`
+    (deploy/operator/internal/consts/consts.go); see /work/notes/operator-facts.md C. aiperf 0.13.0
+    `--url` (prepends http:// when no scheme).
     """
     w = recipe.workloads
     dep = recipe.deployment
@@ -211,6 +229,7 @@ def pvc_defined(recipe: Recipe, ctx: CheckContext) -> Iterator[Problem]:
     pods Pending forever. Upstream shipped PVC names that did not match.
 
     Fails: `claimName: model-cache-pvc` while model-cache.yaml defines `model-cache`.
+
     Source: the operator creates only `spec.pvcs` entries with `create: true`
     (ai-dynamo/dynamo deploy/operator api/v1alpha1 `PVC.Create`); every other claim must exist.
     """
@@ -284,6 +303,11 @@ def model_path_on_pvc(recipe: Recipe, ctx: CheckContext) -> Iterator[Problem]:
     offline (`HF_HUB_OFFLINE=1`) needs no HF_HOME matching the download Job.
 
     Fails: `HF_HOME: /root/.cache/huggingface` on a worker whose PVC is mounted at /model-cache.
+
+    Source: huggingface_hub cache layout (HF_HOME, HF_HUB_CACHE = $HF_HOME/hub;
+    huggingface_hub/constants.py) and Kubernetes volumes: only a PersistentVolumeClaim (or a hostPath)
+    outlives the pod and is shared with the download Job; the frontend needs no weights (ai-dynamo
+    lib/llm/src/discovery/watcher.rs, model_card.rs).
     """
     w = recipe.workloads
     for pod in w.pods:
@@ -353,6 +377,12 @@ def secret_name_consistent(recipe: Recipe, ctx: CheckContext) -> Iterator[Proble
     perf Job that names another one fails with CreateContainerConfigError.
 
     Fails: `envFromSecret: hf-secret` on a worker while the download Job reads `hf-token-secret`.
+
+    Source: Kubernetes: a container whose `env[].valueFrom.secretKeyRef` / `envFrom[].secretRef` names a
+    missing Secret fails with CreateContainerConfigError
+    (kubernetes.io/docs/concepts/configuration/secret, 'Using Secrets as environment variables'); the
+    DGD `envFromSecret` field (DGD CRD v1alpha1, schemas/dynamo/1.4.0) becomes an envFrom secretRef. The
+    single name `hf-token-secret` is this catalogue's README convention.
     """
     w = recipe.workloads
     refs = list(secret_refs(w))
@@ -399,6 +429,11 @@ def perf_concurrency_matches_metadata(recipe: Recipe, ctx: CheckContext) -> Iter
     computed from these numbers.
 
     Fails: `CONCURRENCY: "64"` with `benchmark: {concurrency: 32}`.
+
+    Source: This catalogue's convention (not a Dynamo rule); convention check: off on foreign trees. The
+    numbers are recipe.yaml `benchmark.concurrency`, `benchmark.concurrencyPerGpu`, `gpus`; the flag
+    read is aiperf 0.13.0 `--concurrency` (aiperf/config/flags/cli_config.py) and the env names
+    CONCURRENCY / CONCURRENCY_PER_GPU / DEPLOYMENT_GPU_COUNT of our perf Job template.
     """
     concurrency, c_loc = _meta(recipe, "benchmark", "concurrency")
     per_gpu, _ = _meta(recipe, "benchmark", "concurrencyPerGpu")
@@ -430,6 +465,12 @@ def perf_lengths_match_metadata(recipe: Recipe, ctx: CheckContext) -> Iterator[P
     table quote those.
 
     Fails: `--output-tokens-mean 512` with `benchmark: {osl: 1024}`.
+
+    Source: This catalogue's convention (not a Dynamo rule); convention check: off on foreign trees. The
+    numbers are recipe.yaml `benchmark.{isl,osl,requestCount}`; the flags read are aiperf 0.13.0
+    `--synthetic-input-tokens-mean`/`--isl`,
+    `--output-tokens-mean`/`--osl`/`--prompt-output-tokens-mean`, `--request-count`/`--num-requests`
+    (aiperf/config/flags/cli_config.py CLIConfig).
     """
     w = recipe.workloads
     if w.perf is None:
@@ -461,6 +502,13 @@ def epp_block_size_matches(recipe: Recipe, ctx: CheckContext) -> Iterator[Proble
     mis-scores every request.
 
     Fails: `DYN_KV_BLOCK_SIZE: "32"` with workers at `--block-size 16`.
+
+    Source: ai-dynamo/dynamo deploy/inference-gateway/epp/pkg/plugins/dynamo_kv_scorer/plugin.go
+    `loadDynamoConfig` (DYN_KV_BLOCK_SIZE is required, a power of 2 in [16, 8192], and 'must match the
+    model card's kv_cache_block_size'); the worker publishes that size in its model card: ai-dynamo
+    1.4.0 dynamo/vllm/main.py (`kv_cache_block_size=runtime_values["kv_event_block_size"]`, vLLM
+    `--block-size`, set at runtime by attention backend when absent, dynamo/vllm/args.py), SGLang
+    `--page-size`, TRT-LLM Dynamo `--kv-block-size` (default 32, dynamo/trtllm/backend_args.py).
     """
     w = recipe.workloads
     epp_sizes = [(name, Token(*env)) for pod in w.epp for c in pod.containers

@@ -55,6 +55,10 @@ def perf_runs_aiperf(recipe: Recipe, ctx: CheckContext) -> Iterator[Problem]:
     "aiperf profile ..."`) or a nested `sh -c` counts.
 
     Fails: a perf Job that runs `genai-perf profile ...` or `python bench.py`.
+
+    Source: aiperf 0.13.0 `aiperf profile` and its export
+    `profile_export_aiperf.json`, which the nightly reads (harness/results/metrics.py) as Dynamo's own
+    profiler does (ai-dynamo 1.4.0 dynamo/profiler/utils/aiperf.py `get_aiperf_result`).
     """
     f = recipe.perf
     if f is None or not f.documents:
@@ -138,6 +142,11 @@ def perf_fails_on_error(recipe: Recipe, ctx: CheckContext) -> Iterator[Problem]:
     without `set -e` that reported success after aiperf had failed.
 
     Fails: a script `pip install aiperf==0.13.0; aiperf profile ...; echo done` (no `set -e`).
+
+    Source: Kubernetes Job semantics (a pod whose container exits non-zero is Failed; batch/v1 Job
+    status) and POSIX/bash shell rules: without `set -e` a script's status is its last command's;
+    `|| true` masks a failure; a pipeline's status is its last command's unless `set -o pipefail` (bash
+    manual, 'Pipelines', 'The Set Builtin').
     """
     found = _aiperf(recipe)
     if found is None:
@@ -231,6 +240,10 @@ def perf_wait_bounded(recipe: Recipe, ctx: CheckContext) -> Iterator[Problem]:
     up, holding the benchmark slot and hiding the failure.
 
     Fails: `until curl -sf $ENDPOINT_URL/v1/models; do sleep 5; done` with no counter.
+
+    Source: Kubernetes Job: nothing bounds a running container except `activeDeadlineSeconds`; shell
+    loops (`while`/`until`) run until their condition changes (bash manual 'Looping Constructs'); the
+    model is ready when the frontend lists it in `/v1/models` (ai-dynamo frontend, OpenAI API).
     """
     w = recipe.workloads
     if w.perf is None:
@@ -270,6 +283,11 @@ def perf_aiperf_pinned(recipe: Recipe, ctx: CheckContext) -> Iterator[Problem]:
     changes its metrics and defaults under the baselines.
 
     Fails: `pip install aiperf` (or `aiperf>=0.3`).
+
+    Source: pip requirement specifiers (PEP 440: only `==`/`===` or a direct reference pin one version)
+    and the aiperf version this catalogue benchmarks with: recipes/versions.yaml `aiperf: 0.13.0` and
+    recipe.yaml `versions.aiperf` (ours; the version comparison is a catalogue convention, the
+    foreign-tree built-in matrix has no aiperf row).
     """
     w = recipe.workloads
     if w.perf is None:
@@ -309,6 +327,11 @@ def perf_seed_fixed(recipe: Recipe, ctx: CheckContext) -> Iterator[Problem]:
     its requests from the file and is not held to it.
 
     Fails: `aiperf profile ...` without `--random-seed`.
+
+    Source: aiperf 0.13.0 `--random-seed` (CLIConfig.random_seed, default None: 'Uses system entropy if
+    not specified'); Dynamo's own benchmark command passes `--random-seed 100` (ai-dynamo 1.4.0
+    dynamo/profiler/utils/aiperf.py `_get_common_aiperf_cmd`). Trace replay (`--input-file` +
+    `--custom-dataset-type`/`--fixed-schedule`) is exempt.
     """
     found = _aiperf(recipe)
     if found is None or _replays_trace(found[3]):
@@ -347,6 +370,13 @@ def perf_output_length_fixed(recipe: Recipe, ctx: CheckContext) -> Iterator[Prob
     `--extra-inputs` may be `key:value` or a JSON object; `{"nvext": {"ignore_eos": true}}` counts.
 
     Fails: `--output-tokens-mean 1024` without `--extra-inputs ignore_eos:true`.
+
+    Source: ai-dynamo 1.4.0 dynamo/profiler/utils/aiperf.py (`_get_common_aiperf_cmd`:
+    `--extra-inputs ignore_eos:true`; `get_prefill_aiperf_cmd`/`get_decode_aiperf_cmd`:
+    `--output-tokens-mean <osl> --output-tokens-stddev 0 --extra-inputs max_tokens:<osl> --extra-inputs min_tokens:<osl>`)
+    and aiperf 0.13.0 CLIConfig (`--output-tokens-mean` sets max_completion_tokens;
+    `--output-tokens-stddev` default 0). `nvext.ignore_eos`: ai-dynamo
+    lib/llm/src/protocols/openai/nvext.rs.
     """
     found = _aiperf(recipe)
     if found is None or _replays_trace(found[3]):
@@ -385,6 +415,11 @@ def perf_streaming(recipe: Recipe, ctx: CheckContext) -> Iterator[Problem]:
     measured and the reported latency is the whole request.
 
     Fails: `aiperf profile --endpoint-type chat ...` without `--streaming`.
+
+    Source: aiperf 0.13.0 `--streaming` (CLIConfig.streaming, default False = aiperf/config/endpoint.py
+    EndpointDefaults.STREAMING; 'Enables measurement of time-to-first-token (TTFT) and inter-token
+    latency (ITL)'); Dynamo's own benchmark command passes it (dynamo/profiler/utils/aiperf.py
+    `_get_common_aiperf_cmd`).
     """
     found = _aiperf(recipe)
     if found is None:
@@ -446,6 +481,10 @@ def perf_artifacts_on_pvc(recipe: Recipe, ctx: CheckContext) -> Iterator[Problem
     `${ROOT_ARTIFACT_DIR}/...` earlier in the script); a part only the pod knows is not judged.
 
     Fails: `--artifact-dir /tmp/artifacts` while the PVC is mounted at /model-cache.
+
+    Source: aiperf 0.13.0 `--artifact-dir`/`--output-artifact-dir` (default `./artifacts`,
+    aiperf/config/artifacts.py) and Kubernetes: a container's filesystem (and emptyDir) is deleted with
+    the pod, only a PVC outlives the Job (kubernetes.io/docs/concepts/storage/volumes).
     """
     found = _aiperf(recipe)
     if found is None:
@@ -474,6 +513,11 @@ def perf_job_limits(recipe: Recipe, ctx: CheckContext) -> Iterator[Problem]:
     retried six times and a hung one runs forever.
 
     Fails: a perf Job whose spec has neither.
+
+    Source: Kubernetes batch/v1 Job: `spec.backoffLimit` (default 6 retries) and
+    `spec.activeDeadlineSeconds` (no default: the Job may run forever); for a bare Pod
+    `spec.activeDeadlineSeconds` (kubernetes.io/docs/concepts/workloads/controllers/job, 'Job
+    termination and cleanup').
     """
     w = recipe.workloads
     if w.perf is None:
@@ -498,6 +542,11 @@ def perf_tokenizer_not_snapshot(recipe: Recipe, ctx: CheckContext) -> Iterator[P
     the model-download Job pins, the path exists today: a warning, not an error.
 
     Fails: `--tokenizer /model-cache/hub/models--Qwen--Qwen3-32B/snapshots/9216db5781bf21249d130ec9da846c4624c16137`.
+
+    Source: huggingface_hub cache layout `models--<org>--<name>/snapshots/<commit>/`
+    (huggingface_hub/file_download.py): a snapshot directory exists only for a downloaded revision;
+    aiperf 0.13.0 `--tokenizer` accepts a Hugging Face id and resolves it through the same cache
+    (HF_HOME). A snapshot of the revision the download Job pins is a warning.
     """
     found = _aiperf(recipe)
     if found is None:
