@@ -134,6 +134,27 @@ def _fails_after(script: Script, cmd: Command) -> bool:
     return vals[0] == "false" or len(vals) == 1 or vals[1] != "0"
 
 
+_EXIT_STATUS = {"$?", "${?}"}
+
+
+def _status_is_the_scripts(script: Script, cmd: Command) -> bool:
+    """aiperf's status is the script's without errexit: aiperf ends the script, alone or inside a
+    trailing `&&` list (`pip install aiperf==0.13.0 && aiperf profile ...`), optionally followed
+    only by `exit $?`. A shell exits with its last command's status, and an `&&` list's status is
+    that of the last command it ran (bash manual, 'Lists of Commands')."""
+    cmds = script.commands
+    i = cmds.index(cmd)
+    while i < len(cmds) and cmds[i].end == "&&":
+        i += 1
+    if i >= len(cmds) or cmds[i].end not in ("", "\n", ";"):
+        return False  # piped, `||`-masked or sent to the background: not the script's status
+    rest = cmds[i + 1 :]
+    if not rest:
+        return True
+    vals = [t.value for t in rest[0].program_words()] if len(rest) == 1 else []
+    return vals[:1] == ["exit"] and (len(vals) == 1 or (len(vals) == 2 and vals[1] in _EXIT_STATUS))
+
+
 @check("perf-fails-on-error")
 def perf_fails_on_error(recipe: Recipe, ctx: CheckContext) -> Iterator[Problem]:
     """The Job fails when the benchmark fails: the script runs with `set -e` (`set -euo
@@ -141,7 +162,12 @@ def perf_fails_on_error(recipe: Recipe, ctx: CheckContext) -> Iterator[Problem]:
     `|| true`, and keeps aiperf's status through a pipe (`pipefail`). Upstream shipped a Job
     without `set -e` that reported success after aiperf had failed.
 
+    Without `set -e` the script still fails with aiperf when aiperf ends it: the last command, or
+    the end of a trailing `&&` list (`pip install aiperf==0.13.0 && aiperf profile ...`), then
+    at most `exit $?`.
+
     Fails: a script `pip install aiperf==0.13.0; aiperf profile ...; echo done` (no `set -e`).
+    Fix: `set -euo pipefail` first, or let aiperf be the script's last command.
 
     Source: Kubernetes Job semantics (a pod whose container exits non-zero is Failed; batch/v1 Job
     status) and POSIX/bash shell rules: without `set -e` a script's status is its last command's;
@@ -163,8 +189,8 @@ def perf_fails_on_error(recipe: Recipe, ctx: CheckContext) -> Iterator[Problem]:
                           "run aiperf in the script itself (`set -euo pipefail`), not through tmux send-keys")
         return
     on, off_at, pipefail = _errexit(script, cmd)
-    if _reraised(script, cmd):
-        on, off_at = True, None  # `set +e; aiperf ...; rc=$?; ...; exit $rc`
+    if _reraised(script, cmd) or _status_is_the_scripts(script, cmd):
+        on, off_at = True, None  # `set +e; aiperf ...; rc=$?; ...; exit $rc`, or aiperf ends the script
     if off_at is not None:
         yield problem(off_at.loc, "`set +e` turns off errexit before aiperf runs: the Job succeeds when aiperf fails", hint)
     elif not on:
@@ -232,14 +258,35 @@ def _unbounded_loops(script: Script, bounded: bool) -> Iterator[Command]:
         yield from _unbounded_loops(nested_script(text, cmd.words[0].loc), bounded or wrapped)
 
 
+def _active_deadline(w: Workloads) -> int | None:
+    """The perf Job's (or bare Pod's) `activeDeadlineSeconds`, or its pod template's: Kubernetes
+    stops the run then (Job: DeadlineExceeded; Pod: the kubelet kills it)."""
+    specs = [mapping(w.perf.doc.data.get("spec")), w.perf.spec]
+    values = [as_int(spec.get("activeDeadlineSeconds")) for spec in specs if spec is not None]
+    return next((v for v in values if v is not None and v > 0), None)
+
+
+def _waits_itself(flags: Flags) -> bool:
+    """aiperf 0.13.0 `--wait-for-model-timeout N` (N > 0): aiperf probes the model before the run
+    and exits non-zero when it is not ready in time (aiperf/cli_runner/_preflight.py)."""
+    timeout = flag(flags, "--wait-for-model-timeout")
+    try:
+        return timeout is not None and float(timeout.value.value) > 0
+    except ValueError:
+        return timeout.value.value.startswith("$")  # set from the environment: taken as given
+
+
 @check("perf-wait-bounded")
 def perf_wait_bounded(recipe: Recipe, ctx: CheckContext) -> Iterator[Problem]:
     """The Job waits for the model before benchmarking (poll `/v1/models`, `/health` or
     `kubectl wait`), and the wait is bounded: an iteration limit, a deadline or `timeout`.
     `while true` / `until curl ...` without a bound hangs forever when the model never comes
-    up, holding the benchmark slot and hiding the failure.
+    up, holding the benchmark slot and hiding the failure. aiperf can wait itself:
+    `--wait-for-model-timeout N` is a bounded wait. A loop with no bound of its own in a Job (or
+    Pod) with `activeDeadlineSeconds` is a warning: Kubernetes ends it at the deadline.
 
-    Fails: `until curl -sf $ENDPOINT_URL/v1/models; do sleep 5; done` with no counter.
+    Fails: `until curl -sf $ENDPOINT_URL/v1/models; do sleep 5; done` with no counter and no
+    activeDeadlineSeconds.
 
     Source: Kubernetes Job: nothing bounds a running container except `activeDeadlineSeconds`; shell
     loops (`while`/`until`) run until their condition changes (bash manual 'Looping Constructs'); the
@@ -248,16 +295,25 @@ def perf_wait_bounded(recipe: Recipe, ctx: CheckContext) -> Iterator[Problem]:
     w = recipe.workloads
     if w.perf is None:
         return
+    deadline = _active_deadline(w)
     waits = False
     for c in w.perf.containers:
         script = w.script(c)
         for head in _unbounded_loops(script, False):
+            if deadline is not None:
+                yield problem(head.words[0].loc, f"wait loop `{head.text[:60]}` has no bound of its own: only the "
+                                                 f"{w.perf.doc.kind}'s activeDeadlineSeconds ({deadline}) ends it",
+                              "count attempts (`for i in $(seq 1 120)` / `[ $i -ge 120 ] && exit 1`) or wrap it in `timeout 1800`",
+                              severity=Severity.WARNING)
+                continue
             yield problem(head.words[0].loc, f"wait loop `{head.text[:60]}` has no bound: the Job hangs when the model never appears",
                           "count attempts (`for i in $(seq 1 120)` / `[ $i -ge 120 ] && exit 1`) or wrap it in `timeout 1800`")
         text = " ".join(t.value for cmd in script.commands for t in cmd.words)
         if "/v1/models" in text or "/health" in text or re.search(r"\bkubectl\s+wait\b", text):
             waits = True
     found = w.aiperf()
+    if found and _waits_itself(found[2]):
+        waits = True
     if not waits and found:
         yield problem(_at_command(found[1]), "the Job never waits for the model: aiperf starts before the frontend serves it",
                       "poll $ENDPOINT_URL/v1/models until the served model is listed (bounded), then run aiperf")
@@ -363,8 +419,11 @@ def extra_inputs(flags: Flags) -> dict[str, Token]:
 @check("perf-output-length-fixed")
 def perf_output_length_fixed(recipe: Recipe, ctx: CheckContext) -> Iterator[Problem]:
     """Every request generates exactly the configured output length: `--extra-inputs
-    ignore_eos:true` and `min_tokens:<OSL>` (otherwise the model stops early and tokens/s
-    depends on what it felt like writing), an `--output-tokens-mean` and stddev 0.
+    ignore_eos:true` (otherwise the model stops early and tokens/s depends on what it felt like
+    writing), an `--output-tokens-mean` and stddev 0, and `min_tokens:<OSL>` if given. With
+    ignore_eos:true a missing min_tokens is a warning: the engine already runs every request to
+    max_tokens (vLLM 0.26.0 sampling_params.py `update_from_generation_config` stops on no EOS
+    id under ignore_eos).
 
     A trace replay takes each request's output length from the trace and is not held to it.
     `--extra-inputs` may be `key:value` or a JSON object; `{"nvext": {"ignore_eos": true}}` counts.
@@ -393,9 +452,14 @@ def perf_output_length_fixed(recipe: Recipe, ctx: CheckContext) -> Iterator[Prob
         yield problem(ignore.loc if ignore else at, "aiperf does not send ignore_eos:true: requests end at EOS, not at the fixed length",
                       "add --extra-inputs ignore_eos:true")
     min_tokens = extra.get("min_tokens")
+    ignores_eos = ignore is not None and ignore.value.lower() == "true"
     if min_tokens is None:
-        yield problem(at, "aiperf does not send min_tokens: the output length is not fixed",
-                      "add --extra-inputs min_tokens:<OSL> (the --output-tokens-mean value)")
+        # with ignore_eos the engine generates up to max_tokens (= --output-tokens-mean) regardless
+        # of EOS, so min_tokens only restates it: Dynamo's own common aiperf command sends ignore_eos alone
+        yield problem(at, "aiperf does not send min_tokens" + (" (ignore_eos:true already runs every request to max_tokens)"
+                                                               if ignores_eos else ": the output length is not fixed"),
+                      "add --extra-inputs min_tokens:<OSL> (the --output-tokens-mean value)",
+                      severity=Severity.WARNING if ignores_eos else None)
     elif osl is not None and as_int(min_tokens.value) is not None and min_tokens.value != osl.value.value:
         yield problem(min_tokens.loc, f"min_tokens:{min_tokens.value} differs from --output-tokens-mean {osl.value.value}",
                       "make them equal so every request generates exactly the OSL")
