@@ -4,11 +4,12 @@ agree, so the pieces find each other on a cluster."""
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from typing import Iterator
 from urllib.parse import urlsplit
 
-from harness.recipe.findings import Loc, Problem, problem
+from harness.recipe.findings import Loc, Problem, Severity, problem
 from harness.recipe.model import Container, Recipe, Token, as_int, dig, mapping, sequence
 from harness.checks import CheckContext, check
 from harness.recipe.commandline import Flags
@@ -121,11 +122,22 @@ def perf_models(w: Workloads) -> list[Token]:
     return out
 
 
+def _served_names(value: str, module: str) -> list[str]:
+    """The names a worker registers from `--served-model-name`: vLLM and SGLang split a comma- or
+    whitespace-separated list (the first the primary, the rest aliases; ai-dynamo 1.4.0
+    dynamo/common/configuration/utils.py `split_served_model_names`); TRT-LLM takes the value whole."""
+    if module in ("dynamo.vllm", "dynamo.sglang"):
+        return [n for n in re.split(r"[\s,]+", value) if n]
+    return [value]
+
+
 @check("served-name-consistent")
 def served_name_consistent(recipe: Recipe, ctx: CheckContext) -> Iterator[Problem]:
-    """Every worker sets `--served-model-name` to the metadata's `model.servedName`, and the
-    perf Job requests that name (`TARGET_MODEL` / aiperf `--model`): the frontend lists the
-    served name in `/v1/models` and routes by it, so any other name gets 404s.
+    """Every worker serves the metadata's `model.servedName`, and the perf Job requests that name
+    (`TARGET_MODEL` / aiperf `--model`): the frontend lists the served name in `/v1/models` and
+    routes by it, so any other name gets 404s. A worker serves its `--served-model-name` (vLLM and
+    SGLang: each name of a comma/space list, the rest as aliases), else its `--model` /
+    `--model-path` value.
 
     Fails: `--served-model-name llama-70b` on the worker and `TARGET_MODEL: RedHatAI/Llama-3.3-70B-Instruct-FP8-dynamic`.
 
@@ -142,9 +154,12 @@ def served_name_consistent(recipe: Recipe, ctx: CheckContext) -> Iterator[Proble
     for pod, at, flags in _engines(w):
         f = flag(flags, "--served-model-name")
         if f is None:
-            yield problem(at.loc, f"worker {_name(pod)} has no --served-model-name: it serves the model path instead of {served!r}",
-                          f"add --served-model-name {served}")
-        elif f.value.value != served:
+            model = flag(flags, "--model", "--model-path")
+            if model is None or model.value.value != served:  # unset: the worker serves its --model value
+                serves = f"the model path {model.value.value!r}" if model else "the model path"
+                yield problem(at.loc, f"worker {_name(pod)} has no --served-model-name: it serves {serves} instead of {served!r}",
+                              f"add --served-model-name {served}")
+        elif served not in _served_names(f.value.value, at.value):
             yield problem(f.value.loc, f"worker {_name(pod)} serves {f.value.value!r} but recipe.yaml model.servedName is {served!r}",
                           "use one served name everywhere")
     if w.perf is None:
@@ -158,11 +173,23 @@ def served_name_consistent(recipe: Recipe, ctx: CheckContext) -> Iterator[Proble
             yield problem(t.loc, f"the perf Job requests {t.value!r} but the workers serve {served!r}", f"request {served}")
 
 
+def _names_service(host: str, service: str) -> bool:
+    """`host` resolves to the Service in cluster DNS: `<svc>`, `<svc>.<ns>`, `<svc>.<ns>.svc` or
+    `<svc>.<ns>.svc.cluster.local` (kubernetes.io/docs/concepts/services-networking/dns-pod-service)."""
+    labels = host.lower().split(".")
+    if labels[0] != service.lower():
+        return False
+    rest = labels[1:]
+    return not rest or (bool(rest[0]) and rest[1:] in ([], ["svc"], ["svc", "cluster", "local"]))
+
+
 @check("perf-endpoint-is-frontend")
 def perf_endpoint_is_frontend(recipe: Recipe, ctx: CheckContext) -> Iterator[Problem]:
     """The perf Job targets the frontend Service the operator creates,
     `http://<dgd-name>-frontend:8000` (ENDPOINT_URL and aiperf `--url`). An upstream recipe
     shipped `<name>-0:8000`, a Service that does not exist: the Job never reached the model.
+    The Service's cluster DNS names count too (`<svc>.<ns>`, `<svc>.<ns>.svc[.cluster.local]`); a
+    literal namespace in them is a warning (the Job reaches the frontend only in that namespace).
 
     Fails: `ENDPOINT_URL: http://llama-3-70b-vllm-agg-0:8000`.
 
@@ -200,7 +227,13 @@ def perf_endpoint_is_frontend(recipe: Recipe, ctx: CheckContext) -> Iterator[Pro
             port = parts.port or (443 if parts.scheme == "https" else 80)
         except ValueError:
             port = -1
-        if parts.hostname != expected or port != FRONTEND_PORT or parts.scheme != "http":
+        host = parts.hostname or ""
+        namespace = host.split(".")[1] if "." in host else ""
+        if _names_service(host, expected) and port == FRONTEND_PORT and parts.scheme == "http" and namespace and "$" not in namespace:
+            yield problem(t.loc, f"the perf Job reaches the frontend only in namespace {namespace!r} ({text})",
+                          f"use http://{expected}:{FRONTEND_PORT}: the Service in the Job's own namespace",
+                          severity=Severity.WARNING)
+        elif not _names_service(host, expected) or port != FRONTEND_PORT or parts.scheme != "http":
             yield problem(t.loc, f"the perf Job targets {text} but the frontend Service is {expected}:{FRONTEND_PORT} "
                                  f"(the operator names it <DynamoGraphDeployment name>-frontend)",
                           f"use http://{expected}:{FRONTEND_PORT}")
