@@ -4,11 +4,12 @@ agree, so the pieces find each other on a cluster."""
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from typing import Iterator
 from urllib.parse import urlsplit
 
-from harness.recipe.findings import Loc, Problem, problem
+from harness.recipe.findings import Loc, Problem, Severity, problem
 from harness.recipe.model import Container, Recipe, Token, as_int, dig, mapping, sequence
 from harness.checks import CheckContext, check
 from harness.recipe.commandline import Flags
@@ -76,6 +77,12 @@ def model_id_consistent(recipe: Recipe, ctx: CheckContext) -> Iterator[Problem]:
     (or failing offline), and the docs describe another model.
 
     Fails: `--model-path Qwen/Qwen3-32B` in a recipe whose metadata says `Qwen/Qwen3-32B-FP8`.
+
+    Source: vLLM 0.26.0 EngineArgs `--model` (ai-dynamo 1.4.0 dynamo/vllm/args.py), SGLang 0.5.16
+    ServerArgs `--model-path`, Dynamo TRT-LLM `--model` with obsolete alias `--model-path`
+    (dynamo/trtllm/backend_args.py); the download side is huggingface_hub `hf download <repo_id>`. The
+    reference value is recipe.yaml `model.id` (this catalogue's metadata), so without metadata the check
+    does nothing.
     """
     model_id, id_loc = _meta(recipe, "model", "id")
     if not isinstance(model_id, str):
@@ -115,13 +122,30 @@ def perf_models(w: Workloads) -> list[Token]:
     return out
 
 
+def _served_names(value: str, module: str) -> list[str]:
+    """The names a worker registers from `--served-model-name`: vLLM and SGLang split a comma- or
+    whitespace-separated list (the first the primary, the rest aliases; ai-dynamo 1.4.0
+    dynamo/common/configuration/utils.py `split_served_model_names`); TRT-LLM takes the value whole."""
+    if module in ("dynamo.vllm", "dynamo.sglang"):
+        return [n for n in re.split(r"[\s,]+", value) if n]
+    return [value]
+
+
 @check("served-name-consistent")
 def served_name_consistent(recipe: Recipe, ctx: CheckContext) -> Iterator[Problem]:
-    """Every worker sets `--served-model-name` to the metadata's `model.servedName`, and the
-    perf Job requests that name (`TARGET_MODEL` / aiperf `--model`): the frontend lists the
-    served name in `/v1/models` and routes by it, so any other name gets 404s.
+    """Every worker serves the metadata's `model.servedName`, and the perf Job requests that name
+    (`TARGET_MODEL` / aiperf `--model`): the frontend lists the served name in `/v1/models` and
+    routes by it, so any other name gets 404s. A worker serves its `--served-model-name` (vLLM and
+    SGLang: each name of a comma/space list, the rest as aliases), else its `--model` /
+    `--model-path` value.
 
     Fails: `--served-model-name llama-70b` on the worker and `TARGET_MODEL: RedHatAI/Llama-3.3-70B-Instruct-FP8-dynamic`.
+
+    Source: ai-dynamo 1.4.0 dynamo/vllm/args.py + main.py (served_model_name; when unset
+    `config.served_model_name = config.model`, main.py:123) and dynamo/sglang/args.py (unset ->
+    model_path), names split by `split_served_model_names` (dynamo/common/configuration/utils.py:
+    whitespace/comma list, first is primary, rest aliases); the frontend routes by the registered name.
+    The reference value is recipe.yaml `model.servedName` (this catalogue's metadata).
     """
     served, served_loc = _meta(recipe, "model", "servedName")
     if not isinstance(served, str):
@@ -130,9 +154,12 @@ def served_name_consistent(recipe: Recipe, ctx: CheckContext) -> Iterator[Proble
     for pod, at, flags in _engines(w):
         f = flag(flags, "--served-model-name")
         if f is None:
-            yield problem(at.loc, f"worker {_name(pod)} has no --served-model-name: it serves the model path instead of {served!r}",
-                          f"add --served-model-name {served}")
-        elif f.value.value != served:
+            model = flag(flags, "--model", "--model-path")
+            if model is None or model.value.value != served:  # unset: the worker serves its --model value
+                serves = f"the model path {model.value.value!r}" if model else "the model path"
+                yield problem(at.loc, f"worker {_name(pod)} has no --served-model-name: it serves {serves} instead of {served!r}",
+                              f"add --served-model-name {served}")
+        elif served not in _served_names(f.value.value, at.value):
             yield problem(f.value.loc, f"worker {_name(pod)} serves {f.value.value!r} but recipe.yaml model.servedName is {served!r}",
                           "use one served name everywhere")
     if w.perf is None:
@@ -146,13 +173,31 @@ def served_name_consistent(recipe: Recipe, ctx: CheckContext) -> Iterator[Proble
             yield problem(t.loc, f"the perf Job requests {t.value!r} but the workers serve {served!r}", f"request {served}")
 
 
+def _names_service(host: str, service: str) -> bool:
+    """`host` resolves to the Service in cluster DNS: `<svc>`, `<svc>.<ns>`, `<svc>.<ns>.svc` or
+    `<svc>.<ns>.svc.cluster.local` (kubernetes.io/docs/concepts/services-networking/dns-pod-service)."""
+    labels = host.lower().split(".")
+    if labels[0] != service.lower():
+        return False
+    rest = labels[1:]
+    return not rest or (bool(rest[0]) and rest[1:] in ([], ["svc"], ["svc", "cluster", "local"]))
+
+
 @check("perf-endpoint-is-frontend")
 def perf_endpoint_is_frontend(recipe: Recipe, ctx: CheckContext) -> Iterator[Problem]:
     """The perf Job targets the frontend Service the operator creates,
     `http://<dgd-name>-frontend:8000` (ENDPOINT_URL and aiperf `--url`). An upstream recipe
     shipped `<name>-0:8000`, a Service that does not exist: the Job never reached the model.
+    The Service's cluster DNS names count too (`<svc>.<ns>`, `<svc>.<ns>.svc[.cluster.local]`); a
+    literal namespace in them is a warning (the Job reaches the frontend only in that namespace).
 
     Fails: `ENDPOINT_URL: http://llama-3-70b-vllm-agg-0:8000`.
+
+    Source: Operator: the frontend Service is named `GetDCDResourceName(dgd, componentName, "")` =
+    `<dgd>-<lower(component)>` with `.` replaced by `-` (deploy/operator/internal/dynamo/graph.go,
+    GenerateComponentService), port `DynamoServicePort` 8000 named `http`
+    (deploy/operator/internal/consts/consts.go); see /work/notes/operator-facts.md C. aiperf 0.13.0
+    `--url` (prepends http:// when no scheme).
     """
     w = recipe.workloads
     dep = recipe.deployment
@@ -182,7 +227,13 @@ def perf_endpoint_is_frontend(recipe: Recipe, ctx: CheckContext) -> Iterator[Pro
             port = parts.port or (443 if parts.scheme == "https" else 80)
         except ValueError:
             port = -1
-        if parts.hostname != expected or port != FRONTEND_PORT or parts.scheme != "http":
+        host = parts.hostname or ""
+        namespace = host.split(".")[1] if "." in host else ""
+        if _names_service(host, expected) and port == FRONTEND_PORT and parts.scheme == "http" and namespace and "$" not in namespace:
+            yield problem(t.loc, f"the perf Job reaches the frontend only in namespace {namespace!r} ({text})",
+                          f"use http://{expected}:{FRONTEND_PORT}: the Service in the Job's own namespace",
+                          severity=Severity.WARNING)
+        elif not _names_service(host, expected) or port != FRONTEND_PORT or parts.scheme != "http":
             yield problem(t.loc, f"the perf Job targets {text} but the frontend Service is {expected}:{FRONTEND_PORT} "
                                  f"(the operator names it <DynamoGraphDeployment name>-frontend)",
                           f"use http://{expected}:{FRONTEND_PORT}")
@@ -211,6 +262,7 @@ def pvc_defined(recipe: Recipe, ctx: CheckContext) -> Iterator[Problem]:
     pods Pending forever. Upstream shipped PVC names that did not match.
 
     Fails: `claimName: model-cache-pvc` while model-cache.yaml defines `model-cache`.
+
     Source: the operator creates only `spec.pvcs` entries with `create: true`
     (ai-dynamo/dynamo deploy/operator api/v1alpha1 `PVC.Create`); every other claim must exist.
     """
@@ -284,6 +336,11 @@ def model_path_on_pvc(recipe: Recipe, ctx: CheckContext) -> Iterator[Problem]:
     offline (`HF_HUB_OFFLINE=1`) needs no HF_HOME matching the download Job.
 
     Fails: `HF_HOME: /root/.cache/huggingface` on a worker whose PVC is mounted at /model-cache.
+
+    Source: huggingface_hub cache layout (HF_HOME, HF_HUB_CACHE = $HF_HOME/hub;
+    huggingface_hub/constants.py) and Kubernetes volumes: only a PersistentVolumeClaim (or a hostPath)
+    outlives the pod and is shared with the download Job; the frontend needs no weights (ai-dynamo
+    lib/llm/src/discovery/watcher.rs, model_card.rs).
     """
     w = recipe.workloads
     for pod in w.pods:
@@ -353,6 +410,12 @@ def secret_name_consistent(recipe: Recipe, ctx: CheckContext) -> Iterator[Proble
     perf Job that names another one fails with CreateContainerConfigError.
 
     Fails: `envFromSecret: hf-secret` on a worker while the download Job reads `hf-token-secret`.
+
+    Source: Kubernetes: a container whose `env[].valueFrom.secretKeyRef` / `envFrom[].secretRef` names a
+    missing Secret fails with CreateContainerConfigError
+    (kubernetes.io/docs/concepts/configuration/secret, 'Using Secrets as environment variables'); the
+    DGD `envFromSecret` field (DGD CRD v1alpha1, schemas/dynamo/1.4.0) becomes an envFrom secretRef. The
+    single name `hf-token-secret` is this catalogue's README convention.
     """
     w = recipe.workloads
     refs = list(secret_refs(w))
@@ -399,6 +462,11 @@ def perf_concurrency_matches_metadata(recipe: Recipe, ctx: CheckContext) -> Iter
     computed from these numbers.
 
     Fails: `CONCURRENCY: "64"` with `benchmark: {concurrency: 32}`.
+
+    Source: This catalogue's convention (not a Dynamo rule); convention check: off on foreign trees. The
+    numbers are recipe.yaml `benchmark.concurrency`, `benchmark.concurrencyPerGpu`, `gpus`; the flag
+    read is aiperf 0.13.0 `--concurrency` (aiperf/config/flags/cli_config.py) and the env names
+    CONCURRENCY / CONCURRENCY_PER_GPU / DEPLOYMENT_GPU_COUNT of our perf Job template.
     """
     concurrency, c_loc = _meta(recipe, "benchmark", "concurrency")
     per_gpu, _ = _meta(recipe, "benchmark", "concurrencyPerGpu")
@@ -430,6 +498,12 @@ def perf_lengths_match_metadata(recipe: Recipe, ctx: CheckContext) -> Iterator[P
     table quote those.
 
     Fails: `--output-tokens-mean 512` with `benchmark: {osl: 1024}`.
+
+    Source: This catalogue's convention (not a Dynamo rule); convention check: off on foreign trees. The
+    numbers are recipe.yaml `benchmark.{isl,osl,requestCount}`; the flags read are aiperf 0.13.0
+    `--synthetic-input-tokens-mean`/`--isl`,
+    `--output-tokens-mean`/`--osl`/`--prompt-output-tokens-mean`, `--request-count`/`--num-requests`
+    (aiperf/config/flags/cli_config.py CLIConfig).
     """
     w = recipe.workloads
     if w.perf is None:
@@ -461,6 +535,13 @@ def epp_block_size_matches(recipe: Recipe, ctx: CheckContext) -> Iterator[Proble
     mis-scores every request.
 
     Fails: `DYN_KV_BLOCK_SIZE: "32"` with workers at `--block-size 16`.
+
+    Source: ai-dynamo/dynamo deploy/inference-gateway/epp/pkg/plugins/dynamo_kv_scorer/plugin.go
+    `loadDynamoConfig` (DYN_KV_BLOCK_SIZE is required, a power of 2 in [16, 8192], and 'must match the
+    model card's kv_cache_block_size'); the worker publishes that size in its model card: ai-dynamo
+    1.4.0 dynamo/vllm/main.py (`kv_cache_block_size=runtime_values["kv_event_block_size"]`, vLLM
+    `--block-size`, set at runtime by attention backend when absent, dynamo/vllm/args.py), SGLang
+    `--page-size`, TRT-LLM Dynamo `--kv-block-size` (default 32, dynamo/trtllm/backend_args.py).
     """
     w = recipe.workloads
     epp_sizes = [(name, Token(*env)) for pod in w.epp for c in pod.containers

@@ -30,6 +30,10 @@ def docs_in_sync(tree: RecipeTree, ctx: CheckContext) -> Iterator[Problem]:
     and sizes that are no longer true (an upstream README did).
 
     Fails: `gpus: 16` changed to `gpus: 8` in a recipe.yaml without running `recipe-harness docs`.
+
+    Source: This catalogue's convention (not a Dynamo rule); convention check: off on foreign trees. The
+    expected text is what `recipe-harness docs` generates (harness/analysis/docs.py `stale_files`) from
+    recipe.yaml, the manifests and harness/recipe/data/{gpus,models}.yaml.
     """
     for stale in stale_files(tree):
         if stale.actual is None:
@@ -118,6 +122,10 @@ def model_readme_format(tree: RecipeTree, ctx: CheckContext) -> Iterator[Problem
     match the metadata: an upstream README told users to reserve the wrong number of GPUs.
 
     Fails: the Overview row of `vllm/disagg-single-node` says 16 GPUs while recipe.yaml says `gpus: 8`.
+
+    Source: This catalogue's convention (not a Dynamo rule); convention check: off on foreign trees. The
+    section list is REQUIRED_SECTIONS in harness/checks/docs.py; the figures it compares are recipe.yaml
+    `gpus`, `nodes`, `hardware.gpu` and `benchmark.*`.
     """
     models: dict[Path, list[Recipe]] = {}
     for r in tree.recipes:

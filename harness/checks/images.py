@@ -140,6 +140,11 @@ def image_reference_pinned(recipe: Recipe, ctx: CheckContext) -> Iterator[Proble
     per image. An undocumented placeholder stays an error: the README applies the file as is.
 
     Fails: `image: nvcr.io/nvidia/ai-dynamo/vllm-runtime:my-tag` (no README mentions it).
+
+    Source: Kubernetes image names (kubernetes.io/docs/concepts/containers/images:
+    `[registry/]repository[:tag][@digest]`, no tag = `latest`, which also defaults imagePullPolicy to
+    Always); the kubelet does not expand `${VAR}` in `image` (InvalidImageName/ErrImagePull). Published
+    tags: NGC nvcr.io/nvidia/ai-dynamo/* release tags.
     """
     held: list[tuple[ImageRef, Loc, str, str, Loc]] = []  # documented placeholders: ref, loc, where, token, README line
     for pod in recipe.workloads.pods:
@@ -231,6 +236,11 @@ def image_repository_matches_backend(recipe: Recipe, ctx: CheckContext) -> Itera
     never published, and a vLLM image under a TRT-LLM graph fails at start.
 
     Fails: `backendFramework: trtllm` with `image: nvcr.io/nvidia/ai-dynamo/trtllm-runtime:1.4.0`.
+
+    Source: NGC repositories published under nvcr.io/nvidia/ai-dynamo/: vllm-runtime, sglang-runtime,
+    tensorrtllm-runtime (engine images), dynamo-frontend, dynamo-planner (Dynamo 1.4.0 support matrix /
+    NGC catalog); `spec.backendFramework` of the DGD CRD (schemas/dynamo/1.4.0) names the engine the
+    workers need.
     """
     framework = _framework(recipe)
     expected = RUNTIME_REPOSITORY.get(framework)
@@ -272,6 +282,12 @@ def image_release_consistent(recipe: Recipe, ctx: CheckContext) -> Iterator[Prob
     over NATS/etcd, and mixed release lines shipped upstream.
 
     Fails: frontend on `dynamo-frontend:1.1.1`, workers on `vllm-runtime:1.4.0`.
+
+    Source: NVIDIA publishes the Dynamo images per release line
+    (nvcr.io/nvidia/ai-dynamo/{vllm,sglang,tensorrtllm}-runtime, dynamo-frontend,
+    dynamo-planner:<release>; Dynamo support matrix docs.nvidia.com/dynamo/v1.4.0), and the frontend,
+    router and workers of one graph are tested together per release; release parsed from the tag by
+    `_RELEASE` in harness/checks/images.py.
     """
     release, uses = recipe_release(recipe)
     for u in uses:
@@ -300,6 +316,11 @@ def image_release_in_matrix(recipe: Recipe, ctx: CheckContext) -> Iterator[Probl
 
     Fails: `vllm-runtime:1.3.9` (not in versions.yaml), or `versions.backend: 0.19.0` with
     images of release 1.4.0, which ships vLLM 0.26.0.
+
+    Source: The release matrix: on a catalogue tree recipes/versions.yaml (ours); on a foreign tree
+    harness/recipe/data/releases.yaml, read from the ai-dynamo wheels' METADATA on PyPI
+    (`Requires-Dist: vllm==0.26.0; extra == 'vllm'` etc. for 1.4.0); `versions.backend` is recipe.yaml
+    metadata (ours).
     """
     release, uses = recipe_release(recipe)
     if not release:
@@ -339,6 +360,10 @@ def metadata_dynamo_version_matches_image(recipe: Recipe, ctx: CheckContext) -> 
     catalogue table, the version matrix docs and the nightly's image pulls all read it.
 
     Fails: `versions: {dynamo: 1.1.1}` with `vllm-runtime:1.4.0` images.
+
+    Source: This catalogue's convention (not a Dynamo rule); convention check: off on foreign trees.
+    Compares recipe.yaml `versions.dynamo` with the release in the Dynamo image tags
+    (`nvcr.io/nvidia/ai-dynamo/<repo>:<release>`, harness/checks/images.py `recipe_release`).
     """
     release, _ = recipe_release(recipe)
     versions = recipe.metadata.get("versions")
@@ -379,6 +404,12 @@ def image_registry_allowed(recipe: Recipe, ctx: CheckContext) -> Iterator[Proble
     recipes, and nobody outside could pull them.
 
     Fails: `image: gitlab-master.nvidia.com:5005/dl/ai-dynamo/vllm-runtime:1.4.0`.
+
+    Source: Policy, not a Dynamo rule: the allow-list is `registries` in this catalogue's
+    recipes/versions.yaml (nvcr.io, docker.io), else the run's `--registry`, else DEFAULT_REGISTRIES in
+    harness/checks/images.py (nvcr.io, docker.io, ghcr.io, quay.io, registry.k8s.io, public.ecr.aws).
+    The failure it prevents is an image from an internal registry (e.g. gitlab-master.nvidia.com:5005)
+    that outside users cannot pull.
     """
     allowed, source = allowed_registries(recipe, ctx)
     for u in image_uses(recipe):

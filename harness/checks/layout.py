@@ -27,6 +27,12 @@ def yaml_well_formed(recipe: Recipe, ctx: CheckContext) -> Iterator[Problem]:
     no empty files, within the size cap, and no symlink out of the tree.
 
     Fails: `deploy.yaml` with `replicas: 1` twice in one service, or a file saved as UTF-16.
+
+    Source: YAML 1.2 (mapping keys must be unique, §3.2.1.1) as enforced by `kubectl apply`
+    (sigs.k8s.io/yaml strict decoding / server-side field validation `strict`, default since Kubernetes
+    1.27: duplicate fields are errors); an empty file gives kubectl 'no objects passed to apply'. The
+    alias-bomb, size-cap and symlink rules are this harness's own safety limits
+    (harness/recipe/yamlsrc.py), not Kubernetes rules.
     """
     for f in recipe.files():
         yield from f.problems
@@ -38,6 +44,10 @@ def required_files(recipe: Recipe, ctx: CheckContext) -> Iterator[Problem]:
     and its model's cache: `../../model-cache/model-cache.yaml` (PVC) and `model-download.yaml` (Job).
 
     Fails: a mode directory with only `deploy.yaml`.
+
+    Source: This catalogue's convention (not a Dynamo rule); convention check: off on foreign trees. The
+    file set (recipe.yaml, deploy.yaml, ../../model-cache/{model-cache.yaml,model-download.yaml}) is
+    harness/recipe/model.py (METADATA_FILE, DEPLOY_FILE, MODEL_CACHE_FILE, MODEL_DOWNLOAD_FILE).
     """
     for name, hint in (
         (DEPLOY_FILE, "add the DynamoGraphDeployment manifest"),
@@ -58,6 +68,10 @@ def perf_present(recipe: Recipe, ctx: CheckContext) -> Iterator[Problem]:
     reproduce its performance claims and the nightly has nothing to run.
 
     Fails: a mode directory without `perf.yaml`.
+
+    Source: This catalogue's convention (not a Dynamo rule); convention check: off on foreign trees.
+    `perf.yaml` is the AIPerf Job the nightly runs (harness/run/perf.py); Dynamo needs no benchmark to
+    serve.
     """
     if not _exists(recipe.path / PERF_FILE):
         yield problem(Loc(recipe.path / PERF_FILE), "missing perf.yaml (the AIPerf benchmark Job)",
@@ -70,6 +84,11 @@ def framework_dir(recipe: Recipe, ctx: CheckContext) -> Iterator[Problem]:
     flag spellings and images by it.
 
     Fails: `recipes/llama-3-70b/tensorrt/agg/`.
+
+    Source: This catalogue's convention (not a Dynamo rule); convention check: off on foreign trees. The
+    directory names are the backends a DynamoGraphDeployment can name in `spec.backendFramework` (vllm,
+    sglang, trtllm: DGD CRD, schemas/dynamo/1.4.0/provenance.json), and the harness picks flag spellings
+    and runtime images by them.
     """
     if recipe.framework not in FRAMEWORKS:
         yield problem(Loc(recipe.path), f"framework directory {recipe.framework!r} is not one of {', '.join(FRAMEWORKS)}",
@@ -82,6 +101,9 @@ def kebab_case(recipe: Recipe, ctx: CheckContext) -> Iterator[Problem]:
     are stable test ids and URL-safe.
 
     Fails: `recipes/Llama_3/vllm/Agg/`.
+
+    Source: This catalogue's convention (not a Dynamo rule); convention check: off on foreign trees.
+    Kebab-case keeps recipe ids stable as pytest ids and URLs; Kubernetes does not look at file names.
     """
     for part, kind in ((recipe.model, "model"), (recipe.mode, "mode")):
         if not KEBAB.match(part):
@@ -99,6 +121,10 @@ def stray_files(recipe: Recipe, ctx: CheckContext) -> Iterator[Problem]:
     perf.yaml, README.md, gaie/); anything else is unchecked and usually a leftover.
 
     Fails: `deploy.yaml.bak` or `notes.txt` next to `deploy.yaml`.
+
+    Source: This catalogue's convention (not a Dynamo rule); convention check: off on foreign trees. The
+    known files are RECIPE_FILES and gaie/ in harness/checks/layout.py; anything else is simply not read
+    by the harness.
     """
     for path in _listing(recipe.path):
         if path.is_dir():
@@ -123,6 +149,10 @@ def tree_layout(tree: RecipeTree, ctx: CheckContext) -> Iterator[Problem]:
     and `<model>/README.md`; files or directories elsewhere are never checked.
 
     Fails: `recipes/llama-3-70b/deploy.yaml` (a manifest at the model level).
+
+    Source: This catalogue's convention (not a Dynamo rule); convention check: off on foreign trees. The
+    tree shape `<model>/<framework>/<mode>/` plus `<model>/model-cache/` and `<model>/README.md` is
+    harness/recipe/model.py (FRAMEWORKS, MODEL_CACHE_DIR) and harness/recipe/discovery.py.
     """
     root = tree.root
     if not root.is_dir():

@@ -22,6 +22,11 @@ def model_revision_pinned(recipe: Recipe, ctx: CheckContext) -> Iterator[Problem
     `model-revision-matches-download`.)
 
     Fails: `revision: main` in recipe.yaml.
+
+    Source: This catalogue's convention (not a Dynamo rule); convention check: off on foreign trees.
+    Hugging Face Hub revisions: a branch name (`main`) moves, a 40-hex commit does not (huggingface_hub
+    `hf download --revision`, `snapshot_download(revision=...)`); recipe.yaml `model.revision` is our
+    metadata. A warning by design.
     """
     model = recipe.metadata.get("model")
     revision = dig(model, "revision")

@@ -55,6 +55,10 @@ def perf_runs_aiperf(recipe: Recipe, ctx: CheckContext) -> Iterator[Problem]:
     "aiperf profile ..."`) or a nested `sh -c` counts.
 
     Fails: a perf Job that runs `genai-perf profile ...` or `python bench.py`.
+
+    Source: aiperf 0.13.0 `aiperf profile` and its export
+    `profile_export_aiperf.json`, which the nightly reads (harness/results/metrics.py) as Dynamo's own
+    profiler does (ai-dynamo 1.4.0 dynamo/profiler/utils/aiperf.py `get_aiperf_result`).
     """
     f = recipe.perf
     if f is None or not f.documents:
@@ -130,6 +134,27 @@ def _fails_after(script: Script, cmd: Command) -> bool:
     return vals[0] == "false" or len(vals) == 1 or vals[1] != "0"
 
 
+_EXIT_STATUS = {"$?", "${?}"}
+
+
+def _status_is_the_scripts(script: Script, cmd: Command) -> bool:
+    """aiperf's status is the script's without errexit: aiperf ends the script, alone or inside a
+    trailing `&&` list (`pip install aiperf==0.13.0 && aiperf profile ...`), optionally followed
+    only by `exit $?`. A shell exits with its last command's status, and an `&&` list's status is
+    that of the last command it ran (bash manual, 'Lists of Commands')."""
+    cmds = script.commands
+    i = cmds.index(cmd)
+    while i < len(cmds) and cmds[i].end == "&&":
+        i += 1
+    if i >= len(cmds) or cmds[i].end not in ("", "\n", ";"):
+        return False  # piped, `||`-masked or sent to the background: not the script's status
+    rest = cmds[i + 1 :]
+    if not rest:
+        return True
+    vals = [t.value for t in rest[0].program_words()] if len(rest) == 1 else []
+    return vals[:1] == ["exit"] and (len(vals) == 1 or (len(vals) == 2 and vals[1] in _EXIT_STATUS))
+
+
 @check("perf-fails-on-error")
 def perf_fails_on_error(recipe: Recipe, ctx: CheckContext) -> Iterator[Problem]:
     """The Job fails when the benchmark fails: the script runs with `set -e` (`set -euo
@@ -137,7 +162,17 @@ def perf_fails_on_error(recipe: Recipe, ctx: CheckContext) -> Iterator[Problem]:
     `|| true`, and keeps aiperf's status through a pipe (`pipefail`). Upstream shipped a Job
     without `set -e` that reported success after aiperf had failed.
 
+    Without `set -e` the script still fails with aiperf when aiperf ends it: the last command, or
+    the end of a trailing `&&` list (`pip install aiperf==0.13.0 && aiperf profile ...`), then
+    at most `exit $?`.
+
     Fails: a script `pip install aiperf==0.13.0; aiperf profile ...; echo done` (no `set -e`).
+    Fix: `set -euo pipefail` first, or let aiperf be the script's last command.
+
+    Source: Kubernetes Job semantics (a pod whose container exits non-zero is Failed; batch/v1 Job
+    status) and POSIX/bash shell rules: without `set -e` a script's status is its last command's;
+    `|| true` masks a failure; a pipeline's status is its last command's unless `set -o pipefail` (bash
+    manual, 'Pipelines', 'The Set Builtin').
     """
     found = _aiperf(recipe)
     if found is None:
@@ -154,8 +189,8 @@ def perf_fails_on_error(recipe: Recipe, ctx: CheckContext) -> Iterator[Problem]:
                           "run aiperf in the script itself (`set -euo pipefail`), not through tmux send-keys")
         return
     on, off_at, pipefail = _errexit(script, cmd)
-    if _reraised(script, cmd):
-        on, off_at = True, None  # `set +e; aiperf ...; rc=$?; ...; exit $rc`
+    if _reraised(script, cmd) or _status_is_the_scripts(script, cmd):
+        on, off_at = True, None  # `set +e; aiperf ...; rc=$?; ...; exit $rc`, or aiperf ends the script
     if off_at is not None:
         yield problem(off_at.loc, "`set +e` turns off errexit before aiperf runs: the Job succeeds when aiperf fails", hint)
     elif not on:
@@ -223,28 +258,62 @@ def _unbounded_loops(script: Script, bounded: bool) -> Iterator[Command]:
         yield from _unbounded_loops(nested_script(text, cmd.words[0].loc), bounded or wrapped)
 
 
+def _active_deadline(w: Workloads) -> int | None:
+    """The perf Job's (or bare Pod's) `activeDeadlineSeconds`, or its pod template's: Kubernetes
+    stops the run then (Job: DeadlineExceeded; Pod: the kubelet kills it)."""
+    specs = [mapping(w.perf.doc.data.get("spec")), w.perf.spec]
+    values = [as_int(spec.get("activeDeadlineSeconds")) for spec in specs if spec is not None]
+    return next((v for v in values if v is not None and v > 0), None)
+
+
+def _waits_itself(flags: Flags) -> bool:
+    """aiperf 0.13.0 `--wait-for-model-timeout N` (N > 0): aiperf probes the model before the run
+    and exits non-zero when it is not ready in time (aiperf/cli_runner/_preflight.py)."""
+    timeout = flag(flags, "--wait-for-model-timeout")
+    try:
+        return timeout is not None and float(timeout.value.value) > 0
+    except ValueError:
+        return timeout.value.value.startswith("$")  # set from the environment: taken as given
+
+
 @check("perf-wait-bounded")
 def perf_wait_bounded(recipe: Recipe, ctx: CheckContext) -> Iterator[Problem]:
     """The Job waits for the model before benchmarking (poll `/v1/models`, `/health` or
     `kubectl wait`), and the wait is bounded: an iteration limit, a deadline or `timeout`.
     `while true` / `until curl ...` without a bound hangs forever when the model never comes
-    up, holding the benchmark slot and hiding the failure.
+    up, holding the benchmark slot and hiding the failure. aiperf can wait itself:
+    `--wait-for-model-timeout N` is a bounded wait. A loop with no bound of its own in a Job (or
+    Pod) with `activeDeadlineSeconds` is a warning: Kubernetes ends it at the deadline.
 
-    Fails: `until curl -sf $ENDPOINT_URL/v1/models; do sleep 5; done` with no counter.
+    Fails: `until curl -sf $ENDPOINT_URL/v1/models; do sleep 5; done` with no counter and no
+    activeDeadlineSeconds.
+
+    Source: Kubernetes Job: nothing bounds a running container except `activeDeadlineSeconds`; shell
+    loops (`while`/`until`) run until their condition changes (bash manual 'Looping Constructs'); the
+    model is ready when the frontend lists it in `/v1/models` (ai-dynamo frontend, OpenAI API).
     """
     w = recipe.workloads
     if w.perf is None:
         return
+    deadline = _active_deadline(w)
     waits = False
     for c in w.perf.containers:
         script = w.script(c)
         for head in _unbounded_loops(script, False):
+            if deadline is not None:
+                yield problem(head.words[0].loc, f"wait loop `{head.text[:60]}` has no bound of its own: only the "
+                                                 f"{w.perf.doc.kind}'s activeDeadlineSeconds ({deadline}) ends it",
+                              "count attempts (`for i in $(seq 1 120)` / `[ $i -ge 120 ] && exit 1`) or wrap it in `timeout 1800`",
+                              severity=Severity.WARNING)
+                continue
             yield problem(head.words[0].loc, f"wait loop `{head.text[:60]}` has no bound: the Job hangs when the model never appears",
                           "count attempts (`for i in $(seq 1 120)` / `[ $i -ge 120 ] && exit 1`) or wrap it in `timeout 1800`")
         text = " ".join(t.value for cmd in script.commands for t in cmd.words)
         if "/v1/models" in text or "/health" in text or re.search(r"\bkubectl\s+wait\b", text):
             waits = True
     found = w.aiperf()
+    if found and _waits_itself(found[2]):
+        waits = True
     if not waits and found:
         yield problem(_at_command(found[1]), "the Job never waits for the model: aiperf starts before the frontend serves it",
                       "poll $ENDPOINT_URL/v1/models until the served model is listed (bounded), then run aiperf")
@@ -270,6 +339,11 @@ def perf_aiperf_pinned(recipe: Recipe, ctx: CheckContext) -> Iterator[Problem]:
     changes its metrics and defaults under the baselines.
 
     Fails: `pip install aiperf` (or `aiperf>=0.3`).
+
+    Source: pip requirement specifiers (PEP 440: only `==`/`===` or a direct reference pin one version)
+    and the aiperf version this catalogue benchmarks with: recipes/versions.yaml `aiperf: 0.13.0` and
+    recipe.yaml `versions.aiperf` (ours; the version comparison is a catalogue convention, the
+    foreign-tree built-in matrix has no aiperf row).
     """
     w = recipe.workloads
     if w.perf is None:
@@ -309,6 +383,11 @@ def perf_seed_fixed(recipe: Recipe, ctx: CheckContext) -> Iterator[Problem]:
     its requests from the file and is not held to it.
 
     Fails: `aiperf profile ...` without `--random-seed`.
+
+    Source: aiperf 0.13.0 `--random-seed` (CLIConfig.random_seed, default None: 'Uses system entropy if
+    not specified'); Dynamo's own benchmark command passes `--random-seed 100` (ai-dynamo 1.4.0
+    dynamo/profiler/utils/aiperf.py `_get_common_aiperf_cmd`). Trace replay (`--input-file` +
+    `--custom-dataset-type`/`--fixed-schedule`) is exempt.
     """
     found = _aiperf(recipe)
     if found is None or _replays_trace(found[3]):
@@ -340,13 +419,23 @@ def extra_inputs(flags: Flags) -> dict[str, Token]:
 @check("perf-output-length-fixed")
 def perf_output_length_fixed(recipe: Recipe, ctx: CheckContext) -> Iterator[Problem]:
     """Every request generates exactly the configured output length: `--extra-inputs
-    ignore_eos:true` and `min_tokens:<OSL>` (otherwise the model stops early and tokens/s
-    depends on what it felt like writing), an `--output-tokens-mean` and stddev 0.
+    ignore_eos:true` (otherwise the model stops early and tokens/s depends on what it felt like
+    writing), an `--output-tokens-mean` and stddev 0, and `min_tokens:<OSL>` if given. With
+    ignore_eos:true a missing min_tokens is a warning: the engine already runs every request to
+    max_tokens (vLLM 0.26.0 sampling_params.py `update_from_generation_config` stops on no EOS
+    id under ignore_eos).
 
     A trace replay takes each request's output length from the trace and is not held to it.
     `--extra-inputs` may be `key:value` or a JSON object; `{"nvext": {"ignore_eos": true}}` counts.
 
     Fails: `--output-tokens-mean 1024` without `--extra-inputs ignore_eos:true`.
+
+    Source: ai-dynamo 1.4.0 dynamo/profiler/utils/aiperf.py (`_get_common_aiperf_cmd`:
+    `--extra-inputs ignore_eos:true`; `get_prefill_aiperf_cmd`/`get_decode_aiperf_cmd`:
+    `--output-tokens-mean <osl> --output-tokens-stddev 0 --extra-inputs max_tokens:<osl> --extra-inputs min_tokens:<osl>`)
+    and aiperf 0.13.0 CLIConfig (`--output-tokens-mean` sets max_completion_tokens;
+    `--output-tokens-stddev` default 0). `nvext.ignore_eos`: ai-dynamo
+    lib/llm/src/protocols/openai/nvext.rs.
     """
     found = _aiperf(recipe)
     if found is None or _replays_trace(found[3]):
@@ -363,9 +452,14 @@ def perf_output_length_fixed(recipe: Recipe, ctx: CheckContext) -> Iterator[Prob
         yield problem(ignore.loc if ignore else at, "aiperf does not send ignore_eos:true: requests end at EOS, not at the fixed length",
                       "add --extra-inputs ignore_eos:true")
     min_tokens = extra.get("min_tokens")
+    ignores_eos = ignore is not None and ignore.value.lower() == "true"
     if min_tokens is None:
-        yield problem(at, "aiperf does not send min_tokens: the output length is not fixed",
-                      "add --extra-inputs min_tokens:<OSL> (the --output-tokens-mean value)")
+        # with ignore_eos the engine generates up to max_tokens (= --output-tokens-mean) regardless
+        # of EOS, so min_tokens only restates it: Dynamo's own common aiperf command sends ignore_eos alone
+        yield problem(at, "aiperf does not send min_tokens" + (" (ignore_eos:true already runs every request to max_tokens)"
+                                                               if ignores_eos else ": the output length is not fixed"),
+                      "add --extra-inputs min_tokens:<OSL> (the --output-tokens-mean value)",
+                      severity=Severity.WARNING if ignores_eos else None)
     elif osl is not None and as_int(min_tokens.value) is not None and min_tokens.value != osl.value.value:
         yield problem(min_tokens.loc, f"min_tokens:{min_tokens.value} differs from --output-tokens-mean {osl.value.value}",
                       "make them equal so every request generates exactly the OSL")
@@ -385,6 +479,11 @@ def perf_streaming(recipe: Recipe, ctx: CheckContext) -> Iterator[Problem]:
     measured and the reported latency is the whole request.
 
     Fails: `aiperf profile --endpoint-type chat ...` without `--streaming`.
+
+    Source: aiperf 0.13.0 `--streaming` (CLIConfig.streaming, default False = aiperf/config/endpoint.py
+    EndpointDefaults.STREAMING; 'Enables measurement of time-to-first-token (TTFT) and inter-token
+    latency (ITL)'); Dynamo's own benchmark command passes it (dynamo/profiler/utils/aiperf.py
+    `_get_common_aiperf_cmd`).
     """
     found = _aiperf(recipe)
     if found is None:
@@ -446,6 +545,10 @@ def perf_artifacts_on_pvc(recipe: Recipe, ctx: CheckContext) -> Iterator[Problem
     `${ROOT_ARTIFACT_DIR}/...` earlier in the script); a part only the pod knows is not judged.
 
     Fails: `--artifact-dir /tmp/artifacts` while the PVC is mounted at /model-cache.
+
+    Source: aiperf 0.13.0 `--artifact-dir`/`--output-artifact-dir` (default `./artifacts`,
+    aiperf/config/artifacts.py) and Kubernetes: a container's filesystem (and emptyDir) is deleted with
+    the pod, only a PVC outlives the Job (kubernetes.io/docs/concepts/storage/volumes).
     """
     found = _aiperf(recipe)
     if found is None:
@@ -474,6 +577,11 @@ def perf_job_limits(recipe: Recipe, ctx: CheckContext) -> Iterator[Problem]:
     retried six times and a hung one runs forever.
 
     Fails: a perf Job whose spec has neither.
+
+    Source: Kubernetes batch/v1 Job: `spec.backoffLimit` (default 6 retries) and
+    `spec.activeDeadlineSeconds` (no default: the Job may run forever); for a bare Pod
+    `spec.activeDeadlineSeconds` (kubernetes.io/docs/concepts/workloads/controllers/job, 'Job
+    termination and cleanup').
     """
     w = recipe.workloads
     if w.perf is None:
@@ -498,6 +606,11 @@ def perf_tokenizer_not_snapshot(recipe: Recipe, ctx: CheckContext) -> Iterator[P
     the model-download Job pins, the path exists today: a warning, not an error.
 
     Fails: `--tokenizer /model-cache/hub/models--Qwen--Qwen3-32B/snapshots/9216db5781bf21249d130ec9da846c4624c16137`.
+
+    Source: huggingface_hub cache layout `models--<org>--<name>/snapshots/<commit>/`
+    (huggingface_hub/file_download.py): a snapshot directory exists only for a downloaded revision;
+    aiperf 0.13.0 `--tokenizer` accepts a Hugging Face id and resolves it through the same cache
+    (HF_HOME). A snapshot of the revision the download Job pins is a warning.
     """
     found = _aiperf(recipe)
     if found is None:

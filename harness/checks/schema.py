@@ -42,6 +42,9 @@ def metadata_schema(recipe: Recipe, ctx: CheckContext) -> Iterator[Problem]:
     mode, hardware, GPU and node totals, versions, status and perf targets, all typed.
 
     Fails: `gpus: "16"` (a string) or a missing `hardware.gpu`.
+
+    Source: This catalogue's convention (not a Dynamo rule); convention check: off on foreign trees. The
+    schema is schemas/recipe-metadata.json (ours); Dynamo never reads recipe.yaml.
     """
     f = recipe.metadata_file
     if f is None or not f.documents:
@@ -59,6 +62,10 @@ def metadata_matches_path(recipe: Recipe, ctx: CheckContext) -> Iterator[Problem
     catalogue table and the test ids all agree.
 
     Fails: `mode: agg` in `recipes/qwen3-32b/vllm/agg-round-robin/recipe.yaml`.
+
+    Source: This catalogue's convention (not a Dynamo rule); convention check: off on foreign trees.
+    `framework` and `mode` in recipe.yaml (schemas/recipe-metadata.json) must equal the directory names
+    that form the recipe id.
     """
     meta = recipe.metadata
     for key, expected in (("framework", recipe.framework), ("mode", recipe.mode)):
@@ -127,6 +134,7 @@ def schema_valid(recipe: Recipe, ctx: CheckContext) -> Iterator[Problem]:
     a custom kind whose CRD the harness does not know is skipped with one warning.
 
     Fails: `resources: {limits: {gpu: 4}}` (the CRD wants the string "4"), or `kind: Deploymnet`.
+
     Source: the DynamoGraphDeployment CRD of the recipe's release, converted by
     `recipe-harness schemas import-crd` (schemas/dynamo/<release>/provenance.json).
     """
@@ -188,6 +196,11 @@ def kubeconform(recipe: Recipe, ctx: CheckContext) -> Iterator[Problem]:
     once in its header and this check passes.
 
     Fails: whatever kubeconform rejects, e.g. a Job with `spec.template.spec.containers: {}`.
+
+    Source: yannh/kubeconform run with `-strict` against the Kubernetes OpenAPI schemas of
+    KUBERNETES_VERSION (harness/recipe/schemas.py) plus our schemas for custom kinds
+    (schemas/dynamo/1.4.0 from the DGD CRD, schemas/crds); `-strict` matches
+    `kubectl apply --validate=strict`, kubectl's default since 1.27.
     """
     binary = kubeconform_binary()
     if binary is None:

@@ -67,6 +67,12 @@ def no_plaintext_secrets(recipe: Recipe, ctx: CheckContext) -> Iterator[Problem]
     A token in git is leaked for good. Findings show only the first three characters.
 
     Fails: `env: [{name: HF_TOKEN, value: hf_aBcD...}]` in model-download.yaml.
+
+    Source: Kubernetes Secrets good practice
+    (kubernetes.io/docs/concepts/security/secrets-good-practices; env from `valueFrom.secretKeyRef` /
+    `envFrom.secretRef`; Secret `data` is base64, not encryption) and the published token formats:
+    Hugging Face user access tokens `hf_...`, NGC API keys `nvapi-...`, AWS access keys `AKIA...`
+    (harness/recipe/secrets.py CREDENTIAL_PATTERNS).
     """
     hint = "delete it (and revoke the token); read it from the Secret: valueFrom.secretKeyRef {name: hf-token-secret, key: HF_TOKEN}"
     for f in recipe.files():
@@ -242,6 +248,13 @@ def no_privileged(recipe: Recipe, ctx: CheckContext) -> Iterator[Problem]:
 
     Fails: `securityContext: {privileged: true}` on a worker with no securityExceptions entry;
     `capabilities: {add: [IPC_LOCK]}` on a CPU-only frontend with no RDMA device or transport.
+
+    Source: Kubernetes Pod Security Standards, Baseline profile
+    (kubernetes.io/docs/concepts/security/pod-security-standards: privileged containers, added
+    capabilities beyond the default set, hostPath volumes, hostNetwork/hostPID/hostIPC are disallowed);
+    the RDMA allowance rests on libibverbs `ibv_reg_mr` pinning pages against RLIMIT_MEMLOCK (rdma-core
+    man ibv_reg_mr), the SYS_PTRACE allowance on UCX `cuda_ipc` using `pidfd_getfd` under Yama
+    ptrace_scope=1 (openucx/ucx#11183). `securityExceptions` is this catalogue's metadata.
     """
     allowed = _exceptions(recipe)
     if "no-privileged" in allowed:
@@ -288,6 +301,11 @@ def no_hard_coded_namespace(recipe: Recipe, ctx: CheckContext) -> Iterator[Probl
     the pods that mount it, or fails without rights there. RBAC subjects are the same.
 
     Fails: `metadata: {name: model-cache, namespace: dynamo-system}`.
+
+    Source: kubectl: applying an object whose `metadata.namespace` differs from `-n` fails ('the
+    namespace from the provided object ... does not match the namespace sent on the request'); without
+    it the object goes where the user applies it
+    (kubernetes.io/docs/concepts/overview/working-with-objects/namespaces).
     """
     hint = "delete the namespace field; pass the namespace with kubectl -n"
     for doc in recipe.documents():
@@ -307,6 +325,12 @@ def rbac_not_default_sa(recipe: Recipe, ctx: CheckContext) -> Iterator[Problem]:
     grant reaches all of them.
 
     Fails: `subjects: [{kind: ServiceAccount, name: default}]`.
+
+    Source: Kubernetes RBAC good practices (kubernetes.io/docs/concepts/security/rbac-good-practices;
+    every pod that sets no `serviceAccountName` runs as `default`,
+    kubernetes.io/docs/concepts/security/service-accounts). The Dynamo operator itself gives pods their
+    own account (k8s discovery: `discovery.GetK8sDiscoveryServiceAccountName(dgdName)`, operator-facts
+    B). Policy: a working recipe is reported on purpose.
     """
     for doc in recipe.documents():
         if doc.kind not in ("RoleBinding", "ClusterRoleBinding"):

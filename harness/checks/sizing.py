@@ -34,6 +34,13 @@ def weights_fit_gpu(recipe: Recipe, ctx: CheckContext) -> Iterator[Problem]:
 
     Fails: DeepSeek-R1 FP8 at TP8 on H100 (84+ GB of weights per 80 GB GPU), or Qwen3-32B BF16
     at TP1 with `--gpu-memory-utilization 0.5` on H100.
+
+    Source: This catalogue's convention (not a Dynamo rule); convention check: off on foreign trees.
+    Arithmetic in harness/analysis/sizing.py with harness/recipe/data/{models,gpus}.yaml; memory budgets
+    from vLLM 0.26.0 `--gpu-memory-utilization` (default 0.9; vllm/v1/core/kv_cache_utils.py
+    `check_enough_kv_cache_memory` refuses to start when KV cannot hold one max-model-len sequence),
+    SGLang 0.5.16 `--mem-fraction-static`, TRT-LLM KvCacheConfig `free_gpu_memory_fraction` (default
+    0.9).
     """
     model_id = dig(recipe.metadata, "model", "id")
     if not isinstance(model_id, str):

@@ -37,6 +37,12 @@ def model_cache_pvc_fits_checkpoint(recipe: Recipe, ctx: CheckContext) -> Iterat
 
     Fails: `storage: 100Gi` for deepseek-ai/DeepSeek-R1 (690 GB on disk), or a gpt-oss-120b
     download without `--exclude "original/*" --exclude "metal/*"` into 100Gi (65 + ~120 GB).
+
+    Source: Checkpoint sizes from harness/recipe/data/models.yaml `checkpointGB`/`extraFiles` (the
+    Hugging Face repositories' file listings) and huggingface_hub download filters
+    (`--include/--exclude`, `allow_patterns/ignore_patterns`, huggingface_hub/utils/_paths.py
+    `filter_repo_objects`); the PVC size is Kubernetes `resources.requests.storage`. The margin (1.2;
+    1.3 for estimates) is this catalogue's rule (models.yaml `storage.modelCacheMargin`).
     """
     rules = catalogue.storage_rules()
     for need in model_cache_needs(recipe, ctx.options_for(StorageOptions).margin):
@@ -64,6 +70,11 @@ def cache_pvcs_meet_minimums(recipe: Recipe, ctx: CheckContext) -> Iterator[Prob
     after it ran. A recipe whose metadata declares them must actually mount them.
 
     Fails: a compilation cache PVC of `5Gi` (minimum 50 GB).
+
+    Source: The minimums are this catalogue's sizing guidance, harness/recipe/data/models.yaml
+    `storage:` (compilationCacheMinGB 50, perfResultsMinGB 5), not a Dynamo or Kubernetes limit;
+    `useAsCompilationCache` is the DGD CRD volumeMount field (schemas/dynamo/1.4.0). The metadata half
+    (`storage.compilationCache`, `storage.perfResults`) is recipe.yaml (ours).
     """
     rules = catalogue.storage_rules()
     pvcs = recipe_pvcs(recipe)
@@ -94,6 +105,12 @@ def pvc_access_mode_fits_topology(recipe: Recipe, ctx: CheckContext) -> Iterator
     ReadWriteOnce volume attaches to one node, and the pods elsewhere stay ContainerCreating.
 
     Fails: `accessModes: [ReadWriteOnce]` on the model cache of deepseek-r1/sglang/disagg-16gpu (4 nodes).
+
+    Source: Kubernetes PersistentVolume access modes
+    (kubernetes.io/docs/concepts/storage/persistent-volumes#access-modes): ReadWriteOnce mounts on a
+    single node, ReadOnlyMany read-only on many nodes, ReadWriteMany read-write on many; node count from
+    harness/analysis/topology.py `nodes_needed` (nodeCount pods per replica, graph.go
+    `expandRolesForService`).
     """
     dep = recipe.deployment
     gpn = gpus_per_node(recipe)
@@ -121,6 +138,10 @@ def storage_class_not_empty(recipe: Recipe, ctx: CheckContext) -> Iterator[Probl
     `recipe-harness/empty-storage-class-reason`.
 
     Fails: `storageClassName: ""` in model-cache.yaml.
+
+    Source: Kubernetes PVC `storageClassName`: unset -> the default StorageClass (DefaultStorageClass
+    admission); `""` -> no dynamic provisioning, binds only to a PV with no class
+    (kubernetes.io/docs/concepts/storage/persistent-volumes#class-1).
     """
     for pvc in recipe_pvcs(recipe).values():
         if pvc.storage_class is not None and not pvc.storage_class.strip() and EMPTY_CLASS_ANNOTATION not in pvc.annotations:

@@ -26,6 +26,12 @@ def gpu_count_matches_topology(recipe: Recipe, ctx: CheckContext) -> Iterator[Pr
     devices) count the same as `limits.gpu`.
 
     Fails: `limits.gpu: "4"` on a vLLM worker started with `--tensor-parallel-size 8`.
+
+    Source: Operator: a replica of a service runs `multinode.nodeCount` pods, each with the service's
+    `limits.gpu` GPUs (deploy/operator/internal/dynamo/graph.go `expandRolesForService`,
+    /work/notes/operator-facts.md A); engine world sizes: vLLM 0.26.0 vllm/config/parallel.py
+    ParallelConfig `world_size` (TP x PP, DP ranks on top), SGLang 0.5.16 sglang/srt/server_args.py
+    `tp_size`, TRT-LLM tensorrt_llm/mapping.py `Mapping.world_size` (TP x PP).
     """
     for svc, topo in workers(recipe):
         for s in topo.unreadable:
@@ -60,6 +66,11 @@ def tp_cli_matches_engine_config(recipe: Recipe, ctx: CheckContext) -> Iterator[
     that disagrees is a lie the GPU count was sized for. The config must also be mounted and exist.
 
     Fails: `--tensor-parallel-size 4` with `tensor_parallel_size: 2` in the engine ConfigMap.
+
+    Source: ai-dynamo 1.4.0 dynamo/trtllm/workers/llm_worker.py: the CLI values form `arg_map`, then
+    `update_llm_args_with_extra_options(arg_map, config.extra_engine_args)`
+    (tensorrt_llm/llmapi/llm_utils.py) lets the engine YAML win, then `--override-engine-args` JSON is
+    deep-merged over both.
     """
     for svc, topo in workers(recipe):
         cfg = topo.engine_config
@@ -79,6 +90,11 @@ def gpu_total_matches_metadata(recipe: Recipe, ctx: CheckContext) -> Iterator[Pr
     `limits.gpu` x nodeCount.
 
     Fails: `gpus: 8` for prefill 6 x TP2 + decode 2 x TP2 (16 GPUs).
+
+    Source: This catalogue's convention (not a Dynamo rule); convention check: off on foreign trees. The
+    deployment side rests on the operator: a replica of a service gets `limits.gpu` GPUs in each of its
+    `multinode.nodeCount` pods (deploy/operator/internal/dynamo/graph.go `expandRolesForService`,
+    operator-facts A); the declared side is recipe.yaml `gpus`.
     """
     dep = recipe.deployment
     declared = recipe.metadata.get("gpus")
@@ -97,6 +113,11 @@ def nodes_match_metadata(recipe: Recipe, ctx: CheckContext) -> Iterator[Problem]
     the node count the worker pods pack onto with `hardware.gpusPerNode` GPUs per node.
 
     Fails: `nodes: 1` for 16 GPUs on 8-GPU H200 nodes.
+
+    Source: This catalogue's convention (not a Dynamo rule); convention check: off on foreign trees. The
+    packing is harness/analysis/topology.py `nodes_needed` (first-fit decreasing of worker pods, each
+    pod = `limits.gpu` GPUs, nodeCount pods per replica per graph.go `expandRolesForService`) onto
+    `hardware.gpusPerNode` (or harness/recipe/data/gpus.yaml).
     """
     dep = recipe.deployment
     declared = recipe.metadata.get("nodes")
@@ -118,6 +139,11 @@ def gpus_per_node_within_hardware(recipe: Recipe, ctx: CheckContext) -> Iterator
     must not claim more than the hardware has. Such a pod stays Pending forever.
 
     Fails: `limits.gpu: "8"` on a GB200 recipe (4 GPUs per tray).
+
+    Source: This catalogue's convention (not a Dynamo rule); convention check: off on foreign trees. A
+    pod's GPUs come from one node (Kubernetes scheduler: extended resource `nvidia.com/gpu` is
+    node-local); GPUs per node come from harness/recipe/data/gpus.yaml (HGX 8, GB200 NVL72 compute tray
+    4) and recipe.yaml `hardware.gpusPerNode`.
     """
     meta = recipe.metadata
     gpu_name = dig(meta, "hardware", "gpu")
@@ -161,6 +187,7 @@ def disagg_roles_match_mode(recipe: Recipe, ctx: CheckContext) -> Iterator[Probl
 
     Fails: a disaggregated recipe whose decode service was deleted, or `subComponentType: decode`
     with `--disaggregation-mode prefill`.
+
     Source: ai-dynamo/dynamo components/src/dynamo/{vllm,sglang,trtllm}/args.py
     (`--disaggregation-mode`; vLLM `--is-prefill-worker` before 0.6), components/src/dynamo/vllm/handlers.py
     (decode without prefill workers runs the prefill locally); the DGD CRD `subComponentType`
@@ -253,6 +280,7 @@ def router_mode_matches(recipe: Recipe, ctx: CheckContext) -> Iterator[Problem]:
     thing, and its KV-aware numbers are never reproduced.
 
     Fails: mode `disagg-kv-router` whose frontend runs `--router-mode round-robin`.
+
     Source: ai-dynamo/dynamo components/src/dynamo/common/configuration/groups/router_args.py
     (`--router-mode`, DYN_ROUTER_MODE, default round-robin) and
     components/src/dynamo/frontend/frontend_args.py (`--load-aware` implies kv), release 1.4.2.
@@ -287,6 +315,13 @@ def dp_attention_consistent(recipe: Recipe, ctx: CheckContext) -> Iterator[Probl
     fail to divide it) in SGLang and TRT-LLM. Otherwise the engine aborts at start-up.
 
     Fails: SGLang `--tp 8 --dp 16 --enable-dp-attention`, or TRT-LLM TP4 with `moe_expert_parallel_size: 8`.
+
+    Source: SGLang 0.5.16 sglang/srt/server_args.py `_handle_data_parallelism`
+    (`assert self.tp_size % self.dp_size == 0` with enable_dp_attention) and
+    sglang/srt/arg_groups/overrides.py `_data_parallelism_defaults` (dp_size 1 turns DP attention off:
+    the warning); EP inside TP: SGLang moe_tp_size = tp_size // ep_size
+    (srt/distributed/parallel_state.py, server_args.py `ep_size * moe_dp_size <= tp_size`), TRT-LLM
+    tensorrt_llm/mapping.py `Mapping` (tp_size = moe_tp_size x moe_ep_size).
     """
     for svc, topo in workers(recipe):
         tp, dp, ep = topo.tp, topo.dp, topo.ep
