@@ -59,7 +59,9 @@ def measure(recipe, profile, slowdown: float, repeats: int, warmup: int, say) ->
     from harness.run.sim.plan import build_plan
     from harness.run.sim.stage import portable_args
 
-    plan = build_plan(recipe, speedup_ratio=profile.speedup_ratio / slowdown, max_data_parallel=profile.max_data_parallel)
+    plan = build_plan(
+        recipe, speedup_ratio=profile.speedup_ratio / slowdown, max_data_parallel=profile.max_data_parallel
+    )
     model_dir = ensure_model_dir(plan.model_id)
     invocation = find_invocation(recipe)
     scale = Scale(profile.max_concurrency, profile.request_count, profile.max_input_tokens, profile.max_output_tokens)
@@ -71,18 +73,30 @@ def measure(recipe, profile, slowdown: float, repeats: int, warmup: int, say) ->
             say(f"deployed in {time.monotonic() - t0:.1f} s")
             for i in range(-warmup, repeats):
                 artifacts = work / f"aiperf-{i + warmup}"
-                args = scaled_args(invocation, model=plan.served_model_name, url=dep.base_url, tokenizer=model_dir,
-                                   artifact_dir=artifacts, scale=scale)
+                args = scaled_args(
+                    invocation,
+                    model=plan.served_model_name,
+                    url=dep.base_url,
+                    tokenizer=model_dir,
+                    artifact_dir=artifacts,
+                    scale=scale,
+                )
                 log = work / f"aiperf-{i + warmup}.log"
                 run = run_aiperf(args.args, log, profile.perf_timeout_s, cwd=work)
-                result = parse_profile_export(artifacts, args.expected_requests, args.output_tokens,
-                                              aiperf_args=portable_args(args.args, dep.base_url, model_dir, artifacts))
+                result = parse_profile_export(
+                    artifacts,
+                    args.expected_requests,
+                    args.output_tokens,
+                    aiperf_args=portable_args(args.args, dep.base_url, model_dir, artifacts),
+                )
                 if run.timed_out or (run.returncode and result.valid):
                     result.invalid_reason = f"AIPerf {'timed out' if run.timed_out else f'exited {run.returncode}'}"
                 problem = bl.run_problem(result)
                 value = result.value(THROUGHPUT)
-                say(f"{'warmup' if i < 0 else f'run {i + 1}/{repeats}'}: {run.wall_s:.1f} s, "
-                    + (f"invalid: {problem}\n{tail(log)}" if problem else f"{value:.1f} output tokens/s"))
+                say(
+                    f"{'warmup' if i < 0 else f'run {i + 1}/{repeats}'}: {run.wall_s:.1f} s, "
+                    + (f"invalid: {problem}\n{tail(log)}" if problem else f"{value:.1f} output tokens/s")
+                )
                 result.artifact_dir = ""
                 if i >= 0:
                     results.append(result)
@@ -99,11 +113,15 @@ def collect(args, saved: dict) -> dict:
     for t in range(len(saved["trials"]), args.trials):
         trial: dict = {}
         # rotate the order so slow drifts of the machine do not always hit the same level
-        order = levels[t % len(levels):] + levels[: t % len(levels)]
+        order = levels[t % len(levels) :] + levels[: t % len(levels)]
         for level in order:
             slowdown = 1.0 if level == BASELINE else float(level)
+
             def say(msg: str, level=level, t=t) -> None:
-                print(f"[{time.monotonic() - started:6.0f} s] trial {t + 1}/{args.trials} {level:>8}: {msg}", flush=True)
+                print(
+                    f"[{time.monotonic() - started:6.0f} s] trial {t + 1}/{args.trials} {level:>8}: {msg}", flush=True
+                )
+
             trial[level] = [to_dict(r) for r in measure(recipe, profile, slowdown, args.repeats, args.warmup_runs, say)]
         saved["trials"].append(trial)
         if args.save:
@@ -144,8 +162,13 @@ def judgements(saved: dict, policy: bl.Policy, pairs: bool = False) -> dict[str,
     for trial in trials:
         stats = bl.aggregate([from_dict(r) for r in trial[BASELINE]], policy)
         ok = not bl.refusal_reason(stats)  # an unusable baseline says nothing about detection
-        baselines.append(bl.Baseline.from_stats(stats, bl.Provenance(profile="x", hardware="x"), recipe=saved["recipe"],
-                                                environment="sim") if ok else None)
+        baselines.append(
+            bl.Baseline.from_stats(
+                stats, bl.Provenance(profile="x", hardware="x"), recipe=saved["recipe"], environment="sim"
+            )
+            if ok
+            else None
+        )
     out: dict[str, list[bl.RecipeVerdict]] = {level: [] for level in levels}
     for j, trial in enumerate(trials):
         for level in levels:
@@ -178,7 +201,11 @@ def per_metric(saved: dict, policy: bl.Policy) -> str:
     """How often each metric alone fails, per level (all pairs), with its median delta and median CV:
     which metrics carry the detection and which only add false alarms."""
     found = judgements(saved, policy, pairs=True)
-    lines = [f"{'metric':<28}" + "".join(f"{f'{(float(lv) - 1) * 100:.0f}%: fail  delta':>20}" for lv in found) + f"{'cv':>7}"]
+    lines = [
+        f"{'metric':<28}"
+        + "".join(f"{f'{(float(lv) - 1) * 100:.0f}%: fail  delta':>20}" for lv in found)
+        + f"{'cv':>7}"
+    ]
     for key in GATED_METRICS:
         cells, cvs = "", []
         for verdicts in found.values():
@@ -202,15 +229,19 @@ def wilson(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
 
 
 def table(rows: list[LevelScore]) -> str:
-    lines = [f"{'slowdown':>8}  {'throughput':>10}  {'trials':>6}  {'flagged':>7}  {'fraction':>8}  {'95% interval':>12}  {'warn':>4}  "
-             f"{'invalid':>7}  metrics that failed (trials)"]
+    lines = [
+        f"{'slowdown':>8}  {'throughput':>10}  {'trials':>6}  {'flagged':>7}  {'fraction':>8}  {'95% interval':>12}  {'warn':>4}  "
+        f"{'invalid':>7}  metrics that failed (trials)"
+    ]
     for r in rows:
         n = r.trials - r.invalid
         low, high = wilson(r.flagged, n)
         change = f"{statistics.median(r.throughput_deltas):+.1f}%" if r.throughput_deltas else "n/a"
         fails = ", ".join(f"{k} {v}" for k, v in sorted(r.failing_metrics.items(), key=lambda kv: -kv[1])) or "-"
-        lines.append(f"{(float(r.level) - 1) * 100:>7.0f}%  {change:>10}  {n:>6}  {r.flagged:>7}  {r.flagged / n if n else 0:>8.0%}  "
-                     f"{f'{low:.0%}-{high:.0%}':>12}  {r.warned:>4}  {r.invalid:>7}  {fails}")
+        lines.append(
+            f"{(float(r.level) - 1) * 100:>7.0f}%  {change:>10}  {n:>6}  {r.flagged:>7}  {r.flagged / n if n else 0:>8.0%}  "
+            f"{f'{low:.0%}-{high:.0%}':>12}  {r.warned:>4}  {r.invalid:>7}  {fails}"
+        )
     return "\n".join(lines)
 
 
@@ -225,7 +256,9 @@ def verdict_on_targets(rows: list[LevelScore]) -> str:
         n = r.trials - r.invalid
         got = r.flagged / n
         met = got >= want if op == ">=" else got <= want
-        out.append(f"{(level - 1) * 100:.0f}% slowdown flagged {r.flagged}/{n} = {got:.0%} (target {op} {want:.0%}): {'met' if met else 'NOT met'}")
+        out.append(
+            f"{(level - 1) * 100:.0f}% slowdown flagged {r.flagged}/{n} = {got:.0%} (target {op} {want:.0%}): {'met' if met else 'NOT met'}"
+        )
     return "\n".join(out)
 
 
@@ -241,7 +274,15 @@ def policy_from_args(args) -> bl.Policy:
 
 P99 = ("time_to_first_token.p99", "inter_token_latency.p99", "request_latency.p99")
 # (throughput floor, latency floor, floor of the p99 latencies or None for the latency one)
-FLOOR_GRID = ((3.0, 5.0, None), (5.0, 5.0, None), (5.0, 5.0, 10.0), (5.0, 8.0, None), (5.0, 8.0, 15.0), (5.0, 10.0, None), (8.0, 10.0, None))
+FLOOR_GRID = (
+    (3.0, 5.0, None),
+    (5.0, 5.0, None),
+    (5.0, 5.0, 10.0),
+    (5.0, 8.0, None),
+    (5.0, 8.0, 15.0),
+    (5.0, 10.0, None),
+    (8.0, 10.0, None),
+)
 
 
 def grid(saved: dict, base: bl.Policy) -> str:
@@ -259,11 +300,17 @@ def grid(saved: dict, base: bl.Policy) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--recipe", default="llama-3-70b/vllm/agg", help="recipe id (default: a one-worker recipe, the quietest)")
+    p.add_argument(
+        "--recipe", default="llama-3-70b/vllm/agg", help="recipe id (default: a one-worker recipe, the quietest)"
+    )
     p.add_argument("--recipes-dir", type=Path, default=None)
     p.add_argument("--profile", default="ci", help="sim profile (default: ci, what CI gates with)")
-    p.add_argument("--trials", type=int, default=3, help="trials (default 3: about 25 min on 2 cores; 8+ for a usable interval)")
-    p.add_argument("--repeats", type=int, default=3, help="AIPerf runs per deployment (default 3, like --repeats in CI)")
+    p.add_argument(
+        "--trials", type=int, default=3, help="trials (default 3: about 25 min on 2 cores; 8+ for a usable interval)"
+    )
+    p.add_argument(
+        "--repeats", type=int, default=3, help="AIPerf runs per deployment (default 3, like --repeats in CI)"
+    )
     p.add_argument("--warmup-runs", type=int, default=1, help="discarded AIPerf runs after each deployment (default 1)")
     p.add_argument("--slowdowns", default="1.0,1.05,1.10,1.20", help="comma-separated --sim-slowdown factors")
     p.add_argument("--save", type=Path, help="write the runs here as they finish (and resume from it)")
@@ -271,8 +318,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--k", type=float, help="policy k (default: pyproject / harness default)")
     p.add_argument("--floor-throughput", type=float, help="policy floor for throughput metrics, percent")
     p.add_argument("--floor-latency", type=float, help="policy floor for latency metrics, percent")
-    p.add_argument("--grid", action="store_true", help="also print detection rates per metric and for a grid of policies")
-    p.add_argument("--only-trials", metavar="A-B", help="with --from-runs: score trials A to B (1-based), e.g. a quiet stretch")
+    p.add_argument(
+        "--grid", action="store_true", help="also print detection rates per metric and for a grid of policies"
+    )
+    p.add_argument(
+        "--only-trials", metavar="A-B", help="with --from-runs: score trials A to B (1-based), e.g. a quiet stretch"
+    )
     args = p.parse_args(argv)
     args.slowdowns = [f"{float(s):.2f}" for s in args.slowdowns.split(",")]
     policy = policy_from_args(args)
@@ -281,9 +332,15 @@ def main(argv: list[str] | None = None) -> int:
         saved = json.loads(args.from_runs.read_text())
         if args.only_trials:
             first, _, last = args.only_trials.partition("-")
-            saved["trials"] = saved["trials"][int(first) - 1: int(last or first)]
+            saved["trials"] = saved["trials"][int(first) - 1 : int(last or first)]
     else:
-        saved = {"recipe": args.recipe, "profile": args.profile, "repeats": args.repeats, "warmupRuns": args.warmup_runs, "trials": []}
+        saved = {
+            "recipe": args.recipe,
+            "profile": args.profile,
+            "repeats": args.repeats,
+            "warmupRuns": args.warmup_runs,
+            "trials": [],
+        }
         if args.save and args.save.exists():
             saved = json.loads(args.save.read_text())
             print(f"resuming {args.save}: {len(saved['trials'])} trial(s) done")
@@ -291,9 +348,12 @@ def main(argv: list[str] | None = None) -> int:
 
     rows = score(saved, policy)
     paired = score(saved, policy, pairs=True)
-    print(f"\nrecipe {saved['recipe']}, sim profile {saved['profile']}, {len(saved['trials'])} trial(s) x "
-          f"{saved['repeats']} AIPerf run(s) per deployment; policy k={policy.k:g}, floors "
-          + ", ".join(f"{k} {v:g}%" for k, v in policy.floors_pct.items()) + "\n")
+    print(
+        f"\nrecipe {saved['recipe']}, sim profile {saved['profile']}, {len(saved['trials'])} trial(s) x "
+        f"{saved['repeats']} AIPerf run(s) per deployment; policy k={policy.k:g}, floors "
+        + ", ".join(f"{k} {v:g}%" for k, v in policy.floors_pct.items())
+        + "\n"
+    )
     print(table(rows))
     print("\n" + verdict_on_targets(rows))
     print(f"\nevery trial's deployments against every trial's baseline ({len(saved['trials'])}^2 comparisons):\n")

@@ -104,7 +104,9 @@ def measure(cmd: list[str], code: Code, env: dict[str, str] | None = None) -> Ru
     """Run one child; wall time, peak RSS of it and the children it reaped (wait4), last output line."""
     with tempfile.TemporaryFile("w+") as out:
         start = time.perf_counter()
-        proc = subprocess.Popen(cmd, cwd=code.root, env=env or code.env(), stdout=out, stderr=subprocess.STDOUT, text=True)
+        proc = subprocess.Popen(
+            cmd, cwd=code.root, env=env or code.env(), stdout=out, stderr=subprocess.STDOUT, text=True
+        )
         _, _, usage = os.wait4(proc.pid, 0)
         wall = time.perf_counter() - start
         proc.returncode = 0
@@ -114,8 +116,25 @@ def measure(cmd: list[str], code: Code, env: dict[str, str] | None = None) -> Ru
 
 
 def pytest_run(code: Code, root: Path, findings: Path, *args: str, env: dict[str, str] | None = None) -> Run:
-    cmd = [sys.executable, "-m", "pytest", "-m", "static", "-q", "-p", "no:cacheprovider", "-o", "addopts=",
-           "-p", "no:dash", "--recipes-dir", str(root), "--findings-json", str(findings), *args]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "-m",
+        "static",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        "-o",
+        "addopts=",
+        "-p",
+        "no:dash",
+        "--recipes-dir",
+        str(root),
+        "--findings-json",
+        str(findings),
+        *args,
+    ]
     run = measure(cmd, code, env)
     run.findings = findings
     return run
@@ -166,10 +185,14 @@ def main() -> int:
     ap.add_argument("--sizes", default="200,1000", help="synthetic recipe counts (comma-separated)")
     ap.add_argument("--skip-xdist", action="store_true")
     ap.add_argument("--skip-equality", action="store_true", help="skip the extra equality runs at the largest size")
-    ap.add_argument("--compare-ref", metavar="REF", help="also measure this git ref (e.g. bb25097), same trees, same run")
+    ap.add_argument(
+        "--compare-ref", metavar="REF", help="also measure this git ref (e.g. bb25097), same trees, same run"
+    )
     args = ap.parse_args()
     sizes = [int(s) for s in args.sizes.split(",") if s]
-    head = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    head = subprocess.run(
+        ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+    ).stdout.strip()
     print(f"machine: {os.cpu_count()} cores, python {sys.version.split()[0]}, {load()} (at start)")
     with tempfile.TemporaryDirectory(prefix="static-scale-") as tmp_name:
         tmp = Path(tmp_name)
@@ -188,31 +211,50 @@ def main() -> int:
             n = synthesize(root, size)
             print(f"{n} synthetic recipes ({load()}):", flush=True)
             serial = [pytest_run(c, root, tmp / f"serial-{size}-{i}.json") for i, c in enumerate(codes)]
-            row(f"{n} recipes, pytest -m static serial",
-                *[f"{r.wall:.1f} s ({r.wall / n * 1000:.0f} ms/recipe)" for r in serial])
+            row(
+                f"{n} recipes, pytest -m static serial",
+                *[f"{r.wall:.1f} s ({r.wall / n * 1000:.0f} ms/recipe)" for r in serial],
+            )
             row("  peak RSS", *[f"{r.rss_mb:.0f} MB" for r in serial])
             row("  result", *[r.tail[-26:] for r in serial])
             inproc = [in_process(c, root, tmp / f"inproc-{size}-{i}.json") for i, c in enumerate(codes)]
-            row(f"{n} recipes, in-process (run_static)",
-                *[f"{r.wall:.1f} s ({r.extra['elapsed'] / n * 1000:.0f} ms/recipe)" for r in inproc])
+            row(
+                f"{n} recipes, in-process (run_static)",
+                *[f"{r.wall:.1f} s ({r.extra['elapsed'] / n * 1000:.0f} ms/recipe)" for r in inproc],
+            )
             row("  peak RSS", *[f"{r.rss_mb:.0f} MB" for r in inproc])
             row("  pytest serial / in-process", *[f"{s.wall / r.wall:.2f}x" for s, r in zip(serial, inproc)])
             if not args.skip_xdist:
                 dist = [pytest_run(c, root, tmp / f"xdist-{size}-{i}.json", "-n", "auto") for i, c in enumerate(codes)]
-                row(f"{n} recipes, pytest -n auto", *[f"{d.wall:.1f} s ({s.wall / d.wall:.2f}x serial)" for d, s in zip(dist, serial)])
+                row(
+                    f"{n} recipes, pytest -n auto",
+                    *[f"{d.wall:.1f} s ({s.wall / d.wall:.2f}x serial)" for d, s in zip(dist, serial)],
+                )
                 row("  findings JSON -n auto vs serial", "", same_findings(serial[-1].findings, dist[-1].findings))
             schema = [schema_only(c, root) for c in codes]
-            row("schema validation alone (one process = one core)",
-                *[f"{r.extra['docs'] / r.extra['elapsed']:.0f} documents/s" for r in schema])
+            row(
+                "schema validation alone (one process = one core)",
+                *[f"{r.extra['docs'] / r.extra['elapsed']:.0f} documents/s" for r in schema],
+            )
             row("  findings JSON in-process vs pytest", "", same_findings(serial[-1].findings, inproc[-1].findings))
             if len(codes) > 1:
                 row("  findings JSON pytest vs baseline", "", same_findings(serial[0].findings, serial[-1].findings))
             if size == max(sizes) and not args.skip_equality:
                 now = codes[-1]
                 per_check = pytest_run(now, root, tmp / f"per-check-{size}.json", "--static-items", "per-check")
-                row("  pytest --static-items per-check (equality run)", "", f"{per_check.wall:.1f} s, {per_check.rss_mb:.0f} MB")
-                row("  findings JSON per-check vs per-recipe", "", same_findings(per_check.findings, serial[-1].findings))
-                python = in_process(now, root, tmp / f"python-{size}.json", env=now.env(RECIPE_HARNESS_SCHEMA_ENGINE="python"))
+                row(
+                    "  pytest --static-items per-check (equality run)",
+                    "",
+                    f"{per_check.wall:.1f} s, {per_check.rss_mb:.0f} MB",
+                )
+                row(
+                    "  findings JSON per-check vs per-recipe",
+                    "",
+                    same_findings(per_check.findings, serial[-1].findings),
+                )
+                python = in_process(
+                    now, root, tmp / f"python-{size}.json", env=now.env(RECIPE_HARNESS_SCHEMA_ENGINE="python")
+                )
                 row("  in-process, pure-Python schema validation", "", f"{python.wall:.1f} s")
                 row("  findings JSON compiled vs pure-Python", "", same_findings(python.findings, inproc[-1].findings))
     print(f"done ({load()})")

@@ -11,7 +11,9 @@ from harness import __version__, commands
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="recipe-harness", description="Validate and rehearse NVIDIA Dynamo deployment recipes.")
+    parser = argparse.ArgumentParser(
+        prog="recipe-harness", description="Validate and rehearse NVIDIA Dynamo deployment recipes."
+    )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda i: i.name):

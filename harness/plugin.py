@@ -21,14 +21,29 @@ from harness.recipe.changes import ChangeError
 from harness.recipe.discovery import SelectionError
 from harness.recipe.findings import Finding, Report, Severity, sorted_findings
 from harness.recipe.model import Recipe
-from harness.run.stage import GpuOptions, SimOptions, Stage, StageOptions, StageSkip, StepRun
 from harness.run.ignores import IgnoreFileError
+from harness.run.stage import GpuOptions, SimOptions, Stage, StageOptions, StageSkip, StepRun
 from harness.run.static import (
-    SEVERITY_FLOORS, Gate, Selection, applicable_checks, check_options, context_for, dedupe, in_github_actions, make_gate,
-    make_selection, run_header,
+    SEVERITY_FLOORS,
+    Gate,
+    Selection,
+    applicable_checks,
+    check_options,
+    context_for,
+    dedupe,
+    in_github_actions,
+    make_gate,
+    make_selection,
+    run_header,
 )
 from harness.run.static_items import (
-    AUTO_MAX_RECIPES, MODES, RecipeChecksItem, RecipeNode, Suite, choose_mode, count_tests,
+    AUTO_MAX_RECIPES,
+    MODES,
+    RecipeChecksItem,
+    RecipeNode,
+    Suite,
+    choose_mode,
+    count_tests,
     static_items,
 )
 
@@ -46,46 +61,123 @@ def load_stage(name: str) -> Stage:
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("recipe-harness", "Dynamo recipe harness")
-    group.addoption("--recipe", action="append", default=[], metavar="SEL",
-                    help="select recipes by model prefix (qwen3-235b), id (qwen3-32b/vllm/agg-round-robin) or glob; repeatable")
+    group.addoption(
+        "--recipe",
+        action="append",
+        default=[],
+        metavar="SEL",
+        help="select recipes by model prefix (qwen3-235b), id (qwen3-32b/vllm/agg-round-robin) or glob; repeatable",
+    )
     group.addoption("--recipes-dir", metavar="PATH", help="recipes tree to check (default: ./recipes)")
-    group.addoption("--changed-since", metavar="REF", help="only recipes touched since the merge base with REF (all when harness/ or schemas/ changed)")
-    group.addoption("--crd", action="append", default=[], metavar="PATH",
-                    help="also validate against this CustomResourceDefinition (e.g. the operator version on your cluster)")
-    group.addoption("--registry", action="append", default=[], metavar="HOST",
-                    help="allowed image registry (repeatable; replaces the allow-list in recipes/versions.yaml)")
-    group.addoption("--storage-margin", type=float, default=None, metavar="F",
-                    help="model-cache PVC size / checkpoint size (default: the catalogue's rule, 1.2 or 1.3)")
-    group.addoption("--convention", choices=("catalogue", "none"), default=None,
-                    help="the tree's convention: catalogue (recipe.yaml, versions.yaml, our layout) or none (a foreign tree: "
-                         "convention checks do not apply, manifests are found at any depth); default: detected")
-    group.addoption("--severity-floor", choices=SEVERITY_FLOORS, default=None,
-                    help="report only findings at or above this severity (default: warning, i.e. all)")
-    group.addoption("--static-items", choices=MODES, default="auto",
-                    help="static tests as one pytest item per check, or one per recipe that still reports each check "
-                         "(faster at scale); auto: per recipe above %d recipes or under xdist" % AUTO_MAX_RECIPES)
+    group.addoption(
+        "--changed-since",
+        metavar="REF",
+        help="only recipes touched since the merge base with REF (all when harness/ or schemas/ changed)",
+    )
+    group.addoption(
+        "--crd",
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="also validate against this CustomResourceDefinition (e.g. the operator version on your cluster)",
+    )
+    group.addoption(
+        "--registry",
+        action="append",
+        default=[],
+        metavar="HOST",
+        help="allowed image registry (repeatable; replaces the allow-list in recipes/versions.yaml)",
+    )
+    group.addoption(
+        "--storage-margin",
+        type=float,
+        default=None,
+        metavar="F",
+        help="model-cache PVC size / checkpoint size (default: the catalogue's rule, 1.2 or 1.3)",
+    )
+    group.addoption(
+        "--convention",
+        choices=("catalogue", "none"),
+        default=None,
+        help="the tree's convention: catalogue (recipe.yaml, versions.yaml, our layout) or none (a foreign tree: "
+        "convention checks do not apply, manifests are found at any depth); default: detected",
+    )
+    group.addoption(
+        "--severity-floor",
+        choices=SEVERITY_FLOORS,
+        default=None,
+        help="report only findings at or above this severity (default: warning, i.e. all)",
+    )
+    group.addoption(
+        "--static-items",
+        choices=MODES,
+        default="auto",
+        help="static tests as one pytest item per check, or one per recipe that still reports each check "
+        "(faster at scale); auto: per recipe above %d recipes or under xdist" % AUTO_MAX_RECIPES,
+    )
     group.addoption("--findings-json", metavar="PATH", help="write all static findings as JSON")
-    group.addoption("--max-file-bytes", type=int, default=None, metavar="N", help="size cap for one YAML file (default 1 MiB)")
-    group.addoption("--report-dir", metavar="PATH", default=None, help="where runs write reports (default reports/runs/<run-id>)")
+    group.addoption(
+        "--max-file-bytes", type=int, default=None, metavar="N", help="size cap for one YAML file (default 1 MiB)"
+    )
+    group.addoption(
+        "--report-dir", metavar="PATH", default=None, help="where runs write reports (default reports/runs/<run-id>)"
+    )
     group.addoption("--sim-profile", default="ci", help="sim load profile: ci (small, default) or laptop")
-    group.addoption("--sim-slowdown", type=float, default=1.0, metavar="F", help="run the mocker F times slower (proves regressions are caught)")
+    group.addoption(
+        "--sim-slowdown",
+        type=float,
+        default=1.0,
+        metavar="F",
+        help="run the mocker F times slower (proves regressions are caught)",
+    )
     group.addoption("--keep-logs", action="store_true", help="keep process logs of passing sim runs")
     group.addoption("--repeats", type=int, default=1, metavar="N", help="benchmark runs per recipe (median and CV)")
     group.addoption("--update-baselines", action="store_true", help="write new baselines from valid runs")
-    group.addoption("--engine", choices=("real", "mocker"), default="real", help="gpu stage: real engines, or the Dynamo mocker on a CPU cluster")
+    group.addoption(
+        "--engine",
+        choices=("real", "mocker"),
+        default="real",
+        help="gpu stage: real engines, or the Dynamo mocker on a CPU cluster",
+    )
     group.addoption("--keep", action="store_true", help="gpu stage: keep the namespace after the run")
-    group.addoption("--perf-mode", choices=("job", "local"), default="job", help="gpu stage: run perf.yaml in the cluster, or AIPerf locally through the port-forward")
-    group.addoption("--kubeconfig", default=None, metavar="PATH", help="gpu stage: kubeconfig (default: KUBECONFIG, ~/.kube/config, in-cluster)")
-    group.addoption("--namespace", default=None, help="gpu stage: use this namespace instead of the model's own (rh-<model>)")
-    group.addoption("--time-budget", type=float, default=None, metavar="MIN",
-                    help="gpu stage: finish each recipe's run, diagnostics and teardown included, within MIN minutes (set it below the CI job's limit)")
-    group.addoption("--gpu-option", action="append", default=[], metavar="KEY=VALUE",
-                    help="gpu stage: set a DeploySettings field, e.g. unschedulable_grace=900 or poll_interval=2; repeatable")
+    group.addoption(
+        "--perf-mode",
+        choices=("job", "local"),
+        default="job",
+        help="gpu stage: run perf.yaml in the cluster, or AIPerf locally through the port-forward",
+    )
+    group.addoption(
+        "--kubeconfig",
+        default=None,
+        metavar="PATH",
+        help="gpu stage: kubeconfig (default: KUBECONFIG, ~/.kube/config, in-cluster)",
+    )
+    group.addoption(
+        "--namespace", default=None, help="gpu stage: use this namespace instead of the model's own (rh-<model>)"
+    )
+    group.addoption(
+        "--time-budget",
+        type=float,
+        default=None,
+        metavar="MIN",
+        help="gpu stage: finish each recipe's run, diagnostics and teardown included, within MIN minutes (set it below the CI job's limit)",
+    )
+    group.addoption(
+        "--gpu-option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="gpu stage: set a DeploySettings field, e.g. unschedulable_grace=900 or poll_interval=2; repeatable",
+    )
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    for name, text in (("static", "offline recipe checks"), ("conformance", "real Dynamo/engine argument parsing"),
-                       ("sim", "CPU rehearsal with the Dynamo mocker"), ("gpu", "real cluster run")):
+    for name, text in (
+        ("static", "offline recipe checks"),
+        ("conformance", "real Dynamo/engine argument parsing"),
+        ("sim", "CPU rehearsal with the Dynamo mocker"),
+        ("gpu", "real cluster run"),
+    ):
         config.addinivalue_line("markers", f"{name}: {text}")
     config.pluginmanager.register(RecipeHarness(config), "recipe-harness-session")
 
@@ -124,7 +216,7 @@ class RecipeHarness:
 
         try:
             return Expression.compile(expr).evaluate(lambda name, **kw: name == stage)
-        except Exception:  # noqa: BLE001 - let pytest report a bad expression itself
+        except Exception:
             return True
 
     def pytest_ignore_collect(self, collection_path: Path, config: pytest.Config) -> bool | None:
@@ -141,7 +233,7 @@ class RecipeHarness:
 
         try:
             return Expression.compile(self.config.option.markexpr).evaluate(lambda name, **kw: False)
-        except Exception:  # noqa: BLE001
+        except Exception:
             return True
 
     @pytest.hookimpl(wrapper=True)
@@ -158,7 +250,9 @@ class RecipeHarness:
             return []
         opt = config.option
         try:
-            self.selection = make_selection(opt.recipes_dir, opt.recipe, opt.changed_since, opt.max_file_bytes, opt.convention)
+            self.selection = make_selection(
+                opt.recipes_dir, opt.recipe, opt.changed_since, opt.max_file_bytes, opt.convention
+            )
             self.gate = make_gate(self.selection, opt.severity_floor)
         except (SelectionError, ChangeError, IgnoreFileError) as exc:
             raise pytest.UsageError(str(exc)) from None
@@ -196,7 +290,7 @@ class RecipeHarness:
             node = RecipeNode.from_parent(suite, name=recipe.id)
             try:
                 steps = [s.name for s in stage.steps(recipe)] if stage else ["run"]
-            except Exception as exc:  # noqa: BLE001 - a broken recipe is a failing item, not a crash
+            except Exception as exc:
                 steps = ["plan"]
                 self.plan_errors[(stage_name, recipe.id)] = f"cannot plan: {type(exc).__name__}: {exc}"
             for step in steps:
@@ -214,18 +308,31 @@ class RecipeHarness:
         if self.stage_options is None:
             opt = self.config.option
             run_id = time.strftime("%Y%m%d-%H%M%S") + f"-{os.getpid()}"
-            report_dir = Path(opt.report_dir) if opt.report_dir else Path(self.config.rootpath) / "reports" / "runs" / run_id
+            report_dir = (
+                Path(opt.report_dir) if opt.report_dir else Path(self.config.rootpath) / "reports" / "runs" / run_id
+            )
             from harness.results.baselines import ReportRoots  # not at import: `-m static` never needs it
 
             # baselines and history live in reports/ beside the recipes tree (the repository's, or a foreign tree's)
-            roots = ReportRoots.beside(self.selection.root if self.selection else Path(self.config.rootpath) / "recipes")
+            roots = ReportRoots.beside(
+                self.selection.root if self.selection else Path(self.config.rootpath) / "recipes"
+            )
             self.stage_options = StageOptions(
-                report_dir=report_dir, baselines_root=roots.baselines, history_root=roots.history, repeats=opt.repeats,
+                report_dir=report_dir,
+                baselines_root=roots.baselines,
+                history_root=roots.history,
+                repeats=opt.repeats,
                 update_baselines=opt.update_baselines,
                 sim=SimOptions(profile=opt.sim_profile, slowdown=opt.sim_slowdown, keep_logs=opt.keep_logs),
-                gpu=GpuOptions(engine=opt.engine, keep=opt.keep, perf_mode=opt.perf_mode, kubeconfig=opt.kubeconfig,
-                               namespace=opt.namespace, time_budget=float(opt.time_budget or 0) * 60.0,
-                               settings=self._gpu_settings()),
+                gpu=GpuOptions(
+                    engine=opt.engine,
+                    keep=opt.keep,
+                    perf_mode=opt.perf_mode,
+                    kubeconfig=opt.kubeconfig,
+                    namespace=opt.namespace,
+                    time_budget=float(opt.time_budget or 0) * 60.0,
+                    settings=self._gpu_settings(),
+                ),
             )
         return self.stage_options
 
@@ -239,7 +346,7 @@ class RecipeHarness:
             out.append((key.strip(), value.strip()))
         return tuple(out)
 
-    def run_for(self, item: "StepItem") -> StepRun:
+    def run_for(self, item: StepItem) -> StepRun:
         key = (item.stage_name, item.recipe.id)
         if key not in self.runs:
             self.runs[key] = item.stage.open(item.recipe, self.options())
@@ -288,7 +395,9 @@ class RecipeHarness:
         self.report.findings = dedupe(self.report.findings)
         if hasattr(self.config, "workeroutput"):  # an xdist worker: the controller writes the findings
             self.config.workeroutput[WORKER_REPORT] = {
-                "recipes": self.report.recipes, "findings": [f.to_dict() for f in self.report.findings]}
+                "recipes": self.report.recipes,
+                "findings": [f.to_dict() for f in self.report.findings],
+            }
             return
         path = self.config.option.findings_json
         if path and (self.selection is not None or self.from_workers):
@@ -315,7 +424,7 @@ class RecipeHarness:
             from harness.results.report import write_run_report
 
             written = write_run_report(opts.report_dir, opts.history_root, run_id=opts.report_dir.name)
-        except Exception as exc:  # noqa: BLE001 - a report problem must not hide the test results
+        except Exception as exc:
             self.notes.append(f"run report not written: {type(exc).__name__}: {exc}")
             return
         if written:
@@ -326,7 +435,9 @@ class RecipeHarness:
         from harness.checks.schema import kubeconform_binary
 
         if kubeconform_binary() is None:
-            lines.append("recipe-harness: kubeconform not on PATH: manifests are validated by the built-in schemas only")
+            lines.append(
+                "recipe-harness: kubeconform not on PATH: manifests are validated by the built-in schemas only"
+            )
         if self._wanted() and (self._stage_selected("sim") or self._stage_selected("conformance")):
             lines += self._release_header()
         return lines
@@ -341,7 +452,7 @@ class RecipeHarness:
             selection = make_selection(opt.recipes_dir, opt.recipe, opt.changed_since, opt.max_file_bytes)
             releases = sorted({r for r in (recipe_release(x) for x in selection.chosen) if r})
             return header_lines(releases)
-        except Exception:  # noqa: BLE001 - a bad selection is reported by collection, with its reason
+        except Exception:
             return []
 
     def pytest_report_collectionfinish(self, config: pytest.Config, start_path: Path, items: list) -> list[str]:
@@ -362,7 +473,9 @@ class RecipeHarness:
                 tr.write_line(f.format())
         if findings:
             errors = sum(1 for f in findings if f.severity is Severity.ERROR)
-            tr.write_line(f"recipe-harness: {len(self.report.recipes)} recipes, {errors} error(s), {len(warnings)} warning(s)")
+            tr.write_line(
+                f"recipe-harness: {len(self.report.recipes)} recipes, {errors} error(s), {len(warnings)} warning(s)"
+            )
         if in_github_actions():
             for f in sorted_findings(findings):
                 tr.write_line(f.github_annotation())
@@ -379,7 +492,9 @@ class StepItem(pytest.Item):
         harness: RecipeHarness = self.config.pluginmanager.get_plugin("recipe-harness-session")
         key = (self.stage_name, self.recipe.id)
         if self.stage_name not in harness.unavailable:
-            harness.unavailable[self.stage_name] = self.stage.available(harness.options()) if self.stage else "stage not loadable"
+            harness.unavailable[self.stage_name] = (
+                self.stage.available(harness.options()) if self.stage else "stage not loadable"
+            )
         reason = harness.unavailable[self.stage_name]
         if reason:
             pytest.skip(reason)

@@ -16,18 +16,34 @@ _ASSIGNMENT = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)=(.*)$", re.S)
 _WARMUP = re.compile(r"warm[-_ ]?up", re.IGNORECASE)  # a call that only warms the server up
 # aiperf option aliases -> one canonical name (aiperf 0.13 `profile --help`).
 ALIASES = {
-    "-m": "--model", "--model-names": "--model",
+    "-m": "--model",
+    "--model-names": "--model",
     "-u": "--url",
-    "--isl": "--synthetic-input-tokens-mean", "--prompt-input-tokens-mean": "--synthetic-input-tokens-mean",
-    "--isl-stddev": "--synthetic-input-tokens-stddev", "--prompt-input-tokens-stddev": "--synthetic-input-tokens-stddev",
-    "--osl": "--output-tokens-mean", "--prompt-output-tokens-mean": "--output-tokens-mean",
-    "--osl-stddev": "--output-tokens-stddev", "--prompt-output-tokens-stddev": "--output-tokens-stddev",
+    "--isl": "--synthetic-input-tokens-mean",
+    "--prompt-input-tokens-mean": "--synthetic-input-tokens-mean",
+    "--isl-stddev": "--synthetic-input-tokens-stddev",
+    "--prompt-input-tokens-stddev": "--synthetic-input-tokens-stddev",
+    "--osl": "--output-tokens-mean",
+    "--prompt-output-tokens-mean": "--output-tokens-mean",
+    "--osl-stddev": "--output-tokens-stddev",
+    "--prompt-output-tokens-stddev": "--output-tokens-stddev",
     "--num-requests": "--request-count",
 }
 
 
-NO_VALUE = {"--streaming", "--use-server-token-count", "--no-gpu-telemetry", "--verbose", "-v", "--extra-verbose", "-vv",
-            "--use-legacy-max-tokens", "--no-server-metrics"}
+NO_VALUE = {
+    "--streaming",
+    "--use-server-token-count",
+    "--no-gpu-telemetry",
+    "--verbose",
+    "-v",
+    "--extra-verbose",
+    "-vv",
+    "--use-legacy-max-tokens",
+    "--no-server-metrics",
+}
+
+
 class PerfConfigError(ValueError):
     """The recipe's perf Job has no usable `aiperf profile` invocation."""
 
@@ -85,7 +101,9 @@ def aiperf_words(container: Container) -> list[str] | None:
         resolver = Container(container.data, {**container.env, **variables})
         if found is not None:
             words = [resolver.expand(w) for w in found]
-            if not any(_WARMUP.search(w) for w in words if not w.startswith("-")):  # values, not `--warmup-request-count`
+            if not any(
+                _WARMUP.search(w) for w in words if not w.startswith("-")
+            ):  # values, not `--warmup-request-count`
                 return words
             warmup = warmup or words  # a warmup run: the benchmark is a later call
             continue
@@ -126,7 +144,7 @@ def shell_commands(script: str) -> list[list[str]]:
 def _after_profile(words: list[str]) -> list[str] | None:
     for i in range(len(words) - 1):
         if Path(words[i]).name == "aiperf" and words[i + 1] == "profile":
-            rest = words[i + 2:]
+            rest = words[i + 2 :]
             end = next((k for k, w in enumerate(rest) if w in _SEPARATORS), len(rest))
             return rest[:end]
     return None
@@ -178,5 +196,3 @@ def _rel(path: Path, root: Path) -> str:
         return str(path.relative_to(root))
     except ValueError:
         return str(path)
-
-

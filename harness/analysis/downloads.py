@@ -7,8 +7,8 @@ from __future__ import annotations
 import ast
 import fnmatch
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Iterator
 
 from harness.recipe.commandline import Token
 from harness.recipe.model import Recipe
@@ -33,6 +33,7 @@ class Download:
     def fetches(self, path: str) -> bool:
         """Whether a repository file is downloaded, by huggingface_hub's filter_repo_objects rules:
         a pattern ending in `/` means everything below it; fnmatch's `*` also matches `/`."""
+
         def match(patterns: list[Token]) -> bool:
             return any(fnmatch.fnmatch(path, p.value + "*" if p.value.endswith("/") else p.value) for p in patterns)
 
@@ -89,7 +90,9 @@ def _python_calls(pod: Pod, words: list[Token]) -> Iterator[Download]:
                 kw.setdefault("repo_id", call.args[0])
 
             def text(node: ast.expr | None) -> Token | None:
-                return Token(node.value, w.loc) if isinstance(node, ast.Constant) and isinstance(node.value, str) else None
+                return (
+                    Token(node.value, w.loc) if isinstance(node, ast.Constant) and isinstance(node.value, str) else None
+                )
 
             def texts(node: ast.expr | None) -> list[Token]:
                 if isinstance(node, (ast.List, ast.Tuple)):
@@ -97,8 +100,14 @@ def _python_calls(pod: Pod, words: list[Token]) -> Iterator[Download]:
                 one = text(node)
                 return [one] if one else []
 
-            yield Download(pod, text(kw.get("repo_id")), text(kw.get("revision")), w,
-                           texts(kw.get("allow_patterns")), texts(kw.get("ignore_patterns")))
+            yield Download(
+                pod,
+                text(kw.get("repo_id")),
+                text(kw.get("revision")),
+                w,
+                texts(kw.get("allow_patterns")),
+                texts(kw.get("ignore_patterns")),
+            )
 
 
 def downloads(recipe: Recipe) -> list[Download]:

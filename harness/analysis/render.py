@@ -22,8 +22,9 @@ Three layers rewrite a command before the engine sees it, and all three are mode
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any
 
 from harness.analysis.shell import (
     ShellParser,
@@ -60,6 +61,7 @@ DEFAULT_UID = 1000
 
 
 # --- results -----------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class EnvVar:
@@ -157,15 +159,42 @@ class RenderedPod:
             "command": list(self.command),
             "args": list(self.args),
             "env": [env_item(e) for e in self.env],
-            "volumeMounts": [{"name": m.name, "mountPath": m.mount_path, "volume": m.volume,
-                              **({"readOnly": True} if m.read_only else {}), "source": m.source} for m in self.mounts],
+            "volumeMounts": [
+                {
+                    "name": m.name,
+                    "mountPath": m.mount_path,
+                    "volume": m.volume,
+                    **({"readOnly": True} if m.read_only else {}),
+                    "source": m.source,
+                }
+                for m in self.mounts
+            ],
             "ports": [{"name": p.name, "containerPort": p.port, "protocol": p.protocol} for p in self.ports],
             **({"launcher": list(self.launcher)} if self.launcher else {}),
-            "engineArgv": None if self.engine_argv is None else [
-                {"value": t.value, "at": f"{display_path(t.loc.file)}:{t.loc.line}", **({"injected": True} if t.injected else {})}
-                for t in self.engine_argv],
-            **({"mangled": [{"at": f"{display_path(m.token.loc.file)}:{m.token.loc.line}", "written": list(m.written),
-                             "received": list(m.received)} for m in self.mangled]} if self.mangled else {}),
+            "engineArgv": None
+            if self.engine_argv is None
+            else [
+                {
+                    "value": t.value,
+                    "at": f"{display_path(t.loc.file)}:{t.loc.line}",
+                    **({"injected": True} if t.injected else {}),
+                }
+                for t in self.engine_argv
+            ],
+            **(
+                {
+                    "mangled": [
+                        {
+                            "at": f"{display_path(m.token.loc.file)}:{m.token.loc.line}",
+                            "written": list(m.written),
+                            "received": list(m.received),
+                        }
+                        for m in self.mangled
+                    ]
+                }
+                if self.mangled
+                else {}
+            ),
             **({"notes": list(self.notes)} if self.notes else {}),
         }
 
@@ -175,6 +204,7 @@ class RenderError(ValueError):
 
 
 # --- entry points ------------------------------------------------------------------------------
+
 
 def render_recipe(recipe: Recipe, multinode: str = "grove", namespace: str = "default") -> list[RenderedPod]:
     """The pod forms of every service of the recipe's DGD (one per single-node service, a leader
@@ -191,17 +221,21 @@ def render_recipe(recipe: Recipe, multinode: str = "grove", namespace: str = "de
     return pods
 
 
-def render_service(svc: Service, dgd_name: str, framework: str, spec: Any, multinode: str = "grove",
-                   namespace: str = "default") -> list[RenderedPod]:
+def render_service(
+    svc: Service, dgd_name: str, framework: str, spec: Any, multinode: str = "grove", namespace: str = "default"
+) -> list[RenderedPod]:
     nodes = svc.node_count
     if nodes <= 1:
         return [_render(svc, dgd_name, framework, spec, "single", 1, multinode, namespace)]
     # graph.go expandRolesForService: <svc>-ldr (1 replica) and <svc>-wkr (nodeCount-1 replicas)
-    return [_render(svc, dgd_name, framework, spec, "leader", nodes, multinode, namespace),
-            _render(svc, dgd_name, framework, spec, "worker", nodes, multinode, namespace)]
+    return [
+        _render(svc, dgd_name, framework, spec, "leader", nodes, multinode, namespace),
+        _render(svc, dgd_name, framework, spec, "worker", nodes, multinode, namespace),
+    ]
 
 
 # --- the container before the backend touches it -----------------------------------------------
+
 
 @dataclass
 class _Container:
@@ -247,16 +281,21 @@ def _base_env(svc: Service, dgd_name: str, namespace: str) -> list[EnvVar]:
         EnvVar("DYN_DISCOVERY_BACKEND", "kubernetes", source=op),
     ]
     if _is_frontend(svc):
-        env += [EnvVar("DYNAMO_PORT", str(HTTP_PORT), source=op), EnvVar("DYN_HTTP_PORT", str(HTTP_PORT), source=op),
-                EnvVar("DYN_NAMESPACE_PREFIX", ns, source=op)]
+        env += [
+            EnvVar("DYNAMO_PORT", str(HTTP_PORT), source=op),
+            EnvVar("DYN_HTTP_PORT", str(HTTP_PORT), source=op),
+            EnvVar("DYN_NAMESPACE_PREFIX", ns, source=op),
+        ]
     elif _is_worker(svc):
-        env += [EnvVar("DYN_SYSTEM_ENABLED", "true", source=op),
-                EnvVar("DYN_SYSTEM_USE_ENDPOINT_HEALTH_STATUS", '["generate"]', source=op),
-                EnvVar("DYN_SYSTEM_PORT", str(SYSTEM_PORT), source=op),
-                EnvVar("DYN_HEALTH_CHECK_ENABLED", "false", source=op),
-                EnvVar("NIXL_TELEMETRY_ENABLE", "n", source=op),
-                EnvVar("NIXL_TELEMETRY_EXPORTER", "prometheus", source=op),
-                EnvVar("NIXL_TELEMETRY_PROMETHEUS_PORT", str(NIXL_PORT), source=op)]
+        env += [
+            EnvVar("DYN_SYSTEM_ENABLED", "true", source=op),
+            EnvVar("DYN_SYSTEM_USE_ENDPOINT_HEALTH_STATUS", '["generate"]', source=op),
+            EnvVar("DYN_SYSTEM_PORT", str(SYSTEM_PORT), source=op),
+            EnvVar("DYN_HEALTH_CHECK_ENABLED", "false", source=op),
+            EnvVar("NIXL_TELEMETRY_ENABLE", "n", source=op),
+            EnvVar("NIXL_TELEMETRY_EXPORTER", "prometheus", source=op),
+            EnvVar("NIXL_TELEMETRY_PROMETHEUS_PORT", str(NIXL_PORT), source=op),
+        ]
     return env
 
 
@@ -333,8 +372,11 @@ def _base_container(svc: Service, dgd_name: str, spec: Any, namespace: str) -> _
     if main is not None:
         for m in sequence(main.get("volumeMounts")) or []:
             if mapping(m) is not None and isinstance(m.get("name"), str):
-                mounts.append(Mount(m["name"], str(m.get("mountPath") or ""), _volume_desc(svc, m["name"]),
-                                    bool(m.get("readOnly"))))
+                mounts.append(
+                    Mount(
+                        m["name"], str(m.get("mountPath") or ""), _volume_desc(svc, m["name"]), bool(m.get("readOnly"))
+                    )
+                )
     for m in sequence(svc.data.get("volumeMounts")) or []:  # v1alpha1 component volumeMounts: PVC by name
         if mapping(m) is not None and isinstance(m.get("name"), str):
             mounts.append(Mount(m["name"], str(m.get("mountPoint") or ""), f"pvc {m['name']}"))
@@ -342,7 +384,11 @@ def _base_container(svc: Service, dgd_name: str, spec: Any, namespace: str) -> _
 
 
 def _volume_desc(svc: Service, name: str) -> str:
-    vols = sequence(dig(svc.data, "extraPodSpec", "volumes")) or sequence(dig(svc.data, "podTemplate", "spec", "volumes")) or []
+    vols = (
+        sequence(dig(svc.data, "extraPodSpec", "volumes"))
+        or sequence(dig(svc.data, "podTemplate", "spec", "volumes"))
+        or []
+    )
     for v in vols:
         v = mapping(v)
         if v is None or v.get("name") != name:
@@ -374,6 +420,7 @@ def _shm_mount(svc: Service) -> Mount | None:
 
 # --- multinode deployers (grove.go GroveMultinodeDeployer, LWSMultinodeDeployer) ----------------
 
+
 @dataclass(frozen=True)
 class _Deployer:
     kind: str
@@ -397,25 +444,31 @@ class _Deployer:
         if self.kind == "grove":
             return [self.leader_hostname()] + [
                 f"$(GROVE_PCSG_NAME)-$(GROVE_PCSG_INDEX)-{self.service}-wkr-{i}.$(GROVE_HEADLESS_SERVICE)"
-                for i in range(nodes - 1)]
+                for i in range(nodes - 1)
+            ]
         # LWS worker entries are shell command substitutions: callers feed them through a shell
         return ["$(LWS_LEADER_ADDRESS)"] + [
-            f"$(echo \"$LWS_LEADER_ADDRESS\" | sed 's/\\./-{i}\\./')" for i in range(1, nodes)]
+            f"$(echo \"$LWS_LEADER_ADDRESS\" | sed 's/\\./-{i}\\./')" for i in range(1, nodes)
+        ]
 
     def runtime_env(self, dgd_name: str, namespace: str, role: str, nodes: int) -> list[EnvVar]:
         """The env the deployer injects at pod creation, for the first pod of each role, with
         illustrative values (replica 0): the names are what the operator's expressions use."""
         if self.kind == "grove":
-            return [EnvVar("GROVE_PCS_NAME", dgd_name, source="grove"),
-                    EnvVar("GROVE_PCS_INDEX", "0", source="grove"),
-                    EnvVar("GROVE_PCSG_NAME", f"{dgd_name}-0-{self.service}", source="grove"),
-                    EnvVar("GROVE_PCSG_INDEX", "0", source="grove"),
-                    EnvVar("GROVE_HEADLESS_SERVICE", f"{dgd_name}-0", source="grove"),
-                    EnvVar("GROVE_PCLQ_POD_INDEX", "0", source="grove")]
+            return [
+                EnvVar("GROVE_PCS_NAME", dgd_name, source="grove"),
+                EnvVar("GROVE_PCS_INDEX", "0", source="grove"),
+                EnvVar("GROVE_PCSG_NAME", f"{dgd_name}-0-{self.service}", source="grove"),
+                EnvVar("GROVE_PCSG_INDEX", "0", source="grove"),
+                EnvVar("GROVE_HEADLESS_SERVICE", f"{dgd_name}-0", source="grove"),
+                EnvVar("GROVE_PCLQ_POD_INDEX", "0", source="grove"),
+            ]
         lws = f"{dgd_name}-{self.service}"
-        return [EnvVar("LWS_LEADER_ADDRESS", f"{lws}-0.{lws}.{namespace}", source="lws"),
-                EnvVar("LWS_GROUP_SIZE", str(nodes), source="lws"),
-                EnvVar("LWS_WORKER_INDEX", "0" if role == "leader" else "1", source="lws")]
+        return [
+            EnvVar("LWS_LEADER_ADDRESS", f"{lws}-0.{lws}.{namespace}", source="lws"),
+            EnvVar("LWS_GROUP_SIZE", str(nodes), source="lws"),
+            EnvVar("LWS_WORKER_INDEX", "0" if role == "leader" else "1", source="lws"),
+        ]
 
 
 # --- the operator's quoting and flag injection -------------------------------------------------
@@ -489,6 +542,7 @@ def inject_flags(c: _Container, flags: str, needs_shell: bool, framework: str) -
 
 # --- backends ----------------------------------------------------------------------------------
 
+
 def _gpus(svc: Service, section_order: tuple[str, ...]) -> int:
     res = mapping(svc.data.get("resources"))
     for section in section_order:
@@ -527,8 +581,10 @@ def _vllm(c: _Container, svc: Service, role: str, nodes: int, d: _Deployer, anno
     # shouldUseMpBackend: the annotation, else the VLLMMultiprocessing gate (operator origin >= 1.0.0)
     use_mp = backend != "ray"
     if gpus and world > gpus and use_mp:
-        flags = (f"--distributed-executor-backend mp --nnodes {nodes} --master-addr {d.leader_hostname()} "
-                 f"--master-port {VLLM_MP_MASTER_PORT}")
+        flags = (
+            f"--distributed-executor-backend mp --nnodes {nodes} --master-addr {d.leader_hostname()} "
+            f"--master-port {VLLM_MP_MASTER_PORT}"
+        )
         needs_shell = False
         if role == "leader":
             flags += " --node-rank 0"
@@ -544,8 +600,15 @@ def _vllm(c: _Container, svc: Service, role: str, nodes: int, d: _Deployer, anno
         if role == "leader":
             cmd = join(shell_quote(t) for t in c.command)
             args = join(shell_quote(t) for t in c.args)
-            c.args = [concat(f"ray start --head --port={VLLM_RAY_PORT} && ", cmd, " ", args,
-                             " --distributed-executor-backend ray")]
+            c.args = [
+                concat(
+                    f"ray start --head --port={VLLM_RAY_PORT} && ",
+                    cmd,
+                    " ",
+                    args,
+                    " --distributed-executor-backend ray",
+                )
+            ]
         else:
             c.args = [Traced.of(f"ray start --address={d.leader_hostname()}:{VLLM_RAY_PORT} --block")]
         c.command = [Traced.of("/bin/sh"), Traced.of("-c")]
@@ -564,8 +627,16 @@ def _vllm(c: _Container, svc: Service, role: str, nodes: int, d: _Deployer, anno
         else:
             rank, _ = d.node_rank()
             start, needs_shell = f"$(( {local} * {rank} ))", True
-        flags += ["--data-parallel-size-local", str(local), "--data-parallel-start-rank", start,
-                  "--data-parallel-address", d.leader_hostname(), "--data-parallel-rpc-port", VLLM_DP_RPC_PORT]
+        flags += [
+            "--data-parallel-size-local",
+            str(local),
+            "--data-parallel-start-rank",
+            start,
+            "--data-parallel-address",
+            d.leader_hostname(),
+            "--data-parallel-rpc-port",
+            VLLM_DP_RPC_PORT,
+        ]
         inject_flags(c, " ".join(flags), needs_shell, "vllm")
     else:
         c.notes.append("vLLM: no multinode flags injected (TP*PP and TP*PP*DP fit one node's limits.gpu)")
@@ -574,10 +645,27 @@ def _vllm(c: _Container, svc: Service, role: str, nodes: int, d: _Deployer, anno
 
 
 # mpirun forwards these to every rank whatever the container defines (getCommonTRTLLMEnvVars)
-_TRTLLM_COMMON_ENV = ("CUDA_VISIBLE_DEVICES", "MODEL_PATH", "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_ENDPOINT",
-                      "TOKENIZERS_PARALLELISM", "NCCL_DEBUG", "NCCL_IB_DISABLE", "NCCL_P2P_DISABLE",
-                      "TENSORRT_LLM_CACHE_DIR", "HF_HOME", "TRANSFORMERS_CACHE", "HF_DATASETS_CACHE", "PATH",
-                      "LD_LIBRARY_PATH", "PYTHONPATH", "HOME", "USER", "TRTLLM_USE_UCX_KVCACHE")
+_TRTLLM_COMMON_ENV = (
+    "CUDA_VISIBLE_DEVICES",
+    "MODEL_PATH",
+    "HF_TOKEN",
+    "HUGGING_FACE_HUB_TOKEN",
+    "HF_ENDPOINT",
+    "TOKENIZERS_PARALLELISM",
+    "NCCL_DEBUG",
+    "NCCL_IB_DISABLE",
+    "NCCL_P2P_DISABLE",
+    "TENSORRT_LLM_CACHE_DIR",
+    "HF_HOME",
+    "TRANSFORMERS_CACHE",
+    "HF_DATASETS_CACHE",
+    "PATH",
+    "LD_LIBRARY_PATH",
+    "PYTHONPATH",
+    "HOME",
+    "USER",
+    "TRTLLM_USE_UCX_KVCACHE",
+)
 
 _SSH_SETUP = [
     "mkdir -p $HOME/.ssh",
@@ -607,9 +695,14 @@ _SSHD_SETUP = [
 def _trtllm(c: _Container, svc: Service, role: str, nodes: int, d: _Deployer) -> None:
     """backend_trtllm.go TRTLLMBackend.UpdateContainer."""
     if role == "worker":
-        c.notes.append(f"liveness and startup probes removed; readiness = TCP :{MPIRUN_SSH_PORT} (TRTLLMBackend.UpdateContainer)")
-    c.mounts.append(Mount(MPI_SSH_SECRET, "/ssh-pk", f"secret {MPI_SSH_SECRET} (operator config mpi.sshSecretName)",
-                          True, "operator"))
+        c.notes.append(
+            f"liveness and startup probes removed; readiness = TCP :{MPIRUN_SSH_PORT} (TRTLLMBackend.UpdateContainer)"
+        )
+    c.mounts.append(
+        Mount(
+            MPI_SSH_SECRET, "/ssh-pk", f"secret {MPI_SSH_SECRET} (operator config mpi.sshSecretName)", True, "operator"
+        )
+    )
     c.env.append(EnvVar("OMPI_MCA_orte_keep_fqdn_hostnames", "1", source="operator"))
     if role == "leader":
         _trtllm_leader(c, svc, nodes, d)
@@ -634,17 +727,22 @@ def _trtllm_leader(c: _Container, svc: Service, nodes: int, d: _Deployer) -> Non
     names = sorted(set(_TRTLLM_COMMON_ENV) | {e.name for e in c.env})  # collectAllEnvVars
     env_flags = " ".join(f"-x {n}" for n in names)
     mpirun = concat(
-        f"mpirun $([ \"$(id -u)\" = \"0\" ] && echo --allow-run-as-root) --oversubscribe -n {total_gpus} "
-        f"-H {','.join(hosts)} --mca pml ob1 --mca plm_rsh_args \"-p {MPIRUN_SSH_PORT} -o StrictHostKeyChecking=no "
-        f"-i $HOME/.ssh/id_rsa\" {env_flags} ", wrapped)
+        f'mpirun $([ "$(id -u)" = "0" ] && echo --allow-run-as-root) --oversubscribe -n {total_gpus} '
+        f'-H {",".join(hosts)} --mca pml ob1 --mca plm_rsh_args "-p {MPIRUN_SSH_PORT} -o StrictHostKeyChecking=no '
+        f'-i $HOME/.ssh/id_rsa" {env_flags} ',
+        wrapped,
+    )
     steps = [Traced.of(s) for s in _SSH_SETUP]
     if d.needs_dns_wait():
         workers = " ".join(hosts[1:])
-        steps.append(Traced.of(
-            f"TIMEOUT=300; START_TIME=$(date +%s); for worker in {workers}; do echo \"Waiting for DNS: $worker\"; "
-            "until getent hosts $worker >/dev/null 2>&1; do CURRENT_TIME=$(date +%s); if [ $((CURRENT_TIME - START_TIME)) "
-            "-gt $TIMEOUT ]; then echo \"ERROR: Timeout waiting for DNS: $worker\"; exit 1; fi; echo \"DNS not ready for "
-            "$worker, retrying...\"; sleep 2; done; echo \"✓ DNS resolved: $worker\"; done; echo \"All workers DNS ready\""))
+        steps.append(
+            Traced.of(
+                f'TIMEOUT=300; START_TIME=$(date +%s); for worker in {workers}; do echo "Waiting for DNS: $worker"; '
+                "until getent hosts $worker >/dev/null 2>&1; do CURRENT_TIME=$(date +%s); if [ $((CURRENT_TIME - START_TIME)) "
+                '-gt $TIMEOUT ]; then echo "ERROR: Timeout waiting for DNS: $worker"; exit 1; fi; echo "DNS not ready for '
+                '$worker, retrying..."; sleep 2; done; echo "✓ DNS resolved: $worker"; done; echo "All workers DNS ready"'
+            )
+        )
     steps.append(mpirun)
     c.command = [Traced.of("/bin/sh"), Traced.of("-c")]
     c.args = [join(steps, " && ")]
@@ -654,9 +752,27 @@ def _trtllm_leader(c: _Container, svc: Service, nodes: int, d: _Deployer) -> Non
 
 _SHELLS = {"sh", "bash", "dash", "/bin/sh", "/bin/bash", "/usr/bin/sh", "/usr/bin/bash", "/bin/dash"}
 # mpirun options that take values (Open MPI); anything else starting with '-' takes none
-_MPIRUN_ARITY = {"-n": 1, "-np": 1, "-c": 1, "-H": 1, "--host": 1, "-host": 1, "-x": 1, "--mca": 2, "-mca": 2,
-                 "--hostfile": 1, "-hostfile": 1, "--map-by": 1, "--bind-to": 1, "--rank-by": 1, "-N": 1,
-                 "--npernode": 1, "-wdir": 1, "--wdir": 1, "--prefix": 1}
+_MPIRUN_ARITY = {
+    "-n": 1,
+    "-np": 1,
+    "-c": 1,
+    "-H": 1,
+    "--host": 1,
+    "-host": 1,
+    "-x": 1,
+    "--mca": 2,
+    "-mca": 2,
+    "--hostfile": 1,
+    "-hostfile": 1,
+    "--map-by": 1,
+    "--bind-to": 1,
+    "--rank-by": 1,
+    "-N": 1,
+    "--npernode": 1,
+    "-wdir": 1,
+    "--wdir": 1,
+    "--prefix": 1,
+}
 
 
 @dataclass
@@ -692,13 +808,19 @@ class _Runner:
         words = list(words)
         # `exec` and `NAME=value` prefixes mean something to a shell only: a launcher given
         # `exec python3 ...` (trtllm-llmapi-launch, mpirun) looks for a program named exec and fails
-        while in_shell and words and (words[0].text == "exec" or re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*=.*", words[0].text, re.S)):
+        while (
+            in_shell
+            and words
+            and (words[0].text == "exec" or re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*=.*", words[0].text, re.S))
+        ):
             words = words[1:]
         if not words:
             return None
         if not in_shell and (words[0].text == "exec" or "=" in words[0].text):
-            self.notes.append(f"{' '.join(launcher[-1:]) or 'the container'} would run a program named "
-                              f"{words[0].text!r}: a shell keyword or assignment outside a shell")
+            self.notes.append(
+                f"{' '.join(launcher[-1:]) or 'the container'} would run a program named "
+                f"{words[0].text!r}: a shell keyword or assignment outside a shell"
+            )
             return None
         head = words[0].text
         if head in _SHELLS or head.endswith("/sh") or head.endswith("/bash"):
@@ -732,8 +854,9 @@ def _shell_script(words: list[Word]) -> int | None:
     return None
 
 
-def _engine(command: list[Traced], args: list[Traced], env: dict[str, str], uid: int,
-            notes: list[str] | None = None) -> _Engine | None:
+def _engine(
+    command: list[Traced], args: list[Traced], env: dict[str, str], uid: int, notes: list[str] | None = None
+) -> _Engine | None:
     """What the container's process tree finally runs: kubelet expansion, then shells and launchers."""
     argv = [kubelet_expand(t, env) for t in command + args]
     words = [Word(t.text, t.origins, t.origins[0] if t.origins else None) for t in argv]
@@ -761,6 +884,7 @@ def _token_loc(raw: list[Token], origin: tuple[int, int]) -> Loc:
 
 def _compare(raw: list[Token], written: list[Word], received: list[Word]) -> list[Mangled]:
     """Manifest arguments the engine receives differently from how the author wrote them."""
+
     def by_key(words: list[Word]) -> dict[tuple[int, int], list[str]]:
         out: dict[tuple[int, int], list[str]] = {}
         for w in words:
@@ -789,16 +913,20 @@ def _annotations(svc: Service) -> dict[str, str]:
 
 
 def _uid(svc: Service) -> int:
-    for path in (("extraPodSpec", "securityContext", "runAsUser"), ("extraPodSpec", "mainContainer", "securityContext", "runAsUser"),
-                 ("podTemplate", "spec", "securityContext", "runAsUser")):
+    for path in (
+        ("extraPodSpec", "securityContext", "runAsUser"),
+        ("extraPodSpec", "mainContainer", "securityContext", "runAsUser"),
+        ("podTemplate", "spec", "securityContext", "runAsUser"),
+    ):
         v = as_int(dig(svc.data, *path))
         if v is not None:
             return v
     return DEFAULT_UID
 
 
-def _render(svc: Service, dgd_name: str, framework: str, spec: Any, role: str, nodes: int,
-            multinode: str, namespace: str) -> RenderedPod:
+def _render(
+    svc: Service, dgd_name: str, framework: str, spec: Any, role: str, nodes: int, multinode: str, namespace: str
+) -> RenderedPod:
     c = _base_container(svc, dgd_name, spec, namespace)
     as_written = (list(c.command), list(c.args))
     deployer = _Deployer(multinode, svc.name.lower())
@@ -818,8 +946,12 @@ def _render(svc: Service, dgd_name: str, framework: str, spec: Any, role: str, n
     if role != "single":
         env_list += deployer.runtime_env(dgd_name, namespace, role, nodes)
     # runtime-only values (downward API, secrets) are shown as {NAME}: safe inside any shell word
-    resolved = kubelet_env([(e.name, e.value if e.value is not None else (("{" + e.name + "}") if e.value_from else None))
-                            for e in env_list])
+    resolved = kubelet_env(
+        [
+            (e.name, e.value if e.value is not None else (("{" + e.name + "}") if e.value_from else None))
+            for e in env_list
+        ]
+    )
     uid = _uid(svc)
     notes = list(c.notes)
     launch_error = ""
@@ -836,8 +968,12 @@ def _render(svc: Service, dgd_name: str, framework: str, spec: Any, role: str, n
     mangled: list[Mangled] = []
     if engine is not None:
         fallback = svc.data.loc_of("multinode") if "multinode" in svc.data else svc.loc
-        engine_argv = [EngineArg(w.text, _token_loc(c.raw, w.origin) if w.origin is not None else fallback,
-                                 injected=w.origin is None) for w in engine.argv]
+        engine_argv = [
+            EngineArg(
+                w.text, _token_loc(c.raw, w.origin) if w.origin is not None else fallback, injected=w.origin is None
+            )
+            for w in engine.argv
+        ]
         if role != "single" and c.raw:
             try:
                 written = _written_words(*as_written, resolved, uid)
@@ -846,12 +982,22 @@ def _render(svc: Service, dgd_name: str, framework: str, spec: Any, role: str, n
             if written is not None:
                 mangled = _compare(c.raw, written, engine.argv)
     return RenderedPod(
-        service=svc.name, role=role, pods=1 if role in ("single", "leader") else nodes - 1,
+        service=svc.name,
+        role=role,
+        pods=1 if role in ("single", "leader") else nodes - 1,
         command=[t.text for t in c.command],
-        args=[t.text for t in c.args], env=env_list, mounts=c.mounts, ports=c.ports,
-        engine_argv=engine_argv, launcher=engine.launcher if engine else [], mangled=mangled, notes=notes,
-        multinode=multinode if role != "single" else None, launch_error=launch_error,
-        launch_loc=c.raw[0].loc if c.raw else svc.loc)
+        args=[t.text for t in c.args],
+        env=env_list,
+        mounts=c.mounts,
+        ports=c.ports,
+        engine_argv=engine_argv,
+        launcher=engine.launcher if engine else [],
+        mangled=mangled,
+        notes=notes,
+        multinode=multinode if role != "single" else None,
+        launch_error=launch_error,
+        launch_loc=c.raw[0].loc if c.raw else svc.loc,
+    )
 
 
 def render_all(recipe: Recipe, namespace: str = "default") -> Iterator[tuple[str, list[RenderedPod]]]:

@@ -10,8 +10,8 @@ from __future__ import annotations
 import ast
 import operator
 import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Callable, Iterable, Mapping, Sequence
 
 Origin = tuple[int, int] | None  # (index of the manifest token, offset in its text); None = operator text
 
@@ -24,21 +24,21 @@ class Traced:
     origins: tuple[Origin, ...]
 
     @staticmethod
-    def of(text: str, origin: Origin = None) -> "Traced":
+    def of(text: str, origin: Origin = None) -> Traced:
         return Traced(text, (origin,) * len(text))
 
     @staticmethod
-    def token(text: str, index: int) -> "Traced":
+    def token(text: str, index: int) -> Traced:
         """A manifest token: character k comes from (index, k)."""
         return Traced(text, tuple((index, k) for k in range(len(text))))
 
-    def __add__(self, other: "Traced") -> "Traced":
+    def __add__(self, other: Traced) -> Traced:
         return Traced(self.text + other.text, self.origins + other.origins)
 
     def __len__(self) -> int:
         return len(self.text)
 
-    def __getitem__(self, key: slice) -> "Traced":
+    def __getitem__(self, key: slice) -> Traced:
         return Traced(self.text[key], self.origins[key])
 
 
@@ -57,6 +57,7 @@ def concat(*parts: Traced | str) -> Traced:
 
 
 # --- the kubelet -------------------------------------------------------------------------------
+
 
 def kubelet_expand(s: Traced, env: Mapping[str, str]) -> Traced:
     """`$(VAR)` expansion as the kubelet applies it to command and args, before any shell runs.
@@ -117,6 +118,7 @@ def kubelet_env(entries: Sequence[tuple[str, str | None]]) -> dict[str, str]:
 
 # --- the shell ---------------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class Word:
     """One argument after quote removal and expansion."""
@@ -176,8 +178,12 @@ class ShellParser:
     Globbing is not performed (no container command of ours relies on it).
     """
 
-    def __init__(self, env: Mapping[str, str], substitute: Callable[[str], str] | None = None,
-                 unset: Callable[[str], str] | None = None) -> None:
+    def __init__(
+        self,
+        env: Mapping[str, str],
+        substitute: Callable[[str], str] | None = None,
+        unset: Callable[[str], str] | None = None,
+    ) -> None:
         self.env = env
         self.substitute = substitute or (lambda cmd: "")
         self.unset = unset or (lambda name: "")
@@ -217,7 +223,7 @@ class ShellParser:
     # internals
     def _at_redirection(self, fields: list[Word]) -> bool:
         # an IO number: digits immediately followed by < or > (e.g. 2>&1)
-        return (len(fields) == 1 and fields[0].text.isdigit() and self.i < len(self.s) and self.s[self.i] in "<>")
+        return len(fields) == 1 and fields[0].text.isdigit() and self.i < len(self.s) and self.s[self.i] in "<>"
 
     def _redirection(self) -> None:
         m = re.compile(r"<<-?|>>|>&|<&|<>|>\||<|>").match(self.s, self.i)
@@ -350,7 +356,9 @@ class ShellParser:
     def _arithmetic(self, expr: str) -> str:
         # parameters inside are expanded first, then bare names are variables (unset = 0)
         inner = ShellParser(self.env, self.substitute, lambda n: "0")
-        expanded = "".join(w.text + " " for c in inner.parse(Traced.of('"' + expr.replace('"', "") + '"')) for w in c.words)
+        expanded = "".join(
+            w.text + " " for c in inner.parse(Traced.of('"' + expr.replace('"', "") + '"')) for w in c.words
+        )
         try:
             return str(_evaluate(expanded, self.env))
         except (ValueError, SyntaxError, ZeroDivisionError):
@@ -384,8 +392,13 @@ def _matching(s: str, open_at: int) -> int:
     raise ShellSyntaxError("unbalanced parentheses")
 
 
-_OPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul,
-        ast.FloorDiv: lambda a, b: int(a / b), ast.Mod: lambda a, b: a - b * int(a / b)}
+_OPS = {
+    ast.Add: operator.add,
+    ast.Sub: operator.sub,
+    ast.Mult: operator.mul,
+    ast.FloorDiv: lambda a, b: int(a / b),
+    ast.Mod: lambda a, b: a - b * int(a / b),
+}
 
 
 def _evaluate(expr: str, env: Mapping[str, str]) -> int:

@@ -23,15 +23,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from harness.analysis.topology import Topology, workers
 from harness.recipe import catalogue
 from harness.recipe.catalogue import GpuFacts, ModelFacts
 from harness.recipe.model import Recipe, dig
-from harness.analysis.topology import Topology, workers
 
 # What the engines use when the recipe does not set a fraction.
 DEFAULT_FRACTION = {"vllm": 0.9, "sglang": 0.85, "trtllm": 0.9}
-FRACTION_NAME = {"vllm": "--gpu-memory-utilization", "sglang": "--mem-fraction-static",
-                 "trtllm": "free_gpu_memory_fraction"}
+FRACTION_NAME = {
+    "vllm": "--gpu-memory-utilization",
+    "sglang": "--mem-fraction-static",
+    "trtllm": "free_gpu_memory_fraction",
+}
 FP8_KV = {"fp8", "fp8_e4m3", "fp8_e5m2", "fp8_e4m3fn"}
 
 
@@ -56,11 +59,15 @@ class WorkerSizing:
 
     def explain(self) -> str:
         if self.share_of_free:
-            return (f"({self.memory_gb:g} GB - {self.weights_gb:.1f} GB weights) x {self.fraction:g} = "
-                    f"{self.budget_gb:.1f} GB for KV; one {self.kv_tokens}-token sequence needs {self.kv_gb:.1f} GB: "
-                    f"headroom {self.headroom_gb:+.1f} GB")
-        return (f"{self.memory_gb:g} GB x {self.fraction:g} = {self.budget_gb:.1f} GB; weights {self.weights_gb:.1f} GB + "
-                f"one {self.kv_tokens}-token sequence of KV {self.kv_gb:.1f} GB: headroom {self.headroom_gb:+.1f} GB")
+            return (
+                f"({self.memory_gb:g} GB - {self.weights_gb:.1f} GB weights) x {self.fraction:g} = "
+                f"{self.budget_gb:.1f} GB for KV; one {self.kv_tokens}-token sequence needs {self.kv_gb:.1f} GB: "
+                f"headroom {self.headroom_gb:+.1f} GB"
+            )
+        return (
+            f"{self.memory_gb:g} GB x {self.fraction:g} = {self.budget_gb:.1f} GB; weights {self.weights_gb:.1f} GB + "
+            f"one {self.kv_tokens}-token sequence of KV {self.kv_gb:.1f} GB: headroom {self.headroom_gb:+.1f} GB"
+        )
 
 
 def weights_per_gpu(model: ModelFacts, topo: Topology) -> float:
@@ -91,8 +98,9 @@ def min_kv_tokens(model: ModelFacts, topo: Topology, benchmark_tokens: int | Non
     return tokens, f"benchmark ISL+OSL {tokens}" if benchmark_tokens else "8192 tokens (no benchmark lengths)"
 
 
-def size_worker(model: ModelFacts, gpu: GpuFacts, topo: Topology, benchmark_tokens: int | None = None,
-                kv_dtype: str | None = None) -> WorkerSizing:
+def size_worker(
+    model: ModelFacts, gpu: GpuFacts, topo: Topology, benchmark_tokens: int | None = None, kv_dtype: str | None = None
+) -> WorkerSizing:
     setting = topo.get("memory_fraction")
     if setting is not None and isinstance(setting.value, float):
         fraction, source = setting.value, f"{setting.source.split(' (')[0]} {setting.value:g}"
@@ -105,8 +113,20 @@ def size_worker(model: ModelFacts, gpu: GpuFacts, topo: Topology, benchmark_toke
     share_of_free = topo.backend == "trtllm"
     budget = (gpu.memory_gb - weights) * fraction if share_of_free else gpu.memory_gb * fraction
     headroom = budget - kv if share_of_free else budget - weights - kv
-    return WorkerSizing(topo.service, gpu.name, gpu.memory_gb, fraction, source, weights, tokens, tokens_source, kv,
-                        budget, headroom, share_of_free)
+    return WorkerSizing(
+        topo.service,
+        gpu.name,
+        gpu.memory_gb,
+        fraction,
+        source,
+        weights,
+        tokens,
+        tokens_source,
+        kv,
+        budget,
+        headroom,
+        share_of_free,
+    )
 
 
 def benchmark_tokens(recipe: Recipe) -> int | None:
@@ -122,5 +142,10 @@ def worker_sizings(recipe: Recipe, gpu_name: str) -> list[tuple[str, WorkerSizin
     if model is None or gpu is None:
         return []
     kv_dtype = dig(recipe.metadata, "model", "kvCacheDtype")
-    return [(svc.name, size_worker(model, gpu, topo, benchmark_tokens(recipe), kv_dtype if isinstance(kv_dtype, str) else None))
-            for svc, topo in workers(recipe)]
+    return [
+        (
+            svc.name,
+            size_worker(model, gpu, topo, benchmark_tokens(recipe), kv_dtype if isinstance(kv_dtype, str) else None),
+        )
+        for svc, topo in workers(recipe)
+    ]

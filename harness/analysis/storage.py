@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Iterable
 
 from harness.analysis.downloads import downloads
 from harness.recipe import catalogue
@@ -16,8 +16,22 @@ from harness.recipe.model import MODEL_DOWNLOAD_FILE, PERF_FILE, Recipe, Service
 from harness.recipe.yamlsrc import Document, SrcMap
 
 _QUANTITY = re.compile(r"^([+-]?(?:\d+(?:\.\d*)?|\.\d+))(Ki|Mi|Gi|Ti|Pi|Ei|k|K|M|G|T|P|E|m|[eE][+-]?\d+)?$")
-_UNITS = {"Ki": 1 << 10, "Mi": 1 << 20, "Gi": 1 << 30, "Ti": 1 << 40, "Pi": 1 << 50, "Ei": 1 << 60,
-          "k": 1e3, "K": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "P": 1e15, "E": 1e18, "m": 1e-3}
+_UNITS = {
+    "Ki": 1 << 10,
+    "Mi": 1 << 20,
+    "Gi": 1 << 30,
+    "Ti": 1 << 40,
+    "Pi": 1 << 50,
+    "Ei": 1 << 60,
+    "k": 1e3,
+    "K": 1e3,
+    "M": 1e6,
+    "G": 1e9,
+    "T": 1e12,
+    "P": 1e15,
+    "E": 1e18,
+    "m": 1e-3,
+}
 EMPTY_CLASS_ANNOTATION = "recipe-harness/empty-storage-class-reason"
 
 
@@ -74,10 +88,19 @@ def pvc_of(doc: Document) -> Pvc | None:
     modes = sequence(spec.get("accessModes"))
     annotations = mapping(dig(data, "metadata", "annotations")) or {}
     sc = spec.get("storageClassName") if "storageClassName" in spec else None
-    return Pvc(doc.name, str(doc.file), data.loc, parse_quantity(size_raw), str(size_raw), size_loc,
-               [str(m) for m in modes or []], spec.loc_of("accessModes") if modes is not None else spec.loc,
-               None if sc is None else str(sc), spec.loc_of("storageClassName") if "storageClassName" in spec else spec.loc,
-               {str(k): str(v) for k, v in annotations.items()})
+    return Pvc(
+        doc.name,
+        str(doc.file),
+        data.loc,
+        parse_quantity(size_raw),
+        str(size_raw),
+        size_loc,
+        [str(m) for m in modes or []],
+        spec.loc_of("accessModes") if modes is not None else spec.loc,
+        None if sc is None else str(sc),
+        spec.loc_of("storageClassName") if "storageClassName" in spec else spec.loc,
+        {str(k): str(v) for k, v in annotations.items()},
+    )
 
 
 def dgd_pvcs(recipe: Recipe) -> list[Pvc]:
@@ -90,9 +113,20 @@ def dgd_pvcs(recipe: Recipe) -> list[Pvc]:
             continue
         mode = item.get("volumeAccessMode")
         sc = item.get("storageClass") if "storageClass" in item else None
-        out.append(Pvc(item["name"], str(dep.doc.file), item.loc, parse_quantity(item.get("size")), str(item.get("size")),
-                       item.loc_of("size"), [str(mode)] if mode else [], item.loc_of("volumeAccessMode"),
-                       None if sc is None else str(sc), item.loc_of("storageClass")))
+        out.append(
+            Pvc(
+                item["name"],
+                str(dep.doc.file),
+                item.loc,
+                parse_quantity(item.get("size")),
+                str(item.get("size")),
+                item.loc_of("size"),
+                [str(mode)] if mode else [],
+                item.loc_of("volumeAccessMode"),
+                None if sc is None else str(sc),
+                item.loc_of("storageClass"),
+            )
+        )
     return out
 
 
@@ -120,7 +154,9 @@ def pod_claims(pod_spec: SrcMap | None) -> list[str]:
 
 def service_claims(svc: Service) -> list[str]:
     """PVCs a DGD service mounts: its `volumeMounts` (by PVC name) and pod volumes."""
-    names = [str(dig(vm, "name")) for vm in sequence(svc.data.get("volumeMounts")) or [] if isinstance(dig(vm, "name"), str)]
+    names = [
+        str(dig(vm, "name")) for vm in sequence(svc.data.get("volumeMounts")) or [] if isinstance(dig(vm, "name"), str)
+    ]
     pod = mapping(svc.data.get("extraPodSpec")) or mapping(dig(svc.data, "podTemplate", "spec"))
     return names + [c for c in pod_claims(pod) if c not in names]
 
@@ -182,7 +218,9 @@ class CacheNeed:
         return (self.checkpoints_gb * self.margin + self.extra_gb) * 1e9
 
     def describe(self) -> str:
-        parts = " + ".join(f"{m.id} {m.checkpoint_gb:g} GB{' (estimate)' if m.checkpoint_estimate else ''}" for m in self.models)
+        parts = " + ".join(
+            f"{m.id} {m.checkpoint_gb:g} GB{' (estimate)' if m.checkpoint_estimate else ''}" for m in self.models
+        )
         for mid, f in self.extra_files:
             parts += f" + {f.path} {f.gb:g} GB (the download fetches {mid} {f.path}: no --exclude matches it)"
         text = f"{parts} x {self.margin:g} margin"
@@ -235,7 +273,9 @@ def _model_cache_needs(recipe: Recipe, margin: float | None) -> list[CacheNeed]:
                 need.unknown.append(job.name)
     for need in needs.values():
         need.models.sort(key=lambda m: m.id)
-        need.margin = max((rules.margin_for(m, margin) for m in need.models), default=margin or rules.model_cache_margin)
+        need.margin = max(
+            (rules.margin_for(m, margin) for m in need.models), default=margin or rules.model_cache_margin
+        )
         if need.pvc.name in perf:
             need.extra_gb = rules.perf_results_min_gb
     return [needs[k] for k in sorted(needs)]

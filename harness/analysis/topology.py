@@ -9,15 +9,16 @@ sizing guide and the simulator plan share one reading of a worker's command line
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path, PurePosixPath
-from typing import Any, Iterable
+from typing import Any
 
-from harness.recipe.findings import Loc
 from harness.recipe import catalogue
 from harness.recipe.commandline import Token
 from harness.recipe.configfiles import mounted_file_in
+from harness.recipe.findings import Loc
 from harness.recipe.model import ENGINE_BOOLEAN_FLAGS, Recipe, Service, as_int, dig, mapping, sequence
 from harness.recipe.yamlsrc import Document, SrcList, SrcMap, parse_yaml_bytes
 
@@ -220,8 +221,11 @@ class Topology:
 
     def parallelism_terms(self) -> list[Setting]:
         """The settings that multiply into gpus_per_replica, as written (for messages)."""
-        names = {"vllm": ("tp", "pp", "dp"), "sglang": ("tp", "pp") + (() if self.dp_attention else ("dp",)),
-                 "trtllm": ("tp", "pp")}.get(self.backend, ("tp", "pp"))
+        names = {
+            "vllm": ("tp", "pp", "dp"),
+            "sglang": ("tp", "pp") + (() if self.dp_attention else ("dp",)),
+            "trtllm": ("tp", "pp"),
+        }.get(self.backend, ("tp", "pp"))
         return [self.settings[n] for n in names if n in self.settings]
 
     def describe_parallelism(self) -> str:
@@ -296,8 +300,9 @@ def topology_of(service: Service, backend: str, docs: Iterable[Document] = ()) -
     return topo
 
 
-def _merge_config_file(topo: Topology, service: Service, arg: Token, spelling: dict[str, tuple[str, ...]],
-                       docs: Iterable[Document]) -> None:
+def _merge_config_file(
+    topo: Topology, service: Service, arg: Token, spelling: dict[str, tuple[str, ...]], docs: Iterable[Document]
+) -> None:
     """Settings from a `--config` YAML in a ConfigMap of the same manifests (SGLang, vLLM).
 
     Its keys are the long option names without `--` (`tensor-parallel-size: 8`,
@@ -328,8 +333,12 @@ def _merge_config_file(topo: Topology, service: Service, arg: Token, spelling: d
                 raw = data[keys[option]]
                 kind = "ep_switch" if (topo.backend, name) == ("vllm", "ep") else name
                 value, ok = _convert(kind, str(raw).lower() if isinstance(raw, bool) else raw)
-                setting = Setting(value, str(raw).lower() if isinstance(raw, bool) else str(raw),
-                                  data.loc_of(keys[option]), f"{keys[option]} {where}")
+                setting = Setting(
+                    value,
+                    str(raw).lower() if isinstance(raw, bool) else str(raw),
+                    data.loc_of(keys[option]),
+                    f"{keys[option]} {where}",
+                )
                 (topo.settings.__setitem__(name, setting) if ok else topo.unreadable.append(setting))
                 break
 
@@ -384,8 +393,12 @@ def _merge_engine_config(topo: Topology) -> None:
                 continue
             raw = parent[path[-1]]
             value, ok = _convert(name, raw)
-            setting = Setting(value, str(raw).lower() if isinstance(raw, bool) else str(raw), parent.loc_of(path[-1]),
-                              f"{'.'.join(path)} {where}")
+            setting = Setting(
+                value,
+                str(raw).lower() if isinstance(raw, bool) else str(raw),
+                parent.loc_of(path[-1]),
+                f"{'.'.join(path)} {where}",
+            )
             if not ok:
                 topo.unreadable.append(setting)
                 break
@@ -402,7 +415,9 @@ def engine_config(service: Service, arg: Token, docs: Iterable[Document]) -> Eng
     path = PurePosixPath(arg.value)
     main = service.main
     mounts = sequence(main.data.get("volumeMounts")) if main else None
-    volumes = sequence(dig(service.data, "extraPodSpec", "volumes")) or sequence(dig(service.data, "podTemplate", "spec", "volumes"))
+    volumes = sequence(dig(service.data, "extraPodSpec", "volumes")) or sequence(
+        dig(service.data, "podTemplate", "spec", "volumes")
+    )
     for mount in mounts or []:
         mount_path, vol_name = dig(mount, "mountPath"), dig(mount, "name")
         if not isinstance(mount_path, str) or not isinstance(vol_name, str):
@@ -523,7 +538,7 @@ def dra_gpus(service: Service, docs: Iterable[Document]) -> int:
         tpl = templates.get(str(dig(claim, "resourceClaimTemplateName") or ""))
         for req in sequence(dig(tpl.data, "spec", "spec", "devices", "requests") if tpl else None) or []:
             spec = mapping(dig(req, "exactly")) or mapping(req)
-            if spec is None or GPU_DEVICE_CLASS != str(spec.get("deviceClassName") or ""):
+            if spec is None or str(spec.get("deviceClassName") or "") != GPU_DEVICE_CLASS:
                 continue
             if str(spec.get("allocationMode") or "ExactCount") != "ExactCount":
                 continue
@@ -543,7 +558,9 @@ def gpus_per_node(recipe: Recipe) -> int | None:
 def nodes_needed(services: list[Service], gpus_per_node: int) -> int:
     """Nodes the scheduler needs: every pod (each node of a multinode replica is one pod with
     `limits.gpu` GPUs) packed first-fit decreasing onto nodes of `gpus_per_node` GPUs."""
-    pods = sorted((s.gpu_limit for s in services for _ in range(s.replicas * s.node_count) if s.gpu_limit > 0), reverse=True)
+    pods = sorted(
+        (s.gpu_limit for s in services for _ in range(s.replicas * s.node_count) if s.gpu_limit > 0), reverse=True
+    )
     free: list[int] = []
     for size in pods:
         if size > gpus_per_node:  # cannot schedule at all: gpus-per-node-within-hardware says so

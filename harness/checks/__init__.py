@@ -20,12 +20,13 @@ import importlib
 import inspect
 import pkgutil
 import traceback
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Literal, Sequence, TypeVar
+from typing import Any, Literal, TypeVar
 
-from harness.recipe.findings import Finding, Loc, Problem, Severity, display_path
 from harness.recipe.discovery import RecipeTree
+from harness.recipe.findings import Finding, Loc, Problem, Severity, display_path
 from harness.recipe.model import Recipe
 
 Scope = Literal["recipe", "tree"]
@@ -56,8 +57,13 @@ class Check:
 REGISTRY: dict[str, Check] = {}
 
 
-def check(id: str, severity: Severity = Severity.ERROR, scope: Scope = "recipe", options: type | None = None,
-          convention: bool = False) -> Callable:
+def check(
+    id: str,
+    severity: Severity = Severity.ERROR,
+    scope: Scope = "recipe",
+    options: type | None = None,
+    convention: bool = False,
+) -> Callable:
     """Register a check function under a stable id (with the dataclass of its options, if any;
     `convention=True` for a check of the catalogue's own conventions, see the module docstring)."""
 
@@ -99,12 +105,16 @@ def run_check(chk: Check, subject: Recipe | RecipeTree, ctx: CheckContext) -> li
     try:
         for p in chk.fn(subject, ctx) or ():
             findings.append(to_finding(chk, p, recipe_id))
-    except Exception as exc:  # noqa: BLE001 - the run must complete and say what broke
+    except Exception as exc:
         where = subject.path if isinstance(subject, Recipe) else subject.root
         tb = traceback.extract_tb(exc.__traceback__)[-1]
         findings.append(
             Finding(
-                chk.id, Severity.ERROR, display_path(where), 1, 1,
+                chk.id,
+                Severity.ERROR,
+                display_path(where),
+                1,
+                1,
                 f"internal error in check {chk.id}: {type(exc).__name__}: {exc} "
                 f"(at {Path(tb.filename).name}:{tb.lineno})",
                 "this is a harness bug: please report it with the recipe that triggers it",
@@ -117,6 +127,12 @@ def run_check(chk: Check, subject: Recipe | RecipeTree, ctx: CheckContext) -> li
 def to_finding(chk: Check, p: Problem, recipe_id: str) -> Finding:
     loc: Loc = p.loc
     return Finding(
-        chk.id, p.severity or chk.severity, display_path(loc.file), max(loc.line, 1), max(loc.column, 1),
-        p.message, p.hint, recipe_id,
+        chk.id,
+        p.severity or chk.severity,
+        display_path(loc.file),
+        max(loc.line, 1),
+        max(loc.column, 1),
+        p.message,
+        p.hint,
+        recipe_id,
     )

@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from typing import Iterator
+from collections.abc import Iterator
 from urllib.parse import urlsplit
 
-from harness.recipe.findings import Loc, Problem, Severity, problem
-from harness.recipe.model import Container, Recipe, Token, as_int, dig, mapping, sequence
 from harness.checks import CheckContext, check
 from harness.recipe.commandline import Flags
+from harness.recipe.findings import Loc, Problem, Severity, problem
+from harness.recipe.model import Container, Recipe, Token, as_int, dig, mapping, sequence
 from harness.recipe.workloads import Mount, Pod, Workloads, env_value, flag, under
 
 MODEL_FLAGS = ("--model", "--model-path")
@@ -91,19 +91,30 @@ def model_id_consistent(recipe: Recipe, ctx: CheckContext) -> Iterator[Problem]:
     for pod, at, flags in _engines(w):
         f = flag(flags, *MODEL_FLAGS)
         if f is None:
-            yield problem(at.loc, f"worker {_name(pod)} names no model ({' / '.join(MODEL_FLAGS)})", f"add --model {model_id}")
+            yield problem(
+                at.loc, f"worker {_name(pod)} names no model ({' / '.join(MODEL_FLAGS)})", f"add --model {model_id}"
+            )
         elif not f.value.value.startswith("/") and f.value.value != model_id:
-            yield problem(f.value.loc, f"worker {_name(pod)} loads {f.value.value} but recipe.yaml model.id is {model_id}",
-                          f"serve {model_id}, or fix model.id")
+            yield problem(
+                f.value.loc,
+                f"worker {_name(pod)} loads {f.value.value} but recipe.yaml model.id is {model_id}",
+                f"serve {model_id}, or fix model.id",
+            )
     downloads = download_model_ids(w)
     if w.downloads and not downloads:
         pod = w.downloads[0]
-        yield problem(pod.main.loc if pod.main else pod.doc.loc, f"{pod.label} names no MODEL_ID",
-                      f"set env MODEL_ID: {model_id} on the download container")
+        yield problem(
+            pod.main.loc if pod.main else pod.doc.loc,
+            f"{pod.label} names no MODEL_ID",
+            f"set env MODEL_ID: {model_id} on the download container",
+        )
     elif downloads and model_id not in {t.value for t in downloads}:
         where = downloads[0].loc if len(downloads) == 1 else id_loc
-        yield problem(where, f"the model-download Job fetches {', '.join(t.value for t in downloads)} but recipe.yaml model.id is {model_id}",
-                      f"download {model_id} in model-cache/model-download.yaml (MODEL_ID), or fix model.id")
+        yield problem(
+            where,
+            f"the model-download Job fetches {', '.join(t.value for t in downloads)} but recipe.yaml model.id is {model_id}",
+            f"download {model_id} in model-cache/model-download.yaml (MODEL_ID), or fix model.id",
+        )
 
 
 def perf_models(w: Workloads) -> list[Token]:
@@ -157,20 +168,31 @@ def served_name_consistent(recipe: Recipe, ctx: CheckContext) -> Iterator[Proble
             model = flag(flags, "--model", "--model-path")
             if model is None or model.value.value != served:  # unset: the worker serves its --model value
                 serves = f"the model path {model.value.value!r}" if model else "the model path"
-                yield problem(at.loc, f"worker {_name(pod)} has no --served-model-name: it serves {serves} instead of {served!r}",
-                              f"add --served-model-name {served}")
+                yield problem(
+                    at.loc,
+                    f"worker {_name(pod)} has no --served-model-name: it serves {serves} instead of {served!r}",
+                    f"add --served-model-name {served}",
+                )
         elif served not in _served_names(f.value.value, at.value):
-            yield problem(f.value.loc, f"worker {_name(pod)} serves {f.value.value!r} but recipe.yaml model.servedName is {served!r}",
-                          "use one served name everywhere")
+            yield problem(
+                f.value.loc,
+                f"worker {_name(pod)} serves {f.value.value!r} but recipe.yaml model.servedName is {served!r}",
+                "use one served name everywhere",
+            )
     if w.perf is None:
         return
     models = perf_models(w)
     if not models and w.aiperf():
-        yield problem(w.aiperf()[1].words[0].loc, "the perf Job names no model (TARGET_MODEL / aiperf --model)",
-                      f"set TARGET_MODEL: {served}")
+        yield problem(
+            w.aiperf()[1].words[0].loc,
+            "the perf Job names no model (TARGET_MODEL / aiperf --model)",
+            f"set TARGET_MODEL: {served}",
+        )
     for t in models:
         if t.value != served:
-            yield problem(t.loc, f"the perf Job requests {t.value!r} but the workers serve {served!r}", f"request {served}")
+            yield problem(
+                t.loc, f"the perf Job requests {t.value!r} but the workers serve {served!r}", f"request {served}"
+            )
 
 
 def _names_service(host: str, service: str) -> bool:
@@ -218,8 +240,11 @@ def perf_endpoint_is_frontend(recipe: Recipe, ctx: CheckContext) -> Iterator[Pro
         if f is not None and all(t.loc != f.value.loc for t in urls):
             urls.append(f.value)
     if not urls and found:
-        yield problem(found[1].words[0].loc, "the perf Job names no endpoint (ENDPOINT_URL / aiperf --url)",
-                      f"set ENDPOINT_URL: http://{expected}:{FRONTEND_PORT}")
+        yield problem(
+            found[1].words[0].loc,
+            "the perf Job names no endpoint (ENDPOINT_URL / aiperf --url)",
+            f"set ENDPOINT_URL: http://{expected}:{FRONTEND_PORT}",
+        )
     for t in urls:
         text = t.value.strip()
         parts = urlsplit(text if "://" in text else f"http://{text}")
@@ -229,14 +254,26 @@ def perf_endpoint_is_frontend(recipe: Recipe, ctx: CheckContext) -> Iterator[Pro
             port = -1
         host = parts.hostname or ""
         namespace = host.split(".")[1] if "." in host else ""
-        if _names_service(host, expected) and port == FRONTEND_PORT and parts.scheme == "http" and namespace and "$" not in namespace:
-            yield problem(t.loc, f"the perf Job reaches the frontend only in namespace {namespace!r} ({text})",
-                          f"use http://{expected}:{FRONTEND_PORT}: the Service in the Job's own namespace",
-                          severity=Severity.WARNING)
+        if (
+            _names_service(host, expected)
+            and port == FRONTEND_PORT
+            and parts.scheme == "http"
+            and namespace
+            and "$" not in namespace
+        ):
+            yield problem(
+                t.loc,
+                f"the perf Job reaches the frontend only in namespace {namespace!r} ({text})",
+                f"use http://{expected}:{FRONTEND_PORT}: the Service in the Job's own namespace",
+                severity=Severity.WARNING,
+            )
         elif not _names_service(host, expected) or port != FRONTEND_PORT or parts.scheme != "http":
-            yield problem(t.loc, f"the perf Job targets {text} but the frontend Service is {expected}:{FRONTEND_PORT} "
-                                 f"(the operator names it <DynamoGraphDeployment name>-frontend)",
-                          f"use http://{expected}:{FRONTEND_PORT}")
+            yield problem(
+                t.loc,
+                f"the perf Job targets {text} but the frontend Service is {expected}:{FRONTEND_PORT} "
+                f"(the operator names it <DynamoGraphDeployment name>-frontend)",
+                f"use http://{expected}:{FRONTEND_PORT}",
+            )
 
 
 # --- storage -------------------------------------------------------------------------------
@@ -275,8 +312,13 @@ def pvc_defined(recipe: Recipe, ctx: CheckContext) -> Iterator[Problem]:
         key = (name, loc)
         if name not in defined and key not in seen:
             seen.add(key)
-            yield problem(loc, f"PVC {name!r} ({where}) is not defined in {recipe.model}/model-cache/model-cache.yaml (defines: {names})",
-                          f"use one of: {', '.join(sorted(defined))}" if defined else "define the PVC in model-cache/model-cache.yaml")
+            yield problem(
+                loc,
+                f"PVC {name!r} ({where}) is not defined in {recipe.model}/model-cache/model-cache.yaml (defines: {names})",
+                f"use one of: {', '.join(sorted(defined))}"
+                if defined
+                else "define the PVC in model-cache/model-cache.yaml",
+            )
 
 
 def _on_claim(path: str, mounts: list[Mount]) -> tuple[str, str] | None:
@@ -284,7 +326,7 @@ def _on_claim(path: str, mounts: list[Mount]) -> tuple[str, str] | None:
     m = under(path, mounts)
     if m is None:
         return None
-    rel = path[len(m.path.rstrip("/")):].strip("/")
+    rel = path[len(m.path.rstrip("/")) :].strip("/")
     claim, _, sub = m.claim.partition("/")
     return claim, "/".join(p for p in (sub, rel) if p)
 
@@ -302,8 +344,11 @@ def _host_path_mounts(pod: Pod, c: Container) -> list[Mount]:
     """hostPath volumes mounted into the container: weights staged on the node are a model source too."""
     if pod.spec is None:
         return []
-    host = {v["name"]: str(dig(v, "hostPath", "path")) for v in sequence(pod.spec.get("volumes")) or []
-            if mapping(v) is not None and isinstance(v.get("name"), str) and mapping(v.get("hostPath")) is not None}
+    host = {
+        v["name"]: str(dig(v, "hostPath", "path"))
+        for v in sequence(pod.spec.get("volumes")) or []
+        if mapping(v) is not None and isinstance(v.get("name"), str) and mapping(v.get("hostPath")) is not None
+    }
     out = []
     for vm in sequence(c.data.get("volumeMounts")) or []:
         if mapping(vm) is not None and vm.get("name") in host and isinstance(vm.get("mountPath"), str):
@@ -351,16 +396,32 @@ def model_path_on_pvc(recipe: Recipe, ctx: CheckContext) -> Iterator[Problem]:
             staged = _host_path_mounts(pod, c)
             for name in CACHE_ENV:
                 env = env_value(c, name)
-                if env is not None and env[0].startswith("/") and under(env[0], mounts) is None and under(env[0], staged) is None:
-                    yield problem(env[1], f"{name}={env[0]} in {pod.label} is not on a mounted PVC "
-                                          f"({', '.join(m.path for m in mounts) or 'no PVC mounted'})",
-                                  "mount the model-cache PVC and point it under the mount path")
+                if (
+                    env is not None
+                    and env[0].startswith("/")
+                    and under(env[0], mounts) is None
+                    and under(env[0], staged) is None
+                ):
+                    yield problem(
+                        env[1],
+                        f"{name}={env[0]} in {pod.label} is not on a mounted PVC "
+                        f"({', '.join(m.path for m in mounts) or 'no PVC mounted'})",
+                        "mount the model-cache PVC and point it under the mount path",
+                    )
     for pod, at, flags in _engines(w):
         f = flag(flags, *MODEL_FLAGS)
-        if f is not None and f.value.value.startswith("/") and pod.main and under(f.value.value, pod.mounts_of(pod.main)) is None \
-                and under(f.value.value, _host_path_mounts(pod, pod.main)) is None:
-            yield problem(f.value.loc, f"worker {_name(pod)} loads {f.value.value}, which is not on a mounted PVC",
-                          "mount the model-cache PVC and load the model from under it")
+        if (
+            f is not None
+            and f.value.value.startswith("/")
+            and pod.main
+            and under(f.value.value, pod.mounts_of(pod.main)) is None
+            and under(f.value.value, _host_path_mounts(pod, pod.main)) is None
+        ):
+            yield problem(
+                f.value.loc,
+                f"worker {_name(pod)} loads {f.value.value}, which is not on a mounted PVC",
+                "mount the model-cache PVC and load the model from under it",
+            )
     # the workers' cache is where the download Job put it
     written = {home[0] for pod in w.downloads for c in pod.containers if (home := _cache_home(pod, c)) and home[0]}
     if not written:
@@ -372,13 +433,19 @@ def model_path_on_pvc(recipe: Recipe, ctx: CheckContext) -> Iterator[Problem]:
         if home is None and _loads_from_disk(w, pod):
             continue
         if home is None:
-            yield problem(pod.main.loc, f"worker {_name(pod)} sets no HF_HOME: it downloads the model again instead of reading the cache",
-                          f"set HF_HOME so that the hub cache is {sorted(written)[0][0]}:/{sorted(written)[0][1]}")
+            yield problem(
+                pod.main.loc,
+                f"worker {_name(pod)} sets no HF_HOME: it downloads the model again instead of reading the cache",
+                f"set HF_HOME so that the hub cache is {sorted(written)[0][0]}:/{sorted(written)[0][1]}",
+            )
         elif home[0] is not None and home[0] not in written:
             claim, rel = home[0]
             want = ", ".join(f"{c}:/{r}" for c, r in sorted(written))
-            yield problem(home[1], f"worker {_name(pod)} reads the hub cache at {claim}:/{rel} but the download Job writes {want}",
-                          "point HF_HOME at the same directory of the same PVC as the download Job")
+            yield problem(
+                home[1],
+                f"worker {_name(pod)} reads the hub cache at {claim}:/{rel} but the download Job writes {want}",
+                "point HF_HOME at the same directory of the same PVC as the download Job",
+            )
 
 
 # --- secrets -------------------------------------------------------------------------------
@@ -430,8 +497,11 @@ def secret_name_consistent(recipe: Recipe, ctx: CheckContext) -> Iterator[Proble
         source = "the rest of the recipe"
     for name, loc, pod in refs:
         if name != expected:
-            yield problem(loc, f"{pod.label} reads secret {name!r} but {source} uses {expected!r}",
-                          f"use secret {expected!r} (one token secret per namespace, created once from the README)")
+            yield problem(
+                loc,
+                f"{pod.label} reads secret {name!r} but {source} uses {expected!r}",
+                f"use secret {expected!r} (one token secret per namespace, created once from the README)",
+            )
 
 
 # --- benchmark shape ------------------------------------------------------------------------
@@ -471,9 +541,17 @@ def perf_concurrency_matches_metadata(recipe: Recipe, ctx: CheckContext) -> Iter
     concurrency, c_loc = _meta(recipe, "benchmark", "concurrency")
     per_gpu, _ = _meta(recipe, "benchmark", "concurrencyPerGpu")
     gpus, _ = _meta(recipe, "gpus")
-    if isinstance(concurrency, int) and isinstance(per_gpu, int) and isinstance(gpus, int) and per_gpu * gpus != concurrency:
-        yield problem(c_loc, f"benchmark.concurrency is {concurrency} but concurrencyPerGpu x gpus = {per_gpu} x {gpus} = {per_gpu * gpus}",
-                      f"set benchmark.concurrency: {per_gpu * gpus}")
+    if (
+        isinstance(concurrency, int)
+        and isinstance(per_gpu, int)
+        and isinstance(gpus, int)
+        and per_gpu * gpus != concurrency
+    ):
+        yield problem(
+            c_loc,
+            f"benchmark.concurrency is {concurrency} but concurrencyPerGpu x gpus = {per_gpu} x {gpus} = {per_gpu * gpus}",
+            f"set benchmark.concurrency: {per_gpu * gpus}",
+        )
     w = recipe.workloads
     if w.perf is None:
         return
@@ -487,7 +565,9 @@ def perf_concurrency_matches_metadata(recipe: Recipe, ctx: CheckContext) -> Iter
             continue
         for t in _perf_numbers(w, env_names, flag_names):
             if as_int(t.value) != expected:
-                yield problem(t.loc, f"the perf Job uses {t.value} but recipe.yaml {key} is {expected}", f"use {expected}")
+                yield problem(
+                    t.loc, f"the perf Job uses {t.value} but recipe.yaml {key} is {expected}", f"use {expected}"
+                )
 
 
 @check("perf-lengths-match-metadata", convention=True)
@@ -519,7 +599,11 @@ def perf_lengths_match_metadata(recipe: Recipe, ctx: CheckContext) -> Iterator[P
             continue
         for t in _perf_numbers(w, env_names, flag_names):
             if as_int(t.value) != expected:
-                yield problem(t.loc, f"the perf Job uses {t.value} but recipe.yaml benchmark.{key} is {expected}", f"use {expected}")
+                yield problem(
+                    t.loc,
+                    f"the perf Job uses {t.value} but recipe.yaml benchmark.{key} is {expected}",
+                    f"use {expected}",
+                )
 
 
 # --- endpoint picker -------------------------------------------------------------------------
@@ -544,21 +628,33 @@ def epp_block_size_matches(recipe: Recipe, ctx: CheckContext) -> Iterator[Proble
     `--page-size`, TRT-LLM Dynamo `--kv-block-size` (default 32, dynamo/trtllm/backend_args.py).
     """
     w = recipe.workloads
-    epp_sizes = [(name, Token(*env)) for pod in w.epp for c in pod.containers
-                 for name in sorted(c.env) if "BLOCK_SIZE" in name.upper() and (env := env_value(c, name))]
+    epp_sizes = [
+        (name, Token(*env))
+        for pod in w.epp
+        for c in pod.containers
+        for name in sorted(c.env)
+        if "BLOCK_SIZE" in name.upper() and (env := env_value(c, name))
+    ]
     if not epp_sizes:
         return
     worker_sizes: dict[str, Token] = {}
     for pod, at, flags in _engines(w):
         f = flag(flags, *BLOCK_FLAGS)
         if f is None:
-            yield problem(at.loc, f"the endpoint picker assumes a KV block size but worker {_name(pod)} sets no --block-size "
-                                  "(the engine default may differ)", f"add --block-size {epp_sizes[0][1].value}")
+            yield problem(
+                at.loc,
+                f"the endpoint picker assumes a KV block size but worker {_name(pod)} sets no --block-size "
+                "(the engine default may differ)",
+                f"add --block-size {epp_sizes[0][1].value}",
+            )
         else:
             worker_sizes[_name(pod)] = f.value
     for name, t in epp_sizes:
         for worker, size in worker_sizes.items():
             if as_int(t.value) != as_int(size.value):
-                yield problem(t.loc, f"endpoint picker {name}={t.value} but worker {worker} uses --block-size {size.value}",
-                              f"set {name}: \"{size.value}\"")
+                yield problem(
+                    t.loc,
+                    f"endpoint picker {name}={t.value} but worker {worker} uses --block-size {size.value}",
+                    f'set {name}: "{size.value}"',
+                )
                 break

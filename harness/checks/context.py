@@ -3,16 +3,16 @@ TRT-LLM prefill can schedule the benchmark's prompts (max_num_tokens without chu
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 from harness.analysis.topology import Topology, workers
+from harness.checks import CheckContext, check
 from harness.recipe import catalogue
 from harness.recipe.findings import Loc, Problem, Severity, problem
 from harness.recipe.model import Recipe, Service, as_int, dig
 from harness.recipe.workloads import env_value, flag
 from harness.recipe.yamlsrc import SrcMap
-from harness.checks import CheckContext, check
 
 # The benchmark's lengths as the perf Job states them (env, aiperf flags), else recipe.yaml benchmark.
 ISL_SOURCES = (("ISL",), ("--synthetic-input-tokens-mean", "--isl", "--prompt-input-tokens-mean"))
@@ -97,14 +97,21 @@ def context_fits_benchmark(recipe: Recipe, ctx: CheckContext) -> Iterator[Proble
         if setting is not None and isinstance(setting.value, int):
             window, where, what = setting.value, setting.loc, setting.source
         elif model is not None:
-            window, where, what = model.max_context, svc.module.loc if svc.module else svc.loc, f"the model's context ({model_id})"
+            window, where, what = (
+                model.max_context,
+                svc.module.loc if svc.module else svc.loc,
+                f"the model's context ({model_id})",
+            )
         else:
             continue
         if window < lengths.total:
-            yield problem(where, f"worker {svc.name}: context window {window} ({what}) is shorter than one benchmark request, "
-                                 f"ISL {lengths.isl} + OSL {lengths.osl} = {lengths.total} ({lengths.source}, line {lengths.where.line}): "
-                                 "the engine rejects every request",
-                          f"set {CONTEXT_NAME.get(engine, 'the context length')} to at least {lengths.total}")
+            yield problem(
+                where,
+                f"worker {svc.name}: context window {window} ({what}) is shorter than one benchmark request, "
+                f"ISL {lengths.isl} + OSL {lengths.osl} = {lengths.total} ({lengths.source}, line {lengths.where.line}): "
+                "the engine rejects every request",
+                f"set {CONTEXT_NAME.get(engine, 'the context length')} to at least {lengths.total}",
+            )
 
 
 def _engine_value(topo: Topology, svc: Service, key: str, cli: str) -> tuple[object, Loc | None]:
@@ -150,17 +157,25 @@ def trtllm_prompt_fits_max_num_tokens(recipe: Recipe, ctx: CheckContext) -> Iter
         raw_tokens, tokens_loc = _engine_value(topo, svc, "max_num_tokens", "--max-num-tokens")
         max_num_tokens = TRTLLM_DEFAULT_MAX_NUM_TOKENS if raw_tokens is None else as_int(raw_tokens)
         seq = topo.get("max_seq_len")
-        max_seq_len = seq.value if seq is not None and isinstance(seq.value, int) else (model.max_context if model else None)
+        max_seq_len = (
+            seq.value if seq is not None and isinstance(seq.value, int) else (model.max_context if model else None)
+        )
         if max_num_tokens is None or max_seq_len is None or max_num_tokens >= max_seq_len:
             continue
         at = tokens_loc or (seq.loc if seq is not None else (svc.module.loc if svc.module else svc.loc))
         written = f"max_num_tokens {max_num_tokens}" + ("" if raw_tokens is not None else " (TRT-LLM default)")
         if lengths is not None and lengths.isl > max_num_tokens:
-            yield problem(at, f"worker {svc.name}: {written} < benchmark ISL {lengths.isl} with chunked prefill off: "
-                              "TRT-LLM cannot schedule the benchmark's prompts",
-                          "set enable_chunked_prefill: true in the engine config, or max_num_tokens >= the ISL")
+            yield problem(
+                at,
+                f"worker {svc.name}: {written} < benchmark ISL {lengths.isl} with chunked prefill off: "
+                "TRT-LLM cannot schedule the benchmark's prompts",
+                "set enable_chunked_prefill: true in the engine config, or max_num_tokens >= the ISL",
+            )
         else:
-            yield problem(at, f"worker {svc.name}: {written} < max_seq_len {max_seq_len} with chunked prefill off: prompts of "
-                              f"{max_num_tokens + 1}-{max_seq_len} tokens are rejected (the benchmark's ISL is not affected)",
-                          "set enable_chunked_prefill: true in the engine config, or lower max_seq_len to max_num_tokens",
-                          Severity.WARNING)
+            yield problem(
+                at,
+                f"worker {svc.name}: {written} < max_seq_len {max_seq_len} with chunked prefill off: prompts of "
+                f"{max_num_tokens + 1}-{max_seq_len} tokens are rejected (the benchmark's ISL is not affected)",
+                "set enable_chunked_prefill: true in the engine config, or lower max_seq_len to max_num_tokens",
+                Severity.WARNING,
+            )

@@ -5,20 +5,22 @@ from __future__ import annotations
 
 import re
 import shlex
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 from harness.analysis.docs import stale_files
-from harness.recipe.findings import Loc, Problem, problem
-from harness.recipe.model import Recipe, dig
 from harness.checks import CheckContext, check
 from harness.recipe.discovery import RecipeTree
+from harness.recipe.findings import Loc, Problem, problem
+from harness.recipe.model import Recipe, dig
 
 README = "README.md"
 # The model README format: a `# <model>` title, then these sections in this order.
 REQUIRED_SECTIONS = ("Overview", "Hardware", "Deploy", "Benchmark", "Known limits")
-_HARDWARE_BULLET = re.compile(r"^- `(?P<mode>[^`]+)`: (?P<gpus>\d+) x (?P<gpu>[A-Za-z0-9]+)\b.*? on (?P<nodes>\d+) nodes?\b")
+_HARDWARE_BULLET = re.compile(
+    r"^- `(?P<mode>[^`]+)`: (?P<gpus>\d+) x (?P<gpu>[A-Za-z0-9]+)\b.*? on (?P<nodes>\d+) nodes?\b"
+)
 _CONCURRENCY = re.compile(r"^(?P<total>\d+)(?: \((?P<per_gpu>\d+) x (?P<gpus>\d+)\))?")
 
 
@@ -37,14 +39,20 @@ def docs_in_sync(tree: RecipeTree, ctx: CheckContext) -> Iterator[Problem]:
     """
     for stale in stale_files(tree):
         if stale.actual is None:
-            yield problem(Loc(stale.path), f"{stale.path.name} is missing: it is generated from the recipes",
-                          "run `recipe-harness docs` and commit the result")
+            yield problem(
+                Loc(stale.path),
+                f"{stale.path.name} is missing: it is generated from the recipes",
+                "run `recipe-harness docs` and commit the result",
+            )
             continue
         line = stale.first_line
         expected = stale.expected.splitlines()
         want = expected[line - 1] if line <= len(expected) else "(end of file)"
-        yield problem(Loc(stale.path, line), f"{stale.path.name} is stale: {stale.summary()}; the generator writes {want[:100]!r}",
-                      "run `recipe-harness docs` and commit the result")
+        yield problem(
+            Loc(stale.path, line),
+            f"{stale.path.name} is stale: {stale.summary()}; the generator writes {want[:100]!r}",
+            "run `recipe-harness docs` and commit the result",
+        )
 
 
 @dataclass
@@ -55,7 +63,7 @@ class Markdown:
     lines: list[tuple[int, str]] = field(default_factory=list)  # outside fenced code
 
     @classmethod
-    def read(cls, path: Path) -> "Markdown":
+    def read(cls, path: Path) -> Markdown:
         md = cls(path)
         fenced = False
         for n, text in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
@@ -145,19 +153,28 @@ def model_readme_format(tree: RecipeTree, ctx: CheckContext) -> Iterator[Problem
 def _format(md: Markdown) -> Iterator[Problem]:
     heads = md.headings()
     if not heads or heads[0][1] != 1:
-        yield problem(Loc(md.path, heads[0][0] if heads else 1), "the README must start with a `# <model name>` title",
-                      "add a level-1 title as the first heading")
+        yield problem(
+            Loc(md.path, heads[0][0] if heads else 1),
+            "the README must start with a `# <model name>` title",
+            "add a level-1 title as the first heading",
+        )
     found = [(n, title) for n, level, title in heads if level == 2 and title in REQUIRED_SECTIONS]
     titles = [t for _, t in found]
     for want in REQUIRED_SECTIONS:
         if want not in titles:
-            yield problem(Loc(md.path, 1), f"section `## {want}` is missing (the model README format is "
-                                           f"{', '.join(REQUIRED_SECTIONS)})", f"add `## {want}`")
+            yield problem(
+                Loc(md.path, 1),
+                f"section `## {want}` is missing (the model README format is {', '.join(REQUIRED_SECTIONS)})",
+                f"add `## {want}`",
+            )
     order = [t for t in REQUIRED_SECTIONS if t in titles]
     for (n, title), expected in zip(found, order):
         if title != expected:
-            yield problem(Loc(md.path, n), f"section `## {title}` is out of order: the format is {', '.join(REQUIRED_SECTIONS)}",
-                          "move the section to its place")
+            yield problem(
+                Loc(md.path, n),
+                f"section `## {title}` is out of order: the format is {', '.join(REQUIRED_SECTIONS)}",
+                "move the section to its place",
+            )
             break
 
 
@@ -165,18 +182,27 @@ def _row_recipe(md: Markdown, n: int, cell: str, recipes: dict[str, Recipe]) -> 
     mode = cell.strip("` ")
     recipe = recipes.get(mode)
     if recipe is None:
-        yield problem(Loc(md.path, n), f"{mode!r} is not a recipe of this model ({', '.join(sorted(recipes))})",
-                      "name recipes as <framework>/<mode>, or remove the row")
+        yield problem(
+            Loc(md.path, n),
+            f"{mode!r} is not a recipe of this model ({', '.join(sorted(recipes))})",
+            "name recipes as <framework>/<mode>, or remove the row",
+        )
     else:
         yield recipe
 
 
-def _compare(md: Markdown, n: int, what: str, stated: int | str | None, recipe: Recipe, key: tuple[str, ...]) -> Iterator[Problem]:
+def _compare(
+    md: Markdown, n: int, what: str, stated: int | str | None, recipe: Recipe, key: tuple[str, ...]
+) -> Iterator[Problem]:
     actual = dig(recipe.metadata, *key)
     if stated is None or actual is None or stated == actual:
         return
-    yield problem(Loc(md.path, n), f"README states {stated} {what} for {recipe.framework}/{recipe.mode} but its recipe.yaml says "
-                                   f"{'.'.join(key)}: {actual}", f"write {actual} (the metadata is checked against the manifests)")
+    yield problem(
+        Loc(md.path, n),
+        f"README states {stated} {what} for {recipe.framework}/{recipe.mode} but its recipe.yaml says "
+        f"{'.'.join(key)}: {actual}",
+        f"write {actual} (the metadata is checked against the manifests)",
+    )
 
 
 def _overview(md: Markdown, recipes: dict[str, Recipe]) -> Iterator[Problem]:
@@ -186,7 +212,11 @@ def _overview(md: Markdown, recipes: dict[str, Recipe]) -> Iterator[Problem]:
     header_line, header, rows = table
     cols = {name: _column(header, name) for name in ("Recipe", "GPUs", "Nodes")}
     if cols["Recipe"] is None:
-        yield problem(Loc(md.path, header_line), "the Overview table has no Recipe column", "add `| Recipe | ... | GPUs | Nodes |`")
+        yield problem(
+            Loc(md.path, header_line),
+            "the Overview table has no Recipe column",
+            "add `| Recipe | ... | GPUs | Nodes |`",
+        )
         return
     seen = set()
     for n, cells in rows:
@@ -200,7 +230,9 @@ def _overview(md: Markdown, recipes: dict[str, Recipe]) -> Iterator[Problem]:
                 if i is not None and i < len(cells):
                     yield from _compare(md, n, what, _int(cells[i]), item, key)
     for mode in sorted(set(recipes) - seen):
-        yield problem(Loc(md.path, header_line), f"the Overview table has no row for recipe {mode}", f"add a row for `{mode}`")
+        yield problem(
+            Loc(md.path, header_line), f"the Overview table has no row for recipe {mode}", f"add a row for `{mode}`"
+        )
 
 
 def _hardware(md: Markdown, recipes: dict[str, Recipe]) -> Iterator[Problem]:
@@ -229,7 +261,11 @@ def _benchmark(md: Markdown, recipes: dict[str, Recipe]) -> Iterator[Problem]:
         recipe = recipes.get(cells[recipe_col].strip("` "))
         if recipe is None:
             continue
-        for col, key in (("ISL", ("benchmark", "isl")), ("OSL", ("benchmark", "osl")), ("Requests", ("benchmark", "requestCount"))):
+        for col, key in (
+            ("ISL", ("benchmark", "isl")),
+            ("OSL", ("benchmark", "osl")),
+            ("Requests", ("benchmark", "requestCount")),
+        ):
             i = cols[col]
             if i is not None and i < len(cells):
                 yield from _compare(md, n, col, _int(cells[i]), recipe, key)
@@ -239,7 +275,9 @@ def _benchmark(md: Markdown, recipes: dict[str, Recipe]) -> Iterator[Problem]:
             yield from _compare(md, n, "concurrency", int(m.group("total")), recipe, ("benchmark", "concurrency"))
             if m.group("gpus"):
                 yield from _compare(md, n, "GPUs", int(m.group("gpus")), recipe, ("gpus",))
-                yield from _compare(md, n, "concurrency per GPU", int(m.group("per_gpu")), recipe, ("benchmark", "concurrencyPerGpu"))
+                yield from _compare(
+                    md, n, "concurrency per GPU", int(m.group("per_gpu")), recipe, ("benchmark", "concurrencyPerGpu")
+                )
 
 
 # `kubectl apply|create|replace ... -f <file>` in a README; the file operands are read with shlex.
@@ -252,7 +290,7 @@ def _kubectl_files(text: str) -> list[str]:
     m = _KUBECTL_FILE_CMD.search(text)
     if m is None:
         return []
-    rest = re.split(r"\s(?:\||&&|\|\||;)\s", text[m.end():], maxsplit=1)[0]
+    rest = re.split(r"\s(?:\||&&|\|\||;)\s", text[m.end() :], maxsplit=1)[0]
     try:
         words = shlex.split(rest, comments=True)
     except ValueError:
@@ -268,8 +306,13 @@ def _kubectl_files(text: str) -> list[str]:
 
 def _literal_path(value: str) -> bool:
     """A path the README names exactly: no variable, placeholder, glob, URL or stdin."""
-    return (bool(value) and value != "-" and "://" not in value and not value.startswith(("/", "~"))
-            and not any(ch in value for ch in "$<>{}*?[]`"))
+    return (
+        bool(value)
+        and value != "-"
+        and "://" not in value
+        and not value.startswith(("/", "~"))
+        and not any(ch in value for ch in "$<>{}*?[]`")
+    )
 
 
 @check("readme-applied-files-exist", scope="tree")
@@ -315,6 +358,9 @@ def readme_applied_files_exist(tree: RecipeTree, ctx: CheckContext) -> Iterator[
                 bases = (path.parent, tree.root, tree.root.parent)
                 if any((base / name).exists() for base in bases):
                     continue
-                yield problem(Loc(path, start + 1), f"the README applies {name}, which does not exist "
-                                                    f"(looked in {path.parent.name}/, the recipes root and the repository root)",
-                              "add the file, or point the command at the manifest that exists")
+                yield problem(
+                    Loc(path, start + 1),
+                    f"the README applies {name}, which does not exist "
+                    f"(looked in {path.parent.name}/, the recipes root and the repository root)",
+                    "add the file, or point the command at the manifest that exists",
+                )

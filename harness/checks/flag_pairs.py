@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
+from harness.checks import CheckContext, check
 from harness.recipe.findings import Problem, problem
 from harness.recipe.flag_pairs import FlagPair, flag_pairs
 from harness.recipe.model import Recipe, Service, dig
-from harness.checks import CheckContext, check
 
 CONFIG_FLAG = "--config"  # vLLM and SGLang read engine flags from a YAML file too: the pair may be met there
 
@@ -68,6 +68,9 @@ def required_flag_pairs(recipe: Recipe, ctx: CheckContext) -> Iterator[Problem]:
             if pair.accepted_values and len(pair.accepted_values) > 1:
                 want = f"{pair.requires} ({' | '.join(pair.accepted_values)})"
             written = f"{pair.when} {pair.when_value}" if pair.when_value else pair.when
-            yield problem(trigger.flag.loc, f"service {svc.name} passes {written} without {pair.requires}: dynamo.{engine} "
-                                            f"(Dynamo {release}) refuses to start: \"{pair.message}\" [{pair.source}]",
-                          f"add {want}")
+            yield problem(
+                trigger.flag.loc,
+                f"service {svc.name} passes {written} without {pair.requires}: dynamo.{engine} "
+                f'(Dynamo {release}) refuses to start: "{pair.message}" [{pair.source}]',
+                f"add {want}",
+            )

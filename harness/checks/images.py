@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
+from harness.checks import CheckContext, check
 from harness.recipe.findings import Loc, Problem, Severity, display_path, problem
 from harness.recipe.model import Container, Recipe
 from harness.recipe.versions import BUILTIN_MATRIX, VERSIONS_FILE, VersionMatrix, builtin_matrix, version_matrix
-from harness.checks import CheckContext, check
 from harness.recipe.workloads import Pod
 
 DYNAMO_PREFIX = "nvcr.io/nvidia/ai-dynamo/"
@@ -34,8 +34,26 @@ _DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
 _RELEASE = re.compile(r"^v?(\d+\.\d+\.\d+(?:(?:\.post|\.dev|rc|-rc\.?|\.rc)\d+)?)")
 _PLACEHOLDER_CHARS = re.compile(r"[${}<>()*\s]")
 _PLACEHOLDER_TAGS = {
-    "my-tag", "mytag", "tag", "version", "your-tag", "yourtag", "changeme", "change-me", "todo", "tbd", "xxx",
-    "placeholder", "release", "dev", "test", "none", "null", "undefined", "image-tag", "<tag>",
+    "my-tag",
+    "mytag",
+    "tag",
+    "version",
+    "your-tag",
+    "yourtag",
+    "changeme",
+    "change-me",
+    "todo",
+    "tbd",
+    "xxx",
+    "placeholder",
+    "release",
+    "dev",
+    "test",
+    "none",
+    "null",
+    "undefined",
+    "image-tag",
+    "<tag>",
 }
 _LETTER_VERSION = re.compile(r"^v?[a-zA-Z](?:[.-][a-zA-Z])+$")  # x.y.z, X.Y.Z, vX.Y
 _FLOATING_TAGS = {"latest", "main", "master", "nightly", "stable", "edge", "head"}
@@ -152,7 +170,11 @@ def image_reference_pinned(recipe: Recipe, ctx: CheckContext) -> Iterator[Proble
             where = pod.label + (f" container {c.name}" if c.name else "")
             image = c.image
             if not isinstance(image, str) or not image.strip():
-                yield problem(c.image_loc, f"{where} has no image", "name a pinned image, e.g. nvcr.io/nvidia/ai-dynamo/vllm-runtime:1.4.0")
+                yield problem(
+                    c.image_loc,
+                    f"{where} has no image",
+                    "name a pinned image, e.g. nvcr.io/nvidia/ai-dynamo/vllm-runtime:1.4.0",
+                )
                 continue
             ref = parse_image(image)
             token = placeholder_token(ref)
@@ -164,10 +186,13 @@ def image_reference_pinned(recipe: Recipe, ctx: CheckContext) -> Iterator[Proble
     if held:
         ref, loc, _, _, readme = held[0]
         tokens = ", ".join(dict.fromkeys(repr(h[3]) for h in held))
-        yield problem(loc, f"template: {len(held)} image(s) of this recipe use the placeholder {tokens} "
-                           f"({'; '.join(h[2] for h in held)}), which {display_path(readme.file)}:{readme.line} says to replace",
-                      "replace the placeholder with a published tag (e.g. :1.4.0) before applying, or pin it in the manifest",
-                      Severity.WARNING)
+        yield problem(
+            loc,
+            f"template: {len(held)} image(s) of this recipe use the placeholder {tokens} "
+            f"({'; '.join(h[2] for h in held)}), which {display_path(readme.file)}:{readme.line} says to replace",
+            "replace the placeholder with a published tag (e.g. :1.4.0) before applying, or pin it in the manifest",
+            Severity.WARNING,
+        )
 
 
 _PLACEHOLDER_PART = re.compile(r"\$\{[^}]*\}|\$\([^)]*\)|\$[A-Za-z_][A-Za-z0-9_]*|<[^>]*>")
@@ -204,14 +229,25 @@ def _documented_placeholder(recipe: Recipe, token: str) -> Loc | None:
 def _pinned(ref: ImageRef, loc: Loc, where: str) -> Iterator[Problem]:
     hint = "pin a published release tag (e.g. :1.4.0) or a @sha256 digest"
     if _PLACEHOLDER_CHARS.search(ref.text.strip()):
-        yield problem(loc, f"image {ref.text!r} of {where} contains an unexpanded placeholder; Kubernetes does not expand it", hint)
+        yield problem(
+            loc,
+            f"image {ref.text!r} of {where} contains an unexpanded placeholder; Kubernetes does not expand it",
+            hint,
+        )
         return
     if not ref.registry and "/" in ref.repository:
-        yield problem(loc, f"image {ref.text!r} of {where} names no registry (it resolves to docker.io silently)",
-                      f"write the full reference, e.g. docker.io/{ref.repository}:{ref.tag or '<tag>'}")
+        yield problem(
+            loc,
+            f"image {ref.text!r} of {where} names no registry (it resolves to docker.io silently)",
+            f"write the full reference, e.g. docker.io/{ref.repository}:{ref.tag or '<tag>'}",
+        )
     if ref.digest:
         if not _DIGEST.match(ref.digest):
-            yield problem(loc, f"image digest {ref.digest!r} of {where} is not sha256:<64 hex>", "copy the digest from the registry")
+            yield problem(
+                loc,
+                f"image digest {ref.digest!r} of {where} is not sha256:<64 hex>",
+                "copy the digest from the registry",
+            )
     elif not ref.tag:
         yield problem(loc, f"image {ref.text!r} of {where} has no tag, so it is 'latest'", hint)
     elif ref.tag.lower() in _FLOATING_TAGS:
@@ -247,24 +283,37 @@ def image_repository_matches_backend(recipe: Recipe, ctx: CheckContext) -> Itera
     for use in image_uses(recipe):
         if not use.ref.is_dynamo or use.ref.basename in TOOL_REPOSITORIES:
             continue
-        repo = use.ref.name[len(DYNAMO_PREFIX):]
-        fix = f"use {DYNAMO_PREFIX}{expected}:<release>" if expected else "use the runtime image of the recipe's backend"
+        repo = use.ref.name[len(DYNAMO_PREFIX) :]
+        fix = (
+            f"use {DYNAMO_PREFIX}{expected}:<release>" if expected else "use the runtime image of the recipe's backend"
+        )
         if repo in KNOWN_WRONG_REPOSITORIES:
-            yield problem(use.loc, f"{DYNAMO_PREFIX}{repo} is a known-wrong repository name (never published); "
-                                   f"the published one is {KNOWN_WRONG_REPOSITORIES[repo]}",
-                          f"use {DYNAMO_PREFIX}{KNOWN_WRONG_REPOSITORIES[repo]}")
+            yield problem(
+                use.loc,
+                f"{DYNAMO_PREFIX}{repo} is a known-wrong repository name (never published); "
+                f"the published one is {KNOWN_WRONG_REPOSITORIES[repo]}",
+                f"use {DYNAMO_PREFIX}{KNOWN_WRONG_REPOSITORIES[repo]}",
+            )
         elif repo not in DYNAMO_REPOSITORIES:
-            yield problem(use.loc, f"{DYNAMO_PREFIX}{repo} is not a published Dynamo repository "
-                                   f"({', '.join(sorted(DYNAMO_REPOSITORIES))})", fix)
+            yield problem(
+                use.loc,
+                f"{DYNAMO_PREFIX}{repo} is not a published Dynamo repository "
+                f"({', '.join(sorted(DYNAMO_REPOSITORIES))})",
+                fix,
+            )
         elif repo.endswith("-runtime") and expected and repo != expected:
-            yield problem(use.loc, f"{use.where} runs {repo} but backendFramework is {framework} (needs {expected})", fix)
+            yield problem(
+                use.loc, f"{use.where} runs {repo} but backendFramework is {framework} (needs {expected})", fix
+            )
         elif use.pod.service is not None and use.pod.service.is_worker and expected and repo != expected:
             yield problem(use.loc, f"worker {use.pod.service.name} runs {repo}, which has no {framework} engine", fix)
 
 
 def recipe_release(recipe: Recipe) -> tuple[str, list[ImageUse]]:
     """The Dynamo release of the recipe (the most common one, the workers' on a tie) and its images."""
-    uses = [u for u in image_uses(recipe) if u.ref.is_dynamo and u.ref.release and u.ref.basename not in TOOL_REPOSITORIES]
+    uses = [
+        u for u in image_uses(recipe) if u.ref.is_dynamo and u.ref.release and u.ref.basename not in TOOL_REPOSITORIES
+    ]
     if not uses:
         return "", []
     counts = Counter(u.ref.release for u in uses)
@@ -292,8 +341,11 @@ def image_release_consistent(recipe: Recipe, ctx: CheckContext) -> Iterator[Prob
     release, uses = recipe_release(recipe)
     for u in uses:
         if u.ref.release != release:
-            yield problem(u.loc, f"{u.where} uses Dynamo release {u.ref.release} but the rest of the recipe uses {release}",
-                          f"use the {release} tag for every Dynamo image of the recipe")
+            yield problem(
+                u.loc,
+                f"{u.where} uses Dynamo release {u.ref.release} but the rest of the recipe uses {release}",
+                f"use the {release} tag for every Dynamo image of the recipe",
+            )
 
 
 def release_matrix(recipe: Recipe, ctx: CheckContext) -> tuple[VersionMatrix | None, str]:
@@ -328,17 +380,24 @@ def image_release_in_matrix(recipe: Recipe, ctx: CheckContext) -> Iterator[Probl
     matrix, source = release_matrix(recipe, ctx)
     path = recipe.root / VERSIONS_FILE
     if matrix is None:
-        yield problem(uses[0].loc, f"Dynamo release {release} cannot be checked: {VERSIONS_FILE} is missing or empty",
-                      f"add {path.name} at the top of the recipes tree (release -> vllm/sglang/trtllm/cuda)")
+        yield problem(
+            uses[0].loc,
+            f"Dynamo release {release} cannot be checked: {VERSIONS_FILE} is missing or empty",
+            f"add {path.name} at the top of the recipes tree (release -> vllm/sglang/trtllm/cuda)",
+        )
         return
     seen: set[str] = set()
     for u in uses:
         if u.ref.release not in matrix.releases and u.ref.release not in seen:
             seen.add(u.ref.release)
             known = ", ".join(sorted(matrix.releases)) or "none"
-            yield problem(u.loc, f"Dynamo release {u.ref.release} is not in {source} (known: {known})",
-                          f"use a published release, or add its row to {VERSIONS_FILE}" if ctx.catalogue
-                          else "use a published Dynamo release")
+            yield problem(
+                u.loc,
+                f"Dynamo release {u.ref.release} is not in {source} (known: {known})",
+                f"use a published release, or add its row to {VERSIONS_FILE}"
+                if ctx.catalogue
+                else "use a published Dynamo release",
+            )
     row = matrix.release(release)
     meta_versions = recipe.metadata.get("versions")
     backend = meta_versions.get("backend") if isinstance(meta_versions, dict) else None
@@ -347,11 +406,17 @@ def image_release_in_matrix(recipe: Recipe, ctx: CheckContext) -> Iterator[Probl
         return
     shipped = row.backends.get(str(framework))
     if shipped is None:
-        yield problem(row.loc, f"{VERSIONS_FILE} has no {framework} version for Dynamo {release}",
-                      f"add `{framework}: <version>` to the {release} row")
+        yield problem(
+            row.loc,
+            f"{VERSIONS_FILE} has no {framework} version for Dynamo {release}",
+            f"add `{framework}: <version>` to the {release} row",
+        )
     elif str(backend) != shipped:
-        yield problem(meta_versions.loc_of("backend"), f"versions.backend is {backend} but Dynamo {release} ships {framework} {shipped} ({VERSIONS_FILE})",
-                      f"set versions.backend: {shipped}, or use the images of the release that ships {framework} {backend}")
+        yield problem(
+            meta_versions.loc_of("backend"),
+            f"versions.backend is {backend} but Dynamo {release} ships {framework} {shipped} ({VERSIONS_FILE})",
+            f"set versions.backend: {shipped}, or use the images of the release that ships {framework} {backend}",
+        )
 
 
 @check("metadata-dynamo-release", convention=True)
@@ -370,8 +435,11 @@ def metadata_dynamo_version_matches_image(recipe: Recipe, ctx: CheckContext) -> 
     if not release or not isinstance(versions, dict) or "dynamo" not in versions:
         return
     if str(versions["dynamo"]) != release:
-        yield problem(versions.loc_of("dynamo"), f"versions.dynamo is {versions['dynamo']} but the recipe's Dynamo images are release {release}",
-                      f"set versions.dynamo: {release} (or retag the images)")
+        yield problem(
+            versions.loc_of("dynamo"),
+            f"versions.dynamo is {versions['dynamo']} but the recipe's Dynamo images are release {release}",
+            f"set versions.dynamo: {release} (or retag the images)",
+        )
 
 
 @dataclass(frozen=True)
@@ -393,7 +461,11 @@ def allowed_registries(recipe: Recipe, ctx: CheckContext) -> tuple[list[str], st
 
 
 def registry_allowed(ref: ImageRef, allowed: list[str]) -> bool:
-    name = ref.name if ref.registry else f"docker.io/{ref.repository if '/' in ref.repository else 'library/' + ref.repository}"
+    name = (
+        ref.name
+        if ref.registry
+        else f"docker.io/{ref.repository if '/' in ref.repository else 'library/' + ref.repository}"
+    )
     return any(name == a.rstrip("/") or name.startswith(a.rstrip("/") + "/") for a in allowed)
 
 
@@ -416,5 +488,8 @@ def image_registry_allowed(recipe: Recipe, ctx: CheckContext) -> Iterator[Proble
         if _PLACEHOLDER_CHARS.search(u.ref.text.strip()):
             continue  # image-reference-pinned reports it
         if not registry_allowed(u.ref, allowed):
-            yield problem(u.loc, f"image {u.ref.text!r} of {u.where} is not from an allowed registry ({', '.join(allowed)}, from {source})",
-                          "use a public registry from the allow-list, or add the registry to `registries` in versions.yaml")
+            yield problem(
+                u.loc,
+                f"image {u.ref.text!r} of {u.where} is not from an allowed registry ({', '.join(allowed)}, from {source})",
+                "use a public registry from the allow-list, or add the registry to `registries` in versions.yaml",
+            )

@@ -4,7 +4,8 @@ neither the CRD schema nor an argument parser rejects them first."""
 from __future__ import annotations
 
 import json
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 from harness.checks import CheckContext, check
 from harness.checks.images import recipe_release
@@ -28,10 +29,24 @@ ROUTER_MODES: dict[str, tuple[str, ...]] = {
 # (ai-dynamo 1.4.0) and 0.31.0 (ai-dynamo 1.6.1). `get_connector_class` raises "Unsupported connector
 # type" for any other name unless `kv_connector_module_path` names the module that defines it. The
 # parser does not check the name: `--kv-transfer-config` is a JSON string until the engine starts.
-_VLLM_0_26 = ("ExampleConnector", "ExampleHiddenStatesConnector", "LMCacheConnectorV1", "LMCacheMPConnector",
-              "NixlConnector", "NixlPullConnector", "NixlPushConnector", "MultiConnector", "MoRIIOConnector",
-              "OffloadingConnector", "DecodeBenchConnector", "MooncakeConnector", "MooncakeStoreConnector",
-              "FlexKVConnectorV1", "SimpleCPUOffloadConnector", "HF3FSKVConnector")
+_VLLM_0_26 = (
+    "ExampleConnector",
+    "ExampleHiddenStatesConnector",
+    "LMCacheConnectorV1",
+    "LMCacheMPConnector",
+    "NixlConnector",
+    "NixlPullConnector",
+    "NixlPushConnector",
+    "MultiConnector",
+    "MoRIIOConnector",
+    "OffloadingConnector",
+    "DecodeBenchConnector",
+    "MooncakeConnector",
+    "MooncakeStoreConnector",
+    "FlexKVConnectorV1",
+    "SimpleCPUOffloadConnector",
+    "HF3FSKVConnector",
+)
 VLLM_CONNECTORS: dict[str, tuple[str, ...]] = {
     "1.4.0": _VLLM_0_26,
     "1.6.1": _VLLM_0_26 + ("HiSparseConnector",),
@@ -96,10 +111,13 @@ def interpreted_values_known(recipe: Recipe, ctx: CheckContext) -> Iterator[Prob
             mode = fe.router_mode
             if mode.source == ROUTER_MODE_ENV and mode.value not in modes:
                 at = mode.loc or fe.loc
-                yield problem(at, f"frontend {fe.name}: {ROUTER_MODE_ENV}={mode.value!r} is not a router mode Dynamo {release} "
-                                  f"knows ({', '.join(modes)}); argparse does not check the environment, so the frontend "
-                                  + ("routes round-robin" if release == "1.4.0" else "fails at start"),
-                              f"use one of: {', '.join(modes)}")
+                yield problem(
+                    at,
+                    f"frontend {fe.name}: {ROUTER_MODE_ENV}={mode.value!r} is not a router mode Dynamo {release} "
+                    f"knows ({', '.join(modes)}); argparse does not check the environment, so the frontend "
+                    + ("routes round-robin" if release == "1.4.0" else "fails at start"),
+                    f"use one of: {', '.join(modes)}",
+                )
     known = VLLM_CONNECTORS.get(release)
     if known is None:
         return
@@ -116,7 +134,11 @@ def interpreted_values_known(recipe: Recipe, ctx: CheckContext) -> Iterator[Prob
         for name in _connectors(cfg):
             if name not in known:
                 close = [k for k in known if k.lower() == name.lower()]
-                yield problem(found.value.loc, f"worker {svc.name}: kv_connector {name!r} is not a connector of the vLLM that "
-                                               f"Dynamo {release} ships; vLLM raises \"Unsupported connector type\" at start",
-                              f"use {close[0]!r}" if close else
-                              f"use one of {', '.join(known)}, or set kv_connector_module_path to the module that defines it")
+                yield problem(
+                    found.value.loc,
+                    f"worker {svc.name}: kv_connector {name!r} is not a connector of the vLLM that "
+                    f'Dynamo {release} ships; vLLM raises "Unsupported connector type" at start',
+                    f"use {close[0]!r}"
+                    if close
+                    else f"use one of {', '.join(known)}, or set kv_connector_module_path to the module that defines it",
+                )

@@ -4,14 +4,14 @@ the workers that exchange or report KV blocks agree on the block size where the 
 from __future__ import annotations
 
 import json
-from typing import Iterator
+from collections.abc import Iterator
 
 from harness.analysis.topology import Topology, flag_line, workers
+from harness.checks import CheckContext, check
 from harness.recipe.commandline import Flags
 from harness.recipe.findings import Loc, Problem, Severity, problem
 from harness.recipe.model import Recipe, Service, as_int, dig
 from harness.recipe.yamlsrc import SrcMap
-from harness.checks import CheckContext, check
 
 _TRUE = ("true", "1", "yes", "on")  # env_or_default's reading of a boolean (dynamo/common/configuration/utils.py)
 
@@ -22,8 +22,12 @@ ROUTER_EVENTS_FLAGS = ("--router-kv-events", "--no-router-kv-events", "--kv-even
 ROUTER_EVENTS_ENV = "DYN_ROUTER_USE_KV_EVENTS"
 # TRT-LLM: `--publish-kv-events` (obsolete `--publish-events-and-metrics`), env
 # DYN_TRTLLM_PUBLISH_KV_EVENTS, default False (dynamo/trtllm/backend_args.py, ai-dynamo 1.4.0).
-TRTLLM_PUBLISH_FLAGS = ("--publish-kv-events", "--no-publish-kv-events", "--publish-events-and-metrics",
-                        "--no-publish-events-and-metrics")
+TRTLLM_PUBLISH_FLAGS = (
+    "--publish-kv-events",
+    "--no-publish-kv-events",
+    "--publish-events-and-metrics",
+    "--no-publish-events-and-metrics",
+)
 TRTLLM_PUBLISH_ENV = "DYN_TRTLLM_PUBLISH_KV_EVENTS"
 # TRT-LLM: Dynamo's `--kv-block-size` (env DYN_TRTLLM_KV_BLOCK_SIZE, default 32,
 # dynamo/trtllm/backend_args.py) and the engine's kv_cache_config.tokens_per_block (default 32,
@@ -84,9 +88,9 @@ def publishes_events(svc: Service) -> bool | None:
 
 
 _PUBLISH_HINT = {
-    "vllm": "add --kv-events-config '{\"publisher\":\"zmq\",\"topic\":\"kv-events\",\"endpoint\":\"tcp://*:20080\","
-            "\"enable_kv_cache_events\":true}'",
-    "sglang": "add --kv-events-config '{\"publisher\":\"zmq\",\"topic\":\"kv-events\",\"endpoint\":\"tcp://*:20080\"}'",
+    "vllm": 'add --kv-events-config \'{"publisher":"zmq","topic":"kv-events","endpoint":"tcp://*:20080",'
+    '"enable_kv_cache_events":true}\'',
+    "sglang": 'add --kv-events-config \'{"publisher":"zmq","topic":"kv-events","endpoint":"tcp://*:20080"}\'',
     "trtllm": "add --publish-kv-events (and --kv-block-size equal to kv_cache_config.tokens_per_block)",
 }
 
@@ -135,13 +139,16 @@ def kv_router_has_event_publishers(recipe: Recipe, ctx: CheckContext) -> Iterato
             continue
         engine = _engine(svc)
         at = flag_line(svc.module.at, svc.module.value) if svc.module is not None else svc.loc
-        yield problem(at, f"{svc.role} worker {svc.name} publishes no KV events, but frontend {router.name} routes by KV cache "
-                          f"({router.router_mode.source} at line {where.line}) and waits for events: it sees no cached "
-                          "prefixes and routes as if the cache were empty",
-                      _PUBLISH_HINT.get(engine, "enable the engine's KV event publishing") +
-                      ", or start the frontend with --no-router-kv-events for approximate routing"
-                      + ("" if severity is None else " (a warning: one routing target today, nothing to choose between)"),
-                      severity)
+        yield problem(
+            at,
+            f"{svc.role} worker {svc.name} publishes no KV events, but frontend {router.name} routes by KV cache "
+            f"({router.router_mode.source} at line {where.line}) and waits for events: it sees no cached "
+            "prefixes and routes as if the cache were empty",
+            _PUBLISH_HINT.get(engine, "enable the engine's KV event publishing")
+            + ", or start the frontend with --no-router-kv-events for approximate routing"
+            + ("" if severity is None else " (a warning: one routing target today, nothing to choose between)"),
+            severity,
+        )
 
 
 def _routing_targets(recipe: Recipe, indexed: list[Service]) -> int:
@@ -151,7 +158,8 @@ def _routing_targets(recipe: Recipe, indexed: list[Service]) -> int:
     if dep is None:
         return 0
     if any(s.role == "planner" for s in dep.services) or any(
-            dig(s.data, "autoscaling", "enabled") is True for s in indexed):
+        dig(s.data, "autoscaling", "enabled") is True for s in indexed
+    ):
         return 2
     topos = dict((svc.name, topo) for svc, topo in workers(recipe))
     return sum(s.replicas * max(1, topos[s.name].dp if s.name in topos else 1) for s in indexed)
@@ -222,26 +230,37 @@ def kv_block_size_consistent(recipe: Recipe, ctx: CheckContext) -> Iterator[Prob
         tpb, tpb_loc = _tokens_per_block(topo)
         if dyn is not None and dyn != tpb:
             at = dyn_loc or tpb_loc or (svc.module.loc if svc.module else svc.loc)
-            yield problem(at, f"worker {svc.name} publishes KV events in blocks of {_describe(dyn, dyn_loc, what)} but its engine "
-                              f"stores {_describe(tpb, tpb_loc, 'tokens_per_block')} tokens per block: Dynamo's publisher drops "
-                              "the events and the KV router sees no cached prefix",
-                          f"set --kv-block-size {tpb} (or tokens_per_block: {dyn})")
+            yield problem(
+                at,
+                f"worker {svc.name} publishes KV events in blocks of {_describe(dyn, dyn_loc, what)} but its engine "
+                f"stores {_describe(tpb, tpb_loc, 'tokens_per_block')} tokens per block: Dynamo's publisher drops "
+                "the events and the KV router sees no cached prefix",
+                f"set --kv-block-size {tpb} (or tokens_per_block: {dyn})",
+            )
     by_role = {role: [(s, t) for s, t in trt if t.role == role] for role in ("prefill", "decode")}
     if by_role["prefill"] and by_role["decode"]:
         sizes = {(s.name, *_tokens_per_block(t)) for role in by_role.values() for s, t in role}
         if len({v for _, v, _ in sizes}) > 1:
-            listed = ", ".join(_describe(v, loc, f"{name} tokens_per_block") for name, v, loc in sorted(sizes, key=lambda x: x[0]))
+            listed = ", ".join(
+                _describe(v, loc, f"{name} tokens_per_block") for name, v, loc in sorted(sizes, key=lambda x: x[0])
+            )
             prefill_name, value, loc = next(x for x in sizes if x[0] == by_role["prefill"][0][0].name)
             at = loc or by_role["prefill"][0][0].loc
-            yield problem(at, f"TensorRT-LLM moves KV from prefill to decode only between equal block sizes, but the workers use {listed}",
-                          "use one kv_cache_config.tokens_per_block on prefill and decode")
+            yield problem(
+                at,
+                f"TensorRT-LLM moves KV from prefill to decode only between equal block sizes, but the workers use {listed}",
+                "use one kv_cache_config.tokens_per_block on prefill and decode",
+            )
     vllm = [(s, t) for s, t in pairs if _engine(s) == "vllm"]
     for p_svc, p_topo in [(s, t) for s, t in vllm if t.role == "prefill"]:
         for d_svc, d_topo in [(s, t) for s, t in vllm if t.role == "decode"]:
             p_block, d_block = p_topo.get("block_size"), d_topo.get("block_size")
             if p_block is None or d_block is None or p_block.value == d_block.value or p_topo.tp <= d_topo.tp:
                 continue
-            yield problem(p_block.loc, f"prefill {p_svc.name} (TP {p_topo.tp}, --block-size {p_block.value}) and decode {d_svc.name} "
-                                       f"(TP {d_topo.tp}, --block-size {d_block.value} at line {d_block.loc.line}): vLLM's NIXL "
-                                       "connector supports different block sizes only when prefill TP <= decode TP",
-                          f"use --block-size {d_block.value} on both")
+            yield problem(
+                p_block.loc,
+                f"prefill {p_svc.name} (TP {p_topo.tp}, --block-size {p_block.value}) and decode {d_svc.name} "
+                f"(TP {d_topo.tp}, --block-size {d_block.value} at line {d_block.loc.line}): vLLM's NIXL "
+                "connector supports different block sizes only when prefill TP <= decode TP",
+                f"use --block-size {d_block.value} on both",
+            )

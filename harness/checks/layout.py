@@ -3,17 +3,24 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
-from harness.recipe.findings import Loc, Problem, Severity, problem
-from harness.recipe.model import (
-    DEPLOY_FILE, FRAMEWORKS, GAIE_DIR, METADATA_FILE, MODEL_CACHE_DIR, MODEL_CACHE_FILE,
-    MODEL_DOWNLOAD_FILE, PERF_FILE, Recipe,
-)
-from harness.recipe.yamlsrc import check_path
 from harness.checks import CheckContext, check
 from harness.recipe.discovery import RecipeTree
+from harness.recipe.findings import Loc, Problem, Severity, problem
+from harness.recipe.model import (
+    DEPLOY_FILE,
+    FRAMEWORKS,
+    GAIE_DIR,
+    METADATA_FILE,
+    MODEL_CACHE_DIR,
+    MODEL_CACHE_FILE,
+    MODEL_DOWNLOAD_FILE,
+    PERF_FILE,
+    Recipe,
+)
+from harness.recipe.yamlsrc import check_path
 
 KEBAB = re.compile(r"^[a-z0-9]+(?:[.-][a-z0-9]+)*$")
 RECIPE_FILES = {METADATA_FILE, DEPLOY_FILE, PERF_FILE, "README.md"}
@@ -55,11 +62,17 @@ def required_files(recipe: Recipe, ctx: CheckContext) -> Iterator[Problem]:
     ):
         if not _exists(recipe.path / name):
             yield problem(Loc(recipe.path / name), f"missing {name}", hint)
-    for name, what in ((MODEL_CACHE_FILE, "the model-cache PersistentVolumeClaim"), (MODEL_DOWNLOAD_FILE, "the model download Job")):
+    for name, what in (
+        (MODEL_CACHE_FILE, "the model-cache PersistentVolumeClaim"),
+        (MODEL_DOWNLOAD_FILE, "the model download Job"),
+    ):
         path = recipe.model_cache_dir / name
         if not _exists(path):
-            yield problem(Loc(path), f"missing {recipe.model}/{MODEL_CACHE_DIR}/{name} ({what})",
-                          f"every model directory needs {MODEL_CACHE_DIR}/{name}")
+            yield problem(
+                Loc(path),
+                f"missing {recipe.model}/{MODEL_CACHE_DIR}/{name} ({what})",
+                f"every model directory needs {MODEL_CACHE_DIR}/{name}",
+            )
 
 
 @check("layout-perf-present", severity=Severity.WARNING, convention=True)
@@ -74,8 +87,11 @@ def perf_present(recipe: Recipe, ctx: CheckContext) -> Iterator[Problem]:
     serve.
     """
     if not _exists(recipe.path / PERF_FILE):
-        yield problem(Loc(recipe.path / PERF_FILE), "missing perf.yaml (the AIPerf benchmark Job)",
-                      "add a perf Job following the benchmark conventions")
+        yield problem(
+            Loc(recipe.path / PERF_FILE),
+            "missing perf.yaml (the AIPerf benchmark Job)",
+            "add a perf Job following the benchmark conventions",
+        )
 
 
 @check("layout-framework-dir", convention=True)
@@ -91,8 +107,11 @@ def framework_dir(recipe: Recipe, ctx: CheckContext) -> Iterator[Problem]:
     and runtime images by them.
     """
     if recipe.framework not in FRAMEWORKS:
-        yield problem(Loc(recipe.path), f"framework directory {recipe.framework!r} is not one of {', '.join(FRAMEWORKS)}",
-                      f"move the recipe under recipes/{recipe.model}/<{'|'.join(FRAMEWORKS)}>/{recipe.mode}/")
+        yield problem(
+            Loc(recipe.path),
+            f"framework directory {recipe.framework!r} is not one of {', '.join(FRAMEWORKS)}",
+            f"move the recipe under recipes/{recipe.model}/<{'|'.join(FRAMEWORKS)}>/{recipe.mode}/",
+        )
 
 
 @check("layout-kebab-case", convention=True)
@@ -107,7 +126,9 @@ def kebab_case(recipe: Recipe, ctx: CheckContext) -> Iterator[Problem]:
     """
     for part, kind in ((recipe.model, "model"), (recipe.mode, "mode")):
         if not KEBAB.match(part):
-            yield problem(Loc(recipe.path), f"{kind} directory {part!r} is not kebab-case", "use lower-case words joined by '-'")
+            yield problem(
+                Loc(recipe.path), f"{kind} directory {part!r} is not kebab-case", "use lower-case words joined by '-'"
+            )
     gaie = recipe.path / GAIE_DIR
     for path in _listing(recipe.path) + (_listing(gaie) if gaie.is_dir() else []):
         stem = path.name.rsplit(".", 1)[0] if path.is_file() else path.name
@@ -135,8 +156,11 @@ def stray_files(recipe: Recipe, ctx: CheckContext) -> Iterator[Problem]:
                     if not (sub.is_file() and sub.suffix in (".yaml", ".yml")):
                         yield problem(Loc(sub), f"unexpected {sub.name} in gaie/ (only YAML manifests are checked)")
         elif path.name not in RECIPE_FILES:
-            yield problem(Loc(path), f"unknown file {path.name} in the recipe (it is not checked)",
-                          "delete it, or move documentation into the model README")
+            yield problem(
+                Loc(path),
+                f"unknown file {path.name} in the recipe (it is not checked)",
+                "delete it, or move documentation into the model README",
+            )
         else:
             bad = check_path(path, recipe.root)
             if bad:
@@ -161,26 +185,44 @@ def tree_layout(tree: RecipeTree, ctx: CheckContext) -> Iterator[Problem]:
     for model in _listing(root):
         if model.is_file():
             if model.name not in TREE_FILES:
-                yield problem(Loc(model), f"unknown file {model.name} at the top of the recipes tree", severity=Severity.WARNING)
+                yield problem(
+                    Loc(model), f"unknown file {model.name} at the top of the recipes tree", severity=Severity.WARNING
+                )
             continue
         if not (model / "README.md").is_file():
-            yield problem(Loc(model / "README.md"), f"model {model.name} has no README.md", "add one in the model README format")
+            yield problem(
+                Loc(model / "README.md"), f"model {model.name} has no README.md", "add one in the model README format"
+            )
         for child in _listing(model):
             if child.is_file():
                 if child.name not in MODEL_DIR_FILES:
-                    yield problem(Loc(child), f"unknown file {child.name} in model directory {model.name}/",
-                                  "recipe files belong in <framework>/<mode>/", Severity.WARNING)
+                    yield problem(
+                        Loc(child),
+                        f"unknown file {child.name} in model directory {model.name}/",
+                        "recipe files belong in <framework>/<mode>/",
+                        Severity.WARNING,
+                    )
             elif child.name == MODEL_CACHE_DIR:
                 for f in _listing(child):
                     if f.name not in (MODEL_CACHE_FILE, MODEL_DOWNLOAD_FILE, "README.md"):
-                        yield problem(Loc(f), f"unknown file {f.name} in {model.name}/{MODEL_CACHE_DIR}/", severity=Severity.WARNING)
+                        yield problem(
+                            Loc(f),
+                            f"unknown file {f.name} in {model.name}/{MODEL_CACHE_DIR}/",
+                            severity=Severity.WARNING,
+                        )
             elif child.name not in FRAMEWORKS:
-                yield problem(Loc(child), f"{model.name}/{child.name}/ is neither a framework ({', '.join(FRAMEWORKS)}) nor {MODEL_CACHE_DIR}/")
+                yield problem(
+                    Loc(child),
+                    f"{model.name}/{child.name}/ is neither a framework ({', '.join(FRAMEWORKS)}) nor {MODEL_CACHE_DIR}/",
+                )
             else:
                 for mode in _listing(child):
                     if mode.is_file():
-                        yield problem(Loc(mode), f"file {mode.name} directly under {model.name}/{child.name}/: recipes are directories",
-                                      severity=Severity.WARNING)
+                        yield problem(
+                            Loc(mode),
+                            f"file {mode.name} directly under {model.name}/{child.name}/: recipes are directories",
+                            severity=Severity.WARNING,
+                        )
 
 
 def _exists(path: Path) -> bool:

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import re
-from typing import Iterator
+from collections.abc import Iterator
 
 from harness.analysis.downloads import downloads
+from harness.checks import CheckContext, check
 from harness.recipe.findings import Problem, Severity, problem
 from harness.recipe.model import Recipe, dig, pod_containers
-from harness.checks import CheckContext, check
 
 COMMIT = re.compile(r"^[0-9a-f]{40}$")
 
@@ -31,8 +31,11 @@ def model_revision_pinned(recipe: Recipe, ctx: CheckContext) -> Iterator[Problem
     model = recipe.metadata.get("model")
     revision = dig(model, "revision")
     if isinstance(revision, str) and not COMMIT.match(revision):
-        yield problem(model.loc_of("revision"), f"model revision {revision!r} is not a commit: the weights can change under the recipe",
-                      "pin model.revision (and the download Job's MODEL_REVISION) to the 40-hex commit you benchmarked")
+        yield problem(
+            model.loc_of("revision"),
+            f"model revision {revision!r} is not a commit: the weights can change under the recipe",
+            "pin model.revision (and the download Job's MODEL_REVISION) to the 40-hex commit you benchmarked",
+        )
 
 
 @check("model-revision-matches-download")
@@ -60,10 +63,13 @@ def model_revision_matches_download(recipe: Recipe, ctx: CheckContext) -> Iterat
         fetched = call.revision.value if call.revision is not None else "main"
         if fetched != revision:
             where = call.revision.loc if call.revision is not None else call.at.loc
-            yield problem(where, f"download Job {call.pod.doc.name} fetches revision {fetched!r} of {model_id}"
-                                 f"{'' if call.revision is not None else ' (no --revision: the default branch)'}, "
-                                 f"but the recipe metadata says {revision!r}",
-                          "make the download's revision (MODEL_REVISION) and model.revision the same commit")
+            yield problem(
+                where,
+                f"download Job {call.pod.doc.name} fetches revision {fetched!r} of {model_id}"
+                f"{'' if call.revision is not None else ' (no --revision: the default branch)'}, "
+                f"but the recipe metadata says {revision!r}",
+                "make the download's revision (MODEL_REVISION) and model.revision the same commit",
+            )
     if calls:
         return
     for f in recipe.model_cache_files:  # a Job whose command is not a recognised download call: its env
@@ -74,7 +80,9 @@ def model_revision_matches_download(recipe: Recipe, ctx: CheckContext) -> Iterat
                 if c.env.get("MODEL_ID") != model_id or "MODEL_REVISION" not in c.env:
                     continue
                 if c.env["MODEL_REVISION"] != revision:
-                    yield problem(c.env_locs["MODEL_REVISION"],
-                                  f"download Job {doc.name} fetches revision {c.env['MODEL_REVISION']!r} of {model_id}, "
-                                  f"but the recipe metadata says {revision!r}",
-                                  "make MODEL_REVISION and model.revision the same commit")
+                    yield problem(
+                        c.env_locs["MODEL_REVISION"],
+                        f"download Job {doc.name} fetches revision {c.env['MODEL_REVISION']!r} of {model_id}, "
+                        f"but the recipe metadata says {revision!r}",
+                        "make MODEL_REVISION and model.revision the same commit",
+                    )

@@ -5,16 +5,16 @@ its artifacts on the PVC and limits on its own run time."""
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Iterator
 
+from harness.analysis.benchmark import extra_inputs as aiperf_extra_inputs
+from harness.checks import CheckContext, check
+from harness.checks.images import release_matrix
+from harness.recipe.commandline import Command, Flags, Script, nested_script, shell_scripts
 from harness.recipe.findings import Loc, Problem, Severity, problem
 from harness.recipe.model import Container, Recipe, Token, as_int, mapping
-from harness.analysis.benchmark import extra_inputs as aiperf_extra_inputs
 from harness.recipe.versions import VERSIONS_FILE
-from harness.checks.images import release_matrix
-from harness.checks import CheckContext, check
-from harness.recipe.commandline import Command, Flags, Script, nested_script, shell_scripts
 from harness.recipe.workloads import Workloads, flag, under
 
 ARTIFACT_FLAGS = ("--artifact-dir", "--output-artifact-dir")
@@ -39,7 +39,9 @@ def _replays_trace(flags: Flags) -> bool:
     """aiperf replays a recorded dataset or trace (`--input-file` with `--custom-dataset-type`,
     `--fixed-schedule`): request lengths and timing come from the file, not from the synthetic
     shape flags (aiperf docs: "Trace replay", `--custom-dataset-type mooncake_trace`)."""
-    return flag(flags, "--input-file") is not None and flag(flags, "--custom-dataset-type", "--fixed-schedule") is not None
+    return (
+        flag(flags, "--input-file") is not None and flag(flags, "--custom-dataset-type", "--fixed-schedule") is not None
+    )
 
 
 def _at_command(cmd: Command) -> Loc:
@@ -68,8 +70,11 @@ def perf_runs_aiperf(recipe: Recipe, ctx: CheckContext) -> Iterator[Problem]:
         yield problem(f.documents[0].loc, "perf.yaml has no Job or Pod", "write the benchmark as a batch/v1 Job")
     elif w.aiperf() is None:
         main = w.perf.main
-        yield problem(main.loc if main else w.perf.doc.loc, f"{w.perf.label} never runs `aiperf profile`",
-                      "run the benchmark with `aiperf profile ...` in the Job's script")
+        yield problem(
+            main.loc if main else w.perf.doc.loc,
+            f"{w.perf.label} never runs `aiperf profile`",
+            "run the benchmark with `aiperf profile ...` in the Job's script",
+        )
 
 
 def _errexit(script: Script, before: Command | None) -> tuple[bool, Token | None, Token | None]:
@@ -185,27 +190,44 @@ def perf_fails_on_error(recipe: Recipe, ctx: CheckContext) -> Iterator[Problem]:
     if cmd not in script.commands:  # typed into a tmux pane, or a nested `sh -c`
         outer = next((c for c in script.commands if c.name == "tmux" and "aiperf" in c.text), None)
         if outer is not None:
-            yield problem(_at_command(outer), f"aiperf runs detached in a tmux session: its exit status never reaches the {w.perf.doc.kind}",
-                          "run aiperf in the script itself (`set -euo pipefail`), not through tmux send-keys")
+            yield problem(
+                _at_command(outer),
+                f"aiperf runs detached in a tmux session: its exit status never reaches the {w.perf.doc.kind}",
+                "run aiperf in the script itself (`set -euo pipefail`), not through tmux send-keys",
+            )
         return
     on, off_at, pipefail = _errexit(script, cmd)
     if _reraised(script, cmd) or _status_is_the_scripts(script, cmd):
         on, off_at = True, None  # `set +e; aiperf ...; rc=$?; ...; exit $rc`, or aiperf ends the script
     if off_at is not None:
-        yield problem(off_at.loc, "`set +e` turns off errexit before aiperf runs: the Job succeeds when aiperf fails", hint)
+        yield problem(
+            off_at.loc, "`set +e` turns off errexit before aiperf runs: the Job succeeds when aiperf fails", hint
+        )
     elif not on:
-        yield problem(script.loc or _at_command(cmd), "the perf script has no `set -e`: when aiperf fails the Job still reports success", hint)
+        yield problem(
+            script.loc or _at_command(cmd),
+            "the perf script has no `set -e`: when aiperf fails the Job still reports success",
+            hint,
+        )
     # aiperf's status lost in a pipe, or masked by `||`
-    pipeline = script.commands[script.commands.index(cmd):]
+    pipeline = script.commands[script.commands.index(cmd) :]
     last = cmd
     for c in pipeline:
         last = c
         if c.end != "|":
             break
     if cmd.end == "|" and pipefail is None:
-        yield problem(_at_command(cmd), "aiperf is piped without `set -o pipefail`: the pipe's status is the last command's, not aiperf's", hint)
+        yield problem(
+            _at_command(cmd),
+            "aiperf is piped without `set -o pipefail`: the pipe's status is the last command's, not aiperf's",
+            hint,
+        )
     if last.end == "||" and not _fails_after(script, last) and not _reraised(script, last):
-        yield problem(_at_command(cmd), "aiperf's failure is masked by `|| ...`", "remove the `||` fallback: a failed benchmark must fail the Job")
+        yield problem(
+            _at_command(cmd),
+            "aiperf's failure is masked by `|| ...`",
+            "remove the `||` fallback: a failed benchmark must fail the Job",
+        )
 
 
 @dataclass
@@ -301,13 +323,19 @@ def perf_wait_bounded(recipe: Recipe, ctx: CheckContext) -> Iterator[Problem]:
         script = w.script(c)
         for head in _unbounded_loops(script, False):
             if deadline is not None:
-                yield problem(head.words[0].loc, f"wait loop `{head.text[:60]}` has no bound of its own: only the "
-                                                 f"{w.perf.doc.kind}'s activeDeadlineSeconds ({deadline}) ends it",
-                              "count attempts (`for i in $(seq 1 120)` / `[ $i -ge 120 ] && exit 1`) or wrap it in `timeout 1800`",
-                              severity=Severity.WARNING)
+                yield problem(
+                    head.words[0].loc,
+                    f"wait loop `{head.text[:60]}` has no bound of its own: only the "
+                    f"{w.perf.doc.kind}'s activeDeadlineSeconds ({deadline}) ends it",
+                    "count attempts (`for i in $(seq 1 120)` / `[ $i -ge 120 ] && exit 1`) or wrap it in `timeout 1800`",
+                    severity=Severity.WARNING,
+                )
                 continue
-            yield problem(head.words[0].loc, f"wait loop `{head.text[:60]}` has no bound: the Job hangs when the model never appears",
-                          "count attempts (`for i in $(seq 1 120)` / `[ $i -ge 120 ] && exit 1`) or wrap it in `timeout 1800`")
+            yield problem(
+                head.words[0].loc,
+                f"wait loop `{head.text[:60]}` has no bound: the Job hangs when the model never appears",
+                "count attempts (`for i in $(seq 1 120)` / `[ $i -ge 120 ] && exit 1`) or wrap it in `timeout 1800`",
+            )
         text = " ".join(t.value for cmd in script.commands for t in cmd.words)
         if "/v1/models" in text or "/health" in text or re.search(r"\bkubectl\s+wait\b", text):
             waits = True
@@ -315,8 +343,11 @@ def perf_wait_bounded(recipe: Recipe, ctx: CheckContext) -> Iterator[Problem]:
     if found and _waits_itself(found[2]):
         waits = True
     if not waits and found:
-        yield problem(_at_command(found[1]), "the Job never waits for the model: aiperf starts before the frontend serves it",
-                      "poll $ENDPOINT_URL/v1/models until the served model is listed (bounded), then run aiperf")
+        yield problem(
+            _at_command(found[1]),
+            "the Job never waits for the model: aiperf starts before the frontend serves it",
+            "poll $ENDPOINT_URL/v1/models until the served model is listed (bounded), then run aiperf",
+        )
 
 
 def _pins(script: Script) -> Iterator[tuple[Token, str, str]]:
@@ -354,15 +385,24 @@ def perf_aiperf_pinned(recipe: Recipe, ctx: CheckContext) -> Iterator[Problem]:
     for c in w.perf.containers:
         for tok, op, version in _pins(w.script(c)):
             if op not in ("==", "===", "@") or not re.match(r"^\d+(\.\d+)*([.-]?[a-z0-9]+)*$", version):
-                yield problem(tok.loc, f"AIPerf is installed unpinned ({tok.value!r})",
-                              f"pin it: pip install aiperf=={matrix.aiperf if matrix and matrix.aiperf else '<version>'}")
+                yield problem(
+                    tok.loc,
+                    f"AIPerf is installed unpinned ({tok.value!r})",
+                    f"pin it: pip install aiperf=={matrix.aiperf if matrix and matrix.aiperf else '<version>'}",
+                )
                 continue
             if matrix is not None and matrix.aiperf and version != matrix.aiperf:
-                yield problem(tok.loc, f"AIPerf {version} is pinned but {VERSIONS_FILE} says {matrix.aiperf}",
-                              f"pin aiperf=={matrix.aiperf}, or update {VERSIONS_FILE} and the baselines together")
+                yield problem(
+                    tok.loc,
+                    f"AIPerf {version} is pinned but {VERSIONS_FILE} says {matrix.aiperf}",
+                    f"pin aiperf=={matrix.aiperf}, or update {VERSIONS_FILE} and the baselines together",
+                )
             elif meta and version != meta:
-                yield problem(tok.loc, f"AIPerf {version} is pinned but recipe.yaml versions.aiperf is {meta}",
-                              "make the two agree")
+                yield problem(
+                    tok.loc,
+                    f"AIPerf {version} is pinned but recipe.yaml versions.aiperf is {meta}",
+                    "make the two agree",
+                )
 
 
 def _missing(recipe: Recipe, flag_names: tuple[str, ...], message: str, hint: str) -> Iterator[Problem]:
@@ -392,11 +432,17 @@ def perf_seed_fixed(recipe: Recipe, ctx: CheckContext) -> Iterator[Problem]:
     found = _aiperf(recipe)
     if found is None or _replays_trace(found[3]):
         return
-    yield from _missing(recipe, ("--random-seed",), "aiperf runs without --random-seed: prompts differ from run to run",
-                        "add --random-seed 100")
+    yield from _missing(
+        recipe,
+        ("--random-seed",),
+        "aiperf runs without --random-seed: prompts differ from run to run",
+        "add --random-seed 100",
+    )
     seed = flag(found[3], "--random-seed")
     if seed is not None and as_int(seed.value.value) is None:
-        yield problem(seed.value.loc, f"--random-seed {seed.value.value!r} is not an integer", "use a fixed integer seed")
+        yield problem(
+            seed.value.loc, f"--random-seed {seed.value.value!r} is not an integer", "use a fixed integer seed"
+        )
 
 
 def extra_inputs(flags: Flags) -> dict[str, Token]:
@@ -445,24 +491,40 @@ def perf_output_length_fixed(recipe: Recipe, ctx: CheckContext) -> Iterator[Prob
     extra = extra_inputs(flags)
     osl = flag(flags, *OSL_FLAGS)
     if osl is None:
-        yield problem(at, "aiperf has no --output-tokens-mean: the output length is the model's choice",
-                      "add --output-tokens-mean <OSL> --output-tokens-stddev 0")
+        yield problem(
+            at,
+            "aiperf has no --output-tokens-mean: the output length is the model's choice",
+            "add --output-tokens-mean <OSL> --output-tokens-stddev 0",
+        )
     ignore = extra.get("ignore_eos")
     if ignore is None or ignore.value.lower() != "true":
-        yield problem(ignore.loc if ignore else at, "aiperf does not send ignore_eos:true: requests end at EOS, not at the fixed length",
-                      "add --extra-inputs ignore_eos:true")
+        yield problem(
+            ignore.loc if ignore else at,
+            "aiperf does not send ignore_eos:true: requests end at EOS, not at the fixed length",
+            "add --extra-inputs ignore_eos:true",
+        )
     min_tokens = extra.get("min_tokens")
     ignores_eos = ignore is not None and ignore.value.lower() == "true"
     if min_tokens is None:
         # with ignore_eos the engine generates up to max_tokens (= --output-tokens-mean) regardless
         # of EOS, so min_tokens only restates it: Dynamo's own common aiperf command sends ignore_eos alone
-        yield problem(at, "aiperf does not send min_tokens" + (" (ignore_eos:true already runs every request to max_tokens)"
-                                                               if ignores_eos else ": the output length is not fixed"),
-                      "add --extra-inputs min_tokens:<OSL> (the --output-tokens-mean value)",
-                      severity=Severity.WARNING if ignores_eos else None)
+        yield problem(
+            at,
+            "aiperf does not send min_tokens"
+            + (
+                " (ignore_eos:true already runs every request to max_tokens)"
+                if ignores_eos
+                else ": the output length is not fixed"
+            ),
+            "add --extra-inputs min_tokens:<OSL> (the --output-tokens-mean value)",
+            severity=Severity.WARNING if ignores_eos else None,
+        )
     elif osl is not None and as_int(min_tokens.value) is not None and min_tokens.value != osl.value.value:
-        yield problem(min_tokens.loc, f"min_tokens:{min_tokens.value} differs from --output-tokens-mean {osl.value.value}",
-                      "make them equal so every request generates exactly the OSL")
+        yield problem(
+            min_tokens.loc,
+            f"min_tokens:{min_tokens.value} differs from --output-tokens-mean {osl.value.value}",
+            "make them equal so every request generates exactly the OSL",
+        )
     stddev = flag(flags, *OSL_STDDEV_FLAGS)
     if stddev is not None:
         try:
@@ -470,7 +532,9 @@ def perf_output_length_fixed(recipe: Recipe, ctx: CheckContext) -> Iterator[Prob
         except ValueError:
             nonzero = True
         if nonzero:
-            yield problem(stddev.value.loc, f"{stddev.name} {stddev.value.value}: output lengths vary", f"set {stddev.name} 0")
+            yield problem(
+                stddev.value.loc, f"{stddev.name} {stddev.value.value}: output lengths vary", f"set {stddev.name} 0"
+            )
 
 
 @check("perf-streaming")
@@ -556,8 +620,11 @@ def perf_artifacts_on_pvc(recipe: Recipe, ctx: CheckContext) -> Iterator[Problem
     w, container, cmd, flags = found
     mounts = w.perf.mounts_of(container) if w.perf else []
     art = flag(flags, *ARTIFACT_FLAGS)
-    hint = f"write artifacts under the PVC mount, e.g. --artifact-dir {mounts[0].path.rstrip('/')}/perf/<recipe>" if mounts else \
-        "mount the model-cache PVC in the Job and point --artifact-dir under it"
+    hint = (
+        f"write artifacts under the PVC mount, e.g. --artifact-dir {mounts[0].path.rstrip('/')}/perf/<recipe>"
+        if mounts
+        else "mount the model-cache PVC in the Job and point --artifact-dir under it"
+    )
     if art is None:
         yield problem(_at_command(cmd), "aiperf has no --artifact-dir: results stay in the pod and are lost", hint)
         return
@@ -566,8 +633,12 @@ def perf_artifacts_on_pvc(recipe: Recipe, ctx: CheckContext) -> Iterator[Problem
         return  # built from values only the running pod knows: nothing to judge
     if under(path, mounts) is None:
         shown = art.value.value if path == art.value.value else f"{art.value.value} (= {path})"
-        yield problem(art.value.loc, f"--artifact-dir {shown} is not on a mounted PVC "
-                                     f"({', '.join(m.path for m in mounts) or 'the Job mounts none'})", hint)
+        yield problem(
+            art.value.loc,
+            f"--artifact-dir {shown} is not on a mounted PVC "
+            f"({', '.join(m.path for m in mounts) or 'the Job mounts none'})",
+            hint,
+        )
 
 
 @check("perf-job-limits")
@@ -589,13 +660,17 @@ def perf_job_limits(recipe: Recipe, ctx: CheckContext) -> Iterator[Problem]:
     data = w.perf.doc.data
     spec = mapping(data.get("spec"))
     at = data.loc_of("spec") if spec is not None else data.loc
-    limits = (("backoffLimit", "set spec.backoffLimit (0 or 1: a failed benchmark should not rerun silently)"),
-              ("activeDeadlineSeconds", "set spec.activeDeadlineSeconds (wait + benchmark time, with margin)"))
+    limits = (
+        ("backoffLimit", "set spec.backoffLimit (0 or 1: a failed benchmark should not rerun silently)"),
+        ("activeDeadlineSeconds", "set spec.activeDeadlineSeconds (wait + benchmark time, with margin)"),
+    )
     if w.perf.doc.kind == "Pod":
         limits = limits[1:]  # a bare Pod is never retried: only its deadline applies (PodSpec.activeDeadlineSeconds)
     for key, hint in limits:
         if spec is None or as_int(spec.get(key)) is None:
-            yield problem(spec.loc_of(key) if spec is not None and key in spec else at, f"{w.perf.label} has no {key}", hint)
+            yield problem(
+                spec.loc_of(key) if spec is not None and key in spec else at, f"{w.perf.label} has no {key}", hint
+            )
 
 
 @check("perf-tokenizer-not-snapshot")
@@ -620,12 +695,19 @@ def perf_tokenizer_not_snapshot(recipe: Recipe, ctx: CheckContext) -> Iterator[P
         pinned = _pinned_revisions(recipe.workloads)
         hashes = set(re.findall(r"[0-9a-f]{40}", tok.value.value))
         if hashes and hashes <= pinned:
-            yield problem(tok.value.loc, f"--tokenizer points into the cache snapshot of the revision the download Job pins "
-                                         f"({tok.value.value}): it breaks when the pin moves",
-                          "use the Hugging Face model id (with HF_HOME on the PVC) instead of a snapshot path", Severity.WARNING)
+            yield problem(
+                tok.value.loc,
+                f"--tokenizer points into the cache snapshot of the revision the download Job pins "
+                f"({tok.value.value}): it breaks when the pin moves",
+                "use the Hugging Face model id (with HF_HOME on the PVC) instead of a snapshot path",
+                Severity.WARNING,
+            )
             return
-        yield problem(tok.value.loc, f"--tokenizer points into a cache snapshot ({tok.value.value})",
-                      "use the Hugging Face model id (with HF_HOME on the PVC) instead of a snapshot path")
+        yield problem(
+            tok.value.loc,
+            f"--tokenizer points into a cache snapshot ({tok.value.value})",
+            "use the Hugging Face model id (with HF_HOME on the PVC) instead of a snapshot path",
+        )
 
 
 def _pinned_revisions(w: Workloads) -> set[str]:
@@ -636,6 +718,9 @@ def _pinned_revisions(w: Workloads) -> set[str]:
             out |= {v for k, v in c.env.items() if "REVISION" in k.upper() and re.fullmatch(r"[0-9a-f]{40}", v)}
             for cmd in w.script(c).commands:
                 vals = [t.value for t in cmd.words]
-                out |= {vals[i + 1] for i, v in enumerate(vals[:-1]) if v == "--revision" and re.fullmatch(r"[0-9a-f]{40}", vals[i + 1])}
+                out |= {
+                    vals[i + 1]
+                    for i, v in enumerate(vals[:-1])
+                    if v == "--revision" and re.fullmatch(r"[0-9a-f]{40}", vals[i + 1])
+                }
     return out
-

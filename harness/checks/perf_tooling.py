@@ -4,13 +4,13 @@ and AIPerf's compiled dependencies can be built on the node's architecture."""
 from __future__ import annotations
 
 import re
-from typing import Iterator
+from collections.abc import Iterator
 
+from harness.checks import CheckContext, check
 from harness.recipe.commandline import Command
 from harness.recipe.findings import Loc, Problem, problem
 from harness.recipe.model import Container, Recipe, as_int, dig, mapping
 from harness.recipe.workloads import Pod
-from harness.checks import CheckContext, check
 
 # AIPerf releases with a dependency that ships no aarch64 wheel, so pip builds it from its sdist
 # (a C extension: it needs gcc). aiperf 0.13.0 METADATA: `Requires-Dist: crick~=0.0.8`; PyPI has
@@ -31,8 +31,11 @@ def _pip_installs(container: Container, package: str) -> list[Command]:
     out = []
     for cmd in container.script.commands:
         words = [w.value for w in cmd.program_words()]
-        if "install" in words and any(w in ("pip", "pip3") or w.endswith("/pip") or w == "-m" for w in words[:4]) \
-                and any(re.match(rf"^{re.escape(package)}(\W|$)", w) for w in words):
+        if (
+            "install" in words
+            and any(w in ("pip", "pip3") or w.endswith("/pip") or w == "-m" for w in words[:4])
+            and any(re.match(rf"^{re.escape(package)}(\W|$)", w) for w in words)
+        ):
             out.append(cmd)
     return out
 
@@ -99,18 +102,26 @@ def perf_tooling_installs_in_image(recipe: Recipe, ctx: CheckContext) -> Iterato
     install = installs[0]
     at = install.words[0].loc
     uid, uid_loc = _run_as_user(pod, container)
-    user_install = any(w.value in USER_INSTALL or w.value.startswith("--prefix=") or w.value.startswith("--target=")
-                       for w in install.words)
+    user_install = any(
+        w.value in USER_INSTALL or w.value.startswith("--prefix=") or w.value.startswith("--target=")
+        for w in install.words
+    )
     if python_image and uid not in (None, 0) and not user_install and not _creates_venv(container):
-        yield problem(uid_loc or at, f"the perf Job runs as uid {uid} but pip installs AIPerf into {image}'s /usr/local, "
-                                     "which only root can write: the install fails with Permission denied",
-                      "drop runAsUser (the python image runs as root), or use pip install --user / a venv")
+        yield problem(
+            uid_loc or at,
+            f"the perf Job runs as uid {uid} but pip installs AIPerf into {image}'s /usr/local, "
+            "which only root can write: the install fails with Permission denied",
+            "drop runAsUser (the python image runs as root), or use pip install --user / a venv",
+        )
     arch, why = _arch(pod, recipe)
     version = _version(recipe, container)
     needs_build = NO_ARM64_WHEEL.get(version or "")
     if arch == "arm64" and needs_build and python_image and NO_COMPILER_TAG.search(python_image.group("tag")):
-        yield problem(container.image_loc, f"the perf Job may run on arm64 ({why}) and aiperf {version} needs "
-                                           f"{', '.join(needs_build)}, which has no aarch64 wheel and is compiled there, "
-                                           f"but {image} has no C compiler: pip install fails",
-                      "use the full python image (it ships gcc), or pin the Job to amd64 nodes "
-                      f"(nodeSelector: {{{ARCH_LABEL}: amd64}})")
+        yield problem(
+            container.image_loc,
+            f"the perf Job may run on arm64 ({why}) and aiperf {version} needs "
+            f"{', '.join(needs_build)}, which has no aarch64 wheel and is compiled there, "
+            f"but {image} has no C compiler: pip install fails",
+            "use the full python image (it ships gcc), or pin the Job to amd64 nodes "
+            f"(nodeSelector: {{{ARCH_LABEL}: amd64}})",
+        )

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
+from harness.checks import CheckContext, check
 from harness.recipe.findings import Loc, Problem, problem
 from harness.recipe.model import Recipe, Service, as_int, mapping, sequence
-from harness.checks import CheckContext, check
 
 # dynamo.frontend: `--http-port`, env DYN_HTTP_PORT, default 8000 (ai-dynamo 1.4.0
 # dynamo/frontend/frontend_args.py). The operator gives the frontend container the port `http`
@@ -62,8 +62,14 @@ def frontend_port_matches_service(recipe: Recipe, ctx: CheckContext) -> Iterator
         want, want_loc = target_port(svc)
         if port is None or port == want:
             continue
-        declared = f"the container port http {want} (line {want_loc.line})" if want_loc else f"the operator's container port http {want}"
-        yield problem(where or (svc.main.loc if svc.main else svc.loc),
-                      f"frontend {svc.name} listens on {port} ({what}) but its Service targets {declared}: "
-                      "the readiness probe fails and the perf Job's requests to port 8000 reach nothing",
-                      f"use {HTTP_PORT_FLAG} {want}")
+        declared = (
+            f"the container port http {want} (line {want_loc.line})"
+            if want_loc
+            else f"the operator's container port http {want}"
+        )
+        yield problem(
+            where or (svc.main.loc if svc.main else svc.loc),
+            f"frontend {svc.name} listens on {port} ({what}) but its Service targets {declared}: "
+            "the readiness probe fails and the perf Job's requests to port 8000 reach nothing",
+            f"use {HTTP_PORT_FLAG} {want}",
+        )

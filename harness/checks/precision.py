@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
+from harness.checks import CheckContext, check
+from harness.checks.sizing import recipe_gpus
 from harness.recipe import catalogue
 from harness.recipe.findings import Problem, Severity, problem
 from harness.recipe.model import Recipe, dig
-from harness.checks import CheckContext, check
-from harness.checks.sizing import recipe_gpus
 
 # The lowest compute capability on which each engine runs a weight format, only where a source says
 # so (a format/engine pair not listed gives no finding: never stricter than the engine).
@@ -71,7 +71,10 @@ def precision_supported_by_gpu(recipe: Recipe, ctx: CheckContext) -> Iterator[Pr
                 continue
             have = ".".join(map(str, gpu.compute_capability))
             need = ".".join(map(str, rule[0]))
-            yield problem(where, f"{gpu_name} (compute capability {have}) cannot run {fmt} ({source}) in {engine}: {rule[1]} "
-                                 f"(needs {need})",
-                          f"remove {gpu_name} from the recipe's hardware, or use a {engine} format it supports",
-                          Severity.ERROR)
+            yield problem(
+                where,
+                f"{gpu_name} (compute capability {have}) cannot run {fmt} ({source}) in {engine}: {rule[1]} "
+                f"(needs {need})",
+                f"remove {gpu_name} from the recipe's hardware, or use a {engine} format it supports",
+                Severity.ERROR,
+            )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 from harness.analysis.render import MULTINODE_DEPLOYERS, render_recipe
 from harness.checks import CheckContext, check
@@ -51,29 +51,37 @@ def engine_args_survive_operator(recipe: Recipe, ctx: CheckContext) -> Iterator[
     for kind in deployers:
         for pod in render_recipe(recipe, kind):
             if pod.launch_error and pod.launch_loc is not None:
-                entry = broken.setdefault((str(pod.launch_loc.file), pod.launch_loc.line, pod.launch_error),
-                                          {"loc": pod.launch_loc, "where": []})
+                entry = broken.setdefault(
+                    (str(pod.launch_loc.file), pod.launch_loc.line, pod.launch_error),
+                    {"loc": pod.launch_loc, "where": []},
+                )
                 entry["where"].append(f"{pod.service} {pod.role} ({_NAMES[kind]})")
             for m in pod.mangled:
                 key = (str(m.token.loc.file), m.token.loc.line, m.token.value, m.written, m.received)
                 entry = found.setdefault(key, {"mangled": m, "where": {}})
                 entry["where"].setdefault(f"{pod.service} {pod.role}", []).append(_NAMES[kind])
     for (_, _, error), entry in broken.items():
-        yield problem(entry["loc"], f"the operator's multinode wrapping of {', '.join(entry['where'])} cannot start "
-                                    f"the engine: {error}",
-                      "for a TRT-LLM multinode service give the engine as `command: [python3, -m, dynamo.trtllm]` with "
-                      "args (the operator runs it under mpirun); a `sh -c` script is embedded raw, without `exec`")
+        yield problem(
+            entry["loc"],
+            f"the operator's multinode wrapping of {', '.join(entry['where'])} cannot start the engine: {error}",
+            "for a TRT-LLM multinode service give the engine as `command: [python3, -m, dynamo.trtllm]` with "
+            "args (the operator runs it under mpirun); a `sh -c` script is embedded raw, without `exec`",
+        )
     for entry in found.values():
         m = entry["mangled"]
         received = " ".join(f"`{v}`" for v in m.received) or "nothing (the argument vanished)"
         meant = " ".join(f"`{v}`" for v in m.written) or "nothing"
         where = ", ".join(f"{pod} ({', '.join(kinds)})" for pod, kinds in entry["where"].items())
-        why = ("the operator re-quotes each argument for a shell and escapes `$`, but the kubelet expands "
-               "$(VAR) before the shell runs and the backslash stays"
-               if "$(" in m.token.value else "the operator's shell wrapping re-parses it")
+        why = (
+            "the operator re-quotes each argument for a shell and escapes `$`, but the kubelet expands "
+            "$(VAR) before the shell runs and the backslash stays"
+            if "$(" in m.token.value
+            else "the operator's shell wrapping re-parses it"
+        )
         yield problem(
             m.token.loc,
             f"the engine of {where} receives {received} for `{m.token.value}` "
             f"(a single-node pod would get {meant}): {why}",
             "write the value itself instead of $(VAR) in a multinode service's command/args (or read the variable in "
-            "a `sh -c` script as $VAR); `recipe-harness render` shows the argv the engine receives")
+            "a `sh -c` script as $VAR); `recipe-harness render` shows the argv the engine receives",
+        )

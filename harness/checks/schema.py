@@ -7,20 +7,29 @@ import difflib
 import json
 import shutil
 import subprocess
+from collections.abc import Iterator
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
+from harness.checks import CheckContext, check
 from harness.recipe.findings import Loc, Problem, Severity, problem
-from harness.recipe.model import METADATA_FILE, Recipe, dig
 from harness.recipe.kubernetes_openapi import KUBERNETES_VERSION
+from harness.recipe.model import METADATA_FILE, Recipe, dig
 from harness.recipe.schemas import (
-    CrdSchemas, SchemaError, core_validator, errors, generated_validator,
-    is_core_api, known_kinds, kubeconform_locations, metadata_validator, plain_pruned,
+    CrdSchemas,
+    SchemaError,
+    core_validator,
+    errors,
+    generated_validator,
+    is_core_api,
+    known_kinds,
+    kubeconform_locations,
+    metadata_validator,
+    plain_pruned,
 )
 from harness.recipe.yamlsrc import Document, loc_at_path, to_plain
-from harness.checks import CheckContext, check
 
 
 @dataclass(frozen=True)
@@ -30,7 +39,7 @@ class SchemaOptions:
     crd: tuple[Path, ...] = ()  # CRD files (--crd) every manifest of their kinds is also validated against
 
 
-@lru_cache(maxsize=None)
+@cache
 def crd_schemas(crd: tuple[Path, ...]) -> CrdSchemas:
     """The imported CRDs, read once per run (per distinct list)."""
     return CrdSchemas(list(crd))
@@ -71,8 +80,11 @@ def metadata_matches_path(recipe: Recipe, ctx: CheckContext) -> Iterator[Problem
     for key, expected in (("framework", recipe.framework), ("mode", recipe.mode)):
         value = meta.get(key)
         if isinstance(value, str) and value != expected:
-            yield problem(meta.loc_of(key), f"{key} is {value!r} but the recipe directory says {expected!r}",
-                          f"set {key}: {expected}")
+            yield problem(
+                meta.loc_of(key),
+                f"{key} is {value!r} but the recipe directory says {expected!r}",
+                f"set {key}: {expected}",
+            )
 
 
 def recipe_release(recipe: Recipe) -> str | None:
@@ -82,16 +94,19 @@ def recipe_release(recipe: Recipe) -> str | None:
     return str(value) if value not in (None, "") else None
 
 
-def _schema_for(doc: Document, ctx: CheckContext, release: str | None) -> tuple[tuple[tuple[Any, str, bool], ...], str | None, bool]:
+def _schema_for(
+    doc: Document, ctx: CheckContext, release: str | None
+) -> tuple[tuple[tuple[Any, str, bool], ...], str | None, bool]:
     """(validators with their source and whether the kind is built-in, why none applies, whether
     that is an error). A custom kind whose CRD we do not know is skipped with a note: a cluster
     with that CRD installed is its judge, not us."""
     return _schema_lookup(doc.api_version, doc.kind, release, ctx.options_for(SchemaOptions).crd)
 
 
-@lru_cache(maxsize=None)
-def _schema_lookup(api: str, kind: str, release: str | None,
-                   crd_files: tuple[Path, ...]) -> tuple[tuple[tuple[Any, str, bool], ...], str | None, bool]:
+@cache
+def _schema_lookup(
+    api: str, kind: str, release: str | None, crd_files: tuple[Path, ...]
+) -> tuple[tuple[tuple[Any, str, bool], ...], str | None, bool]:
     """`_schema_for`, answered once per (apiVersion, kind, release, --crd files) in a process: the
     schema folders do not change during a run, and at catalogue scale the lookups cost as much as
     the validation."""
@@ -114,8 +129,14 @@ def _schema_lookup(api: str, kind: str, release: str | None,
     near = difflib.get_close_matches(kind, sorted(known_kinds(api.rpartition("/")[0], release)), n=1, cutoff=0.85)
     if near:  # a misspelling of a kind we know (DynamoGraphDeploymnet), not a CRD we lack
         return (), f"unknown kind {kind!r} with apiVersion {api!r}: did you mean {near[0]!r}?", True
-    return (), (f"{kind} {api} not validated: its CustomResourceDefinition is not known to the harness "
-                "(a cluster with that CRD installed is the judge)"), False
+    return (
+        (),
+        (
+            f"{kind} {api} not validated: its CustomResourceDefinition is not known to the harness "
+            "(a cluster with that CRD installed is the judge)"
+        ),
+        False,
+    )
 
 
 def is_custom_group(api_version: str) -> bool:
@@ -154,8 +175,11 @@ def schema_valid(recipe: Recipe, ctx: CheckContext) -> Iterator[Problem]:
             validators, reason, is_error = _schema_for(doc, ctx, release)
             if reason:
                 if is_error:
-                    yield problem(doc.data.loc_of("kind"), reason,
-                                  "fix the kind/apiVersion, or pass --crd FILE with the CRD that defines it")
+                    yield problem(
+                        doc.data.loc_of("kind"),
+                        reason,
+                        "fix the kind/apiVersion, or pass --crd FILE with the CRD that defines it",
+                    )
                 else:
                     yield problem(doc.data.loc_of("kind"), reason, "pass --crd FILE to validate it", Severity.WARNING)
                 continue
@@ -215,10 +239,20 @@ def kubeconform(recipe: Recipe, ctx: CheckContext) -> Iterator[Problem]:
                 yield problem(Loc(path, line), f"kubeconform: {kind} {name}: {msg}")
 
 
-@lru_cache(maxsize=None)
+@cache
 def _kubeconform(binary: str, path: str) -> list[dict]:
-    cmd = [binary, "-strict", "-output", "json", "-kubernetes-version", KUBERNETES_VERSION,
-           "-schema-location", "default", *kubeconform_locations(), path]
+    cmd = [
+        binary,
+        "-strict",
+        "-output",
+        "json",
+        "-kubernetes-version",
+        KUBERNETES_VERSION,
+        "-schema-location",
+        "default",
+        *kubeconform_locations(),
+        path,
+    ]
     try:
         out = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
         return list(json.loads(out.stdout or "{}").get("resources") or [])

@@ -4,23 +4,36 @@ no hard-coded namespaces, no RBAC on the `default` ServiceAccount."""
 from __future__ import annotations
 
 import re
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
+from harness.checks import CheckContext, check
 from harness.recipe.findings import Loc, Problem, problem
 from harness.recipe.model import METADATA_FILE, Container, Recipe, dig, mapping, sequence
-from harness.recipe.yamlsrc import LoadedFile, SrcMap
-from harness.checks import CheckContext, check
 from harness.recipe.secrets import (
-    CREDENTIAL_KEY, CREDENTIAL_PATTERNS, LITERAL_ASSIGNMENT, TOKEN_FLAG, looks_like_credential, redact, secret_like,
+    CREDENTIAL_KEY,
+    CREDENTIAL_PATTERNS,
+    LITERAL_ASSIGNMENT,
+    TOKEN_FLAG,
+    looks_like_credential,
+    redact,
+    secret_like,
 )
 from harness.recipe.workloads import Pod, all_strings, line_in_scalar
+from harness.recipe.yamlsrc import LoadedFile, SrcMap
+
 
 def _literal(value: Any) -> str:
     """A credential-looking literal, or "" (numbers, booleans, empty, references are not)."""
     if not isinstance(value, str):
         return ""
     v = value.strip()
-    if not v or v.lower() in ("true", "false", "none", "null", "changeme") or re.fullmatch(r"[0-9.]+", v) or v.startswith("<"):
+    if (
+        not v
+        or v.lower() in ("true", "false", "none", "null", "changeme")
+        or re.fullmatch(r"[0-9.]+", v)
+        or v.startswith("<")
+    ):
         return ""
     if re.fullmatch(r"\$(\([A-Za-z_]\w*\)|\{[A-Za-z_]\w*\}|[A-Za-z_]\w*)", v):
         return ""
@@ -54,9 +67,15 @@ def _in_strings(node: Any, loc: Loc) -> Iterator[tuple[Loc, str]]:
             if "$" in value or (m.group(1).islower() and not looks_like_credential(value)):
                 continue
             if secret_like(m.group(1)) and _literal(value):
-                yield line_in_scalar(text, at, m.start()), f"{m.group(1)} is set to a literal {redact(m.group(2).strip(chr(39) + chr(34)))!r}"
+                yield (
+                    line_in_scalar(text, at, m.start()),
+                    f"{m.group(1)} is set to a literal {redact(m.group(2).strip(chr(39) + chr(34)))!r}",
+                )
         for m in TOKEN_FLAG.finditer(text):
-            yield line_in_scalar(text, at, m.start()), f"a token is passed on the command line ({redact(m.group(1).strip(chr(39) + chr(34)))!r})"
+            yield (
+                line_in_scalar(text, at, m.start()),
+                f"a token is passed on the command line ({redact(m.group(1).strip(chr(39) + chr(34)))!r})",
+            )
 
 
 @check("no-plaintext-secrets")
@@ -98,7 +117,12 @@ def _file_secrets(f: LoadedFile) -> list[tuple[Loc, str]]:
         if doc.kind == "Secret" and f.path.name != METADATA_FILE:
             for key in ("data", "stringData"):
                 if mapping(doc.data.get(key)):
-                    found.append((doc.data.loc_of(key), f"Secret {doc.name} carries its {key} in the repository (base64 is not encryption)"))
+                    found.append(
+                        (
+                            doc.data.loc_of(key),
+                            f"Secret {doc.name} carries its {key} in the repository (base64 is not encryption)",
+                        )
+                    )
         for loc, message in found:
             if (loc.line, loc.column) not in seen:
                 seen.add((loc.line, loc.column))
@@ -126,15 +150,26 @@ def _exceptions(recipe: Recipe) -> set[str]:
 # "ulimit -l unlimited" for the ib/rc/dc transports; Kubernetes DRA ComputeDomains (IMEX
 # channels for multi-node NVLink, NVIDIA k8s-dra-driver-gpu), whose pods register memory the same way.
 RDMA_CAPABILITIES = {"IPC_LOCK", "SYS_RESOURCE", "NET_RAW"}
-_RDMA_TEXT = re.compile(r"\bulimit\s+(?:-[A-Za-z]*l|-l)\b|\bUCX_[A-Z_]+|nixl|mooncake|\bMC_[A-Z_]+=|NCCL_IB_HCA", re.IGNORECASE)
+_RDMA_TEXT = re.compile(
+    r"\bulimit\s+(?:-[A-Za-z]*l|-l)\b|\bUCX_[A-Z_]+|nixl|mooncake|\bMC_[A-Z_]+=|NCCL_IB_HCA", re.IGNORECASE
+)
 _ENGINE = re.compile(r"-m\s+dynamo\.(?:vllm|sglang|trtllm)\b")
-_LOOP = re.compile(r"\b(?:for|while|until)\b[^\n]*?(?:;\s*|\n\s*)do\b(?:(?!\bdone\b).)*?-m\s+dynamo\.(?:vllm|sglang|trtllm)\b", re.S)
+_LOOP = re.compile(
+    r"\b(?:for|while|until)\b[^\n]*?(?:;\s*|\n\s*)do\b(?:(?!\bdone\b).)*?-m\s+dynamo\.(?:vllm|sglang|trtllm)\b", re.S
+)
 # Sysctls Kubernetes lets any pod set through `securityContext.sysctls` (namespaced, "safe"):
 # kubernetes.io/docs/tasks/administer-cluster/sysctl-cluster/ (Safe sysctls, Kubernetes 1.29+).
 SAFE_SYSCTLS = {
-    "kernel.shm_rmid_forced", "net.ipv4.ip_local_port_range", "net.ipv4.tcp_syncookies", "net.ipv4.ping_group_range",
-    "net.ipv4.ip_unprivileged_port_start", "net.ipv4.ip_local_reserved_ports", "net.ipv4.tcp_keepalive_time",
-    "net.ipv4.tcp_fin_timeout", "net.ipv4.tcp_keepalive_intvl", "net.ipv4.tcp_keepalive_probes",
+    "kernel.shm_rmid_forced",
+    "net.ipv4.ip_local_port_range",
+    "net.ipv4.tcp_syncookies",
+    "net.ipv4.ping_group_range",
+    "net.ipv4.ip_unprivileged_port_start",
+    "net.ipv4.ip_local_reserved_ports",
+    "net.ipv4.tcp_keepalive_time",
+    "net.ipv4.tcp_fin_timeout",
+    "net.ipv4.tcp_keepalive_intvl",
+    "net.ipv4.tcp_keepalive_probes",
 }
 _SYSCTL_W = re.compile(r"\bsysctl\s+(?:-\w+\s+)*-w\s+['\"]?([a-z0-9_.]+)\s*=")
 # GKE GPUDirect-RDMA (A3 Ultra, A4, A4X): the pod attaches the RDMA networks as extended resources
@@ -204,8 +239,12 @@ def _gke_rdma_host_path(pod: Pod, volume: Any) -> bool:
     resources = [c.data.get("resources") for c in pod.containers]
     if pod.service is not None:
         resources.append(pod.service.data.get("resources"))
-    return any(key.startswith(GKE_RDMA_RESOURCE)
-               for res in resources for part in ("limits", "requests") for key in _keys(dig(res, part)))
+    return any(
+        key.startswith(GKE_RDMA_RESOURCE)
+        for res in resources
+        for part in ("limits", "requests")
+        for key in _keys(dig(res, part))
+    )
 
 
 def _runs_engines_side_by_side(pod: Pod, c: Container) -> bool:
@@ -220,8 +259,10 @@ def _sysctl_hint(c: Container) -> str:
     names = _SYSCTL_W.findall(text)
     if names and all(n in SAFE_SYSCTLS for n in names):
         listed = ", ".join(f"{{name: {n}, value: ...}}" for n in dict.fromkeys(names))
-        return (f"drop privileged: {', '.join(dict.fromkeys(names))} is a namespaced safe sysctl; "
-                f"set it in the pod's securityContext.sysctls: [{listed}] and remove the `sysctl -w` call")
+        return (
+            f"drop privileged: {', '.join(dict.fromkeys(names))} is a namespaced safe sysctl; "
+            f"set it in the pod's securityContext.sysctls: [{listed}] and remove the `sysctl -w` call"
+        )
     return ""
 
 
@@ -276,7 +317,9 @@ def no_privileged(recipe: Recipe, ctx: CheckContext) -> Iterator[Problem]:
             if sc is None:
                 continue
             if sc.get("privileged") is True and "privileged" not in allowed:
-                yield problem(sc.loc_of("privileged"), f"{pod.label} runs a privileged container", _sysctl_hint(c) or hint)
+                yield problem(
+                    sc.loc_of("privileged"), f"{pod.label} runs a privileged container", _sysctl_hint(c) or hint
+                )
             add = sequence(dig(sc, "capabilities", "add"))
             if not add:
                 continue
@@ -289,8 +332,11 @@ def no_privileged(recipe: Recipe, ctx: CheckContext) -> Iterator[Problem]:
                     continue  # RDMA memory registration needs it
                 if name == "SYS_PTRACE" and rdma and _runs_engines_side_by_side(pod, c):
                     continue  # in-pod CUDA IPC between sibling engine processes
-                why = (" (it uses no RDMA device, DRA claim or UCX/NIXL transport that would need it)"
-                       if name in RDMA_CAPABILITIES else "")
+                why = (
+                    " (it uses no RDMA device, DRA claim or UCX/NIXL transport that would need it)"
+                    if name in RDMA_CAPABILITIES
+                    else ""
+                )
                 yield problem(add.loc_of(i), f"{pod.label} adds capability {name}{why}", hint)
 
 
@@ -311,11 +357,17 @@ def no_hard_coded_namespace(recipe: Recipe, ctx: CheckContext) -> Iterator[Probl
     for doc in recipe.documents():
         meta = mapping(doc.data.get("metadata"))
         if meta is not None and "namespace" in meta:
-            yield problem(meta.loc_of("namespace"), f"{doc.kind} {doc.name} hard-codes namespace {meta['namespace']!r}", hint)
+            yield problem(
+                meta.loc_of("namespace"), f"{doc.kind} {doc.name} hard-codes namespace {meta['namespace']!r}", hint
+            )
         if doc.kind in ("RoleBinding", "ClusterRoleBinding"):
             for s in sequence(doc.data.get("subjects")) or []:
                 if mapping(s) is not None and "namespace" in s:
-                    yield problem(s.loc_of("namespace"), f"{doc.kind} {doc.name} subject {s.get('name')!r} hard-codes namespace {s['namespace']!r}", hint)
+                    yield problem(
+                        s.loc_of("namespace"),
+                        f"{doc.kind} {doc.name} subject {s.get('name')!r} hard-codes namespace {s['namespace']!r}",
+                        hint,
+                    )
 
 
 @check("rbac-not-default-sa")
@@ -337,5 +389,8 @@ def rbac_not_default_sa(recipe: Recipe, ctx: CheckContext) -> Iterator[Problem]:
             continue
         for s in sequence(doc.data.get("subjects")) or []:
             if mapping(s) is not None and s.get("kind") == "ServiceAccount" and s.get("name") == "default":
-                yield problem(s.loc_of("name"), f"{doc.kind} {doc.name} grants its role to the default ServiceAccount",
-                              "create a ServiceAccount for the recipe, bind that, and set serviceAccountName on its pods")
+                yield problem(
+                    s.loc_of("name"),
+                    f"{doc.kind} {doc.name} grants its role to the default ServiceAccount",
+                    "create a ServiceAccount for the recipe, bind that, and set serviceAccountName on its pods",
+                )

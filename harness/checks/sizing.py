@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
-from harness.recipe import catalogue
-from harness.recipe.findings import Problem, Severity, problem
-from harness.recipe.model import Recipe, dig, sequence
 from harness.analysis.sizing import FRACTION_NAME, worker_sizings
 from harness.analysis.topology import workers
 from harness.checks import CheckContext, check
+from harness.recipe import catalogue
+from harness.recipe.findings import Problem, Severity, problem
+from harness.recipe.model import Recipe, dig, sequence
 
 
 def recipe_gpus(recipe: Recipe) -> list[tuple[str, object]]:
@@ -46,13 +46,22 @@ def weights_fit_gpu(recipe: Recipe, ctx: CheckContext) -> Iterator[Problem]:
     if not isinstance(model_id, str):
         return
     if catalogue.model(model_id) is None:
-        yield problem(recipe.metadata.get("model").loc_of("id"), f"model {model_id} is not in the model catalogue: its sizing is unchecked",
-                      "add it to harness/data/models.yaml (params, bytes/param, KV bytes/token, checkpoint size)", Severity.WARNING)
+        yield problem(
+            recipe.metadata.get("model").loc_of("id"),
+            f"model {model_id} is not in the model catalogue: its sizing is unchecked",
+            "add it to harness/data/models.yaml (params, bytes/param, KV bytes/token, checkpoint size)",
+            Severity.WARNING,
+        )
         return
     by_name = {svc.name: (svc, topo) for svc, topo in workers(recipe)}
     for index, (gpu_name, declared_at) in enumerate(recipe_gpus(recipe)):
         if catalogue.gpu(gpu_name) is None:
-            yield problem(declared_at, f"GPU {gpu_name} is not in the GPU catalogue", "add it to harness/data/gpus.yaml", Severity.WARNING)
+            yield problem(
+                declared_at,
+                f"GPU {gpu_name} is not in the GPU catalogue",
+                "add it to harness/data/gpus.yaml",
+                Severity.WARNING,
+            )
             continue
         for name, s in worker_sizings(recipe, gpu_name):
             if s.fits:
@@ -61,10 +70,15 @@ def weights_fit_gpu(recipe: Recipe, ctx: CheckContext) -> Iterator[Problem]:
             fraction = topo.get("memory_fraction")
             if index == 0:  # the recipe's own GPU: edit the engine settings
                 loc = fraction.loc if fraction is not None else (topo.get("tp") or svc).loc
-                hint = (f"raise tensor/expert parallelism, lower the maximum sequence length, or raise "
-                        f"{FRACTION_NAME.get(topo.backend, 'the memory fraction')} if the engine leaves room")
+                hint = (
+                    f"raise tensor/expert parallelism, lower the maximum sequence length, or raise "
+                    f"{FRACTION_NAME.get(topo.backend, 'the memory fraction')} if the engine leaves room"
+                )
             else:  # an alternative: drop the claim
                 loc = declared_at
                 hint = f"remove {gpu_name} from hardware.alternatives, or give it its own recipe with more parallelism"
-            yield problem(loc, f"worker {name} does not fit {gpu_name}: {s.explain()} ({s.fraction_source}, KV for {s.kv_tokens_source})",
-                          hint)
+            yield problem(
+                loc,
+                f"worker {name} does not fit {gpu_name}: {s.explain()} ({s.fraction_source}, KV for {s.kv_tokens_source})",
+                hint,
+            )

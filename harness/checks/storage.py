@@ -3,25 +3,32 @@ classes that work on the topology (issue: storage sizing)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
+from harness.analysis.storage import (
+    EMPTY_CLASS_ANNOTATION,
+    compilation_cache_claims,
+    model_cache_needs,
+    perf_claims,
+    recipe_pvcs,
+    recommended_gi,
+    service_claims,
+)
+from harness.analysis.topology import gpus_per_node, nodes_needed
+from harness.checks import CheckContext, check
 from harness.recipe import catalogue
 from harness.recipe.findings import Problem, Severity, problem
 from harness.recipe.model import Recipe
-from harness.analysis.storage import (
-    EMPTY_CLASS_ANNOTATION, compilation_cache_claims, model_cache_needs, perf_claims, recipe_pvcs,
-    recommended_gi, service_claims,
-)
-from harness.checks import CheckContext, check
-from harness.analysis.topology import gpus_per_node, nodes_needed
 
 
 @dataclass(frozen=True)
 class StorageOptions:
     """Options of `model-cache-pvc-fits-checkpoint`."""
 
-    margin: float | None = None  # PVC size / checkpoint size (--storage-margin); None: the catalogue's rule (1.2, 1.3 for estimates)
+    margin: float | None = (
+        None  # PVC size / checkpoint size (--storage-margin); None: the catalogue's rule (1.2, 1.3 for estimates)
+    )
 
 
 @check("model-cache-pvc-fits-checkpoint", options=StorageOptions)
@@ -48,18 +55,27 @@ def model_cache_pvc_fits_checkpoint(recipe: Recipe, ctx: CheckContext) -> Iterat
     for need in model_cache_needs(recipe, ctx.options_for(StorageOptions).margin):
         pvc = need.pvc
         for job in need.unknown:
-            yield problem(pvc.size_loc, f"PVC {pvc.name}: download Job {job} fetches a model that is not in the catalogue, "
-                                        "so its size cannot be checked",
-                          "add the model to harness/data/models.yaml with its checkpoint size", Severity.WARNING)
+            yield problem(
+                pvc.size_loc,
+                f"PVC {pvc.name}: download Job {job} fetches a model that is not in the catalogue, "
+                "so its size cannot be checked",
+                "add the model to harness/data/models.yaml with its checkpoint size",
+                Severity.WARNING,
+            )
         if not need.models:
             continue
         if pvc.size is None:
-            yield problem(pvc.size_loc, f"PVC {pvc.name} has no readable storage request ({pvc.size_text!r}); it must hold {need.describe()}",
-                          f"set resources.requests.storage: {recommended_gi(need.need_bytes, rules)}Gi")
+            yield problem(
+                pvc.size_loc,
+                f"PVC {pvc.name} has no readable storage request ({pvc.size_text!r}); it must hold {need.describe()}",
+                f"set resources.requests.storage: {recommended_gi(need.need_bytes, rules)}Gi",
+            )
         elif pvc.size < need.need_bytes:
-            yield problem(pvc.size_loc, f"PVC {pvc.name} requests {pvc.size_text} ({pvc.size / 1e9:.0f} GB) but must hold "
-                                        f"{need.describe()}",
-                          f"set storage: {recommended_gi(need.need_bytes, rules)}Gi (then `recipe-harness docs`)")
+            yield problem(
+                pvc.size_loc,
+                f"PVC {pvc.name} requests {pvc.size_text} ({pvc.size / 1e9:.0f} GB) but must hold {need.describe()}",
+                f"set storage: {recommended_gi(need.need_bytes, rules)}Gi (then `recipe-harness docs`)",
+            )
 
 
 @check("cache-pvcs-meet-minimums")
@@ -79,23 +95,35 @@ def cache_pvcs_meet_minimums(recipe: Recipe, ctx: CheckContext) -> Iterator[Prob
     rules = catalogue.storage_rules()
     pvcs = recipe_pvcs(recipe)
     model_cache = {n.pvc.name for n in model_cache_needs(recipe)}
-    wanted = [(name, rules.compilation_cache_min_gb, "compilation cache") for name, _ in compilation_cache_claims(recipe)]
-    wanted += [(name, rules.perf_results_min_gb, "perf results") for name in perf_claims(recipe) if name not in model_cache]
+    wanted = [
+        (name, rules.compilation_cache_min_gb, "compilation cache") for name, _ in compilation_cache_claims(recipe)
+    ]
+    wanted += [
+        (name, rules.perf_results_min_gb, "perf results") for name in perf_claims(recipe) if name not in model_cache
+    ]
     for name, min_gb, what in wanted:
         pvc = pvcs.get(name)
         if pvc is None or pvc.size is None or pvc.size >= min_gb * 1e9:
             continue
-        yield problem(pvc.size_loc, f"PVC {name} ({what}) requests {pvc.size_text} but the documented minimum is {min_gb:g} GB",
-                      f"set storage: {recommended_gi(min_gb * 1e9, rules)}Gi")
+        yield problem(
+            pvc.size_loc,
+            f"PVC {name} ({what}) requests {pvc.size_text} but the documented minimum is {min_gb:g} GB",
+            f"set storage: {recommended_gi(min_gb * 1e9, rules)}Gi",
+        )
     declared = recipe.metadata.get("storage")
     if isinstance(declared, dict):
         if declared.get("compilationCache") is True and not compilation_cache_claims(recipe):
-            yield problem(declared.loc_of("compilationCache"), "metadata declares a compilation cache but no service mounts a PVC "
-                                                              "with useAsCompilationCache: true",
-                          "mount the cache PVC in the workers' volumeMounts, or set compilationCache: false")
+            yield problem(
+                declared.loc_of("compilationCache"),
+                "metadata declares a compilation cache but no service mounts a PVC with useAsCompilationCache: true",
+                "mount the cache PVC in the workers' volumeMounts, or set compilationCache: false",
+            )
         if declared.get("perfResults") is True and not perf_claims(recipe):
-            yield problem(declared.loc_of("perfResults"), "metadata declares perf results on a PVC but the perf Job mounts none",
-                          "mount the results PVC in perf.yaml, or set perfResults: false")
+            yield problem(
+                declared.loc_of("perfResults"),
+                "metadata declares perf results on a PVC but the perf Job mounts none",
+                "mount the results PVC in perf.yaml, or set perfResults: false",
+            )
 
 
 @check("pvc-access-mode-fits-topology")
@@ -125,9 +153,12 @@ def pvc_access_mode_fits_topology(recipe: Recipe, ctx: CheckContext) -> Iterator
         pvc = pvcs.get(name)
         if pvc is None or "ReadWriteMany" in pvc.access_modes:
             continue
-        yield problem(pvc.access_loc, f"PVC {name} is {', '.join(pvc.access_modes) or 'without accessModes'} but the workers of "
-                                      f"{recipe.id} span {nodes} nodes and all mount it",
-                      "set accessModes: [ReadWriteMany] (on a storage class that supports it, e.g. NFS or a CSI file system)")
+        yield problem(
+            pvc.access_loc,
+            f"PVC {name} is {', '.join(pvc.access_modes) or 'without accessModes'} but the workers of "
+            f"{recipe.id} span {nodes} nodes and all mount it",
+            "set accessModes: [ReadWriteMany] (on a storage class that supports it, e.g. NFS or a CSI file system)",
+        )
 
 
 @check("storage-class-not-empty")
@@ -144,9 +175,14 @@ def storage_class_not_empty(recipe: Recipe, ctx: CheckContext) -> Iterator[Probl
     (kubernetes.io/docs/concepts/storage/persistent-volumes#class-1).
     """
     for pvc in recipe_pvcs(recipe).values():
-        if pvc.storage_class is not None and not pvc.storage_class.strip() and EMPTY_CLASS_ANNOTATION not in pvc.annotations:
-            yield problem(pvc.storage_class_loc, f'PVC {pvc.name} sets storageClassName: "" (no dynamic provisioning: it stays Pending '
-                                                 "without a pre-created PersistentVolume)",
-                          f"remove storageClassName to use the cluster default, or annotate {EMPTY_CLASS_ANNOTATION}: <why>")
-
-
+        if (
+            pvc.storage_class is not None
+            and not pvc.storage_class.strip()
+            and EMPTY_CLASS_ANNOTATION not in pvc.annotations
+        ):
+            yield problem(
+                pvc.storage_class_loc,
+                f'PVC {pvc.name} sets storageClassName: "" (no dynamic provisioning: it stays Pending '
+                "without a pre-created PersistentVolume)",
+                f"remove storageClassName to use the cluster default, or annotate {EMPTY_CLASS_ANNOTATION}: <why>",
+            )

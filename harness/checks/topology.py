@@ -3,13 +3,13 @@ metadata, hardware limits, disaggregation roles, router mode and DP-attention ar
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
+from harness.analysis.topology import dra_gpus, gpus_per_node, nodes_needed, workers
+from harness.checks import CheckContext, check
 from harness.recipe import catalogue
 from harness.recipe.findings import Problem, Severity, problem
 from harness.recipe.model import ROUTER_MODE_ENV, ROUTER_MODE_FLAG, Recipe, Service, as_int, dig, mapping, sequence
-from harness.analysis.topology import dra_gpus, gpus_per_node, nodes_needed, workers
-from harness.checks import CheckContext, check
 
 
 def _breakdown(services: list[Service]) -> str:
@@ -35,28 +35,43 @@ def gpu_count_matches_topology(recipe: Recipe, ctx: CheckContext) -> Iterator[Pr
     """
     for svc, topo in workers(recipe):
         for s in topo.unreadable:
-            yield problem(s.loc, f"worker {svc.name}: {s.source} {s.raw!r} is not a valid value (an unresolved variable?)",
-                          "write the value literally, or define the variable in the container's env")
+            yield problem(
+                s.loc,
+                f"worker {svc.name}: {s.source} {s.raw!r} is not a valid value (an unresolved variable?)",
+                "write the value literally, or define the variable in the container's env",
+            )
         need = topo.gpus_per_replica
         claimed = dra_gpus(svc, recipe.deploy.documents if recipe.deploy else []) if svc.gpu_limit == 0 else 0
         if claimed:
             if claimed * svc.node_count != need:
-                yield problem(svc.gpu_limit_loc, f"worker {svc.name}: its DRA resource claims give {claimed} GPU(s) x nodeCount "
-                                                 f"{svc.node_count} per replica, but the engine needs {topo.describe_parallelism()}",
-                              "make the ResourceClaimTemplate's device count match the parallelism")
+                yield problem(
+                    svc.gpu_limit_loc,
+                    f"worker {svc.name}: its DRA resource claims give {claimed} GPU(s) x nodeCount "
+                    f"{svc.node_count} per replica, but the engine needs {topo.describe_parallelism()}",
+                    "make the ResourceClaimTemplate's device count match the parallelism",
+                )
             continue
         if svc.gpu_limit == 0:
-            yield problem(svc.gpu_limit_loc, f"worker {svc.name} requests no GPUs, but its engine needs {topo.describe_parallelism()}",
-                          f'set resources.limits.gpu: "{need}"')
+            yield problem(
+                svc.gpu_limit_loc,
+                f"worker {svc.name} requests no GPUs, but its engine needs {topo.describe_parallelism()}",
+                f'set resources.limits.gpu: "{need}"',
+            )
             continue
         have = svc.gpus_per_replica
         if have != need:
             nodes = svc.node_count
-            fix = (f'set limits.gpu: "{need // nodes}"' if need % nodes == 0 else f"make {need} divisible by nodeCount {nodes}")
-            yield problem(svc.gpu_limit_loc,
-                          f"worker {svc.name}: limits.gpu {svc.gpu_limit} x nodeCount {nodes} = {have} GPU(s) per replica, "
-                          f"but the engine needs {topo.describe_parallelism()}",
-                          f"{fix}, or change the parallelism flags to use {have} GPU(s)")
+            fix = (
+                f'set limits.gpu: "{need // nodes}"'
+                if need % nodes == 0
+                else f"make {need} divisible by nodeCount {nodes}"
+            )
+            yield problem(
+                svc.gpu_limit_loc,
+                f"worker {svc.name}: limits.gpu {svc.gpu_limit} x nodeCount {nodes} = {have} GPU(s) per replica, "
+                f"but the engine needs {topo.describe_parallelism()}",
+                f"{fix}, or change the parallelism flags to use {have} GPU(s)",
+            )
 
 
 @check("tp-cli-matches-engine-config")
@@ -75,12 +90,18 @@ def tp_cli_matches_engine_config(recipe: Recipe, ctx: CheckContext) -> Iterator[
     for svc, topo in workers(recipe):
         cfg = topo.engine_config
         if cfg is not None and cfg.error:
-            yield problem(cfg.arg.at, f"worker {svc.name}: --extra-engine-args {cfg.arg.value}: {cfg.error}",
-                          "mount the engine ConfigMap (extraPodSpec.volumes + mainContainer.volumeMounts) at that path")
+            yield problem(
+                cfg.arg.at,
+                f"worker {svc.name}: --extra-engine-args {cfg.arg.value}: {cfg.error}",
+                "mount the engine ConfigMap (extraPodSpec.volumes + mainContainer.volumeMounts) at that path",
+            )
         for c in topo.conflicts:
-            yield problem(c.cli.loc, f"worker {svc.name}: {c.cli.source} {c.cli.raw} but {c.config.source} is "
-                                     f"{c.config.raw} (line {c.config.loc.line}); TRT-LLM uses the engine config",
-                          "make the two agree, or drop the CLI flag and keep the engine config")
+            yield problem(
+                c.cli.loc,
+                f"worker {svc.name}: {c.cli.source} {c.cli.raw} but {c.config.source} is "
+                f"{c.config.raw} (line {c.config.loc.line}); TRT-LLM uses the engine config",
+                "make the two agree, or drop the CLI flag and keep the engine config",
+            )
 
 
 @check("gpu-total-matches-metadata", convention=True)
@@ -102,9 +123,11 @@ def gpu_total_matches_metadata(recipe: Recipe, ctx: CheckContext) -> Iterator[Pr
         return
     total = dep.total_gpus
     if total != declared:
-        yield problem(recipe.metadata.loc_of("gpus"),
-                      f"metadata says gpus: {declared} but the workers request {_breakdown(dep.workers)} = {total}",
-                      f"set gpus: {total} (and regenerate the docs with `recipe-harness docs`)")
+        yield problem(
+            recipe.metadata.loc_of("gpus"),
+            f"metadata says gpus: {declared} but the workers request {_breakdown(dep.workers)} = {total}",
+            f"set gpus: {total} (and regenerate the docs with `recipe-harness docs`)",
+        )
 
 
 @check("nodes-match-metadata", convention=True)
@@ -126,10 +149,12 @@ def nodes_match_metadata(recipe: Recipe, ctx: CheckContext) -> Iterator[Problem]
         return
     need = nodes_needed(dep.workers, gpn)
     if need != declared:
-        yield problem(recipe.metadata.loc_of("nodes"),
-                      f"metadata says nodes: {declared} but the worker pods ({_breakdown(dep.workers)} GPUs) need "
-                      f"{need} node(s) of {gpn} GPUs",
-                      f"set nodes: {need}")
+        yield problem(
+            recipe.metadata.loc_of("nodes"),
+            f"metadata says nodes: {declared} but the worker pods ({_breakdown(dep.workers)} GPUs) need "
+            f"{need} node(s) of {gpn} GPUs",
+            f"set nodes: {need}",
+        )
 
 
 @check("gpus-per-node-within-hardware", convention=True)
@@ -151,22 +176,31 @@ def gpus_per_node_within_hardware(recipe: Recipe, ctx: CheckContext) -> Iterator
     declared = as_int(dig(meta, "hardware", "gpusPerNode"))
     hw = mapping(meta.get("hardware"))
     if facts and declared and declared > facts.gpus_per_node:
-        yield problem(hw.loc_of("gpusPerNode"), f"hardware.gpusPerNode is {declared} but a {gpu_name} node has {facts.gpus_per_node}",
-                      f"set gpusPerNode: {facts.gpus_per_node}")
+        yield problem(
+            hw.loc_of("gpusPerNode"),
+            f"hardware.gpusPerNode is {declared} but a {gpu_name} node has {facts.gpus_per_node}",
+            f"set gpusPerNode: {facts.gpus_per_node}",
+        )
     gpn = min(x for x in (declared, facts.gpus_per_node if facts else None) if x) if (declared or facts) else None
     if gpn is None or recipe.deployment is None:
         return
     for svc in recipe.deployment.workers:
         if svc.gpu_limit > gpn:
-            yield problem(svc.gpu_limit_loc, f"worker {svc.name} asks for {svc.gpu_limit} GPUs in one pod but a {gpu_name} node has {gpn}",
-                          f"use multinode.nodeCount {-(-svc.gpu_limit // gpn)} with limits.gpu {gpn}, or smaller parallelism")
+            yield problem(
+                svc.gpu_limit_loc,
+                f"worker {svc.name} asks for {svc.gpu_limit} GPUs in one pod but a {gpu_name} node has {gpn}",
+                f"use multinode.nodeCount {-(-svc.gpu_limit // gpn)} with limits.gpu {gpn}, or smaller parallelism",
+            )
     alternatives = sequence(dig(meta, "hardware", "alternatives")) or []
     biggest = max((s.gpu_limit for s in recipe.deployment.workers), default=0)
     for i, alt in enumerate(alternatives):
         alt_facts = catalogue.gpu(str(alt))
         if alt_facts and biggest > alt_facts.gpus_per_node:
-            yield problem(alternatives.loc_of(i), f"alternative {alt} has {alt_facts.gpus_per_node} GPUs per node but a worker pod asks for {biggest}",
-                          f"remove {alt} from hardware.alternatives or give it its own recipe")
+            yield problem(
+                alternatives.loc_of(i),
+                f"alternative {alt} has {alt_facts.gpus_per_node} GPUs per node but a worker pod asks for {biggest}",
+                f"remove {alt} from hardware.alternatives or give it its own recipe",
+            )
 
 
 @check("disagg-roles-match-mode")
@@ -200,8 +234,11 @@ def disagg_roles_match_mode(recipe: Recipe, ctx: CheckContext) -> Iterator[Probl
     declared = meta.get("disaggregated")
     by_name = recipe.mode.startswith("disagg") if ctx.catalogue else _foreign_disagg(recipe)
     if isinstance(declared, bool) and declared != by_name:
-        yield problem(meta.loc_of("disaggregated"), f"disaggregated: {str(declared).lower()} but the mode is named {recipe.mode!r}",
-                      f"set disaggregated: {str(by_name).lower()}, or rename the mode")
+        yield problem(
+            meta.loc_of("disaggregated"),
+            f"disaggregated: {str(declared).lower()} but the mode is named {recipe.mode!r}",
+            f"set disaggregated: {str(by_name).lower()}, or rename the mode",
+        )
     disagg = declared if isinstance(declared, bool) else by_name
     worker_topos = workers(recipe)
     legacy = any(t.legacy_prefill_flag for _, t in worker_topos)
@@ -220,9 +257,12 @@ def disagg_roles_match_mode(recipe: Recipe, ctx: CheckContext) -> Iterator[Probl
         roles = {effective(svc, topo) for svc, topo in worker_topos}
         for missing in ("prefill", "decode"):
             if missing not in roles:
-                yield problem(services_loc, f"disaggregated recipe has no {missing} worker (workers: "
-                                            f"{', '.join(f'{s.name} ({effective(s, t) or s.role})' for s, t in worker_topos) or 'none'})",
-                              f"add a worker with subComponentType: {missing} and --disaggregation-mode {missing}")
+                yield problem(
+                    services_loc,
+                    f"disaggregated recipe has no {missing} worker (workers: "
+                    f"{', '.join(f'{s.name} ({effective(s, t) or s.role})' for s, t in worker_topos) or 'none'})",
+                    f"add a worker with subComponentType: {missing} and --disaggregation-mode {missing}",
+                )
     any_prefill = any(effective(svc, topo) == "prefill" for svc, topo in worker_topos)
     for svc, topo in worker_topos:
         flag = topo.get("role")
@@ -231,29 +271,51 @@ def disagg_roles_match_mode(recipe: Recipe, ctx: CheckContext) -> Iterator[Probl
         args_loc = _args_loc(svc)
         if not disagg:
             if marked == "prefill" or (marked == "decode" and any_prefill):
-                yield problem(marked_loc, f"worker {svc.name} has subComponentType: {marked} in an aggregated recipe",
-                              "remove subComponentType, or make the recipe disaggregated")
-            if flag is not None and topo.role and not (topo.role == "decode" and topo.backend == "vllm" and not any_prefill):
-                yield problem(flag.loc, f"worker {svc.name} runs {flag.source} {topo.role} in an aggregated recipe",
-                              f"remove {flag.source}")
+                yield problem(
+                    marked_loc,
+                    f"worker {svc.name} has subComponentType: {marked} in an aggregated recipe",
+                    "remove subComponentType, or make the recipe disaggregated",
+                )
+            if (
+                flag is not None
+                and topo.role
+                and not (topo.role == "decode" and topo.backend == "vllm" and not any_prefill)
+            ):
+                yield problem(
+                    flag.loc,
+                    f"worker {svc.name} runs {flag.source} {topo.role} in an aggregated recipe",
+                    f"remove {flag.source}",
+                )
             continue
         if marked is None:
             if topo.role is not None:
-                yield problem(marked_loc, f"worker {svc.name} runs as {topo.role} ({flag.source}) but has no subComponentType: "
-                                          "the planner and GAIE cannot tell its role",
-                              f"set subComponentType: {topo.role}", Severity.WARNING)
+                yield problem(
+                    marked_loc,
+                    f"worker {svc.name} runs as {topo.role} ({flag.source}) but has no subComponentType: "
+                    "the planner and GAIE cannot tell its role",
+                    f"set subComponentType: {topo.role}",
+                    Severity.WARNING,
+                )
             elif effective(svc, topo) is None:
-                yield problem(marked_loc, f"worker {svc.name} has no subComponentType and no --disaggregation-mode: "
-                                          "it runs aggregated in a disaggregated recipe",
-                              "set subComponentType: prefill or decode and pass --disaggregation-mode with the same role")
+                yield problem(
+                    marked_loc,
+                    f"worker {svc.name} has no subComponentType and no --disaggregation-mode: "
+                    "it runs aggregated in a disaggregated recipe",
+                    "set subComponentType: prefill or decode and pass --disaggregation-mode with the same role",
+                )
         if topo.role is None:
             if marked and not (legacy and marked == "decode" and topo.backend == "vllm"):
-                yield problem(flag.loc if flag else args_loc,
-                              f"worker {svc.name} ({marked}) does not pass --disaggregation-mode prefill|decode",
-                              f"add --disaggregation-mode {marked} to its args")
+                yield problem(
+                    flag.loc if flag else args_loc,
+                    f"worker {svc.name} ({marked}) does not pass --disaggregation-mode prefill|decode",
+                    f"add --disaggregation-mode {marked} to its args",
+                )
         elif marked and topo.role != marked:
-            yield problem(flag.loc, f"worker {svc.name}: subComponentType {marked} but {flag.source} {topo.role}",
-                          "make subComponentType and --disaggregation-mode agree")
+            yield problem(
+                flag.loc,
+                f"worker {svc.name}: subComponentType {marked} but {flag.source} {topo.role}",
+                "make subComponentType and --disaggregation-mode agree",
+            )
 
 
 def _foreign_disagg(recipe: Recipe) -> bool:
@@ -289,8 +351,11 @@ def router_mode_matches(recipe: Recipe, ctx: CheckContext) -> Iterator[Problem]:
     declared = meta.get("router") if isinstance(meta.get("router"), str) else None
     for word, mode in (("kv-router", "kv"), ("round-robin", "round-robin")):
         if word in recipe.mode and declared and declared != mode:
-            yield problem(meta.loc_of("router"), f"mode {recipe.mode!r} promises router {mode} but metadata says router: {declared}",
-                          f"set router: {mode}")
+            yield problem(
+                meta.loc_of("router"),
+                f"mode {recipe.mode!r} promises router {mode} but metadata says router: {declared}",
+                f"set router: {mode}",
+            )
             declared = mode
     dep = recipe.deployment
     if dep is None or declared is None:
@@ -304,8 +369,11 @@ def router_mode_matches(recipe: Recipe, ctx: CheckContext) -> Iterator[Problem]:
                 where = f"runs --router-mode {mode.value}"
             else:
                 where = f"runs {mode.source} (router {mode.value})"
-            yield problem(mode.loc or _args_loc(fe), f"frontend {fe.name} {where} but the recipe's router is {declared}",
-                          f"pass --router-mode {declared} to the frontend")
+            yield problem(
+                mode.loc or _args_loc(fe),
+                f"frontend {fe.name} {where} but the recipe's router is {declared}",
+                f"pass --router-mode {declared} to the frontend",
+            )
 
 
 @check("dp-attention-consistent")
@@ -327,13 +395,23 @@ def dp_attention_consistent(recipe: Recipe, ctx: CheckContext) -> Iterator[Probl
         tp, dp, ep = topo.tp, topo.dp, topo.ep
         if topo.backend == "sglang" and topo.dp_attention and dp > 1 and (dp > tp or tp % dp):
             where = topo.get("dp") or topo.get("dp_attention")
-            yield problem(where.loc, f"worker {svc.name}: DP attention with dp {dp} and tp {tp}: dp must divide tp",
-                          f"set --dp to a divisor of --tp {tp} (usually --dp {tp})")
+            yield problem(
+                where.loc,
+                f"worker {svc.name}: DP attention with dp {dp} and tp {tp}: dp must divide tp",
+                f"set --dp to a divisor of --tp {tp} (usually --dp {tp})",
+            )
         if topo.backend == "sglang" and topo.dp_attention and dp == 1:
             flag = topo.get("dp_attention")
-            yield problem(flag.loc, f"worker {svc.name}: --enable-dp-attention with dp 1 does nothing",
-                          f"add --dp {tp}, or drop --enable-dp-attention", Severity.WARNING)
+            yield problem(
+                flag.loc,
+                f"worker {svc.name}: --enable-dp-attention with dp 1 does nothing",
+                f"add --dp {tp}, or drop --enable-dp-attention",
+                Severity.WARNING,
+            )
         if topo.backend in ("sglang", "trtllm") and ep > 1 and (ep > tp or tp % ep):
             where = topo.get("ep")
-            yield problem(where.loc, f"worker {svc.name}: expert parallelism {ep} with tensor parallelism {tp}: EP must divide TP",
-                          f"set {where.source.split(' (')[0]} to a divisor of {tp}")
+            yield problem(
+                where.loc,
+                f"worker {svc.name}: expert parallelism {ep} with tensor parallelism {tp}: EP must divide TP",
+                f"set {where.source.split(' (')[0]} to a divisor of {tp}",
+            )

@@ -16,8 +16,8 @@ import argparse
 import json
 import shutil
 import sys
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 SUMMARY_FILE = "summary.json"
 HISTORY_GLOB = "*.jsonl"
@@ -62,15 +62,20 @@ def matrix_recipes(matrix_json: str) -> list[str]:
     data = json.loads(matrix_json or "{}")
     include = data.get("include") if isinstance(data, dict) else None
     if not isinstance(include, list):
-        raise ValueError("expected {\"include\": [...]}")
+        raise ValueError('expected {"include": [...]}')
     return [e["recipe"] for e in include if isinstance(e, dict) and isinstance(e.get("recipe"), str)]
 
 
 def missing_markdown(missing: list[str]) -> str:
     if not missing:
         return ""
-    lines = ["### No report", "", f"{len(missing)} recipe(s) of the matrix produced no summary.json "
-             "(the job failed before measuring: see its log):", ""]
+    lines = [
+        "### No report",
+        "",
+        f"{len(missing)} recipe(s) of the matrix produced no summary.json "
+        "(the job failed before measuring: see its log):",
+        "",
+    ]
     return "\n".join(lines + [f"- `{m}`" for m in missing]) + "\n"
 
 
@@ -90,7 +95,10 @@ def main(argv: list[str] | None = None) -> int:
         args.into.mkdir(parents=True, exist_ok=True)
         for warning in merge_histories([s for s in args.sources if s.is_dir()], args.into):
             print(f"ci_aggregate: {warning}", file=sys.stderr)
-        print(f"ci_aggregate: {sum(1 for _ in args.into.rglob(HISTORY_GLOB))} history file(s) in {args.into}", file=sys.stderr)
+        print(
+            f"ci_aggregate: {sum(1 for _ in args.into.rglob(HISTORY_GLOB))} history file(s) in {args.into}",
+            file=sys.stderr,
+        )
         return 0
     try:
         expected = matrix_recipes(args.matrix)

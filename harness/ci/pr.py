@@ -19,15 +19,17 @@ from typing import Any
 from harness.recipe.changes import ChangeError
 from harness.recipe.discovery import SelectionError
 from harness.recipe.findings import display_path
-from harness.recipe.model import METADATA_FILE
 from harness.recipe.kubernetes_openapi import KUBERNETES_VERSION
+from harness.recipe.model import METADATA_FILE
 from harness.recipe.schemas import SCHEMAS_DIR, kubeconform_locations
 from harness.run.static import make_selection
 
 MAX_SUMMARY_ROWS = 200  # a step summary is capped at 1 MiB; the annotations and the artifact carry the rest
 
 
-def changed_manifests(recipes_dir: str | None, changed_since: str | None, selectors: list[str] | None = None) -> list[Path]:
+def changed_manifests(
+    recipes_dir: str | None, changed_since: str | None, selectors: list[str] | None = None
+) -> list[Path]:
     """Every Kubernetes manifest of the selected recipes (their own, model cache, gaie), once each.
 
     Raises ChangeError / SelectionError like the rest of the harness."""
@@ -42,9 +44,19 @@ def changed_manifests(recipes_dir: str | None, changed_since: str | None, select
 
 def kubeconform_command(binary: str, paths: list[Path], schemas_dir: Path = SCHEMAS_DIR) -> list[str]:
     """The same invocation as the harness's `kubeconform` check, with a human-readable summary."""
-    return [binary, "-strict", "-summary", "-output", "text", "-kubernetes-version", KUBERNETES_VERSION,
-            "-schema-location", "default", *kubeconform_locations(base=schemas_dir),
-            *[str(p) for p in paths]]
+    return [
+        binary,
+        "-strict",
+        "-summary",
+        "-output",
+        "text",
+        "-kubernetes-version",
+        KUBERNETES_VERSION,
+        "-schema-location",
+        "default",
+        *kubeconform_locations(base=schemas_dir),
+        *[str(p) for p in paths],
+    ]
 
 
 def _cell(text: str) -> str:
@@ -65,8 +77,10 @@ def findings_markdown(report: dict[str, Any], title: str = "Static checks") -> s
         lines += ["| where | check | severity | message |", "|---|---|---|---|"]
         for f in findings[:MAX_SUMMARY_ROWS]:
             message = f.get("message", "") + (f" (hint: {f['hint']})" if f.get("hint") else "")
-            lines.append(f"| `{_cell(f.get('file', '?'))}:{f.get('line', 0)}:{f.get('column', 0)}` | {_cell(f.get('check_id', '?'))} | "
-                         f"{_cell(f.get('severity', '?'))} | {_cell(message)} |")
+            lines.append(
+                f"| `{_cell(f.get('file', '?'))}:{f.get('line', 0)}:{f.get('column', 0)}` | {_cell(f.get('check_id', '?'))} | "
+                f"{_cell(f.get('severity', '?'))} | {_cell(message)} |"
+            )
         if len(findings) > MAX_SUMMARY_ROWS:
             lines.append(f"\n{len(findings) - MAX_SUMMARY_ROWS} more in the findings.json artifact.")
     else:

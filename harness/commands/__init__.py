@@ -8,12 +8,18 @@ import sys
 
 def add_selection_args(parser: argparse.ArgumentParser) -> None:
     """The recipe selection options shared by every subcommand that works on recipes."""
-    parser.add_argument("--recipe", action="append", default=[], metavar="SEL", help="model prefix, recipe id or glob (repeatable)")
+    parser.add_argument(
+        "--recipe", action="append", default=[], metavar="SEL", help="model prefix, recipe id or glob (repeatable)"
+    )
     parser.add_argument("--recipes-dir", metavar="PATH", help="recipes tree (default: ./recipes)")
     parser.add_argument("--changed-since", metavar="REF", help="only recipes touched since the merge base with REF")
-    parser.add_argument("--convention", choices=("catalogue", "none"), default=None,
-                        help="the tree's convention: catalogue (recipe.yaml, versions.yaml, our layout) or none (a foreign "
-                             "tree: convention checks do not apply, manifests are found at any depth); default: detected")
+    parser.add_argument(
+        "--convention",
+        choices=("catalogue", "none"),
+        default=None,
+        help="the tree's convention: catalogue (recipe.yaml, versions.yaml, our layout) or none (a foreign "
+        "tree: convention checks do not apply, manifests are found at any depth); default: detected",
+    )
 
 
 def selection_from(args: argparse.Namespace):
@@ -23,7 +29,9 @@ def selection_from(args: argparse.Namespace):
     from harness.run.static import make_selection
 
     try:
-        return make_selection(args.recipes_dir, args.recipe, args.changed_since, convention=getattr(args, "convention", None))
+        return make_selection(
+            args.recipes_dir, args.recipe, args.changed_since, convention=getattr(args, "convention", None)
+        )
     except (SelectionError, ChangeError) as exc:
         print(f"recipe-harness: {exc}", file=sys.stderr)
         return None

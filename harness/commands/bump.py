@@ -24,7 +24,9 @@ from harness.commands import add_selection_args, selection_from
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("bump", help="move recipes to another Dynamo release: versions row, image tags, docs; then show what breaks")
+    p = sub.add_parser(
+        "bump", help="move recipes to another Dynamo release: versions row, image tags, docs; then show what breaks"
+    )
     p.add_argument("--to", required=True, metavar="RELEASE", help="the Dynamo release, e.g. 1.6.1")
     add_selection_args(p)
     p.add_argument("--dry-run", action="store_true", help="print the diff and the breaks, write nothing")
@@ -53,8 +55,10 @@ def release_facts(release: str):
 
     row = artifacts_row(release)
     if row is None:
-        raise ValueError(f"Dynamo {release} is not in harness/recipe/data/artifacts.yaml: add its published "
-                         f"release-artifacts row (images, CUDA per backend, source) first")
+        raise ValueError(
+            f"Dynamo {release} is not in harness/recipe/data/artifacts.yaml: add its published "
+            f"release-artifacts row (images, CUDA per backend, source) first"
+        )
     metadata = envs.wheel_metadata(release)
     engines = {b: v for b in BACKENDS if (v := envs.engine_pin(metadata, b))}
     notes = []
@@ -63,10 +67,14 @@ def release_facts(release: str):
             notes.append(f"the artifacts table prints {b} {printed} but the wheel pins {engines[b]}: the wheel wins")
     if row.get("note"):
         notes.append(" ".join(str(row["note"]).split()))
-    return ReleaseFacts(release, engines, {str(k): str(v) for k, v in (row.get("cuda") or {}).items()},
-                        str(row.get("imageTag") or release),
-                        [f"engines: ai-dynamo=={release} wheel METADATA (Requires-Dist extras)",
-                         f"CUDA, images: {row.get('source')}"], notes)
+    return ReleaseFacts(
+        release,
+        engines,
+        {str(k): str(v) for k, v in (row.get("cuda") or {}).items()},
+        str(row.get("imageTag") or release),
+        [f"engines: ai-dynamo=={release} wheel METADATA (Requires-Dist extras)", f"CUDA, images: {row.get('source')}"],
+        notes,
+    )
 
 
 def apply_bump(work: Path, chosen: list, facts) -> tuple[list[RecipeBump], bool]:
@@ -179,8 +187,10 @@ def _compare_conformance(rb: RecipeBump, before: list, after: list, work: Path, 
             rb.conformance.append(f"    {o.result.error}")
         if prev is not None and _job_state(prev) == "ok":
             for flag in o.result.unrecognized:
-                rb.conformance.append(f"    flag {flag}: accepted by Dynamo {rb.old} ({prev.result.env}), unknown to "
-                                      f"{facts.release}: removed or renamed")
+                rb.conformance.append(
+                    f"    flag {flag}: accepted by Dynamo {rb.old} ({prev.result.env}), unknown to "
+                    f"{facts.release}: removed or renamed"
+                )
     for note in sorted({n for o in after for n in o.job.notes}):
         rb.conformance.append(f"note: {note}")  # e.g. what the parse could not check for this release
     parsed_ok = sorted({o.result.env for o in after if _job_state(o) == "ok"})
@@ -226,8 +236,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"recipe-harness: {exc}", file=sys.stderr)
         return 2
     root = selection.root
-    print(f"bump to Dynamo {facts.release}: vllm {facts.engines.get('vllm', '-')}, sglang {facts.engines.get('sglang', '-')}, "
-          f"trtllm {facts.engines.get('trtllm', '-')}; CUDA {facts.cuda}; image tag :{facts.image_tag}")
+    print(
+        f"bump to Dynamo {facts.release}: vllm {facts.engines.get('vllm', '-')}, sglang {facts.engines.get('sglang', '-')}, "
+        f"trtllm {facts.engines.get('trtllm', '-')}; CUDA {facts.cuda}; image tag :{facts.image_tag}"
+    )
     for s in facts.sources:
         print(f"  source: {s}")
     for n in facts.notes:
@@ -236,10 +248,12 @@ def run(args: argparse.Namespace) -> int:
 
     have = dynamo_releases()
     if facts.release not in have:
-        print(f"  note: no DynamoGraphDeployment schema generated for {facts.release} (schemas/dynamo/ has "
-              f"{', '.join(have) or 'none'}): the static tier validates the bumped manifests against "
-              f"{have[-1] if have else 'nothing'}; generate it with `recipe-harness schemas import-crd CRD --release "
-              f"{facts.release} ...` from the release's CRD")
+        print(
+            f"  note: no DynamoGraphDeployment schema generated for {facts.release} (schemas/dynamo/ has "
+            f"{', '.join(have) or 'none'}): the static tier validates the bumped manifests against "
+            f"{have[-1] if have else 'nothing'}; generate it with `recipe-harness schemas import-crd CRD --release "
+            f"{facts.release} ...` from the release's CRD"
+        )
     selectors = list(args.recipe)
     with tempfile.TemporaryDirectory(prefix="recipe-bump-") as tmp:
         work = Path(tmp) / root.name
@@ -265,7 +279,9 @@ def run(args: argparse.Namespace) -> int:
                 _compare_conformance(rb, conf_before.get(rb.rid, []), conf_after.get(rb.rid, []), work, root, facts)
         tree_new = [v for k, v in static_after.get("(tree)", {}).items() if k not in static_before.get("(tree)", {})]
 
-        print(f"\nversions.yaml: {'row ' + facts.release + ' added or refreshed' if row_changed else 'row ' + facts.release + ' up to date'}")
+        print(
+            f"\nversions.yaml: {'row ' + facts.release + ' added or refreshed' if row_changed else 'row ' + facts.release + ' up to date'}"
+        )
         for rb in results:
             _print_recipe(rb, facts, work)
         for line in tree_new:
@@ -281,12 +297,21 @@ def run(args: argparse.Namespace) -> int:
                 tmp_file = dest.with_name(f".{dest.name}.tmp-{os.getpid()}")
                 tmp_file.write_text(new)
                 os.replace(tmp_file, dest)
-            print(f"\nwrote {len(changes)} file(s)" + (f": {', '.join(str(display_path(root / r)) for r, _, _ in changes)}" if changes else
-                                                    " (nothing to change: already on " + facts.release + ")"))
+            print(
+                f"\nwrote {len(changes)} file(s)"
+                + (
+                    f": {', '.join(str(display_path(root / r)) for r, _, _ in changes)}"
+                    if changes
+                    else " (nothing to change: already on " + facts.release + ")"
+                )
+            )
         broken = [rb for rb in results if rb.broken]
-        print(f"\nbump {facts.release}: {len(results)} recipe(s), {sum(1 for rb in results if rb.edits)} changed, "
-              f"{len(broken)} fail after the bump" + (f" ({', '.join(rb.rid for rb in broken)})" if broken else "")
-              + (f"; {len(tree_new)} new tree finding(s)" if tree_new else ""))
+        print(
+            f"\nbump {facts.release}: {len(results)} recipe(s), {sum(1 for rb in results if rb.edits)} changed, "
+            f"{len(broken)} fail after the bump"
+            + (f" ({', '.join(rb.rid for rb in broken)})" if broken else "")
+            + (f"; {len(tree_new)} new tree finding(s)" if tree_new else "")
+        )
     return 1 if broken or tree_new else 0
 
 

@@ -16,10 +16,20 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     csub = p.add_subparsers(dest="conformance_command", metavar="ACTION")
 
     s = csub.add_parser("setup", help="build the isolated envs (ai-dynamo + engine) the conformance tier runs in")
-    s.add_argument("--release", action="append", default=[], metavar="R",
-                   help="Dynamo release (repeatable; default: the releases the recipes pin)")
-    s.add_argument("--engine", action="append", default=[], choices=("vllm", "sglang", "trtllm"),
-                   help="engine (repeatable; default: vllm and sglang, whose envs also serve the frontend and TRT-LLM)")
+    s.add_argument(
+        "--release",
+        action="append",
+        default=[],
+        metavar="R",
+        help="Dynamo release (repeatable; default: the releases the recipes pin)",
+    )
+    s.add_argument(
+        "--engine",
+        action="append",
+        default=[],
+        choices=("vllm", "sglang", "trtllm"),
+        help="engine (repeatable; default: vllm and sglang, whose envs also serve the frontend and TRT-LLM)",
+    )
     s.add_argument("--recipes-dir", metavar="PATH", help="recipes tree whose versions.yaml pins the engines")
     s.add_argument("--dry-run", action="store_true", help="print what would be installed, install nothing")
     s.set_defaults(func=run_setup)
@@ -31,12 +41,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
     r = csub.add_parser("record-trtllm", help="record TensorRT-LLM's LlmArgs field surface from its llm_args.py source")
     r.add_argument("--source", required=True, metavar="FILE", help="a local copy of tensorrt_llm/llmapi/llm_args.py")
-    r.add_argument("--version", required=True, help="the TensorRT-LLM version the source belongs to (versions.yaml trtllm)")
+    r.add_argument(
+        "--version", required=True, help="the TensorRT-LLM version the source belongs to (versions.yaml trtllm)"
+    )
     r.add_argument("--commit", required=True, help="the commit the source was taken from")
     r.add_argument("--repo", default="NVIDIA/TensorRT-LLM")
     r.add_argument("--path", default="tensorrt_llm/llmapi/llm_args.py", help="the file's path in the repository")
-    r.add_argument("--build-config-source", metavar="FILE",
-                   help="the file defining BuildConfig (tensorrt_llm/builder.py) when llm_args.py does not")
+    r.add_argument(
+        "--build-config-source",
+        metavar="FILE",
+        help="the file defining BuildConfig (tensorrt_llm/builder.py) when llm_args.py does not",
+    )
     r.add_argument("--note", default="", help="provenance note (e.g. the closest version available)")
     r.add_argument("--out-dir", metavar="DIR", help="default: harness/run/conformance/data")
     r.set_defaults(func=run_record)
@@ -81,21 +96,34 @@ def run_setup(args: argparse.Namespace) -> int:
             if engine == "trtllm":
                 have = envs.locate(release, "trtllm")
                 if have is not None:
-                    print(f"{release} trtllm: TensorRT-LLM is not on the package index; Dynamo's own TRT-LLM parser runs "
-                          f"with a stub in {have.path} (already set up)")
+                    print(
+                        f"{release} trtllm: TensorRT-LLM is not on the package index; Dynamo's own TRT-LLM parser runs "
+                        f"with a stub in {have.path} (already set up)"
+                    )
                     continue
-                print(f"{release} trtllm: TensorRT-LLM is not on the package index; Dynamo's own TRT-LLM parser runs "
-                      f"with a stub in an ai-dynamo-only env")
+                print(
+                    f"{release} trtllm: TensorRT-LLM is not on the package index; Dynamo's own TRT-LLM parser runs "
+                    f"with a stub in an ai-dynamo-only env"
+                )
             path = envs.cache_root() / envs.env_name(release, kind)
             ready = envs.find_env(release, kind)
             if ready is not None:
                 m = ready.marker
-                print(f"{release} {kind}: ready at {path} ({', '.join(m.get('requirements', []))}; "
-                      f"{m.get('size_bytes', 0) / 1e9:.1f} GB, built in {m.get('install_seconds', '?')} s)")
+                print(
+                    f"{release} {kind}: ready at {path} ({', '.join(m.get('requirements', []))}; "
+                    f"{m.get('size_bytes', 0) / 1e9:.1f} GB, built in {m.get('install_seconds', '?')} s)"
+                )
                 continue
-            reqs = envs.requirements(release, kind, version) if (version or kind == "dynamo") else [f"ai-dynamo=={release}", f"{engine}==<pin of ai-dynamo[{engine}]>"]
-            estimate = {"vllm": "~1.5 min with uv (~5 min with pip), ~9 GB", "sglang": "~1.5 min with uv (~6 min with pip), ~10 GB",
-                        "dynamo": "~15 s, ~0.6 GB"}[kind]
+            reqs = (
+                envs.requirements(release, kind, version)
+                if (version or kind == "dynamo")
+                else [f"ai-dynamo=={release}", f"{engine}==<pin of ai-dynamo[{engine}]>"]
+            )
+            estimate = {
+                "vllm": "~1.5 min with uv (~5 min with pip), ~9 GB",
+                "sglang": "~1.5 min with uv (~6 min with pip), ~10 GB",
+                "dynamo": "~15 s, ~0.6 GB",
+            }[kind]
             print(f"{release} {kind}: installing {' '.join(reqs)} into {path} with {installer} ({estimate})")
             if args.dry_run:
                 continue
@@ -106,8 +134,10 @@ def run_setup(args: argparse.Namespace) -> int:
                 print(f"recipe-harness: {release} {kind}: {exc}", file=sys.stderr)
                 failed += 1
                 continue
-            print(f"{release} {kind}: ready in {time.monotonic() - t0:.0f} s "
-                  f"({env.marker.get('size_bytes', 0) / 1e9:.1f} GB; versions {json.dumps(env.versions)})")
+            print(
+                f"{release} {kind}: ready in {time.monotonic() - t0:.0f} s "
+                f"({env.marker.get('size_bytes', 0) / 1e9:.1f} GB; versions {json.dumps(env.versions)})"
+            )
     return 1 if failed else 0
 
 
@@ -122,18 +152,35 @@ def run_check(args: argparse.Namespace) -> int:
     broken = [o for o in outcomes if o.result.kind == "driver"]
     skipped = [o for o in outcomes if o.skipped]
     if args.format == "json":
-        print(json.dumps({"findings": [f.to_dict() for f in findings],
-                          "jobs": [{"id": o.job.id, "ok": not o.findings and not o.skipped and o.result.kind != "driver",
-                                    "skipped": o.skipped, "notes": o.job.notes, "env": o.result.env,
-                                    "substitutions": o.result.substitutions} for o in outcomes]}, indent=2))
+        print(
+            json.dumps(
+                {
+                    "findings": [f.to_dict() for f in findings],
+                    "jobs": [
+                        {
+                            "id": o.job.id,
+                            "ok": not o.findings and not o.skipped and o.result.kind != "driver",
+                            "skipped": o.skipped,
+                            "notes": o.job.notes,
+                            "env": o.result.env,
+                            "substitutions": o.result.substitutions,
+                        }
+                        for o in outcomes
+                    ],
+                },
+                indent=2,
+            )
+        )
     else:
         for o in outcomes:
             if o.findings or o.result.kind == "driver":
                 print(failure_text(o))
         for reason in sorted({o.skipped for o in skipped if o.skipped}):
             print(f"skipped: {reason}")
-        print(f"conformance: {len(outcomes)} command lines, {len(findings)} error(s), "
-              f"{len(skipped)} skipped, {len(broken)} not parsed")
+        print(
+            f"conformance: {len(outcomes)} command lines, {len(findings)} error(s), "
+            f"{len(skipped)} skipped, {len(broken)} not parsed"
+        )
     return 1 if findings or broken else 0
 
 
@@ -143,8 +190,15 @@ def run_record(args: argparse.Namespace) -> int:
     source = Path(args.source).read_text()
     try:
         build = Path(args.build_config_source).read_text() if args.build_config_source else None
-        data = trtllm.record_surface(source, version=args.version, repo=args.repo, path=args.path, commit=args.commit,
-                                     note=args.note, build_source=build)
+        data = trtllm.record_surface(
+            source,
+            version=args.version,
+            repo=args.repo,
+            path=args.path,
+            commit=args.commit,
+            note=args.note,
+            build_source=build,
+        )
     except (ValueError, SyntaxError) as exc:
         print(f"recipe-harness: {exc}", file=sys.stderr)
         return 1
@@ -153,8 +207,10 @@ def run_record(args: argparse.Namespace) -> int:
     out = out_dir / trtllm.data_file_name(args.version)
     out.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
     root = trtllm.Surface(data)
-    print(f"wrote {out}: {len(data['classes'])} classes, {len(root.accepts(data['root']))} {data['root']} keys, "
-          f"BuildConfig defaults {data['build_config_defaults']}")
+    print(
+        f"wrote {out}: {len(data['classes'])} classes, {len(root.accepts(data['root']))} {data['root']} keys, "
+        f"BuildConfig defaults {data['build_config_defaults']}"
+    )
     return 0
 
 
@@ -166,5 +222,7 @@ def run_list(args: argparse.Namespace) -> int:
         print(f"no conformance envs under {envs.cache_root()}: run `{envs.SETUP_COMMAND}`")
     for env in found:
         m = env.marker
-        print(f"{env.path}: {', '.join(m.get('requirements', []))} ({m.get('size_bytes', 0) / 1e9:.1f} GB, built {m.get('built_at')})")
+        print(
+            f"{env.path}: {', '.join(m.get('requirements', []))} ({m.get('size_bytes', 0) / 1e9:.1f} GB, built {m.get('built_at')})"
+        )
     return 0

@@ -12,7 +12,9 @@ from harness.commands import add_selection_args, selection_from
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("convert", help="rewrite DynamoGraphDeployments from v1alpha1 (services) to v1beta1 (components)")
+    p = sub.add_parser(
+        "convert", help="rewrite DynamoGraphDeployments from v1alpha1 (services) to v1beta1 (components)"
+    )
     p.add_argument("--to", required=True, choices=("v1beta1",), help="the API version to convert to")
     add_selection_args(p)
     p.add_argument("--dry-run", action="store_true", help="print the unified diff, write nothing")
@@ -20,8 +22,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def unified_diff(old: str, new: str, name: str) -> list[str]:
-    return list(difflib.unified_diff(old.splitlines(keepends=True), new.splitlines(keepends=True),
-                                     fromfile=f"a/{name}", tofile=f"b/{name}"))
+    return list(
+        difflib.unified_diff(
+            old.splitlines(keepends=True), new.splitlines(keepends=True), fromfile=f"a/{name}", tofile=f"b/{name}"
+        )
+    )
 
 
 def run(args: argparse.Namespace) -> int:

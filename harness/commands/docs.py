@@ -12,9 +12,13 @@ from harness.run.static import make_selection
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("docs", help="generate recipes/README.md and recipes/SIZING.md from the metadata (--check: fail when stale)")
+    p = sub.add_parser(
+        "docs", help="generate recipes/README.md and recipes/SIZING.md from the metadata (--check: fail when stale)"
+    )
     p.add_argument("--recipes-dir", metavar="PATH", help="recipes tree (default: ./recipes)")
-    p.add_argument("--check", action="store_true", help="write nothing; exit 1 and show a diff summary when a file is stale")
+    p.add_argument(
+        "--check", action="store_true", help="write nothing; exit 1 and show a diff summary when a file is stale"
+    )
     p.set_defaults(func=run)
 
 

@@ -5,17 +5,24 @@ from __future__ import annotations
 import argparse
 import json
 
+from harness.commands import add_selection_args, selection_from
 from harness.recipe.catalogue import matches_hardware
 from harness.recipe.model import Recipe, dig
-from harness.commands import add_selection_args, selection_from
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("list", help="list recipes (--json: the nightly matrix with hardware labels)")
     add_selection_args(p)
-    p.add_argument("--json", action="store_true", help="a JSON array of {id, model, framework, mode, gpu, gpus, nodes, labels}")
-    p.add_argument("--hardware", action="append", default=[], metavar="LABEL",
-                   help="only recipes whose hardware labels or GPU type include LABEL (repeatable: any)")
+    p.add_argument(
+        "--json", action="store_true", help="a JSON array of {id, model, framework, mode, gpu, gpus, nodes, labels}"
+    )
+    p.add_argument(
+        "--hardware",
+        action="append",
+        default=[],
+        metavar="LABEL",
+        help="only recipes whose hardware labels or GPU type include LABEL (repeatable: any)",
+    )
     p.set_defaults(func=run)
 
 
@@ -24,7 +31,10 @@ def entry(recipe: Recipe) -> dict:
     gpu = dig(meta, "hardware", "gpu")
     labels = list(dig(meta, "hardware", "labels") or [])
     return {
-        "id": recipe.id, "model": recipe.model, "framework": recipe.framework, "mode": recipe.mode,
+        "id": recipe.id,
+        "model": recipe.model,
+        "framework": recipe.framework,
+        "mode": recipe.mode,
         "gpu": gpu if isinstance(gpu, str) else None,
         "gpus": meta.get("gpus") if isinstance(meta.get("gpus"), int) else None,
         "nodes": meta.get("nodes") if isinstance(meta.get("nodes"), int) else None,

@@ -9,16 +9,25 @@ import sys
 
 import yaml
 
-from harness.analysis.render import MULTINODE_DEPLOYERS, OPERATOR_VERSION, RenderError, RenderedPod, render_recipe
+from harness.analysis.render import MULTINODE_DEPLOYERS, OPERATOR_VERSION, RenderedPod, RenderError, render_recipe
 from harness.recipe.findings import display_path
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("render", help="print the pods the operator would create per service (command, args, env, "
-                                      "volumes) and the engine argv as received")
-    p.add_argument("recipe", metavar="RECIPE", help="recipe id, model prefix or glob (e.g. deepseek-r1/trtllm/disagg-wide-ep)")
-    p.add_argument("--multinode", choices=MULTINODE_DEPLOYERS, default="grove",
-                   help="how multinode services are deployed (default: grove, the operator's default when Grove is installed)")
+    p = sub.add_parser(
+        "render",
+        help="print the pods the operator would create per service (command, args, env, "
+        "volumes) and the engine argv as received",
+    )
+    p.add_argument(
+        "recipe", metavar="RECIPE", help="recipe id, model prefix or glob (e.g. deepseek-r1/trtllm/disagg-wide-ep)"
+    )
+    p.add_argument(
+        "--multinode",
+        choices=MULTINODE_DEPLOYERS,
+        default="grove",
+        help="how multinode services are deployed (default: grove, the operator's default when Grove is installed)",
+    )
     p.add_argument("--format", choices=("yaml", "json"), default="yaml")
     p.add_argument("--namespace", default="default", help="the Kubernetes namespace (it names DYN_NAMESPACE)")
     p.add_argument("--recipes-dir", metavar="PATH", help="recipes tree (default: ./recipes)")
@@ -42,8 +51,10 @@ def pod_view(pod: RenderedPod) -> dict:
         if injected:
             view["injectedByOperator"] = injected
     if pod.mangled:
-        view["mangled"] = [{"at": _at(m.token.loc), "written": m.token.value, "meant": list(m.written),
-                            "received": list(m.received)} for m in pod.mangled]
+        view["mangled"] = [
+            {"at": _at(m.token.loc), "written": m.token.value, "meant": list(m.written), "received": list(m.received)}
+            for m in pod.mangled
+        ]
     return view
 
 
@@ -68,15 +79,29 @@ def run(args: argparse.Namespace) -> int:
             status = 1
             continue
         if args.format == "json":
-            out.append({"recipe": recipe.id, "multinode": args.multinode, "operator": OPERATOR_VERSION,
-                        "pods": [p.to_dict() for p in pods]})
+            out.append(
+                {
+                    "recipe": recipe.id,
+                    "multinode": args.multinode,
+                    "operator": OPERATOR_VERSION,
+                    "pods": [p.to_dict() for p in pods],
+                }
+            )
         else:
-            out.append({"recipe": recipe.id, "multinode": args.multinode, "operator": OPERATOR_VERSION,
-                        "pods": [pod_view(p) for p in pods]})
+            out.append(
+                {
+                    "recipe": recipe.id,
+                    "multinode": args.multinode,
+                    "operator": OPERATOR_VERSION,
+                    "pods": [pod_view(p) for p in pods],
+                }
+            )
     if args.format == "json":
         print(json.dumps(out if len(out) != 1 else out[0], indent=2))
     else:
         for item in out:
-            print(yaml.safe_dump(item, sort_keys=False, default_flow_style=False, width=100, allow_unicode=True), end="")
+            print(
+                yaml.safe_dump(item, sort_keys=False, default_flow_style=False, width=100, allow_unicode=True), end=""
+            )
             print("---")
     return status

@@ -13,15 +13,27 @@ from harness.recipe.yamlsrc import load_yaml_file, to_plain
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("schemas", help="schema tools")
     inner = p.add_subparsers(dest="schemas_command", metavar="ACTION")
-    imp = inner.add_parser("import-crd", help="convert a CustomResourceDefinition into strict JSON Schemas (kubeconform layout)")
-    imp.add_argument("file", type=Path, help="CRD YAML (e.g. kubectl get crd dynamographdeployments.nvidia.com -o yaml)")
-    imp.add_argument("--out", type=Path, default=None,
-                     help=f"output folder (default: {SCHEMAS_DIR.name}/{DYNAMO_SCHEMAS}/RELEASE with --release, else {SCHEMAS_DIR.name}/imported)")
-    imp.add_argument("--release", default="", help="the Dynamo release this CRD is from (e.g. 1.4.0); recorded in provenance.json")
+    imp = inner.add_parser(
+        "import-crd", help="convert a CustomResourceDefinition into strict JSON Schemas (kubeconform layout)"
+    )
+    imp.add_argument(
+        "file", type=Path, help="CRD YAML (e.g. kubectl get crd dynamographdeployments.nvidia.com -o yaml)"
+    )
+    imp.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help=f"output folder (default: {SCHEMAS_DIR.name}/{DYNAMO_SCHEMAS}/RELEASE with --release, else {SCHEMAS_DIR.name}/imported)",
+    )
+    imp.add_argument(
+        "--release", default="", help="the Dynamo release this CRD is from (e.g. 1.4.0); recorded in provenance.json"
+    )
     imp.add_argument("--source-repo", default="", help="repository the CRD was read from (e.g. ai-dynamo/dynamo)")
     imp.add_argument("--source-path", default="", help="the CRD's path in that repository")
     imp.add_argument("--commit", default="", help="the commit it was read at")
-    imp.add_argument("--note", default="", help="how sure the release attribution is (say so when the exact release is not pinned)")
+    imp.add_argument(
+        "--note", default="", help="how sure the release attribution is (say so when the exact release is not pinned)"
+    )
     imp.set_defaults(func=import_crd)
     p.set_defaults(func=lambda a: (p.print_help(), 2)[1])
 
@@ -35,7 +47,9 @@ def import_crd(args: argparse.Namespace) -> int:
     loaded = load_yaml_file(args.file, None, max_bytes=64 << 20)
     for prob in loaded.problems:
         print(f"{prob.loc.file}:{prob.loc.line}:{prob.loc.column}: {prob.message}", file=sys.stderr)
-    crds = [to_plain(d.data) for d in loaded.documents if isinstance(d.data, dict) and d.kind == "CustomResourceDefinition"]
+    crds = [
+        to_plain(d.data) for d in loaded.documents if isinstance(d.data, dict) and d.kind == "CustomResourceDefinition"
+    ]
     if not crds:
         print(f"recipe-harness: {args.file}: no CustomResourceDefinition found", file=sys.stderr)
         return 1

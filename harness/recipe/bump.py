@@ -79,11 +79,11 @@ def replace_scalar(text: str, line: int, column: int, old: str, new: str) -> str
     """Replace the scalar `old` that starts at line:column (1-based), keeping its quotes."""
     lines = text.splitlines(keepends=True)
     row = lines[line - 1]
-    head, tail = row[:column - 1], row[column - 1:]
+    head, tail = row[: column - 1], row[column - 1 :]
     m = re.match(rf"(['\"]?){re.escape(old)}(['\"]?)", tail)
     if m is None:
         raise ValueError(f"line {line}: expected {old!r} at column {column}, found {tail.strip()!r}")
-    lines[line - 1] = head + m.group(1) + new + m.group(2) + tail[m.end():]
+    lines[line - 1] = head + m.group(1) + new + m.group(2) + tail[m.end() :]
     return "".join(lines)
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache, lru_cache
 from pathlib import Path
 
 import yaml
@@ -40,7 +40,7 @@ class ModelFacts:
     head_dim: int = 0
     mla: bool = False
     precision: str = ""  # the checkpoint's weight format (bf16, fp8, mxfp4, nvfp4)
-    extra_files: tuple["ExtraFiles", ...] = ()  # what an unfiltered download fetches besides the checkpoint
+    extra_files: tuple[ExtraFiles, ...] = ()  # what an unfiltered download fetches besides the checkpoint
 
     @property
     def weights_gb(self) -> float:
@@ -98,7 +98,7 @@ class StorageRules:
         return self.estimate_margin if model.checkpoint_estimate else self.model_cache_margin
 
 
-@lru_cache(maxsize=None)
+@cache
 def _load(name: str) -> dict:
     return yaml.load((DATA_DIR / name).read_text(), Loader=_Loader)
 
@@ -109,22 +109,37 @@ def models() -> dict[str, ModelFacts]:
     for mid, m in _load("models.yaml")["models"].items():
         experts = m.get("experts") or {}
         out[mid] = ModelFacts(
-            id=mid, name=m["name"], params_b=float(m["params"]), bytes_per_param=float(m["bytesPerParam"]),
-            layers=int(m["layers"]), kv_bytes_per_token=int(m["kvBytesPerToken"]), max_context=int(m["maxContext"]),
-            checkpoint_gb=float(m["checkpointGB"]), checkpoint_source=str(m["checkpointSource"]),
-            checkpoint_estimate=bool(m.get("checkpointEstimate", False)), overhead_gb=float(m.get("overheadGB", 0.1)),
-            expert_params_b=float(experts.get("params", 0.0)), expert_bytes_per_param=float(experts.get("bytesPerParam", 0.0)),
-            attention_params_b=float(m.get("attentionParams", 0.0)), kv_heads=int(m.get("kvHeads", 0)),
-            head_dim=int(m.get("headDim", 0)), mla=bool(m.get("mla", False)), precision=str(m.get("precision", "")),
-            extra_files=tuple(ExtraFiles(str(k), float(v["gb"]), str(v["sample"])) for k, v in (m.get("extraFiles") or {}).items()),
+            id=mid,
+            name=m["name"],
+            params_b=float(m["params"]),
+            bytes_per_param=float(m["bytesPerParam"]),
+            layers=int(m["layers"]),
+            kv_bytes_per_token=int(m["kvBytesPerToken"]),
+            max_context=int(m["maxContext"]),
+            checkpoint_gb=float(m["checkpointGB"]),
+            checkpoint_source=str(m["checkpointSource"]),
+            checkpoint_estimate=bool(m.get("checkpointEstimate", False)),
+            overhead_gb=float(m.get("overheadGB", 0.1)),
+            expert_params_b=float(experts.get("params", 0.0)),
+            expert_bytes_per_param=float(experts.get("bytesPerParam", 0.0)),
+            attention_params_b=float(m.get("attentionParams", 0.0)),
+            kv_heads=int(m.get("kvHeads", 0)),
+            head_dim=int(m.get("headDim", 0)),
+            mla=bool(m.get("mla", False)),
+            precision=str(m.get("precision", "")),
+            extra_files=tuple(
+                ExtraFiles(str(k), float(v["gb"]), str(v["sample"])) for k, v in (m.get("extraFiles") or {}).items()
+            ),
         )
     return out
 
 
 @lru_cache(maxsize=1)
 def gpus() -> dict[str, GpuFacts]:
-    return {n: GpuFacts(n, float(g["memoryGB"]), int(g["gpusPerNode"]), _capability(g.get("computeCapability")))
-            for n, g in _load("gpus.yaml")["gpus"].items()}
+    return {
+        n: GpuFacts(n, float(g["memoryGB"]), int(g["gpusPerNode"]), _capability(g.get("computeCapability")))
+        for n, g in _load("gpus.yaml")["gpus"].items()
+    }
 
 
 def _capability(value: object) -> tuple[int, int] | None:
@@ -136,8 +151,13 @@ def _capability(value: object) -> tuple[int, int] | None:
 @lru_cache(maxsize=1)
 def storage_rules() -> StorageRules:
     s = _load("models.yaml")["storage"]
-    return StorageRules(float(s["modelCacheMargin"]), float(s["estimateMargin"]), float(s["compilationCacheMinGB"]),
-                        float(s["perfResultsMinGB"]), int(s["roundToGi"]))
+    return StorageRules(
+        float(s["modelCacheMargin"]),
+        float(s["estimateMargin"]),
+        float(s["compilationCacheMinGB"]),
+        float(s["perfResultsMinGB"]),
+        int(s["roundToGi"]),
+    )
 
 
 def model(model_id: str) -> ModelFacts | None:

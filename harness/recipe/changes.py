@@ -67,11 +67,15 @@ def _toplevel(repo: Path) -> Path:
 
 def _merge_base(top: Path, ref: str) -> str:
     if _run(top, "rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}").returncode != 0:
-        raise ChangeError(f"--changed-since {ref}: no such branch, tag or commit in {top}; "
-                          f"check the spelling, or fetch it ({FETCH_HINT})")
+        raise ChangeError(
+            f"--changed-since {ref}: no such branch, tag or commit in {top}; "
+            f"check the spelling, or fetch it ({FETCH_HINT})"
+        )
     out = _run(top, "merge-base", ref, "HEAD")
     if out.returncode != 0:
-        raise ChangeError(f"--changed-since {ref}: {ref} and HEAD have no common ancestor; a shallow clone? ({FETCH_HINT})")
+        raise ChangeError(
+            f"--changed-since {ref}: {ref} and HEAD have no common ancestor; a shallow clone? ({FETCH_HINT})"
+        )
     return out.stdout.strip()
 
 
@@ -96,4 +100,4 @@ def select_changed(recipes: list[Recipe], root: Path, ref: str) -> list[Recipe]:
     return [r for r in recipes if changes.touches(r, top)]
 
 
-__all__ = ["ChangeError", "ChangeSet", "changed_files", "select_changed", "MODEL_CACHE_DIR"]
+__all__ = ["MODEL_CACHE_DIR", "ChangeError", "ChangeSet", "changed_files", "select_changed"]

@@ -8,8 +8,9 @@ the k8s deployer share.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable, Collection, Iterator
+from typing import TYPE_CHECKING
 
 from harness.recipe.findings import Loc
 
@@ -113,7 +114,11 @@ def split_shell(text: str) -> list[Word | str]:
             while i < n and text[i] != "\n":
                 i += 1
             continue
-        if ch == "\n" or ch == ";" or (ch in "&|" and not (ch == "&" and (text[i - 1:i] == ">" or text[i + 1:i + 2] == ">"))):
+        if (
+            ch == "\n"
+            or ch == ";"
+            or (ch in "&|" and not (ch == "&" and (text[i - 1 : i] == ">" or text[i + 1 : i + 2] == ">")))
+        ):
             flush(i)
             op = text[i : i + 2] if text[i : i + 2] in ("&&", "||", ";;") else ch
             out.append(op)
@@ -259,8 +264,6 @@ def shell_scripts(script: Script) -> Iterator[tuple[Command, str, bool]]:
                 if w.value.startswith("-") and "c" in w.value and not w.value.startswith("--"):
                     yield cmd, words[i + 1].value, bounded
                     break
-
-
 
 
 # --- flags --------------------------------------------------------------------------------

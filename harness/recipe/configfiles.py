@@ -4,8 +4,8 @@ key that holds it. Shared by the topology reading and the conformance parse."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable
 
 from harness.recipe.findings import Loc
 from harness.recipe.model import Recipe, Service, dig, mapping, sequence
@@ -35,7 +35,11 @@ def mounted_file_in(docs: Iterable[Document], svc: Service, path: str) -> Mounte
     if main is None:
         return None
     mounts = [m for m in (sequence(main.data.get("volumeMounts")) or []) if mapping(m) is not None]
-    volumes = sequence(dig(svc.data, "extraPodSpec", "volumes")) or sequence(dig(svc.data, "podTemplate", "spec", "volumes")) or []
+    volumes = (
+        sequence(dig(svc.data, "extraPodSpec", "volumes"))
+        or sequence(dig(svc.data, "podTemplate", "spec", "volumes"))
+        or []
+    )
     best = None
     for m in mounts:
         mount_path = str(m.get("mountPath") or "").rstrip("/")
@@ -49,7 +53,9 @@ def mounted_file_in(docs: Iterable[Document], svc: Service, path: str) -> Mounte
     if not isinstance(cm_name, str):
         return None
     mount_path = str(best.get("mountPath")).rstrip("/")
-    rel = str(best.get("subPath")) if best.get("subPath") and path == mount_path else path[len(mount_path):].lstrip("/")
+    rel = (
+        str(best.get("subPath")) if best.get("subPath") and path == mount_path else path[len(mount_path) :].lstrip("/")
+    )
     key = rel
     for item in sequence(dig(volume, "configMap", "items")) or []:
         if mapping(item) is not None and item.get("path") == rel:

@@ -47,11 +47,29 @@ BETA = "nvidia.com/v1beta1"
 KIND = "DynamoGraphDeployment"
 MAIN = "main"
 # Fields with the same name and meaning in both versions.
-SAME_NAME = ("replicas", "multinode", "minAvailable", "globalDynamoNamespace", "modelRef", "topologyConstraint",
-             "eppConfig", "runtimeVersionOverride", "providerOverride", "compilationCache")
+SAME_NAME = (
+    "replicas",
+    "multinode",
+    "minAvailable",
+    "globalDynamoNamespace",
+    "modelRef",
+    "topologyConstraint",
+    "eppConfig",
+    "runtimeVersionOverride",
+    "providerOverride",
+    "compilationCache",
+)
 # Fields that become part of the main container or the pod template.
-POD_FIELDS = ("envFromSecret", "envs", "volumeMounts", "resources", "livenessProbe", "readinessProbe", "extraPodSpec",
-              "extraPodMetadata")
+POD_FIELDS = (
+    "envFromSecret",
+    "envs",
+    "volumeMounts",
+    "resources",
+    "livenessProbe",
+    "readinessProbe",
+    "extraPodSpec",
+    "extraPodMetadata",
+)
 EXPERIMENTAL = ("gpuMemoryService", "failover", "checkpoint")
 # v1alpha1-only: the webhook stores them in an annotation; a v1beta1 manifest cannot express them.
 ALPHA_ONLY = ("dynamoNamespace", "autoscaling", "ingress", "annotations", "labels", "serviceName")
@@ -85,15 +103,17 @@ def split_documents(text: str) -> list[str]:
     parts: list[str] = []
     start = 0
     for m in _DOC_SPLIT.finditer(text):
-        parts.append(text[start:m.start()])
+        parts.append(text[start : m.start()])
         start = m.start()
     parts.append(text[start:])
     return [p for p in parts if p]
 
 
 def is_alpha_dgd(doc_text: str) -> bool:
-    return bool(re.search(rf"^apiVersion:\s*['\"]?{re.escape(ALPHA)}['\"]?\s*(#.*)?$", doc_text, re.M)
-                and re.search(rf"^kind:\s*['\"]?{KIND}['\"]?\s*(#.*)?$", doc_text, re.M))
+    return bool(
+        re.search(rf"^apiVersion:\s*['\"]?{re.escape(ALPHA)}['\"]?\s*(#.*)?$", doc_text, re.M)
+        and re.search(rf"^kind:\s*['\"]?{KIND}['\"]?\s*(#.*)?$", doc_text, re.M)
+    )
 
 
 def convert_text(text: str, path: Path) -> Conversion:
@@ -114,7 +134,7 @@ def _convert_document(doc: str, path: Path, notes: list[str]) -> str:
     body = doc
     m = _DOC_SPLIT.match(doc)
     if m:  # keep the separator line as written
-        marker, body = doc[:m.end() + 1], doc[m.end() + 1:]
+        marker, body = doc[: m.end() + 1], doc[m.end() + 1 :]
     y = _yaml()
     data = y.load(body)
     if not isinstance(data, CommentedMap):
@@ -164,17 +184,23 @@ def _existing_claims(pvcs: Any, path: Path) -> dict[str, str]:
         if not isinstance(pvc, dict) or not pvc.get("name"):
             continue
         if pvc.get("create") is True:
-            raise ConvertError(f"{path}{_line(pvc)}: spec.pvcs[{pvc.get('name')}] has create: true; v1beta1 has no "
-                               f"pvcs: write the PersistentVolumeClaim as its own manifest, set create: false, and convert again")
+            raise ConvertError(
+                f"{path}{_line(pvc)}: spec.pvcs[{pvc.get('name')}] has create: true; v1beta1 has no "
+                f"pvcs: write the PersistentVolumeClaim as its own manifest, set create: false, and convert again"
+            )
         claims[str(pvc["name"])] = str(pvc["name"])
     return claims
 
 
-def _convert_service(name: str, svc: CommentedMap, claims: dict[str, str], path: Path, notes: list[str]) -> CommentedMap:
+def _convert_service(
+    name: str, svc: CommentedMap, claims: dict[str, str], path: Path, notes: list[str]
+) -> CommentedMap:
     where = f"{path}{_line(svc)}: services.{name}"
     if "frontendSidecar" in svc:
-        raise ConvertError(f"{where}.frontendSidecar: a sidecar struct is not converted by this tool; write a "
-                           f"podTemplate container and set frontendSidecar to its name")
+        raise ConvertError(
+            f"{where}.frontendSidecar: a sidecar struct is not converted by this tool; write a "
+            f"podTemplate container and set frontendSidecar to its name"
+        )
     comp = CommentedMap()
     comp["name"] = name
     pod_done = False
@@ -248,8 +274,10 @@ def _pod_template(svc: CommentedMap, claims: dict[str, str], where: str, notes: 
                 if not isinstance(vm, dict):
                     continue
                 if vm.get("useAsCompilationCache"):
-                    notes.append(f"{where}.volumeMounts[{i}].useAsCompilationCache: becomes compilationCache in the "
-                                 f"operator's conversion; not converted here")
+                    notes.append(
+                        f"{where}.volumeMounts[{i}].useAsCompilationCache: becomes compilationCache in the "
+                        f"operator's conversion; not converted here"
+                    )
                 m = CommentedMap([("name", vm.get("name")), ("mountPath", vm.get("mountPoint") or vm.get("mountPath"))])
                 mounts.append(m)
                 _copy_comment(value, i, mounts, len(mounts) - 1)
@@ -271,8 +299,10 @@ def _pod_template(svc: CommentedMap, claims: dict[str, str], where: str, notes: 
                     _deep_merge(main[mk], main_src[mk])  # mergo merges structs and maps field by field
                     continue
                 if mk in main:
-                    notes.append(f"{where}.extraPodSpec.mainContainer.{mk} overrides the service's own field "
-                                 f"(the operator's merge order)")
+                    notes.append(
+                        f"{where}.extraPodSpec.mainContainer.{mk} overrides the service's own field "
+                        f"(the operator's merge order)"
+                    )
                     del main[mk]
                 _put(main, mk, main_src[mk], main_src, mk)
     spec = CommentedMap()
@@ -294,7 +324,9 @@ def _pod_template(svc: CommentedMap, claims: dict[str, str], where: str, notes: 
         if name in claims and name not in known:
             if volumes is None:
                 volumes = spec["volumes"] = CommentedSeq()
-            volumes.append(CommentedMap([("name", name), ("persistentVolumeClaim", CommentedMap([("claimName", claims[name])]))]))
+            volumes.append(
+                CommentedMap([("name", name), ("persistentVolumeClaim", CommentedMap([("claimName", claims[name])]))])
+            )
             known.add(name)
     tpl = CommentedMap()
     meta = svc.get("extraPodMetadata")
@@ -366,7 +398,14 @@ def align_comments(text: str) -> str:
         stripped = lines[i].lstrip(" ")
         if not stripped.startswith("#"):
             continue
-        nxt = next((lines[j] for j in range(i + 1, len(lines)) if lines[j].strip() and not lines[j].lstrip(" ").startswith("#")), None)
+        nxt = next(
+            (
+                lines[j]
+                for j in range(i + 1, len(lines))
+                if lines[j].strip() and not lines[j].lstrip(" ").startswith("#")
+            ),
+            None,
+        )
         if nxt is None:
             continue
         lines[i] = " " * (len(nxt) - len(nxt.lstrip(" "))) + stripped

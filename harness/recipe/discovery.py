@@ -9,7 +9,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness.recipe.model import (
-    DEPLOY_FILE, DGD_KIND, FRAMEWORKS, GAIE_DIR, MODEL_CACHE_DIR, PERF_FILE, FileCache, Recipe,
+    DEPLOY_FILE,
+    DGD_KIND,
+    FRAMEWORKS,
+    GAIE_DIR,
+    MODEL_CACHE_DIR,
+    PERF_FILE,
+    FileCache,
+    Recipe,
 )
 
 SKIP_DIRS = {".git", "__pycache__", ".pytest_cache", "node_modules"}
@@ -57,7 +64,9 @@ def recipe_dirs(root: Path) -> list[Path]:
 
 def _subdirs(path: Path) -> list[Path]:
     try:
-        return sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith(".") and p.name not in SKIP_DIRS)
+        return sorted(
+            p for p in path.iterdir() if p.is_dir() and not p.name.startswith(".") and p.name not in SKIP_DIRS
+        )
     except OSError:
         return []
 

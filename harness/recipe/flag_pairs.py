@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 DATA_DIR = Path(__file__).resolve().parent / "data" / "flag-pairs"
@@ -28,7 +28,7 @@ def data_file(release: str) -> Path:
     return DATA_DIR / f"{release}.json"
 
 
-@lru_cache(maxsize=None)
+@cache
 def flag_pairs(release: str) -> tuple[FlagPair, ...]:
     """The verified pairs of a release; empty when none were derived for it."""
     path = data_file(release)
@@ -40,6 +40,16 @@ def flag_pairs(release: str) -> tuple[FlagPair, ...]:
         if not p.get("verified"):
             continue
         s = p["source"]
-        out.append(FlagPair(p["engine"], p["when"], p.get("when_value"), p["requires"], p.get("requires_value"),
-                            None if p.get("accepted_values") is None else tuple(p["accepted_values"]), p["message"], f"{s['file']}:{s['function']} ({s['package']} {s['version']}, sha256 {s['sha256'][:12]})"))
+        out.append(
+            FlagPair(
+                p["engine"],
+                p["when"],
+                p.get("when_value"),
+                p["requires"],
+                p.get("requires_value"),
+                None if p.get("accepted_values") is None else tuple(p["accepted_values"]),
+                p["message"],
+                f"{s['file']}:{s['function']} ({s['package']} {s['version']}, sha256 {s['sha256'][:12]})",
+            )
+        )
     return tuple(out)

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 KUBERNETES_VERSION = "1.33.0"
 
 
-@lru_cache(maxsize=None)
+@cache
 def kubernetes_schema_dir() -> Path | None:
     """The folder of the strict JSON Schemas of KUBERNETES_VERSION; None without kubernetes-validate."""
     try:

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import re
 import shlex
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterator, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from harness.recipe.commandline import Flags, Script, Token, parse_flags, parse_script
 from harness.recipe.findings import Loc
@@ -38,26 +39,74 @@ T = TypeVar("T")
 # parser (FrontendArgGroup in ai-dynamo/dynamo components/src/dynamo/frontend/frontend_args.py and
 # the groups it adds from components/src/dynamo/common/configuration/groups/, release 1.4.2);
 # tests/test_commandline.py compares it with the installed parser.
-ENGINE_BOOLEAN_FLAGS = frozenset({
-    "--enable-expert-parallel", "-ep", "--enable-dp-attention", "--enable-attention-dp", "--is-prefill-worker",
-    "--is-decode-worker", "--trust-remote-code", "--enforce-eager", "--enable-prefix-caching",
-    "--no-enable-prefix-caching", "--disable-log-requests", "--skip-tokenizer-init",
-})
-FRONTEND_BOOLEAN_FLAGS = frozenset({
-    "--assume-kv-reuse", "--dyn-debug-perf", "--enable-anthropic-api", "--enable-streaming-reasoning-dispatch",
-    "--enable-streaming-tool-dispatch", "--enforce-disagg", "--exclude-tools-when-tool-choice-none", "--interactive",
-    "--kserve-grpc-server", "--kv-events", "--load-aware", "--router-assume-kv-reuse", "--router-kv-events",
-    "--router-replica-sync", "--router-track-active-blocks", "--router-track-output-blocks",
-    "--router-track-prefill-tokens", "--serve-indexer", "--strip-anthropic-preamble", "--track-active-blocks",
-    "--track-output-blocks", "--trust-remote-code", "--use-remote-indexer", "--version", "-i",
-    "--no-assume-kv-reuse", "--no-dyn-debug-perf", "--no-enable-anthropic-api", "--no-enable-streaming-reasoning-dispatch",
-    "--no-enable-streaming-tool-dispatch", "--no-enforce-disagg", "--no-exclude-tools-when-tool-choice-none",
-    "--no-interactive", "--no-kserve-grpc-server", "--no-kv-events", "--no-load-aware", "--no-router-assume-kv-reuse",
-    "--no-router-kv-events", "--no-router-replica-sync", "--no-router-track-active-blocks",
-    "--no-router-track-output-blocks", "--no-router-track-prefill-tokens", "--no-serve-indexer",
-    "--no-strip-anthropic-preamble", "--no-track-active-blocks", "--no-track-output-blocks", "--no-trust-remote-code",
-    "--no-use-remote-indexer",
-})
+ENGINE_BOOLEAN_FLAGS = frozenset(
+    {
+        "--enable-expert-parallel",
+        "-ep",
+        "--enable-dp-attention",
+        "--enable-attention-dp",
+        "--is-prefill-worker",
+        "--is-decode-worker",
+        "--trust-remote-code",
+        "--enforce-eager",
+        "--enable-prefix-caching",
+        "--no-enable-prefix-caching",
+        "--disable-log-requests",
+        "--skip-tokenizer-init",
+    }
+)
+FRONTEND_BOOLEAN_FLAGS = frozenset(
+    {
+        "--assume-kv-reuse",
+        "--dyn-debug-perf",
+        "--enable-anthropic-api",
+        "--enable-streaming-reasoning-dispatch",
+        "--enable-streaming-tool-dispatch",
+        "--enforce-disagg",
+        "--exclude-tools-when-tool-choice-none",
+        "--interactive",
+        "--kserve-grpc-server",
+        "--kv-events",
+        "--load-aware",
+        "--router-assume-kv-reuse",
+        "--router-kv-events",
+        "--router-replica-sync",
+        "--router-track-active-blocks",
+        "--router-track-output-blocks",
+        "--router-track-prefill-tokens",
+        "--serve-indexer",
+        "--strip-anthropic-preamble",
+        "--track-active-blocks",
+        "--track-output-blocks",
+        "--trust-remote-code",
+        "--use-remote-indexer",
+        "--version",
+        "-i",
+        "--no-assume-kv-reuse",
+        "--no-dyn-debug-perf",
+        "--no-enable-anthropic-api",
+        "--no-enable-streaming-reasoning-dispatch",
+        "--no-enable-streaming-tool-dispatch",
+        "--no-enforce-disagg",
+        "--no-exclude-tools-when-tool-choice-none",
+        "--no-interactive",
+        "--no-kserve-grpc-server",
+        "--no-kv-events",
+        "--no-load-aware",
+        "--no-router-assume-kv-reuse",
+        "--no-router-kv-events",
+        "--no-router-replica-sync",
+        "--no-router-track-active-blocks",
+        "--no-router-track-output-blocks",
+        "--no-router-track-prefill-tokens",
+        "--no-serve-indexer",
+        "--no-strip-anthropic-preamble",
+        "--no-track-active-blocks",
+        "--no-track-output-blocks",
+        "--no-trust-remote-code",
+        "--no-use-remote-indexer",
+    }
+)
 FRONTEND_MODULE = "dynamo.frontend"
 
 # The frontend's router: `--router-mode` (env DYN_ROUTER_MODE, default "round-robin") in
@@ -452,7 +501,14 @@ class Deployment:
                 if svc is None:
                     continue
                 main = mapping(dig(svc, "extraPodSpec", "mainContainer"))
-                out.append(Service(str(name), svc, self.api_version, build_container(main, svc, spec_env, spec_locs, svc.get("envs"))))
+                out.append(
+                    Service(
+                        str(name),
+                        svc,
+                        self.api_version,
+                        build_container(main, svc, spec_env, spec_locs, svc.get("envs")),
+                    )
+                )
         components = sequence(self.spec.get("components"))
         if components is not None:  # v1beta1
             for comp in components:
@@ -460,10 +516,19 @@ class Deployment:
                 if comp is None:
                     continue
                 containers = sequence(dig(comp, "podTemplate", "spec", "containers")) or []
-                main = next((mapping(c) for c in containers if mapping(c) is not None and dig(c, "name") == "main"), None)
+                main = next(
+                    (mapping(c) for c in containers if mapping(c) is not None and dig(c, "name") == "main"), None
+                )
                 if main is None and containers:
                     main = mapping(containers[0])
-                out.append(Service(str(comp.get("name") or ""), comp, self.api_version, build_container(main, comp, spec_env, spec_locs, None)))
+                out.append(
+                    Service(
+                        str(comp.get("name") or ""),
+                        comp,
+                        self.api_version,
+                        build_container(main, comp, spec_env, spec_locs, None),
+                    )
+                )
         return out
 
     @property
@@ -497,7 +562,9 @@ def _env_literals(env: Any) -> tuple[dict[str, str], dict[str, Loc]]:
     return values, locs
 
 
-def build_container(data: SrcMap | None, service: SrcMap | None, base_env: dict[str, str], base_locs: dict[str, Loc], service_env: Any) -> Container | None:
+def build_container(
+    data: SrcMap | None, service: SrcMap | None, base_env: dict[str, str], base_locs: dict[str, Loc], service_env: Any
+) -> Container | None:
     if data is None:
         return None
     env, locs = dict(base_env), dict(base_locs)
@@ -549,7 +616,7 @@ class Recipe:
     the first directory below the tree.
     """
 
-    def __init__(self, path: Path, root: Path, loader: "FileCache | None" = None, manifest: Path | None = None):
+    def __init__(self, path: Path, root: Path, loader: FileCache | None = None, manifest: Path | None = None):
         self.path = path
         self.root = root
         self.manifest = manifest or path / DEPLOY_FILE
@@ -583,7 +650,7 @@ class Recipe:
         return self._derived[slot]
 
     @cached_property
-    def workloads(self) -> "Workloads":
+    def workloads(self) -> Workloads:
         """Every pod of the recipe's manifests with containers, scripts and mounts (built once)."""
         from harness.recipe.workloads import build_workloads  # workloads is built on this model
 
@@ -649,7 +716,9 @@ class Recipe:
         return [f for f in own if f] + self.model_cache_files + self.gaie_files
 
     def documents(self, kind: str | None = None) -> list[Document]:
-        docs = [d for f in self.files() if f.path.name != METADATA_FILE for d in f.documents if isinstance(d.data, SrcMap)]
+        docs = [
+            d for f in self.files() if f.path.name != METADATA_FILE for d in f.documents if isinstance(d.data, SrcMap)
+        ]
         return [d for d in docs if kind is None or d.kind == kind]
 
     @property

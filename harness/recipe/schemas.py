@@ -18,10 +18,11 @@ import copy
 import hashlib
 import json
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache, lru_cache
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import jsonschema
 from referencing import Registry, Resource
@@ -73,8 +74,9 @@ def schema_dirs(release: str | None = None, base: Path = SCHEMAS_DIR) -> list[tu
     return out + [(base / CRD_SCHEMAS, "crd")]
 
 
-def generated_validator(api_version: str, kind: str, release: str | None = None,
-                        base: Path = SCHEMAS_DIR) -> tuple[jsonschema.Validator, str] | None:
+def generated_validator(
+    api_version: str, kind: str, release: str | None = None, base: Path = SCHEMAS_DIR
+) -> tuple[jsonschema.Validator, str] | None:
     """The validator generated from a published CRD for this kind, with its source."""
     for folder, source in schema_dirs(release, base):
         v = our_validator(schema_file(api_version, kind, folder))
@@ -104,7 +106,7 @@ def known_kinds(group: str, release: str | None = None, base: Path = SCHEMAS_DIR
     return out
 
 
-@lru_cache(maxsize=None)
+@cache
 def core_group_versions() -> frozenset[str]:
     """apiVersions the Kubernetes OpenAPI knows (v1, apps/v1, batch/v1, ...): a kind under one of
     these is a built-in kind, so an unknown kind there is a typo, not a missing CRD."""
@@ -145,13 +147,13 @@ def _k8s_def_validator(definition: str) -> jsonschema.Validator | None:
     return jsonschema.Draft202012Validator(schema, registry=registry)
 
 
-@lru_cache(maxsize=None)
+@cache
 def k8s_definition_validator(definition: str) -> jsonschema.Validator | None:
     """Validator for one definition of the Kubernetes OpenAPI (e.g. io.k8s.api.core.v1.Container)."""
     return _k8s_def_validator(definition)
 
 
-@lru_cache(maxsize=None)
+@cache
 def core_validator(api_version: str, kind: str) -> jsonschema.Validator | None:
     """Strict validator for a core kind, built once per kind."""
     base = kubernetes_schema_dir()
@@ -166,7 +168,7 @@ def core_validator(api_version: str, kind: str) -> jsonschema.Validator | None:
     return jsonschema.Draft202012Validator(json.loads(path.read_text()), registry=registry)
 
 
-@lru_cache(maxsize=None)
+@cache
 def our_validator(path: Path) -> jsonschema.Validator | None:
     if not path.is_file():
         return None
@@ -365,7 +367,9 @@ class CrdSource:
     note: str = ""  # how sure we are that this text is that release's (say so when it is not pinned)
 
 
-def write_crd_schemas(crd: dict, out_dir: Path, text: bytes | None = None, source: CrdSource | None = None) -> list[Path]:
+def write_crd_schemas(
+    crd: dict, out_dir: Path, text: bytes | None = None, source: CrdSource | None = None
+) -> list[Path]:
     """Write one JSON Schema per served version; with `text` (the CRD file's bytes) also record
     the import in out_dir/provenance.json, keyed by the CRD's name."""
     written = []

@@ -60,7 +60,11 @@ SECRET_NAME = re.compile(r"(?i)(token(?!izer)|secret|password|passwd|api[_-]?key
 TOKEN_VALUE = re.compile("|".join([r"\bhf_[A-Za-z0-9]{8,}"] + [f"(?:{p.pattern})" for _, p in CREDENTIAL_PATTERNS]))
 BEARER = re.compile(r"(?i)\b(bearer\s+)[A-Za-z0-9._~+/=-]{8,}")
 # FOO_TOKEN=value, "api_key": "value", --hf-token value: the value goes, the name stays.
-SECRET_ASSIGNMENT = re.compile(r"(?i)\b([A-Za-z0-9_.-]*(?:token(?!izer)|secret|password|api[_-]?key)[A-Za-z0-9_.-]*)([\"']?\s*[=:]\s*[\"']?)([^\s\"',;}]{8,})")
-SECRET_FLAG = re.compile(r"(?i)(--[A-Za-z0-9-]*(?:token(?!izer)|secret|password|api-key)[A-Za-z0-9-]*)(\s+|=)([^\s\"']{8,})")
+SECRET_ASSIGNMENT = re.compile(
+    r"(?i)\b([A-Za-z0-9_.-]*(?:token(?!izer)|secret|password|api[_-]?key)[A-Za-z0-9_.-]*)([\"']?\s*[=:]\s*[\"']?)([^\s\"',;}]{8,})"
+)
+SECRET_FLAG = re.compile(
+    r"(?i)(--[A-Za-z0-9-]*(?:token(?!izer)|secret|password|api-key)[A-Za-z0-9-]*)(\s+|=)([^\s\"']{8,})"
+)
 # A Kubernetes object name (hf-token-secret) is not a credential; a long value is suspect anyway.
 K8S_NAME = re.compile(r"^[a-z0-9]([a-z0-9.-]*[a-z0-9])?$")

@@ -76,8 +76,9 @@ def _release(name: str, data: SrcMap, loc: Loc) -> Release:
         if k in BACKEND_ALIASES and _text(value):
             rel.backends[BACKEND_ALIASES[k]] = _text(value)
         elif k == "cuda" and isinstance(value, SrcMap):
-            rel.cuda.update({BACKEND_ALIASES.get(str(b).lower(), str(b).lower()): _text(v)
-                             for b, v in value.items() if _text(v)})
+            rel.cuda.update(
+                {BACKEND_ALIASES.get(str(b).lower(), str(b).lower()): _text(v) for b, v in value.items() if _text(v)}
+            )
         elif k == "cuda" and _text(value):
             rel.cuda["*"] = _text(value)
         elif isinstance(value, SrcMap) and k in ("backends", "engines"):

@@ -6,14 +6,33 @@ and claims, and the worker, aiperf and download calls (command lines: harness/re
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any
 
-from harness.recipe.commandline import Command, Flag, Flags, Script, Token, nested_script, parse_flags, script_line, shell_scripts
+from harness.recipe.commandline import (
+    Command,
+    Flag,
+    Flags,
+    Script,
+    Token,
+    nested_script,
+    parse_flags,
+    script_line,
+    shell_scripts,
+)
 from harness.recipe.findings import Loc
 from harness.recipe.model import (
-    MODEL_DOWNLOAD_FILE, PERF_FILE, Container, Recipe, Service, build_container, dig, mapping, sequence,
+    MODEL_DOWNLOAD_FILE,
+    PERF_FILE,
+    Container,
+    Recipe,
+    Service,
+    build_container,
+    dig,
+    mapping,
+    sequence,
 )
 from harness.recipe.yamlsrc import Document, SrcMap
 
@@ -25,6 +44,7 @@ def flag(flags: Iterable[Flag], *names: str) -> Flag | None:
     """The last occurrence of any of the names (the one the program keeps)."""
     found = [f for f in flags if f.name in names]
     return found[-1] if found else None
+
 
 # --- pods ---------------------------------------------------------------------------------
 
@@ -78,7 +98,9 @@ def _plain_container(data: SrcMap) -> Container:
     return build_container(data, None, {}, {}, None)
 
 
-def _pod_volumes(pod: SrcMap | None, containers: list[Container], mounts: list[Mount], claims: list[tuple[str, Loc]]) -> None:
+def _pod_volumes(
+    pod: SrcMap | None, containers: list[Container], mounts: list[Mount], claims: list[tuple[str, Loc]]
+) -> None:
     if pod is None:
         return
     volumes: dict[str, str] = {}
@@ -129,8 +151,12 @@ _POD_SPEC = {"Pod": ("spec",), "CronJob": ("spec", "jobTemplate", "spec", "templ
 def _workload_pod(doc: Document) -> Pod:
     """A Job/Deployment/...: its containers (the working ones first, init containers last)."""
     pod_spec = mapping(dig(doc.data, *_POD_SPEC.get(doc.kind, ("spec", "template", "spec"))))
-    containers = [_plain_container(c) for key in ("containers", "initContainers")
-                  for c in sequence(pod_spec.get(key) if pod_spec else None) or [] if mapping(c) is not None]
+    containers = [
+        _plain_container(c)
+        for key in ("containers", "initContainers")
+        for c in sequence(pod_spec.get(key) if pod_spec else None) or []
+        if mapping(c) is not None
+    ]
     mounts: list[Mount] = []
     claims: list[tuple[str, Loc]] = []
     _pod_volumes(pod_spec, containers, mounts, claims)
@@ -274,7 +300,11 @@ def build_workloads(recipe: Recipe) -> Workloads:
                 continue
             pod = _workload_pod(doc)
             pods.append(pod)
-            if f.path == recipe.path / PERF_FILE and doc.kind in PERF_RUNNER_KINDS and (perf is None or perf.doc.kind != "Job"):
+            if (
+                f.path == recipe.path / PERF_FILE
+                and doc.kind in PERF_RUNNER_KINDS
+                and (perf is None or perf.doc.kind != "Job")
+            ):
                 perf = pod  # a Job, else a bare Pod (upstream runs some benchmarks from one)
             elif f.path.name == MODEL_DOWNLOAD_FILE:
                 downloads.append(pod)

@@ -7,9 +7,10 @@ symlinks out of the tree) becomes a Problem with a file and line, never an excep
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import yaml
 
@@ -31,7 +32,7 @@ _COLLECTION_TAGS = {"tag:yaml.org,2002:map", "tag:yaml.org,2002:seq", "tag:yaml.
 class SrcMap(dict):
     """A YAML mapping with the 1-based line/column of itself, each key and each value."""
 
-    __slots__ = ("loc", "key_locs", "value_locs")
+    __slots__ = ("key_locs", "loc", "value_locs")
 
     def __init__(self, loc: Loc):
         super().__init__()
@@ -50,7 +51,7 @@ class SrcMap(dict):
 class SrcList(list):
     """A YAML sequence with the line/column of itself and of each item."""
 
-    __slots__ = ("loc", "item_locs")
+    __slots__ = ("item_locs", "loc")
 
     def __init__(self, loc: Loc):
         super().__init__()
@@ -72,7 +73,9 @@ class Document:
 
     @property
     def kind(self) -> str:
-        return self.data.get("kind", "") if isinstance(self.data, dict) and isinstance(self.data.get("kind"), str) else ""
+        return (
+            self.data.get("kind", "") if isinstance(self.data, dict) and isinstance(self.data.get("kind"), str) else ""
+        )
 
     @property
     def api_version(self) -> str:
@@ -129,8 +132,13 @@ class _Builder:
         if depth > MAX_DEPTH:
             raise _TooBig(_loc(self.path, node), f"YAML nesting deeper than {MAX_DEPTH} levels")
         if isinstance(node, (yaml.MappingNode, yaml.SequenceNode)) and node.tag not in _COLLECTION_TAGS:
-            self.problems.append(problem(_loc(self.path, node), f"unsupported YAML tag {node.tag!r} (manifests are plain YAML)",
-                                         "remove the tag"))
+            self.problems.append(
+                problem(
+                    _loc(self.path, node),
+                    f"unsupported YAML tag {node.tag!r} (manifests are plain YAML)",
+                    "remove the tag",
+                )
+            )
         if isinstance(node, yaml.MappingNode):
             out = SrcMap(_loc(self.path, node))
             for key_node, value_node in self._pairs(node):
@@ -226,8 +234,11 @@ def load_yaml_file(path: Path, root: Path | None = None, max_bytes: int = MAX_FI
         size = path.stat().st_size
         if size > max_bytes:
             result.problems.append(
-                problem(Loc(path), f"file is {size} bytes, over the {max_bytes}-byte cap for a manifest",
-                        "split the file or remove embedded data")
+                problem(
+                    Loc(path),
+                    f"file is {size} bytes, over the {max_bytes}-byte cap for a manifest",
+                    "split the file or remove embedded data",
+                )
             )
             return result
         raw = path.read_bytes()
@@ -245,8 +256,11 @@ def parse_yaml_bytes(raw: bytes, path: Path, result: LoadedFile | None = None) -
         line = raw[: exc.start].count(b"\n") + 1
         column = exc.start - (raw.rfind(b"\n", 0, exc.start) + 1) + 1
         result.problems.append(
-            problem(Loc(path, line, column), f"file is not valid UTF-8 (byte 0x{raw[exc.start]:02x})",
-                    "save the file as UTF-8")
+            problem(
+                Loc(path, line, column),
+                f"file is not valid UTF-8 (byte 0x{raw[exc.start]:02x})",
+                "save the file as UTF-8",
+            )
         )
         return result
     if text.startswith("\ufeff"):
@@ -305,10 +319,7 @@ def loc_at_path(root: Any, path: list | tuple, fallback: Loc) -> Loc:
     """The source position of the node at a JSON path (as jsonschema reports it)."""
     node, loc = root, fallback
     for part in path:
-        if isinstance(node, SrcMap) and part in node:
-            loc = node.loc_of(part)
-            node = node[part]
-        elif isinstance(node, SrcList) and isinstance(part, int) and 0 <= part < len(node):
+        if (isinstance(node, SrcMap) and part in node) or (isinstance(node, SrcList) and isinstance(part, int) and 0 <= part < len(node)):
             loc = node.loc_of(part)
             node = node[part]
         else:

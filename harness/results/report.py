@@ -11,18 +11,37 @@ import copy
 import html
 import io
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Iterable
 
 from harness.results.baselines import (
-    DEFAULT_POLICY, HISTORY_ROOT, SEVERITY, VERDICTS, BaselineError, HistoryEntry, Policy, RecipeVerdict, atomic_write_text,
-    confirm_regressions, iter_history, read_history, repo_relative, schema_problems, utc_now,
+    DEFAULT_POLICY,
+    HISTORY_ROOT,
+    SEVERITY,
+    VERDICTS,
+    BaselineError,
+    HistoryEntry,
+    Policy,
+    RecipeVerdict,
+    atomic_write_text,
+    confirm_regressions,
+    iter_history,
+    read_history,
+    repo_relative,
+    schema_problems,
+    utc_now,
 )
 
 SUMMARY_JSON, SUMMARY_MD, REPORT_HTML = "summary.json", "summary.md", "report.html"
-VERDICT_COLOURS = {"pass": "#2e7d32", "warn": "#ef6c00", "fail": "#c62828", "invalid": "#757575", "no-baseline": "#1565c0"}
+VERDICT_COLOURS = {
+    "pass": "#2e7d32",
+    "warn": "#ef6c00",
+    "fail": "#c62828",
+    "invalid": "#757575",
+    "no-baseline": "#1565c0",
+}
 
 # (environment, recipe id) -> that recipe's history, oldest first
 Histories = dict[tuple[str, str], list[HistoryEntry]]
@@ -53,8 +72,13 @@ class RunSummary:
 
     def to_dict(self) -> dict:
         out = {
-            "schemaVersion": 1, "runId": self.run_id, "environment": self.environment, "startedAt": self.started_at,
-            "finishedAt": self.finished_at, "verdict": self.verdict, "counts": self.counts,
+            "schemaVersion": 1,
+            "runId": self.run_id,
+            "environment": self.environment,
+            "startedAt": self.started_at,
+            "finishedAt": self.finished_at,
+            "verdict": self.verdict,
+            "counts": self.counts,
             "recipes": [r.to_dict() for r in self.recipes],
         }
         if self.policy:
@@ -62,9 +86,15 @@ class RunSummary:
         return out
 
     @classmethod
-    def from_dict(cls, d: dict) -> "RunSummary":
-        return cls(d["runId"], d["environment"], d["startedAt"], d["finishedAt"],
-                   [RecipeVerdict.from_dict(r) for r in d["recipes"]], d.get("policy"))
+    def from_dict(cls, d: dict) -> RunSummary:
+        return cls(
+            d["runId"],
+            d["environment"],
+            d["startedAt"],
+            d["finishedAt"],
+            [RecipeVerdict.from_dict(r) for r in d["recipes"]],
+            d.get("policy"),
+        )
 
 
 def _common_environment(envs: Iterable[str]) -> str:
@@ -86,8 +116,9 @@ def latest_run_id(histories: Histories) -> str | None:
     return max(entries)[2] if entries else None
 
 
-def summary_from_history(histories: Histories, run_id: str | None = None, *, nightly: bool = False,
-                         policy: Policy | None = None) -> RunSummary:
+def summary_from_history(
+    histories: Histories, run_id: str | None = None, *, nightly: bool = False, policy: Policy | None = None
+) -> RunSummary:
     """The summary of one run (default: the latest) from the history files. With `nightly`, every metric
     that failed is marked `suspect`, or `confirmed` after consecutive failing runs (confirm_regressions)."""
     run_id = run_id or latest_run_id(histories)
@@ -107,8 +138,12 @@ def summary_from_history(histories: Histories, run_id: str | None = None, *, nig
     if not picked:
         raise BaselineError(f"run {run_id!r} is not in the history")
     return RunSummary(
-        run_id, _common_environment(e.result.environment for e in picked), min(e.started_at for e in picked),
-        max(e.finished_at for e in picked), [e.result for e in picked], next((e.policy for e in picked if e.policy), None),
+        run_id,
+        _common_environment(e.result.environment for e in picked),
+        min(e.started_at for e in picked),
+        max(e.finished_at for e in picked),
+        [e.result for e in picked],
+        next((e.policy for e in picked if e.policy), None),
     )
 
 
@@ -142,8 +177,11 @@ def merge_summaries(summaries: list[RunSummary], run_id: str | None = None) -> R
             latest[(r.environment, r.recipe)] = (s.finished_at, r)
     recipes = [r for _, r in (latest[k] for k in sorted(latest))]
     return RunSummary(
-        run_id or f"aggregate-{utc_now().replace(':', '').replace('-', '')}", _common_environment(r.environment for r in recipes),
-        min(s.started_at for s in summaries), max(s.finished_at for s in summaries), recipes,
+        run_id or f"aggregate-{utc_now().replace(':', '').replace('-', '')}",
+        _common_environment(r.environment for r in recipes),
+        min(s.started_at for s in summaries),
+        max(s.finished_at for s in summaries),
+        recipes,
         next((s.policy for s in summaries if s.policy), None),
     )
 
@@ -172,8 +210,18 @@ def _rows(summary: RunSummary) -> Iterable[tuple[RecipeVerdict, list[str]]]:
         for m in r.metrics.values():
             value = f"{_num(m.value)} {m.unit}".strip() if m.value is not None else "n/a"
             tolerance = "n/a" if m.tolerance_pct is None else f"{m.tolerance_pct:.1f}"
-            yield r, [r.recipe, m.key, value, _num(m.baseline), _num(m.delta_pct, True), tolerance,
-                      _verdict_words(m.verdict, m.regression)]
+            yield (
+                r,
+                [
+                    r.recipe,
+                    m.key,
+                    value,
+                    _num(m.baseline),
+                    _num(m.delta_pct, True),
+                    tolerance,
+                    _verdict_words(m.verdict, m.regression),
+                ],
+            )
 
 
 HEADER = ["recipe", "metric", "value", "baseline", "delta %", "tolerance %", "verdict"]
@@ -185,12 +233,17 @@ def _tally(summary: RunSummary) -> str:
 
 def render_markdown(summary: RunSummary) -> str:
     """A GitHub step summary: headline, the table, then what to look at (plain words, no emoji)."""
+
     def cell(text: str) -> str:
         return text.replace("|", "\\|").replace("\n", " ")
 
-    lines = [f"## Recipe benchmarks: {summary.verdict}", "",
-             f"Run `{summary.run_id}` ({summary.environment}), {summary.started_at} to {summary.finished_at}: "
-             f"{len(summary.recipes)} recipe(s), {_tally(summary)}.", ""]
+    lines = [
+        f"## Recipe benchmarks: {summary.verdict}",
+        "",
+        f"Run `{summary.run_id}` ({summary.environment}), {summary.started_at} to {summary.finished_at}: "
+        f"{len(summary.recipes)} recipe(s), {_tally(summary)}.",
+        "",
+    ]
     confirmed = summary.confirmed_regressions()
     if confirmed:
         lines += [f"Confirmed regression (failed in consecutive runs): {', '.join(r.recipe for r in confirmed)}.", ""]
@@ -201,7 +254,11 @@ def render_markdown(summary: RunSummary) -> str:
         lines += ["", "### Details", ""]
         for r in attention:
             lines.append(f"- `{r.recipe}` ({r.environment}): **{r.verdict}**: {cell(r.reason)}")
-            lines += [f"  - {m.verdict}: {cell(m.reason)}" for m in r.metrics.values() if m.verdict in ("warn", "fail", "invalid")]
+            lines += [
+                f"  - {m.verdict}: {cell(m.reason)}"
+                for m in r.metrics.values()
+                if m.verdict in ("warn", "fail", "invalid")
+            ]
             lines += [f"  - invalid run {i.index}: {cell(i.reason)}" for i in r.invalid_runs]
             if r.baseline_update:
                 lines.append("  - baseline update:")
@@ -209,7 +266,10 @@ def render_markdown(summary: RunSummary) -> str:
     if summary.policy:
         p = summary.policy
         floors = ", ".join(f"{k} {v:g}%" for k, v in p["floorsPct"].items())
-        lines += ["", f"Tolerance = max(floor, {p['k']:g} x CV); floors: {floors}; warn beyond {p['warnFraction']:g} of it."]
+        lines += [
+            "",
+            f"Tolerance = max(floor, {p['k']:g} x CV); floors: {floors}; warn beyond {p['warnFraction']:g} of it.",
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -228,8 +288,16 @@ class TrendPoint:
 def trend_points(key: str, history: list[HistoryEntry], current_run: str | None = None) -> tuple[TrendPoint, ...]:
     """One point per measured run; experiments (--sim-slowdown) are left out, except the run being reported."""
     return tuple(
-        TrendPoint(e.finished_at[5:16].replace("T", " "), m.value, m.verdict, m.baseline, m.tolerance_pct, e.run_id == current_run)
-        for e in history if (m := e.result.metrics.get(key)) is not None and (not e.experiment or e.run_id == current_run)
+        TrendPoint(
+            e.finished_at[5:16].replace("T", " "),
+            m.value,
+            m.verdict,
+            m.baseline,
+            m.tolerance_pct,
+            e.run_id == current_run,
+        )
+        for e in history
+        if (m := e.result.metrics.get(key)) is not None and (not e.experiment or e.run_id == current_run)
     )
 
 
@@ -255,8 +323,9 @@ def _draw(title: str, unit: str, points: tuple[TrendPoint, ...]) -> bytes:
         if p.baseline is None:
             continue
         tol = (p.tolerance_pct or 0) / 100
-        ax.fill_between([i - 0.5, i + 0.5], p.baseline * (1 - tol), p.baseline * (1 + tol), color="#90a4ae", alpha=0.3,
-                        linewidth=0)
+        ax.fill_between(
+            [i - 0.5, i + 0.5], p.baseline * (1 - tol), p.baseline * (1 + tol), color="#90a4ae", alpha=0.3, linewidth=0
+        )
         ax.hlines(p.baseline, i - 0.5, i + 0.5, color="#455a64", linewidth=1.2)
     for verdict in VERDICTS:
         group = [(i, p.value) for i, p in enumerate(points) if p.verdict == verdict and p.value is not None]
@@ -293,14 +362,19 @@ def render_html(summary: RunSummary, histories: Histories | None = None) -> str:
     histories = histories or {}
     try:
         import matplotlib  # noqa: F401 - optional: the `report` extra
+
         can_plot = True
     except ImportError:
         can_plot = False
-    out = ["<!DOCTYPE html>", "<html><head><meta charset='utf-8'>", f"<title>Recipe benchmarks {e(summary.run_id)}</title>",
-           f"<style>{CSS}</style></head><body>",
-           f"<h1>Recipe benchmarks: <span class='v-{summary.verdict}'>{e(summary.verdict)}</span></h1>",
-           f"<p>Run <code>{e(summary.run_id)}</code> ({e(summary.environment)}), {e(summary.started_at)} to "
-           f"{e(summary.finished_at)}: {len(summary.recipes)} recipe(s), {e(_tally(summary))}.</p>"]
+    out = [
+        "<!DOCTYPE html>",
+        "<html><head><meta charset='utf-8'>",
+        f"<title>Recipe benchmarks {e(summary.run_id)}</title>",
+        f"<style>{CSS}</style></head><body>",
+        f"<h1>Recipe benchmarks: <span class='v-{summary.verdict}'>{e(summary.verdict)}</span></h1>",
+        f"<p>Run <code>{e(summary.run_id)}</code> ({e(summary.environment)}), {e(summary.started_at)} to "
+        f"{e(summary.finished_at)}: {len(summary.recipes)} recipe(s), {e(_tally(summary))}.</p>",
+    ]
     if summary.policy:
         out.append(f"<p>Policy: <code>{e(json.dumps(summary.policy))}</code></p>")
     numeric = {2, 3, 4, 5}
@@ -312,29 +386,41 @@ def render_html(summary: RunSummary, histories: Histories | None = None) -> str:
     out.append("</table>")
     if can_plot:
         key = ", ".join(f"<span style='color:{c}'>&#9679; {v}</span>" for v, c in VERDICT_COLOURS.items())
-        out.append(f"<p>Trend plots: the median of each run ({key}; this run circled), the baseline median (line) "
-                   "and its tolerance band (grey).</p>")
+        out.append(
+            f"<p>Trend plots: the median of each run ({key}; this run circled), the baseline median (line) "
+            "and its tolerance band (grey).</p>"
+        )
     else:
         out.append("<p>matplotlib is not installed (pip install -e '.[report]'): no trend plots.</p>")
     for r in summary.recipes:
-        out.append(f"<h2 id='{e(r.recipe)}'>{e(r.recipe)} <small>({e(r.environment)})</small>: "
-                   f"<span class='v-{r.verdict}'>{e(r.verdict)}</span></h2><p>{e(r.reason)}</p>")
+        out.append(
+            f"<h2 id='{e(r.recipe)}'>{e(r.recipe)} <small>({e(r.environment)})</small>: "
+            f"<span class='v-{r.verdict}'>{e(r.verdict)}</span></h2><p>{e(r.reason)}</p>"
+        )
         if r.invalid_runs:
-            out.append("<ul>" + "".join(f"<li>invalid run {i.index}: {e(i.reason)}</li>" for i in r.invalid_runs) + "</ul>")
+            out.append(
+                "<ul>" + "".join(f"<li>invalid run {i.index}: {e(i.reason)}</li>" for i in r.invalid_runs) + "</ul>"
+            )
         if r.baseline_ref:
             ref = r.baseline_ref
-            out.append(f"<p>Baseline <code>{e(repo_relative(ref['path']))}</code> from {e(str(ref.get('date')))}, commit "
-                       f"<code>{e(str(ref.get('gitSha') or '?')[:12])}</code>.</p>")
+            out.append(
+                f"<p>Baseline <code>{e(repo_relative(ref['path']))}</code> from {e(str(ref.get('date')))}, commit "
+                f"<code>{e(str(ref.get('gitSha') or '?')[:12])}</code>.</p>"
+            )
         if r.baseline_update:
             out.append(f"<pre>{e(r.baseline_update)}</pre>")
         if not can_plot:
             continue
-        history = histories.get((r.environment, r.recipe)) or [HistoryEntry(summary.run_id, summary.started_at, summary.finished_at, None, r)]
+        history = histories.get((r.environment, r.recipe)) or [
+            HistoryEntry(summary.run_id, summary.started_at, summary.finished_at, None, r)
+        ]
         out.append("<div class='plots'>")
         for key, m in r.metrics.items():
             png = base64.b64encode(trend_plot(r.recipe, key, history, summary.run_id)).decode()
-            out.append(f"<figure><img alt='{e(r.recipe)} {e(key)} trend' src='data:image/png;base64,{png}'>"
-                       f"<figcaption>{e(m.reason)}</figcaption></figure>")
+            out.append(
+                f"<figure><img alt='{e(r.recipe)} {e(key)} trend' src='data:image/png;base64,{png}'>"
+                f"<figcaption>{e(m.reason)}</figcaption></figure>"
+            )
         out.append("</div>")
     out.append("</body></html>")
     return "\n".join(out) + "\n"
@@ -357,8 +443,14 @@ def write_report(summary: RunSummary, out_dir: Path, histories: Histories | None
     return [out_dir / name for name in files]
 
 
-def write_run_report(run_dir: Path, history_root: Path = HISTORY_ROOT, *, run_id: str | None = None,
-                     env: str | None = None, nightly: bool = False) -> list[Path]:
+def write_run_report(
+    run_dir: Path,
+    history_root: Path = HISTORY_ROOT,
+    *,
+    run_id: str | None = None,
+    env: str | None = None,
+    nightly: bool = False,
+) -> list[Path]:
     """What a session calls when it ends: the run's three files from the history (run id = the folder name)."""
     histories = load_histories(history_root, env)
     summary = summary_from_history(histories, run_id or Path(run_dir).name, nightly=nightly)

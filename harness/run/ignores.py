@@ -23,9 +23,9 @@ from __future__ import annotations
 import fnmatch
 import os
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
 
 from harness.recipe.findings import Finding, Loc
 from harness.recipe.yamlsrc import SrcList, SrcMap, load_yaml_file
@@ -53,8 +53,9 @@ class Ignore:
             return False
         if not self.paths and not self.recipes:
             return True
-        return (any(fnmatch.fnmatchcase(relative_file, p) for p in self.paths)
-                or any(fnmatch.fnmatchcase(finding.recipe, r) for r in self.recipes))
+        return any(fnmatch.fnmatchcase(relative_file, p) for p in self.paths) or any(
+            fnmatch.fnmatchcase(finding.recipe, r) for r in self.recipes
+        )
 
     def describe(self) -> str:
         where = [f"paths {', '.join(self.paths)}"] if self.paths else []
@@ -117,20 +118,28 @@ def _entry(path: Path, items: SrcList, i: int, known: set[str]) -> Ignore:
         raise IgnoreFileError(f"{where}: an entry is a mapping with `checks` and optional `paths`, `recipes`, `reason`")
     extra = set(item) - _KEYS
     if extra:
-        raise IgnoreFileError(f"{where}: unknown key(s) {', '.join(sorted(map(str, extra)))} (known: {', '.join(sorted(_KEYS))})")
+        raise IgnoreFileError(
+            f"{where}: unknown key(s) {', '.join(sorted(map(str, extra)))} (known: {', '.join(sorted(_KEYS))})"
+        )
     checks = _strings(item.get("checks"))
     if not checks:
         raise IgnoreFileError(f"{where}: `checks` must name at least one check id")
     for c in checks:
         if not any(fnmatch.fnmatchcase(k, c) for k in known):
-            raise IgnoreFileError(f"{path}:{item.loc_of('checks').line}: {c!r} matches no check id "
-                                  "(`recipe-harness checks` lists them)")
+            raise IgnoreFileError(
+                f"{path}:{item.loc_of('checks').line}: {c!r} matches no check id (`recipe-harness checks` lists them)"
+            )
     for key in ("paths", "recipes"):
         if key in item and not _strings(item.get(key)):
             raise IgnoreFileError(f"{path}:{item.loc_of(key).line}: `{key}` must be a list of globs")
     reason = item.get("reason")
-    return Ignore(tuple(checks), tuple(_strings(item.get("paths"))), tuple(_strings(item.get("recipes"))),
-                  str(reason).strip() if reason is not None else "", Loc(path, loc.line))
+    return Ignore(
+        tuple(checks),
+        tuple(_strings(item.get("paths"))),
+        tuple(_strings(item.get("recipes"))),
+        str(reason).strip() if reason is not None else "",
+        Loc(path, loc.line),
+    )
 
 
 def _strings(value: object) -> list[str]:

@@ -17,12 +17,33 @@ SUMMARY_FILE = "profile_export_aiperf.json"
 RECORDS_FILE = "profile_export.jsonl"
 
 # Taken from the Job (some scaled); everything else in the Job is dropped and listed.
-KEPT = {"--model", "--endpoint-type", "--streaming", "--synthetic-input-tokens-mean", "--synthetic-input-tokens-stddev",
-        "--output-tokens-mean", "--output-tokens-stddev", "--extra-inputs", "--concurrency", "--request-count",
-        "--random-seed", "--warmup-request-count"}
+KEPT = {
+    "--model",
+    "--endpoint-type",
+    "--streaming",
+    "--synthetic-input-tokens-mean",
+    "--synthetic-input-tokens-stddev",
+    "--output-tokens-mean",
+    "--output-tokens-stddev",
+    "--extra-inputs",
+    "--concurrency",
+    "--request-count",
+    "--random-seed",
+    "--warmup-request-count",
+}
 # Set by the runner for the local stack, never taken from the Job.
-RUNNER_OWNED = {"--url", "--tokenizer", "--artifact-dir", "--ui-type", "--ui", "--no-gpu-telemetry", "--use-server-token-count",
-                "--gpu-telemetry", "--server-metrics", "--no-server-metrics"}
+RUNNER_OWNED = {
+    "--url",
+    "--tokenizer",
+    "--artifact-dir",
+    "--ui-type",
+    "--ui",
+    "--no-gpu-telemetry",
+    "--use-server-token-count",
+    "--gpu-telemetry",
+    "--server-metrics",
+    "--no-server-metrics",
+}
 
 
 @dataclass(frozen=True)
@@ -51,7 +72,9 @@ class AiperfPlan:
 # ---- scaling for a small machine --------------------------------------------------------------
 
 
-def scaled_args(inv: AiperfInvocation, *, model: str, url: str, tokenizer: Path, artifact_dir: Path, scale: Scale) -> AiperfPlan:
+def scaled_args(
+    inv: AiperfInvocation, *, model: str, url: str, tokenizer: Path, artifact_dir: Path, scale: Scale
+) -> AiperfPlan:
     """AIPerf args that keep the Job's workload shape (ISL/OSL, seed, streaming, endpoint, extra inputs)
     but scale concurrency, request count and sequence lengths to `scale`; every change is listed."""
     changes: list[str] = []
@@ -63,7 +86,12 @@ def scaled_args(inv: AiperfInvocation, *, model: str, url: str, tokenizer: Path,
     if inv.has("--streaming"):
         args.append("--streaming")
     if isl:
-        args += ["--synthetic-input-tokens-mean", str(isl), "--synthetic-input-tokens-stddev", inv.get("--synthetic-input-tokens-stddev") or "0"]
+        args += [
+            "--synthetic-input-tokens-mean",
+            str(isl),
+            "--synthetic-input-tokens-stddev",
+            inv.get("--synthetic-input-tokens-stddev") or "0",
+        ]
     if osl:
         args += ["--output-tokens-mean", str(osl), "--output-tokens-stddev", inv.get("--output-tokens-stddev") or "0"]
     for key, value in inv.extra_inputs.items():
@@ -82,8 +110,16 @@ def scaled_args(inv: AiperfInvocation, *, model: str, url: str, tokenizer: Path,
     for flag, value in inv.options:
         if flag not in KEPT and flag not in RUNNER_OWNED:
             changes.append(f"{flag}{' ' + value if value is not None else ''} dropped (not part of the sim workload)")
-    args += ["--tokenizer", str(tokenizer), "--use-server-token-count", "--ui-type", "none", "--no-gpu-telemetry",
-             "--artifact-dir", str(artifact_dir)]
+    args += [
+        "--tokenizer",
+        str(tokenizer),
+        "--use-server-token-count",
+        "--ui-type",
+        "none",
+        "--no-gpu-telemetry",
+        "--artifact-dir",
+        str(artifact_dir),
+    ]
     # Only a pinned output length is a target the result can be held to.
     pinned = inv.extra_inputs.get("ignore_eos", "").lower() == "true" or "min_tokens" in inv.extra_inputs
     return AiperfPlan(args, requests, osl if osl and pinned else None, changes)
@@ -147,16 +183,24 @@ def run_aiperf(args: list[str], log_path: Path, timeout_s: float, cwd: Path | No
 # ---- parsing ------------------------------------------------------------------------------------
 
 
-def parse_profile_export(path: Path, expected_requests: int | None = None, target_output_tokens: int | None = None,
-                         aiperf_args: list[str] | None = None) -> PerfResult:
+def parse_profile_export(
+    path: Path,
+    expected_requests: int | None = None,
+    target_output_tokens: int | None = None,
+    aiperf_args: list[str] | None = None,
+) -> PerfResult:
     """A PerfResult from `profile_export_aiperf.json` or the artifact dir holding it (local, or fetched from
     a cluster). Any request error, a cancelled or short run, or output lengths off target make it invalid:
     never a measurement. Expected requests and the output-length target default to the run's own input_config."""
     path = Path(path)
     artifact_dir = path if path.is_dir() or path.suffix != ".json" else path.parent
     summary_path = artifact_dir / SUMMARY_FILE if artifact_dir == path else path
-    result = PerfResult(expected_requests=expected_requests or 0, target_output_tokens=target_output_tokens,
-                        aiperf_args=list(aiperf_args or []), artifact_dir=str(artifact_dir))
+    result = PerfResult(
+        expected_requests=expected_requests or 0,
+        target_output_tokens=target_output_tokens,
+        aiperf_args=list(aiperf_args or []),
+        artifact_dir=str(artifact_dir),
+    )
     if not summary_path.exists():
         result.errors, result.error_count = record_errors(artifact_dir / RECORDS_FILE)
         detail = f": {result.errors[0]}" if result.errors else ""
@@ -194,14 +238,18 @@ def planned_workload(input_config: object) -> tuple[int, int | None]:
 def summarise(data: dict, result: PerfResult) -> PerfResult:
     """Fill a PerfResult from the parsed summary JSON and decide whether it is a valid measurement."""
     result.aiperf_version = str(data.get("aiperf_version") or "")
-    result.metrics = {name: metric_stat(name, value) for name, value in data.items() if isinstance(value, dict) and "unit" in value}
+    result.metrics = {
+        name: metric_stat(name, value) for name, value in data.items() if isinstance(value, dict) and "unit" in value
+    }
     completed = _avg(data, "completed_request_count")
     if completed is None:
         completed = _avg(data, "request_count")
     result.completed_requests = int(completed or 0)
     summary = [e for e in data.get("error_summary") or [] if isinstance(e, dict)]
     result.errors = [_describe_error(e.get("error_details") or {}, int(e.get("count") or 0)) for e in summary]
-    result.error_count = max(sum(int(e.get("count") or 0) for e in summary), int(_avg(data, "error_request_count") or 0))
+    result.error_count = max(
+        sum(int(e.get("count") or 0) for e in summary), int(_avg(data, "error_request_count") or 0)
+    )
     result.invalid_reason = invalid_reason(data, result)
     return result
 
@@ -230,7 +278,17 @@ def metric_stat(name: str, value: dict) -> MetricStat:
         v = value.get(key)
         return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
 
-    return MetricStat(name, str(value.get("unit") or ""), num("avg"), num("p50"), num("p90"), num("p99"), num("min"), num("max"), num("std"))
+    return MetricStat(
+        name,
+        str(value.get("unit") or ""),
+        num("avg"),
+        num("p50"),
+        num("p90"),
+        num("p99"),
+        num("min"),
+        num("max"),
+        num("std"),
+    )
 
 
 def record_errors(records_path: Path, limit: int = 5) -> tuple[list[str], int]:

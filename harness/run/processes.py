@@ -39,10 +39,22 @@ def spawn(argv: list[str], env: dict[str, str], log_path: Path, cwd: Path | None
     log.write(f"$ {' '.join(argv)}\n".encode())
     # The parent-death signal is tied to the spawning thread: only set it from the main thread,
     # where the thread lives as long as the harness.
-    preexec = _die_with_parent if sys.platform.startswith("linux") and threading.current_thread() is threading.main_thread() else None
+    preexec = (
+        _die_with_parent
+        if sys.platform.startswith("linux") and threading.current_thread() is threading.main_thread()
+        else None
+    )
     try:
-        return subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                start_new_session=True, preexec_fn=preexec, cwd=cwd)
+        return subprocess.Popen(
+            argv,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            preexec_fn=preexec,
+            cwd=cwd,
+        )
     finally:
         log.close()  # the child has its own copy of the descriptor
 

@@ -27,8 +27,17 @@ class SmokeSuite:
     `router_mode` and `request_counts` (worker -> requests served, from the workers' metrics) are
     only needed by the load-spread check; without them it is skipped."""
 
-    CHECKS = ("models", "chat", "chat_stream", "completions", "max_tokens", "bad_request", "unknown_model",
-              "load_spread", "not_degenerate")
+    CHECKS = (
+        "models",
+        "chat",
+        "chat_stream",
+        "completions",
+        "max_tokens",
+        "bad_request",
+        "unknown_model",
+        "load_spread",
+        "not_degenerate",
+    )
 
     base_url: str
     model: str
@@ -40,7 +49,9 @@ class SmokeSuite:
     @cached_property
     def client(self) -> openai.OpenAI:
         # No retries: a retry would hide a 5xx or a dropped connection the check must see.
-        return openai.OpenAI(base_url=f"{self.base_url.rstrip('/')}/v1", api_key="sim", timeout=self.timeout_s, max_retries=0)
+        return openai.OpenAI(
+            base_url=f"{self.base_url.rstrip('/')}/v1", api_key="sim", timeout=self.timeout_s, max_retries=0
+        )
 
     def close(self) -> None:
         if "client" in self.__dict__:
@@ -51,7 +62,9 @@ class SmokeSuite:
     def check_models(self) -> None:
         ids = [m.id for m in self._call("GET /v1/models", self.client.models.list).data]
         if self.model not in ids:
-            raise StepFailed(f"/v1/models lists {ids or 'no model'}; the recipe serves {self.model!r} (check --served-model-name)")
+            raise StepFailed(
+                f"/v1/models lists {ids or 'no model'}; the recipe serves {self.model!r} (check --served-model-name)"
+            )
 
     def check_chat(self) -> None:
         resp = self._chat("Say hello.", max_tokens=16)
@@ -59,13 +72,22 @@ class SmokeSuite:
             raise StepFailed("chat completion returned no choices")
         msg = resp.choices[0].message
         if msg.role != "assistant" or not isinstance(msg.content, str) or not msg.content:
-            raise StepFailed(f"chat completion message is role={msg.role!r} content={msg.content!r}; expected a non-empty assistant message")
+            raise StepFailed(
+                f"chat completion message is role={msg.role!r} content={msg.content!r}; expected a non-empty assistant message"
+            )
         _check_usage(resp.usage, "chat completion")
 
     def check_chat_stream(self) -> None:
-        stream = self._call("streaming chat", lambda: self.client.chat.completions.create(
-            model=self.model, messages=[self._message("Count to ten.")], max_tokens=16, stream=True,
-            stream_options={"include_usage": True}))
+        stream = self._call(
+            "streaming chat",
+            lambda: self.client.chat.completions.create(
+                model=self.model,
+                messages=[self._message("Count to ten.")],
+                max_tokens=16,
+                stream=True,
+                stream_options={"include_usage": True},
+            ),
+        )
         content_chunks, usage, finish = 0, None, None
         text: list[str] = []
         with stream:
@@ -86,8 +108,12 @@ class SmokeSuite:
         _check_usage(usage, "streaming chat final chunk")
 
     def check_completions(self) -> None:
-        resp = self._call("POST /v1/completions", lambda: self.client.completions.create(
-            model=self.model, prompt=self._prompt("Once upon a time"), max_tokens=16))
+        resp = self._call(
+            "POST /v1/completions",
+            lambda: self.client.completions.create(
+                model=self.model, prompt=self._prompt("Once upon a time"), max_tokens=16
+            ),
+        )
         if not resp.choices or not isinstance(resp.choices[0].text, str) or not resp.choices[0].text:
             raise StepFailed("/v1/completions returned no text")
         _check_usage(resp.usage, "completion")
@@ -98,13 +124,17 @@ class SmokeSuite:
         if got != max_tokens:
             raise StepFailed(f"max_tokens={max_tokens} with ignore_eos produced usage.completion_tokens={got}")
         if resp.choices[0].finish_reason != "length":
-            raise StepFailed(f"max_tokens reached but finish_reason={resp.choices[0].finish_reason!r}, expected 'length'")
+            raise StepFailed(
+                f"max_tokens reached but finish_reason={resp.choices[0].finish_reason!r}, expected 'length'"
+            )
 
     def check_bad_request(self) -> None:
         """Malformed JSON and a request without messages must get a 4xx quickly: not a 5xx, not a hang."""
         url = f"{self.base_url.rstrip('/')}/v1/chat/completions"
-        bodies = {"malformed JSON": b'{"model": "' + self.model.encode() + b'", "messages": [',
-                  "no messages": b'{"model": "' + self.model.encode() + b'"}'}
+        bodies = {
+            "malformed JSON": b'{"model": "' + self.model.encode() + b'", "messages": [',
+            "no messages": b'{"model": "' + self.model.encode() + b'"}',
+        }
         with httpx.Client(timeout=self.timeout_s) as http:
             for what, body in bodies.items():
                 try:
@@ -114,7 +144,9 @@ class SmokeSuite:
                 except httpx.HTTPError as e:
                     raise StepFailed(f"a request with {what} broke the connection: {e}") from None
                 if not 400 <= resp.status_code < 500:
-                    raise StepFailed(f"a request with {what} got HTTP {resp.status_code}; expected a 4xx client error: {resp.text[:200]}")
+                    raise StepFailed(
+                        f"a request with {what} got HTTP {resp.status_code}; expected a 4xx client error: {resp.text[:200]}"
+                    )
 
     def check_unknown_model(self) -> None:
         name = f"{self.model}-does-not-exist"
@@ -161,8 +193,10 @@ class SmokeSuite:
         served = {w: after.get(w, 0) - before.get(w, 0) for w in workers}
         idle = [w for w, n in served.items() if n < 1]
         if idle:
-            raise StepFailed(f"router {router_mode!r}: {len(idle)} of {len(workers)} workers served no request out of {total}: "
-                             f"{', '.join(idle)} (per worker: {served})")
+            raise StepFailed(
+                f"router {router_mode!r}: {len(idle)} of {len(workers)} workers served no request out of {total}: "
+                f"{', '.join(idle)} (per worker: {served})"
+            )
 
     def check_not_degenerate(self) -> None:
         resp = self._chat("Tell me about the sea.", max_tokens=DEGENERACY_PROBE_TOKENS, extra_body={"ignore_eos": True})
@@ -182,8 +216,12 @@ class SmokeSuite:
         return {"role": "user", "content": self._prompt(text)}
 
     def _chat(self, text: str, max_tokens: int, extra_body: dict | None = None):
-        return self._call("POST /v1/chat/completions", lambda: self.client.chat.completions.create(
-            model=self.model, messages=[self._message(text)], max_tokens=max_tokens, extra_body=extra_body))
+        return self._call(
+            "POST /v1/chat/completions",
+            lambda: self.client.chat.completions.create(
+                model=self.model, messages=[self._message(text)], max_tokens=max_tokens, extra_body=extra_body
+            ),
+        )
 
     def _call(self, what: str, fn: Callable):
         try:
@@ -200,9 +238,13 @@ def _check_usage(usage, what: str) -> None:
     if usage is None:
         raise StepFailed(f"{what} has no usage")
     if not usage.prompt_tokens or not usage.completion_tokens:
-        raise StepFailed(f"{what} usage counts nothing: prompt_tokens={usage.prompt_tokens} completion_tokens={usage.completion_tokens}")
+        raise StepFailed(
+            f"{what} usage counts nothing: prompt_tokens={usage.prompt_tokens} completion_tokens={usage.completion_tokens}"
+        )
     if usage.total_tokens != usage.prompt_tokens + usage.completion_tokens:
-        raise StepFailed(f"{what} usage does not add up: {usage.prompt_tokens} + {usage.completion_tokens} != {usage.total_tokens}")
+        raise StepFailed(
+            f"{what} usage does not add up: {usage.prompt_tokens} + {usage.completion_tokens} != {usage.total_tokens}"
+        )
 
 
 def degeneracy(text: str) -> str:
@@ -220,12 +262,26 @@ def degeneracy(text: str) -> str:
 
 def _distinct_words(i: int) -> str:
     # Different first words make different first KV blocks, so no two prompts share a prefix.
-    words = ("amber", "basil", "cedar", "delta", "ember", "fjord", "garnet", "harbor", "indigo", "juniper", "kestrel", "lagoon")
+    words = (
+        "amber",
+        "basil",
+        "cedar",
+        "delta",
+        "ember",
+        "fjord",
+        "garnet",
+        "harbor",
+        "indigo",
+        "juniper",
+        "kestrel",
+        "lagoon",
+    )
     return " ".join(words[(i * 7 + k) % len(words)] + str(i * 31 + k) for k in range(6))
 
 
-def _settled_counts(request_counts: Callable[[], dict[str, int]], before: dict[str, int], sent: int,
-                    wait_s: float = 3.0) -> dict[str, int]:
+def _settled_counts(
+    request_counts: Callable[[], dict[str, int]], before: dict[str, int], sent: int, wait_s: float = 3.0
+) -> dict[str, int]:
     """Worker metrics are updated asynchronously: poll briefly until all sent requests are counted."""
     deadline = time.monotonic() + wait_s
     while True:

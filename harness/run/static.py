@@ -11,16 +11,17 @@ states both, for the CLI and the pytest header alike.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
-from harness.recipe.changes import select_changed
-from harness.recipe.convention import CATALOGUE, Convention, choose_convention
 from harness.checks import TREE_ID, Check, CheckContext, all_checks, run_check
 from harness.checks.images import RegistryOptions
 from harness.checks.schema import SchemaOptions
 from harness.checks.storage import StorageOptions
+from harness.recipe.changes import select_changed
+from harness.recipe.convention import CATALOGUE, Convention, choose_convention
 from harness.recipe.discovery import RecipeTree, default_recipes_dir, discover, select
 from harness.recipe.findings import Finding, Report, Severity
 from harness.recipe.model import FileCache, Recipe
@@ -56,8 +57,13 @@ class Selection:
         return self.whole_tree or self.named_root
 
 
-def make_selection(recipes_dir: str | Path | None, selectors: Iterable[str] = (), changed_since: str | None = None,
-                   max_bytes: int | None = None, convention: str | None = None) -> Selection:
+def make_selection(
+    recipes_dir: str | Path | None,
+    selectors: Iterable[str] = (),
+    changed_since: str | None = None,
+    max_bytes: int | None = None,
+    convention: str | None = None,
+) -> Selection:
     """Raises discovery.SelectionError for an unknown selector, changes.ChangeError for a bad ref.
     `convention` (catalogue|none) overrides the tree's detected convention."""
     root = Path(recipes_dir).absolute() if recipes_dir else default_recipes_dir()
@@ -72,13 +78,18 @@ def make_selection(recipes_dir: str | Path | None, selectors: Iterable[str] = ()
         notes.append(f"--changed-since {changed_since}: {len(chosen)} of {before} recipes touched")
     if not chosen_convention.catalogue:
         skipped = [c.id for c in all_checks() if c.convention]
-        notes.append(f"foreign tree: {len(skipped)} convention checks did not apply ({', '.join(skipped)}); "
-                     "`--convention catalogue` applies them")
-    return Selection(root, recipes, chosen, cache, notes, named_root=recipes_dir is not None, convention=chosen_convention)
+        notes.append(
+            f"foreign tree: {len(skipped)} convention checks did not apply ({', '.join(skipped)}); "
+            "`--convention catalogue` applies them"
+        )
+    return Selection(
+        root, recipes, chosen, cache, notes, named_root=recipes_dir is not None, convention=chosen_convention
+    )
 
 
-def check_options(crd: Iterable[str | Path] = (), registries: Iterable[str] = (),
-                  storage_margin: float | None = None) -> tuple[Any, ...]:
+def check_options(
+    crd: Iterable[str | Path] = (), registries: Iterable[str] = (), storage_margin: float | None = None
+) -> tuple[Any, ...]:
     """The checks' typed options from the run's arguments (`--crd`, `--registry`, `--storage-margin`)."""
     return (
         SchemaOptions(tuple(Path(p) for p in crd)),
@@ -133,7 +144,9 @@ def run_header(selection: Selection, gate: Gate | None = None) -> list[str]:
     return lines
 
 
-def applicable_checks(selection: Selection, checks: Iterable[Check] | None = None) -> list[tuple[Check, Recipe | RecipeTree]]:
+def applicable_checks(
+    selection: Selection, checks: Iterable[Check] | None = None
+) -> list[tuple[Check, Recipe | RecipeTree]]:
     """(check, subject) for every check a static run over the selection executes, in run order:
     the tree checks once (when `selection.checks_tree`), then each chosen recipe's checks."""
     checks = list(checks) if checks is not None else all_checks()
@@ -148,7 +161,9 @@ def applicable_checks(selection: Selection, checks: Iterable[Check] | None = Non
     return out
 
 
-def run_static(selection: Selection, ctx: CheckContext, checks: list[Check] | None = None, gate: Gate | None = None) -> Report:
+def run_static(
+    selection: Selection, ctx: CheckContext, checks: list[Check] | None = None, gate: Gate | None = None
+) -> Report:
     """Every applicable check (see `applicable_checks`) over the selection, findings deduplicated,
     then those the gate (severity floor, ignore file) admits."""
     report = Report(recipes=[r.id for r in selection.chosen])
@@ -177,8 +192,21 @@ def in_github_actions() -> bool:
 
 
 def summary_line(report: Report) -> str:
-    return (f"{len(report.recipes)} recipes checked: {report.errors} error(s), {report.warnings} warning(s)")
+    return f"{len(report.recipes)} recipes checked: {report.errors} error(s), {report.warnings} warning(s)"
 
 
-__all__ = ["Selection", "make_selection", "check_options", "context_for", "applicable_checks", "run_static", "summary_line",
-           "Gate", "make_gate", "run_header", "SEVERITY_FLOORS", "TREE_ID", "Severity"]
+__all__ = [
+    "SEVERITY_FLOORS",
+    "TREE_ID",
+    "Gate",
+    "Selection",
+    "Severity",
+    "applicable_checks",
+    "check_options",
+    "context_for",
+    "make_gate",
+    "make_selection",
+    "run_header",
+    "run_static",
+    "summary_line",
+]

@@ -14,8 +14,9 @@ first failing check); `--static-items auto` keeps them for small selections (see
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Iterable, Literal
+from typing import Any, Literal
 
 import pytest
 
@@ -158,8 +159,17 @@ class RecipeChecksItem(pytest.Item):
                 result = ("passed", None)
             # the call report only, as pytest-subtests logs a subtest: a check has no setup or teardown
             # of its own, and the terminal keeps every report it sees (2 x 50,000 more at 1,000 recipes)
-            report = pytest.TestReport(nodeid, location, keywords, result[0], result[1], "call",
-                                       duration=stamps[1] - stamps[0], start=stamps[0], stop=stamps[1])
+            report = pytest.TestReport(
+                nodeid,
+                location,
+                keywords,
+                result[0],
+                result[1],
+                "call",
+                duration=stamps[1] - stamps[0],
+                start=stamps[0],
+                stop=stamps[1],
+            )
             _log(self, report)
         ihook.pytest_runtest_logfinish(nodeid=self.nodeid, location=self.location)
         return True
@@ -179,8 +189,12 @@ def _log(item: pytest.Item, report: pytest.TestReport) -> None:
     pm = item.config.pluginmanager
     pm.subset_hook_caller("pytest_runtest_logreport", remove_plugins=[interactor])(report=report)
     data = item.config.hook.pytest_report_to_serializable(config=item.config, report=report)
-    data.update(item_index=interactor.item_index, worker_id=interactor.workerid, testrun_uid=interactor.testrunuid,
-                static_tests_collected=item.session.testscollected)  # the controller's progress counts checks
+    data.update(
+        item_index=interactor.item_index,
+        worker_id=interactor.workerid,
+        testrun_uid=interactor.testrunuid,
+        static_tests_collected=item.session.testscollected,
+    )  # the controller's progress counts checks
     interactor.sendevent("testreport", data=data)
 
 
@@ -208,8 +222,9 @@ def keyword_selects(expr: str, names: Iterable[str]) -> bool:
     return bool(Expression.compile(expr).evaluate(match))
 
 
-def static_items(session: pytest.Session, pairs: list[tuple[Check, Recipe | RecipeTree]],
-                 mode: Literal["per-check", "per-recipe"]) -> tuple[list[pytest.Item], list[pytest.Item]]:
+def static_items(
+    session: pytest.Session, pairs: list[tuple[Check, Recipe | RecipeTree]], mode: Literal["per-check", "per-recipe"]
+) -> tuple[list[pytest.Item], list[pytest.Item]]:
     """(per-check items, recipe items) for the (check, subject) pairs of the run, in run order.
 
     Per-check items go through pytest's own `-k`/`-m` deselection; recipe items are selected here,

@@ -80,8 +80,10 @@ def run_problem(result: PerfResult, policy: Policy = DEFAULT_POLICY) -> str:
     if target and measured is not None:
         off = (measured - target) / target * 100.0
         if abs(off) > policy.output_length_tolerance_pct:
-            return (f"output length off target: {measured:.1f} tokens on average vs {target} requested "
-                    f"({off:+.1f}%, allowed {policy.output_length_tolerance_pct:g}%)")
+            return (
+                f"output length off target: {measured:.1f} tokens on average vs {target} requested "
+                f"({off:+.1f}%, allowed {policy.output_length_tolerance_pct:g}%)"
+            )
     return ""
 
 
@@ -99,7 +101,6 @@ def aggregate(results: list[PerfResult], policy: Policy = DEFAULT_POLICY) -> Run
             metrics[key] = MetricSpread(key, direction, unit, values)
     first = valid[0] if valid else (results[0] if results else PerfResult())
     return RunStats(metrics, len(results), invalid, first.aiperf_version, list(first.aiperf_args))
-
 
 
 def format_value(value: float | None) -> str:

@@ -32,18 +32,38 @@ class MetricVerdict:
 
     def to_dict(self) -> dict:
         out = {
-            "name": self.key, "direction": self.direction, "unit": self.unit, "value": self.value, "baseline": self.baseline,
-            "deltaPct": _round(self.delta_pct), "tolerancePct": _round(self.tolerance_pct), "cv": _round(self.cv, 5),
-            "baselineCv": _round(self.baseline_cv, 5), "verdict": self.verdict, "reason": self.reason,
+            "name": self.key,
+            "direction": self.direction,
+            "unit": self.unit,
+            "value": self.value,
+            "baseline": self.baseline,
+            "deltaPct": _round(self.delta_pct),
+            "tolerancePct": _round(self.tolerance_pct),
+            "cv": _round(self.cv, 5),
+            "baselineCv": _round(self.baseline_cv, 5),
+            "verdict": self.verdict,
+            "reason": self.reason,
         }
         if self.regression:
             out["regression"] = self.regression
         return out
 
     @classmethod
-    def from_dict(cls, d: dict) -> "MetricVerdict":
-        return cls(d["name"], d["direction"], d["unit"], d["verdict"], d["reason"], d["value"], d["baseline"], d["deltaPct"],
-                   d["tolerancePct"], d["cv"], d.get("baselineCv"), d.get("regression"))
+    def from_dict(cls, d: dict) -> MetricVerdict:
+        return cls(
+            d["name"],
+            d["direction"],
+            d["unit"],
+            d["verdict"],
+            d["reason"],
+            d["value"],
+            d["baseline"],
+            d["deltaPct"],
+            d["tolerancePct"],
+            d["cv"],
+            d.get("baselineCv"),
+            d.get("regression"),
+        )
 
 
 def _round(value: float | None, digits: int = 3) -> float | None:
@@ -74,15 +94,22 @@ class RecipeVerdict:
     def message(self) -> str:
         """The reason, then one line per metric that did not pass: what a failing step prints."""
         lines = [f"{self.recipe} [{self.environment}]: {self.verdict}: {self.reason}"]
-        lines += [f"  {m.verdict}: {m.reason}" for m in self.metrics.values() if m.verdict not in ("pass", "no-baseline")]
+        lines += [
+            f"  {m.verdict}: {m.reason}" for m in self.metrics.values() if m.verdict not in ("pass", "no-baseline")
+        ]
         return "\n".join(lines)
 
     def to_dict(self) -> dict:
         out = {
-            "recipe": self.recipe, "environment": self.environment, "verdict": self.verdict, "reason": self.reason,
-            "runs": self.runs, "validRuns": self.valid_runs,
+            "recipe": self.recipe,
+            "environment": self.environment,
+            "verdict": self.verdict,
+            "reason": self.reason,
+            "runs": self.runs,
+            "validRuns": self.valid_runs,
             "invalidRuns": [{"index": r.index, "reason": r.reason} for r in self.invalid_runs],
-            "baseline": self.baseline_ref, "metrics": [m.to_dict() for m in self.metrics.values()],
+            "baseline": self.baseline_ref,
+            "metrics": [m.to_dict() for m in self.metrics.values()],
         }
         if self.regression:
             out["regression"] = self.regression
@@ -91,11 +118,18 @@ class RecipeVerdict:
         return out
 
     @classmethod
-    def from_dict(cls, d: dict) -> "RecipeVerdict":
+    def from_dict(cls, d: dict) -> RecipeVerdict:
         return cls(
-            d["recipe"], d["environment"], d["verdict"], d["reason"], d["runs"], d["validRuns"],
+            d["recipe"],
+            d["environment"],
+            d["verdict"],
+            d["reason"],
+            d["runs"],
+            d["validRuns"],
             [InvalidRun(r["index"], r["reason"]) for r in d["invalidRuns"]],
-            {m["name"]: MetricVerdict.from_dict(m) for m in d["metrics"]}, d["baseline"], d.get("baselineUpdate", ""),
+            {m["name"]: MetricVerdict.from_dict(m) for m in d["metrics"]},
+            d["baseline"],
+            d.get("baselineUpdate", ""),
         )
 
 
@@ -104,16 +138,32 @@ def judge_metric(key: str, spread: MetricSpread | None, base: BaselineMetric | N
     direction = GATED_METRICS.get(key) or (base.direction if base else "higher")
     unit = spread.unit if spread and spread.unit else (base.unit if base else "")
     if spread is None:
-        return MetricVerdict(key, direction, unit, "invalid", f"{key}: not measured by any valid run",
-                             baseline=base.median if base else None, baseline_cv=base.cv if base else None)
+        return MetricVerdict(
+            key,
+            direction,
+            unit,
+            "invalid",
+            f"{key}: not measured by any valid run",
+            baseline=base.median if base else None,
+            baseline_cv=base.cv if base else None,
+        )
     value, cv = spread.median, spread.cv
     shown = f"{key} {format_value(value)} {unit}".rstrip()
     if base is None:
         return MetricVerdict(key, direction, unit, "no-baseline", f"{shown}: no baseline for this metric", value, cv=cv)
     delta = delta_pct(value, base.median)
     if delta is None:
-        return MetricVerdict(key, direction, unit, "no-baseline", f"{shown}: baseline median is 0, nothing to compare",
-                             value, base.median, cv=cv, baseline_cv=base.cv)
+        return MetricVerdict(
+            key,
+            direction,
+            unit,
+            "no-baseline",
+            f"{shown}: baseline median is 0, nothing to compare",
+            value,
+            base.median,
+            cv=cv,
+            baseline_cv=base.cv,
+        )
     tolerance = policy.tolerance_pct(key, cv, base.cv)
     worse = -delta if direction == "higher" else delta  # > 0: moved the wrong way
     better_word = "higher" if direction == "higher" else "lower"
@@ -126,11 +176,21 @@ def judge_metric(key: str, spread: MetricSpread | None, base: BaselineMetric | N
         verdict, tail = "pass", f"better beyond tolerance {tolerance:.1f}%: consider --update-baselines"
     else:
         verdict, tail = "pass", f"within tolerance {tolerance:.1f}%"
-    return MetricVerdict(key, direction, unit, verdict, f"{head}, {tail}", value, base.median, delta, tolerance, cv, base.cv)
+    return MetricVerdict(
+        key, direction, unit, verdict, f"{head}, {tail}", value, base.median, delta, tolerance, cv, base.cv
+    )
 
 
-def compare(stats: RunStats, baseline: Baseline | None, policy: Policy = DEFAULT_POLICY, *, recipe: str = "",
-            environment: str = "", baseline_file: Path | None = None, provenance: Provenance | None = None) -> RecipeVerdict:
+def compare(
+    stats: RunStats,
+    baseline: Baseline | None,
+    policy: Policy = DEFAULT_POLICY,
+    *,
+    recipe: str = "",
+    environment: str = "",
+    baseline_file: Path | None = None,
+    provenance: Provenance | None = None,
+) -> RecipeVerdict:
     """Judge aggregated runs against a baseline (None: no baseline recorded yet).
     `recipe`/`environment` default to the baseline's; `baseline_file` is where one was looked for; with the
     run's `provenance`, a baseline of another profile counts as none and one from other hardware is named."""
@@ -149,13 +209,20 @@ def compare(stats: RunStats, baseline: Baseline | None, policy: Policy = DEFAULT
     ref = None
     if baseline is not None:
         runs = max((m.runs for m in baseline.metrics.values()), default=None)
-        ref = {"path": str(where or ""), "date": baseline.provenance.get("date"), "gitSha": baseline.provenance.get("gitSha"), "runs": runs}
+        ref = {
+            "path": str(where or ""),
+            "date": baseline.provenance.get("date"),
+            "gitSha": baseline.provenance.get("gitSha"),
+            "runs": runs,
+        }
     verdict, reason = _recipe_verdict(stats, baseline, metrics, where)
     if baseline is None and verdict == "no-baseline" and note:
         reason = f"{note}: record one with --update-baselines"
     elif note:
         reason = f"{reason} ({note})"
-    return RecipeVerdict(recipe, environment, verdict, reason, stats.runs, stats.valid_runs, list(stats.invalid_runs), metrics, ref)
+    return RecipeVerdict(
+        recipe, environment, verdict, reason, stats.runs, stats.valid_runs, list(stats.invalid_runs), metrics, ref
+    )
 
 
 def _comparable(baseline: Baseline | None, run: Provenance | None, where: Path | None) -> tuple[Baseline | None, str]:
@@ -170,7 +237,9 @@ def _comparable(baseline: Baseline | None, run: Provenance | None, where: Path |
     return baseline, ""
 
 
-def _recipe_verdict(stats: RunStats, baseline: Baseline | None, metrics: dict[str, MetricVerdict], where: Path | None) -> tuple[str, str]:
+def _recipe_verdict(
+    stats: RunStats, baseline: Baseline | None, metrics: dict[str, MetricVerdict], where: Path | None
+) -> tuple[str, str]:
     if stats.invalid_runs or stats.runs == 0:
         return "invalid", stats.invalid_summary()
     if not metrics:
@@ -189,4 +258,3 @@ def _recipe_verdict(stats: RunStats, baseline: Baseline | None, metrics: dict[st
             return worst, f"no baseline{f' at {where}' if where else ''}: record one with --update-baselines"
         return worst, "no baseline for: " + ", ".join(m.key for m in named)
     return "pass", f"{len(metrics)} metric(s) within tolerance of the baseline"
-

@@ -10,7 +10,13 @@ from harness.results.baselines.compare import RecipeVerdict, compare
 from harness.results.baselines.history import HistoryEntry, append_history
 from harness.results.baselines.policy import Policy, load_policy
 from harness.results.baselines.store import (
-    BASELINES_ROOT, HISTORY_ROOT, BaselineRefused, Provenance, baseline_path, load_baseline, update_baseline,
+    BASELINES_ROOT,
+    HISTORY_ROOT,
+    BaselineRefused,
+    Provenance,
+    baseline_path,
+    load_baseline,
+    update_baseline,
     utc_now,
 )
 from harness.results.metrics import PerfResult
@@ -34,17 +40,29 @@ class Evaluation:
         return self.verdict.message() if self.verdict.verdict in ("fail", "invalid") else None
 
 
-def evaluate_recipe(results: list[PerfResult], *, recipe: str, environment: str, provenance: Provenance,
-                    run_id: str, started_at: str | None = None, update: bool = False, policy: Policy | None = None,
-                    baselines_root: Path = BASELINES_ROOT, history_root: Path | None = HISTORY_ROOT,
-                    experiment: str | None = None) -> Evaluation:
+def evaluate_recipe(
+    results: list[PerfResult],
+    *,
+    recipe: str,
+    environment: str,
+    provenance: Provenance,
+    run_id: str,
+    started_at: str | None = None,
+    update: bool = False,
+    policy: Policy | None = None,
+    baselines_root: Path = BASELINES_ROOT,
+    history_root: Path | None = HISTORY_ROOT,
+    experiment: str | None = None,
+) -> Evaluation:
     """aggregate -> find the baseline -> compare -> (update) -> append to history.
     A malformed baseline file is not swallowed: BaselineError propagates with its path."""
     policy = policy or load_policy()
     stats = aggregate(results, policy)
     path = baseline_path(environment, recipe, baselines_root)
     baseline = load_baseline(path) if path.exists() else None
-    verdict = compare(stats, baseline, policy, recipe=recipe, environment=environment, baseline_file=path, provenance=provenance)
+    verdict = compare(
+        stats, baseline, policy, recipe=recipe, environment=environment, baseline_file=path, provenance=provenance
+    )
     updated, refused = False, ""
     if update:
         try:
@@ -52,6 +70,8 @@ def evaluate_recipe(results: list[PerfResult], *, recipe: str, environment: str,
             updated = True
         except BaselineRefused as exc:
             refused = verdict.baseline_update = str(exc)
-    entry = HistoryEntry(run_id, started_at or utc_now(), utc_now(), provenance.git_sha, verdict, policy.to_dict(), experiment)
+    entry = HistoryEntry(
+        run_id, started_at or utc_now(), utc_now(), provenance.git_sha, verdict, policy.to_dict(), experiment
+    )
     written = append_history(environment, recipe, entry, history_root) if history_root is not None else None
     return Evaluation(stats, verdict, entry, written, updated, refused)

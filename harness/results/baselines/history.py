@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
 
 from harness.results.baselines.compare import RecipeVerdict
 from harness.results.baselines.policy import DEFAULT_POLICY, Policy
 from harness.results.baselines.store import (
-    HISTORY_ROOT, SCHEMA_VERSION, BaselineError, check_environment, check_recipe_id, schema_problems,
+    HISTORY_ROOT,
+    SCHEMA_VERSION,
+    BaselineError,
+    check_environment,
+    check_recipe_id,
+    schema_problems,
 )
 
 
@@ -30,8 +35,14 @@ class HistoryEntry:
     experiment: str | None = None
 
     def to_dict(self) -> dict:
-        out = {"schemaVersion": SCHEMA_VERSION, "runId": self.run_id, "startedAt": self.started_at,
-               "finishedAt": self.finished_at, "gitSha": self.git_sha, **self.result.to_dict()}
+        out = {
+            "schemaVersion": SCHEMA_VERSION,
+            "runId": self.run_id,
+            "startedAt": self.started_at,
+            "finishedAt": self.finished_at,
+            "gitSha": self.git_sha,
+            **self.result.to_dict(),
+        }
         if self.policy:
             out["policy"] = self.policy
         if self.experiment:
@@ -39,9 +50,16 @@ class HistoryEntry:
         return out
 
     @classmethod
-    def from_dict(cls, d: dict) -> "HistoryEntry":
-        return cls(d["runId"], d["startedAt"], d["finishedAt"], d.get("gitSha"), RecipeVerdict.from_dict(d), d.get("policy"),
-                   d.get("experiment"))
+    def from_dict(cls, d: dict) -> HistoryEntry:
+        return cls(
+            d["runId"],
+            d["startedAt"],
+            d["finishedAt"],
+            d.get("gitSha"),
+            RecipeVerdict.from_dict(d),
+            d.get("policy"),
+            d.get("experiment"),
+        )
 
 
 def history_path(env: str, recipe_id: str, root: Path = HISTORY_ROOT) -> Path:
@@ -119,4 +137,3 @@ def confirm_regressions(history: list[HistoryEntry], policy: Policy = DEFAULT_PO
         key: Regression(key, "confirmed" if len(runs) >= policy.confirm_after else "suspect", tuple(runs))
         for key, runs in streaks.items()
     }
-

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 # Why these numbers: docs in benchmarks/regression_detection.py and the package docstring.
 DEFAULT_FLOORS_PCT: dict[str, float] = {"throughput": 5.0, "latency": 5.0}
@@ -41,13 +42,22 @@ class Policy:
 
     def to_dict(self) -> dict:
         return {
-            "k": self.k, "floorsPct": dict(self.floors_pct), "warnFraction": self.warn_fraction,
-            "outputLengthTolerancePct": self.output_length_tolerance_pct, "confirmAfter": self.confirm_after,
+            "k": self.k,
+            "floorsPct": dict(self.floors_pct),
+            "warnFraction": self.warn_fraction,
+            "outputLengthTolerancePct": self.output_length_tolerance_pct,
+            "confirmAfter": self.confirm_after,
         }
 
 
 DEFAULT_POLICY = Policy()
-_POLICY_KEYS = {"k": float, "warn-fraction": float, "output-length-tolerance-pct": float, "confirm-after": int, "floors": dict}
+_POLICY_KEYS = {
+    "k": float,
+    "warn-fraction": float,
+    "output-length-tolerance-pct": float,
+    "confirm-after": int,
+    "floors": dict,
+}
 
 
 def policy_from_table(table: Mapping[str, Any], source: str = "policy") -> Policy:
@@ -56,10 +66,16 @@ def policy_from_table(table: Mapping[str, Any], source: str = "policy") -> Polic
     for key, value in table.items():
         kind = _POLICY_KEYS.get(key)
         if kind is None:
-            raise PolicyError(f"{source}: unknown key {key!r} in [tool.recipe-harness.baselines] (known: {', '.join(_POLICY_KEYS)})")
+            raise PolicyError(
+                f"{source}: unknown key {key!r} in [tool.recipe-harness.baselines] (known: {', '.join(_POLICY_KEYS)})"
+            )
         if kind is dict:
-            if not isinstance(value, dict) or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0 for v in value.values()):
-                raise PolicyError(f"{source}: floors must map a family (throughput, latency) or a metric key to a percentage >= 0")
+            if not isinstance(value, dict) or not all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0 for v in value.values()
+            ):
+                raise PolicyError(
+                    f"{source}: floors must map a family (throughput, latency) or a metric key to a percentage >= 0"
+                )
             kwargs["floors_pct"] = {**DEFAULT_FLOORS_PCT, **{k: float(v) for k, v in value.items()}}
         elif isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
             raise PolicyError(f"{source}: {key} must be a number >= 0, got {value!r}")
@@ -76,7 +92,9 @@ def load_policy(pyproject: Path | None = None) -> Policy:
     working directory when no path is given); the defaults when there is no such table."""
     if pyproject is None:
         here = Path.cwd()
-        pyproject = next((d / "pyproject.toml" for d in (here, *here.parents) if (d / "pyproject.toml").is_file()), None)
+        pyproject = next(
+            (d / "pyproject.toml" for d in (here, *here.parents) if (d / "pyproject.toml").is_file()), None
+        )
         if pyproject is None:
             return DEFAULT_POLICY
     try:
@@ -85,4 +103,3 @@ def load_policy(pyproject: Path | None = None) -> Policy:
         raise PolicyError(f"{pyproject}: {exc}") from None
     table = data.get("tool", {}).get("recipe-harness", {}).get("baselines")
     return DEFAULT_POLICY if table is None else policy_from_table(table, str(pyproject))
-

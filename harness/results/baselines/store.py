@@ -8,12 +8,13 @@ import json
 import os
 import subprocess
 import tempfile
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timezone
-from functools import lru_cache
+from datetime import UTC, datetime
+from functools import cache
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 import jsonschema
 from referencing import Registry, Resource
@@ -35,11 +36,11 @@ class ReportRoots:
     history: Path
 
     @classmethod
-    def under(cls, reports: Path) -> "ReportRoots":
+    def under(cls, reports: Path) -> ReportRoots:
         return cls(Path(reports) / "baselines", Path(reports) / "history")
 
     @classmethod
-    def beside(cls, recipes_root: Path) -> "ReportRoots":
+    def beside(cls, recipes_root: Path) -> ReportRoots:
         """reports/ next to a recipes tree (the repository's, or a foreign tree's): what a pytest run uses."""
         return cls.under(Path(recipes_root).parent / "reports")
 
@@ -78,7 +79,7 @@ class BaselineRefused(Exception):
 
 
 def utc_now() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def check_recipe_id(recipe_id: str) -> None:
@@ -151,26 +152,47 @@ class Provenance:
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def collect(cls, *, profile: str, hardware: str | None = None, manifest_hash: str = "",
-                images: Iterable[Image] = (), backend_versions: Mapping[str, str] | None = None,
-                stats: RunStats | None = None, extra: Mapping[str, Any] | None = None) -> "Provenance":
+    def collect(
+        cls,
+        *,
+        profile: str,
+        hardware: str | None = None,
+        manifest_hash: str = "",
+        images: Iterable[Image] = (),
+        backend_versions: Mapping[str, str] | None = None,
+        stats: RunStats | None = None,
+        extra: Mapping[str, Any] | None = None,
+    ) -> Provenance:
         """Date, git SHA, harness/Dynamo/AIPerf versions from this process; AIPerf arguments from the runs.
         `hardware` defaults to `cpu-<nproc>` (the sim's label)."""
         return cls(
-            profile=profile, hardware=hardware or f"cpu-{os.cpu_count() or 1}", manifest_hash=manifest_hash,
-            date=utc_now(), git_sha=git_sha(), dynamo_version=package_version("ai-dynamo"),
-            backend_versions=dict(backend_versions or {}), images=tuple(images),
-            aiperf_version=(stats.aiperf_version if stats and stats.aiperf_version else package_version("aiperf") or ""),
-            aiperf_args=tuple(stats.aiperf_args if stats else ()), extra=dict(extra or {}),
+            profile=profile,
+            hardware=hardware or f"cpu-{os.cpu_count() or 1}",
+            manifest_hash=manifest_hash,
+            date=utc_now(),
+            git_sha=git_sha(),
+            dynamo_version=package_version("ai-dynamo"),
+            backend_versions=dict(backend_versions or {}),
+            images=tuple(images),
+            aiperf_version=(
+                stats.aiperf_version if stats and stats.aiperf_version else package_version("aiperf") or ""
+            ),
+            aiperf_args=tuple(stats.aiperf_args if stats else ()),
+            extra=dict(extra or {}),
         )
 
     def to_dict(self) -> dict:
         out: dict[str, Any] = {
-            "date": self.date or utc_now(), "gitSha": self.git_sha, "harnessVersion": self.harness_version,
-            "dynamoVersion": self.dynamo_version, "backendVersions": dict(self.backend_versions),
+            "date": self.date or utc_now(),
+            "gitSha": self.git_sha,
+            "harnessVersion": self.harness_version,
+            "dynamoVersion": self.dynamo_version,
+            "backendVersions": dict(self.backend_versions),
             "images": [{"ref": i.ref, "digest": i.digest} for i in self.images],
-            "aiperfVersion": self.aiperf_version, "aiperfArgs": list(self.aiperf_args),
-            "hardware": self.hardware, "manifestHash": self.manifest_hash,
+            "aiperfVersion": self.aiperf_version,
+            "aiperfArgs": list(self.aiperf_args),
+            "hardware": self.hardware,
+            "manifestHash": self.manifest_hash,
         }
         if self.extra:
             out["extra"] = dict(self.extra)
@@ -189,7 +211,13 @@ class BaselineMetric:
     values: tuple[float, ...] = ()
 
     def to_dict(self) -> dict:
-        out: dict[str, Any] = {"direction": self.direction, "median": self.median, "cv": self.cv, "runs": self.runs, "unit": self.unit}
+        out: dict[str, Any] = {
+            "direction": self.direction,
+            "median": self.median,
+            "cv": self.cv,
+            "runs": self.runs,
+            "unit": self.unit,
+        }
         if self.values:
             out.update(min=min(self.values), max=max(self.values), values=list(self.values))
         return out
@@ -207,7 +235,7 @@ class Baseline:
     path: Path | None = None
 
     @classmethod
-    def from_stats(cls, stats: RunStats, provenance: Provenance, *, recipe: str, environment: str) -> "Baseline":
+    def from_stats(cls, stats: RunStats, provenance: Provenance, *, recipe: str, environment: str) -> Baseline:
         metrics = {
             k: BaselineMetric(s.direction, s.median, s.cv, s.runs, s.unit, min(s.values), max(s.values), s.values)
             for k, s in stats.metrics.items()
@@ -220,21 +248,33 @@ class Baseline:
 
     def to_dict(self) -> dict:
         return {
-            "schemaVersion": SCHEMA_VERSION, "recipe": self.recipe, "environment": self.environment, "profile": self.profile,
-            "metrics": {k: m.to_dict() for k, m in self.metrics.items()}, "provenance": self.provenance,
+            "schemaVersion": SCHEMA_VERSION,
+            "recipe": self.recipe,
+            "environment": self.environment,
+            "profile": self.profile,
+            "metrics": {k: m.to_dict() for k, m in self.metrics.items()},
+            "provenance": self.provenance,
         }
 
     @classmethod
-    def from_dict(cls, data: dict, path: Path | None = None) -> "Baseline":
+    def from_dict(cls, data: dict, path: Path | None = None) -> Baseline:
         metrics = {
-            k: BaselineMetric(m["direction"], float(m["median"]), float(m["cv"]), int(m["runs"]), m["unit"],
-                              m.get("min"), m.get("max"), tuple(m.get("values", ())))
+            k: BaselineMetric(
+                m["direction"],
+                float(m["median"]),
+                float(m["cv"]),
+                int(m["runs"]),
+                m["unit"],
+                m.get("min"),
+                m.get("max"),
+                tuple(m.get("values", ())),
+            )
             for k, m in data["metrics"].items()
         }
         return cls(data["recipe"], data["environment"], data["profile"], metrics, dict(data["provenance"]), path)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _registry() -> Registry:
     """Our result schemas reference each other (summary -> baseline, history-entry -> summary)."""
     resources = []
@@ -244,7 +284,7 @@ def _registry() -> Registry:
     return Registry().with_resources(resources)
 
 
-@lru_cache(maxsize=None)
+@cache
 def schema_validator(name: str) -> jsonschema.Validator:
     """Validator for schemas/<name> (baseline.json, summary.json, history-entry.json)."""
     schema = json.loads((SCHEMAS_DIR / name).read_text())
@@ -349,8 +389,10 @@ def describe_change(old: Baseline | None, new: Baseline, path: Path) -> str:
         else:
             delta = delta_pct(m.median, before.median)
             change = f"{delta:+.1f}%" if delta is not None else "n/a"
-            lines.append(f"  {key:<{width}}  {format_value(before.median)} -> {format_value(m.median)} {m.unit} ({change}; cv {before.cv:.1%} -> {m.cv:.1%})")
-    for key in (old.metrics if old else {}):
+            lines.append(
+                f"  {key:<{width}}  {format_value(before.median)} -> {format_value(m.median)} {m.unit} ({change}; cv {before.cv:.1%} -> {m.cv:.1%})"
+            )
+    for key in old.metrics if old else {}:
         if key not in new.metrics:
             lines.append(f"  {key:<{width}}  removed (not measured)")
     if old is not None:
@@ -361,4 +403,3 @@ def describe_change(old: Baseline | None, new: Baseline, path: Path) -> str:
         if old.profile != new.profile:
             lines.append(f"  profile: {old.profile} -> {new.profile}")
     return "\n".join(lines)
-

@@ -14,13 +14,14 @@ import json
 import re
 import subprocess
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
-from harness.recipe.findings import Finding, Loc, Severity, display_path
 from harness.recipe.configfiles import MountedFile, mounted_file
+from harness.recipe.findings import Finding, Loc, Severity, display_path
 from harness.recipe.model import Recipe, Service, Token, dig
 from harness.recipe.versions import VERSIONS_FILE, version_matrix
 from harness.recipe.yamlsrc import SrcMap, parse_yaml_bytes
@@ -53,8 +54,12 @@ class Job:
         return f"{self.recipe.id}::{self.service}"
 
     def request(self) -> dict[str, Any]:
-        return {"id": self.id, "parser": self.parser, "argv": [t.value for t in self.argv],
-                "files": {f.path: f.content for f in self.files}}
+        return {
+            "id": self.id,
+            "parser": self.parser,
+            "argv": [t.value for t in self.argv],
+            "files": {f.path: f.content for f in self.files},
+        }
 
 
 @dataclass
@@ -74,11 +79,19 @@ class ParseResult:
     env: str = ""  # the env that parsed it, with versions
 
     @classmethod
-    def from_driver(cls, data: dict[str, Any], env: str) -> "ParseResult":
-        return cls(ok=bool(data.get("ok")), kind=data.get("kind"), error=data.get("error"),
-                   unrecognized=list(data.get("unrecognized") or []), where=data.get("where"),
-                   warnings=list(data.get("warnings") or []), substitutions=list(data.get("substitutions") or []),
-                   additions=list(data.get("additions") or []), summary=data.get("summary"), env=env)
+    def from_driver(cls, data: dict[str, Any], env: str) -> ParseResult:
+        return cls(
+            ok=bool(data.get("ok")),
+            kind=data.get("kind"),
+            error=data.get("error"),
+            unrecognized=list(data.get("unrecognized") or []),
+            where=data.get("where"),
+            warnings=list(data.get("warnings") or []),
+            substitutions=list(data.get("substitutions") or []),
+            additions=list(data.get("additions") or []),
+            summary=data.get("summary"),
+            env=env,
+        )
 
 
 @dataclass
@@ -111,7 +124,7 @@ def command_lines(recipe: Recipe, service: Service) -> list[tuple[str, Token, li
     dep = recipe.deployment
     try:
         pods = render_service(service, dep.name, dep.backend_framework, dep.spec) if dep is not None else []
-    except Exception:  # noqa: BLE001 - an unrenderable service is parsed as the manifest writes it
+    except Exception:
         pods = []
     out: list[tuple[str, Token, list[Token]]] = []
     seen: set[tuple[str, ...]] = set()
@@ -119,8 +132,8 @@ def command_lines(recipe: Recipe, service: Service) -> list[tuple[str, Token, li
         argv = pod.engine_argv or []
         for i, tok in enumerate(argv[:-1]):
             if tok.value == "-m" and argv[i + 1].value.startswith("dynamo."):
-                args = list(argv[i + 2:])
-                key = tuple(t.value for t in argv[i + 1:])
+                args = list(argv[i + 2 :])
+                key = tuple(t.value for t in argv[i + 1 :])
                 if key not in seen:
                     seen.add(key)
                     out.append((pod.role, argv[i + 1], args))
@@ -187,8 +200,9 @@ def _attach_config_files(job: Job, svc: Service) -> None:
             path = value if eq else argv[i + 1].value
             found = mounted_file(job.recipe, svc, path)
             if found is None:
-                job.notes.append(f"{name} {path}: not a ConfigMap of this manifest (baked into the image?): "
-                                 f"left out of the parse")
+                job.notes.append(
+                    f"{name} {path}: not a ConfigMap of this manifest (baked into the image?): left out of the parse"
+                )
                 i += 1 if eq else 2
                 continue
             job.files.append(found)
@@ -214,15 +228,23 @@ def run_jobs(jobs: list[Job], root: Path | None = None) -> list[ParseResult]:
     groups: dict[Path, tuple[envs.Env, list[tuple[int, Job, str]], dict[str, Any]]] = {}
     for n, job in enumerate(jobs):
         if not job.release:
-            results[n] = ParseResult(ok=False, unavailable=(
-                f"{job.recipe.id}: no Dynamo release pinned (recipe.yaml versions.dynamo or a Dynamo image tag): "
-                f"nothing to parse against"))
+            results[n] = ParseResult(
+                ok=False,
+                unavailable=(
+                    f"{job.recipe.id}: no Dynamo release pinned (recipe.yaml versions.dynamo or a Dynamo image tag): "
+                    f"nothing to parse against"
+                ),
+            )
             continue
         env = envs.locate(job.release, job.framework, root)
         if env is None:
-            results[n] = ParseResult(ok=False, unavailable=(
-                f"conformance env for Dynamo {job.release} ({job.framework}) not set up: "
-                f"run `{envs.setup_command(job.release, job.framework)}`"))
+            results[n] = ParseResult(
+                ok=False,
+                unavailable=(
+                    f"conformance env for Dynamo {job.release} ({job.framework}) not set up: "
+                    f"run `{envs.setup_command(job.release, job.framework)}`"
+                ),
+            )
             continue
         extra = _request_extras(job)
         key = _fingerprint(env, job, extra)
@@ -255,8 +277,13 @@ def _run_driver(env: envs.Env, jobs: list[Job], extra: dict[str, Any]) -> list[P
     request = {"jobs": [dict(j.request(), id=str(n)) for n, j in enumerate(jobs)], **extra}
     t0 = time.monotonic()
     try:
-        proc = subprocess.run([env.python, str(DRIVER)], input=json.dumps(request), capture_output=True, text=True,
-                              timeout=DRIVER_TIMEOUT_S)
+        proc = subprocess.run(
+            [env.python, str(DRIVER)],
+            input=json.dumps(request),
+            capture_output=True,
+            text=True,
+            timeout=DRIVER_TIMEOUT_S,
+        )
         stdout, stderr, code = proc.stdout, proc.stderr, proc.returncode
     except subprocess.TimeoutExpired as exc:
         stdout = exc.stdout.decode() if isinstance(exc.stdout, bytes) else (exc.stdout or "")
@@ -272,8 +299,12 @@ def _run_driver(env: envs.Env, jobs: list[Job], extra: dict[str, Any]) -> list[P
         if isinstance(data, dict) and "id" in data:
             by_id[str(data["id"])] = ParseResult.from_driver(data, label)
     tail = "\n".join(stderr.strip().splitlines()[-15:])
-    missing = ParseResult(ok=False, kind="driver", env=label, error=(
-        f"the conformance driver gave no result (exit {code}, {time.monotonic() - t0:.0f} s):\n{tail}"))
+    missing = ParseResult(
+        ok=False,
+        kind="driver",
+        env=label,
+        error=(f"the conformance driver gave no result (exit {code}, {time.monotonic() - t0:.0f} s):\n{tail}"),
+    )
     return [by_id.get(str(n), missing) for n in range(len(jobs))]
 
 
@@ -350,8 +381,16 @@ def flag_loc(job: Job, flag: str) -> Loc | None:
 
 
 def _finding(job: Job, loc: Loc, message: str, hint: str) -> Finding:
-    return Finding(CHECK_ID, Severity.ERROR, display_path(loc.file), max(loc.line, 1), max(loc.column, 1), message, hint,
-                   job.recipe.id)
+    return Finding(
+        CHECK_ID,
+        Severity.ERROR,
+        display_path(loc.file),
+        max(loc.line, 1),
+        max(loc.column, 1),
+        message,
+        hint,
+        job.recipe.id,
+    )
 
 
 def findings_for(job: Job, result: ParseResult) -> list[Finding]:
@@ -359,8 +398,10 @@ def findings_for(job: Job, result: ParseResult) -> list[Finding]:
     if result.ok or result.unavailable or result.kind == "driver":
         return []
     program = job.module.value
-    hint = (f"{program} of Dynamo {job.release} rejects this command line ({result.env}; parse only, "
-            f"raised at {result.where or 'argument parsing'})")
+    hint = (
+        f"{program} of Dynamo {job.release} rejects this command line ({result.env}; parse only, "
+        f"raised at {result.where or 'argument parsing'})"
+    )
     error = (result.error or "").strip()
     out: list[Finding] = []
     for flag in result.unrecognized:
@@ -384,8 +425,10 @@ def engine_args_findings(job: Job) -> tuple[list[Finding], list[str]]:
     version = engine_version(job.recipe, job.release, "trtllm") or "?"
     surface = trtllm.load_surface(version)
     if surface is None:
-        return [], [f"TensorRT-LLM {version} LlmArgs surface not recorded: --extra-engine-args keys not checked "
-                    f"(recipe-harness conformance record-trtllm)"]
+        return [], [
+            f"TensorRT-LLM {version} LlmArgs surface not recorded: --extra-engine-args keys not checked "
+            f"(recipe-harness conformance record-trtllm)"
+        ]
     out: list[Finding] = []
     for f in job.files:
         loaded = parse_yaml_bytes(f.content.encode(), Path(f.path))
@@ -394,9 +437,15 @@ def engine_args_findings(job: Job) -> tuple[list[Finding], list[str]]:
             key = dotted.rsplit(".", 1)[-1]
             kl = trtllm.key_loc(holder, key, Loc(Path(f.path)))
             loc = _content_loc(f, kl.line, kl.column)
-            out.append(_finding(job, loc, f"--extra-engine-args {f.path}: {dotted}: Extra inputs are not permitted "
-                                          f"({cls} of TensorRT-LLM {version} has no field {key!r})",
-                                f"recorded from {surface.label}; remove or rename the key"))
+            out.append(
+                _finding(
+                    job,
+                    loc,
+                    f"--extra-engine-args {f.path}: {dotted}: Extra inputs are not permitted "
+                    f"({cls} of TensorRT-LLM {version} has no field {key!r})",
+                    f"recorded from {surface.label}; remove or rename the key",
+                )
+            )
     return out, []
 
 

@@ -38,9 +38,10 @@ import sys
 import tempfile
 import time
 import zipfile
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 MARKER = "conformance-env.json"
 MARKER_SCHEMA = 1
@@ -56,9 +57,9 @@ SETUP_COMMAND = "recipe-harness conformance setup"
 # Requirements of ai-dynamo that cannot be installed offline, and why; an env is built without them.
 OFFLINE_UNINSTALLABLE = {
     "aisimulate": "its build downloads at install time and fails offline (required by ai-dynamo >= 1.5); "
-                  "neither the parsers nor the mocker's default timing model import it",
+    "neither the parsers nor the mocker's default timing model import it",
     "cuda-tile": "a placeholder whose build downloads the real wheel from pypi.nvidia.com and fails offline "
-                 "(required by sglang 0.5.21); the argument parser does not import it",
+    "(required by sglang 0.5.21); the argument parser does not import it",
 }
 
 
@@ -180,7 +181,9 @@ def base_requirements(metadata: str) -> list[str]:
     return out
 
 
-def install_plan(release: str, kind: str, engine_version: str | None = None, metadata: str | None = None) -> InstallPlan:
+def install_plan(
+    release: str, kind: str, engine_version: str | None = None, metadata: str | None = None
+) -> InstallPlan:
     """`ai-dynamo==R` plus the engine pin (from the argument, else the wheel's extra); where the
     release requires something in OFFLINE_UNINSTALLABLE, its other requirements resolve normally and
     ai-dynamo itself goes in with `--no-deps`."""
@@ -189,7 +192,9 @@ def install_plan(release: str, kind: str, engine_version: str | None = None, met
         engine = [f"{ENGINE_DIST[kind]}=={engine_version or engine_version_from_wheel(release, kind)}"]
     metadata = metadata if metadata is not None else wheel_metadata(release)
     base = base_requirements(metadata)
-    left_out = {r: OFFLINE_UNINSTALLABLE[requirement_name(r)] for r in base if requirement_name(r) in OFFLINE_UNINSTALLABLE}
+    left_out = {
+        r: OFFLINE_UNINSTALLABLE[requirement_name(r)] for r in base if requirement_name(r) in OFFLINE_UNINSTALLABLE
+    }
     if not left_out:
         return InstallPlan([f"ai-dynamo=={release}", *engine])
     kept = [r for r in base if r not in left_out]
@@ -212,8 +217,22 @@ def wheel_metadata(release: str) -> str:
     if cached.is_file():
         return cached.read_text()
     with tempfile.TemporaryDirectory() as tmp:
-        _run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:", "-d", tmp,
-              f"ai-dynamo=={release}"], "download the ai-dynamo wheel", None)
+        _run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "-q",
+                "--no-deps",
+                "--only-binary=:all:",
+                "-d",
+                tmp,
+                f"ai-dynamo=={release}",
+            ],
+            "download the ai-dynamo wheel",
+            None,
+        )
         wheels = list(Path(tmp).glob("ai_dynamo-*.whl"))
         if not wheels:
             raise EnvBuildError(f"no ai-dynamo {release} wheel was downloaded")
@@ -231,15 +250,19 @@ def engine_version_from_wheel(release: str, kind: str) -> str:
     """The engine pin of ai-dynamo's `[kind]` extra, read from the ai-dynamo wheel's METADATA."""
     version = engine_pin(wheel_metadata(release), kind)
     if version is None:
-        raise EnvBuildError(f"ai-dynamo {release} METADATA has no {ENGINE_DIST.get(kind, kind)}==X pin for the extra {kind!r}")
+        raise EnvBuildError(
+            f"ai-dynamo {release} METADATA has no {ENGINE_DIST.get(kind, kind)}==X pin for the extra {kind!r}"
+        )
     return version
 
 
 def engine_pin(metadata: str, kind: str) -> str | None:
     """`Requires-Dist: vllm[...]==X ; extra == "vllm"` -> X (TRT-LLM: `tensorrt-llm==X ; extra == "trtllm"`)."""
     dist = re.escape(ENGINE_DIST.get(kind, {"trtllm": "tensorrt-llm"}.get(kind, kind)))
-    pat = re.compile(rf"^Requires-Dist:\s*{dist}(\[[^\]]*\])?\s*==\s*([^\s;,]+).*extra\s*==\s*['\"]{re.escape(kind)}['\"]",
-                     re.M | re.I)
+    pat = re.compile(
+        rf"^Requires-Dist:\s*{dist}(\[[^\]]*\])?\s*==\s*([^\s;,]+).*extra\s*==\s*['\"]{re.escape(kind)}['\"]",
+        re.M | re.I,
+    )
     m = pat.search(metadata)
     return m.group(2) if m else None
 
@@ -258,7 +281,7 @@ def find_uv() -> str | None:
         import uv  # type: ignore[import-not-found]  # the `uv` package of the conformance extra
 
         return str(uv.find_uv_bin())
-    except Exception:  # noqa: BLE001 - not installed or no binary for this platform: use pip
+    except Exception:
         return None
 
 
@@ -298,10 +321,12 @@ def _dir_size(path: Path) -> int:
 
 
 def _installed_versions(python: str) -> dict[str, str]:
-    code = ("import json,sys,importlib.metadata as m\nout={}\n"
-            f"for d in {list(REPORTED)!r}:\n"
-            "    try: out[d]=m.version(d)\n    except m.PackageNotFoundError: pass\n"
-            "out['python']=sys.version.split()[0]\nprint(json.dumps(out))")
+    code = (
+        "import json,sys,importlib.metadata as m\nout={}\n"
+        f"for d in {list(REPORTED)!r}:\n"
+        "    try: out[d]=m.version(d)\n    except m.PackageNotFoundError: pass\n"
+        "out['python']=sys.version.split()[0]\nprint(json.dumps(out))"
+    )
     res = subprocess.run([python, "-c", code], capture_output=True, text=True)
     if res.returncode != 0:
         raise EnvBuildError(f"the built env's python does not run: {res.stderr[-2000:]}")
@@ -319,8 +344,14 @@ def _lock(path: Path) -> Iterator[None]:
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def ensure_env(release: str, kind: str, engine_version: str | None = None, *, root: Path | None = None,
-               say: Callable[[str], None] | None = None) -> Env:
+def ensure_env(
+    release: str,
+    kind: str,
+    engine_version: str | None = None,
+    *,
+    root: Path | None = None,
+    say: Callable[[str], None] | None = None,
+) -> Env:
     """The ready env for (release, kind), built first when missing.
 
     Raises EnvBuildError (with the installer's last lines and the log path) on failure."""
@@ -360,31 +391,70 @@ def ensure_env(release: str, kind: str, engine_version: str | None = None, *, ro
                 overrides = root / f".{name}.overrides-{os.getpid()}.txt"
                 overrides.write_text("".join(f"{n}; sys_platform == 'never'\n" for n in OFFLINE_UNINSTALLABLE))
                 try:
-                    _run([uv, "pip", "install", "--python", str(tmp / "bin" / "python"), "--compile-bytecode",
-                          "--override", str(overrides), *reqs], "uv pip install", log)
+                    _run(
+                        [
+                            uv,
+                            "pip",
+                            "install",
+                            "--python",
+                            str(tmp / "bin" / "python"),
+                            "--compile-bytecode",
+                            "--override",
+                            str(overrides),
+                            *reqs,
+                        ],
+                        "uv pip install",
+                        log,
+                    )
                 finally:
                     overrides.unlink(missing_ok=True)
                 if plan.no_deps:
-                    _run([uv, "pip", "install", "--python", str(tmp / "bin" / "python"), "--compile-bytecode", "--no-deps",
-                          *plan.no_deps], "uv pip install --no-deps", log)
+                    _run(
+                        [
+                            uv,
+                            "pip",
+                            "install",
+                            "--python",
+                            str(tmp / "bin" / "python"),
+                            "--compile-bytecode",
+                            "--no-deps",
+                            *plan.no_deps,
+                        ],
+                        "uv pip install --no-deps",
+                        log,
+                    )
                 installer_version = subprocess.run([uv, "--version"], capture_output=True, text=True).stdout.strip()
             else:
                 _run([base_python, "-m", "venv", str(tmp)], "python -m venv", log)
                 t1 = time.time()
                 _run([str(tmp / "bin" / "python"), "-m", "pip", "install", "-q", *reqs], "pip install", log)
                 if plan.no_deps:
-                    _run([str(tmp / "bin" / "python"), "-m", "pip", "install", "-q", "--no-deps", *plan.no_deps],
-                         "pip install --no-deps", log)
-                installer_version = subprocess.run([str(tmp / "bin" / "python"), "-m", "pip", "--version"],
-                                                   capture_output=True, text=True).stdout.split(" from ")[0]
+                    _run(
+                        [str(tmp / "bin" / "python"), "-m", "pip", "install", "-q", "--no-deps", *plan.no_deps],
+                        "pip install --no-deps",
+                        log,
+                    )
+                installer_version = subprocess.run(
+                    [str(tmp / "bin" / "python"), "-m", "pip", "--version"], capture_output=True, text=True
+                ).stdout.split(" from ")[0]
             t2 = time.time()
             marker = {
-                "schema": MARKER_SCHEMA, "name": name, "release": release, "engine": kind, "requirements": plan.all,
-                "noDeps": plan.no_deps, "leftOut": plan.left_out,
+                "schema": MARKER_SCHEMA,
+                "name": name,
+                "release": release,
+                "engine": kind,
+                "requirements": plan.all,
+                "noDeps": plan.no_deps,
+                "leftOut": plan.left_out,
                 "excluded": sorted(OFFLINE_UNINSTALLABLE) if installer == "uv" else [],
-                "installed": _installed_versions(str(tmp / "bin" / "python")), "installer": installer_version,
-                "base_python": base_python, "venv_seconds": round(t1 - t0, 1), "install_seconds": round(t2 - t1, 1),
-                "size_bytes": _dir_size(tmp), "built_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "log": str(log),
+                "installed": _installed_versions(str(tmp / "bin" / "python")),
+                "installer": installer_version,
+                "base_python": base_python,
+                "venv_seconds": round(t1 - t0, 1),
+                "install_seconds": round(t2 - t1, 1),
+                "size_bytes": _dir_size(tmp),
+                "built_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                "log": str(log),
             }
             with open(tmp / (MARKER + ".tmp"), "w") as f:
                 json.dump(marker, f, indent=2)
@@ -395,7 +465,9 @@ def ensure_env(release: str, kind: str, engine_version: str | None = None, *, ro
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
-        say(f"conformance: ready {final}: installed in {marker['install_seconds']} s, {marker['size_bytes'] / 1e9:.1f} GB")
+        say(
+            f"conformance: ready {final}: installed in {marker['install_seconds']} s, {marker['size_bytes'] / 1e9:.1f} GB"
+        )
         return Env(release, kind, final, marker)
 
 

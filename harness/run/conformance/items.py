@@ -8,7 +8,7 @@ with the setup command.
 
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 import pytest
 

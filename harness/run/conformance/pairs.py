@@ -23,9 +23,10 @@ import re
 import shlex
 import subprocess
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from harness.recipe.flag_pairs import DATA_DIR, data_file
 from harness.run.conformance import envs
@@ -39,14 +40,22 @@ SOURCES = {
     "frontend": ("dynamo/frontend/frontend_args.py",),
 }
 # The smallest command line each parser accepts (the driver's stub HF cache knows this model).
-BASE_ARGV = {"vllm": ["--model", "Qwen/Qwen3-0.6B"], "sglang": ["--model-path", "Qwen/Qwen3-0.6B"],
-             "trtllm": ["--model-path", "Qwen/Qwen3-0.6B"], "frontend": []}
+BASE_ARGV = {
+    "vllm": ["--model", "Qwen/Qwen3-0.6B"],
+    "sglang": ["--model-path", "Qwen/Qwen3-0.6B"],
+    "trtllm": ["--model-path", "Qwen/Qwen3-0.6B"],
+    "frontend": [],
+}
 ENV_FOR = {"vllm": "vllm", "sglang": "sglang", "trtllm": "trtllm", "frontend": "frontend"}
 
 _FLAG = r"--[a-z][a-z0-9-]*"
 _VALUE = r"[A-Za-z0-9_]+(?:\.[A-Za-z0-9_]+)*"
-_REQUIRES = re.compile(rf"(?P<when>{_FLAG})(?:[= ](?P<wv>{_VALUE}))?,? (?:currently )?requires (?P<req>{_FLAG})(?:[= ](?P<rv>{_VALUE}))?")
-_WHEN_USING = re.compile(rf"When using (?P<when>{_FLAG})(?: (?P<wv>{_VALUE}))?, you must (?:explicitly )?provide (?P<req>{_FLAG})")
+_REQUIRES = re.compile(
+    rf"(?P<when>{_FLAG})(?:[= ](?P<wv>{_VALUE}))?,? (?:currently )?requires (?P<req>{_FLAG})(?:[= ](?P<rv>{_VALUE}))?"
+)
+_WHEN_USING = re.compile(
+    rf"When using (?P<when>{_FLAG})(?: (?P<wv>{_VALUE}))?, you must (?:explicitly )?provide (?P<req>{_FLAG})"
+)
 _EXAMPLE = re.compile(r"Example:\s*(?P<cmd>--.+)", re.S)
 
 
@@ -115,8 +124,21 @@ def candidates(engine: str, site: Path) -> tuple[list[Candidate], dict[str, str]
                 words = shlex.split(example.group("cmd"))
                 if len(words) > 1 and words[0] == m.group("req"):
                     req_value = words[1]
-            out.append(Candidate(engine, m.group("when"), m.group("wv"), m.group("req"), req_value, accepted,
-                                 text.split("\n")[0], m.group(0), rel, fn, node.lineno))
+            out.append(
+                Candidate(
+                    engine,
+                    m.group("when"),
+                    m.group("wv"),
+                    m.group("req"),
+                    req_value,
+                    accepted,
+                    text.split("\n")[0],
+                    m.group(0),
+                    rel,
+                    fn,
+                    node.lineno,
+                )
+            )
     return out, hashes
 
 
@@ -142,8 +164,13 @@ PLACEHOLDER = "x"  # the value given to a flag argparse says takes one (the mess
 
 
 def _parse(env: envs.Env, jobs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    proc = subprocess.run([env.python, str(DRIVER)], input=json.dumps({"jobs": jobs}), capture_output=True,
-                          text=True, timeout=DRIVER_TIMEOUT_S)
+    proc = subprocess.run(
+        [env.python, str(DRIVER)],
+        input=json.dumps({"jobs": jobs}),
+        capture_output=True,
+        text=True,
+        timeout=DRIVER_TIMEOUT_S,
+    )
     by_id = {}
     for line in proc.stdout.splitlines():
         try:
@@ -172,12 +199,19 @@ def derive(release: str, root: Path | None = None) -> dict[str, Any]:
             continue
         site = next(Path(env.path).glob("lib/python*/site-packages"))
         found, hashes = candidates(engine, site)
-        sources[engine] = {"package": "ai-dynamo", "version": env.versions.get("ai-dynamo", "?"),
-                           "env": env.path.name, "files": hashes}
+        sources[engine] = {
+            "package": "ai-dynamo",
+            "version": env.versions.get("ai-dynamo", "?"),
+            "env": env.path.name,
+            "files": hashes,
+        }
         values: dict[str, str] = {}
         for _round in range(3):  # a flag that takes a value the message does not name gets a placeholder
-            jobs = [{"id": f"{n}-{w}", "parser": engine, "argv": _argv(c, found, w == "with", values)}
-                    for n, c in enumerate(found) for w in ("without", "with")]
+            jobs = [
+                {"id": f"{n}-{w}", "parser": engine, "argv": _argv(c, found, w == "with", values)}
+                for n, c in enumerate(found)
+                for w in ("without", "with")
+            ]
             results = _parse(env, jobs) if jobs else []
             missing = {m.group(1) for r in results for m in [_NEEDS_VALUE.search(r.get("error") or "")] if m}
             if not missing - set(values):
@@ -187,18 +221,37 @@ def derive(release: str, root: Path | None = None) -> dict[str, Any]:
             without, with_ = results[2 * n], results[2 * n + 1]
             fails_without = not without.get("ok") and c.key in (without.get("error") or "")
             passes_with = with_.get("ok") or c.key not in (with_.get("error") or "")
-            pairs.append({
-                "engine": c.engine, "when": c.when, "when_value": c.when_value,
-                "requires": c.requires, "requires_value": c.requires_value, "accepted_values": c.accepted, "message": c.message,
-                "source": {"package": "ai-dynamo", "version": sources[engine]["version"], "file": c.file,
-                           "sha256": hashes[c.file], "function": c.function, "line": c.line},
-                "verified": bool(fails_without and passes_with),
-                "parse": {"without": {"argv": _argv(c, found, False, values), "outcome": _outcome(without)},
-                          "with": {"argv": _argv(c, found, True, values), "outcome": _outcome(with_)}},
-            })
-    return {"release": release, "generated_by": "python -m harness.run.conformance.pairs --release " + release,
-            "note": "derived from the parsers' raise statements and proven by the conformance driver; never hand-edited",
-            "sources": sources, "pairs": pairs}
+            pairs.append(
+                {
+                    "engine": c.engine,
+                    "when": c.when,
+                    "when_value": c.when_value,
+                    "requires": c.requires,
+                    "requires_value": c.requires_value,
+                    "accepted_values": c.accepted,
+                    "message": c.message,
+                    "source": {
+                        "package": "ai-dynamo",
+                        "version": sources[engine]["version"],
+                        "file": c.file,
+                        "sha256": hashes[c.file],
+                        "function": c.function,
+                        "line": c.line,
+                    },
+                    "verified": bool(fails_without and passes_with),
+                    "parse": {
+                        "without": {"argv": _argv(c, found, False, values), "outcome": _outcome(without)},
+                        "with": {"argv": _argv(c, found, True, values), "outcome": _outcome(with_)},
+                    },
+                }
+            )
+    return {
+        "release": release,
+        "generated_by": "python -m harness.run.conformance.pairs --release " + release,
+        "note": "derived from the parsers' raise statements and proven by the conformance driver; never hand-edited",
+        "sources": sources,
+        "pairs": pairs,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:

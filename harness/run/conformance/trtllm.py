@@ -63,7 +63,9 @@ def _aliases(value: ast.expr | None) -> list[str]:
 
 def _forbids_extra(cls: ast.ClassDef) -> bool | None:
     for stmt in cls.body:
-        if isinstance(stmt, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "model_config" for t in stmt.targets):
+        if isinstance(stmt, ast.Assign) and any(
+            isinstance(t, ast.Name) and t.id == "model_config" for t in stmt.targets
+        ):
             text = ast.unparse(stmt.value)
             if re.search(r"extra\s*=\s*['\"]forbid['\"]", text):
                 return True
@@ -108,8 +110,9 @@ def parse_classes(source: str) -> tuple[dict[str, ModelClass], dict[str, dict[st
                 defaults[node.name][name] = _default(stmt.value)
                 for alias in _aliases(stmt.value):
                     aliases[alias] = name
-        classes[node.name] = ModelClass(node.name, tuple(ast.unparse(b).split(".")[-1] for b in node.bases), fields,
-                                        aliases, _forbids_extra(node))
+        classes[node.name] = ModelClass(
+            node.name, tuple(ast.unparse(b).split(".")[-1] for b in node.bases), fields, aliases, _forbids_extra(node)
+        )
     return classes, defaults
 
 
@@ -121,20 +124,37 @@ def _dropped_before_validation(tree: ast.Module) -> list[str]:
     `update_llm_args_with_extra_dict`, which renames keys with `llm_args_dict.pop("hf_revision")`."""
     keys: set[str] = set()
     for node in tree.body:
-        targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(node, ast.AnnAssign) else []
+        targets = (
+            node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(node, ast.AnnAssign) else []
+        )
         if any(isinstance(t, ast.Name) and "REMOVED_ARG" in t.id for t in targets) and isinstance(node.value, ast.Dict):
             keys |= {k.value for k in node.value.keys if isinstance(k, ast.Constant) and isinstance(k.value, str)}
         if isinstance(node, ast.FunctionDef) and node.name == "update_llm_args_with_extra_dict":
             for call in ast.walk(node):
-                if (isinstance(call, ast.Call) and isinstance(call.func, ast.Attribute) and call.func.attr == "pop"
-                        and ast.unparse(call.func.value) == "llm_args_dict" and call.args
-                        and isinstance(call.args[0], ast.Constant) and isinstance(call.args[0].value, str)):
+                if (
+                    isinstance(call, ast.Call)
+                    and isinstance(call.func, ast.Attribute)
+                    and call.func.attr == "pop"
+                    and ast.unparse(call.func.value) == "llm_args_dict"
+                    and call.args
+                    and isinstance(call.args[0], ast.Constant)
+                    and isinstance(call.args[0].value, str)
+                ):
                     keys.add(call.args[0].value)
     return sorted(keys)
 
 
-def record_surface(source: str, *, version: str, repo: str, path: str, commit: str, note: str = "",
-                   build_source: str | None = None, build_path: str = "tensorrt_llm/builder.py") -> dict[str, Any]:
+def record_surface(
+    source: str,
+    *,
+    version: str,
+    repo: str,
+    path: str,
+    commit: str,
+    note: str = "",
+    build_source: str | None = None,
+    build_path: str = "tensorrt_llm/builder.py",
+) -> dict[str, Any]:
     """The data file's content: provenance, the model classes, and BuildConfig's four defaults.
 
     dynamo.trtllm reads those defaults from `tensorrt_llm.llmapi.BuildConfig`; when BuildConfig is
@@ -152,19 +172,37 @@ def record_surface(source: str, *, version: str, repo: str, path: str, commit: s
         build_from = {"path": build_path, "sha256": hashlib.sha256(build_source.encode()).hexdigest()}
     elif "BuildConfig" not in classes:
         build_class = "BaseLlmArgs"
-        build_from = {"path": path, "class": build_class, "why": "no BuildConfig in this source: Dynamo falls back to "
-                      "tensorrt_llm.llmapi.llm_args.BaseLlmArgs (dynamo/trtllm/backend_args.py)"}
-    build = {k: defaults[build_class].get(k, "<not defined here>") for k in BUILD_CONFIG_FIELDS} \
-        if build_class in defaults else None
+        build_from = {
+            "path": path,
+            "class": build_class,
+            "why": "no BuildConfig in this source: Dynamo falls back to "
+            "tensorrt_llm.llmapi.llm_args.BaseLlmArgs (dynamo/trtllm/backend_args.py)",
+        }
+    build = (
+        {k: defaults[build_class].get(k, "<not defined here>") for k in BUILD_CONFIG_FIELDS}
+        if build_class in defaults
+        else None
+    )
     return {
-        "provenance": {"package": "tensorrt-llm", "version": version, "repository": repo, "path": path, "commit": commit,
-                       "sha256": hashlib.sha256(source.encode()).hexdigest(), "recorded_by": "recipe-harness conformance record-trtllm",
-                       **({"build_config_source": build_from} if build_from else {}), **({"note": note} if note else {})},
+        "provenance": {
+            "package": "tensorrt-llm",
+            "version": version,
+            "repository": repo,
+            "path": path,
+            "commit": commit,
+            "sha256": hashlib.sha256(source.encode()).hexdigest(),
+            "recorded_by": "recipe-harness conformance record-trtllm",
+            **({"build_config_source": build_from} if build_from else {}),
+            **({"note": note} if note else {}),
+        },
         "root": ROOT_CLASS,
         "root_dropped_keys": _dropped_before_validation(ast.parse(source)),
         "build_config_defaults": build,
-        "classes": {c.name: {"bases": list(c.bases), "forbids_extra": c.forbids_extra, "fields": c.fields, "aliases": c.aliases}
-                    for c in classes.values() if c.fields or c.bases},
+        "classes": {
+            c.name: {"bases": list(c.bases), "forbids_extra": c.forbids_extra, "fields": c.fields, "aliases": c.aliases}
+            for c in classes.values()
+            if c.fields or c.bases
+        },
     }
 
 
@@ -172,7 +210,7 @@ def data_file_name(version: str) -> str:
     return f"trtllm-llmargs-{version}.json"
 
 
-def load_surface(version: str, directory: Path | None = None) -> "Surface | None":
+def load_surface(version: str, directory: Path | None = None) -> Surface | None:
     """The recorded surface of a TensorRT-LLM version, or None when none was recorded."""
     name = data_file_name(version)
     try:

@@ -6,9 +6,9 @@ import os
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from harness.recipe.model import Recipe, dig
 from harness.run.k8s.client import Kube, KubeError
@@ -38,14 +38,22 @@ class PreflightReport:
     secrets: dict[str, str] = field(default_factory=dict)  # name -> present | from-env | copy
 
 
-
 class DeployerBase:
     """One recipe's life on the cluster. Every method is a step the stage calls in order;
     `teardown()` undoes what the run created, whatever happened before."""
 
-    def __init__(self, kube: Kube, recipe: Recipe, settings: DeploySettings, *, progress: Callable[[str], None] | None = None,
-                 sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.monotonic,
-                 access: FrontendAccess | None = None, env: dict[str, str] | None = None):
+    def __init__(
+        self,
+        kube: Kube,
+        recipe: Recipe,
+        settings: DeploySettings,
+        *,
+        progress: Callable[[str], None] | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
+        access: FrontendAccess | None = None,
+        env: dict[str, str] | None = None,
+    ):
         self.kube = kube
         self.recipe = recipe
         self.settings = settings
@@ -132,8 +140,10 @@ class DeployerBase:
 
     def timed_out(self, what: str, timeout: float, cut: bool) -> str:
         if cut:
-            return (f"{what} within {fmt_duration(timeout)}, all that the run's time budget of {fmt_duration(self.settings.time_budget)} "
-                    f"left after {fmt_duration(self.settings.teardown_reserve)} kept for diagnostics and teardown")
+            return (
+                f"{what} within {fmt_duration(timeout)}, all that the run's time budget of {fmt_duration(self.settings.time_budget)} "
+                f"left after {fmt_duration(self.settings.teardown_reserve)} kept for diagnostics and teardown"
+            )
         return f"{what} within {fmt_duration(timeout)}"
 
     def _delete_and_wait(self, api_version: str, kind: str, name: str, timeout: float = 60.0) -> None:
@@ -149,4 +159,3 @@ class DeployerBase:
             return self.kube.pod_log(self.namespace, pod, container, previous=previous, tail_lines=lines).rstrip()
         except KubeError:
             return ""
-

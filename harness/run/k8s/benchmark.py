@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from harness.recipe.model import dig
 from harness.recipe.yamlsrc import to_plain
@@ -57,26 +58,45 @@ class BenchmarkSteps(RolloutSteps, FrontendSteps):
         """A short-lived pod with the Job's image and PVC mounts prints the newest export file."""
         pod_spec = dig(job, "spec", "template", "spec") or {}
         container = (pod_spec.get("containers") or [{}])[0]
-        pvc_volumes = {v["name"]: v for v in pod_spec.get("volumes") or [] if isinstance(v, dict) and v.get("persistentVolumeClaim")}
+        pvc_volumes = {
+            v["name"]: v
+            for v in pod_spec.get("volumes") or []
+            if isinstance(v, dict) and v.get("persistentVolumeClaim")
+        }
         mounts = [m for m in container.get("volumeMounts") or [] if m.get("name") in pvc_volumes]
         if not mounts:
-            raise self.fail(f"benchmark Job {dig(job, 'metadata', 'name')} mounts no PVC, so its {EXPORT_FILE} cannot be collected: "
-                            "write the AIPerf artifacts to the model-cache PVC")
+            raise self.fail(
+                f"benchmark Job {dig(job, 'metadata', 'name')} mounts no PVC, so its {EXPORT_FILE} cannot be collected: "
+                "write the AIPerf artifacts to the model-cache PVC"
+            )
         artifact_dir = self._aiperf().get("--artifact-dir")
         roots = [str(m["mountPath"]) for m in mounts]
         if artifact_dir and "$" not in artifact_dir and any(artifact_dir.startswith(r) for r in roots):
             roots = [artifact_dir]
         where = " ".join(f"'{r}'" for r in roots)
-        script = (f'f=$(find {where} -name {EXPORT_FILE} -type f -exec ls -t {{}} + 2>/dev/null | head -n 1); '
-                  f'if [ -z "$f" ]; then echo "no {EXPORT_FILE} under {" ".join(roots)}" >&2; exit 3; fi; cat "$f"')
+        script = (
+            f"f=$(find {where} -name {EXPORT_FILE} -type f -exec ls -t {{}} + 2>/dev/null | head -n 1); "
+            f'if [ -z "$f" ]; then echo "no {EXPORT_FILE} under {" ".join(roots)}" >&2; exit 3; fi; cat "$f"'
+        )
         pod_name = f"{str(dig(job, 'metadata', 'name'))[:40]}-fetch-{uuid.uuid4().hex[:5]}"
-        pod = {"apiVersion": "v1", "kind": "Pod",
-               "metadata": {"name": pod_name, "labels": dict(MANAGED_BY, **{"recipe-harness/role": "fetch-export"})},
-               "spec": {"restartPolicy": "Never",
-                        "containers": [{"name": "fetch", "image": container.get("image"), "command": ["sh", "-c", script],
-                                        "resources": FETCH_RESOURCES,
-                                        "volumeMounts": [dict(m, readOnly=True) for m in mounts]}],
-                        "volumes": [pvc_volumes[m["name"]] for m in mounts]}}
+        pod = {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": pod_name, "labels": dict(MANAGED_BY, **{"recipe-harness/role": "fetch-export"})},
+            "spec": {
+                "restartPolicy": "Never",
+                "containers": [
+                    {
+                        "name": "fetch",
+                        "image": container.get("image"),
+                        "command": ["sh", "-c", script],
+                        "resources": FETCH_RESOURCES,
+                        "volumeMounts": [dict(m, readOnly=True) for m in mounts],
+                    }
+                ],
+                "volumes": [pvc_volumes[m["name"]] for m in mounts],
+            },
+        }
         if pod_spec.get("imagePullSecrets"):
             pod["spec"]["imagePullSecrets"] = pod_spec["imagePullSecrets"]
         self._apply(pod, what="export fetch pod")
@@ -91,7 +111,9 @@ class BenchmarkSteps(RolloutSteps, FrontendSteps):
             if blocker:
                 raise self.fail(f"cannot fetch {EXPORT_FILE}: {blocker.message}")
             if self.clock() - start >= timeout:
-                raise self.fail(f"export fetch pod {pod_name} did not finish {self.timed_out('', timeout, cut).strip()}")
+                raise self.fail(
+                    f"export fetch pod {pod_name} did not finish {self.timed_out('', timeout, cut).strip()}"
+                )
             self.sleep(self.settings.poll_interval)
         log = self.kube.pod_log(self.namespace, pod_name, "fetch")
         self.kube.delete("v1", "Pod", pod_name, self.namespace)
@@ -113,13 +135,17 @@ class BenchmarkSteps(RolloutSteps, FrontendSteps):
         artifacts.mkdir(parents=True, exist_ok=True)
         tokenizer = inv.get("--tokenizer")
         # a tokenizer path inside the PVC does not exist on the runner: load it by model id instead
-        local_tokenizer = model_id(self.recipe) if tokenizer and tokenizer.startswith("/") and not Path(tokenizer).exists() else None
+        local_tokenizer = (
+            model_id(self.recipe) if tokenizer and tokenizer.startswith("/") and not Path(tokenizer).exists() else None
+        )
         args = local_aiperf_args(inv.options, url, artifacts, local_tokenizer)
         log = artifacts.parent / "aiperf.log"
         self.progress(f"benchmark: aiperf {' '.join(args[:1])} locally against {url} (log {log})")
         outcome = (run or run_aiperf)(args, log, self.settings.perf_timeout)
         if getattr(outcome, "timed_out", False):
-            raise self.fail(f"local aiperf did not finish within {fmt_duration(self.settings.perf_timeout)} (log {log})")
+            raise self.fail(
+                f"local aiperf did not finish within {fmt_duration(self.settings.perf_timeout)} (log {log})"
+            )
         if outcome.returncode not in (0, None) and not (artifacts / EXPORT_FILE).exists():
             tail = log.read_text(errors="replace")[-800:] if log.exists() else ""
             raise self.fail(f"local aiperf exited {outcome.returncode} without writing {EXPORT_FILE}: {tail}")

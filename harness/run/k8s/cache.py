@@ -26,13 +26,17 @@ class ModelCacheSteps(RolloutSteps):
             return
         wanted = model_revision(self.recipe)
         for pvc in pvcs:
-            current = self.kube.get("v1", "PersistentVolumeClaim", str(dig(pvc, "metadata", "name")), self.namespace) or {}
+            current = (
+                self.kube.get("v1", "PersistentVolumeClaim", str(dig(pvc, "metadata", "name")), self.namespace) or {}
+            )
             held = (dig(current, "metadata", "annotations") or {}).get(CACHE_REVISION)
             if held and held == wanted:
                 self.progress(f"model cache: PVC {dig(pvc, 'metadata', 'name')} already holds {held}; download skipped")
                 return
             if held:
-                self.progress(f"model cache: PVC {dig(pvc, 'metadata', 'name')} holds {held}, the recipe pins {wanted}; downloading")
+                self.progress(
+                    f"model cache: PVC {dig(pvc, 'metadata', 'name')} holds {held}, the recipe pins {wanted}; downloading"
+                )
         for job in jobs:
             name = str(dig(job, "metadata", "name"))
             existing = self.kube.get("batch/v1", "Job", name, self.namespace)
@@ -54,7 +58,12 @@ class ModelCacheSteps(RolloutSteps):
     def _mark_cache(self, pvcs: list[dict], job_name: str) -> None:
         for pvc in pvcs:
             try:
-                marks = {CACHE_MARKER: job_name, **({CACHE_REVISION: model_revision(self.recipe)} if model_revision(self.recipe) else {})}
-                self.kube.annotate("v1", "PersistentVolumeClaim", str(dig(pvc, "metadata", "name")), self.namespace, marks)
+                marks = {
+                    CACHE_MARKER: job_name,
+                    **({CACHE_REVISION: model_revision(self.recipe)} if model_revision(self.recipe) else {}),
+                }
+                self.kube.annotate(
+                    "v1", "PersistentVolumeClaim", str(dig(pvc, "metadata", "name")), self.namespace, marks
+                )
             except KubeError as exc:  # the marker only saves time on a reused namespace
                 self.progress(f"model cache: could not mark the PVC ({exc})")

@@ -7,8 +7,9 @@ import copy
 import json
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import urllib3
 from kubernetes import client as k8s
@@ -25,7 +26,7 @@ APPLY_PATCH = "application/apply-patch+yaml"
 # or etcd elects a leader; both clear on their own. Any other status is the server's verdict.
 RETRY_STATUSES = {429, 500, 502, 503, 504}
 
-__all__ = ["ApiException", "ConfigSource", "Kube", "KubeError", "Resource", "api_message", "find_config", "NO_CLUSTER"]
+__all__ = ["NO_CLUSTER", "ApiException", "ConfigSource", "Kube", "KubeError", "Resource", "api_message", "find_config"]
 
 
 class KubeError(Exception):
@@ -43,7 +44,9 @@ def api_client(source: ConfigSource, *, retries: int | None = None) -> k8s.ApiCl
     if source.kind == "in-cluster":
         kconfig.load_incluster_config(client_configuration=cfg)
     else:
-        kconfig.load_kube_config(config_file=source.path, context=source.context, client_configuration=cfg, persist_config=False)
+        kconfig.load_kube_config(
+            config_file=source.path, context=source.context, client_configuration=cfg, persist_config=False
+        )
     if retries is not None:
         cfg.retries = retries  # urllib3 retries 3 times by default: a dead API would take 4x the timeout
     return k8s.ApiClient(configuration=cfg)
@@ -83,7 +86,7 @@ class RetryPolicy:
     def delay(self, attempt: int, retry_after: str | None = None) -> float:
         if retry_after and retry_after.strip().isdigit():
             return min(float(retry_after), self.cap)
-        return min(self.cap, self.base * 2 ** attempt) * (0.5 + self.rng.random() / 2)
+        return min(self.cap, self.base * 2**attempt) * (0.5 + self.rng.random() / 2)
 
 
 def transient(exc: BaseException, idempotent: bool) -> bool:
@@ -134,7 +137,14 @@ _BUILTINS = [
     Resource("rbac.authorization.k8s.io/v1", "Role", "roles", True, "rbac", "role"),
     Resource("rbac.authorization.k8s.io/v1", "RoleBinding", "rolebindings", True, "rbac", "role_binding"),
     Resource("storage.k8s.io/v1", "StorageClass", "storageclasses", False, "storage", "storage_class"),
-    Resource("apiextensions.k8s.io/v1", "CustomResourceDefinition", "customresourcedefinitions", False, "ext", "custom_resource_definition"),
+    Resource(
+        "apiextensions.k8s.io/v1",
+        "CustomResourceDefinition",
+        "customresourcedefinitions",
+        False,
+        "ext",
+        "custom_resource_definition",
+    ),
 ]
 BUILTIN_KINDS = {(r.group, r.kind): r for r in _BUILTINS}
 # Custom kinds recipes ship; anything else is looked up in the cluster's CRDs.
@@ -164,7 +174,7 @@ class Kube:
         self._plurals: dict[tuple[str, str], tuple[str, bool]] = {}
 
     @classmethod
-    def connect(cls, source: ConfigSource, timeout: float = 30.0) -> "Kube":
+    def connect(cls, source: ConfigSource, timeout: float = 30.0) -> Kube:
         return cls(api_client(source), timeout)
 
     @property
@@ -174,13 +184,20 @@ class Kube:
     def close(self) -> None:
         try:
             self.api.close()
-        except Exception:  # noqa: BLE001 - closing a pool must never mask the real outcome
+        except Exception:
             pass
 
     # --- generic plumbing ----------------------------------------------------------
 
-    def _call(self, fn: Callable[..., Any], *args: Any, timeout: float | None = None, idempotent: bool = True, retries: bool = True,
-              **kw: Any) -> Any:
+    def _call(
+        self,
+        fn: Callable[..., Any],
+        *args: Any,
+        timeout: float | None = None,
+        idempotent: bool = True,
+        retries: bool = True,
+        **kw: Any,
+    ) -> Any:
         t = float(timeout or self.timeout)
         attempt = 0
         while True:
@@ -193,7 +210,9 @@ class Kube:
                     raise
                 headers = getattr(exc, "headers", None) or {}
                 self.retried += 1
-                self.retry.sleep(self.retry.delay(attempt - 1, headers.get("Retry-After") if hasattr(headers, "get") else None))
+                self.retry.sleep(
+                    self.retry.delay(attempt - 1, headers.get("Retry-After") if hasattr(headers, "get") else None)
+                )
 
     def plain(self, obj: Any) -> Any:
         return obj if isinstance(obj, dict) else self.api.sanitize_for_serialization(obj)
@@ -220,7 +239,9 @@ class Kube:
                     self._plurals[key] = (names.get("plural", ""), spec.get("scope") != "Cluster")
                     break
             else:
-                raise KubeError(f"the cluster has no CustomResourceDefinition for {kind} ({group}): install the operator that provides it")
+                raise KubeError(
+                    f"the cluster has no CustomResourceDefinition for {kind} ({group}): install the operator that provides it"
+                )
         return self._plurals[key]
 
     def _typed(self, res: Resource, verb: str) -> Callable[..., Any]:
@@ -235,7 +256,9 @@ class Kube:
         try:
             if res.api == "custom":
                 if res.namespaced:
-                    return self._call(self.custom.get_namespaced_custom_object, res.group, res.version, namespace, res.plural, name)
+                    return self._call(
+                        self.custom.get_namespaced_custom_object, res.group, res.version, namespace, res.plural, name
+                    )
                 return self._call(self.custom.get_cluster_custom_object, res.group, res.version, res.plural, name)
             args = (name, namespace) if res.namespaced else (name,)
             return self.plain(self._call(self._typed(res, "read"), *args))
@@ -244,13 +267,17 @@ class Kube:
                 return None
             raise KubeError(f"cannot read {kind} {name}: {api_message(exc)}", exc.status, exc.reason or "") from None
 
-    def list(self, api_version: str, kind: str, namespace: str | None = None, label_selector: str | None = None) -> list[dict]:
+    def list(
+        self, api_version: str, kind: str, namespace: str | None = None, label_selector: str | None = None
+    ) -> list[dict]:
         res = self.resource(api_version, kind)
         kw = {"label_selector": label_selector} if label_selector else {}
         try:
             if res.api == "custom":
                 if res.namespaced:
-                    out = self._call(self.custom.list_namespaced_custom_object, res.group, res.version, namespace, res.plural, **kw)
+                    out = self._call(
+                        self.custom.list_namespaced_custom_object, res.group, res.version, namespace, res.plural, **kw
+                    )
                 else:
                     out = self._call(self.custom.list_cluster_custom_object, res.group, res.version, res.plural, **kw)
                 return list(out.get("items") or [])
@@ -265,7 +292,9 @@ class Kube:
     def crd(self, name: str) -> dict | None:
         return self.get("apiextensions.k8s.io/v1", "CustomResourceDefinition", name)
 
-    def pod_log(self, namespace: str, pod: str, container: str, previous: bool = False, tail_lines: int | None = None) -> str:
+    def pod_log(
+        self, namespace: str, pod: str, container: str, previous: bool = False, tail_lines: int | None = None
+    ) -> str:
         kw: dict[str, Any] = {"container": container, "previous": previous}
         if tail_lines:
             kw["tail_lines"] = tail_lines
@@ -280,8 +309,15 @@ class Kube:
     def pod_proxy_get(self, namespace: str, pod: str, port: int, path: str, timeout: float = 5.0) -> str:
         """GET a pod's HTTP endpoint through the API server's proxy (no port-forward needed)."""
         try:
-            resp = self._call(self.core.connect_get_namespaced_pod_proxy_with_path, f"{pod}:{port}", namespace, path.lstrip("/"),
-                              timeout=timeout, retries=False, _preload_content=False)
+            resp = self._call(
+                self.core.connect_get_namespaced_pod_proxy_with_path,
+                f"{pod}:{port}",
+                namespace,
+                path.lstrip("/"),
+                timeout=timeout,
+                retries=False,
+                _preload_content=False,
+            )
             return resp.data.decode("utf-8", "replace")
         except ApiException as exc:
             raise KubeError(f"GET {pod}:{port}/{path}: {api_message(exc)}", exc.status) from None
@@ -315,7 +351,15 @@ class Kube:
             kw["dry_run"] = DRY_RUN_ALL
         if res.api == "custom":
             if res.namespaced:
-                return self._call(self.custom.create_namespaced_custom_object, res.group, res.version, namespace, res.plural, body, **kw)
+                return self._call(
+                    self.custom.create_namespaced_custom_object,
+                    res.group,
+                    res.version,
+                    namespace,
+                    res.plural,
+                    body,
+                    **kw,
+                )
             return self._call(self.custom.create_cluster_custom_object, res.group, res.version, res.plural, body, **kw)
         args = (namespace, body) if res.namespaced else (body,)
         return self.plain(self._call(self._typed(res, "create"), *args, **kw))
@@ -334,13 +378,25 @@ class Kube:
         path = self._path(res, namespace, body["metadata"]["name"])
 
         def call(_request_timeout: Any = None) -> Any:
-            return self.api.call_api(path, "PATCH", {}, query, {"Content-Type": APPLY_PATCH, "Accept": "application/json"}, body=body,
-                                     response_type="object", auth_settings=["BearerToken"], _return_http_data_only=True,
-                                     _preload_content=True, _request_timeout=_request_timeout)
+            return self.api.call_api(
+                path,
+                "PATCH",
+                {},
+                query,
+                {"Content-Type": APPLY_PATCH, "Accept": "application/json"},
+                body=body,
+                response_type="object",
+                auth_settings=["BearerToken"],
+                _return_http_data_only=True,
+                _preload_content=True,
+                _request_timeout=_request_timeout,
+            )
 
         return self.plain(self._call(call))
 
-    def apply(self, manifest: dict, namespace: str | None, *, keep_existing: bool = False, dry_run_only: bool = False) -> str:
+    def apply(
+        self, manifest: dict, namespace: str | None, *, keep_existing: bool = False, dry_run_only: bool = False
+    ) -> str:
         """Server-side apply (dry run first, strict field validation). Returns created | configured |
         unchanged (exists, `keep_existing`) | valid (dry run only). Raises KubeError with the server's reason.
         Every call is idempotent, so a dropped connection or a 5xx is simply tried again."""
@@ -368,9 +424,15 @@ class Kube:
         try:
             return self._create(res, manifest, namespace, dry_run=False, idempotent=False)
         except ApiException as exc:
-            raise KubeError(f"{res.kind} {(manifest.get('metadata') or {}).get('name', '')}: {api_message(exc)}", exc.status, exc.reason or "") from None
+            raise KubeError(
+                f"{res.kind} {(manifest.get('metadata') or {}).get('name', '')}: {api_message(exc)}",
+                exc.status,
+                exc.reason or "",
+            ) from None
 
-    def annotate(self, api_version: str, kind: str, name: str, namespace: str | None, annotations: dict[str, str]) -> None:
+    def annotate(
+        self, api_version: str, kind: str, name: str, namespace: str | None, annotations: dict[str, str]
+    ) -> None:
         res = self.resource(api_version, kind)
         body = {"metadata": {"annotations": annotations}}
         try:
@@ -385,8 +447,15 @@ class Kube:
         try:
             if res.api == "custom":
                 if res.namespaced:
-                    self._call(self.custom.delete_namespaced_custom_object, res.group, res.version, namespace, res.plural, name,
-                               propagation_policy="Background")
+                    self._call(
+                        self.custom.delete_namespaced_custom_object,
+                        res.group,
+                        res.version,
+                        namespace,
+                        res.plural,
+                        name,
+                        propagation_policy="Background",
+                    )
                 else:
                     self._call(self.custom.delete_cluster_custom_object, res.group, res.version, res.plural, name)
             else:

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
 
 IN_CLUSTER_TOKEN = Path("/var/run/secrets/kubernetes.io/serviceaccount/token")
 NO_CLUSTER = "no Kubernetes cluster reachable (KUBECONFIG unset, ~/.kube/config missing): set KUBECONFIG or use -m sim"
@@ -23,7 +23,9 @@ class ConfigSource:
         return f"kubeconfig {self.path}" if self.kind == "kubeconfig" else "in-cluster service account"
 
 
-def find_config(kubeconfig: str | None = None, env: Mapping[str, str] | None = None, home: Path | None = None) -> ConfigSource | str:
+def find_config(
+    kubeconfig: str | None = None, env: Mapping[str, str] | None = None, home: Path | None = None
+) -> ConfigSource | str:
     """The config to use, or one line saying what is missing. Only looks at files: no network."""
     env = os.environ if env is None else env
     if kubeconfig:

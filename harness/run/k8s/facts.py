@@ -3,16 +3,25 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from harness.recipe.model import DEFAULT_ROUTER_MODE, DGD_KIND, Recipe, dig
 from harness.recipe.yamlsrc import Document, to_plain
 from harness.run.k8s.mocker import image_tag
 
 # ConfigMaps first (workers mount them at start), then the ComputeDomain the DGD claims, then the DGD.
-APPLY_ORDER = {"ConfigMap": 0, "Secret": 0, "ServiceAccount": 1, "Role": 1, "RoleBinding": 2, "PersistentVolumeClaim": 2,
-               "ComputeDomain": 3, DGD_KIND: 5}
+APPLY_ORDER = {
+    "ConfigMap": 0,
+    "Secret": 0,
+    "ServiceAccount": 1,
+    "Role": 1,
+    "RoleBinding": 2,
+    "PersistentVolumeClaim": 2,
+    "ComputeDomain": 3,
+    DGD_KIND: 5,
+}
 
 
 def recipe_slug(recipe: Recipe) -> str:
@@ -127,7 +136,11 @@ def referenced_secrets(docs: list[dict]) -> list[str]:
             elif key == "secret" and isinstance(value, dict):
                 found = value.get("secretName")
             elif key == "imagePullSecrets" and isinstance(value, list):
-                names += [str(v.get("name")) for v in value if isinstance(v, dict) and v.get("name") and str(v.get("name")) not in names]
+                names += [
+                    str(v.get("name"))
+                    for v in value
+                    if isinstance(v, dict) and v.get("name") and str(v.get("name")) not in names
+                ]
             if isinstance(found, str) and found and found not in names:
                 names.append(found)
     defined = {str(dig(d, "metadata", "name")) for d in docs if d.get("kind") == "Secret"}
@@ -143,7 +156,9 @@ def router_mode(recipe: Recipe) -> str:
     return DEFAULT_ROUTER_MODE
 
 
-def local_aiperf_args(options: tuple[tuple[str, str | None], ...], base_url: str, artifact_dir: Path, tokenizer: str | None) -> list[str]:
+def local_aiperf_args(
+    options: tuple[tuple[str, str | None], ...], base_url: str, artifact_dir: Path, tokenizer: str | None
+) -> list[str]:
     """`aiperf profile` with the Job's own options, pointed at the port-forward and a local artifact folder."""
     args = ["profile"]
     for flag, value in options:
@@ -153,4 +168,3 @@ def local_aiperf_args(options: tuple[tuple[str, str | None], ...], base_url: str
     if tokenizer:
         args += ["--tokenizer", tokenizer]
     return args + ["--url", base_url, "--artifact-dir", str(artifact_dir), "--ui-type", "none"]
-

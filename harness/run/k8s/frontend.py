@@ -52,7 +52,9 @@ class FrontendSteps(DeployerBase):
                 return
             if self.clock() - start >= timeout:
                 seen = f"/v1/models lists {listed}" if not error else f"last error {error}"
-                raise self.fail(f"the frontend never listed model {served!r} {self.timed_out('', timeout, cut).strip()} ({seen})")
+                raise self.fail(
+                    f"the frontend never listed model {served!r} {self.timed_out('', timeout, cut).strip()} ({seen})"
+                )
             self.sleep(self.settings.poll_interval)
 
     def worker_pods(self) -> dict[str, str]:
@@ -64,7 +66,11 @@ class FrontendSteps(DeployerBase):
         for pod in self.kube.list("v1", "Pod", self.namespace):
             name = str(dig(pod, "metadata", "name"))
             label = (dig(pod, "metadata", "labels") or {}).get("nvidia.com/dynamo-component")
-            service = label if label in workers else next((w for w in workers if name.startswith(f"{self.dgd_name}-{w.lower()}-")), None)
+            service = (
+                label
+                if label in workers
+                else next((w for w in workers if name.startswith(f"{self.dgd_name}-{w.lower()}-")), None)
+            )
             if service and dig(pod, "status", "phase") == "Running":
                 out[name] = service
         return out

@@ -52,7 +52,14 @@ def worker_mode(service: Service) -> str:
 
 
 def mocker_args(service: Service, model: MockerModel, engine_type: str) -> list[str]:
-    args = ["--model-path", model.model_path, "--model-name", model.served_name, "--disaggregation-mode", worker_mode(service)]
+    args = [
+        "--model-path",
+        model.model_path,
+        "--model-name",
+        model.served_name,
+        "--disaggregation-mode",
+        worker_mode(service),
+    ]
     if engine_type in _ENGINE_TYPES:
         args += ["--engine-type", engine_type]
     flags = service.flags.last()

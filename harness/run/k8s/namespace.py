@@ -22,8 +22,10 @@ class NamespaceSteps(DeployerBase):
             if ns is None or not dig(ns, "metadata", "deletionTimestamp"):
                 return
             if self.clock() - start >= timeout:
-                raise self.fail(f"namespace {self.namespace} is still Terminating after {fmt_duration(timeout)}: "
-                                f"see `kubectl get namespace {self.namespace} -o yaml` (status.conditions name what blocks it)")
+                raise self.fail(
+                    f"namespace {self.namespace} is still Terminating after {fmt_duration(timeout)}: "
+                    f"see `kubectl get namespace {self.namespace} -o yaml` (status.conditions name what blocks it)"
+                )
             self.progress(f"namespace {self.namespace} is Terminating; waiting for it to go")
             self.sleep(self.settings.poll_interval)
 
@@ -35,7 +37,10 @@ class NamespaceSteps(DeployerBase):
             model = re.sub(r"[^A-Za-z0-9._-]+", "_", self.recipe.model)[:63].strip("_-.")
             labels = dict(MANAGED_BY, **({"recipe-harness/model": model} if model else {}))
             try:
-                self.kube.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": self.namespace, "labels": labels}}, None)
+                self.kube.apply(
+                    {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": self.namespace, "labels": labels}},
+                    None,
+                )
             except KubeError as exc:
                 raise self.fail(f"cannot create namespace {self.namespace}: {exc}") from None
             self.owns_namespace = True
@@ -47,7 +52,9 @@ class NamespaceSteps(DeployerBase):
             secret = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name, "labels": dict(MANAGED_BY)}}
             if plan == "from-env":
                 token = self.env.get(self.settings.hf_token_env, "")
-                secret.update(type="Opaque", data={self.settings.hf_secret_key: base64.b64encode(token.encode()).decode()})
+                secret.update(
+                    type="Opaque", data={self.settings.hf_secret_key: base64.b64encode(token.encode()).decode()}
+                )
                 source = f"${self.settings.hf_token_env}"
             elif plan == "placeholder":
                 # the mocker loads a public tokenizer: an empty token is "no token" to huggingface_hub, and the

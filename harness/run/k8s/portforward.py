@@ -56,13 +56,24 @@ class KubectlPortForward:
         self.kubectl = kubectl
         self.start_timeout = start_timeout
         self.proc: subprocess.Popen | None = None
-        self._lines: "queue.Queue[str | None]" = queue.Queue()
+        self._lines: queue.Queue[str | None] = queue.Queue()
 
     def open(self, namespace: str, service: str, port: int) -> str:
-        cmd = [self.kubectl, "port-forward", "--namespace", namespace, f"svc/{service}", f":{port}", "--address", "127.0.0.1"]
+        cmd = [
+            self.kubectl,
+            "port-forward",
+            "--namespace",
+            namespace,
+            f"svc/{service}",
+            f":{port}",
+            "--address",
+            "127.0.0.1",
+        ]
         # KUBECONFIG rather than --kubeconfig: the source may be several files joined by ':'
         env = dict(os.environ, KUBECONFIG=self.kubeconfig) if self.kubeconfig else None
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True, env=env)
+        self.proc = subprocess.Popen(
+            cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True, env=env
+        )
         # A reader thread keeps the pipe drained: a full pipe would stall kubectl mid-forward.
         threading.Thread(target=self._drain, daemon=True, name="kubectl-port-forward").start()
         deadline = time.monotonic() + self.start_timeout
@@ -79,7 +90,10 @@ class KubectlPortForward:
             if m:
                 return f"http://127.0.0.1:{m.group(1)}"
         self.close()
-        raise PortForwardError(f"kubectl port-forward to svc/{service} in {namespace} did not start: " + (" | ".join(seen[-5:]) or "no output"))
+        raise PortForwardError(
+            f"kubectl port-forward to svc/{service} in {namespace} did not start: "
+            + (" | ".join(seen[-5:]) or "no output")
+        )
 
     def _drain(self) -> None:
         assert self.proc is not None and self.proc.stdout is not None
@@ -125,9 +139,16 @@ class ClientPortForward:
             raise PortForwardError(f"no Ready pod behind service {service} in {namespace}")
         pod = pods[0]
         if isinstance(target, str):
-            named = [cp.get("containerPort") for c in (pod.get("spec") or {}).get("containers") or [] for cp in c.get("ports") or [] if cp.get("name") == target]
+            named = [
+                cp.get("containerPort")
+                for c in (pod.get("spec") or {}).get("containers") or []
+                for cp in c.get("ports") or []
+                if cp.get("name") == target
+            ]
             if not named:
-                raise PortForwardError(f"service {service} targets port {target!r}, which pod {pod['metadata']['name']} does not name")
+                raise PortForwardError(
+                    f"service {service} targets port {target!r}, which pod {pod['metadata']['name']} does not name"
+                )
             target = int(named[0])
         return pod["metadata"]["name"], int(target)
 
@@ -140,7 +161,9 @@ class ClientPortForward:
         self.listener.bind(("127.0.0.1", 0))
         self.listener.listen(16)
         self.listener.settimeout(0.2)
-        threading.Thread(target=self._accept, args=(namespace, pod, target), daemon=True, name="client-port-forward").start()
+        threading.Thread(
+            target=self._accept, args=(namespace, pod, target), daemon=True, name="client-port-forward"
+        ).start()
         return f"http://127.0.0.1:{self.listener.getsockname()[1]}"
 
     def _accept(self, namespace: str, pod: str, target: int) -> None:
@@ -148,7 +171,7 @@ class ClientPortForward:
         while not self._stop.is_set():
             try:
                 conn, _ = self.listener.accept()
-            except (socket.timeout, OSError):
+            except (TimeoutError, OSError):
                 continue
             threading.Thread(target=self._relay, args=(conn, namespace, pod, target), daemon=True).start()
 
@@ -156,7 +179,7 @@ class ClientPortForward:
         try:
             pf = portforward(self.core.connect_get_namespaced_pod_portforward, pod, namespace, ports=str(target))
             remote = pf.socket(target)
-        except Exception:  # noqa: BLE001 - one failed connection must not end the forward
+        except Exception:
             conn.close()
             return
         try:

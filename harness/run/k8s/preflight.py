@@ -14,14 +14,20 @@ from harness.run.stage import StageSkip
 # ReadWriteOncePod (1.22+) access modes"; the block-storage CSI drivers of the clouds: one node attaches a disk).
 RWO_ONLY_PROVISIONERS = {
     "rancher.io/local-path": "local-path-provisioner",
-    "ebs.csi.aws.com": "AWS EBS CSI", "kubernetes.io/aws-ebs": "AWS EBS",
-    "pd.csi.storage.gke.io": "GCE PD CSI", "kubernetes.io/gce-pd": "GCE PD",
-    "disk.csi.azure.com": "Azure Disk CSI", "kubernetes.io/azure-disk": "Azure Disk",
-    "topolvm.io": "TopoLVM", "kubernetes.io/no-provisioner": "local volumes",
+    "ebs.csi.aws.com": "AWS EBS CSI",
+    "kubernetes.io/aws-ebs": "AWS EBS",
+    "pd.csi.storage.gke.io": "GCE PD CSI",
+    "kubernetes.io/gce-pd": "GCE PD",
+    "disk.csi.azure.com": "Azure Disk CSI",
+    "kubernetes.io/azure-disk": "Azure Disk",
+    "topolvm.io": "TopoLVM",
+    "kubernetes.io/no-provisioner": "local volumes",
 }
 SHARED_MODES = {"ReadWriteMany", "ReadOnlyMany"}
-OPERATOR_HINT = ("install the Dynamo operator (the dynamo-platform Helm chart, see the Dynamo Kubernetes install guide) "
-                 "or point KUBECONFIG at a cluster that has it")
+OPERATOR_HINT = (
+    "install the Dynamo operator (the dynamo-platform Helm chart, see the Dynamo Kubernetes install guide) "
+    "or point KUBECONFIG at a cluster that has it"
+)
 CRD_HINTS = {
     DGD_GROUP: OPERATOR_HINT,
     "resource.nvidia.com": "install the NVIDIA DRA driver for GPUs (it provides ComputeDomain for multi-node NVLink)",
@@ -33,8 +39,10 @@ class PreflightSteps(DeployerBase):
         """Read-only checks, cheapest first; each gap says what to do."""
         try:
             self.report.server = self.kube.server_version(self.settings.probe_timeout)
-        except Exception as exc:  # noqa: BLE001 - any transport error means the same thing here
-            raise self.fail(f"Kubernetes API at {self.kube.host} unreachable ({transport_error(exc)}): check the cluster and the KUBECONFIG context") from None
+        except Exception as exc:
+            raise self.fail(
+                f"Kubernetes API at {self.kube.host} unreachable ({transport_error(exc)}): check the cluster and the KUBECONFIG context"
+            ) from None
         docs = self._deploy_docs()
         if not any(d.get("kind") == DGD_KIND for d in docs):
             raise self.fail(f"{self.recipe.path / 'deploy.yaml'}: no {DGD_KIND}; nothing to wait for")
@@ -45,9 +53,11 @@ class PreflightSteps(DeployerBase):
             self.report.hardware = "mocker"
         self._check_storage()
         self._check_secrets(docs + self._cache_docs() + self._perf_docs())
-        self.progress(f"preflight: API {self.report.server}, {DGD_KIND} served as {', '.join(self.report.dgd_versions)}, "
-                      f"GPUs {self.report.gpus_allocatable}/{self.report.gpus_needed} on {self.report.hardware}, "
-                      f"storage class {self.report.storage_class or '-'}, namespace {self.namespace}")
+        self.progress(
+            f"preflight: API {self.report.server}, {DGD_KIND} served as {', '.join(self.report.dgd_versions)}, "
+            f"GPUs {self.report.gpus_allocatable}/{self.report.gpus_needed} on {self.report.hardware}, "
+            f"storage class {self.report.storage_class or '-'}, namespace {self.namespace}"
+        )
         return self.report
 
     def _check_crds(self, docs: list[dict]) -> None:
@@ -61,16 +71,22 @@ class PreflightSteps(DeployerBase):
                 res = self.kube.resource(api_version, kind)
                 crd = self.kube.crd(f"{res.plural}.{group}")
             except KubeError as exc:
-                raise self.fail(f"{kind} ({api_version}) is not known to the cluster at {self.kube.host}: {exc}; {hint}") from None
+                raise self.fail(
+                    f"{kind} ({api_version}) is not known to the cluster at {self.kube.host}: {exc}; {hint}"
+                ) from None
             if crd is None:
-                raise self.fail(f"CustomResourceDefinition {res.plural}.{group} is not installed on the cluster at {self.kube.host}: "
-                                f"{kind} cannot be created; {hint}")
+                raise self.fail(
+                    f"CustomResourceDefinition {res.plural}.{group} is not installed on the cluster at {self.kube.host}: "
+                    f"{kind} cannot be created; {hint}"
+                )
             served = [str(v.get("name")) for v in dig(crd, "spec", "versions") or [] if v.get("served")]
             if kind == DGD_KIND:
                 self.report.dgd_versions = served
             if version not in served:
-                raise self.fail(f"deploy.yaml uses {api_version} {kind}, but the cluster serves only {', '.join(served) or 'no version'} of it: "
-                                f"upgrade the operator to a release that serves {version}, or use a recipe for the installed API")
+                raise self.fail(
+                    f"deploy.yaml uses {api_version} {kind}, but the cluster serves only {', '.join(served) or 'no version'} of it: "
+                    f"upgrade the operator to a release that serves {version}, or use a recipe for the installed API"
+                )
 
     def _check_gpus(self) -> None:
         dep = self.recipe.deployment
@@ -95,10 +111,13 @@ class PreflightSteps(DeployerBase):
         best = max(seen, key=lambda c: c.total)
         self.report.gpus_allocatable = best.total
         here = products_on(nodes)
-        raise StageSkip(self.redactor.text(
-            f"needs {needed} {GPU_RESOURCE} ({per_pod} in the largest pod) on {' or '.join(products)} nodes; "
-            + "; ".join(c.describe() for c in seen)
-            + f". GPU products on this cluster: {', '.join(here) or 'none'}. Run on a cluster with enough {products[0]} GPUs, or use --engine mocker"))
+        raise StageSkip(
+            self.redactor.text(
+                f"needs {needed} {GPU_RESOURCE} ({per_pod} in the largest pod) on {' or '.join(products)} nodes; "
+                + "; ".join(c.describe() for c in seen)
+                + f". GPU products on this cluster: {', '.join(here) or 'none'}. Run on a cluster with enough {products[0]} GPUs, or use --engine mocker"
+            )
+        )
 
     def _check_storage(self) -> None:
         pvcs = [d for d in self._cache_docs() + self._deploy_docs() if d.get("kind") == "PersistentVolumeClaim"]
@@ -109,23 +128,33 @@ class PreflightSteps(DeployerBase):
         except KubeError as exc:
             raise self.fail(f"cannot list storage classes: {exc}") from None
         names = [str(dig(c, "metadata", "name")) for c in classes]
-        default = [n for c, n in zip(classes, names)
-                   if str((dig(c, "metadata", "annotations") or {}).get("storageclass.kubernetes.io/is-default-class")) == "true"]
+        default = [
+            n
+            for c, n in zip(classes, names)
+            if str((dig(c, "metadata", "annotations") or {}).get("storageclass.kubernetes.io/is-default-class"))
+            == "true"
+        ]
         provisioners = {str(dig(c, "metadata", "name")): str(c.get("provisioner") or "") for c in classes}
         for pvc in pvcs:
             wanted = dig(pvc, "spec", "storageClassName")
             name = str(dig(pvc, "metadata", "name"))
             if wanted:
                 if wanted not in names:
-                    raise self.fail(f"PVC {name} asks for storage class {wanted!r}, which the cluster does not have "
-                                    f"(it has: {', '.join(names) or 'none'}): create it or set storageClassName in model-cache.yaml")
+                    raise self.fail(
+                        f"PVC {name} asks for storage class {wanted!r}, which the cluster does not have "
+                        f"(it has: {', '.join(names) or 'none'}): create it or set storageClassName in model-cache.yaml"
+                    )
                 self.report.storage_class = str(wanted)
             elif not default:
-                raise self.fail(f"PVC {name} names no storage class and the cluster has no default one (classes: {', '.join(names) or 'none'}): "
-                                "mark one default (storageclass.kubernetes.io/is-default-class=true) or set storageClassName")
+                raise self.fail(
+                    f"PVC {name} names no storage class and the cluster has no default one (classes: {', '.join(names) or 'none'}): "
+                    "mark one default (storageclass.kubernetes.io/is-default-class=true) or set storageClassName"
+                )
             else:
                 self.report.storage_class = default[0]
-            self._fit_access_modes(pvc, name, self.report.storage_class, provisioners.get(self.report.storage_class, ""))
+            self._fit_access_modes(
+                pvc, name, self.report.storage_class, provisioners.get(self.report.storage_class, "")
+            )
 
     def _fit_access_modes(self, pvc: dict, name: str, cls: str, provisioner: str) -> None:
         modes = [str(m) for m in dig(pvc, "spec", "accessModes") or []]
@@ -138,9 +167,11 @@ class PreflightSteps(DeployerBase):
             self._pvc_modes[name] = ["ReadWriteOnce"]
             self.progress(f"PVC {name}: {', '.join(shared)} -> ReadWriteOnce, because {what}")
             return
-        raise self.fail(f"PVC {name} asks for {', '.join(shared)}, but {what}: the claim would stay Pending and every pod "
-                        "that mounts it with it. Set storageClassName to a class that serves ReadWriteMany (NFS, CephFS, "
-                        "a cloud file store), or run --engine mocker on a one-node cluster")
+        raise self.fail(
+            f"PVC {name} asks for {', '.join(shared)}, but {what}: the claim would stay Pending and every pod "
+            "that mounts it with it. Set storageClassName to a class that serves ReadWriteMany (NFS, CephFS, "
+            "a cloud file store), or run --engine mocker on a one-node cluster"
+        )
 
     def _check_secrets(self, docs: list[dict]) -> None:
         ns_exists = self.kube.get("v1", "Namespace", self.namespace) is not None
@@ -150,8 +181,11 @@ class PreflightSteps(DeployerBase):
                 plan = "present"
             elif name == self.settings.hf_secret and self.env.get(self.settings.hf_token_env):
                 plan, values = "from-env", {}
-            elif name == self.settings.hf_secret and self.settings.engine == "mocker" and \
-                    self.kube.secret_values(self.settings.secret_source_namespace, name) is None:
+            elif (
+                name == self.settings.hf_secret
+                and self.settings.engine == "mocker"
+                and self.kube.secret_values(self.settings.secret_source_namespace, name) is None
+            ):
                 plan, values = "placeholder", {}
             else:
                 values = self.kube.secret_values(self.settings.secret_source_namespace, name)
@@ -159,11 +193,15 @@ class PreflightSteps(DeployerBase):
             for value in (values or {}).values():
                 self.redactor.add(value)
             if not plan:
-                how = (f"export {self.settings.hf_token_env} on the runner, or create it: kubectl create secret generic {name} "
-                       f"--from-literal={self.settings.hf_secret_key}=<your token> -n {self.settings.secret_source_namespace}"
-                       if name == self.settings.hf_secret else
-                       f"create secret {name} in namespace {self.settings.secret_source_namespace} (it is copied into each run's namespace)")
-                raise self.fail(f"secret {name} (used by the recipe) not found in namespace {self.namespace} or "
-                                f"{self.settings.secret_source_namespace}: {how}")
+                how = (
+                    f"export {self.settings.hf_token_env} on the runner, or create it: kubectl create secret generic {name} "
+                    f"--from-literal={self.settings.hf_secret_key}=<your token> -n {self.settings.secret_source_namespace}"
+                    if name == self.settings.hf_secret
+                    else f"create secret {name} in namespace {self.settings.secret_source_namespace} (it is copied into each run's namespace)"
+                )
+                raise self.fail(
+                    f"secret {name} (used by the recipe) not found in namespace {self.namespace} or "
+                    f"{self.settings.secret_source_namespace}: {how}"
+                )
             self._secret_plan[name] = plan
         self.report.secrets = dict(self._secret_plan)

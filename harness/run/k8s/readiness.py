@@ -74,8 +74,15 @@ def dgd_readiness(dgd: dict | None) -> DgdReadiness:
     observed = observed if isinstance(observed, int) else None
     if isinstance(generation, int) and observed is not None and observed < generation:
         # the operator writes observedGeneration only after a pass without errors: this status may be the last one
-        return DgdReadiness(state, False, state == "failed", f"status is for generation {observed}, spec is generation {generation}"
-                            + (f" ({message})" if message else ""), reason, observed)
+        return DgdReadiness(
+            state,
+            False,
+            state == "failed",
+            f"status is for generation {observed}, spec is generation {generation}"
+            + (f" ({message})" if message else ""),
+            reason,
+            observed,
+        )
     cond_true = cond is not None and str(cond.get("status")) == "True"
     if cond is None:
         ready = state == "successful"
@@ -135,33 +142,62 @@ def pod_problems(pod: dict, *, crashloop_restarts: int) -> list[PodProblem]:
         image = str(spec.get("image") or cs.get("image") or "?")
         if reason in IMAGE_PULL_REASONS:
             msg = f"pod {name}: container {cname} cannot pull image {image} ({reason})"
-            out.append(PodProblem(name, "image", f"{msg}: {detail}" if detail else msg, cname,
-                                  reason in IMAGE_NEVER_REASONS or bool(IMAGE_GONE.search(detail))))
+            out.append(
+                PodProblem(
+                    name,
+                    "image",
+                    f"{msg}: {detail}" if detail else msg,
+                    cname,
+                    reason in IMAGE_NEVER_REASONS or bool(IMAGE_GONE.search(detail)),
+                )
+            )
         elif reason in CONFIG_REASONS:
-            out.append(PodProblem(name, "config", f"pod {name}: container {cname} cannot start ({reason}): {detail}", cname))
+            out.append(
+                PodProblem(name, "config", f"pod {name}: container {cname} cannot start ({reason}): {detail}", cname)
+            )
         restarts = int(cs.get("restartCount") or 0)
         if reason == CRASH_REASON and restarts >= crashloop_restarts:
             last = _get(cs, "lastState", "terminated") or {}
-            why = f"exit code {last.get('exitCode')}" + (f", {last.get('reason')}" if last.get("reason") else "") if last else "no exit status"
-            out.append(PodProblem(name, "crash", f"pod {name}: container {cname} is crash-looping ({restarts} restarts, last {why})", cname, True))
+            why = (
+                f"exit code {last.get('exitCode')}" + (f", {last.get('reason')}" if last.get("reason") else "")
+                if last
+                else "no exit status"
+            )
+            out.append(
+                PodProblem(
+                    name,
+                    "crash",
+                    f"pod {name}: container {cname} is crash-looping ({restarts} restarts, last {why})",
+                    cname,
+                    True,
+                )
+            )
     sched = condition(pod, "PodScheduled")
     if sched and str(sched.get("status")) == "False" and sched.get("reason") in ("Unschedulable", "SchedulerError"):
-        out.append(PodProblem(name, "unschedulable", f"pod {name} is unschedulable: {str(sched.get('message') or '').strip()}"))
+        out.append(
+            PodProblem(name, "unschedulable", f"pod {name} is unschedulable: {str(sched.get('message') or '').strip()}")
+        )
     return out
 
 
-def pod_blocker(pod: dict, *, crashloop_restarts: int, unschedulable_for: float | None, unschedulable_grace: float) -> Blocker | None:
+def pod_blocker(
+    pod: dict, *, crashloop_restarts: int, unschedulable_for: float | None, unschedulable_grace: float
+) -> Blocker | None:
     """The first problem of one pod that fails the run now: permanent ones, or being unschedulable longer than
     the grace (GPUs of a previous run may still be draining, a node may be on its way)."""
     for p in pod_problems(pod, crashloop_restarts=crashloop_restarts):
-        if p.permanent or (p.kind == "unschedulable" and unschedulable_for is not None and unschedulable_for >= unschedulable_grace):
+        if p.permanent or (
+            p.kind == "unschedulable" and unschedulable_for is not None and unschedulable_for >= unschedulable_grace
+        ):
             return Blocker(p.pod, p.kind, p.message, p.container)
     return None
 
 
 def is_unschedulable(pod: dict) -> bool:
     sched = condition(pod, "PodScheduled")
-    return bool(sched and str(sched.get("status")) == "False" and sched.get("reason") in ("Unschedulable", "SchedulerError"))
+    return bool(
+        sched and str(sched.get("status")) == "False" and sched.get("reason") in ("Unschedulable", "SchedulerError")
+    )
 
 
 def pod_ready(pod: dict) -> bool:
@@ -256,11 +292,18 @@ def gpu_capacity(nodes: list[dict], product: str) -> GpuCapacity:
         ready = condition(node, "Ready")
         if ready is not None and str(ready.get("status")) != "True":
             continue
-        cap.nodes[str(_get(node, "metadata", "name"))] = _quantity((_get(node, "status", "allocatable") or {}).get(GPU_RESOURCE))
+        cap.nodes[str(_get(node, "metadata", "name"))] = _quantity(
+            (_get(node, "status", "allocatable") or {}).get(GPU_RESOURCE)
+        )
     return cap
 
 
 def products_on(nodes: list[dict]) -> list[str]:
     """Distinct GPU products of the cluster, for the hint when none matches."""
-    return sorted({str((_get(n, "metadata", "labels") or {}).get(GPU_PRODUCT_LABEL)) for n in nodes
-                   if (_get(n, "metadata", "labels") or {}).get(GPU_PRODUCT_LABEL)})
+    return sorted(
+        {
+            str((_get(n, "metadata", "labels") or {}).get(GPU_PRODUCT_LABEL))
+            for n in nodes
+            if (_get(n, "metadata", "labels") or {}).get(GPU_PRODUCT_LABEL)
+        }
+    )

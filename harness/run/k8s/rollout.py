@@ -33,8 +33,11 @@ class RolloutSteps(DeployerBase):
     # --- pod problems ---------------------------------------------------------------------
 
     def _grace(self, kind: str) -> float:
-        return {"image": self.settings.image_pull_grace, "config": self.settings.config_grace,
-                "unschedulable": self.settings.unschedulable_grace}.get(kind, 0.0)
+        return {
+            "image": self.settings.image_pull_grace,
+            "config": self.settings.config_grace,
+            "unschedulable": self.settings.unschedulable_grace,
+        }.get(kind, 0.0)
 
     def _scaling_up(self, pods: list[dict]) -> set[str]:
         """Pods with a new scale-up event (cluster-autoscaler TriggeredScaleUp, Karpenter Nominated) since the last look:
@@ -49,7 +52,12 @@ class RolloutSteps(DeployerBase):
             pod = str(dig(ev, "involvedObject", "name"))
             if ev.get("reason") not in SCALE_UP_REASONS or pod not in names:
                 continue
-            mark = (dig(ev, "metadata", "uid"), ev.get("count"), ev.get("lastTimestamp"), dig(ev, "metadata", "resourceVersion"))
+            mark = (
+                dig(ev, "metadata", "uid"),
+                ev.get("count"),
+                ev.get("lastTimestamp"),
+                dig(ev, "metadata", "resourceVersion"),
+            )
             if self._scale_ups.get(pod) != mark:
                 self._scale_ups[pod] = mark
                 fresh.add(pod)
@@ -105,12 +113,17 @@ class RolloutSteps(DeployerBase):
                 for pod in pods:
                     for c in dig(pod, "spec", "containers") or []:
                         tail = tail or self._log_tail(str(dig(pod, "metadata", "name")), str(c.get("name")))
-                raise self.fail(f"{what} Job {name} failed: {state.message or 'no reason given'}" + (f"\nlast log lines:\n{tail}" if tail else ""))
+                raise self.fail(
+                    f"{what} Job {name} failed: {state.message or 'no reason given'}"
+                    + (f"\nlast log lines:\n{tail}" if tail else "")
+                )
             blocker = self._blocker([p for p in pods if dig(p, "status", "phase") not in ("Succeeded", "Failed")])
             if blocker:
                 raise self.fail(f"{what} Job {name}: {self._blocker_message(blocker)}")
             if elapsed >= timeout:
-                raise self.fail(f"{what} Job {name} did not finish {self.timed_out('', timeout, cut).strip()} ({state.message}); {pod_summary(pods)}")
+                raise self.fail(
+                    f"{what} Job {name} did not finish {self.timed_out('', timeout, cut).strip()} ({state.message}); {pod_summary(pods)}"
+                )
             if last_progress is None or self.clock() - last_progress >= self.settings.progress_every:
                 last_progress = self.clock()
                 line = ""
@@ -119,8 +132,10 @@ class RolloutSteps(DeployerBase):
                         c = (dig(pod, "spec", "containers") or [{}])[0].get("name", "")
                         line = self._log_tail(str(dig(pod, "metadata", "name")), str(c), lines=1)[-160:]
                         break
-                self.progress(f"{what}: Job {name} running {fmt_duration(elapsed)}/{fmt_duration(timeout)} ({state.message})"
-                              + (f": {line}" if line else ""))
+                self.progress(
+                    f"{what}: Job {name} running {fmt_duration(elapsed)}/{fmt_duration(timeout)} ({state.message})"
+                    + (f": {line}" if line else "")
+                )
             self.sleep(self.settings.poll_interval)
 
     # --- the DGD ----------------------------------------------------------------------------
@@ -132,8 +147,12 @@ class RolloutSteps(DeployerBase):
             return docs
         release = self.settings.dynamo_release or dynamo_release(self.recipe)
         if not release:
-            raise self.fail("--engine mocker needs the Dynamo release (recipe.yaml versions.dynamo or a worker image tag) to pick the mocker image")
-        model = MockerModel(model_id(self.recipe), served_model_name(self.recipe), release, self.settings.mocker_speedup)
+            raise self.fail(
+                "--engine mocker needs the Dynamo release (recipe.yaml versions.dynamo or a worker image tag) to pick the mocker image"
+            )
+        model = MockerModel(
+            model_id(self.recipe), served_model_name(self.recipe), release, self.settings.mocker_speedup
+        )
         assert self.recipe.deployment is not None
         out = []
         for doc in docs:
@@ -160,11 +179,17 @@ class RolloutSteps(DeployerBase):
         """A `successful` that may predate our apply: the operator wrote no observedGeneration, our apply changed the
         spec (the generation moved), and the status is still the one we found. It counts once the operator has
         written anything since, or when every pod has been Ready for `stale_status_grace`."""
-        if self._dgd_before is None or self._dgd_applied is None or isinstance(dig(dgd, "status", "observedGeneration"), int):
+        if (
+            self._dgd_before is None
+            or self._dgd_applied is None
+            or isinstance(dig(dgd, "status", "observedGeneration"), int)
+        ):
             return False
         if dig(self._dgd_applied, "metadata", "generation") == dig(self._dgd_before, "metadata", "generation"):
             return False
-        unchanged = json.dumps(dgd.get("status"), sort_keys=True) == json.dumps(self._dgd_before.get("status"), sort_keys=True)
+        unchanged = json.dumps(dgd.get("status"), sort_keys=True) == json.dumps(
+            self._dgd_before.get("status"), sort_keys=True
+        )
         return unchanged and all_pods_ready_for < self.settings.stale_status_grace
 
     def wait_ready(self) -> None:
@@ -181,19 +206,27 @@ class RolloutSteps(DeployerBase):
             readiness = dgd_readiness(dgd)
             elapsed = self.clock() - start
             pods = [p for p in self.kube.list("v1", "Pod", self.namespace) if dig(p, "status", "phase") != "Succeeded"]
-            ours = [p for p in pods if (dig(p, "metadata", "labels") or {}).get("nvidia.com/dynamo-graph-deployment-name") == self.dgd_name]
+            ours = [
+                p
+                for p in pods
+                if (dig(p, "metadata", "labels") or {}).get("nvidia.com/dynamo-graph-deployment-name") == self.dgd_name
+            ]
             if ours and all(pod_ready(p) for p in ours):
                 ready_since = self.clock() if ready_since is None else ready_since
             else:
                 ready_since = None
-            if readiness.ready and not self._stale(dgd or {}, 0.0 if ready_since is None else self.clock() - ready_since):
+            if readiness.ready and not self._stale(
+                dgd or {}, 0.0 if ready_since is None else self.clock() - ready_since
+            ):
                 self.progress(f"ready: {self.dgd_name} {readiness.state or 'Ready'} after {fmt_duration(elapsed)}")
                 return
             if readiness.failed:
                 failed_since = self.clock() if failed_since is None else failed_since
                 if readiness.final or self.clock() - failed_since >= self.settings.failed_grace:
                     lasted = "" if readiness.final else f" for {fmt_duration(self.clock() - failed_since)}"
-                    raise self.fail(f"{DGD_KIND} {self.dgd_name} failed{lasted}: {readiness.message or 'the operator gives no reason'}")
+                    raise self.fail(
+                        f"{DGD_KIND} {self.dgd_name} failed{lasted}: {readiness.message or 'the operator gives no reason'}"
+                    )
             else:
                 failed_since = None
             blocker = self._blocker(pods)
@@ -201,9 +234,16 @@ class RolloutSteps(DeployerBase):
                 raise self.fail(f"{DGD_KIND} {self.dgd_name} cannot become ready: {self._blocker_message(blocker)}")
             line = f"{readiness.describe()}; {pod_summary(pods)}"
             if elapsed >= timeout:
-                raise self.fail(f"{DGD_KIND} {self.dgd_name} not ready after {fmt_duration(timeout)}"
-                                + (" (the run's time budget, less the teardown reserve)" if cut else "") + f": {line}")
-            if line != last_line or last_progress is None or self.clock() - last_progress >= self.settings.progress_every:
+                raise self.fail(
+                    f"{DGD_KIND} {self.dgd_name} not ready after {fmt_duration(timeout)}"
+                    + (" (the run's time budget, less the teardown reserve)" if cut else "")
+                    + f": {line}"
+                )
+            if (
+                line != last_line
+                or last_progress is None
+                or self.clock() - last_progress >= self.settings.progress_every
+            ):
                 self.progress(f"waiting for {self.dgd_name} {fmt_duration(elapsed)}/{fmt_duration(timeout)}: {line}")
                 last_line, last_progress = line, self.clock()
             self.sleep(self.settings.poll_interval)

@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from harness.recipe.model import Recipe
 from harness.results.metrics import PerfResult
-from harness.run.stage import StageSkip, Step, StepFailed, StepRun
 from harness.run.k8s.client import Kube, KubeError
 from harness.run.k8s.config import find_config
 from harness.run.k8s.deployer import Deployer, DeploySettings, router_mode, served_model_name
 from harness.run.k8s.portforward import FrontendAccess, PortForwardError
 from harness.run.k8s.steps import gpu_steps
+from harness.run.stage import StageSkip, Step, StepFailed, StepRun
 
 
 def parse_export(path: Path) -> PerfResult:
@@ -26,20 +27,40 @@ def parse_export(path: Path) -> PerfResult:
 class GpuRun(StepRun):
     """One recipe on the cluster; steps run in order, `close()` always tears down."""
 
-    def __init__(self, recipe: Recipe, settings: DeploySettings, *, smoke: type | None = None, update_baselines: bool = False,
-                 kube: Kube | None = None, access: FrontendAccess | None = None, progress: Callable[[str], None] | None = None,
-                 sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.monotonic,
-                 env: dict[str, str] | None = None, perf_runner: Callable[[list[str], Path, float], Any] | None = None,
-                 baselines_root: Path | None = None, history_root: Path | None = None):
+    def __init__(
+        self,
+        recipe: Recipe,
+        settings: DeploySettings,
+        *,
+        smoke: type | None = None,
+        update_baselines: bool = False,
+        kube: Kube | None = None,
+        access: FrontendAccess | None = None,
+        progress: Callable[[str], None] | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
+        env: dict[str, str] | None = None,
+        perf_runner: Callable[[list[str], Path, float], Any] | None = None,
+        baselines_root: Path | None = None,
+        history_root: Path | None = None,
+    ):
         super().__init__(gpu_steps(smoke))
         self.recipe = recipe
         self.settings = settings
         self.suite_class = smoke  # the smoke suite (None: only /v1/models is checked)
         self.update_baselines = update_baselines
         self._kube = kube
-        self._deployer_kw: dict[str, Any] = {"access": access, "progress": progress, "sleep": sleep, "clock": clock, "env": env}
+        self._deployer_kw: dict[str, Any] = {
+            "access": access,
+            "progress": progress,
+            "sleep": sleep,
+            "clock": clock,
+            "env": env,
+        }
         self.perf_runner = perf_runner
-        self.baselines_root = baselines_root  # None: harness.results.baselines' defaults (reports/baselines, reports/history)
+        self.baselines_root = (
+            baselines_root  # None: harness.results.baselines' defaults (reports/baselines, reports/history)
+        )
         self.history_root = history_root
         self.deployer: Deployer | None = None
         self.suite: Any = None
@@ -69,7 +90,9 @@ class GpuRun(StepRun):
             message = dep.redactor.text(str(exc) if isinstance(exc, AssertionError) else f"{type(exc).__name__}: {exc}")
             where = dep.collect_diagnostics(step.name, message)
             raise StepFailed(message + (f"\ndiagnostics: {where}" if where else "")) from None
-        except Exception as exc:  # urllib3 transport errors and the like: same treatment, never a raw traceback with headers
+        except (
+            Exception
+        ) as exc:  # urllib3 transport errors and the like: same treatment, never a raw traceback with headers
             message = dep.redactor.text(f"{type(exc).__name__}: {exc}")
             where = dep.collect_diagnostics(step.name, message)
             raise StepFailed(message + (f"\ndiagnostics: {where}" if where else "")) from None
@@ -101,8 +124,12 @@ class GpuRun(StepRun):
                 return  # frontend_url() has just asserted /v1/models lists the served model
             raise StepFailed(f"no smoke suite installed for check {check!r}")
         if self.suite is None:
-            self.suite = self.suite_class(url, served_model_name(self.recipe), router_mode=router_mode(self.recipe),
-                                          request_counts=dep.worker_request_counts)
+            self.suite = self.suite_class(
+                url,
+                served_model_name(self.recipe),
+                router_mode=router_mode(self.recipe),
+                request_counts=dep.worker_request_counts,
+            )
         getattr(self.suite, f"check_{check}")()
 
     def perf(self) -> None:
@@ -111,15 +138,24 @@ class GpuRun(StepRun):
         runs = max(1, self.settings.repeats)
         self.results = []
         for run in range(1, runs + 1):
-            self.export_path = dep.perf_local(self.perf_runner) if self.settings.perf_mode == "local" else dep.perf_job(run, runs)
+            self.export_path = (
+                dep.perf_local(self.perf_runner) if self.settings.perf_mode == "local" else dep.perf_job(run, runs)
+            )
             self.result = parse_export(self.export_path)
             if not self.result.valid:
-                raise StepFailed(f"the benchmark is not a measurement (run {run} of {runs}): {self.result.invalid_reason} "
-                                 f"(export: {self.export_path})")
+                raise StepFailed(
+                    f"the benchmark is not a measurement (run {run} of {runs}): {self.result.invalid_reason} "
+                    f"(export: {self.export_path})"
+                )
             self.results.append(self.result)
-            dep.progress(f"benchmark{f' run {run}/{runs}' if runs > 1 else ''}: " + ", ".join(
-                f"{k}={v:.4g}" for k in ("output_token_throughput.avg", "time_to_first_token.p99")
-                if (v := self.result.value(k)) is not None))
+            dep.progress(
+                f"benchmark{f' run {run}/{runs}' if runs > 1 else ''}: "
+                + ", ".join(
+                    f"{k}={v:.4g}"
+                    for k in ("output_token_throughput.avg", "time_to_first_token.p99")
+                    if (v := self.result.value(k)) is not None
+                )
+            )
 
     def baseline(self) -> None:
         if self.settings.engine == "mocker":
@@ -131,30 +167,53 @@ class GpuRun(StepRun):
 
         hardware = dep.report.hardware or "unknown"
         manifests = baselines.manifest_hash(json.dumps(m, sort_keys=True) for m in dep.manifests())
-        images = sorted({str(s.main.image) for s in (self.recipe.deployment.services if self.recipe.deployment else []) if s.main and s.main.image})
-        provenance = baselines.Provenance.collect(profile="gpu", hardware=hardware, manifest_hash=manifests,
-                                                  images=[baselines.Image(i) for i in images],
-                                                  extra={"cluster": dep.report.server, "namespace": dep.namespace})
-        roots = {k: v for k, v in (("baselines_root", self.baselines_root), ("history_root", self.history_root)) if v is not None}
+        images = sorted(
+            {
+                str(s.main.image)
+                for s in (self.recipe.deployment.services if self.recipe.deployment else [])
+                if s.main and s.main.image
+            }
+        )
+        provenance = baselines.Provenance.collect(
+            profile="gpu",
+            hardware=hardware,
+            manifest_hash=manifests,
+            images=[baselines.Image(i) for i in images],
+            extra={"cluster": dep.report.server, "namespace": dep.namespace},
+        )
+        roots = {
+            k: v
+            for k, v in (("baselines_root", self.baselines_root), ("history_root", self.history_root))
+            if v is not None
+        }
         try:
             # run_id: the report folder, as the sim stage has it; the run report finds the run in the history by it
-            evaluation = baselines.evaluate_recipe(self.results or [self.result], recipe=self.recipe.id, environment=f"gpu/{hardware.lower()}",
-                                                   provenance=provenance, run_id=self.settings.report_dir.name,
-                                                   update=self.update_baselines, **roots)
+            evaluation = baselines.evaluate_recipe(
+                self.results or [self.result],
+                recipe=self.recipe.id,
+                environment=f"gpu/{hardware.lower()}",
+                provenance=provenance,
+                run_id=self.settings.report_dir.name,
+                update=self.update_baselines,
+                **roots,
+            )
         except baselines.BaselineError as exc:
             raise StepFailed(str(exc)) from None
         failure = evaluation.failure()
         if failure:
             raise StepFailed(failure)
         if evaluation.verdict.verdict == "no-baseline" and not evaluation.updated:
-            raise StageSkip(evaluation.verdict.message() or f"no gpu/{hardware.lower()} baseline for {self.recipe.id}: run with --update-baselines to record one")
+            raise StageSkip(
+                evaluation.verdict.message()
+                or f"no gpu/{hardware.lower()} baseline for {self.recipe.id}: run with --update-baselines to record one"
+            )
         dep.progress(f"baseline: {evaluation.verdict.verdict}" + (" (baseline updated)" if evaluation.updated else ""))
 
     def close(self) -> None:
         if self.suite is not None and hasattr(self.suite, "close"):
             try:
                 self.suite.close()
-            except Exception:  # noqa: BLE001 - closing an HTTP client must not stop the teardown
+            except Exception:
                 pass
         if self.deployer is not None:
             self.deployer.teardown()

@@ -36,7 +36,9 @@ class DeploySettings:
     image_pull_grace: float = 600.0  # ErrImagePull/ImagePullBackOff that may clear (registry 429s, slow mirrors)
     config_grace: float = 180.0  # CreateContainerConfigError: a Secret or ConfigMap may still be on its way
     failed_grace: float = 300.0  # the operator's `failed` is one pass's error; it retries with back-off
-    stale_status_grace: float = 120.0  # no observedGeneration: how long an unchanged `successful` must hold with all pods Ready
+    stale_status_grace: float = (
+        120.0  # no observedGeneration: how long an unchanged `successful` must hold with all pods Ready
+    )
     crashloop_restarts: int = 2
     time_budget: float = 0.0  # the whole run (preflight to teardown); 0: no budget
     teardown_reserve: float = 180.0  # kept from the budget for diagnostics and teardown
@@ -51,18 +53,25 @@ class DeploySettings:
     log_tail_lines: int = 2000
 
     @classmethod
-    def from_options(cls, options: StageOptions) -> "DeploySettings":
+    def from_options(cls, options: StageOptions) -> DeploySettings:
         """The gpu stage's typed options; `--gpu-option KEY=VALUE` overrides one field of this class (a
         timeout, a grace) and an unknown key is an error, not a silent no-op."""
         gpu = options.gpu
-        settings = cls(report_dir=Path(options.report_dir), namespace=gpu.namespace, keep=gpu.keep, engine=gpu.engine,
-                       perf_mode=gpu.perf_mode, kubeconfig=gpu.kubeconfig, repeats=max(1, int(options.repeats or 1)),
-                       time_budget=gpu.time_budget)
+        settings = cls(
+            report_dir=Path(options.report_dir),
+            namespace=gpu.namespace,
+            keep=gpu.keep,
+            engine=gpu.engine,
+            perf_mode=gpu.perf_mode,
+            kubeconfig=gpu.kubeconfig,
+            repeats=max(1, int(options.repeats or 1)),
+            time_budget=gpu.time_budget,
+        )
         for key, value in gpu.settings:
             settings = settings.with_setting(key, value)
         return settings
 
-    def with_setting(self, key: str, value: str) -> "DeploySettings":
+    def with_setting(self, key: str, value: str) -> DeploySettings:
         """A copy with one numeric or text field set from its command-line text."""
         fields = {f.name: f for f in dataclasses.fields(self)}
         if key not in fields or key in ("report_dir",):
@@ -70,7 +79,9 @@ class DeploySettings:
             raise ValueError(f"--gpu-option {key}: not a gpu setting (known: {known})")
         current = getattr(self, key)
         try:
-            typed: Any = type(current)(value) if isinstance(current, (int, float)) and not isinstance(current, bool) else value
+            typed: Any = (
+                type(current)(value) if isinstance(current, (int, float)) and not isinstance(current, bool) else value
+            )
         except ValueError:
             raise ValueError(f"--gpu-option {key}={value}: expected a {type(current).__name__}") from None
         return dataclasses.replace(self, **{key: typed})
@@ -85,4 +96,3 @@ def fmt_duration(seconds: float) -> str:
     if seconds < 3600:
         return f"{seconds // 60}m{seconds % 60:02d}s"
     return f"{seconds // 3600}h{(seconds % 3600) // 60:02d}m"
-

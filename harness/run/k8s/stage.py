@@ -29,7 +29,7 @@ def smoke_suite_class() -> type | None:
 class GpuStage:
     name = "gpu"
 
-    def __init__(self, smoke: type | None | str = "auto"):
+    def __init__(self, smoke: type | str | None = "auto"):
         self.smoke = smoke_suite_class() if smoke == "auto" else smoke
 
     def steps(self, recipe: Recipe) -> list[Step]:
@@ -41,13 +41,18 @@ class GpuStage:
             return source
         return probe(source, PROBE_TIMEOUT)
 
-    def open(self, recipe: Recipe, options: StageOptions) -> "GpuRun":
+    def open(self, recipe: Recipe, options: StageOptions) -> GpuRun:
         from harness.run.k8s.deployer import DeploySettings
         from harness.run.k8s.run import GpuRun
 
-        return GpuRun(recipe, DeploySettings.from_options(options), smoke=self.smoke,  # type: ignore[arg-type]
-                      update_baselines=options.update_baselines, baselines_root=options.baselines_root,
-                      history_root=options.history_root)
+        return GpuRun(
+            recipe,
+            DeploySettings.from_options(options),
+            smoke=self.smoke,  # type: ignore[arg-type]
+            update_baselines=options.update_baselines,
+            baselines_root=options.baselines_root,
+            history_root=options.history_root,
+        )
 
 
 def probe(source: ConfigSource, timeout: float) -> str | None:
@@ -56,14 +61,16 @@ def probe(source: ConfigSource, timeout: float) -> str | None:
 
     try:
         api = api_client(source, retries=0)
-    except Exception as exc:  # noqa: BLE001 - a broken kubeconfig is a reason, not a crash
+    except Exception as exc:
         return f"cannot load the {source.describe()} ({type(exc).__name__}: {str(exc)[:200]}): fix it, set KUBECONFIG, or use -m sim"
     kube = Kube(api)
     try:
         kube.server_version(timeout, retries=False)
-    except Exception as exc:  # noqa: BLE001
-        return (f"no Kubernetes cluster reachable at {kube.host} ({transport_error(exc)}; {source.describe()}): "
-                "start the cluster or fix the KUBECONFIG context, or use -m sim")
+    except Exception as exc:
+        return (
+            f"no Kubernetes cluster reachable at {kube.host} ({transport_error(exc)}; {source.describe()}): "
+            "start the cluster or fix the KUBECONFIG context, or use -m sim"
+        )
     finally:
         kube.close()
     return None

@@ -14,10 +14,16 @@ class TeardownSteps(DeployerBase):
         if not self.namespace_ready:
             return None
         try:
-            diag = Diagnostics(self.kube, self.namespace, self.diagnostics_dir, self.redactor,
-                               (self.dgd_api_version, self.dgd_name) if self.dgd_name else None, self.settings.log_tail_lines)
+            diag = Diagnostics(
+                self.kube,
+                self.namespace,
+                self.diagnostics_dir,
+                self.redactor,
+                (self.dgd_api_version, self.dgd_name) if self.dgd_name else None,
+                self.settings.log_tail_lines,
+            )
             path = diag.collect(step, reason)
-        except Exception as exc:  # noqa: BLE001 - diagnostics must never hide the failure they describe
+        except Exception as exc:
             self.progress(f"diagnostics incomplete: {type(exc).__name__}: {exc}")
             return None
         self.progress(f"diagnostics written to {path}")
@@ -31,14 +37,21 @@ class TeardownSteps(DeployerBase):
         if self.access is not None:
             try:
                 self.access.close()
-            except Exception:  # noqa: BLE001
+            except Exception:
                 pass
         if not self.namespace_ready:
             return
-        cache = {("PersistentVolumeClaim", str(dig(d, "metadata", "name"))) for d in self._cache_docs() if d.get("kind") == "PersistentVolumeClaim"}
+        cache = {
+            ("PersistentVolumeClaim", str(dig(d, "metadata", "name")))
+            for d in self._cache_docs()
+            if d.get("kind") == "PersistentVolumeClaim"
+        }
         if self.settings.keep:
-            self.progress(f"kept what the run made in namespace {self.namespace} (--keep); remove it with: "
-                          f"kubectl delete -n {self.namespace} " + " ".join(f"{k.lower()}/{n}" for _, k, n in self.created if (k, n) not in cache))
+            self.progress(
+                f"kept what the run made in namespace {self.namespace} (--keep); remove it with: "
+                f"kubectl delete -n {self.namespace} "
+                + " ".join(f"{k.lower()}/{n}" for _, k, n in self.created if (k, n) not in cache)
+            )
             self.kube.close()
             return
         # the deployment, its Jobs, helper pods and copied secrets go; the namespace and the filled model cache stay
@@ -50,10 +63,14 @@ class TeardownSteps(DeployerBase):
             try:
                 self.kube.delete(api_version, kind, name, self.namespace)
                 removed += 1
-            except Exception as exc:  # noqa: BLE001 - teardown reports, it does not raise; the next object still goes
+            except Exception as exc:
                 left.append(f"{kind.lower()}/{name} ({type(exc).__name__}: {str(exc)[:120]})")
         kept = ", ".join(f"PVC {n}" for _, n in sorted(cache)) or "nothing"
-        self.progress(f"removed {removed} object(s) this run applied in namespace {self.namespace}; kept {kept} for the next run")
+        self.progress(
+            f"removed {removed} object(s) this run applied in namespace {self.namespace}; kept {kept} for the next run"
+        )
         if left:
-            self.progress(f"teardown incomplete: could not delete {', '.join(left)}; delete them with kubectl -n {self.namespace}")
+            self.progress(
+                f"teardown incomplete: could not delete {', '.join(left)}; delete them with kubectl -n {self.namespace}"
+            )
         self.kube.close()

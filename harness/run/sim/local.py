@@ -143,8 +143,9 @@ def http_get(url: str, timeout: float = 2.0) -> tuple[int, str]:
 class LocalDeployment:
     """One plan's processes. Use as a context manager, or call start() and always stop()."""
 
-    def __init__(self, plan: SimPlan, model_dir: Path, log_dir: Path, startup_timeout_s: float = 60.0,
-                 python: str | None = None):
+    def __init__(
+        self, plan: SimPlan, model_dir: Path, log_dir: Path, startup_timeout_s: float = 60.0, python: str | None = None
+    ):
         self.plan = plan
         self.python = python or sys.executable  # the interpreter of the Dynamo release that rehearses
         self.model_dir = model_dir
@@ -158,7 +159,7 @@ class LocalDeployment:
 
     # ---- lifecycle -------------------------------------------------------------------------
 
-    def __enter__(self) -> "LocalDeployment":
+    def __enter__(self) -> LocalDeployment:
         self.start()
         return self
 
@@ -214,10 +215,14 @@ class LocalDeployment:
         counts: dict[str, int] = {}
         for w in self.workers:
             status, body = http_get(f"http://{HOST}:{w.port}/metrics")
-            counts[w.name] = int(prometheus_sum(body, "dynamo_component_requests_total", dynamo_endpoint="generate")) if status == 200 else -1
+            counts[w.name] = (
+                int(prometheus_sum(body, "dynamo_component_requests_total", dynamo_endpoint="generate"))
+                if status == 200
+                else -1
+            )
         return counts
 
-    def usage(self) -> "GroupUsage":
+    def usage(self) -> GroupUsage:
         """Resident memory and CPU time of every process in the deployment's process groups, now."""
         return group_usage({p.popen.pid for p in self.processes})
 
@@ -243,7 +248,11 @@ class LocalDeployment:
                 extra["DYN_SYSTEM_PORT"] = str(port)  # unique per mocker, or the frontend never lists the model
             env = process_env(dict(os.environ), self.work_dir, extra)
             log_path = self.log_dir / f"{proc.name}.log"
-            self.processes.append(LocalProcess(proc, spawn(process_argv(proc, self.model_dir, port, self.python), env, log_path), log_path, port))
+            self.processes.append(
+                LocalProcess(
+                    proc, spawn(process_argv(proc, self.model_dir, port, self.python), env, log_path), log_path, port
+                )
+            )
 
     def _wait_ready(self, deadline: float) -> None:
         expected = self.plan.expected_instances
@@ -263,8 +272,11 @@ class LocalDeployment:
             return Readiness(error=f"/v1/models answered {status or 'nothing'}")
         models = [m.get("id") for m in _json(body).get("data") or [] if isinstance(m, dict)]
         status, body = http_get(f"{self.base_url}/health")
-        return Readiness(models=models, instances=count_generate_instances(_json(body)),
-                         error="" if status == 200 else f"/health answered {status or 'nothing'}")
+        return Readiness(
+            models=models,
+            instances=count_generate_instances(_json(body)),
+            error="" if status == 200 else f"/health answered {status or 'nothing'}",
+        )
 
     def _timeout_message(self, expected: dict[str, int]) -> str:
         r = self.readiness
@@ -301,7 +313,7 @@ def group_usage(pgids: set[int]) -> GroupUsage:
             resident = int((entry / "statm").read_text().split()[1])
         except (OSError, ValueError, IndexError):
             continue
-        fields = stat[stat.rindex(")") + 2:].split()  # the command name may contain spaces
+        fields = stat[stat.rindex(")") + 2 :].split()  # the command name may contain spaces
         if int(fields[2]) in pgids:
             count += 1
             rss += resident * page

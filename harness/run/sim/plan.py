@@ -78,33 +78,75 @@ TRTLLM_CONFIG_EQUIVALENTS = {
     "tokens_per_block": "--block-size",
     "kv_cache_config.tokens_per_block": "--block-size",
 }
-MOCKER_BOOLEAN = {"--enable-prefix-caching", "--no-enable-prefix-caching", "--enable-chunked-prefill", "--no-enable-chunked-prefill"}
+MOCKER_BOOLEAN = {
+    "--enable-prefix-caching",
+    "--no-enable-prefix-caching",
+    "--enable-chunked-prefill",
+    "--no-enable-chunked-prefill",
+}
 MOCKER_CHOICES = {
     "--kv-cache-dtype": {"auto", "bfloat16", "fp8", "fp8_ds_mla", "fp8_e4m3", "fp8_e5m2", "fp8_inc"},
     "--sglang-schedule-policy": {"fifo", "fcfs", "lpm"},
 }
-MOCKER_INTEGER = {"--data-parallel-size", "--block-size", "--max-num-seqs", "--max-num-batched-tokens", "--max-model-len",
-                  "--sglang-chunked-prefill-size", "--sglang-max-prefill-tokens"}
+MOCKER_INTEGER = {
+    "--data-parallel-size",
+    "--block-size",
+    "--max-num-seqs",
+    "--max-num-batched-tokens",
+    "--max-model-len",
+    "--sglang-chunked-prefill-size",
+    "--sglang-max-prefill-tokens",
+}
 
 # Flags that carry identity or role: consumed by the plan, not reported as dropped.
-IDENTITY_FLAGS = {"--model", "--model-path", "--served-model-name", "--disaggregation-mode", "--is-prefill-worker",
-                  "--is-decode-worker", "--extra-engine-args", "--override-engine-args"}
+IDENTITY_FLAGS = {
+    "--model",
+    "--model-path",
+    "--served-model-name",
+    "--disaggregation-mode",
+    "--is-prefill-worker",
+    "--is-decode-worker",
+    "--extra-engine-args",
+    "--override-engine-args",
+}
 
 _DROP_REASONS: list[tuple[re.Pattern, str]] = [
-    (re.compile(r"^--(tensor|pipeline|expert)-parallel|^--(tp|pp|ep)(-size)?$|^--enable-(expert-parallel|dp-attention|attention-dp)$|^--moe-|^--enable-eplb|^--ep-|^--nnodes$|^--node-rank$|^--dist-init-addr$|^--data-parallel-(size-local|rank|address|rpc-port|start-rank|hybrid-lb|backend)$|^--gpus-per-node$"),
-     "GPU parallelism: the mocker does not model TP/PP/EP; one mocker process stands for one replica"),
-    (re.compile(r"memory|mem-fraction|^--swap-space$|^--cpu-offload"),
-     "GPU memory sizing: only the mocker's AIC model reads it, the default timing model does not"),
-    (re.compile(r"disaggregation-(transfer-backend|bootstrap|ib-device)|^--kv-transfer-config$|^--connector$|^--kv-events-config$|nixl|^--publish-events-and-metrics$|^--publish-kv-events$"),
-     "KV transfer or event transport: the mocker simulates transfers and publishes KV events itself"),
-    (re.compile(r"cuda-graph|^--enforce-eager$|^--attention-backend$|^--attn-backend$|compile|^--quantization$|^--quant|^--dtype$|^--torch-dtype$|^--load-format$|^--trust-remote-code$|^--enable-torch-compile$|^--disable-"),
-     "kernel, precision or loading option: there are no kernels or weights in the mocker"),
-    (re.compile(r"^--(host|port)$|^--tokenizer|^--download-dir$|^--revision$|^--skip-tokenizer-init$|^--served-model"),
-     "pod-local path or address: the sim sets its own"),
-    (re.compile(r"^--(context-length|max-seq-len)$"),
-     "sequence-length cap: the mocker enforces one only for engine type vllm"),
-    (re.compile(r"speculative|^--spec|^--num-speculative|^--mtp"),
-     "speculative decoding: not modelled by the mocker's default timing model"),
+    (
+        re.compile(
+            r"^--(tensor|pipeline|expert)-parallel|^--(tp|pp|ep)(-size)?$|^--enable-(expert-parallel|dp-attention|attention-dp)$|^--moe-|^--enable-eplb|^--ep-|^--nnodes$|^--node-rank$|^--dist-init-addr$|^--data-parallel-(size-local|rank|address|rpc-port|start-rank|hybrid-lb|backend)$|^--gpus-per-node$"
+        ),
+        "GPU parallelism: the mocker does not model TP/PP/EP; one mocker process stands for one replica",
+    ),
+    (
+        re.compile(r"memory|mem-fraction|^--swap-space$|^--cpu-offload"),
+        "GPU memory sizing: only the mocker's AIC model reads it, the default timing model does not",
+    ),
+    (
+        re.compile(
+            r"disaggregation-(transfer-backend|bootstrap|ib-device)|^--kv-transfer-config$|^--connector$|^--kv-events-config$|nixl|^--publish-events-and-metrics$|^--publish-kv-events$"
+        ),
+        "KV transfer or event transport: the mocker simulates transfers and publishes KV events itself",
+    ),
+    (
+        re.compile(
+            r"cuda-graph|^--enforce-eager$|^--attention-backend$|^--attn-backend$|compile|^--quantization$|^--quant|^--dtype$|^--torch-dtype$|^--load-format$|^--trust-remote-code$|^--enable-torch-compile$|^--disable-"
+        ),
+        "kernel, precision or loading option: there are no kernels or weights in the mocker",
+    ),
+    (
+        re.compile(
+            r"^--(host|port)$|^--tokenizer|^--download-dir$|^--revision$|^--skip-tokenizer-init$|^--served-model"
+        ),
+        "pod-local path or address: the sim sets its own",
+    ),
+    (
+        re.compile(r"^--(context-length|max-seq-len)$"),
+        "sequence-length cap: the mocker enforces one only for engine type vllm",
+    ),
+    (
+        re.compile(r"speculative|^--spec|^--num-speculative|^--mtp"),
+        "speculative decoding: not modelled by the mocker's default timing model",
+    ),
 ]
 _DEFAULT_DROP_REASON = "engine option the mocker cannot express"
 
@@ -190,8 +232,11 @@ class FrontendCli:
 
 def frontend_cli_from(data: dict) -> FrontendCli:
     """A FrontendCli from the option data another interpreter's parser printed (harness/run/sim/runtime.py)."""
-    return FrontendCli(frozenset(data.get("flags") or ()), frozenset(data.get("no_value") or ()),
-                       {k: tuple(v) for k, v in (data.get("choices") or {}).items()})
+    return FrontendCli(
+        frozenset(data.get("flags") or ()),
+        frozenset(data.get("no_value") or ()),
+        {k: tuple(v) for k, v in (data.get("choices") or {}).items()},
+    )
 
 
 @lru_cache(maxsize=1)
@@ -207,8 +252,9 @@ def installed_frontend_cli() -> FrontendCli:
     return FrontendCli(frozenset(actions), frozenset(no_value), choices)
 
 
-def build_plan(recipe: Recipe, *, speedup_ratio: float = 1.0, max_data_parallel: int = 32,
-               frontend_cli: FrontendCli | None = None) -> SimPlan:
+def build_plan(
+    recipe: Recipe, *, speedup_ratio: float = 1.0, max_data_parallel: int = 32, frontend_cli: FrontendCli | None = None
+) -> SimPlan:
     """The local plan for a recipe: pure, no processes (the frontend CLI is read from the installed package)."""
     dep = recipe.deployment
     if dep is None:
@@ -228,15 +274,38 @@ def build_plan(recipe: Recipe, *, speedup_ratio: float = 1.0, max_data_parallel:
         base_args, dp = _mocker_args(svc, backend, configmaps, max_data_parallel, notes, recipe)
         for replica in range(svc.replicas):
             args = ("--model-name", served, *base_args, "--speedup-ratio", _fmt(speedup_ratio))
-            procs.append(ProcessPlan(_proc_name(svc.name, replica), "dynamo.mocker", args, svc.role, svc.name, replica,
-                                     data_parallel_size=dp))
+            procs.append(
+                ProcessPlan(
+                    _proc_name(svc.name, replica),
+                    "dynamo.mocker",
+                    args,
+                    svc.role,
+                    svc.name,
+                    replica,
+                    data_parallel_size=dp,
+                )
+            )
         if svc.node_count > 1:
-            notes.append(FlagNote(svc.name, "multinode.nodeCount", str(svc.node_count), "translated",
-                                  "the ranks of one multinode replica run in one mocker process", _where(svc.loc, recipe),
-                                  "1 process per replica"))
+            notes.append(
+                FlagNote(
+                    svc.name,
+                    "multinode.nodeCount",
+                    str(svc.node_count),
+                    "translated",
+                    "the ranks of one multinode replica run in one mocker process",
+                    _where(svc.loc, recipe),
+                    "1 process per replica",
+                )
+            )
     skipped = tuple(f"{s.name} ({s.role})" for s in dep.services if not s.is_worker and s.role != "frontend")
-    frontend = ProcessPlan("frontend", "dynamo.frontend", tuple(frontend_args), "frontend",
-                           frontends[0].name if frontends else "frontend", env=tuple(sorted(frontend_env.items())))
+    frontend = ProcessPlan(
+        "frontend",
+        "dynamo.frontend",
+        tuple(frontend_args),
+        "frontend",
+        frontends[0].name if frontends else "frontend",
+        env=tuple(sorted(frontend_env.items())),
+    )
     return SimPlan(recipe.id, served, model_id, backend, router_mode, frontend, tuple(procs), tuple(notes), skipped)
 
 
@@ -257,7 +326,9 @@ def _served_name(recipe: Recipe, workers: list[Service]) -> tuple[str, str]:
     distinct = set(names.values())
     if len(distinct) > 1:
         listing = ", ".join(f"{svc}={name}" for svc, name in names.items())
-        raise PlanError(f"{recipe.id}: workers serve different model names ({listing}); the frontend would list several models")
+        raise PlanError(
+            f"{recipe.id}: workers serve different model names ({listing}); the frontend would list several models"
+        )
     served_name = distinct.pop()
     return served_name, model_id or served_name
 
@@ -266,13 +337,24 @@ def _worker_flags(svc: Service) -> dict[str, Token]:
     return svc.flags.last() if svc.module is not None else {}
 
 
-def _frontend(svc: Service | None, cli: FrontendCli, notes: list[FlagNote], recipe: Recipe) -> tuple[list[str], dict[str, str], str]:
+def _frontend(
+    svc: Service | None, cli: FrontendCli, notes: list[FlagNote], recipe: Recipe
+) -> tuple[list[str], dict[str, str], str]:
     """Frontend args and env kept from the recipe, and the router mode they select."""
     if svc is None or svc.main is None:
         return [], {}, DEFAULT_ROUTER_MODE
     flags = svc.flags if svc.module is not None else Flags()
     for tok in flags.positionals:
-        notes.append(FlagNote(svc.name, tok.value, "", "dropped", "positional argument the frontend does not take", _where(tok.loc, recipe)))
+        notes.append(
+            FlagNote(
+                svc.name,
+                tok.value,
+                "",
+                "dropped",
+                "positional argument the frontend does not take",
+                _where(tok.loc, recipe),
+            )
+        )
     kept: list[str] = []
     kept_flags = []
     for f in flags:
@@ -284,23 +366,42 @@ def _frontend(svc: Service | None, cli: FrontendCli, notes: list[FlagNote], reci
         if flag in FRONTEND_CONTROLLED:
             notes.append(FlagNote(svc.name, flag, value, "dropped", FRONTEND_CONTROLLED[flag], where))
         elif flag not in cli.flags:
-            notes.append(FlagNote(svc.name, flag, value, "dropped", "not accepted by the installed dynamo.frontend", where))
+            notes.append(
+                FlagNote(svc.name, flag, value, "dropped", "not accepted by the installed dynamo.frontend", where)
+            )
         elif flag in cli.choices and takes_value and value not in cli.choices[flag]:
-            notes.append(FlagNote(svc.name, flag, value, "dropped", f"not one of {', '.join(cli.choices[flag])}", where))
+            notes.append(
+                FlagNote(svc.name, flag, value, "dropped", f"not one of {', '.join(cli.choices[flag])}", where)
+            )
         else:
             kept.extend([flag, value] if takes_value else [flag])
             kept_flags.append(f)
     env = {k: v for k, v in svc.main.env.items() if k.startswith("DYN_") and not CONTROLLED_ENV.match(k)}
     for k in sorted(set(svc.main.env) - set(env)):
         if k.startswith("DYN_"):
-            notes.append(FlagNote(svc.name, f"env {k}", svc.main.env[k], "dropped", "set by the sim deployer", _where(svc.main.env_locs.get(k), recipe)))
+            notes.append(
+                FlagNote(
+                    svc.name,
+                    f"env {k}",
+                    svc.main.env[k],
+                    "dropped",
+                    "set by the sim deployer",
+                    _where(svc.main.env_locs.get(k), recipe),
+                )
+            )
     # the router of the flags and env the sim's frontend really gets (a dropped flag does not count)
     router_mode = router_mode_of(Flags(tuple(kept_flags)), env, svc.main.env_locs).value
     return kept, env, router_mode
 
 
-def _mocker_args(svc: Service, backend: str, configmaps: dict[str, dict[str, str]], max_dp: int, notes: list[FlagNote],
-                 recipe: Recipe) -> tuple[tuple[str, ...], int]:
+def _mocker_args(
+    svc: Service,
+    backend: str,
+    configmaps: dict[str, dict[str, str]],
+    max_dp: int,
+    notes: list[FlagNote],
+    recipe: Recipe,
+) -> tuple[tuple[str, ...], int]:
     """Mocker flags for one worker service, and its data-parallel size (after the profile cap)."""
     flags = _worker_flags(svc)
     table = MOCKER_EQUIVALENTS.get(backend, {})
@@ -319,13 +420,24 @@ def _mocker_args(svc: Service, backend: str, configmaps: dict[str, dict[str, str
             continue
         chosen[target] = (tok.value, tok)
         if target != flag:
-            notes.append(FlagNote(svc.name, flag, tok.value, "translated", "same setting under the mocker's name", where, target))
+            notes.append(
+                FlagNote(svc.name, flag, tok.value, "translated", "same setting under the mocker's name", where, target)
+            )
     if backend == "trtllm":
         _trtllm_engine_config(svc, flags, configmaps, chosen, notes, recipe)
     dp = int(chosen.pop("--data-parallel-size", ("1", None))[0])
     if dp > max_dp:
-        notes.append(FlagNote(svc.name, "--data-parallel-size", str(dp), "capped",
-                              f"the sim profile allows at most {max_dp} DP ranks per mocker", _where(svc.loc, recipe), str(max_dp)))
+        notes.append(
+            FlagNote(
+                svc.name,
+                "--data-parallel-size",
+                str(dp),
+                "capped",
+                f"the sim profile allows at most {max_dp} DP ranks per mocker",
+                _where(svc.loc, recipe),
+                str(max_dp),
+            )
+        )
         dp = max_dp
     args: list[str] = ["--engine-type", ENGINE_TYPES.get(backend, "vllm")]
     if svc.role in ("prefill", "decode"):
@@ -337,32 +449,71 @@ def _mocker_args(svc: Service, backend: str, configmaps: dict[str, dict[str, str
     return tuple(args), dp
 
 
-def _trtllm_engine_config(svc: Service, flags: dict[str, Token], configmaps: dict[str, dict[str, str]],
-                          chosen: dict[str, tuple[str, Token | None]], notes: list[FlagNote], recipe: Recipe) -> None:
+def _trtllm_engine_config(
+    svc: Service,
+    flags: dict[str, Token],
+    configmaps: dict[str, dict[str, str]],
+    chosen: dict[str, tuple[str, Token | None]],
+    notes: list[FlagNote],
+    recipe: Recipe,
+) -> None:
     """TRT-LLM keeps engine settings in a YAML file (usually a ConfigMap): read what the mocker models."""
     config: dict = {}
     path_tok = flags.get("--extra-engine-args")
     if path_tok is not None:
         config = _parse_engine_config(engine_config_text(svc, path_tok.value, configmaps))
         if not config:
-            notes.append(FlagNote(svc.name, "--extra-engine-args", path_tok.value, "dropped",
-                                  "no ConfigMap volume of the recipe provides this file; engine defaults apply", _where(path_tok.loc, recipe)))
+            notes.append(
+                FlagNote(
+                    svc.name,
+                    "--extra-engine-args",
+                    path_tok.value,
+                    "dropped",
+                    "no ConfigMap volume of the recipe provides this file; engine defaults apply",
+                    _where(path_tok.loc, recipe),
+                )
+            )
     where = _where(path_tok.loc, recipe) if path_tok else ""
     for key, target in TRTLLM_CONFIG_EQUIVALENTS.items():
         value = _dig_dotted(config, key)
         if value is not None and target not in chosen and not _invalid_value(target, str(value)):
             chosen[target] = (str(value), None)
-            notes.append(FlagNote(svc.name, f"engine config {key}", str(value), "translated", "read from the engine config", where, target))
-    tp = _int(flags["--tensor-parallel-size"].value) if "--tensor-parallel-size" in flags else _int(config.get("tensor_parallel_size"))
+            notes.append(
+                FlagNote(
+                    svc.name,
+                    f"engine config {key}",
+                    str(value),
+                    "translated",
+                    "read from the engine config",
+                    where,
+                    target,
+                )
+            )
+    tp = (
+        _int(flags["--tensor-parallel-size"].value)
+        if "--tensor-parallel-size" in flags
+        else _int(config.get("tensor_parallel_size"))
+    )
     attention_dp = "--enable-attention-dp" in flags or config.get("enable_attention_dp") is True
     if attention_dp and tp and tp > 1:
         # With attention DP every TP rank runs its own attention batch: that is what the mocker's DP ranks model.
         chosen["--data-parallel-size"] = (str(tp), None)
-        notes.append(FlagNote(svc.name, "enable_attention_dp", "true", "translated",
-                              f"attention DP over TP {tp} = {tp} DP ranks", where, f"--data-parallel-size {tp}"))
+        notes.append(
+            FlagNote(
+                svc.name,
+                "enable_attention_dp",
+                "true",
+                "translated",
+                f"attention DP over TP {tp} = {tp} DP ranks",
+                where,
+                f"--data-parallel-size {tp}",
+            )
+        )
     for key in ("tensor_parallel_size", "moe_expert_parallel_size", "pipeline_parallel_size"):
         if key in config:
-            notes.append(FlagNote(svc.name, f"engine config {key}", str(config[key]), "dropped", _DROP_REASONS[0][1], where))
+            notes.append(
+                FlagNote(svc.name, f"engine config {key}", str(config[key]), "dropped", _DROP_REASONS[0][1], where)
+            )
 
 
 def _configmaps(recipe: Recipe) -> dict[str, dict[str, str]]:
@@ -384,8 +535,10 @@ def engine_config_text(svc: Service, path: str, configmaps: dict[str, dict[str, 
     pod = dig(svc.data, "extraPodSpec") or dig(svc.data, "podTemplate", "spec") or {}
     volumes = {str(v.get("name")): v for v in (pod.get("volumes") or []) if isinstance(v, dict)}
     target = PurePosixPath(path)
-    for mount in sorted((m for m in main.get("volumeMounts") or [] if isinstance(m, dict)),
-                        key=lambda m: -len(str(m.get("mountPath") or ""))):
+    for mount in sorted(
+        (m for m in main.get("volumeMounts") or [] if isinstance(m, dict)),
+        key=lambda m: -len(str(m.get("mountPath") or "")),
+    ):
         mount_path = PurePosixPath(str(mount.get("mountPath") or "/"))
         if target != mount_path and mount_path not in target.parents:
             continue
@@ -458,4 +611,3 @@ def _where(loc: Any, recipe: Recipe) -> str:
         rel = path
     line = getattr(loc, "line", 0)
     return f"{rel}:{line}" if rel and line else str(rel or "")
-

@@ -25,9 +25,17 @@ class SimProfile:
 
 
 PROFILES: dict[str, SimProfile] = {
-    "ci": SimProfile("ci", max_concurrency=4, request_count=50, max_input_tokens=512, max_output_tokens=64, max_data_parallel=32),
+    "ci": SimProfile(
+        "ci", max_concurrency=4, request_count=50, max_input_tokens=512, max_output_tokens=64, max_data_parallel=32
+    ),
     "laptop": SimProfile(
-        "laptop", max_concurrency=8, request_count=200, max_input_tokens=2048, max_output_tokens=256, max_data_parallel=32, perf_timeout_s=600.0
+        "laptop",
+        max_concurrency=8,
+        request_count=200,
+        max_input_tokens=2048,
+        max_output_tokens=256,
+        max_data_parallel=32,
+        perf_timeout_s=600.0,
     ),
 }
 

@@ -16,9 +16,10 @@ import importlib.metadata
 import json
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from functools import lru_cache
-from typing import Any, Callable
+from typing import Any
 
 from harness.run.conformance import envs
 
@@ -60,26 +61,34 @@ def release_line(version: str) -> tuple[str, ...]:
     return tuple(version.split(".")[:2])
 
 
-def resolve(recipe_release: str, *, build: bool = True, here: str | None = None,
-            say: Callable[[str], None] | None = None) -> SimRuntime:
+def resolve(
+    recipe_release: str, *, build: bool = True, here: str | None = None, say: Callable[[str], None] | None = None
+) -> SimRuntime:
     """The runtime for a recipe of `recipe_release`: this interpreter when it holds that release
     line, else the managed env of the release (built when `build`, else an error naming the command)."""
     here = installed_release() if here is None else here
     if not recipe_release or (here and release_line(here) == release_line(recipe_release)):
-        note = "" if not recipe_release or here == recipe_release else f"the recipe pins {recipe_release}; same release line"
+        note = (
+            ""
+            if not recipe_release or here == recipe_release
+            else f"the recipe pins {recipe_release}; same release line"
+        )
         return SimRuntime(recipe_release, here, sys.executable, THIS_ENV, note)
     # any env of the release holds its ai-dynamo: the lightest ready one (dynamo, vllm, sglang) serves
     env = envs.locate(recipe_release, "frontend")
     if env is None and not build:
-        raise RuntimeError_(f"no Dynamo {recipe_release} to rehearse with: run "
-                            f"`{envs.SETUP_COMMAND} --release {recipe_release}`, or let the sim stage build it")
+        raise RuntimeError_(
+            f"no Dynamo {recipe_release} to rehearse with: run "
+            f"`{envs.SETUP_COMMAND} --release {recipe_release}`, or let the sim stage build it"
+        )
     if env is None:
         try:
             env = envs.ensure_env(recipe_release, "dynamo", say=say)
         except (envs.EnvBuildError, ValueError) as exc:
             raise RuntimeError_(f"could not set up Dynamo {recipe_release} for the rehearsal: {exc}") from None
-    return SimRuntime(recipe_release, env.versions.get("ai-dynamo", recipe_release), env.python, str(env.path),
-                      envs.install_note(env))
+    return SimRuntime(
+        recipe_release, env.versions.get("ai-dynamo", recipe_release), env.python, str(env.path), envs.install_note(env)
+    )
 
 
 _FRONTEND_CLI_CODE = """
@@ -114,7 +123,10 @@ def header_lines(releases: list[str], here: str | None = None) -> list[str]:
             sim = f"Dynamo {here} from {THIS_ENV}"
         else:
             env = envs.locate(release, "frontend")
-            sim = (f"Dynamo {env.versions.get('ai-dynamo', release)} from {env.path} ({envs.install_note(env)})" if env
-                   else f"a managed ai-dynamo {release} env, built on first use")
+            sim = (
+                f"Dynamo {env.versions.get('ai-dynamo', release)} from {env.path} ({envs.install_note(env)})"
+                if env
+                else f"a managed ai-dynamo {release} env, built on first use"
+            )
         out.append(f"recipe-harness: Dynamo {release}: conformance envs: {conf}; sim rehearses on {sim}")
     return out

@@ -7,42 +7,45 @@ import json
 import shutil
 import sys
 import time
-
 from dataclasses import asdict
 from operator import methodcaller
 from pathlib import Path
 from typing import Any
 
-from harness.recipe.model import Recipe
 from harness.analysis.benchmark import PerfConfigError, find_invocation
-from harness.run.perf import Scale, parse_profile_export, run_aiperf, scaled_args
-from harness.results.metrics import GATED_METRICS, PerfResult
-from harness.run.smoke import SmokeSuite
-from harness.run.stage import StageOptions, StageSkip, Step, StepFailed, StepRun, smoke_step
+from harness.recipe.model import Recipe
 from harness.results import baselines
+from harness.results.metrics import GATED_METRICS, PerfResult
+from harness.run.perf import Scale, parse_profile_export, run_aiperf, scaled_args
+from harness.run.sim import runtime
 from harness.run.sim.compare import sim_policy
 from harness.run.sim.local import DeployError, LocalDeployment, tail
 from harness.run.sim.modeldir import describe, ensure_model_dir
-from harness.run.sim import runtime
 from harness.run.sim.plan import PlanError, SimPlan, build_plan, frontend_cli_from, installed_frontend_cli
-from harness.run.sim.runtime import SimRuntime
 from harness.run.sim.profiles import PROFILES, SimProfile, get_profile
+from harness.run.sim.runtime import SimRuntime
+from harness.run.smoke import SmokeSuite
+from harness.run.stage import StageOptions, StageSkip, Step, StepFailed, StepRun, smoke_step
 
 # `conformance` first: the recipe's command lines through the real parsers of its Dynamo release,
 # before any mocker starts (harness/run/conformance); it skips where that env is not set up. It is
 # not a setup step: a skip there must not skip the rehearsal.
 # The baseline step needs no live deployment, only the perf results (it skips without a valid one).
-SIM_STEPS = (Step("conformance", methodcaller("conformance")),
-             Step("deploy", methodcaller("deploy"), setup=True),
-             *(smoke_step(check, requires=("deploy",)) for check in SmokeSuite.CHECKS),
-             Step("perf", methodcaller("perf"), requires=("deploy",)),
-             Step("baseline", methodcaller("baseline")))
+SIM_STEPS = (
+    Step("conformance", methodcaller("conformance")),
+    Step("deploy", methodcaller("deploy"), setup=True),
+    *(smoke_step(check, requires=("deploy",)) for check in SmokeSuite.CHECKS),
+    Step("perf", methodcaller("perf"), requires=("deploy",)),
+    Step("baseline", methodcaller("baseline")),
+)
 STEPS = [s.name for s in SIM_STEPS]
 REQUIRED_MODULES = ("dynamo.frontend", "dynamo.mocker", "aiperf", "tokenizers")
 # Sim-only AIPerf options. Random token ids skip tokenizing AIPerf's 4.8 MB corpus (10-13 s on 2
 # cores) and the mocker ignores prompt content; server metrics cost a 2 s flush and are unused.
-SIM_AIPERF_ARGS = {"--prompt-corpus random": "prompt text does not matter to the mocker; saves ~10 s of corpus tokenizing",
-                   "--no-server-metrics": "the sim reads worker metrics itself; saves a 2 s flush"}
+SIM_AIPERF_ARGS = {
+    "--prompt-corpus random": "prompt text does not matter to the mocker; saves ~10 s of corpus tokenizing",
+    "--no-server-metrics": "the sim reads worker metrics itself; saves a 2 s flush",
+}
 
 
 class SimStage:
@@ -61,7 +64,7 @@ class SimStage:
             return f"--sim-slowdown must be > 0, got {options.sim.slowdown}"
         return None
 
-    def open(self, recipe: Recipe, options: StageOptions) -> "SimRun":
+    def open(self, recipe: Recipe, options: StageOptions) -> SimRun:
         return SimRun(recipe, options)
 
 
@@ -126,7 +129,11 @@ class SimRun(StepRun):
             outcome, message = "failed", str(e) or type(e).__name__
             raise
         finally:
-            self.outcomes[step.name] = {"outcome": outcome, "seconds": round(time.monotonic() - t0, 2), **({"message": message} if message else {})}
+            self.outcomes[step.name] = {
+                "outcome": outcome,
+                "seconds": round(time.monotonic() - t0, 2),
+                **({"message": message} if message else {}),
+            }
 
     def close(self) -> None:
         """Tear down, write result.json, drop logs of a clean run unless --keep-logs. Never raises."""
@@ -166,28 +173,52 @@ class SimRun(StepRun):
 
         try:
             self.runtime = runtime.resolve(recipe_release(self.recipe))
-            cli = (installed_frontend_cli() if self.runtime.python == sys.executable
-                   else frontend_cli_from(runtime.frontend_cli_data(self.runtime.python)))
+            cli = (
+                installed_frontend_cli()
+                if self.runtime.python == sys.executable
+                else frontend_cli_from(runtime.frontend_cli_data(self.runtime.python))
+            )
         except runtime.RuntimeError_ as e:
             raise StepFailed(f"{self.recipe.id}: {e}") from None
         try:
-            self.plan = build_plan(self.recipe, speedup_ratio=self.speedup_ratio, max_data_parallel=self.profile.max_data_parallel,
-                                   frontend_cli=cli)
+            self.plan = build_plan(
+                self.recipe,
+                speedup_ratio=self.speedup_ratio,
+                max_data_parallel=self.profile.max_data_parallel,
+                frontend_cli=cli,
+            )
         except PlanError as e:
             raise StepFailed(str(e)) from None
         self.model_dir = ensure_model_dir(self.plan.model_id, self.options.sim.cache_dir)
-        self._write_json("plan.json", {**self.plan.to_dict(), "dynamo": self.runtime.to_dict(), "profile": self.profile.to_dict(),
-                                       "simSlowdown": self.options.sim.slowdown, "modelDir": describe(self.model_dir)})
-        self.deployment = LocalDeployment(self.plan, self.model_dir, self.report_dir / "logs", self.profile.startup_timeout_s,
-                                          python=self.runtime.python)
+        self._write_json(
+            "plan.json",
+            {
+                **self.plan.to_dict(),
+                "dynamo": self.runtime.to_dict(),
+                "profile": self.profile.to_dict(),
+                "simSlowdown": self.options.sim.slowdown,
+                "modelDir": describe(self.model_dir),
+            },
+        )
+        self.deployment = LocalDeployment(
+            self.plan,
+            self.model_dir,
+            self.report_dir / "logs",
+            self.profile.startup_timeout_s,
+            python=self.runtime.python,
+        )
         try:
             self.deployment.start()
         except DeployError as e:
             raise StepFailed(f"{self.recipe.id}: the local stack did not come up: {e}") from None
         self.usage["startup_s"] = round(self.deployment.startup_s or 0.0, 2)
         self.usage["after_deploy"] = asdict(self.deployment.usage())
-        self.suite = SmokeSuite(self.deployment.base_url, self.plan.served_model_name, router_mode=self.plan.router_mode,
-                                request_counts=self.deployment.worker_request_counts)
+        self.suite = SmokeSuite(
+            self.deployment.base_url,
+            self.plan.served_model_name,
+            router_mode=self.plan.router_mode,
+            request_counts=self.deployment.worker_request_counts,
+        )
 
     def _live(self) -> LocalDeployment:
         assert self.deployment is not None and self.plan is not None, "the step requires deploy"
@@ -215,8 +246,10 @@ class SimRun(StepRun):
             raise StepFailed(str(e)) from None
         served = self.plan.served_model_name
         if inv.model is not None and inv.model != served:
-            raise StepFailed(f"{inv.where}: the benchmark requests model {inv.model!r} but the deployment serves {served!r}: "
-                             f"every request would get 404")
+            raise StepFailed(
+                f"{inv.where}: the benchmark requests model {inv.model!r} but the deployment serves {served!r}: "
+                f"every request would get 404"
+            )
         repeats = max(1, self.options.repeats)
         shutil.rmtree(self.report_dir / "aiperf", ignore_errors=True)
         self.results = []
@@ -227,22 +260,34 @@ class SimRun(StepRun):
             self.last_result = result
             if not result.valid:
                 log_path = self.report_dir / "logs" / "aiperf.log"
-                raise StepFailed(f"the benchmark is not a measurement (run {i + 1} of {repeats}): {result.invalid_reason}\n"
-                                 f"last lines of {log_path}:\n{tail(log_path)}")
+                raise StepFailed(
+                    f"the benchmark is not a measurement (run {i + 1} of {repeats}): {result.invalid_reason}\n"
+                    f"last lines of {log_path}:\n{tail(log_path)}"
+                )
             self._live()
 
     def _perf_run(self, dep: LocalDeployment, inv: Any, served: str, artifact_dir: Path) -> PerfResult:
         p = self.profile
-        plan = scaled_args(inv, model=served, url=dep.base_url, tokenizer=self.model_dir, artifact_dir=artifact_dir,
-                           scale=Scale(p.max_concurrency, p.request_count, p.max_input_tokens, p.max_output_tokens))
+        plan = scaled_args(
+            inv,
+            model=served,
+            url=dep.base_url,
+            tokenizer=self.model_dir,
+            artifact_dir=artifact_dir,
+            scale=Scale(p.max_concurrency, p.request_count, p.max_input_tokens, p.max_output_tokens),
+        )
         for option, why in SIM_AIPERF_ARGS.items():
             plan.args += option.split()
             plan.changes.append(f"{option} added ({why})")
         self.aiperf_changes = plan.changes
         log_path = self.report_dir / "logs" / "aiperf.log"
         run = run_aiperf(plan.args, log_path, p.perf_timeout_s, cwd=self.report_dir)
-        result = parse_profile_export(artifact_dir, plan.expected_requests, plan.output_tokens,
-                                      aiperf_args=portable_args(plan.args, dep.base_url, self.model_dir, artifact_dir))
+        result = parse_profile_export(
+            artifact_dir,
+            plan.expected_requests,
+            plan.output_tokens,
+            aiperf_args=portable_args(plan.args, dep.base_url, self.model_dir, artifact_dir),
+        )
         if run.timed_out:
             result.invalid_reason = f"AIPerf did not finish within {p.perf_timeout_s:.0f} s (sim profile {p.name})"
         elif run.returncode and result.valid:
@@ -259,22 +304,39 @@ class SimRun(StepRun):
             raise StageSkip(f"no valid perf result for sim::{self.recipe.id} to compare")
         update = self.options.update_baselines
         if update and self.options.sim.slowdown != 1.0:
-            raise StepFailed(f"refusing to record a baseline at --sim-slowdown {self.options.sim.slowdown:g}: run at normal speed")
+            raise StepFailed(
+                f"refusing to record a baseline at --sim-slowdown {self.options.sim.slowdown:g}: run at normal speed"
+            )
         files = [self.recipe.path / name for name in ("deploy.yaml", "perf.yaml")]
         provenance = baselines.Provenance.collect(
-            profile=self.profile.name, manifest_hash=baselines.manifest_hash(f.read_bytes() for f in files if f.is_file()),
+            profile=self.profile.name,
+            manifest_hash=baselines.manifest_hash(f.read_bytes() for f in files if f.is_file()),
             stats=baselines.aggregate(valid, sim_policy()),
-            extra={"simProfile": self.profile.to_dict(), "simSlowdown": self.options.sim.slowdown,
-                   "startupSeconds": self.usage.get("startup_s")})
+            extra={
+                "simProfile": self.profile.to_dict(),
+                "simSlowdown": self.options.sim.slowdown,
+                "startupSeconds": self.usage.get("startup_s"),
+            },
+        )
         try:
             self.evaluation = baselines.evaluate_recipe(
-                self.results, recipe=self.recipe.id, environment="sim", provenance=provenance,
-                run_id=self.options.report_dir.name, update=update, policy=sim_policy(),
-                baselines_root=self.baselines_root, history_root=self.history_root, experiment=self.experiment)
+                self.results,
+                recipe=self.recipe.id,
+                environment="sim",
+                provenance=provenance,
+                run_id=self.options.report_dir.name,
+                update=update,
+                policy=sim_policy(),
+                baselines_root=self.baselines_root,
+                history_root=self.history_root,
+                experiment=self.experiment,
+            )
         except baselines.BaselineError as e:
             raise StepFailed(str(e)) from None
         if self.evaluation.updated:
-            self.baseline_written = baselines.repo_relative(baselines.baseline_path("sim", self.recipe.id, self.baselines_root))
+            self.baseline_written = baselines.repo_relative(
+                baselines.baseline_path("sim", self.recipe.id, self.baselines_root)
+            )
         failure = self.evaluation.failure()
         if failure:
             raise StepFailed(f"{failure}\n(--sim-slowdown {self.options.sim.slowdown:g}, profile {self.profile.name})")
@@ -285,30 +347,48 @@ class SimRun(StepRun):
 
     def _write_result(self) -> None:
         perf = self.last_result
-        self._write_json("result.json", {
-            "recipe": self.recipe.id,
-            "stage": "sim",
-            "profile": self.profile.name,
-            "simSlowdown": self.options.sim.slowdown,
-            "experiment": self.experiment,
-            "speedupRatio": self.speedup_ratio,
-            "dynamo": None if self.runtime is None else self.runtime.to_dict(),
-            "wallSeconds": round(time.monotonic() - self.started, 2),
-            "steps": self.outcomes,
-            "usage": self.usage,
-            "plan": None if self.plan is None else {
-                "servedModelName": self.plan.served_model_name, "routerMode": self.plan.router_mode,
-                "workers": len(self.plan.workers), "expectedInstances": self.plan.expected_instances,
-                "notes": len(self.plan.notes), "skippedServices": list(self.plan.skipped_services)},
-            "perf": None if perf is None else {
-                "valid": perf.valid, "invalidReason": perf.invalid_reason, "expectedRequests": perf.expected_requests,
-                "completedRequests": perf.completed_requests, "errorCount": perf.error_count, "errors": perf.errors,
-                "metrics": {k: perf.value(k) for k in GATED_METRICS}, "aiperfArgs": perf.aiperf_args,
-                "changesFromPerfJob": self.aiperf_changes, "artifactDir": perf.artifact_dir},
-            "runs": len(self.results),
-            "verdict": self.evaluation.verdict.to_dict() if self.evaluation else None,
-            "baselineWritten": self.baseline_written or None,
-        })
+        self._write_json(
+            "result.json",
+            {
+                "recipe": self.recipe.id,
+                "stage": "sim",
+                "profile": self.profile.name,
+                "simSlowdown": self.options.sim.slowdown,
+                "experiment": self.experiment,
+                "speedupRatio": self.speedup_ratio,
+                "dynamo": None if self.runtime is None else self.runtime.to_dict(),
+                "wallSeconds": round(time.monotonic() - self.started, 2),
+                "steps": self.outcomes,
+                "usage": self.usage,
+                "plan": None
+                if self.plan is None
+                else {
+                    "servedModelName": self.plan.served_model_name,
+                    "routerMode": self.plan.router_mode,
+                    "workers": len(self.plan.workers),
+                    "expectedInstances": self.plan.expected_instances,
+                    "notes": len(self.plan.notes),
+                    "skippedServices": list(self.plan.skipped_services),
+                },
+                "perf": None
+                if perf is None
+                else {
+                    "valid": perf.valid,
+                    "invalidReason": perf.invalid_reason,
+                    "expectedRequests": perf.expected_requests,
+                    "completedRequests": perf.completed_requests,
+                    "errorCount": perf.error_count,
+                    "errors": perf.errors,
+                    "metrics": {k: perf.value(k) for k in GATED_METRICS},
+                    "aiperfArgs": perf.aiperf_args,
+                    "changesFromPerfJob": self.aiperf_changes,
+                    "artifactDir": perf.artifact_dir,
+                },
+                "runs": len(self.results),
+                "verdict": self.evaluation.verdict.to_dict() if self.evaluation else None,
+                "baselineWritten": self.baseline_written or None,
+            },
+        )
 
     def _write_json(self, name: str, data: dict) -> None:
         self.report_dir.mkdir(parents=True, exist_ok=True)
