@@ -113,7 +113,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         choices=MODES,
         default="auto",
         help="static tests as one pytest item per check, or one per recipe that still reports each check "
-        "(faster at scale); auto: per recipe above %d recipes or under xdist" % AUTO_MAX_RECIPES,
+        f"(faster at scale); auto: per recipe above {AUTO_MAX_RECIPES} recipes or under xdist",
     )
     group.addoption("--findings-json", metavar="PATH", help="write all static findings as JSON")
     group.addoption(

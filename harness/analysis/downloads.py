@@ -88,26 +88,29 @@ def _python_calls(pod: Pod, words: list[Token]) -> Iterator[Download]:
             kw = {k.arg: k.value for k in call.keywords if k.arg}
             if call.args:
                 kw.setdefault("repo_id", call.args[0])
-
-            def text(node: ast.expr | None) -> Token | None:
-                return (
-                    Token(node.value, w.loc) if isinstance(node, ast.Constant) and isinstance(node.value, str) else None
-                )
-
-            def texts(node: ast.expr | None) -> list[Token]:
-                if isinstance(node, (ast.List, ast.Tuple)):
-                    return [t for t in (text(e) for e in node.elts) if t is not None]
-                one = text(node)
-                return [one] if one else []
-
             yield Download(
                 pod,
-                text(kw.get("repo_id")),
-                text(kw.get("revision")),
+                _ast_text(kw.get("repo_id"), w),
+                _ast_text(kw.get("revision"), w),
                 w,
-                texts(kw.get("allow_patterns")),
-                texts(kw.get("ignore_patterns")),
+                _ast_texts(kw.get("allow_patterns"), w),
+                _ast_texts(kw.get("ignore_patterns"), w),
             )
+
+
+def _ast_text(node: ast.expr | None, word: Token) -> Token | None:
+    """A string literal of the call, placed at the line of the `python -c` word that holds it."""
+    if isinstance(node, ast.Constant) and isinstance(node.value, str):
+        return Token(node.value, word.loc)
+    return None
+
+
+def _ast_texts(node: ast.expr | None, word: Token) -> list[Token]:
+    """A list/tuple of string literals (non-strings dropped), or a single string literal."""
+    if isinstance(node, (ast.List, ast.Tuple)):
+        return [t for t in (_ast_text(e, word) for e in node.elts) if t is not None]
+    one = _ast_text(node, word)
+    return [one] if one else []
 
 
 def downloads(recipe: Recipe) -> list[Download]:

@@ -86,7 +86,7 @@ def kubelet_expand(s: Traced, env: Mapping[str, str]) -> Traced:
                 close = text.find(")", cursor + 2)
                 if close >= 0:
                     name = text[cursor + 2 : close]
-                    value = env[name] if name in env else f"$({name})"
+                    value = env.get(name, f"$({name})")
                     out_t.append(value)
                     out_o.extend((origins[cursor],) * len(value))
                     advance = close - cursor

@@ -30,7 +30,7 @@ from harness.recipe.findings import Finding, Loc, Problem, Severity, display_pat
 from harness.recipe.model import Recipe
 
 Scope = Literal["recipe", "tree"]
-O = TypeVar("O")
+OptionsT = TypeVar("OptionsT")
 TREE_ID = "catalogue"  # the pseudo recipe id of tree-level checks: static::catalogue::<check-id>
 
 
@@ -93,7 +93,7 @@ class CheckContext:
     options: Sequence[Any] = ()  # option objects (StorageOptions(margin=1.5), ...); a kind not given has its defaults
     catalogue: bool = True  # the tree follows the catalogue convention (versions.yaml is its release matrix)
 
-    def options_for(self, kind: type[O]) -> O:
+    def options_for(self, kind: type[OptionsT]) -> OptionsT:
         """The run's options of this kind, else its defaults."""
         return next((o for o in self.options if isinstance(o, kind)), None) or kind()
 

@@ -158,7 +158,7 @@ def served_name_consistent(recipe: Recipe, ctx: CheckContext) -> Iterator[Proble
     whitespace/comma list, first is primary, rest aliases); the frontend routes by the registered name.
     The reference value is recipe.yaml `model.servedName` (this catalogue's metadata).
     """
-    served, served_loc = _meta(recipe, "model", "servedName")
+    served, _ = _meta(recipe, "model", "servedName")
     if not isinstance(served, str):
         return
     w = recipe.workloads
@@ -408,7 +408,7 @@ def model_path_on_pvc(recipe: Recipe, ctx: CheckContext) -> Iterator[Problem]:
                         f"({', '.join(m.path for m in mounts) or 'no PVC mounted'})",
                         "mount the model-cache PVC and point it under the mount path",
                     )
-    for pod, at, flags in _engines(w):
+    for pod, _at, flags in _engines(w):
         f = flag(flags, *MODEL_FLAGS)
         if (
             f is not None

@@ -244,7 +244,7 @@ def kv_block_size_consistent(recipe: Recipe, ctx: CheckContext) -> Iterator[Prob
             listed = ", ".join(
                 _describe(v, loc, f"{name} tokens_per_block") for name, v, loc in sorted(sizes, key=lambda x: x[0])
             )
-            prefill_name, value, loc = next(x for x in sizes if x[0] == by_role["prefill"][0][0].name)
+            _, _, loc = next(x for x in sizes if x[0] == by_role["prefill"][0][0].name)
             at = loc or by_role["prefill"][0][0].loc
             yield problem(
                 at,

@@ -56,8 +56,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--out-dir", metavar="DIR", help="default: harness/run/conformance/data")
     r.set_defaults(func=run_record)
 
-    l = csub.add_parser("list", help="the envs that are set up, with versions and sizes")
-    l.set_defaults(func=run_list)
+    ls = csub.add_parser("list", help="the envs that are set up, with versions and sizes")
+    ls.set_defaults(func=run_list)
     p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
 
 

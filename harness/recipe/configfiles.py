@@ -43,9 +43,12 @@ def mounted_file_in(docs: Iterable[Document], svc: Service, path: str) -> Mounte
     best = None
     for m in mounts:
         mount_path = str(m.get("mountPath") or "").rstrip("/")
-        if mount_path and (path == mount_path or path.startswith(mount_path + "/")):
-            if best is None or len(mount_path) > len(str(best.get("mountPath")).rstrip("/")):
-                best = m
+        if (
+            mount_path
+            and (path == mount_path or path.startswith(mount_path + "/"))
+            and (best is None or len(mount_path) > len(str(best.get("mountPath")).rstrip("/")))
+        ):
+            best = m
     if best is None:
         return None
     volume = next((mapping(v) for v in volumes if mapping(v) is not None and v.get("name") == best.get("name")), None)

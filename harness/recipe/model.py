@@ -569,9 +569,9 @@ def build_container(
         return None
     env, locs = dict(base_env), dict(base_locs)
     for source in (service_env, data.get("env")):
-        e, l = _env_literals(source)
-        env.update(e)
-        locs.update(l)
+        source_env, source_locs = _env_literals(source)
+        env.update(source_env)
+        locs.update(source_locs)
     secret_refs: dict[str, str] = {}
     for item in sequence(data.get("env")) or []:
         name = dig(item, "valueFrom", "secretKeyRef", "name")

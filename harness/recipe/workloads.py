@@ -88,9 +88,10 @@ def under(path: str, mounts: list[Mount]) -> Mount | None:
     best = None
     for m in mounts:
         root = m.path.rstrip("/") or "/"
-        if path == root or path.startswith(root.rstrip("/") + "/"):
-            if best is None or len(root) > len(best.path.rstrip("/")):
-                best = m
+        if (path == root or path.startswith(root.rstrip("/") + "/")) and (
+            best is None or len(root) > len(best.path.rstrip("/"))
+        ):
+            best = m
     return best
 
 
@@ -274,8 +275,7 @@ def aiperf_calls(script: Script) -> Iterator[tuple[Command, list[Token]]]:
             texts = [t for t in words[2:] if " " in t.value]
             for t in texts:
                 inner = nested_script(t.value, t.loc)
-                for inner_cmd, inner_words in aiperf_calls(inner):
-                    yield inner_cmd, inner_words
+                yield from aiperf_calls(inner)
     for cmd, text, _ in shell_scripts(script):
         yield from aiperf_calls(nested_script(text, cmd.words[0].loc))
 

@@ -379,7 +379,7 @@ def render_html(summary: RunSummary, histories: Histories | None = None) -> str:
         out.append(f"<p>Policy: <code>{e(json.dumps(summary.policy))}</code></p>")
     numeric = {2, 3, 4, 5}
     out.append("<table><tr>" + "".join(f"<th>{e(h)}</th>" for h in HEADER) + "</tr>")
-    for r, row in _rows(summary):
+    for _, row in _rows(summary):
         verdict_cls = row[-1].split(" ")[0]
         cells = [f"<td class='n'>{e(c)}</td>" if i in numeric else f"<td>{e(c)}</td>" for i, c in enumerate(row[:-1])]
         out.append("<tr>" + "".join(cells) + f"<td class='v-{e(verdict_cls)}'>{e(row[-1])}</td></tr>")

@@ -31,6 +31,7 @@ from harness.recipe.findings import Finding, Loc
 from harness.recipe.yamlsrc import SrcList, SrcMap, load_yaml_file
 
 IGNORE_FILE = ".recipe-harness.yaml"
+_FILE_LOC = Loc(Path(IGNORE_FILE))  # frozen: one shared default is safe
 _KEYS = {"checks", "paths", "recipes", "reason"}
 
 
@@ -46,7 +47,7 @@ class Ignore:
     paths: tuple[str, ...] = ()
     recipes: tuple[str, ...] = ()
     reason: str = ""
-    loc: Loc = Loc(Path(IGNORE_FILE))
+    loc: Loc = _FILE_LOC
 
     def matches(self, finding: Finding, relative_file: str) -> bool:
         if not any(fnmatch.fnmatchcase(finding.check_id, c) for c in self.checks):

@@ -35,7 +35,7 @@ def _die_with_parent() -> None:
 def spawn(argv: list[str], env: dict[str, str], log_path: Path, cwd: Path | None = None) -> subprocess.Popen:
     """Start a process in its own session (so its whole group can be signalled) logging to a file."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    log = open(log_path, "ab", buffering=0)
+    log = open(log_path, "ab", buffering=0)  # noqa: SIM115  # closed in `finally` once Popen has passed it on
     log.write(f"$ {' '.join(argv)}\n".encode())
     # The parent-death signal is tied to the spawning thread: only set it from the main thread,
     # where the thread lives as long as the harness.

@@ -28,6 +28,7 @@ from harness.recipe.model import FileCache, Recipe
 from harness.run.ignores import Ignores, load_ignores
 
 SEVERITY_FLOORS = ("warning", "error")  # --severity-floor: report findings at or above it
+DEFAULT_CONVENTION = Convention(CATALOGUE, "the default")  # frozen: one shared default is safe
 
 
 @dataclass
@@ -40,7 +41,7 @@ class Selection:
     cache: FileCache
     notes: list[str] = field(default_factory=list)
     named_root: bool = False  # the tree was named (--recipes-dir): a foreign tree, checked as a whole
-    convention: Convention = Convention(CATALOGUE, "the default")  # which conventions the tree follows
+    convention: Convention = DEFAULT_CONVENTION  # which conventions the tree follows
 
     @property
     def tree(self) -> RecipeTree:

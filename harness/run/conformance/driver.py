@@ -45,6 +45,7 @@ import time
 import traceback
 import types
 import warnings
+from typing import ClassVar
 
 # ---------------------------------------------------------------- stub HF cache
 
@@ -482,7 +483,7 @@ def install_tensorrt_llm_stub(defaults: dict) -> bool:
             self.default = default
 
     class BuildConfig:  # stands in for tensorrt_llm.llmapi.BuildConfig (a pydantic model)
-        model_fields = {k: _Field(v) for k, v in defaults.items()}
+        model_fields: ClassVar[dict[str, _Field]] = {k: _Field(v) for k, v in defaults.items()}
 
     root = types.ModuleType("tensorrt_llm")
     root.__path__ = []  # a package
@@ -670,7 +671,11 @@ def main() -> int:
     ap = argparse.ArgumentParser(description="parse Dynamo command lines (JSON on stdin)")
     ap.add_argument("--request", help="read the request from this file instead of stdin")
     opts = ap.parse_args()
-    req = json.load(open(opts.request) if opts.request else sys.stdin)
+    if opts.request:
+        with open(opts.request) as f:
+            req = json.load(f)
+    else:
+        req = json.load(sys.stdin)
     jobs = req.get("jobs", [])
 
     # Our JSON goes to the real stdout; anything the libraries print goes to stderr.

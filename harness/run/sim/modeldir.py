@@ -65,7 +65,7 @@ def corpus_path() -> Path:
     spec = importlib.util.find_spec("aiperf")  # locate without importing: `import aiperf` costs seconds
     if spec is None or not spec.submodule_search_locations:
         raise FileNotFoundError("aiperf is not installed: pip install -e '.[sim]'")
-    return Path(list(spec.submodule_search_locations)[0]) / "dataset" / "generator" / "assets" / "shakespeare.txt"
+    return Path(next(iter(spec.submodule_search_locations))) / "dataset" / "generator" / "assets" / "shakespeare.txt"
 
 
 def default_cache_dir() -> Path:
