@@ -1,4 +1,5 @@
-"""The per-tree ignore file `.recipe-harness.yaml`: which checks a tree does not (yet) hold some of its files or recipes to.
+"""The per-tree ignore file `.recipe-harness.yaml`:
+which checks a tree does not (yet) hold some of its files or recipes to.
 
 A tree adopts the gate gradually, as with ruff's `per-file-ignores` or yamllint's per-rule `ignore`:
 the file sits at the top of the recipes tree, and each entry names check ids (or globs of them)
@@ -61,7 +62,10 @@ class Ignore:
     def describe(self) -> str:
         where = [f"paths {', '.join(self.paths)}"] if self.paths else []
         where += [f"recipes {', '.join(self.recipes)}"] if self.recipes else []
-        text = f"{self.loc.file.name}:{self.loc.line}: {', '.join(self.checks)} ignored in {' or '.join(where) or 'the whole tree'}"
+        text = (
+            f"{self.loc.file.name}:{self.loc.line}: {', '.join(self.checks)} "
+            f"ignored in {' or '.join(where) or 'the whole tree'}"
+        )
         return text + (f" ({self.reason})" if self.reason else "")
 
 

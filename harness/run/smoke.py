@@ -73,7 +73,8 @@ class SmokeSuite:
         msg = resp.choices[0].message
         if msg.role != "assistant" or not isinstance(msg.content, str) or not msg.content:
             raise StepFailed(
-                f"chat completion message is role={msg.role!r} content={msg.content!r}; expected a non-empty assistant message"
+                f"chat completion message is role={msg.role!r} content={msg.content!r}; "
+                "expected a non-empty assistant message"
             )
         _check_usage(resp.usage, "chat completion")
 
@@ -145,7 +146,8 @@ class SmokeSuite:
                     raise StepFailed(f"a request with {what} broke the connection: {e}") from None
                 if not 400 <= resp.status_code < 500:
                     raise StepFailed(
-                        f"a request with {what} got HTTP {resp.status_code}; expected a 4xx client error: {resp.text[:200]}"
+                        f"a request with {what} got HTTP {resp.status_code}; "
+                        f"expected a 4xx client error: {resp.text[:200]}"
                     )
 
     def check_unknown_model(self) -> None:
@@ -239,7 +241,8 @@ def _check_usage(usage, what: str) -> None:
         raise StepFailed(f"{what} has no usage")
     if not usage.prompt_tokens or not usage.completion_tokens:
         raise StepFailed(
-            f"{what} usage counts nothing: prompt_tokens={usage.prompt_tokens} completion_tokens={usage.completion_tokens}"
+            f"{what} usage counts nothing: prompt_tokens={usage.prompt_tokens} "
+            f"completion_tokens={usage.completion_tokens}"
         )
     if usage.total_tokens != usage.prompt_tokens + usage.completion_tokens:
         raise StepFailed(

@@ -272,7 +272,8 @@ def _request_extras(job: Job) -> dict[str, Any]:
 
 
 def _run_driver(env: envs.Env, jobs: list[Job], extra: dict[str, Any]) -> list[ParseResult]:
-    label = f"{env.path.name} ({', '.join(f'{k} {v}' for k, v in env.versions.items() if k in ('ai-dynamo', 'vllm', 'sglang'))})"
+    shown = ", ".join(f"{k} {v}" for k, v in env.versions.items() if k in ("ai-dynamo", "vllm", "sglang"))
+    label = f"{env.path.name} ({shown})"
     # request ids are positions: two trees may hold recipes with the same id
     request = {"jobs": [dict(j.request(), id=str(n)) for n, j in enumerate(jobs)], **extra}
     t0 = time.monotonic()

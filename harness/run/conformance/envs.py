@@ -466,7 +466,8 @@ def ensure_env(
             shutil.rmtree(tmp, ignore_errors=True)
             raise
         say(
-            f"conformance: ready {final}: installed in {marker['install_seconds']} s, {marker['size_bytes'] / 1e9:.1f} GB"
+            f"conformance: ready {final}: installed in {marker['install_seconds']} s, "
+            f"{marker['size_bytes'] / 1e9:.1f} GB"
         )
         return Env(release, kind, final, marker)
 
@@ -480,5 +481,8 @@ def install_note(env: Env) -> str:
         text += f" (installed --no-deps, without {', '.join(requirement_name(r) for r in left)})"
     missing = [n for n in env.marker.get("excluded") or [] if n not in {requirement_name(r) for r in left}]
     if missing and env.kind in ENGINE_DIST:
-        text += f"; {env.kind} {versions.get(env.kind, '')} resolved without {', '.join(missing)} (never installable offline)"
+        text += (
+            f"; {env.kind} {versions.get(env.kind, '')} resolved without {', '.join(missing)} "
+            "(never installable offline)"
+        )
     return text

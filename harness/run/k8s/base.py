@@ -1,4 +1,5 @@
-"""State and plumbing shared by the deployer's steps: the run's namespace, what it created, progress lines, applying one manifest."""
+"""State and plumbing shared by the deployer's steps:
+the run's namespace, what it created, progress lines, applying one manifest."""
 
 from __future__ import annotations
 
@@ -141,7 +142,8 @@ class DeployerBase:
     def timed_out(self, what: str, timeout: float, cut: bool) -> str:
         if cut:
             return (
-                f"{what} within {fmt_duration(timeout)}, all that the run's time budget of {fmt_duration(self.settings.time_budget)} "
+                f"{what} within {fmt_duration(timeout)}, "
+                f"all that the run's time budget of {fmt_duration(self.settings.time_budget)} "
                 f"left after {fmt_duration(self.settings.teardown_reserve)} kept for diagnostics and teardown"
             )
         return f"{what} within {fmt_duration(timeout)}"

@@ -1,4 +1,5 @@
-"""The benchmark: perf.yaml's Job in the cluster (its export fetched from the PVC), or AIPerf on the runner through the port-forward."""
+"""The benchmark: perf.yaml's Job in the cluster (its export fetched from the PVC),
+or AIPerf on the runner through the port-forward."""
 
 from __future__ import annotations
 
@@ -66,7 +67,8 @@ class BenchmarkSteps(RolloutSteps, FrontendSteps):
         mounts = [m for m in container.get("volumeMounts") or [] if m.get("name") in pvc_volumes]
         if not mounts:
             raise self.fail(
-                f"benchmark Job {dig(job, 'metadata', 'name')} mounts no PVC, so its {EXPORT_FILE} cannot be collected: "
+                f"benchmark Job {dig(job, 'metadata', 'name')} mounts no PVC, "
+                f"so its {EXPORT_FILE} cannot be collected: "
                 "write the AIPerf artifacts to the model-cache PVC"
             )
         artifact_dir = self._aiperf().get("--artifact-dir")

@@ -35,7 +35,8 @@ class ModelCacheSteps(RolloutSteps):
                 return
             if held:
                 self.progress(
-                    f"model cache: PVC {dig(pvc, 'metadata', 'name')} holds {held}, the recipe pins {wanted}; downloading"
+                    f"model cache: PVC {dig(pvc, 'metadata', 'name')} holds {held}, "
+                    f"the recipe pins {wanted}; downloading"
                 )
         for job in jobs:
             name = str(dig(job, "metadata", "name"))

@@ -1,4 +1,5 @@
-"""A narrow wrapper over the official Kubernetes client: where the config comes from, one reachability probe, and typed-or-custom CRUD on plain manifests (dry run first, strict field validation)."""
+"""A narrow wrapper over the official Kubernetes client: where the config comes from, one reachability probe, and
+typed-or-custom CRUD on plain manifests (dry run first, strict field validation)."""
 
 from __future__ import annotations
 
@@ -240,7 +241,8 @@ class Kube:
                     break
             else:
                 raise KubeError(
-                    f"the cluster has no CustomResourceDefinition for {kind} ({group}): install the operator that provides it"
+                    f"the cluster has no CustomResourceDefinition for {kind} ({group}): "
+                    "install the operator that provides it"
                 )
         return self._plurals[key]
 

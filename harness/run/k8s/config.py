@@ -1,4 +1,5 @@
-"""Where the cluster config comes from (a kubeconfig path or in-cluster), decided from files alone so a machine without a cluster answers at once."""
+"""Where the cluster config comes from (a kubeconfig path or in-cluster),
+decided from files alone so a machine without a cluster answers at once."""
 
 from __future__ import annotations
 
@@ -32,7 +33,10 @@ def find_config(
         path = Path(kubeconfig).expanduser()
         if path.is_file():
             return ConfigSource("kubeconfig", str(path))
-        return f"no Kubernetes cluster reachable (--kubeconfig {kubeconfig} does not exist): pass an existing kubeconfig or use -m sim"
+        return (
+            f"no Kubernetes cluster reachable (--kubeconfig {kubeconfig} does not exist): "
+            "pass an existing kubeconfig or use -m sim"
+        )
     raw = env.get("KUBECONFIG", "")
     if raw:
         existing = [p for p in raw.split(os.pathsep) if p and Path(p).expanduser().is_file()]

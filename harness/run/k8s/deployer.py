@@ -1,4 +1,5 @@
-"""Deploys one recipe to a Kubernetes cluster and watches it: the steps of a gpu run, one module per job, assembled here."""
+"""Deploys one recipe to a Kubernetes cluster and watches it:
+the steps of a gpu run, one module per job, assembled here."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""What a failed run leaves behind: DGD status, events, pod descriptions and logs, with every token-like value redacted."""
+"""What a failed run leaves behind:
+DGD status, events, pod descriptions and logs, with every token-like value redacted."""
 
 from __future__ import annotations
 
@@ -109,7 +110,8 @@ def format_events(events: list[dict]) -> str:
         obj = ev.get("involvedObject") or {}
         count = ev.get("count")
         lines.append(
-            f"{_event_time(ev)}  {ev.get('type', '')}  {ev.get('reason', '')}  {obj.get('kind', '')}/{obj.get('name', '')}"
+            f"{_event_time(ev)}  {ev.get('type', '')}  {ev.get('reason', '')}  "
+            f"{obj.get('kind', '')}/{obj.get('name', '')}"
             f"{f' (x{count})' if count and count > 1 else ''}: {ev.get('message', '')}"
         )
     return "\n".join(lines) + "\n" if lines else "(no events)\n"
@@ -137,7 +139,8 @@ def describe_pod(pod: dict, events: list[dict]) -> str:
         which = next(iter(state), "unknown")
         detail = state.get(which) or {}
         lines.append(
-            f"  {cs.get('name')}: image={spec.get('image') or cs.get('image')} ready={cs.get('ready')} restarts={cs.get('restartCount', 0)}"
+            f"  {cs.get('name')}: image={spec.get('image') or cs.get('image')} ready={cs.get('ready')} "
+            f"restarts={cs.get('restartCount', 0)}"
         )
         lines.append(f"    state: {which} {detail.get('reason') or ''} {detail.get('message') or ''}".rstrip())
         last = (cs.get("lastState") or {}).get("terminated")

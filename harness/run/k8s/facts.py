@@ -1,4 +1,5 @@
-"""Facts the gpu run reads off a recipe: names, served model, release, referenced secrets, router mode, manifests in apply order."""
+"""Facts the gpu run reads off a recipe:
+names, served model, release, referenced secrets, router mode, manifests in apply order."""
 
 from __future__ import annotations
 

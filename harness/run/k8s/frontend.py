@@ -1,4 +1,5 @@
-"""The frontend as the runner sees it: its Service through a port-forward, the served model listed, the workers' request counters."""
+"""The frontend as the runner sees it:
+its Service through a port-forward, the served model listed, the workers' request counters."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Reach the frontend Service from the runner: `kubectl port-forward`, the client's own port-forward, or a URL given outright (tests, an ingress)."""
+"""Reach the frontend Service from the runner:
+`kubectl port-forward`, the client's own port-forward, or a URL given outright (tests, an ingress)."""
 
 from __future__ import annotations
 

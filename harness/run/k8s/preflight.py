@@ -41,7 +41,8 @@ class PreflightSteps(DeployerBase):
             self.report.server = self.kube.server_version(self.settings.probe_timeout)
         except Exception as exc:
             raise self.fail(
-                f"Kubernetes API at {self.kube.host} unreachable ({transport_error(exc)}): check the cluster and the KUBECONFIG context"
+                f"Kubernetes API at {self.kube.host} unreachable ({transport_error(exc)}): "
+                "check the cluster and the KUBECONFIG context"
             ) from None
         docs = self._deploy_docs()
         if not any(d.get("kind") == DGD_KIND for d in docs):
@@ -76,7 +77,8 @@ class PreflightSteps(DeployerBase):
                 ) from None
             if crd is None:
                 raise self.fail(
-                    f"CustomResourceDefinition {res.plural}.{group} is not installed on the cluster at {self.kube.host}: "
+                    f"CustomResourceDefinition {res.plural}.{group} is not installed on the cluster "
+                    f"at {self.kube.host}: "
                     f"{kind} cannot be created; {hint}"
                 )
             served = [str(v.get("name")) for v in dig(crd, "spec", "versions") or [] if v.get("served")]
@@ -84,7 +86,8 @@ class PreflightSteps(DeployerBase):
                 self.report.dgd_versions = served
             if version not in served:
                 raise self.fail(
-                    f"deploy.yaml uses {api_version} {kind}, but the cluster serves only {', '.join(served) or 'no version'} of it: "
+                    f"deploy.yaml uses {api_version} {kind}, "
+                    f"but the cluster serves only {', '.join(served) or 'no version'} of it: "
                     f"upgrade the operator to a release that serves {version}, or use a recipe for the installed API"
                 )
 
@@ -115,7 +118,8 @@ class PreflightSteps(DeployerBase):
             self.redactor.text(
                 f"needs {needed} {GPU_RESOURCE} ({per_pod} in the largest pod) on {' or '.join(products)} nodes; "
                 + "; ".join(c.describe() for c in seen)
-                + f". GPU products on this cluster: {', '.join(here) or 'none'}. Run on a cluster with enough {products[0]} GPUs, or use --engine mocker"
+                + f". GPU products on this cluster: {', '.join(here) or 'none'}. "
+                f"Run on a cluster with enough {products[0]} GPUs, or use --engine mocker"
             )
         )
 
@@ -147,7 +151,8 @@ class PreflightSteps(DeployerBase):
                 self.report.storage_class = str(wanted)
             elif not default:
                 raise self.fail(
-                    f"PVC {name} names no storage class and the cluster has no default one (classes: {', '.join(names) or 'none'}): "
+                    f"PVC {name} names no storage class and the cluster has no default one "
+                    f"(classes: {', '.join(names) or 'none'}): "
                     "mark one default (storageclass.kubernetes.io/is-default-class=true) or set storageClassName"
                 )
             else:
@@ -194,10 +199,13 @@ class PreflightSteps(DeployerBase):
                 self.redactor.add(value)
             if not plan:
                 how = (
-                    f"export {self.settings.hf_token_env} on the runner, or create it: kubectl create secret generic {name} "
-                    f"--from-literal={self.settings.hf_secret_key}=<your token> -n {self.settings.secret_source_namespace}"
+                    f"export {self.settings.hf_token_env} on the runner, "
+                    f"or create it: kubectl create secret generic {name} "
+                    f"--from-literal={self.settings.hf_secret_key}=<your token> "
+                    f"-n {self.settings.secret_source_namespace}"
                     if name == self.settings.hf_secret
-                    else f"create secret {name} in namespace {self.settings.secret_source_namespace} (it is copied into each run's namespace)"
+                    else f"create secret {name} in namespace {self.settings.secret_source_namespace} "
+                    "(it is copied into each run's namespace)"
                 )
                 raise self.fail(
                     f"secret {name} (used by the recipe) not found in namespace {self.namespace} or "

@@ -1,4 +1,5 @@
-"""Apply the manifests and watch them come up: the DGD's readiness, Jobs, and the pod problems that will not clear on their own."""
+"""Apply the manifests and watch them come up:
+the DGD's readiness, Jobs, and the pod problems that will not clear on their own."""
 
 from __future__ import annotations
 
@@ -40,8 +41,8 @@ class RolloutSteps(DeployerBase):
         }.get(kind, 0.0)
 
     def _scaling_up(self, pods: list[dict]) -> set[str]:
-        """Pods with a new scale-up event (cluster-autoscaler TriggeredScaleUp, Karpenter Nominated) since the last look:
-        a node is on its way, which is progress, so their unschedulable clock starts again."""
+        """Pods with a new scale-up event (cluster-autoscaler TriggeredScaleUp, Karpenter Nominated) since the
+        last look: a node is on its way, which is progress, so their unschedulable clock starts again."""
         try:
             events = self.kube.list("v1", "Event", self.namespace)
         except KubeError:
@@ -122,7 +123,8 @@ class RolloutSteps(DeployerBase):
                 raise self.fail(f"{what} Job {name}: {self._blocker_message(blocker)}")
             if elapsed >= timeout:
                 raise self.fail(
-                    f"{what} Job {name} did not finish {self.timed_out('', timeout, cut).strip()} ({state.message}); {pod_summary(pods)}"
+                    f"{what} Job {name} did not finish {self.timed_out('', timeout, cut).strip()} "
+                    f"({state.message}); {pod_summary(pods)}"
                 )
             if last_progress is None or self.clock() - last_progress >= self.settings.progress_every:
                 last_progress = self.clock()
@@ -148,7 +150,8 @@ class RolloutSteps(DeployerBase):
         release = self.settings.dynamo_release or dynamo_release(self.recipe)
         if not release:
             raise self.fail(
-                "--engine mocker needs the Dynamo release (recipe.yaml versions.dynamo or a worker image tag) to pick the mocker image"
+                "--engine mocker needs the Dynamo release (recipe.yaml versions.dynamo or a worker image tag) "
+                "to pick the mocker image"
             )
         model = MockerModel(
             model_id(self.recipe), served_model_name(self.recipe), release, self.settings.mocker_speedup
@@ -225,7 +228,8 @@ class RolloutSteps(DeployerBase):
                 if readiness.final or self.clock() - failed_since >= self.settings.failed_grace:
                     lasted = "" if readiness.final else f" for {fmt_duration(self.clock() - failed_since)}"
                     raise self.fail(
-                        f"{DGD_KIND} {self.dgd_name} failed{lasted}: {readiness.message or 'the operator gives no reason'}"
+                        f"{DGD_KIND} {self.dgd_name} failed{lasted}: "
+                        f"{readiness.message or 'the operator gives no reason'}"
                     )
             else:
                 failed_since = None

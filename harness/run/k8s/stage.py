@@ -62,7 +62,10 @@ def probe(source: ConfigSource, timeout: float) -> str | None:
     try:
         api = api_client(source, retries=0)
     except Exception as exc:
-        return f"cannot load the {source.describe()} ({type(exc).__name__}: {str(exc)[:200]}): fix it, set KUBECONFIG, or use -m sim"
+        return (
+            f"cannot load the {source.describe()} ({type(exc).__name__}: {str(exc)[:200]}): "
+            "fix it, set KUBECONFIG, or use -m sim"
+        )
     kube = Kube(api)
     try:
         kube.server_version(timeout, retries=False)
