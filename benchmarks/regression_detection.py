@@ -6,7 +6,7 @@ A trial deploys the recipe once at normal speed (its baseline) and once per inje
 with harness.results.baselines.compare; "flagged" means the recipe verdict is `fail`. Targets (issue 7):
 a 10% slowdown flagged in >= 95% of trials, no change flagged in <= 5%.
 
-    python benchmarks/regression_detection.py                        # 3 trials x (1 warmup + 3) runs: ~25 min on 2 cores
+    python benchmarks/regression_detection.py   # 3 trials x (1 warmup + 3) runs: ~25 min on 2 cores
     python benchmarks/regression_detection.py --trials 20 --save runs.json
     python benchmarks/regression_detection.py --from-runs runs.json --k 2.5 --floor-latency 8   # rescore, no runs
 
@@ -230,8 +230,8 @@ def wilson(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
 
 def table(rows: list[LevelScore]) -> str:
     lines = [
-        f"{'slowdown':>8}  {'throughput':>10}  {'trials':>6}  {'flagged':>7}  {'fraction':>8}  {'95% interval':>12}  {'warn':>4}  "
-        f"{'invalid':>7}  metrics that failed (trials)"
+        f"{'slowdown':>8}  {'throughput':>10}  {'trials':>6}  {'flagged':>7}  {'fraction':>8}  "
+        f"{'95% interval':>12}  {'warn':>4}  {'invalid':>7}  metrics that failed (trials)"
     ]
     for r in rows:
         n = r.trials - r.invalid
@@ -239,8 +239,8 @@ def table(rows: list[LevelScore]) -> str:
         change = f"{statistics.median(r.throughput_deltas):+.1f}%" if r.throughput_deltas else "n/a"
         fails = ", ".join(f"{k} {v}" for k, v in sorted(r.failing_metrics.items(), key=lambda kv: -kv[1])) or "-"
         lines.append(
-            f"{(float(r.level) - 1) * 100:>7.0f}%  {change:>10}  {n:>6}  {r.flagged:>7}  {r.flagged / n if n else 0:>8.0%}  "
-            f"{f'{low:.0%}-{high:.0%}':>12}  {r.warned:>4}  {r.invalid:>7}  {fails}"
+            f"{(float(r.level) - 1) * 100:>7.0f}%  {change:>10}  {n:>6}  {r.flagged:>7}  "
+            f"{r.flagged / n if n else 0:>8.0%}  {f'{low:.0%}-{high:.0%}':>12}  {r.warned:>4}  {r.invalid:>7}  {fails}"
         )
     return "\n".join(lines)
 
@@ -257,7 +257,8 @@ def verdict_on_targets(rows: list[LevelScore]) -> str:
         got = r.flagged / n
         met = got >= want if op == ">=" else got <= want
         out.append(
-            f"{(level - 1) * 100:.0f}% slowdown flagged {r.flagged}/{n} = {got:.0%} (target {op} {want:.0%}): {'met' if met else 'NOT met'}"
+            f"{(level - 1) * 100:.0f}% slowdown flagged {r.flagged}/{n} = {got:.0%} "
+            f"(target {op} {want:.0%}): {'met' if met else 'NOT met'}"
         )
     return "\n".join(out)
 

@@ -160,7 +160,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         type=float,
         default=None,
         metavar="MIN",
-        help="gpu stage: finish each recipe's run, diagnostics and teardown included, within MIN minutes (set it below the CI job's limit)",
+        help="gpu stage: finish each recipe's run, diagnostics and teardown included, within MIN minutes "
+        "(set it below the CI job's limit)",
     )
     group.addoption(
         "--gpu-option",

@@ -306,9 +306,10 @@ def sizing_md(tree: RecipeTree) -> str:
     rules = catalogue.storage_rules()
     lines += [
         f"The model-cache PVC holds every checkpoint its download Jobs fetch, times {rules.model_cache_margin:g} "
-        f"({rules.estimate_margin:g} when a checkpoint size is an estimate), plus {rules.perf_results_min_gb:g} GB when "
-        f"the perf Job writes its results to it; recommendations round up to {rules.round_to_gi}Gi. A compilation "
-        f"cache needs at least {rules.compilation_cache_min_gb:g} GB, a separate results PVC {rules.perf_results_min_gb:g} GB. "
+        f"({rules.estimate_margin:g} when a checkpoint size is an estimate), plus {rules.perf_results_min_gb:g} GB "
+        f"when the perf Job writes its results to it; recommendations round up to {rules.round_to_gi}Gi. A compilation "
+        f"cache needs at least {rules.compilation_cache_min_gb:g} GB, a separate results PVC "
+        f"{rules.perf_results_min_gb:g} GB. "
         "The model cache is ReadWriteMany whenever a recipe of the model spans nodes.",
         "",
     ]

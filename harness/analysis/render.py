@@ -675,7 +675,8 @@ _SSH_SETUP = [
     "cp /ssh-pk/private.key.pub $HOME/.ssh/authorized_keys",
     "chmod 600 $HOME/.ssh/id_rsa $HOME/.ssh/authorized_keys",
     "chmod 644 $HOME/.ssh/id_rsa.pub",
-    f"printf 'Host *\\nIdentityFile '$HOME'/.ssh/id_rsa\\nStrictHostKeyChecking no\\nPort {MPIRUN_SSH_PORT}\\n' > $HOME/.ssh/config",
+    f"printf 'Host *\\nIdentityFile '$HOME'/.ssh/id_rsa\\nStrictHostKeyChecking no\\nPort {MPIRUN_SSH_PORT}\\n' "
+    "> $HOME/.ssh/config",
 ]
 
 _SSHD_SETUP = [
@@ -684,7 +685,8 @@ _SSHD_SETUP = [
     "ssh-keygen -t rsa -f $HOME/.ssh/host_keys/ssh_host_rsa_key -N ''",
     "ssh-keygen -t ecdsa -f $HOME/.ssh/host_keys/ssh_host_ecdsa_key -N ''",
     "ssh-keygen -t ed25519 -f $HOME/.ssh/host_keys/ssh_host_ed25519_key -N ''",
-    f"printf 'Port {MPIRUN_SSH_PORT}\\nHostKey '$HOME'/.ssh/host_keys/ssh_host_rsa_key\\nHostKey '$HOME'/.ssh/host_keys/ssh_host_ecdsa_key"
+    f"printf 'Port {MPIRUN_SSH_PORT}\\nHostKey '$HOME'/.ssh/host_keys/ssh_host_rsa_key"
+    "\\nHostKey '$HOME'/.ssh/host_keys/ssh_host_ecdsa_key"
     "\\nHostKey '$HOME'/.ssh/host_keys/ssh_host_ed25519_key\\nPidFile '$HOME'/.ssh/run/sshd.pid\\nStrictModes no"
     "\\nPermitRootLogin yes\\nPasswordAuthentication no\\nPubkeyAuthentication yes"
     "\\nAuthorizedKeysFile '$HOME'/.ssh/authorized_keys\\n' > $HOME/.ssh/sshd_config",
@@ -738,9 +740,12 @@ def _trtllm_leader(c: _Container, svc: Service, nodes: int, d: _Deployer) -> Non
         steps.append(
             Traced.of(
                 f'TIMEOUT=300; START_TIME=$(date +%s); for worker in {workers}; do echo "Waiting for DNS: $worker"; '
-                "until getent hosts $worker >/dev/null 2>&1; do CURRENT_TIME=$(date +%s); if [ $((CURRENT_TIME - START_TIME)) "
-                '-gt $TIMEOUT ]; then echo "ERROR: Timeout waiting for DNS: $worker"; exit 1; fi; echo "DNS not ready for '
-                '$worker, retrying..."; sleep 2; done; echo "✓ DNS resolved: $worker"; done; echo "All workers DNS ready"'
+                "until getent hosts $worker >/dev/null 2>&1; do CURRENT_TIME=$(date +%s); "
+                "if [ $((CURRENT_TIME - START_TIME)) "
+                '-gt $TIMEOUT ]; then echo "ERROR: Timeout waiting for DNS: $worker"; exit 1; fi; '
+                'echo "DNS not ready for '
+                '$worker, retrying..."; sleep 2; done; echo "✓ DNS resolved: $worker"; done; '
+                'echo "All workers DNS ready"'
             )
         )
     steps.append(mpirun)

@@ -112,7 +112,8 @@ def model_id_consistent(recipe: Recipe, ctx: CheckContext) -> Iterator[Problem]:
         where = downloads[0].loc if len(downloads) == 1 else id_loc
         yield problem(
             where,
-            f"the model-download Job fetches {', '.join(t.value for t in downloads)} but recipe.yaml model.id is {model_id}",
+            f"the model-download Job fetches {', '.join(t.value for t in downloads)} "
+            f"but recipe.yaml model.id is {model_id}",
             f"download {model_id} in model-cache/model-download.yaml (MODEL_ID), or fix model.id",
         )
 
@@ -150,7 +151,8 @@ def served_name_consistent(recipe: Recipe, ctx: CheckContext) -> Iterator[Proble
     SGLang: each name of a comma/space list, the rest as aliases), else its `--model` /
     `--model-path` value.
 
-    Fails: `--served-model-name llama-70b` on the worker and `TARGET_MODEL: RedHatAI/Llama-3.3-70B-Instruct-FP8-dynamic`.
+    Fails: `--served-model-name llama-70b` on the worker and
+    `TARGET_MODEL: RedHatAI/Llama-3.3-70B-Instruct-FP8-dynamic`.
 
     Source: ai-dynamo 1.4.0 dynamo/vllm/args.py + main.py (served_model_name; when unset
     `config.served_model_name = config.model`, main.py:123) and dynamo/sglang/args.py (unset ->
@@ -314,7 +316,8 @@ def pvc_defined(recipe: Recipe, ctx: CheckContext) -> Iterator[Problem]:
             seen.add(key)
             yield problem(
                 loc,
-                f"PVC {name!r} ({where}) is not defined in {recipe.model}/model-cache/model-cache.yaml (defines: {names})",
+                f"PVC {name!r} ({where}) is not defined in {recipe.model}/model-cache/model-cache.yaml "
+                f"(defines: {names})",
                 f"use one of: {', '.join(sorted(defined))}"
                 if defined
                 else "define the PVC in model-cache/model-cache.yaml",
@@ -549,7 +552,8 @@ def perf_concurrency_matches_metadata(recipe: Recipe, ctx: CheckContext) -> Iter
     ):
         yield problem(
             c_loc,
-            f"benchmark.concurrency is {concurrency} but concurrencyPerGpu x gpus = {per_gpu} x {gpus} = {per_gpu * gpus}",
+            f"benchmark.concurrency is {concurrency} but concurrencyPerGpu x gpus = "
+            f"{per_gpu} x {gpus} = {per_gpu * gpus}",
             f"set benchmark.concurrency: {per_gpu * gpus}",
         )
     w = recipe.workloads

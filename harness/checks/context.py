@@ -108,7 +108,8 @@ def context_fits_benchmark(recipe: Recipe, ctx: CheckContext) -> Iterator[Proble
             yield problem(
                 where,
                 f"worker {svc.name}: context window {window} ({what}) is shorter than one benchmark request, "
-                f"ISL {lengths.isl} + OSL {lengths.osl} = {lengths.total} ({lengths.source}, line {lengths.where.line}): "
+                f"ISL {lengths.isl} + OSL {lengths.osl} = {lengths.total} "
+                f"({lengths.source}, line {lengths.where.line}): "
                 "the engine rejects every request",
                 f"set {CONTEXT_NAME.get(engine, 'the context length')} to at least {lengths.total}",
             )

@@ -490,6 +490,7 @@ def image_registry_allowed(recipe: Recipe, ctx: CheckContext) -> Iterator[Proble
         if not registry_allowed(u.ref, allowed):
             yield problem(
                 u.loc,
-                f"image {u.ref.text!r} of {u.where} is not from an allowed registry ({', '.join(allowed)}, from {source})",
+                f"image {u.ref.text!r} of {u.where} is not from an allowed registry "
+                f"({', '.join(allowed)}, from {source})",
                 "use a public registry from the allow-list, or add the registry to `registries` in versions.yaml",
             )

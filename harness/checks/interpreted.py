@@ -140,5 +140,6 @@ def interpreted_values_known(recipe: Recipe, ctx: CheckContext) -> Iterator[Prob
                     f'Dynamo {release} ships; vLLM raises "Unsupported connector type" at start',
                     f"use {close[0]!r}"
                     if close
-                    else f"use one of {', '.join(known)}, or set kv_connector_module_path to the module that defines it",
+                    else f"use one of {', '.join(known)}, "
+                    "or set kv_connector_module_path to the module that defines it",
                 )

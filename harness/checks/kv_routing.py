@@ -248,7 +248,8 @@ def kv_block_size_consistent(recipe: Recipe, ctx: CheckContext) -> Iterator[Prob
             at = loc or by_role["prefill"][0][0].loc
             yield problem(
                 at,
-                f"TensorRT-LLM moves KV from prefill to decode only between equal block sizes, but the workers use {listed}",
+                "TensorRT-LLM moves KV from prefill to decode only between equal block sizes, "
+                f"but the workers use {listed}",
                 "use one kv_cache_config.tokens_per_block on prefill and decode",
             )
     vllm = [(s, t) for s, t in pairs if _engine(s) == "vllm"]

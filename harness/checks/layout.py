@@ -213,7 +213,8 @@ def tree_layout(tree: RecipeTree, ctx: CheckContext) -> Iterator[Problem]:
             elif child.name not in FRAMEWORKS:
                 yield problem(
                     Loc(child),
-                    f"{model.name}/{child.name}/ is neither a framework ({', '.join(FRAMEWORKS)}) nor {MODEL_CACHE_DIR}/",
+                    f"{model.name}/{child.name}/ is neither a framework ({', '.join(FRAMEWORKS)}) "
+                    f"nor {MODEL_CACHE_DIR}/",
                 )
             else:
                 for mode in _listing(child):

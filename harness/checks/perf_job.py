@@ -327,7 +327,8 @@ def perf_wait_bounded(recipe: Recipe, ctx: CheckContext) -> Iterator[Problem]:
                     head.words[0].loc,
                     f"wait loop `{head.text[:60]}` has no bound of its own: only the "
                     f"{w.perf.doc.kind}'s activeDeadlineSeconds ({deadline}) ends it",
-                    "count attempts (`for i in $(seq 1 120)` / `[ $i -ge 120 ] && exit 1`) or wrap it in `timeout 1800`",
+                    "count attempts (`for i in $(seq 1 120)` / `[ $i -ge 120 ] && exit 1`) "
+                    "or wrap it in `timeout 1800`",
                     severity=Severity.WARNING,
                 )
                 continue
@@ -478,7 +479,8 @@ def perf_output_length_fixed(recipe: Recipe, ctx: CheckContext) -> Iterator[Prob
 
     Source: ai-dynamo 1.4.0 dynamo/profiler/utils/aiperf.py (`_get_common_aiperf_cmd`:
     `--extra-inputs ignore_eos:true`; `get_prefill_aiperf_cmd`/`get_decode_aiperf_cmd`:
-    `--output-tokens-mean <osl> --output-tokens-stddev 0 --extra-inputs max_tokens:<osl> --extra-inputs min_tokens:<osl>`)
+    `--output-tokens-mean <osl> --output-tokens-stddev 0 --extra-inputs max_tokens:<osl>
+    --extra-inputs min_tokens:<osl>`)
     and aiperf 0.13.0 CLIConfig (`--output-tokens-mean` sets max_completion_tokens;
     `--output-tokens-stddev` default 0). `nvext.ignore_eos`: ai-dynamo
     lib/llm/src/protocols/openai/nvext.rs.

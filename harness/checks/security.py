@@ -93,7 +93,10 @@ def no_plaintext_secrets(recipe: Recipe, ctx: CheckContext) -> Iterator[Problem]
     Hugging Face user access tokens `hf_...`, NGC API keys `nvapi-...`, AWS access keys `AKIA...`
     (harness/recipe/secrets.py CREDENTIAL_PATTERNS).
     """
-    hint = "delete it (and revoke the token); read it from the Secret: valueFrom.secretKeyRef {name: hf-token-secret, key: HF_TOKEN}"
+    hint = (
+        "delete it (and revoke the token); "
+        "read it from the Secret: valueFrom.secretKeyRef {name: hf-token-secret, key: HF_TOKEN}"
+    )
     for f in recipe.files():
         for loc, message in _file_secrets(f):
             yield problem(loc, message, hint)

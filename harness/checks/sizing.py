@@ -79,6 +79,7 @@ def weights_fit_gpu(recipe: Recipe, ctx: CheckContext) -> Iterator[Problem]:
                 hint = f"remove {gpu_name} from hardware.alternatives, or give it its own recipe with more parallelism"
             yield problem(
                 loc,
-                f"worker {name} does not fit {gpu_name}: {s.explain()} ({s.fraction_source}, KV for {s.kv_tokens_source})",
+                f"worker {name} does not fit {gpu_name}: {s.explain()} "
+                f"({s.fraction_source}, KV for {s.kv_tokens_source})",
                 hint,
             )

@@ -78,7 +78,8 @@ def findings_markdown(report: dict[str, Any], title: str = "Static checks") -> s
         for f in findings[:MAX_SUMMARY_ROWS]:
             message = f.get("message", "") + (f" (hint: {f['hint']})" if f.get("hint") else "")
             lines.append(
-                f"| `{_cell(f.get('file', '?'))}:{f.get('line', 0)}:{f.get('column', 0)}` | {_cell(f.get('check_id', '?'))} | "
+                f"| `{_cell(f.get('file', '?'))}:{f.get('line', 0)}:{f.get('column', 0)}` "
+                f"| {_cell(f.get('check_id', '?'))} | "
                 f"{_cell(f.get('severity', '?'))} | {_cell(message)} |"
             )
         if len(findings) > MAX_SUMMARY_ROWS:

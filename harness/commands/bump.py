@@ -237,7 +237,8 @@ def run(args: argparse.Namespace) -> int:
         return 2
     root = selection.root
     print(
-        f"bump to Dynamo {facts.release}: vllm {facts.engines.get('vllm', '-')}, sglang {facts.engines.get('sglang', '-')}, "
+        f"bump to Dynamo {facts.release}: vllm {facts.engines.get('vllm', '-')}, "
+        f"sglang {facts.engines.get('sglang', '-')}, "
         f"trtllm {facts.engines.get('trtllm', '-')}; CUDA {facts.cuda}; image tag :{facts.image_tag}"
     )
     for s in facts.sources:
@@ -279,9 +280,7 @@ def run(args: argparse.Namespace) -> int:
                 _compare_conformance(rb, conf_before.get(rb.rid, []), conf_after.get(rb.rid, []), work, root, facts)
         tree_new = [v for k, v in static_after.get("(tree)", {}).items() if k not in static_before.get("(tree)", {})]
 
-        print(
-            f"\nversions.yaml: {'row ' + facts.release + ' added or refreshed' if row_changed else 'row ' + facts.release + ' up to date'}"
-        )
+        print(f"\nversions.yaml: row {facts.release} {'added or refreshed' if row_changed else 'up to date'}")
         for rb in results:
             _print_recipe(rb, facts, work)
         for line in tree_new:

@@ -1,4 +1,5 @@
-"""`recipe-harness conformance`: set up the conformance envs, parse the recipes' command lines, record TRT-LLM's surface."""
+"""`recipe-harness conformance`:
+set up the conformance envs, parse the recipes' command lines, record TRT-LLM's surface."""
 
 from __future__ import annotations
 
@@ -223,6 +224,7 @@ def run_list(args: argparse.Namespace) -> int:
     for env in found:
         m = env.marker
         print(
-            f"{env.path}: {', '.join(m.get('requirements', []))} ({m.get('size_bytes', 0) / 1e9:.1f} GB, built {m.get('built_at')})"
+            f"{env.path}: {', '.join(m.get('requirements', []))} "
+            f"({m.get('size_bytes', 0) / 1e9:.1f} GB, built {m.get('built_at')})"
         )
     return 0

@@ -1,4 +1,5 @@
-"""`recipe-harness report`: rebuild a run's summary.json, summary.md and report.html from the history, or merge several runs."""
+"""`recipe-harness report`: rebuild a run's summary.json, summary.md and report.html from the history,
+or merge several runs."""
 
 from __future__ import annotations
 
@@ -45,7 +46,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--nightly",
         action="store_true",
-        help="mark a failing metric suspect, or a confirmed regression after two consecutive failing runs; exit 1 on a confirmed one",
+        help="mark a failing metric suspect, or a confirmed regression after two consecutive failing runs; "
+        "exit 1 on a confirmed one",
     )
     p.set_defaults(func=run)
 

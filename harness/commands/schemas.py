@@ -23,7 +23,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--out",
         type=Path,
         default=None,
-        help=f"output folder (default: {SCHEMAS_DIR.name}/{DYNAMO_SCHEMAS}/RELEASE with --release, else {SCHEMAS_DIR.name}/imported)",
+        help=f"output folder (default: {SCHEMAS_DIR.name}/{DYNAMO_SCHEMAS}/RELEASE with --release, "
+        f"else {SCHEMAS_DIR.name}/imported)",
     )
     imp.add_argument(
         "--release", default="", help="the Dynamo release this CRD is from (e.g. 1.4.0); recorded in provenance.json"

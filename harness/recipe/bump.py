@@ -126,7 +126,10 @@ def upsert_release_row(text: str, facts: ReleaseFacts) -> tuple[str, bool]:
         releases[facts.release] = row
     else:
         releases.insert(0, DoubleQuotedScalarString(facts.release), row)
-        why = f"{facts.release}: engines from the ai-dynamo {facts.release} wheel METADATA; CUDA from the artifacts table (harness/recipe/data/artifacts.yaml)"
+        why = (
+            f"{facts.release}: engines from the ai-dynamo {facts.release} wheel METADATA; "
+            "CUDA from the artifacts table (harness/recipe/data/artifacts.yaml)"
+        )
         releases.yaml_set_comment_before_after_key(facts.release, before=why, indent=2)
     buf = io.StringIO()
     y.dump(data, buf)

@@ -7,24 +7,28 @@ The mapping is the operator's own conversion webhook (ai-dynamo/dynamo, deploy/o
 `mergeExtraPodSpecMainContainer`, `buildBasePodTemplate`, `resourcesToNative`; read at commit
 0d531a94) and the v1beta1 schema of the release's CRD (schemas/dynamo/<release>/):
 
-| v1alpha1 (per service)                         | v1beta1 (per component)                                                |
-|------------------------------------------------|------------------------------------------------------------------------|
-| the `services` map key                         | `name`                                                                 |
-| `componentType` (+ `subComponentType` prefill/decode under worker) | `type` (prefill/decode promoted to first-class types) |
-| `replicas`, `multinode`, `minAvailable`, `globalDynamoNamespace`, `modelRef`, `topologyConstraint`, `eppConfig`, `runtimeVersionOverride`, `providerOverride` | same name |
-| `sharedMemory: {size: S}` / `{disabled: true}` | `sharedMemorySize: S` / `"0"`                                          |
-| `scalingAdapter: {enabled: true, ...}`         | `scalingAdapter: {...}` (presence means enabled)                       |
-| `gpuMemoryService`, `failover`, `checkpoint`   | `experimental.{gpuMemoryService,failover,checkpoint}`                  |
-| `envs`                                         | `podTemplate.spec.containers[main].env` (mainContainer `env` is added) |
-| `envFromSecret: S`                             | `...containers[main].envFrom: [{secretRef: {name: S}}]`                |
-| `resources.{requests,limits}.{cpu,memory,gpu}` | `...containers[main].resources` (`gpu` -> `nvidia.com/gpu`, or `gpuType`) |
-| `livenessProbe`, `readinessProbe`              | `...containers[main].livenessProbe`, `readinessProbe`                  |
-| `volumeMounts: [{name, mountPoint}]`           | `...containers[main].volumeMounts: [{name, mountPath}]`                |
-| `extraPodSpec.mainContainer`                   | merged into `containers[main]`, its fields win (mergo WithOverride)    |
-| `extraPodSpec.<pod spec field>`                | `podTemplate.spec.<field>`                                             |
-| `extraPodMetadata.{annotations,labels}`        | `podTemplate.metadata.{annotations,labels}`                            |
-| spec `envs`                                    | spec `env`                                                             |
-| spec `pvcs`                                    | none: "users now declare PVC volumes directly on podTemplate"; an existing claim (`create: false`) becomes `podTemplate.spec.volumes: [{name, persistentVolumeClaim: {claimName}}]` in every component that mounts it |
+v1alpha1 (per service) => v1beta1 (per component):
+
+- the `services` map key => `name`
+- `componentType` (+ `subComponentType` prefill/decode under worker) => `type` (prefill/decode promoted to first-class
+  types)
+- `replicas`, `multinode`, `minAvailable`, `globalDynamoNamespace`, `modelRef`, `topologyConstraint`, `eppConfig`,
+  `runtimeVersionOverride`, `providerOverride` => same name
+- `sharedMemory: {size: S}` / `{disabled: true}` => `sharedMemorySize: S` / `"0"`
+- `scalingAdapter: {enabled: true, ...}` => `scalingAdapter: {...}` (presence means enabled)
+- `gpuMemoryService`, `failover`, `checkpoint` => `experimental.{gpuMemoryService,failover,checkpoint}`
+- `envs` => `podTemplate.spec.containers[main].env` (mainContainer `env` is added)
+- `envFromSecret: S` => `...containers[main].envFrom: [{secretRef: {name: S}}]`
+- `resources.{requests,limits}.{cpu,memory,gpu}` => `...containers[main].resources` (`gpu` -> `nvidia.com/gpu`, or
+  `gpuType`)
+- `livenessProbe`, `readinessProbe` => `...containers[main].livenessProbe`, `readinessProbe`
+- `volumeMounts: [{name, mountPoint}]` => `...containers[main].volumeMounts: [{name, mountPath}]`
+- `extraPodSpec.mainContainer` => merged into `containers[main]`, its fields win (mergo WithOverride)
+- `extraPodSpec.<pod spec field>` => `podTemplate.spec.<field>`
+- `extraPodMetadata.{annotations,labels}` => `podTemplate.metadata.{annotations,labels}`
+- spec `envs` => spec `env`
+- spec `pvcs` => none: "users now declare PVC volumes directly on podTemplate"; an existing claim (`create: false`)
+  becomes `podTemplate.spec.volumes: [{name, persistentVolumeClaim: {claimName}}]` in every component that mounts it
 
 What the webhook keeps only in an annotation (no v1beta1 field: `dynamoNamespace`, `autoscaling`,
 `ingress`, service `annotations`/`labels`, other `subComponentType` values) is dropped with a note;

@@ -60,7 +60,10 @@ class Finding:
     def github_annotation(self) -> str:
         level = "error" if self.severity is Severity.ERROR else "warning"
         msg = _gh_escape(f"[{self.check_id}] {self.message}" + (f" Hint: {self.hint}" if self.hint else ""))
-        return f"::{level} file={_gh_escape_prop(self.file)},line={self.line},col={self.column},title={self.check_id}::{msg}"
+        return (
+            f"::{level} file={_gh_escape_prop(self.file)},line={self.line},col={self.column},"
+            f"title={self.check_id}::{msg}"
+        )
 
     def to_dict(self) -> dict:
         d = asdict(self)

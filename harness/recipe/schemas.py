@@ -280,7 +280,10 @@ def _deepest(err: jsonschema.ValidationError) -> jsonschema.ValidationError:
 def _message(err: jsonschema.ValidationError, key: str | None = None) -> str:
     where = "/".join(str(p) for p in err.absolute_path) or "(document)"
     if key is not None:
-        return f"{where}: unknown field {key!r} ({key!r} was unexpected; the API rejects unknown fields under strict validation)"
+        return (
+            f"{where}: unknown field {key!r} "
+            f"({key!r} was unexpected; the API rejects unknown fields under strict validation)"
+        )
     msg = err.message
     if len(msg) > 300:
         msg = msg[:300] + "..."

@@ -319,7 +319,9 @@ def loc_at_path(root: Any, path: list | tuple, fallback: Loc) -> Loc:
     """The source position of the node at a JSON path (as jsonschema reports it)."""
     node, loc = root, fallback
     for part in path:
-        if (isinstance(node, SrcMap) and part in node) or (isinstance(node, SrcList) and isinstance(part, int) and 0 <= part < len(node)):
+        if (isinstance(node, SrcMap) and part in node) or (
+            isinstance(node, SrcList) and isinstance(part, int) and 0 <= part < len(node)
+        ):
             loc = node.loc_of(part)
             node = node[part]
         else:

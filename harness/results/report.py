@@ -1,4 +1,5 @@
-"""Per-run reports in reports/runs/<run-id>/: summary.json (schema-validated), summary.md (a GitHub step summary) and a self-contained report.html with one trend plot per recipe and metric.
+"""Per-run reports in reports/runs/<run-id>/: summary.json (schema-validated), summary.md (a GitHub step summary) and a
+self-contained report.html with one trend plot per recipe and metric.
 
 Everything is rebuilt from the history (reports/history/<env>/<recipe-id>.jsonl) or from other
 runs' summary.json files, so `recipe-harness report` can redo it at any time.

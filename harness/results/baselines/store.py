@@ -321,7 +321,8 @@ def find_baseline(env: str, recipe_id: str, root: Path = BASELINES_ROOT) -> Base
 
 
 def atomic_write_text(path: Path, text: str) -> None:
-    """Write via a temporary file in the same directory and os.replace: readers see the old or the new file, never half."""
+    """Write via a temporary file in the same directory and os.replace: readers see the old or the new
+    file, never half."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -390,7 +391,8 @@ def describe_change(old: Baseline | None, new: Baseline, path: Path) -> str:
             delta = delta_pct(m.median, before.median)
             change = f"{delta:+.1f}%" if delta is not None else "n/a"
             lines.append(
-                f"  {key:<{width}}  {format_value(before.median)} -> {format_value(m.median)} {m.unit} ({change}; cv {before.cv:.1%} -> {m.cv:.1%})"
+                f"  {key:<{width}}  {format_value(before.median)} -> {format_value(m.median)} {m.unit} "
+                f"({change}; cv {before.cv:.1%} -> {m.cv:.1%})"
             )
     for key in old.metrics if old else {}:
         if key not in new.metrics:
