@@ -45,12 +45,14 @@ def failing_example(chk: Check) -> list[str]:
     from harness.run.defects import DEFECTS, REPO, describe_edit, fixtures_for, materialise, missing_programs, selectors_for
     from harness.run.static import context_for, make_selection, run_static
 
-    fixtures = fixtures_for(chk.id)
+    fixtures = sorted(fixtures_for(chk.id), key=lambda d: bool(d.base))  # the shipped catalogue's first
     if not fixtures:
         return [f"Failing example: none (no fixture in {DEFECTS} expects {chk.id}; run from a checkout)"]
     defect = fixtures[0]
     name = f"{DEFECTS.relative_to(REPO)}/{defect.name}.yaml"
     lines = [f"Failing example: {name}" + (f" ({defect.why})" if defect.why else "")]
+    if defect.base:
+        lines.append(f"  on     {defect.catalogue.relative_to(REPO)}/ (the frozen catalogue the fixture edits)")
     lines += [f"  edit   {describe_edit(e)}" for e in defect.edits]
     missing = missing_programs(defect)
     if missing:
