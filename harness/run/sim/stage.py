@@ -264,7 +264,10 @@ class SimRun(StepRun):
             profile=self.profile.name, manifest_hash=baselines.manifest_hash(f.read_bytes() for f in files if f.is_file()),
             stats=baselines.aggregate(valid, sim_policy()),
             extra={"simProfile": self.profile.to_dict(), "simSlowdown": self.options.sim.slowdown,
-                   "startupSeconds": self.usage.get("startup_s")})
+                   "startupSeconds": self.usage.get("startup_s")},
+            # the release whose frontend and mocker rehearsed (a managed env), not this process's ai-dynamo
+            dynamo_version=self.runtime.release if self.runtime else None,
+            backend_versions={"mocker": self.runtime.release} if self.runtime else None)
         try:
             self.evaluation = baselines.evaluate_recipe(
                 self.results, recipe=self.recipe.id, environment="sim", provenance=provenance,
