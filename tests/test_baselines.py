@@ -319,3 +319,12 @@ def test_regression_detection_scores_saved_runs(tmp_path, capsys):
     assert "10% slowdown flagged 3/3 = 100% (target >= 95%): met" in out
     assert "0% slowdown flagged 0/3 = 0% (target <= 5%): met" in out
     assert "10% slowdown flagged 9/9 = 100%" in out  # every trial's deployment against every baseline
+
+
+def test_provenance_names_the_dynamo_that_ran_not_this_process():
+    """The sim rehearses in a managed env of the recipe's release (1.6.1) while this process may hold
+    another ai-dynamo (the '[all]' extra's 1.4.x): the baseline must name the one that ran."""
+    from harness.results.baselines import Provenance
+
+    ran = Provenance.collect(profile="ci", dynamo_version="1.6.1", backend_versions={"mocker": "1.6.1"})
+    assert ran.to_dict()["dynamoVersion"] == "1.6.1" and ran.to_dict()["backendVersions"] == {"mocker": "1.6.1"}

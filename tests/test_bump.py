@@ -12,11 +12,13 @@ import yaml
 from harness.cli import main as cli
 from harness.commands import bump as bump_cmd
 from harness.recipe import bump
-from harness.recipe.discovery import default_recipes_dir
 from harness.recipe.findings import Finding, Severity
 from harness.run.conformance import envs
 from harness.run.conformance.client import Job, JobOutcome, ParseResult
 from tests.test_release_envs import META_161
+
+# The catalogue before the 1.6.1 bump (v1alpha1, Dynamo 1.4.0): what a bump starts from.
+PRE_BUMP = Path(__file__).parent / "fixtures" / "catalogues" / "1.4.0-v1alpha1"
 
 FACTS = bump.ReleaseFacts("1.6.1", {"vllm": "0.31.0", "sglang": "0.5.21", "trtllm": "1.3.0rc29"},
                           {"vllm": "13.0", "sglang": "13.0", "trtllm": "13.1"}, "1.6.1", ["test"])
@@ -40,7 +42,7 @@ def test_image_tags_move_and_nothing_else_does():
 
 
 def test_the_versions_row_is_added_once_newest_first_with_its_source():
-    text = (default_recipes_dir() / "versions.yaml").read_text()
+    text = (PRE_BUMP / "versions.yaml").read_text()
     new, changed = bump.upsert_release_row(text, FACTS)
     assert changed
     data = yaml.safe_load(new)
@@ -65,7 +67,7 @@ def test_release_facts_come_from_the_wheel_and_the_artifacts_table(monkeypatch):
 @pytest.fixture()
 def tree(tmp_path, monkeypatch):
     root = tmp_path / "recipes"
-    shutil.copytree(default_recipes_dir(), root)
+    shutil.copytree(PRE_BUMP, root)
     monkeypatch.setattr(bump_cmd, "release_facts", lambda release: FACTS)
     return root
 

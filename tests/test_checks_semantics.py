@@ -69,7 +69,7 @@ def test_release_of_a_tag(tag, release):
 
 
 def test_digest_pinned_image_passes(tmp_path):
-    edits = [(f"{RECIPE}/deploy.yaml", "vllm-runtime:1.4.0", f"vllm-runtime@{DIGEST}")]
+    edits = [(f"{RECIPE}/deploy.yaml", "vllm-runtime:1.6.1", f"vllm-runtime@{DIGEST}")]
     for check_id in ("image-reference-pinned", "image-release-consistent", "image-release-in-matrix",
                      "image-repository-matches-backend", "image-registry-allowed"):
         assert run(tmp_path / check_id, check_id, edits) == [], check_id

@@ -101,5 +101,5 @@ def test_checks_id_shows_its_defect_fixture_as_the_failing_example(capsys):
     out = capsys.readouterr().out
     assert "Failing example: tests/fixtures/defects/router-mode-mismatch.yaml" in out
     assert "edit   qwen3-32b/vllm/disagg-kv-router/deploy.yaml: '--router-mode, kv]' -> '--router-mode, round-robin]'" in out
-    assert ("finding recipes/qwen3-32b/vllm/disagg-kv-router/deploy.yaml:38:54: [router-mode-matches] frontend Frontend "
+    assert ("finding recipes/qwen3-32b/vllm/disagg-kv-router/deploy.yaml:39:58: [router-mode-matches] frontend Frontend "
             "runs --router-mode round-robin but the recipe's router is kv") in out

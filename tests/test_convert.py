@@ -1,5 +1,6 @@
 """`recipe-harness convert --to v1beta1`: the operator's v1alpha1 -> v1beta1 mapping, comments and order
-kept, and a converted copy of every shipped recipe checks exactly as the hand-written v1alpha1 recipe."""
+kept, and a converted copy of every recipe of the frozen v1alpha1 corpus (the catalogue as it was on 1.4.0,
+tests/fixtures/catalogues/1.4.0-v1alpha1) checks exactly as the hand-written v1alpha1 recipe."""
 
 from __future__ import annotations
 
@@ -12,12 +13,13 @@ import yaml
 
 from harness.cli import main as cli
 from harness.recipe.convert import ConvertError, convert_text
-from harness.recipe.discovery import discover, default_recipes_dir
+from harness.recipe.discovery import discover
 from harness.recipe.model import FileCache
 from harness.run.conformance.client import jobs_for
 from harness.run.static import context_for, make_selection, run_static
 
-CATALOGUE = default_recipes_dir()
+# The shipped catalogue is v1beta1 since 1.6.1: the round trip runs on the hand-written v1alpha1 recipes.
+CATALOGUE = Path(__file__).parent / "fixtures" / "catalogues" / "1.4.0-v1alpha1"
 RECIPE_IDS = sorted(r.id for r in discover(CATALOGUE, FileCache(CATALOGUE)))
 
 ALPHA = """\
@@ -153,7 +155,7 @@ def _normalised(findings, root: Path) -> list[tuple[str, str, str, str]]:
 
 @pytest.fixture(scope="module")
 def two_catalogues(tmp_path_factory):
-    """A copy of the shipped catalogue, and a second copy converted with `recipe-harness convert`."""
+    """A copy of the v1alpha1 corpus, and a second copy converted with `recipe-harness convert`."""
     base = tmp_path_factory.mktemp("convert")
     alpha, beta = base / "alpha" / "recipes", base / "beta" / "recipes"
     shutil.copytree(CATALOGUE, alpha)

@@ -111,7 +111,7 @@ def test_null_on_required_field_is_pruned_then_missing(tmp_path):
     text = text.split("              resources:")[0]
     found = schema_findings(tmp_path, {DEPLOY: text})
     assert [f.message for f in found] == [
-        "spec/components/1/podTemplate/spec: 'containers' is a required property [crd dynamo 1.4.0]"]
+        "spec/components/1/podTemplate/spec: 'containers' is a required property [crd dynamo 1.6.1]"]
 
 
 def test_unknown_field_is_an_error_at_its_key(tmp_path):

@@ -242,9 +242,9 @@ def test_router_mode_default_and_env(catalogue_copy):
     deploy.write_text(text)
     [finding] = _run("router-mode-matches", catalogue_copy, "qwen3-32b/vllm/disagg-kv-router")
     assert "runs the default round-robin router" in finding.message
-    env = "      envs:\n        - name: HF_HOME\n"
+    env = "              env:\n                - name: HF_HOME\n"  # the frontend's container (v1beta1 podTemplate)
     assert env in text
-    deploy.write_text(text.replace(env, env.replace("HF_HOME\n", "DYN_ROUTER_MODE\n          value: kv\n        - name: HF_HOME\n"), 1))
+    deploy.write_text(text.replace(env, env.replace("HF_HOME\n", "DYN_ROUTER_MODE\n                  value: kv\n                - name: HF_HOME\n"), 1))
     assert not _run("router-mode-matches", catalogue_copy, "qwen3-32b/vllm/disagg-kv-router")
 
 

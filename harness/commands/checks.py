@@ -35,28 +35,44 @@ def run(args: argparse.Namespace) -> int:
         return 0
     for c in checks:
         print(f"{c.id:<34} {c.severity.value:<8} {'C' if c.convention else ' '} {c.why}")
-    print("\nC: a convention check (layout, recipe.yaml, versions.yaml, docs): it runs on catalogue-convention trees only")
+    print(
+        "\nC: a convention check (layout, recipe.yaml, versions.yaml, docs): it runs on catalogue-convention trees only"
+    )
     return 0
 
 
 def failing_example(chk: Check) -> list[str]:
     """The check's first defect fixture: what it breaks in the shipped catalogue and the finding
     the check gives on it (run now, so the example cannot go stale)."""
-    from harness.run.defects import DEFECTS, REPO, describe_edit, fixtures_for, materialise, missing_programs, selectors_for
+    from harness.run.defects import (
+        DEFECTS,
+        REPO,
+        describe_edit,
+        fixtures_for,
+        materialise,
+        missing_programs,
+        selectors_for,
+    )
     from harness.run.static import context_for, make_selection, run_static
 
-    fixtures = fixtures_for(chk.id)
+    fixtures = sorted(fixtures_for(chk.id), key=lambda d: bool(d.base))  # the shipped catalogue's first
     if not fixtures:
         return [f"Failing example: none (no fixture in {DEFECTS} expects {chk.id}; run from a checkout)"]
     defect = fixtures[0]
     name = f"{DEFECTS.relative_to(REPO)}/{defect.name}.yaml"
     lines = [f"Failing example: {name}" + (f" ({defect.why})" if defect.why else "")]
+    if defect.base:
+        lines.append(f"  on     {defect.catalogue.relative_to(REPO)}/ (the frozen catalogue the fixture edits)")
     lines += [f"  edit   {describe_edit(e)}" for e in defect.edits]
     missing = missing_programs(defect)
     if missing:
         lines.append(f"  (not run: {', '.join(missing)} is not on PATH; expected:)")
-        lines += [f"  finding recipes/{e.file}:{e.line}: [{e.check}]" + (f" (a message with {e.message!r})" if e.message else "")
-                  for e in defect.expect if e.check == chk.id]
+        lines += [
+            f"  finding recipes/{e.file}:{e.line}: [{e.check}]"
+            + (f" (a message with {e.message!r})" if e.message else "")
+            for e in defect.expect
+            if e.check == chk.id
+        ]
     else:
         with tempfile.TemporaryDirectory() as tmp:
             root, _ = materialise(defect, Path(tmp))

@@ -16,6 +16,10 @@ catalogue (`recipes/`) and the findings expected, with check id, file and line:
         line: edit                          # the line of the first edit in that file (default)
         message: my-tag                     # optional substring
 
+`base:` names the catalogue the edits apply to: by default the shipped one (`recipes/`, v1beta1 since
+Dynamo 1.6.1); `base: 1.4.0-v1alpha1` uses the frozen pre-migration corpus under
+`tests/fixtures/catalogues/1.4.0-v1alpha1/` (the v1alpha1 `services` form, still supported by the checks).
+
 A fixture whose check runs an external program names it: `requires: [kubeconform]` (skipped
 when it is not on PATH). Every check id has at least one fixture (tests/test_defects.py), and
 `recipe-harness checks ID` shows it as the check's failing example.
@@ -35,6 +39,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[2]  # a checkout: the fixtures are not installed with the package
 CATALOGUE = REPO / "recipes"
 DEFECTS = REPO / "tests" / "fixtures" / "defects"
+CATALOGUES = REPO / "tests" / "fixtures" / "catalogues"  # frozen catalogues a fixture can name as its `base`
 
 
 @dataclass
@@ -53,7 +58,13 @@ class Defect:
     expect: list[Expected] = field(default_factory=list)
     recipes: list[str] = field(default_factory=list)  # selectors to run (default: the edited models)
     requires: list[str] = field(default_factory=list)  # programs the check runs (skipped when not on PATH)
+    base: str = ""  # "" = the shipped catalogue; else a folder under tests/fixtures/catalogues/
     broken: str = ""  # the fixture itself could not be read: its test fails with this
+
+    @property
+    def catalogue(self) -> Path:
+        """The catalogue the edits apply to."""
+        return CATALOGUES / self.base if self.base else CATALOGUE
 
 
 def load_defects() -> list[Defect]:
@@ -61,18 +72,32 @@ def load_defects() -> list[Defect]:
     for path in sorted(DEFECTS.glob("*.yaml")):
         try:
             spec = yaml.safe_load(path.read_text())
-            expect = [Expected(e["check"], e["file"], e.get("line", "edit"), e.get("message", "")) for e in spec["expect"]]
-            out.append(Defect(path.stem, spec.get("why", ""), spec["edits"], expect, spec.get("recipes", []),
-                              spec.get("requires", [])))
+            expect = [
+                Expected(e["check"], e["file"], e.get("line", "edit"), e.get("message", "")) for e in spec["expect"]
+            ]
+            base = str(spec.get("base") or "")
+            if base and not (CATALOGUES / base).is_dir():
+                raise KeyError(f"base {base!r}: no tests/fixtures/catalogues/{base}/")
+            out.append(
+                Defect(
+                    path.stem,
+                    spec.get("why", ""),
+                    spec["edits"],
+                    expect,
+                    spec.get("recipes", []),
+                    spec.get("requires", []),
+                    base,
+                )
+            )
         except (yaml.YAMLError, KeyError, TypeError, AttributeError) as exc:  # one bad fixture fails one test
             out.append(Defect(path.stem, "", [], broken=f"{path.name}: {type(exc).__name__}: {exc}"))
     return out
 
 
 def materialise(defect: Defect, tmp: Path) -> tuple[Path, list[Expected]]:
-    """Copy the catalogue to tmp, apply the edits, resolve `line: edit`; returns (root, expectations)."""
+    """Copy the fixture's base catalogue to tmp, apply the edits, resolve `line: edit`; returns (root, expectations)."""
     root = tmp / "recipes"
-    shutil.copytree(CATALOGUE, root, symlinks=True)
+    shutil.copytree(defect.catalogue, root, symlinks=True)
     edit_lines: dict[str, int] = {}
     for edit in defect.edits:
         rel = edit["file"]
@@ -98,7 +123,7 @@ def _apply(edit: dict, path: Path) -> int | None:
         return line
     if "remove_line_containing" in edit:
         lines = path.read_text().splitlines(keepends=True)
-        idx = next(i for i, l in enumerate(lines) if edit["remove_line_containing"] in l)
+        idx = next(i for i, line in enumerate(lines) if edit["remove_line_containing"] in line)
         del lines[idx]
         path.write_text("".join(lines))
         return idx + 1
@@ -142,7 +167,7 @@ def selectors_for(defect: Defect) -> list[str]:
     models = []
     for edit in defect.edits:
         model = edit["file"].split("/")[0]
-        if model not in models and (CATALOGUE / model).is_dir():
+        if model not in models and (defect.catalogue / model).is_dir():
             models.append(model)
     return models
 

@@ -162,16 +162,18 @@ class Provenance:
         backend_versions: Mapping[str, str] | None = None,
         stats: RunStats | None = None,
         extra: Mapping[str, Any] | None = None,
+        dynamo_version: str | None = None,
     ) -> Provenance:
         """Date, git SHA, harness/Dynamo/AIPerf versions from this process; AIPerf arguments from the runs.
-        `hardware` defaults to `cpu-<nproc>` (the sim's label)."""
+        `hardware` defaults to `cpu-<nproc>` (the sim's label). `dynamo_version` is the Dynamo that ran
+        when it is not this process's (the sim rehearses in a managed env of the recipe's release)."""
         return cls(
             profile=profile,
             hardware=hardware or f"cpu-{os.cpu_count() or 1}",
             manifest_hash=manifest_hash,
             date=utc_now(),
             git_sha=git_sha(),
-            dynamo_version=package_version("ai-dynamo"),
+            dynamo_version=dynamo_version or package_version("ai-dynamo"),
             backend_versions=dict(backend_versions or {}),
             images=tuple(images),
             aiperf_version=(

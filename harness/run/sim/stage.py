@@ -317,6 +317,9 @@ class SimRun(StepRun):
                 "simSlowdown": self.options.sim.slowdown,
                 "startupSeconds": self.usage.get("startup_s"),
             },
+            # the release whose frontend and mocker rehearsed (a managed env), not this process's ai-dynamo
+            dynamo_version=self.runtime.release if self.runtime else None,
+            backend_versions={"mocker": self.runtime.release} if self.runtime else None,
         )
         try:
             self.evaluation = baselines.evaluate_recipe(
