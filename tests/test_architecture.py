@@ -23,3 +23,13 @@ def test_import_contracts_hold():
     proc = subprocess.run([_tool("lint-imports"), "--no-cache"], cwd=REPO, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
     assert "0 broken" in proc.stdout
+
+
+@pytest.mark.skipif(_tool("ruff") is None, reason="ruff not installed: pip install -e '.[dev]'")
+@pytest.mark.parametrize(
+    "args", [["check", "--no-cache", "."], ["format", "--check", "--no-cache", "."]], ids=["lint", "format"]
+)
+def test_ruff_is_clean(args):
+    """pyproject.toml [tool.ruff]: line length 120 and the configured rules hold over the whole tree."""
+    proc = subprocess.run([_tool("ruff"), *args], cwd=REPO, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]

@@ -15,8 +15,11 @@ from harness.results.metrics import GATED_METRICS, MetricStat, PerfResult
 RECIPE = "qwen3-32b/vllm/agg-round-robin"
 # What one sim run of the `ci` profile measures (sim-stack.md): throughput up, latency down is better.
 NOMINAL = {
-    "output_token_throughput": ("tokens/sec", 550.0), "request_throughput": ("requests/sec", 8.6),
-    "time_to_first_token": ("ms", 50.0), "inter_token_latency": ("ms", 6.0), "request_latency": ("ms", 440.0),
+    "output_token_throughput": ("tokens/sec", 550.0),
+    "request_throughput": ("requests/sec", 8.6),
+    "time_to_first_token": ("ms", 50.0),
+    "inter_token_latency": ("ms", 6.0),
+    "request_latency": ("ms", 440.0),
 }
 NOISE = (1.0, 1.012, 0.991, 1.006, 0.995)  # about 1% run-to-run spread
 
@@ -28,8 +31,14 @@ def perf(slowdown: float = 1.0, jitter: float = 1.0, **fields) -> PerfResult:
         v = value / (slowdown * jitter) if name.endswith("throughput") else value * slowdown * jitter
         metrics[name] = MetricStat(name, unit, avg=v, p50=v, p90=v * 1.2, p99=v * 1.5, min=v * 0.5, max=v * 2)
     metrics["output_sequence_length"] = MetricStat("output_sequence_length", "tokens", avg=fields.pop("osl", 64.0))
-    base = dict(metrics=metrics, expected_requests=50, completed_requests=50, target_output_tokens=64,
-                aiperf_version="0.13.0", aiperf_args=["profile", "--concurrency", "4"])
+    base = dict(
+        metrics=metrics,
+        expected_requests=50,
+        completed_requests=50,
+        target_output_tokens=64,
+        aiperf_version="0.13.0",
+        aiperf_args=["profile", "--concurrency", "4"],
+    )
     return PerfResult(**{**base, **fields})
 
 
@@ -38,9 +47,16 @@ def runs(slowdown: float = 1.0, n: int = 3, start: int = 0) -> list[PerfResult]:
 
 
 def provenance() -> bl.Provenance:
-    return bl.Provenance(profile="ci", hardware="cpu-2", manifest_hash="sha256:" + "ab" * 32, date="2025-11-26T10:00:00Z",
-                         git_sha="0123456789abcdef0123456789abcdef01234567", dynamo_version="1.4.2",
-                         backend_versions={"mocker": "1.4.2"}, images=(bl.Image("nvcr.io/nvidia/ai-dynamo/vllm-runtime:1.4.0"),))
+    return bl.Provenance(
+        profile="ci",
+        hardware="cpu-2",
+        manifest_hash="sha256:" + "ab" * 32,
+        date="2025-11-26T10:00:00Z",
+        git_sha="0123456789abcdef0123456789abcdef01234567",
+        dynamo_version="1.4.2",
+        backend_versions={"mocker": "1.4.2"},
+        images=(bl.Image("nvcr.io/nvidia/ai-dynamo/vllm-runtime:1.4.0"),),
+    )
 
 
 def record(tmp_path, results: list[PerfResult]) -> bl.Baseline:
@@ -89,7 +105,9 @@ def test_no_baseline(tmp_path):
 
 def test_baseline_of_another_profile_is_no_baseline(tmp_path):
     baseline = record(tmp_path, runs())
-    laptop = bl.compare(bl.aggregate(runs(1.25)), baseline, provenance=dataclasses.replace(provenance(), profile="laptop"))
+    laptop = bl.compare(
+        bl.aggregate(runs(1.25)), baseline, provenance=dataclasses.replace(provenance(), profile="laptop")
+    )
     assert laptop.verdict == "no-baseline" and laptop.baseline_ref is None
     assert "is for profile 'ci', this run used 'laptop': record one with --update-baselines" in laptop.reason
     bigger = bl.compare(bl.aggregate(runs()), baseline, provenance=dataclasses.replace(provenance(), hardware="cpu-16"))
@@ -120,17 +138,22 @@ def test_warn_band_between_half_and_full_tolerance():
     assert [verdict(v) for v in (102.0, 103.0, 105.5, 90.0)] == ["pass", "warn", "fail", "pass"]
 
 
-@pytest.mark.parametrize("bad, words", [
-    (dict(error_count=3, errors=["HTTP 500"]), "3 request error(s) (first: HTTP 500)"),
-    (dict(completed_requests=41), "incomplete: 41 of 50 requests completed"),
-    (dict(osl=60.0), "output length off target: 60.0 tokens on average vs 64 requested (-6.2%"),
-    (dict(invalid_reason="aiperf exited 1"), "aiperf exited 1"),
-])
+@pytest.mark.parametrize(
+    "bad, words",
+    [
+        (dict(error_count=3, errors=["HTTP 500"]), "3 request error(s) (first: HTTP 500)"),
+        (dict(completed_requests=41), "incomplete: 41 of 50 requests completed"),
+        (dict(osl=60.0), "output length off target: 60.0 tokens on average vs 64 requested (-6.2%"),
+        (dict(invalid_reason="aiperf exited 1"), "aiperf exited 1"),
+    ],
+)
 def test_invalid_runs_are_excluded_and_named(tmp_path, bad, words):
     results = [perf(), perf(**bad), perf(jitter=1.01)]
     stats = bl.aggregate(results)
     assert stats.valid_runs == 2 and stats.metrics["request_throughput.avg"].runs == 2
-    assert stats.invalid_runs == [bl.InvalidRun(2, stats.invalid_runs[0].reason)] and words in stats.invalid_runs[0].reason
+    assert (
+        stats.invalid_runs == [bl.InvalidRun(2, stats.invalid_runs[0].reason)] and words in stats.invalid_runs[0].reason
+    )
     verdict = bl.compare(stats, record(tmp_path, runs()))
     assert verdict.verdict == "invalid" and verdict.reason.startswith("1 of 3 runs invalid: run 2: ")
     assert verdict.metrics["request_throughput.avg"].verdict == "pass"  # the valid runs are still shown
@@ -173,12 +196,35 @@ def test_baseline_file_layout_and_schema(tmp_path):
 def test_minimal_sim_format_loads(tmp_path):
     """The sim stage's first format (no min/max/values, no images) is a valid baseline."""
     path = tmp_path / "b.json"
-    path.write_text(json.dumps({
-        "schemaVersion": 1, "recipe": RECIPE, "environment": "sim", "profile": "ci",
-        "metrics": {"request_throughput.avg": {"direction": "higher", "median": 8.6, "cv": 0.02, "runs": 3, "unit": "requests/sec"}},
-        "provenance": {"date": "2025-11-26T10:00:00Z", "gitSha": "abc1234", "harnessVersion": "0.1.0", "dynamoVersion": "1.4.2",
-                       "aiperfVersion": "0.13.0", "aiperfArgs": [], "hardware": "cpu-2", "manifestHash": "sha256:00"},
-    }))
+    path.write_text(
+        json.dumps(
+            {
+                "schemaVersion": 1,
+                "recipe": RECIPE,
+                "environment": "sim",
+                "profile": "ci",
+                "metrics": {
+                    "request_throughput.avg": {
+                        "direction": "higher",
+                        "median": 8.6,
+                        "cv": 0.02,
+                        "runs": 3,
+                        "unit": "requests/sec",
+                    }
+                },
+                "provenance": {
+                    "date": "2025-11-26T10:00:00Z",
+                    "gitSha": "abc1234",
+                    "harnessVersion": "0.1.0",
+                    "dynamoVersion": "1.4.2",
+                    "aiperfVersion": "0.13.0",
+                    "aiperfArgs": [],
+                    "hardware": "cpu-2",
+                    "manifestHash": "sha256:00",
+                },
+            }
+        )
+    )
     assert bl.load_baseline(path).metrics["request_throughput.avg"].median == 8.6
 
 
@@ -231,8 +277,10 @@ def test_update_is_atomic_and_says_what_changed(tmp_path, monkeypatch):
 
 def test_policy_from_pyproject(tmp_path):
     pyproject = tmp_path / "pyproject.toml"
-    pyproject.write_text('[tool.recipe-harness.baselines]\nk = 2.5\nwarn-fraction = 0.6\n'
-                         '[tool.recipe-harness.baselines.floors]\nlatency = 8\n"time_to_first_token.p99" = 20\n')
+    pyproject.write_text(
+        "[tool.recipe-harness.baselines]\nk = 2.5\nwarn-fraction = 0.6\n"
+        '[tool.recipe-harness.baselines.floors]\nlatency = 8\n"time_to_first_token.p99" = 20\n'
+    )
     policy = bl.load_policy(pyproject)
     assert policy.k == 2.5 and policy.warn_fraction == 0.6
     assert policy.floor_pct("inter_token_latency.p50") == 8.0 and policy.floor_pct("time_to_first_token.p99") == 20.0
@@ -277,13 +325,21 @@ def test_two_consecutive_failures_confirm_a_regression(tmp_path):
     assert bl.confirm_regressions([ok(1), bad(1)])[key].status == "suspect"
     assert bl.confirm_regressions([bad(1), bad(2)])[key] == bl.Regression(key, "confirmed", ("bad1", "bad2"))
     assert bl.confirm_regressions([bad(1), ok(1), bad(2)])[key].status == "suspect"
-    assert bl.confirm_regressions([bad(1), invalid, bad(2)])[key].status == "confirmed"  # an invalid run measured nothing
+    assert (
+        bl.confirm_regressions([bad(1), invalid, bad(2)])[key].status == "confirmed"
+    )  # an invalid run measured nothing
     assert bl.confirm_regressions([bad(1), bad(2), ok(1)]) == {}
 
 
 def test_evaluate_recipe_records_then_passes_then_fails(tmp_path):
-    kw = dict(recipe=RECIPE, environment="sim", provenance=provenance(), policy=bl.DEFAULT_POLICY,
-              baselines_root=tmp_path / "baselines", history_root=tmp_path / "history")
+    kw = dict(
+        recipe=RECIPE,
+        environment="sim",
+        provenance=provenance(),
+        policy=bl.DEFAULT_POLICY,
+        baselines_root=tmp_path / "baselines",
+        history_root=tmp_path / "history",
+    )
     first = bl.evaluate_recipe(runs(), run_id="r1", update=True, **kw)
     assert first.updated and first.failure() is None and first.verdict.verdict == "no-baseline"
     assert "new baseline from 3 run(s)" in first.verdict.baseline_update
@@ -310,8 +366,13 @@ def test_regression_detection_scores_saved_runs(tmp_path, capsys):
         spec.loader.exec_module(bench)
     finally:
         del sys.modules[spec.name]
-    trials = [{level: [bench.to_dict(r) for r in runs(slowdown, start=t + i)]
-               for i, (level, slowdown) in enumerate((("baseline", 1.0), ("1.00", 1.0), ("1.10", 1.1)))} for t in range(3)]
+    trials = [
+        {
+            level: [bench.to_dict(r) for r in runs(slowdown, start=t + i)]
+            for i, (level, slowdown) in enumerate((("baseline", 1.0), ("1.00", 1.0), ("1.10", 1.1)))
+        }
+        for t in range(3)
+    ]
     saved = tmp_path / "runs.json"
     saved.write_text(json.dumps({"recipe": RECIPE, "profile": "ci", "repeats": 3, "trials": trials}))
     assert bench.main(["--from-runs", str(saved)]) == 0

@@ -11,12 +11,18 @@ from pathlib import Path
 
 import pytest
 
-from harness.recipe.changes import ChangeError, changed_files, select_changed
 from harness.cli import main
+from harness.recipe.changes import ChangeError, changed_files, select_changed
 from harness.recipe.discovery import discover
 
-GIT_ENV = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.invalid", "GIT_COMMITTER_NAME": "t",
-           "GIT_COMMITTER_EMAIL": "t@example.invalid", "GIT_CONFIG_NOSYSTEM": "1"}
+GIT_ENV = {
+    **os.environ,
+    "GIT_AUTHOR_NAME": "t",
+    "GIT_AUTHOR_EMAIL": "t@example.invalid",
+    "GIT_COMMITTER_NAME": "t",
+    "GIT_COMMITTER_EMAIL": "t@example.invalid",
+    "GIT_CONFIG_NOSYSTEM": "1",
+}
 
 TREE = {  # the recipes need not be valid: only their place in the tree matters here
     "recipes/m1/README.md": "# m1\n",
@@ -35,7 +41,9 @@ ALL = ["m1/vllm/agg", "m1/vllm/disagg", "m2/sglang/agg"]
 
 
 def git(repo: Path, *args: str) -> str:
-    return subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True, text=True, env=GIT_ENV).stdout
+    return subprocess.run(
+        ["git", "-C", str(repo), *args], check=True, capture_output=True, text=True, env=GIT_ENV
+    ).stdout
 
 
 def write(repo: Path, rel: str, text: str) -> None:
@@ -78,17 +86,21 @@ def test_no_change_selects_nothing(repo):
     assert selected(repo) == []
 
 
-@pytest.mark.parametrize("path, expected", [
-    ("recipes/m1/vllm/agg/deploy.yaml", ["m1/vllm/agg"]),
-    ("recipes/m2/sglang/agg/deploy.yaml", ["m2/sglang/agg"]),
-    ("recipes/m1/model-cache/model-cache.yaml", ["m1/vllm/agg", "m1/vllm/disagg"]),  # shared by the model's recipes
-    ("recipes/m1/README.md", ["m1/vllm/agg", "m1/vllm/disagg"]),
-    ("harness/x.py", ALL),
-    ("schemas/s.json", ALL),
-    ("pyproject.toml", ALL),
-    ("recipes/versions.yaml", ALL),
-    ("docs/notes.md", []),
-], ids=lambda v: v if isinstance(v, str) else None)
+@pytest.mark.parametrize(
+    "path, expected",
+    [
+        ("recipes/m1/vllm/agg/deploy.yaml", ["m1/vllm/agg"]),
+        ("recipes/m2/sglang/agg/deploy.yaml", ["m2/sglang/agg"]),
+        ("recipes/m1/model-cache/model-cache.yaml", ["m1/vllm/agg", "m1/vllm/disagg"]),  # shared by the model's recipes
+        ("recipes/m1/README.md", ["m1/vllm/agg", "m1/vllm/disagg"]),
+        ("harness/x.py", ALL),
+        ("schemas/s.json", ALL),
+        ("pyproject.toml", ALL),
+        ("recipes/versions.yaml", ALL),
+        ("docs/notes.md", []),
+    ],
+    ids=lambda v: v if isinstance(v, str) else None,
+)
 def test_a_committed_change_selects(repo, path, expected):
     write(repo, path, (repo / path).read_text() + "# changed\n")
     commit(repo)
@@ -191,8 +203,29 @@ def test_list_bad_ref_exits_2(repo, capsys):
 def test_pytest_collects_only_the_changed_recipe(repo):
     write(repo, "recipes/m2/sglang/agg/deploy.yaml", "kind: Changed\n")
     commit(repo)
-    out = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-p", "no:dash", "-m", "static", "--collect-only",
-                          "-q", "--changed-since", "main", "--recipes-dir", "recipes"], cwd=repo, capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-p",
+            "no:cacheprovider",
+            "-p",
+            "no:dash",
+            "-m",
+            "static",
+            "--collect-only",
+            "-q",
+            "--changed-since",
+            "main",
+            "--recipes-dir",
+            "recipes",
+        ],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     ids = [line for line in out.stdout.splitlines() if line.startswith("static::")]
     recipes = {i.split("::")[1] for i in ids}
     assert recipes == {"m2/sglang/agg", "catalogue"}, out.stdout + out.stderr

@@ -41,7 +41,9 @@ def names_something_concrete(source: str) -> bool:
 def test_check_docstring_names_its_source(chk):
     source = source_paragraph(chk.doc)
     assert source, f"{chk.id} ({chk.topic}.py): the docstring has no `Source:` paragraph after the why"
-    assert names_something_concrete(source), f"{chk.id}: the Source paragraph names no path, function or document:\n{source}"
+    assert names_something_concrete(source), (
+        f"{chk.id}: the Source paragraph names no path, function or document:\n{source}"
+    )
 
 
 @pytest.mark.parametrize("chk", CHECKS, ids=[c.id for c in CHECKS])

@@ -7,11 +7,10 @@ import shutil
 import pytest
 
 from harness.checks import REGISTRY, all_checks, run_check
-from harness.checks.images import parse_image, placeholder_reason
+from harness.checks.images import RegistryOptions, parse_image, placeholder_reason
 from harness.recipe.secrets import redact, secret_like
 from harness.recipe.versions import parse_versions
 from harness.recipe.yamlsrc import parse_yaml_bytes
-from harness.checks.images import RegistryOptions
 from harness.run.static import context_for, make_selection
 
 from .defects import CATALOGUE
@@ -40,13 +39,16 @@ def run(tmp_path, check_id, edits=(), recipe=RECIPE, options=()):
 pytestmark = pytest.mark.skipif(not CATALOGUE.is_dir(), reason="no shipped catalogue under recipes/")
 
 
-@pytest.mark.parametrize("text, registry, repository, tag, digest", [
-    ("nvcr.io/nvidia/ai-dynamo/vllm-runtime:1.4.0", "nvcr.io", "nvidia/ai-dynamo/vllm-runtime", "1.4.0", ""),
-    ("localhost:5000/x:1", "localhost:5000", "x", "1", ""),
-    ("python:3.12", "", "python", "3.12", ""),
-    ("library/python", "", "library/python", "", ""),
-    (f"nvcr.io/a/b@{DIGEST}", "nvcr.io", "a/b", "", DIGEST),
-])
+@pytest.mark.parametrize(
+    "text, registry, repository, tag, digest",
+    [
+        ("nvcr.io/nvidia/ai-dynamo/vllm-runtime:1.4.0", "nvcr.io", "nvidia/ai-dynamo/vllm-runtime", "1.4.0", ""),
+        ("localhost:5000/x:1", "localhost:5000", "x", "1", ""),
+        ("python:3.12", "", "python", "3.12", ""),
+        ("library/python", "", "library/python", "", ""),
+        (f"nvcr.io/a/b@{DIGEST}", "nvcr.io", "a/b", "", DIGEST),
+    ],
+)
 def test_parse_image(text, registry, repository, tag, digest):
     ref = parse_image(text)
     assert (ref.registry, ref.repository, ref.tag, ref.digest) == (registry, repository, tag, digest)
@@ -62,36 +64,67 @@ def test_real_tags(tag):
     assert placeholder_reason(tag) == ""
 
 
-@pytest.mark.parametrize("tag, release", [("1.4.0", "1.4.0"), ("1.3.0rc22", "1.3.0rc22"), ("1.4.0-cuda13", "1.4.0"),
-                                          ("0.5.10.post1", "0.5.10.post1"), ("latest", "")])
+@pytest.mark.parametrize(
+    "tag, release",
+    [
+        ("1.4.0", "1.4.0"),
+        ("1.3.0rc22", "1.3.0rc22"),
+        ("1.4.0-cuda13", "1.4.0"),
+        ("0.5.10.post1", "0.5.10.post1"),
+        ("latest", ""),
+    ],
+)
 def test_release_of_a_tag(tag, release):
     assert parse_image(f"nvcr.io/nvidia/ai-dynamo/vllm-runtime:{tag}").release == release
 
 
 def test_digest_pinned_image_passes(tmp_path):
     edits = [(f"{RECIPE}/deploy.yaml", "vllm-runtime:1.6.1", f"vllm-runtime@{DIGEST}")]
-    for check_id in ("image-reference-pinned", "image-release-consistent", "image-release-in-matrix",
-                     "image-repository-matches-backend", "image-registry-allowed"):
+    for check_id in (
+        "image-reference-pinned",
+        "image-release-consistent",
+        "image-release-in-matrix",
+        "image-repository-matches-backend",
+        "image-registry-allowed",
+    ):
         assert run(tmp_path / check_id, check_id, edits) == [], check_id
 
 
 def test_registry_allow_list_is_configurable(tmp_path):
     findings = run(tmp_path, "image-registry-allowed", options=[RegistryOptions(("nvcr.io",))])
-    assert findings and all("docker.io/library/python" in f.message and "registries option" in f.message for f in findings)
+    assert findings and all(
+        "docker.io/library/python" in f.message and "registries option" in f.message for f in findings
+    )
 
 
-@pytest.mark.parametrize("name, expected", [
-    ("HF_TOKEN", True), ("NGC_API_KEY", True), ("DB_PASSWORD", True), ("AWS_SECRET_ACCESS_KEY", True), ("hfToken", True),
-    ("MAX_TOKENS", False), ("TOKENIZER", False), ("HF_TOKEN_PATH", False), ("SECRET_NAME", False), ("DYN_KV_BLOCK_SIZE", False),
-])
+@pytest.mark.parametrize(
+    "name, expected",
+    [
+        ("HF_TOKEN", True),
+        ("NGC_API_KEY", True),
+        ("DB_PASSWORD", True),
+        ("AWS_SECRET_ACCESS_KEY", True),
+        ("hfToken", True),
+        ("MAX_TOKENS", False),
+        ("TOKENIZER", False),
+        ("HF_TOKEN_PATH", False),
+        ("SECRET_NAME", False),
+        ("DYN_KV_BLOCK_SIZE", False),
+    ],
+)
 def test_secret_like_names(name, expected):
     assert secret_like(name) is expected
 
 
 def test_findings_never_print_the_token(tmp_path):
     assert redact(FAKE_TOKEN) == "hf_***"
-    edits = [(f"{RECIPE}/perf.yaml", "value: /model-cache/perf/llama-3-70b-vllm-agg",
-              f"value: /model-cache/perf/llama-3-70b-vllm-agg\n            - name: NGC_API_KEY\n              value: {FAKE_TOKEN}")]
+    edits = [
+        (
+            f"{RECIPE}/perf.yaml",
+            "value: /model-cache/perf/llama-3-70b-vllm-agg",
+            f"value: /model-cache/perf/llama-3-70b-vllm-agg\n            - name: NGC_API_KEY\n              value: {FAKE_TOKEN}",
+        )
+    ]
     findings = run(tmp_path, "no-plaintext-secrets", edits)
     assert findings
     assert all(FAKE_TOKEN not in f.message + f.hint and FAKE_TOKEN[3:10] not in f.message for f in findings)
@@ -100,18 +133,24 @@ def test_findings_never_print_the_token(tmp_path):
 def test_security_exception_allows_a_declared_rule(tmp_path):
     privileged = (f"{RECIPE}/perf.yaml", "allowPrivilegeEscalation: false", "privileged: true")
     assert run(tmp_path / "a", "no-privileged", [privileged])
-    declared = (f"{RECIPE}/recipe.yaml", "knownLimits:",
-                "securityExceptions:\n  - rule: privileged\n    reason: the benchmark reads GPU clocks through nvidia-smi\nknownLimits:")
+    declared = (
+        f"{RECIPE}/recipe.yaml",
+        "knownLimits:",
+        "securityExceptions:\n  - rule: privileged\n    reason: the benchmark reads GPU clocks through nvidia-smi\nknownLimits:",
+    )
     assert run(tmp_path / "b", "no-privileged", [privileged, declared]) == []
 
 
-@pytest.mark.parametrize("url, ok", [
-    ("http://llama-3-70b-vllm-agg-frontend:8000/", True),
-    ("llama-3-70b-vllm-agg-frontend:8000", True),
-    ("http://llama-3-70b-vllm-agg-frontend", False),
-    ("https://llama-3-70b-vllm-agg-frontend:8000", False),
-    ("http://llama-3-70b-vllm-agg-frontend.dynamo.svc.cluster.local:8000", False),
-])
+@pytest.mark.parametrize(
+    "url, ok",
+    [
+        ("http://llama-3-70b-vllm-agg-frontend:8000/", True),
+        ("llama-3-70b-vllm-agg-frontend:8000", True),
+        ("http://llama-3-70b-vllm-agg-frontend", False),
+        ("https://llama-3-70b-vllm-agg-frontend:8000", False),
+        ("http://llama-3-70b-vllm-agg-frontend.dynamo.svc.cluster.local:8000", False),
+    ],
+)
 def test_perf_endpoint_forms(tmp_path, url, ok):
     edits = [(f"{RECIPE}/perf.yaml", '"http://llama-3-70b-vllm-agg-frontend:8000"', f'"{url}"')]
     assert (run(tmp_path, "perf-endpoint-is-frontend", edits) == []) is ok

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from harness.recipe.commandline import Word, parse_flags, parse_script, split_shell
-from harness.recipe.workloads import flag
 from harness.checks.perf_job import _errexit, _unbounded_loops
+from harness.recipe.commandline import Word, parse_flags, parse_script, split_shell
 from harness.recipe.findings import Loc
 from harness.recipe.model import Container, Token
+from harness.recipe.workloads import flag
 from harness.recipe.yamlsrc import parse_yaml_bytes
 
 F = Path("perf.yaml")
@@ -27,13 +27,39 @@ def words(text: str) -> list:
 
 def test_split_shell_quotes_continuations_comments_and_operators():
     text = 'set -e # don\'t\naiperf profile \\\n  --url "http://a b" --x \'{"k": 1}\' 2>&1 | tee x || true\n'
-    assert words(text) == ["set", "-e", "\n", "aiperf", "profile", "--url", "http://a b", "--x", '{"k": 1}', "2>&1",
-                           "|", "tee", "x", "||", "true", "\n"]
+    assert words(text) == [
+        "set",
+        "-e",
+        "\n",
+        "aiperf",
+        "profile",
+        "--url",
+        "http://a b",
+        "--x",
+        '{"k": 1}',
+        "2>&1",
+        "|",
+        "tee",
+        "x",
+        "||",
+        "true",
+        "\n",
+    ]
 
 
 def test_split_shell_keeps_substitutions_whole():
     assert words('for i in $(seq 1 60); do echo "${A//\\//--}"; done') == [
-        "for", "i", "in", "$(seq 1 60)", ";", "do", "echo", "${A//\\//--}", ";", "done"]
+        "for",
+        "i",
+        "in",
+        "$(seq 1 60)",
+        ";",
+        "do",
+        "echo",
+        "${A//\\//--}",
+        ";",
+        "done",
+    ]
 
 
 SCRIPT = """\
@@ -95,7 +121,10 @@ def test_loops_bounded_and_unbounded():
     assert unbounded("until curl -sf $U/v1/models | grep -q m; do sleep 5; done") == ["until curl -sf $U/v1/models"]
     assert unbounded("for i in $(seq 1 60); do curl -sf $U && break; sleep 5; done") == []
     assert unbounded("i=0\nwhile [ $i -lt 60 ]; do i=$((i+1)); sleep 5; done") == []
-    assert unbounded("i=0\nuntil curl -sf $U; do\n  i=$((i+1))\n  if [ $i -ge 60 ]; then exit 1; fi\n  sleep 5\ndone") == []
+    assert (
+        unbounded("i=0\nuntil curl -sf $U; do\n  i=$((i+1))\n  if [ $i -ge 60 ]; then exit 1; fi\n  sleep 5\ndone")
+        == []
+    )
     assert unbounded("timeout 600 sh -c 'until curl -sf $U; do sleep 5; done'") == []
     assert unbounded("sh -c 'while true; do sleep 5; done'") == ["while true"]
 

@@ -26,7 +26,9 @@ def test_check_json(tmp_path, capsys):
     tree = hostile_tree(tmp_path / "t")
     main(["check", "--recipes-dir", str(tree), "--format", "json"])
     data = json.loads(capsys.readouterr().out)
-    assert data["summary"]["errors"] > 0 and {"check_id", "file", "line", "column", "message", "hint"} <= set(data["findings"][0])
+    assert data["summary"]["errors"] > 0 and {"check_id", "file", "line", "column", "message", "hint"} <= set(
+        data["findings"][0]
+    )
 
 
 def test_unknown_selector_exit_2(tmp_path, capsys):
@@ -42,21 +44,48 @@ def test_python_dash_m_harness_runs():
 
 def test_crd_conversion_is_strict():
     crd = {
-        "kind": "CustomResourceDefinition", "metadata": {"name": "things.example.com"},
-        "spec": {"group": "example.com", "names": {"kind": "Thing"}, "versions": [{
-            "name": "v1", "served": True, "schema": {"openAPIV3Schema": {"type": "object", "properties": {
-                "spec": {"type": "object", "properties": {
-                    "size": {"x-kubernetes-int-or-string": True},
-                    "note": {"type": "string", "nullable": True},
-                    "free": {"type": "object", "x-kubernetes-preserve-unknown-fields": True, "properties": {"a": {"type": "string"}}},
-                }}}}}}]},
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": "things.example.com"},
+        "spec": {
+            "group": "example.com",
+            "names": {"kind": "Thing"},
+            "versions": [
+                {
+                    "name": "v1",
+                    "served": True,
+                    "schema": {
+                        "openAPIV3Schema": {
+                            "type": "object",
+                            "properties": {
+                                "spec": {
+                                    "type": "object",
+                                    "properties": {
+                                        "size": {"x-kubernetes-int-or-string": True},
+                                        "note": {"type": "string", "nullable": True},
+                                        "free": {
+                                            "type": "object",
+                                            "x-kubernetes-preserve-unknown-fields": True,
+                                            "properties": {"a": {"type": "string"}},
+                                        },
+                                    },
+                                }
+                            },
+                        }
+                    },
+                }
+            ],
+        },
     }
     import jsonschema
 
     schema = crd_to_schemas(crd)[("example.com/v1", "Thing")]
     v = jsonschema.Draft7Validator(schema)
-    ok = {"apiVersion": "example.com/v1", "kind": "Thing", "metadata": {"name": "x"},
-          "spec": {"size": "10Gi", "note": None, "free": {"a": "b", "anything": 1}}}
+    ok = {
+        "apiVersion": "example.com/v1",
+        "kind": "Thing",
+        "metadata": {"name": "x"},
+        "spec": {"size": "10Gi", "note": None, "free": {"a": "b", "anything": 1}},
+    }
     assert not list(v.iter_errors(ok))
     bad = dict(ok, spec={"size": 1.5, "typo": 1})
     messages = " ".join(e.message for e in v.iter_errors(bad))
@@ -76,8 +105,26 @@ spec:
       served: true
       schema: {openAPIV3Schema: {type: object, properties: {spec: {type: object}}}}
 """)
-    assert main(["schemas", "import-crd", str(crd), "--out", str(tmp_path / "out"), "--release", "9.9.9",
-                 "--source-repo", "example/repo", "--source-path", "crd.yaml", "--commit", "abc"]) == 0
+    assert (
+        main(
+            [
+                "schemas",
+                "import-crd",
+                str(crd),
+                "--out",
+                str(tmp_path / "out"),
+                "--release",
+                "9.9.9",
+                "--source-repo",
+                "example/repo",
+                "--source-path",
+                "crd.yaml",
+                "--commit",
+                "abc",
+            ]
+        )
+        == 0
+    )
     assert (tmp_path / "out" / "example.com" / "thing_v1.json").is_file()
     import hashlib
 
@@ -100,6 +147,11 @@ def test_checks_id_shows_its_defect_fixture_as_the_failing_example(capsys):
     assert main(["checks", "router-mode-matches"]) == 0
     out = capsys.readouterr().out
     assert "Failing example: tests/fixtures/defects/router-mode-mismatch.yaml" in out
-    assert "edit   qwen3-32b/vllm/disagg-kv-router/deploy.yaml: '--router-mode, kv]' -> '--router-mode, round-robin]'" in out
-    assert ("finding recipes/qwen3-32b/vllm/disagg-kv-router/deploy.yaml:39:58: [router-mode-matches] frontend Frontend "
-            "runs --router-mode round-robin but the recipe's router is kv") in out
+    assert (
+        "edit   qwen3-32b/vllm/disagg-kv-router/deploy.yaml: '--router-mode, kv]' -> '--router-mode, round-robin]'"
+        in out
+    )
+    assert (
+        "finding recipes/qwen3-32b/vllm/disagg-kv-router/deploy.yaml:39:58: [router-mode-matches] frontend Frontend "
+        "runs --router-mode round-robin but the recipe's router is kv"
+    ) in out

@@ -83,13 +83,16 @@ def test_router_mode_load_aware_wins_as_in_the_frontend(tmp_path):
     assert mode.loc.line == line(path, "args: [--load-aware")
 
 
-@pytest.mark.parametrize("args,env,expected", [
-    ("[--router-mode, random]", "[]", ("random", "--router-mode")),
-    ("[]", "[{name: DYN_ROUTER_MODE, value: kv}]", ("kv", "DYN_ROUTER_MODE")),
-    ("[]", "[{name: DYN_ROUTER_LOAD_AWARE, value: 'true'}]", ("kv", "DYN_ROUTER_LOAD_AWARE")),
-    ("[--no-load-aware]", "[{name: DYN_ROUTER_LOAD_AWARE, value: 'true'}]", (DEFAULT_ROUTER_MODE, "default")),
-    ("[]", "[]", (DEFAULT_ROUTER_MODE, "default")),
-])
+@pytest.mark.parametrize(
+    "args,env,expected",
+    [
+        ("[--router-mode, random]", "[]", ("random", "--router-mode")),
+        ("[]", "[{name: DYN_ROUTER_MODE, value: kv}]", ("kv", "DYN_ROUTER_MODE")),
+        ("[]", "[{name: DYN_ROUTER_LOAD_AWARE, value: 'true'}]", ("kv", "DYN_ROUTER_LOAD_AWARE")),
+        ("[--no-load-aware]", "[{name: DYN_ROUTER_LOAD_AWARE, value: 'true'}]", (DEFAULT_ROUTER_MODE, "default")),
+        ("[]", "[]", (DEFAULT_ROUTER_MODE, "default")),
+    ],
+)
 def test_router_mode_sources(tmp_path, args, env, expected):
     text = DGD.replace("[--load-aware, --router-mode, $(MODE)]", args).replace("[{name: MODE, value: kv}]", env)
     dep, _ = load(tmp_path, text)
@@ -102,4 +105,4 @@ def test_frontend_boolean_flags_match_the_installed_frontend():
     pytest.importorskip("dynamo.frontend.frontend_args", reason="ai-dynamo not installed (pip install -e '.[sim]')")
     from harness.run.sim.plan import installed_frontend_cli
 
-    assert FRONTEND_BOOLEAN_FLAGS == installed_frontend_cli().no_value
+    assert installed_frontend_cli().no_value == FRONTEND_BOOLEAN_FLAGS

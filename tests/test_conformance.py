@@ -62,11 +62,15 @@ spec:
 """
 
 
-def make_tree(tmp_path: Path, prefill_extra: str = "", deploy: str | None = None, rid: str = "tiny/vllm/disagg") -> Recipe:
+def make_tree(
+    tmp_path: Path, prefill_extra: str = "", deploy: str | None = None, rid: str = "tiny/vllm/disagg"
+) -> Recipe:
     root = tmp_path / "recipes"
     d = root / rid
     d.mkdir(parents=True)
-    (root / "versions.yaml").write_text('releases:\n  "1.4.0": {vllm: "0.26.0", sglang: "0.5.16", trtllm: "1.3.0rc22"}\n')
+    (root / "versions.yaml").write_text(
+        'releases:\n  "1.4.0": {vllm: "0.26.0", sglang: "0.5.16", trtllm: "1.3.0rc22"}\n'
+    )
     (d / "recipe.yaml").write_text('versions: {dynamo: "1.4.0"}\n')
     text = deploy or DEPLOY.replace("{prefill_extra}", prefill_extra).replace("{kv}", KV.strip("'"))
     (d / "deploy.yaml").write_text(text)
@@ -114,8 +118,10 @@ def test_env_names_are_validated_and_the_setup_command_is_named():
 
 
 def test_engine_pin_is_read_from_the_wheel_metadata():
-    meta = ('Requires-Dist: vllm[flashinfer,runai]==0.26.0; extra == "vllm"\n'
-            'Requires-Dist: tensorrt-llm==1.3.0rc22; extra == "trtllm"\nRequires-Dist: sglang==0.5.16; extra == "sglang"\n')
+    meta = (
+        'Requires-Dist: vllm[flashinfer,runai]==0.26.0; extra == "vllm"\n'
+        'Requires-Dist: tensorrt-llm==1.3.0rc22; extra == "trtllm"\nRequires-Dist: sglang==0.5.16; extra == "sglang"\n'
+    )
     assert envs.engine_pin(meta, "vllm") == "0.26.0"
     assert envs.engine_pin(meta, "sglang") == "0.5.16"
     assert envs.engine_pin("Requires-Dist: vllm>=0.1\n", "vllm") is None
@@ -130,8 +136,14 @@ def test_jobs_parse_what_the_container_executes(tmp_path):
     assert set(jobs) == {"Frontend", "Prefill", "Decode"}
     assert jobs["Frontend"].parser == "frontend"
     # folded `sh -c` script: split like the shell, $MODEL_PATH expanded, `exec python3 -m` dropped
-    assert [t.value for t in jobs["Prefill"].argv] == ["--model", "Qwen/Qwen3-0.6B", "--block-size", "16",
-                                                       "--disaggregation-mode", "prefill"]
+    assert [t.value for t in jobs["Prefill"].argv] == [
+        "--model",
+        "Qwen/Qwen3-0.6B",
+        "--block-size",
+        "16",
+        "--disaggregation-mode",
+        "prefill",
+    ]
     # exec form: the kubelet's $(VAR) expansion
     assert jobs["Decode"].argv[1].value == "Qwen/Qwen3-0.6B"
     assert jobs["Prefill"].release == "1.4.0" and jobs["Prefill"].framework == "vllm"
@@ -173,7 +185,7 @@ spec:
           args: [--model-path, Qwen/Qwen3-0.6B, --extra-engine-args, /config/engine.yaml, --connector, kvbm, nixl]
 """
 
-LLM_ARGS_SOURCE = '''
+LLM_ARGS_SOURCE = """
 class StrictBaseModel(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -198,22 +210,35 @@ class BaseLlmArgs(StrictBaseModel):
 class TorchLlmArgs(BaseLlmArgs):
     backend: ClassVar[str] = "pytorch"
     cuda_graph_config: Optional[dict] = None
-'''
+"""
 
 
 def test_extra_engine_args_come_from_the_configmap_and_unknown_keys_are_found_at_their_line(tmp_path, monkeypatch):
     recipe = make_tree(tmp_path, deploy=TRT_DEPLOY, rid="tiny/trtllm/agg")
     job = client.jobs_for(recipe)[0]
     assert job.files and job.files[0].path == "/config/engine.yaml" and "no_such_key" in job.files[0].content
-    data = trtllm.record_surface(LLM_ARGS_SOURCE, version="1.3.0rc22", repo="NVIDIA/TensorRT-LLM",
-                                 path="tensorrt_llm/llmapi/llm_args.py", commit="0" * 40)
-    assert data["build_config_defaults"] == {"max_batch_size": 2048, "max_num_tokens": 8192, "max_seq_len": None,
-                                             "max_beam_width": 1}
+    data = trtllm.record_surface(
+        LLM_ARGS_SOURCE,
+        version="1.3.0rc22",
+        repo="NVIDIA/TensorRT-LLM",
+        path="tensorrt_llm/llmapi/llm_args.py",
+        commit="0" * 40,
+    )
+    assert data["build_config_defaults"] == {
+        "max_batch_size": 2048,
+        "max_num_tokens": 8192,
+        "max_seq_len": None,
+        "max_beam_width": 1,
+    }
     assert len(data["provenance"]["sha256"]) == 64
     surface = trtllm.Surface(data)
-    assert {"max_batch_size", "max_batch", "kv_cache_config", "cuda_graph_config"} <= set(surface.accepts("TorchLlmArgs"))
+    assert {"max_batch_size", "max_batch", "kv_cache_config", "cuda_graph_config"} <= set(
+        surface.accepts("TorchLlmArgs")
+    )
     assert "_private" not in surface.accepts("TorchLlmArgs") and "backend" not in surface.accepts("TorchLlmArgs")
-    assert [k for k, _, _ in surface.unknown_keys({"loose": {"x": 1}, "max_batch": 2})] == []  # not stricter than pydantic
+    assert [
+        k for k, _, _ in surface.unknown_keys({"loose": {"x": 1}, "max_batch": 2})
+    ] == []  # not stricter than pydantic
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / trtllm.data_file_name("1.3.0rc22")).write_text(json.dumps(data))
     real_load = trtllm.load_surface
@@ -221,27 +246,40 @@ def test_extra_engine_args_come_from_the_configmap_and_unknown_keys_are_found_at
     found, notes = client.engine_args_findings(job)
     assert notes == []
     got = {(f.line, f.message.split(":")[1].strip()) for f in found}
-    assert got == {(line_of(recipe, "no_such_sub_key"), "kv_cache_config.no_such_sub_key"),
-                   (line_of(recipe, "no_such_key: true"), "no_such_key")}
+    assert got == {
+        (line_of(recipe, "no_such_sub_key"), "kv_cache_config.no_such_sub_key"),
+        (line_of(recipe, "no_such_key: true"), "no_such_key"),
+    }
 
 
 def test_without_build_config_the_defaults_come_from_base_llm_args_and_dropped_keys_are_accepted():
     # TensorRT-LLM 1.3 dropped BuildConfig: dynamo/trtllm/backend_args.py then imports
     # `BaseLlmArgs as BuildConfig`. Keys removed from TorchLlmArgs but still taken off the input
     # (`_TORCH_LLMARGS_REMOVED_ARG_CHECKS`) or renamed by the YAML merge (`hf_revision`) are accepted.
-    source = LLM_ARGS_SOURCE.replace("class BuildConfig(", "class OldBuildConfig(") + \
-        "\n_TORCH_LLMARGS_REMOVED_ARG_CHECKS: Dict[str, Callable] = {'sampler_type': check}\n" + \
-        "def update_llm_args_with_extra_dict(llm_args, llm_args_dict):\n" + \
-        "    llm_args_dict.setdefault('revision', llm_args_dict.pop('hf_revision'))\n"
-    data = trtllm.record_surface(source, version="9.9", repo="NVIDIA/TensorRT-LLM",
-                                 path="tensorrt_llm/llmapi/llm_args.py", commit="0" * 40)
-    assert data["build_config_defaults"] == {"max_batch_size": None, "max_num_tokens": "<not defined here>",
-                                             "max_seq_len": "<not defined here>", "max_beam_width": "<not defined here>"}
+    source = (
+        LLM_ARGS_SOURCE.replace("class BuildConfig(", "class OldBuildConfig(")
+        + "\n_TORCH_LLMARGS_REMOVED_ARG_CHECKS: Dict[str, Callable] = {'sampler_type': check}\n"
+        + "def update_llm_args_with_extra_dict(llm_args, llm_args_dict):\n"
+        + "    llm_args_dict.setdefault('revision', llm_args_dict.pop('hf_revision'))\n"
+    )
+    data = trtllm.record_surface(
+        source, version="9.9", repo="NVIDIA/TensorRT-LLM", path="tensorrt_llm/llmapi/llm_args.py", commit="0" * 40
+    )
+    assert data["build_config_defaults"] == {
+        "max_batch_size": None,
+        "max_num_tokens": "<not defined here>",
+        "max_seq_len": "<not defined here>",
+        "max_beam_width": "<not defined here>",
+    }
     assert data["provenance"]["build_config_source"]["class"] == "BaseLlmArgs"
     assert data["root_dropped_keys"] == ["hf_revision", "sampler_type"]
     surface = trtllm.Surface(data)
-    assert [k for k, _, _ in surface.unknown_keys({"sampler_type": "auto", "hf_revision": "main", "nope": 1})] == ["nope"]
-    assert [k for k, _, _ in surface.unknown_keys({"kv_cache_config": {"sampler_type": 1}})] == ["kv_cache_config.sampler_type"]
+    assert [k for k, _, _ in surface.unknown_keys({"sampler_type": "auto", "hf_revision": "main", "nope": 1})] == [
+        "nope"
+    ]
+    assert [k for k, _, _ in surface.unknown_keys({"kv_cache_config": {"sampler_type": 1}})] == [
+        "kv_cache_config.sampler_type"
+    ]
 
 
 def test_the_shipped_surface_for_dynamo_1_4_0_is_recorded_with_provenance_and_feeds_the_stub_defaults(tmp_path):
@@ -250,9 +288,12 @@ def test_the_shipped_surface_for_dynamo_1_4_0_is_recorded_with_provenance_and_fe
     p = surface.provenance
     assert p["repository"] == "NVIDIA/TensorRT-LLM" and p["path"] == "tensorrt_llm/llmapi/llm_args.py"
     assert len(p["commit"]) == 40 and len(p["sha256"]) == 64 and p["note"]
-    assert {"kv_cache_config", "cache_transceiver_config", "moe_config", "cuda_graph_config"} <= set(surface.accepts("TorchLlmArgs"))
-    assert [k for k, _, _ in surface.unknown_keys({"kv_cache_config": {"free_gpu_memory_fractio": 0.8}})] == \
-        ["kv_cache_config.free_gpu_memory_fractio"]
+    assert {"kv_cache_config", "cache_transceiver_config", "moe_config", "cuda_graph_config"} <= set(
+        surface.accepts("TorchLlmArgs")
+    )
+    assert [k for k, _, _ in surface.unknown_keys({"kv_cache_config": {"free_gpu_memory_fractio": 0.8}})] == [
+        "kv_cache_config.free_gpu_memory_fractio"
+    ]
     job = client.jobs_for(make_tree(tmp_path, deploy=TRT_DEPLOY, rid="tiny/trtllm/agg"))[0]
     assert client._request_extras(job) == {"trtllm_defaults": surface.data["build_config_defaults"]}
 
@@ -270,7 +311,7 @@ def test_the_engine_args_check_says_when_no_surface_is_recorded(tmp_path, monkey
 def test_a_validation_error_points_at_the_flag_it_names_in_a_folded_script(tmp_path):
     recipe = make_tree(tmp_path)
     job = next(j for j in client.jobs_for(recipe) if j.service == "Prefill")
-    message = ("ValueError: When using --disaggregation-mode prefill, you must explicitly provide --kv-transfer-config.")
+    message = "ValueError: When using --disaggregation-mode prefill, you must explicitly provide --kv-transfer-config."
     [f] = client.findings_for(job, ParseResult(ok=False, kind="validation", error=message, env="1.4.0-vllm"))
     assert (f.file.endswith("deploy.yaml"), f.line) == (True, line_of(recipe, "--disaggregation-mode prefill"))
     assert f.check_id == "conformance" and f.message == f"--disaggregation-mode: {message}"
@@ -280,12 +321,18 @@ def test_unrecognized_flags_point_at_each_flag_and_config_file_keys_at_the_confi
     recipe = make_tree(tmp_path, prefill_extra="\n              --is-prefill-worker")
     job = next(j for j in client.jobs_for(recipe) if j.service == "Prefill")
     err = "dynamo.vllm: error: unrecognized arguments: --is-prefill-worker"
-    [f] = client.findings_for(job, ParseResult(ok=False, kind="argparse", error=err, unrecognized=["--is-prefill-worker"]))
+    [f] = client.findings_for(
+        job, ParseResult(ok=False, kind="argparse", error=err, unrecognized=["--is-prefill-worker"])
+    )
     assert f.line == line_of(recipe, "--is-prefill-worker") and f.message == f"--is-prefill-worker: {err}"
     trt = make_tree(tmp_path / "t", deploy=TRT_DEPLOY, rid="tiny/trtllm/agg")
     tjob = client.jobs_for(trt)[0]
-    [g] = client.findings_for(tjob, ParseResult(ok=False, kind="exit", error="Unrecognized argument: --no-such-key",
-                                                unrecognized=["--no-such-key"]))
+    [g] = client.findings_for(
+        tjob,
+        ParseResult(
+            ok=False, kind="exit", error="Unrecognized argument: --no-such-key", unrecognized=["--no-such-key"]
+        ),
+    )
     assert g.line == line_of(trt, "no_such_key: true")  # a --config key is found in its ConfigMap
 
 
@@ -301,15 +348,19 @@ def test_an_error_naming_no_flag_points_at_the_module_and_ok_or_skipped_gives_no
 def test_a_missing_env_skips_naming_the_setup_command(tmp_path, monkeypatch):
     monkeypatch.setenv("RECIPE_HARNESS_CACHE", str(tmp_path / "empty"))
     outcomes = client.check_recipes([make_tree(tmp_path)])
-    assert {o.skipped for o in outcomes} == {"conformance env for Dynamo 1.4.0 (vllm) not set up: "
-                                             "run `recipe-harness conformance setup --release 1.4.0 --engine vllm`"}
+    assert {o.skipped for o in outcomes} == {
+        "conformance env for Dynamo 1.4.0 (vllm) not set up: "
+        "run `recipe-harness conformance setup --release 1.4.0 --engine vllm`"
+    }
     assert all(o.findings == [] for o in outcomes)
 
 
 # ---- the real parsers (need `recipe-harness conformance setup`) ----------------------------------------
 
-needs_vllm_env = pytest.mark.skipif(envs.find_env("1.4.0", "vllm") is None,
-                                    reason="no 1.4.0 vLLM conformance env: run `recipe-harness conformance setup --release 1.4.0 --engine vllm`")
+needs_vllm_env = pytest.mark.skipif(
+    envs.find_env("1.4.0", "vllm") is None,
+    reason="no 1.4.0 vLLM conformance env: run `recipe-harness conformance setup --release 1.4.0 --engine vllm`",
+)
 
 
 @needs_vllm_env
@@ -322,15 +373,34 @@ def test_the_real_vllm_parser_rejects_a_prefill_worker_without_kv_transfer_confi
     assert f.line == line_of(bad, "--disaggregation-mode prefill")
     assert "you must explicitly provide --kv-transfer-config" in f.message
     assert failing.result.where.startswith("dynamo/vllm/args.py")
-    assert [o.job.service for o in outcomes.values() if o.findings] == ["Prefill"]  # frontend, decode, fixed prefill pass
+    assert [o.job.service for o in outcomes.values() if o.findings] == [
+        "Prefill"
+    ]  # frontend, decode, fixed prefill pass
 
 
 @needs_vllm_env
 def test_pytest_m_conformance_fails_the_item_naming_deploy_yaml_line_and_the_flag(tmp_path):
     bad = make_tree(tmp_path)
-    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "conformance",
-                           "--recipes-dir", str(bad.root), "--recipe", "tiny/vllm/disagg"],
-                          capture_output=True, text=True, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "-m",
+            "conformance",
+            "--recipes-dir",
+            str(bad.root),
+            "--recipe",
+            "tiny/vllm/disagg",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
     assert proc.returncode == 1, proc.stdout[-2000:]
     line = line_of(bad, "--disaggregation-mode prefill")
     assert f"deploy.yaml:{line}:15: [conformance] --disaggregation-mode: ValueError:" in proc.stdout
@@ -346,8 +416,12 @@ def test_the_sim_rehearsal_fails_at_its_conformance_step(tmp_path):
     from harness.run.stage import StageOptions, StepFailed
 
     assert STEPS[0] == "conformance"
-    run = SimRun(make_tree(tmp_path), StageOptions(report_dir=tmp_path / "report", baselines_root=tmp_path / "baselines",
-                                             history_root=tmp_path / "history"))
+    run = SimRun(
+        make_tree(tmp_path),
+        StageOptions(
+            report_dir=tmp_path / "report", baselines_root=tmp_path / "baselines", history_root=tmp_path / "history"
+        ),
+    )
     try:
         with pytest.raises(StepFailed, match=r"deploy.yaml:\d+:15: \[conformance\] --disaggregation-mode"):
             run.run_step("conformance")

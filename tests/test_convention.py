@@ -26,10 +26,24 @@ DEEP = PAIRS / "manifest-at-any-depth"
 
 # What the catalogue convention covers (harness.recipe.convention): changing the set is a decision, not an accident.
 CONVENTION_CHECKS = {
-    "layout-required-files", "layout-perf-present", "layout-framework-dir", "layout-kebab-case", "layout-stray-files",
-    "layout-tree", "docs-in-sync", "model-readme-format", "metadata-schema", "metadata-matches-path",
-    "metadata-dynamo-release", "gpu-total-matches-metadata", "nodes-match-metadata", "gpus-per-node-within-hardware",
-    "perf-concurrency-matches-metadata", "perf-lengths-match-metadata", "model-revision-pinned", "weights-fit-gpu",
+    "layout-required-files",
+    "layout-perf-present",
+    "layout-framework-dir",
+    "layout-kebab-case",
+    "layout-stray-files",
+    "layout-tree",
+    "docs-in-sync",
+    "model-readme-format",
+    "metadata-schema",
+    "metadata-matches-path",
+    "metadata-dynamo-release",
+    "gpu-total-matches-metadata",
+    "nodes-match-metadata",
+    "gpus-per-node-within-hardware",
+    "perf-concurrency-matches-metadata",
+    "perf-lengths-match-metadata",
+    "model-revision-pinned",
+    "weights-fit-gpu",
 }
 
 
@@ -69,7 +83,10 @@ def test_convention_override_applies_them_to_the_same_tree():
 def test_manifests_are_found_at_any_depth_and_model_level_perf_too():
     selection, _ = findings(DEEP / "clean" / "recipes")
     assert [r.id for r in selection.all] == [
-        "qwen3-0.6b/perf", "qwen3-0.6b/vllm/disagg/deploy_hopper_2gpu", "qwen3-0.6b/vllm/disagg/wide_ep/h200"]
+        "qwen3-0.6b/perf",
+        "qwen3-0.6b/vllm/disagg/deploy_hopper_2gpu",
+        "qwen3-0.6b/vllm/disagg/wide_ep/h200",
+    ]
     perf = selection.all[0]
     assert perf.deployment is None and perf.perf_job() is not None
     named = selection.all[1]
@@ -114,28 +131,36 @@ def test_ignore_file_ignores_what_it_names_and_the_header_lists_it(tmp_path, cap
         "ignore:\n"
         "  - checks: [no-privileged]\n"
         "    recipes: ['*/wide_ep/*']\n"
-        "    reason: GPUDirect node setup, reviewed\n")
+        "    reason: GPUDirect node setup, reviewed\n"
+    )
     assert main(["check", "--recipes-dir", str(tree)]) == 0
     out = capsys.readouterr().out
-    assert ".recipe-harness.yaml:2: no-privileged ignored in recipes */wide_ep/* (GPUDirect node setup, reviewed)" in out
+    assert (
+        ".recipe-harness.yaml:2: no-privileged ignored in recipes */wide_ep/* (GPUDirect node setup, reviewed)" in out
+    )
     assert "1 finding(s) ignored" in out and "[no-privileged]" not in out
 
 
 def test_ignore_by_path_glob(tmp_path):
     tree = shutil.copytree(DEEP / "defective" / "recipes", tmp_path / "recipes")
-    (tree / ".recipe-harness.yaml").write_text("ignore:\n  - checks: ['no-*']\n    paths: ['*/wide_ep/h200/deploy.yaml']\n")
+    (tree / ".recipe-harness.yaml").write_text(
+        "ignore:\n  - checks: ['no-*']\n    paths: ['*/wide_ep/h200/deploy.yaml']\n"
+    )
     selection = make_selection(tree)
     gate = make_gate(selection)
     report = run_static(selection, context_for(selection), gate=gate)
     assert report.errors == 0 and gate.ignores.used[0] == 1
 
 
-@pytest.mark.parametrize("text, line, words", [
-    ("ignore:\n  - checks: [no-such-check]\n", 2, "matches no check id"),
-    ("ignore:\n  - checks: [no-privileged]\n    path: ['x']\n", 2, "unknown key"),
-    ("ignore: [no-privileged]\n", 1, "is a mapping"),
-    ("ignore:\n  - paths: ['x']\n", 2, "`checks`"),
-])
+@pytest.mark.parametrize(
+    "text, line, words",
+    [
+        ("ignore:\n  - checks: [no-such-check]\n", 2, "matches no check id"),
+        ("ignore:\n  - checks: [no-privileged]\n    path: ['x']\n", 2, "unknown key"),
+        ("ignore: [no-privileged]\n", 1, "is a mapping"),
+        ("ignore:\n  - paths: ['x']\n", 2, "`checks`"),
+    ],
+)
 def test_a_malformed_ignore_file_is_a_usage_error_with_its_line(tmp_path, capsys, text, line, words):
     tree = shutil.copytree(FOREIGN, tmp_path / "recipes")
     (tree / ".recipe-harness.yaml").write_text(text)
@@ -155,12 +180,14 @@ def test_pytest_header_gate_and_ignores(pytester: pytest.Pytester):
     assert "wide_ep/h200/deploy.yaml" in text and "[no-privileged]" in text and "1 failed" in text, text
     assert "layout-required-files" not in text.split("recipe-harness: foreign tree:")[0]
     (tree / ".recipe-harness.yaml").write_text("ignore:\n  - checks: [no-privileged]\n    recipes: ['*/h200']\n")
-    res = pytester.runpytest_subprocess("-m", "static", "--recipes-dir", str(tree), "-p", "no:cacheprovider",
-                                        "--severity-floor", "error")
+    res = pytester.runpytest_subprocess(
+        "-m", "static", "--recipes-dir", str(tree), "-p", "no:cacheprovider", "--severity-floor", "error"
+    )
     text = res.stdout.str()
     assert res.ret == 0, text
     assert "severity floor: error" in text and "no-privileged ignored in recipes */h200" in text
     assert "1 finding(s) ignored" in text
-    res = pytester.runpytest_subprocess("-m", "static", "--recipes-dir", str(tree), "-p", "no:cacheprovider",
-                                        "--convention", "catalogue")
+    res = pytester.runpytest_subprocess(
+        "-m", "static", "--recipes-dir", str(tree), "-p", "no:cacheprovider", "--convention", "catalogue"
+    )
     assert res.ret == 1 and "catalogue convention: --convention catalogue" in res.stdout.str()

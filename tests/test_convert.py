@@ -116,10 +116,16 @@ def test_services_become_components_with_the_operators_field_mapping():
     # env is additive, the container's entry wins for a name set twice (mergeEnvs)
     assert main["env"] == [{"name": "A", "value": "1"}, {"name": "B", "value": "3"}]
     # resources: gpu -> nvidia.com/gpu, the container's claims merged field by field (mergo)
-    assert main["resources"] == {"requests": {"cpu": "8", "nvidia.com/gpu": "2"}, "limits": {"nvidia.com/gpu": "2"},
-                                 "claims": [{"name": "channel"}]}
+    assert main["resources"] == {
+        "requests": {"cpu": "8", "nvidia.com/gpu": "2"},
+        "limits": {"nvidia.com/gpu": "2"},
+        "claims": [{"name": "channel"}],
+    }
     # the PVC mount keeps its place next to the container's own mounts, and the claim becomes a volume
-    assert main["volumeMounts"] == [{"name": "model-cache", "mountPath": "/model-cache"}, {"name": "cfg", "mountPath": "/config"}]
+    assert main["volumeMounts"] == [
+        {"name": "model-cache", "mountPath": "/model-cache"},
+        {"name": "cfg", "mountPath": "/config"},
+    ]
     assert {"name": "model-cache", "persistentVolumeClaim": {"claimName": "model-cache"}} in pod["volumes"]
 
 
@@ -130,10 +136,10 @@ def test_comments_order_and_other_documents_survive():
     assert re.search(r"- Qwen/Qwen3-0\.6B +# end-of-line comment\n", text)  # stays on its line (ruamel may re-space it)
     # the moved comment is indented like the entry it precedes
     lines = text.splitlines()
-    i = lines.index(next(l for l in lines if "# why B is set" in l))
+    i = lines.index(next(line for line in lines if "# why B is set" in line))
     assert len(lines[i]) - len(lines[i].lstrip()) == len(lines[i + 1]) - len(lines[i + 1].lstrip())
     start = lines.index("  components:")
-    keys = [l.strip().split(":")[0] for l in lines[start:] if re.match(r"^ {4}- |^ {6}[a-zA-Z]", l)]
+    keys = [ln.strip().split(":")[0] for ln in lines[start:] if re.match(r"^ {4}- |^ {6}[a-zA-Z]", ln)]
     assert keys == ["- name", "type", "replicas", "podTemplate", "sharedMemorySize"]  # the service's own order
 
 
@@ -143,14 +149,18 @@ def test_conversion_is_idempotent_and_refuses_what_it_cannot_express():
     assert not again.changed and again.text == text
     with pytest.raises(ConvertError, match="create: true"):
         convert_text(ALPHA.replace("create: false", "create: true"), Path("deploy.yaml"))
-    _dgd, _text, notes = converted(ALPHA.replace("      replicas: 2\n", "      replicas: 2\n      dynamoNamespace: ns\n"))
+    _dgd, _text, notes = converted(
+        ALPHA.replace("      replicas: 2\n", "      replicas: 2\n      dynamoNamespace: ns\n")
+    )
     assert any("dynamoNamespace" in n and "dropped" in n for n in notes)
 
 
 def _normalised(findings, root: Path) -> list[tuple[str, str, str, str]]:
     """Findings without positions: a conversion moves lines, it must not change what is found."""
-    return sorted((f.check_id, str(Path(f.file).relative_to(root)), f.severity.value, re.sub(r"\d+", "N", f.message))
-                  for f in findings)
+    return sorted(
+        (f.check_id, str(Path(f.file).relative_to(root)), f.severity.value, re.sub(r"\d+", "N", f.message))
+        for f in findings
+    )
 
 
 @pytest.fixture(scope="module")

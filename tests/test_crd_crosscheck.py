@@ -16,7 +16,9 @@ from harness.recipe.yamlsrc import load_yaml_file, to_plain
 REPO = Path(__file__).resolve().parent.parent
 # CI and developers keep the upstream CRDs next to the repository; a worktree elsewhere names them.
 CRDS = Path(os.environ.get("RECIPE_HARNESS_REFERENCE_CRDS", REPO.parent / "shared" / "reference" / "crds"))
-pytestmark = pytest.mark.skipif(not CRDS.is_dir(), reason=f"upstream CRDs not found at {CRDS} (only CI and developers have them)")
+pytestmark = pytest.mark.skipif(
+    not CRDS.is_dir(), reason=f"upstream CRDs not found at {CRDS} (only CI and developers have them)"
+)
 
 
 def converted() -> dict[str, dict[tuple[str, str], jsonschema.Validator]]:
@@ -48,7 +50,9 @@ def crds():
 def test_every_crd_converts(crds):
     assert crds, "no CRD converted"
     dgd_newest = crds["nvidia.com_dynamographdeployments.2026-08.v1alpha1-v1beta1.yaml"]
-    assert {("nvidia.com/v1alpha1", "DynamoGraphDeployment"), ("nvidia.com/v1beta1", "DynamoGraphDeployment")} <= set(dgd_newest)
+    assert {("nvidia.com/v1alpha1", "DynamoGraphDeployment"), ("nvidia.com/v1beta1", "DynamoGraphDeployment")} <= set(
+        dgd_newest
+    )
 
 
 def test_shipped_manifests_valid_under_upstream_crds(crds):
@@ -60,7 +64,9 @@ def test_shipped_manifests_valid_under_upstream_crds(crds):
             if key in validators:
                 checked += 1
                 for err in validators[key].iter_errors(to_plain(doc.data)):
-                    problems.append(f"{name} vs {crd_file}: {'/'.join(map(str, err.absolute_path))}: {err.message[:200]}")
+                    problems.append(
+                        f"{name} vs {crd_file}: {'/'.join(map(str, err.absolute_path))}: {err.message[:200]}"
+                    )
     if not checked:
         pytest.skip("no shipped manifest of a CRD-defined kind (catalogue not present)")
     assert not problems, "\n".join(problems[:30])
@@ -69,9 +75,15 @@ def test_shipped_manifests_valid_under_upstream_crds(crds):
 def test_upstream_crd_rejects_what_our_schema_rejects(crds):
     """The strictness we claim is the API's: an unknown service field and a numeric GPU count
     are rejected by the converted upstream CRD too."""
-    v = crds["nvidia.com_dynamographdeployments.2026-08.v1alpha1-v1beta1.yaml"][("nvidia.com/v1alpha1", "DynamoGraphDeployment")]
-    base = {"apiVersion": "nvidia.com/v1alpha1", "kind": "DynamoGraphDeployment", "metadata": {"name": "x"},
-            "spec": {"services": {"Frontend": {"componentType": "frontend", "replicas": 1}}}}
+    v = crds["nvidia.com_dynamographdeployments.2026-08.v1alpha1-v1beta1.yaml"][
+        ("nvidia.com/v1alpha1", "DynamoGraphDeployment")
+    ]
+    base = {
+        "apiVersion": "nvidia.com/v1alpha1",
+        "kind": "DynamoGraphDeployment",
+        "metadata": {"name": "x"},
+        "spec": {"services": {"Frontend": {"componentType": "frontend", "replicas": 1}}},
+    }
     assert not list(v.iter_errors(base))
     typo = {**base, "spec": {"services": {"Frontend": {"componentType": "frontend", "replica": 1}}}}
     assert any("replica" in e.message for e in v.iter_errors(typo))
@@ -94,15 +106,20 @@ def test_shipped_schemas_are_exactly_what_import_crd_writes(tmp_path):
         prov_path = folder / PROVENANCE_FILE
         if not prov_path.is_file():
             continue
-        for name, entry in json.loads(prov_path.read_text()).items():
+        for _name, entry in json.loads(prov_path.read_text()).items():
             path = by_sha.get(entry["sha256"])
             if path is None:
                 continue  # its CRD text is not among the reference files (e.g. ComputeDomain)
-            crd = next(to_plain(d.data) for d in load_yaml_file(path, None, max_bytes=64 << 20).documents
-                       if isinstance(d.data, dict) and d.kind == "CustomResourceDefinition")
+            crd = next(
+                to_plain(d.data)
+                for d in load_yaml_file(path, None, max_bytes=64 << 20).documents
+                if isinstance(d.data, dict) and d.kind == "CustomResourceDefinition"
+            )
             out = tmp_path / folder.name
             write_crd_schemas(crd, out)
             for rel in entry["schemas"]:
-                assert (out / rel).read_bytes() == (folder / rel).read_bytes(), f"{folder / rel} differs from import-crd {path.name}"
+                assert (out / rel).read_bytes() == (folder / rel).read_bytes(), (
+                    f"{folder / rel} differs from import-crd {path.name}"
+                )
                 compared += 1
     assert compared, "no shipped schema could be traced to a reference CRD by its sha256"

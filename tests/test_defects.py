@@ -5,9 +5,8 @@ from __future__ import annotations
 import pytest
 
 from harness.checks import all_checks
-from harness.run.static import context_for, make_selection, run_static
-
 from harness.run.defects import missing_programs
+from harness.run.static import context_for, make_selection, run_static
 
 from .defects import CATALOGUE, load_defects, materialise, selectors_for
 
@@ -31,10 +30,12 @@ def test_defect_is_caught(defect, tmp_path):
         path = str(root / exp.file)
         hits = [f for f in report.findings if f.check_id == exp.check and f.file == path]
         assert hits, f"[{exp.check}] not reported on {exp.file}; got:\n" + "\n".join(
-            f.format() for f in report.findings) 
+            f.format() for f in report.findings
+        )
         if exp.line is not None:
             assert any(f.line == exp.line for f in hits), (
-                f"[{exp.check}] on {exp.file} at lines {[f.line for f in hits]}, expected {exp.line}")
+                f"[{exp.check}] on {exp.file} at lines {[f.line for f in hits]}, expected {exp.line}"
+            )
         if exp.message:
             assert any(exp.message in f.message for f in hits), [f.message for f in hits]
 

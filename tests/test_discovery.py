@@ -9,10 +9,14 @@ import pytest
 from harness.recipe.discovery import SelectionError, discover, select
 
 IDS = [
-    "qwen3-235b-a22b-fp8/trtllm/agg", "qwen3-235b-a22b-fp8/trtllm/disagg",
-    "qwen3-32b/vllm/agg-round-robin", "qwen3-32b/vllm/disagg-kv-router",
-    "qwen3-32b-fp8/trtllm/agg", "qwen3-32b-fp8/trtllm/disagg",
-    "deepseek-r1/sglang/disagg-8gpu", "deepseek-r1/trtllm/disagg-wide-ep",
+    "qwen3-235b-a22b-fp8/trtllm/agg",
+    "qwen3-235b-a22b-fp8/trtllm/disagg",
+    "qwen3-32b/vllm/agg-round-robin",
+    "qwen3-32b/vllm/disagg-kv-router",
+    "qwen3-32b-fp8/trtllm/agg",
+    "qwen3-32b-fp8/trtllm/disagg",
+    "deepseek-r1/sglang/disagg-8gpu",
+    "deepseek-r1/trtllm/disagg-wide-ep",
 ]
 
 
@@ -43,8 +47,11 @@ def test_exact_model_name_wins_over_prefix(tree):
 
 def test_exact_id_glob_and_segment_prefix(tree):
     assert ids(tree, "qwen3-32b-fp8/trtllm/agg") == ["qwen3-32b-fp8/trtllm/agg"]
-    assert ids(tree, "*/trtllm/disagg*") == ["deepseek-r1/trtllm/disagg-wide-ep", "qwen3-235b-a22b-fp8/trtllm/disagg",
-                                             "qwen3-32b-fp8/trtllm/disagg"]
+    assert ids(tree, "*/trtllm/disagg*") == [
+        "deepseek-r1/trtllm/disagg-wide-ep",
+        "qwen3-235b-a22b-fp8/trtllm/disagg",
+        "qwen3-32b-fp8/trtllm/disagg",
+    ]
     assert ids(tree, "deepseek-r1/sglang") == ["deepseek-r1/sglang/disagg-8gpu"]
 
 

@@ -29,7 +29,7 @@ def test_router_modes_are_the_frontends_choices(release):
         pytest.skip(f"no conformance env for Dynamo {release} (recipe-harness conformance setup)")
     text = (site / "dynamo/common/configuration/groups/router_args.py").read_text()
     start = text.index('flag_name="--router-mode"')
-    choices = text[text.index("choices=[", start): text.index("]", text.index("choices=[", start))]
+    choices = text[text.index("choices=[", start) : text.index("]", text.index("choices=[", start))]
     assert tuple(re.findall(r'"([^"]+)"', choices)) == ROUTER_MODES[release]
 
 

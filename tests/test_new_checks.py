@@ -18,7 +18,9 @@ from harness.run.conformance import envs
 
 RELEASE = "1.4.0"
 VLLM_ENV = envs.find_env(RELEASE, "vllm")
-needs_vllm_env = pytest.mark.skipif(VLLM_ENV is None, reason=f"no conformance env: run `{envs.setup_command(RELEASE, 'vllm')}`")
+needs_vllm_env = pytest.mark.skipif(
+    VLLM_ENV is None, reason=f"no conformance env: run `{envs.setup_command(RELEASE, 'vllm')}`"
+)
 
 
 def _words(*values: str) -> list[Token]:
@@ -56,8 +58,9 @@ def test_candidates_come_from_the_parser_source():
 
 
 def test_hf_download_patterns_follow_filter_repo_objects():
-    call = _cli_call(None, _words("hf", "download", "openai/gpt-oss-120b", "--revision", "abc",
-                                  "--exclude", "original/*", "metal/"))
+    call = _cli_call(
+        None, _words("hf", "download", "openai/gpt-oss-120b", "--revision", "abc", "--exclude", "original/*", "metal/")
+    )
     assert call.repo.value == "openai/gpt-oss-120b" and call.revision.value == "abc"
     assert [p.value for p in call.exclude] == ["original/*", "metal/"]
     assert not call.fetches("original/model.safetensors") and not call.fetches("metal/model.bin")

@@ -52,7 +52,9 @@ def test_defective_twin_fails_with_its_check(name):
     findings = _findings(root)
     hits = [f for f in findings if f.check_id == spec["check"] and f.severity is Severity.ERROR]
     if spec.get("file"):
-        hits = [f for f in hits if Path(f.file).resolve() == (root / spec["file"]).resolve()]  # f.file is shown relative to the cwd
+        hits = [
+            f for f in hits if Path(f.file).resolve() == (root / spec["file"]).resolve()
+        ]  # f.file is shown relative to the cwd
     if spec.get("line"):
         hits = [f for f in hits if f.line == int(spec["line"])]
     if spec.get("message"):

@@ -10,11 +10,13 @@ import pytest
 pytest_plugins = ["pytester"]
 
 BILLION_LAUGHS = "a: &a [x,x,x,x,x,x,x,x,x]\n" + "".join(
-    f"{chr(98 + i)}: &{chr(98 + i)} [{', '.join([f'*{chr(97 + i)}'] * 9)}]\n" for i in range(7))
+    f"{chr(98 + i)}: &{chr(98 + i)} [{', '.join([f'*{chr(97 + i)}'] * 9)}]\n" for i in range(7)
+)
 
 
 def hostile_tree(root: Path) -> Path:
     """A foreign recipes tree with one kind of breakage per recipe."""
+
     def recipe(rid: str, files: dict[str, bytes | str]) -> Path:
         d = root / rid
         d.mkdir(parents=True)
@@ -26,7 +28,10 @@ def hostile_tree(root: Path) -> Path:
     recipe("m1/vllm/bomb", {"deploy.yaml": BILLION_LAUGHS})
     recipe("m1/vllm/empty", {"deploy.yaml": ""})
     recipe("m1/vllm/dupkey", {"deploy.yaml": "apiVersion: v1\nkind: ConfigMap\nkind: ConfigMap\nmetadata: {name: a}\n"})
-    recipe("m1/vllm/wrong-kind", {"deploy.yaml": "apiVersion: nvidia.com/v1alpha1\nkind: DynamoGraphDeploymnet\nmetadata: {name: a}\n"})
+    recipe(
+        "m1/vllm/wrong-kind",
+        {"deploy.yaml": "apiVersion: nvidia.com/v1alpha1\nkind: DynamoGraphDeploymnet\nmetadata: {name: a}\n"},
+    )
     recipe("m1/vllm/huge", {"deploy.yaml": "a: 1\n" + ("#" * 80 + "\n") * 20000})
     recipe("m1/vllm/not-a-mapping", {"deploy.yaml": "- just\n- a list\n", "recipe.yaml": "[1, 2]\n"})
     recipe("m1/vllm/deep", {"deploy.yaml": "[" * 3000})
@@ -39,8 +44,18 @@ def hostile_tree(root: Path) -> Path:
 def test_hostile_foreign_tree_completes_with_findings(pytester: pytest.Pytester):
     tree = hostile_tree(pytester.path / "foreign")
     out_json = pytester.path / "findings.json"
-    res = pytester.runpytest_subprocess("-m", "static", "--recipes-dir", str(tree), "--findings-json", str(out_json),
-                             "-p", "no:cacheprovider", "--max-file-bytes", "100000")
+    res = pytester.runpytest_subprocess(
+        "-m",
+        "static",
+        "--recipes-dir",
+        str(tree),
+        "--findings-json",
+        str(out_json),
+        "-p",
+        "no:cacheprovider",
+        "--max-file-bytes",
+        "100000",
+    )
     text = res.stdout.str()
     assert res.ret == 1, text  # tests failed, no internal error, no usage error
     assert "Traceback" not in text and "INTERNALERROR" not in text
@@ -61,7 +76,9 @@ def test_hostile_foreign_tree_completes_with_findings(pytester: pytest.Pytester)
 
 def test_test_ids_are_stable(pytester: pytest.Pytester):
     tree = hostile_tree(pytester.path / "foreign")
-    res = pytester.runpytest_subprocess("-m", "static", "--recipes-dir", str(tree), "--collect-only", "-q", "-p", "no:cacheprovider")
+    res = pytester.runpytest_subprocess(
+        "-m", "static", "--recipes-dir", str(tree), "--collect-only", "-q", "-p", "no:cacheprovider"
+    )
     ids = set(res.stdout.str().splitlines())
     assert "static::m1/vllm/dupkey::yaml-well-formed" in ids
     assert "static::m1/vllm/dupkey::schema-valid" in ids
@@ -72,14 +89,18 @@ def test_test_ids_are_stable(pytester: pytest.Pytester):
 def test_junit_names_carry_recipe_and_check(pytester: pytest.Pytester):
     tree = hostile_tree(pytester.path / "foreign")
     xml = pytester.path / "junit.xml"
-    pytester.runpytest_subprocess("-m", "static", "--recipes-dir", str(tree), f"--junitxml={xml}", "-p", "no:cacheprovider")
+    pytester.runpytest_subprocess(
+        "-m", "static", "--recipes-dir", str(tree), f"--junitxml={xml}", "-p", "no:cacheprovider"
+    )
     body = xml.read_text()
     assert 'classname="static.m1/vllm/dupkey" name="yaml-well-formed"' in body
 
 
 def test_unknown_selector_is_a_usage_error_with_near_matches(pytester: pytest.Pytester):
     tree = hostile_tree(pytester.path / "foreign")
-    res = pytester.runpytest_subprocess("-m", "static", "--recipes-dir", str(tree), "--recipe", "m2", "-p", "no:cacheprovider")
+    res = pytester.runpytest_subprocess(
+        "-m", "static", "--recipes-dir", str(tree), "--recipe", "m2", "-p", "no:cacheprovider"
+    )
     assert res.ret == pytest.ExitCode.USAGE_ERROR
     assert "matches no recipe" in res.stderr.str() and "m1" in res.stderr.str()
 
@@ -87,9 +108,11 @@ def test_unknown_selector_is_a_usage_error_with_near_matches(pytester: pytest.Py
 def test_github_annotations(pytester: pytest.Pytester, monkeypatch):
     tree = hostile_tree(pytester.path / "foreign")
     monkeypatch.setenv("GITHUB_ACTIONS", "true")
-    res = pytester.runpytest_subprocess("-m", "static", "--recipes-dir", str(tree), "--recipe", "m1/vllm/dupkey", "-p", "no:cacheprovider")
-    lines = [l for l in res.stdout.str().splitlines() if l.startswith("::error file=")]
-    assert any(",line=3," in l and "title=yaml-well-formed" in l for l in lines), res.stdout.str()
+    res = pytester.runpytest_subprocess(
+        "-m", "static", "--recipes-dir", str(tree), "--recipe", "m1/vllm/dupkey", "-p", "no:cacheprovider"
+    )
+    lines = [ln for ln in res.stdout.str().splitlines() if ln.startswith("::error file=")]
+    assert any(",line=3," in ln and "title=yaml-well-formed" in ln for ln in lines), res.stdout.str()
 
 
 def test_explicit_test_paths_do_not_pull_in_recipes(pytester: pytest.Pytester):

@@ -22,11 +22,16 @@ def test_or_exit_does_not_mask_aiperf(tmp_path):
 
 def test_or_true_still_masks_aiperf(tmp_path):
     edits = [(PERF, '--artifact-dir "$ARTIFACT_DIR"\n', '--artifact-dir "$ARTIFACT_DIR" || true\n')]
-    assert [f.message for f in run(tmp_path, "perf-fails-on-error", edits)] == ["aiperf's failure is masked by `|| ...`"]
+    assert [f.message for f in run(tmp_path, "perf-fails-on-error", edits)] == [
+        "aiperf's failure is masked by `|| ...`"
+    ]
 
 
 def test_set_plus_e_with_reraised_status_passes(tmp_path):
-    edits = [(PERF, AIPERF, "              set +e\n" + AIPERF), (PERF, AFTER, "              rc=$?\n" + AFTER + "\n              exit $rc")]
+    edits = [
+        (PERF, AIPERF, "              set +e\n" + AIPERF),
+        (PERF, AFTER, "              rc=$?\n" + AFTER + "\n              exit $rc"),
+    ]
     assert run(tmp_path, "perf-fails-on-error", edits) == []
 
 
@@ -42,9 +47,17 @@ def test_warmup_call_is_not_the_benchmark(tmp_path):
         assert run(tmp_path / check_id, check_id, edits) == [], check_id
 
 
-@pytest.mark.parametrize("value, credential", [
-    ("concurrency_16", False), ("revision_main", False), ("/var/run/secret", False), ("${TOKEN}", False),
-    ("short1", False), ("a8F3kP0qLw2Zx9Vb", True), ("s3cr3t-Passw0rd", True),
-])
+@pytest.mark.parametrize(
+    "value, credential",
+    [
+        ("concurrency_16", False),
+        ("revision_main", False),
+        ("/var/run/secret", False),
+        ("${TOKEN}", False),
+        ("short1", False),
+        ("a8F3kP0qLw2Zx9Vb", True),
+        ("s3cr3t-Passw0rd", True),
+    ],
+)
 def test_looks_like_credential(value, credential):
     assert looks_like_credential(value) is credential

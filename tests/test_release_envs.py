@@ -53,13 +53,21 @@ def test_a_release_without_it_installs_as_before_and_engines_come_from_the_extra
 
 
 def test_the_install_note_names_what_was_left_out(tmp_path):
-    marker = {"release": "1.6.1", "engine": "sglang", "installed": {"ai-dynamo": "1.6.1", "sglang": "0.5.21"},
-              "leftOut": {"aisimulate==0.13.0": "why"}, "excluded": ["aisimulate", "cuda-tile"]}
+    marker = {
+        "release": "1.6.1",
+        "engine": "sglang",
+        "installed": {"ai-dynamo": "1.6.1", "sglang": "0.5.21"},
+        "leftOut": {"aisimulate==0.13.0": "why"},
+        "excluded": ["aisimulate", "cuda-tile"],
+    }
     env = envs.Env("1.6.1", "sglang", tmp_path, marker)
     note = envs.install_note(env)
     assert note.startswith("ai-dynamo 1.6.1 (installed --no-deps, without aisimulate)")
     assert "sglang 0.5.21 resolved without cuda-tile" in note
-    assert envs.install_note(envs.Env("1.4.0", "vllm", tmp_path, {"installed": {"ai-dynamo": "1.4.0"}})) == "ai-dynamo 1.4.0"
+    assert (
+        envs.install_note(envs.Env("1.4.0", "vllm", tmp_path, {"installed": {"ai-dynamo": "1.4.0"}}))
+        == "ai-dynamo 1.4.0"
+    )
 
 
 def _marker(root: Path, name: str, **extra) -> Path:

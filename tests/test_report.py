@@ -7,9 +7,9 @@ import re
 
 import pytest
 
+from harness.cli import main
 from harness.results import baselines as bl
 from harness.results import report
-from harness.cli import main
 from harness.results.metrics import GATED_METRICS
 
 from .test_baselines import perf, provenance, runs
@@ -23,9 +23,16 @@ def make_history(root, nights=NIGHTS):
     for i, (run_id, slowdown, update) in enumerate(nights):
         for recipe in RECIPES:
             bl.evaluate_recipe(
-                runs(slowdown if recipe.startswith("deepseek") else 1.0, start=i), recipe=recipe, environment="sim",
-                provenance=provenance(), run_id=run_id, started_at=f"2025-11-2{i}T01:00:00Z", update=update,
-                policy=bl.DEFAULT_POLICY, baselines_root=root / "baselines", history_root=root / "history",
+                runs(slowdown if recipe.startswith("deepseek") else 1.0, start=i),
+                recipe=recipe,
+                environment="sim",
+                provenance=provenance(),
+                run_id=run_id,
+                started_at=f"2025-11-2{i}T01:00:00Z",
+                update=update,
+                policy=bl.DEFAULT_POLICY,
+                baselines_root=root / "baselines",
+                history_root=root / "history",
             )
     return root / "history"
 
@@ -52,7 +59,10 @@ def test_nightly_marks_suspect_then_confirmed(history):
     n3 = report.summary_from_history(histories, "n3", nightly=True)
     n4 = report.summary_from_history(histories, "n4", nightly=True)
     assert [r.recipe for r in n4.recipes] == sorted(RECIPES)
-    assert [r.regression for r in n3.recipes] == ["suspect", None] and [r.regression for r in n4.recipes] == ["confirmed", None]
+    assert [r.regression for r in n3.recipes] == ["suspect", None] and [r.regression for r in n4.recipes] == [
+        "confirmed",
+        None,
+    ]
     assert [r.recipe for r in n4.confirmed_regressions()] == ["deepseek-r1/sglang/disagg-8gpu"]
     assert report.summary_from_history(histories, "n4").recipes[0].regression is None  # only in nightly mode
     assert report.summary_from_history(histories, "n2").verdict == "pass"
@@ -68,10 +78,17 @@ def test_write_report_files(history, tmp_path):
     md = paths[1].read_text()
     assert md.startswith("## Recipe benchmarks: fail\n")
     assert "| recipe | metric | value | baseline | delta % | tolerance % | verdict |" in md
-    assert ("| deepseek-r1/sglang/disagg-8gpu | output_token_throughput.avg | 440.0 tokens/sec | 550.0 | -20.0 | 5.0 | "
-            "fail (confirmed regression) |") in md
-    assert re.search(r"\| qwen3-32b/vllm/agg-round-robin \| request_throughput\.avg \| 8\.\d+ requests/sec \| 8\.\d+ \| [+-]\d\.\d \| 5\.0 \| pass \|", md)
-    assert sum(line.startswith("|") for line in md.splitlines()) == 2 + 2 * len(GATED_METRICS)  # header, rule, a row per recipe metric
+    assert (
+        "| deepseek-r1/sglang/disagg-8gpu | output_token_throughput.avg | 440.0 tokens/sec | 550.0 | -20.0 | 5.0 | "
+        "fail (confirmed regression) |"
+    ) in md
+    assert re.search(
+        r"\| qwen3-32b/vllm/agg-round-robin \| request_throughput\.avg \| 8\.\d+ requests/sec \| 8\.\d+ \| [+-]\d\.\d \| 5\.0 \| pass \|",
+        md,
+    )
+    assert sum(line.startswith("|") for line in md.splitlines()) == 2 + 2 * len(
+        GATED_METRICS
+    )  # header, rule, a row per recipe metric
     assert not re.search(r"[\u2600-\u27ff\U0001f300-\U0001faff]", md)  # plain words, no emoji
 
     page = paths[2].read_text()
@@ -103,13 +120,29 @@ def test_cli_report_end_to_end(history, tmp_path, capsys):
 def test_cli_aggregate_merges_runs(history, tmp_path, capsys):
     histories = report.load_histories(history)
     for run_id in ("n2", "n4"):  # the nightly: one run folder per job
-        job = report.summary_from_history({k: v for k, v in histories.items() if k[1] == RECIPES[run_id == "n4"]}, run_id)
+        job = report.summary_from_history(
+            {k: v for k, v in histories.items() if k[1] == RECIPES[run_id == "n4"]}, run_id
+        )
         (tmp_path / "jobs" / run_id).mkdir(parents=True)
         (tmp_path / "jobs" / run_id / "summary.json").write_text(json.dumps(job.to_dict()))
     (tmp_path / "jobs" / "broken").mkdir()
     out = tmp_path / "nightly"
-    assert main(["report", "--aggregate", str(tmp_path / "jobs"), "--history", str(tmp_path / "none"),
-                 "--run-id", "nightly-7", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "report",
+                "--aggregate",
+                str(tmp_path / "jobs"),
+                "--history",
+                str(tmp_path / "none"),
+                "--run-id",
+                "nightly-7",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     merged = json.loads((out / "summary.json").read_text())
     assert merged["runId"] == "nightly-7" and [r["recipe"] for r in merged["recipes"]] == sorted(RECIPES)
     assert [r["runs"] for r in merged["recipes"]] == [3, 3] and merged["startedAt"] < merged["finishedAt"]
@@ -122,8 +155,14 @@ def test_cli_aggregate_merges_runs(history, tmp_path, capsys):
 
 def test_invalid_runs_and_updates_are_explained(tmp_path):
     root = tmp_path
-    kw = dict(recipe=RECIPES[0], environment="sim", provenance=provenance(), policy=bl.DEFAULT_POLICY,
-              baselines_root=root / "b", history_root=root / "h")
+    kw = dict(
+        recipe=RECIPES[0],
+        environment="sim",
+        provenance=provenance(),
+        policy=bl.DEFAULT_POLICY,
+        baselines_root=root / "b",
+        history_root=root / "h",
+    )
     bl.evaluate_recipe(runs(), run_id="a", update=True, **kw)
     bl.evaluate_recipe([perf(), perf(completed_requests=7)], run_id="b", **kw)
     histories = report.load_histories(root / "h")

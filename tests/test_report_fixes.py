@@ -26,12 +26,16 @@ def test_paths_are_relative_to_the_repository_that_holds_them(tmp_path, monkeypa
 
 
 def _verdict(baseline: float | None, value: float = 10.0, verdict: str = "pass") -> RecipeVerdict:
-    m = MetricVerdict("request_throughput.avg", "higher", "req/s", verdict, "reason", value, baseline, 0.0, 8.0, 1.0, 1.0)
+    m = MetricVerdict(
+        "request_throughput.avg", "higher", "req/s", verdict, "reason", value, baseline, 0.0, 8.0, 1.0, 1.0
+    )
     return RecipeVerdict("m/vllm/agg", "sim", verdict, "reason", 1, 1, [], {m.key: m}, None)
 
 
 def _entry(run_id: str, verdict: RecipeVerdict, experiment: str | None = None) -> HistoryEntry:
-    return HistoryEntry(run_id, "2026-11-30T20:00:00Z", f"2026-11-30T20:0{run_id[-1]}:00Z", None, verdict, None, experiment)
+    return HistoryEntry(
+        run_id, "2026-11-30T20:00:00Z", f"2026-11-30T20:0{run_id[-1]}:00Z", None, verdict, None, experiment
+    )
 
 
 def test_the_compare_reason_and_reference_name_the_baseline_relative_to_the_repository(tmp_path, monkeypatch):
@@ -83,7 +87,12 @@ def test_the_html_report_prints_the_baseline_path_relative(tmp_path, monkeypatch
     repo = tmp_path / "repo"
     (repo / ".git").mkdir(parents=True)
     v = _verdict(10.0)
-    v.baseline_ref = {"path": str(repo / "reports/baselines/sim/m.json"), "date": "2026-11-30", "gitSha": "abc", "runs": 3}
+    v.baseline_ref = {
+        "path": str(repo / "reports/baselines/sim/m.json"),
+        "date": "2026-11-30",
+        "gitSha": "abc",
+        "runs": 3,
+    }
     summary = RunSummary("run-1", "sim", "2026-11-30T20:00:00Z", "2026-11-30T20:01:00Z", [v], None)
     html = render_html(summary, {})
     assert "<code>reports/baselines/sim/m.json</code>" in html and str(repo) not in html

@@ -12,7 +12,13 @@ import pytest
 from harness.checks import REGISTRY, all_checks, run_check
 from harness.recipe.findings import Severity
 from harness.recipe.schemas import (
-    PROVENANCE_FILE, SCHEMAS_DIR, crd_to_schemas, dynamo_releases, errors, generated_validator, prune_nulls,
+    PROVENANCE_FILE,
+    SCHEMAS_DIR,
+    crd_to_schemas,
+    dynamo_releases,
+    errors,
+    generated_validator,
+    prune_nulls,
 )
 from harness.run.static import context_for, make_selection
 
@@ -106,12 +112,17 @@ def test_v1alpha1_containers_null_and_subcomponenttype_null_are_pruned(tmp_path)
 def test_null_on_required_field_is_pruned_then_missing(tmp_path):
     """v1beta1 podTemplate.spec requires `containers` (it is a PodSpec): the API server prunes the
     null and then rejects the missing field, so the harness says the same."""
-    text = V1BETA1.replace("          initContainers: null\n          containers:\n            - name: main\n"
-                           f"              image: {IMAGE}\n", "          containers: null\n", 1)
+    text = V1BETA1.replace(
+        "          initContainers: null\n          containers:\n            - name: main\n"
+        f"              image: {IMAGE}\n",
+        "          containers: null\n",
+        1,
+    )
     text = text.split("              resources:")[0]
     found = schema_findings(tmp_path, {DEPLOY: text})
     assert [f.message for f in found] == [
-        "spec/components/1/podTemplate/spec: 'containers' is a required property [crd dynamo 1.6.1]"]
+        "spec/components/1/podTemplate/spec: 'containers' is a required property [crd dynamo 1.6.1]"
+    ]
 
 
 def test_unknown_field_is_an_error_at_its_key(tmp_path):
@@ -138,26 +149,61 @@ def test_core_kind_is_validated_not_unknown(tmp_path):
 def test_unknown_custom_kind_is_one_warning_and_a_typo_is_an_error(tmp_path):
     widget = "apiVersion: example.com/v1\nkind: Widget\nmetadata: {name: w}\nspec: {anything: 1}\n"
     found = schema_findings(tmp_path, {DEPLOY: V1BETA1 + "---\n" + widget})
-    assert len(found) == 1 and found[0].severity is Severity.WARNING and "Widget example.com/v1 not validated" in found[0].message
-    found = schema_findings(tmp_path, {DEPLOY: V1BETA1.replace("kind: DynamoGraphDeployment", "kind: DynamoGraphDeploymnet")})
-    assert len(found) == 1 and found[0].severity is Severity.ERROR and "did you mean 'DynamoGraphDeployment'" in found[0].message
-    found = schema_findings(tmp_path, {DEPLOY: V1BETA1 + "---\napiVersion: apps/v1\nkind: Deploymnet\nmetadata: {name: d}\n"})
+    assert (
+        len(found) == 1
+        and found[0].severity is Severity.WARNING
+        and "Widget example.com/v1 not validated" in found[0].message
+    )
+    found = schema_findings(
+        tmp_path, {DEPLOY: V1BETA1.replace("kind: DynamoGraphDeployment", "kind: DynamoGraphDeploymnet")}
+    )
+    assert (
+        len(found) == 1
+        and found[0].severity is Severity.ERROR
+        and "did you mean 'DynamoGraphDeployment'" in found[0].message
+    )
+    found = schema_findings(
+        tmp_path, {DEPLOY: V1BETA1 + "---\napiVersion: apps/v1\nkind: Deploymnet\nmetadata: {name: d}\n"}
+    )
     assert len(found) == 1 and found[0].severity is Severity.ERROR and "unknown kind 'Deploymnet'" in found[0].message
 
 
 # --- conversion and pruning on a small CRD ------------------------------------------------------
 
 SMALL_CRD = {
-    "kind": "CustomResourceDefinition", "metadata": {"name": "things.example.com"},
-    "spec": {"group": "example.com", "names": {"kind": "Thing"}, "versions": [{
-        "name": "v1", "served": True, "schema": {"openAPIV3Schema": {"type": "object", "properties": {
-            "spec": {"type": "object", "required": ["size"], "properties": {
-                "size": {"x-kubernetes-int-or-string": True, "anyOf": [{"type": "integer"}, {"type": "string"}]},
-                "maybe": {"x-kubernetes-int-or-string": True, "nullable": True},
-                "note": {"type": "string", "nullable": True},
-                "count": {"type": "integer"},
-                "free": {"type": "object", "x-kubernetes-preserve-unknown-fields": True},
-            }}}}}}]},
+    "kind": "CustomResourceDefinition",
+    "metadata": {"name": "things.example.com"},
+    "spec": {
+        "group": "example.com",
+        "names": {"kind": "Thing"},
+        "versions": [
+            {
+                "name": "v1",
+                "served": True,
+                "schema": {
+                    "openAPIV3Schema": {
+                        "type": "object",
+                        "properties": {
+                            "spec": {
+                                "type": "object",
+                                "required": ["size"],
+                                "properties": {
+                                    "size": {
+                                        "x-kubernetes-int-or-string": True,
+                                        "anyOf": [{"type": "integer"}, {"type": "string"}],
+                                    },
+                                    "maybe": {"x-kubernetes-int-or-string": True, "nullable": True},
+                                    "note": {"type": "string", "nullable": True},
+                                    "count": {"type": "integer"},
+                                    "free": {"type": "object", "x-kubernetes-preserve-unknown-fields": True},
+                                },
+                            }
+                        },
+                    }
+                },
+            }
+        ],
+    },
 }
 
 

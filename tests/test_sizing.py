@@ -9,14 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from harness.recipe import catalogue
-from harness.checks import CheckContext, REGISTRY, all_checks, run_check
-from harness.checks.storage import StorageOptions
-from harness.recipe.findings import Loc
 from harness.analysis.sizing import kv_bytes_per_token_per_gpu, size_worker, weights_per_gpu
-from harness.run.static import make_selection
 from harness.analysis.storage import model_cache_needs, parse_quantity, recommended_gi
 from harness.analysis.topology import Setting, Topology
+from harness.checks import REGISTRY, CheckContext, all_checks, run_check
+from harness.checks.storage import StorageOptions
+from harness.recipe import catalogue
+from harness.recipe.findings import Loc
+from harness.run.static import make_selection
 
 from .defects import CATALOGUE
 
@@ -93,8 +93,18 @@ def test_catalogue_facts_are_consistent(model):
     assert m.checkpoint_source
 
 
-@pytest.mark.parametrize("text,expected", [("100Gi", 100 * 2**30), ("1.5Ti", 1.5 * 2**40), ("800G", 800e9),
-                                           ("5e11", 5e11), (1000, 1000.0), ("lots", None), ("", None)])
+@pytest.mark.parametrize(
+    "text,expected",
+    [
+        ("100Gi", 100 * 2**30),
+        ("1.5Ti", 1.5 * 2**40),
+        ("800G", 800e9),
+        ("5e11", 5e11),
+        (1000, 1000.0),
+        ("lots", None),
+        ("", None),
+    ],
+)
 def test_parse_quantity(text, expected):
     assert parse_quantity(text) == expected
 
@@ -105,7 +115,9 @@ def test_recommended_pvc_rounds_up():
     assert recommended_gi(1e9, rules) == rules.round_to_gi
 
 
-MODELS = sorted(p.parent.parent.name for p in CATALOGUE.glob("*/model-cache/model-cache.yaml")) if CATALOGUE.is_dir() else []
+MODELS = (
+    sorted(p.parent.parent.name for p in CATALOGUE.glob("*/model-cache/model-cache.yaml")) if CATALOGUE.is_dir() else []
+)
 
 
 @pytest.mark.parametrize("model", MODELS)
@@ -119,7 +131,7 @@ def test_shrinking_any_model_cache_below_its_checkpoint_fails_at_its_line(model,
     sel = make_selection(root, [model])
     needs = model_cache_needs(sel.chosen[0])
     smallest = min(mm.checkpoint_gb for n in needs for mm in n.models)
-    pvc.write_text(text[: m.start(2)] + f"{int(smallest * 0.9e9 / 2**30)}Gi" + text[m.end(2):])
+    pvc.write_text(text[: m.start(2)] + f"{int(smallest * 0.9e9 / 2**30)}Gi" + text[m.end(2) :])
     sel = make_selection(root, [model])
     all_checks()
     chk = REGISTRY["model-cache-pvc-fits-checkpoint"]

@@ -7,8 +7,8 @@ from .test_checks_semantics import pytestmark, run  # noqa: F401  (same catalogu
 
 DEPLOY = "qwen3-32b/vllm/agg-round-robin/deploy.yaml"
 RECIPE = "qwen3-32b/vllm/agg-round-robin"  # recipe.yaml model.servedName: Qwen/Qwen3-32B
-SERVED_FLAG = '            - --served-model-name\n            - "$(SERVED_MODEL_NAME)"\n'
-MODEL_ARG = '            - "$(MODEL_PATH)"\n'
+SERVED_FLAG = '                - --served-model-name\n                - "$(SERVED_MODEL_NAME)"\n'
+MODEL_ARG = '                - "$(MODEL_PATH)"\n'
 
 
 def served(tmp_path, *edits):
@@ -17,11 +17,11 @@ def served(tmp_path, *edits):
 
 def test_worker_without_served_name_serves_its_model_value(tmp_path):
     # dynamo/vllm/main.py: served_model_name unset -> config.model, which here is the served name
-    assert served(tmp_path, (SERVED_FLAG, ""), (MODEL_ARG, "            - Qwen/Qwen3-32B\n")) == []
+    assert served(tmp_path, (SERVED_FLAG, ""), (MODEL_ARG, "                - Qwen/Qwen3-32B\n")) == []
 
 
 def test_worker_without_served_name_serving_a_path_fails(tmp_path):
-    found = served(tmp_path, (SERVED_FLAG, ""), (MODEL_ARG, "            - /model-cache/qwen3-32b\n"))
+    found = served(tmp_path, (SERVED_FLAG, ""), (MODEL_ARG, "                - /model-cache/qwen3-32b\n"))
     assert found and "has no --served-model-name" in found[0] and "/model-cache/qwen3-32b" in found[0]
 
 

@@ -30,10 +30,12 @@ class Recorder(StepRun):
         self.act(f"smoke:{check}")
 
 
-STEPS = [Step("deploy", methodcaller("act", "deploy"), setup=True),
-         smoke_step("chat_stream", requires=("deploy",)),
-         Step("perf", methodcaller("act", "perf"), requires=("deploy",)),
-         Step("baseline", methodcaller("act", "baseline"), requires=("perf",))]
+STEPS = [
+    Step("deploy", methodcaller("act", "deploy"), setup=True),
+    smoke_step("chat_stream", requires=("deploy",)),
+    Step("perf", methodcaller("act", "perf"), requires=("deploy",)),
+    Step("baseline", methodcaller("act", "baseline"), requires=("perf",)),
+]
 
 
 def outcomes(run: StepRun) -> dict[str, str]:

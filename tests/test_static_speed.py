@@ -33,7 +33,8 @@ def defect_tree(root: Path) -> Path:
     fixtures edit (the first one when they edit the model's shared files). That keeps the tree at
     about 40 recipes, so the comparisons below stay fast."""
     shutil.copytree(CATALOGUE, root, symlinks=True)
-    copies: dict[str, list[set[str]]] = {}  # model -> the files edited in each of its copies
+    # (base catalogue, model) -> the files edited in each of its copies; a fixture may name a frozen base
+    copies: dict[tuple[Path, str], list[set[str]]] = {}
     for defect in load_defects():
         assert not defect.broken, defect.broken
         files_by_model: dict[str, set[str]] = {}
@@ -42,19 +43,20 @@ def defect_tree(root: Path) -> Path:
             files_by_model.setdefault(model, set()).add(rest)
         target: dict[str, str] = {}
         for model, files in files_by_model.items():
-            taken = copies.setdefault(model, [])
+            taken = copies.setdefault((defect.catalogue, model), [])
             n = next((i for i, used in enumerate(taken) if not used & files), len(taken))
+            name = f"{model}-d{n}" if defect.catalogue == CATALOGUE else f"{model}-{defect.catalogue.name}-d{n}"
             if n == len(taken):
                 taken.append(set())
-                shutil.copytree(CATALOGUE / model, root / f"{model}-d{n}", symlinks=True)
+                shutil.copytree(defect.catalogue / model, root / name, symlinks=True)
             taken[n] |= files
-            target[model] = f"{model}-d{n}"
+            target[model] = name
         for edit in defect.edits:
             model, _, rest = edit["file"].partition("/")
             _apply({**edit, "file": f"{target[model]}/{rest}"}, root / target[model] / rest)
-    for model, taken in copies.items():
+    for (base, model), taken in copies.items():
         for n, files in enumerate(taken):
-            copy = root / f"{model}-d{n}"
+            copy = root / (f"{model}-d{n}" if base == CATALOGUE else f"{model}-{base.name}-d{n}")
             edited = {tuple(f.split("/")[:2]) for f in files}
             recipes = sorted(p.parent.relative_to(copy) for p in copy.glob("*/*/recipe.yaml"))
             keep = {r for r in recipes if tuple(r.parts) in edited} or set(recipes[:1])
@@ -74,15 +76,30 @@ def tree(tmp_path_factory) -> Path:
 
 def _junit(path: Path) -> dict:
     root = ET.parse(path).getroot()
-    return {(tc.get("classname"), tc.get("name")): (tc.get("file"), [(c.tag, c.get("message"), c.text) for c in tc])
-            for tc in root.iter("testcase")}
+    return {
+        (tc.get("classname"), tc.get("name")): (tc.get("file"), [(c.tag, c.get("message"), c.text) for c in tc])
+        for tc in root.iter("testcase")
+    }
 
 
 def _run(pytester: pytest.Pytester, tree: Path, mode: str, *args: str) -> tuple[dict, dict, list[str]]:
     out, xml = pytester.path / f"{mode}.json", pytester.path / f"{mode}.xml"
-    res = pytester.runpytest_subprocess("-m", "static", "-p", "no:cacheprovider", "--recipes-dir", str(tree),
-                                        "--max-file-bytes", "100000", "--static-items", mode, "--findings-json", str(out),
-                                        f"--junitxml={xml}", *args)
+    res = pytester.runpytest_subprocess(
+        "-m",
+        "static",
+        "-p",
+        "no:cacheprovider",
+        "--recipes-dir",
+        str(tree),
+        "--max-file-bytes",
+        "100000",
+        "--static-items",
+        mode,
+        "--findings-json",
+        str(out),
+        f"--junitxml={xml}",
+        *args,
+    )
     text = res.stdout.str()
     assert "Traceback" not in text and "INTERNALERROR" not in text, text[-3000:]
     failed = sorted(line.split(" - ")[0] for line in res.stdout.lines if line.startswith("FAILED "))
@@ -128,10 +145,19 @@ def test_compiled_and_python_schema_validation_find_the_same(tree: Path, monkeyp
 # Values where Rust and Python regex/number semantics could part: the twin may only ever be stricter
 # (then Python decides), never accept what Python rejects.
 EDGE_VALUES = [
-    {"metadata": {"name": "ok\n"}}, {"metadata": {"name": "x" * 300}}, {"metadata": {"name": "Ab"}},
-    {"metadata": {"name": "a\u0660b"}}, {"spec": {"replicas": 1.0}}, {"spec": {"replicas": 1.5}},
-    {"spec": {"replicas": True}}, {"spec": {"replicas": 2**70}}, {"spec": {"replicas": float("nan")}},
-    {"metadata": {"labels": {"a": 1}}}, {"metadata": {"labels": {1: "a"}}}, {"spec": None}, {"metadata": []},
+    {"metadata": {"name": "ok\n"}},
+    {"metadata": {"name": "x" * 300}},
+    {"metadata": {"name": "Ab"}},
+    {"metadata": {"name": "a\u0660b"}},
+    {"spec": {"replicas": 1.0}},
+    {"spec": {"replicas": 1.5}},
+    {"spec": {"replicas": True}},
+    {"spec": {"replicas": 2**70}},
+    {"spec": {"replicas": float("nan")}},
+    {"metadata": {"labels": {"a": 1}}},
+    {"metadata": {"labels": {1: "a"}}},
+    {"spec": None},
+    {"metadata": []},
 ]
 
 

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from harness.analysis.topology import topology_of
 from harness.checks.topology import nodes_needed
 from harness.recipe.model import Deployment
-from harness.analysis.topology import topology_of
 from harness.recipe.yamlsrc import load_yaml_file
 
 
@@ -176,18 +176,25 @@ def test_trtllm_engine_config_not_mounted(tmp_path):
 
 
 def test_trtllm_subpath_and_items(tmp_path):
-    text = TRTLLM.replace("configMap: {name: engine}", "configMap: {name: engine, items: [{key: decode.yaml, path: d.yaml}]}")
-    text = text.replace("{name: cfg, mountPath: /engine}", "{name: cfg, mountPath: /engine/config.yaml, subPath: d.yaml}")
+    text = TRTLLM.replace(
+        "configMap: {name: engine}", "configMap: {name: engine, items: [{key: decode.yaml, path: d.yaml}]}"
+    )
+    text = text.replace(
+        "{name: cfg, mountPath: /engine}", "{name: cfg, mountPath: /engine/config.yaml, subPath: d.yaml}"
+    )
     text = text.replace("/engine/decode.yaml", "/engine/config.yaml")
     dep, docs, _ = load(tmp_path, text)
     topo = topology_of(dep.workers[0], "trtllm", docs)
     assert topo.engine_config.key == "decode.yaml" and topo.tp == 4
 
 
-@pytest.mark.parametrize("args,expected", [
-    (["--enable-expert-parallel", "-tp", "2"], {"--enable-expert-parallel": "true", "-tp": "2"}),
-    (["--tp=8", "--is-prefill-worker", "--dp", "8"], {"--tp": "8", "--is-prefill-worker": "true", "--dp": "8"}),
-])
+@pytest.mark.parametrize(
+    "args,expected",
+    [
+        (["--enable-expert-parallel", "-tp", "2"], {"--enable-expert-parallel": "true", "-tp": "2"}),
+        (["--tp=8", "--is-prefill-worker", "--dp", "8"], {"--tp": "8", "--is-prefill-worker": "true", "--dp": "8"}),
+    ],
+)
 def test_engine_flags(args, expected):
     from harness.recipe.commandline import parse_flags
     from harness.recipe.findings import Loc
@@ -244,16 +251,26 @@ def test_router_mode_default_and_env(catalogue_copy):
     assert "runs the default round-robin router" in finding.message
     env = "              env:\n                - name: HF_HOME\n"  # the frontend's container (v1beta1 podTemplate)
     assert env in text
-    deploy.write_text(text.replace(env, env.replace("HF_HOME\n", "DYN_ROUTER_MODE\n                  value: kv\n                - name: HF_HOME\n"), 1))
+    deploy.write_text(
+        text.replace(
+            env,
+            env.replace("HF_HOME\n", "DYN_ROUTER_MODE\n                  value: kv\n                - name: HF_HOME\n"),
+            1,
+        )
+    )
     assert not _run("router-mode-matches", catalogue_copy, "qwen3-32b/vllm/disagg-kv-router")
 
 
 def test_every_shipped_worker_parses(catalogue_copy):
-    from harness.run.static import make_selection
     from harness.analysis.topology import recipe_topologies
+    from harness.run.static import make_selection
 
     for recipe in make_selection(catalogue_copy).all:
         for name, topo in recipe_topologies(recipe).items():
             assert not topo.unreadable and not topo.conflicts, (recipe.id, name)
             assert topo.model and topo.served_name, (recipe.id, name)
-            assert topo.engine_config is None or not topo.engine_config.error, (recipe.id, name, topo.engine_config.error)
+            assert topo.engine_config is None or not topo.engine_config.error, (
+                recipe.id,
+                name,
+                topo.engine_config.error,
+            )

@@ -14,7 +14,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from harness.ci import aggregate as ci_aggregate, matrix as ci_matrix, pr as ci_pr
+from harness.ci import aggregate as ci_aggregate
+from harness.ci import matrix as ci_matrix
+from harness.ci import pr as ci_pr
 from harness.cli import build_parser
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -69,8 +71,12 @@ def test_workflow_matches_github_schema(path: Path):
 def test_check_jsonschema_cli_validates_offline():
     """The same check as a contributor runs it: `check-jsonschema --builtin-schema vendor.github-workflows`."""
     vendored_workflow_schema()
-    out = subprocess.run([sys.executable, "-m", "check_jsonschema", "--builtin-schema", "vendor.github-workflows",
-                          *map(str, WORKFLOWS)], capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-m", "check_jsonschema", "--builtin-schema", "vendor.github-workflows", *map(str, WORKFLOWS)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.returncode == 0, out.stdout + out.stderr
 
 
@@ -81,7 +87,9 @@ def test_check_jsonschema_cli_validates_offline():
 def test_every_action_is_pinned_to_a_commit_with_its_version(path: Path):
     for n, line in enumerate(path.read_text().splitlines(), 1):
         if re.match(r"^\s*(-\s+)?uses:", line) and "uses: ./" not in line:
-            assert PINNED.match(line), f"{path.name}:{n}: pin the action to a 40-hex commit SHA with a '# vX.Y.Z' comment: {line.strip()}"
+            assert PINNED.match(line), (
+                f"{path.name}:{n}: pin the action to a 40-hex commit SHA with a '# vX.Y.Z' comment: {line.strip()}"
+            )
 
 
 def test_one_sha_per_action_across_workflows():
@@ -115,7 +123,9 @@ def test_untrusted_inputs_reach_scripts_only_through_env():
     """`${{ inputs.x }}` or PR titles pasted into a script are a shell injection."""
     for path in WORKFLOWS:
         for script in run_scripts(load(path)).split("\n"):
-            assert not re.search(r"\$\{\{\s*(inputs|github\.event|github\.head_ref)", script), f"{path.name}: {script.strip()}"
+            assert not re.search(r"\$\{\{\s*(inputs|github\.event|github\.head_ref)", script), (
+                f"{path.name}: {script.strip()}"
+            )
 
 
 # --- the PR workflow -------------------------------------------------------------------------
@@ -164,7 +174,7 @@ def test_nightly_jobs_chain_matrix_gpu_report():
     assert gpu["needs"] == "matrix" and gpu["strategy"]["fail-fast"] is False
     assert "fromJSON(needs.matrix.outputs.matrix)" in gpu["strategy"]["matrix"]
     assert gpu["runs-on"] == "${{ matrix.runs-on }}" and gpu["timeout-minutes"] > 0
-    assert "pytest -m gpu --recipe \"$RECIPE\" --repeats \"$REPEATS\"" in run_scripts({"jobs": {"gpu": gpu}})
+    assert 'pytest -m gpu --recipe "$RECIPE" --repeats "$REPEATS"' in run_scripts({"jobs": {"gpu": gpu}})
     assert set(report["needs"]) == {"matrix", "gpu"} and "always()" in report["if"]
     assert report["permissions"] == {"contents": "read", "actions": "read", "issues": "write"}
     script = run_scripts({"jobs": {"report": report}})
@@ -175,9 +185,15 @@ def test_nightly_jobs_chain_matrix_gpu_report():
 
 def test_nightly_history_travels_from_night_to_night():
     jobs = workflow("nightly.yml")["jobs"]
-    restores = [s for j in ("gpu", "report") for s in jobs[j]["steps"]
-                if s.get("uses", "").startswith("actions/download-artifact@") and s["with"].get("name") == "nightly-history"]
-    assert len(restores) == 2 and all(s["with"]["run-id"] == "${{ needs.matrix.outputs.history-run }}" for s in restores)
+    restores = [
+        s
+        for j in ("gpu", "report")
+        for s in jobs[j]["steps"]
+        if s.get("uses", "").startswith("actions/download-artifact@") and s["with"].get("name") == "nightly-history"
+    ]
+    assert len(restores) == 2 and all(
+        s["with"]["run-id"] == "${{ needs.matrix.outputs.history-run }}" for s in restores
+    )
     uploads = [s for s in jobs["report"]["steps"] if s.get("uses", "").startswith("actions/upload-artifact@")]
     assert any(s["with"]["name"] == "nightly-history" and s["if"] == "${{ always() }}" for s in uploads)
     gpu_upload = next(s for s in jobs["gpu"]["steps"] if s.get("uses", "").startswith("actions/upload-artifact@"))
@@ -185,12 +201,33 @@ def test_nightly_history_travels_from_night_to_night():
 
 
 FIXTURE_LIST = [
-    {"id": "qwen3-32b/vllm/agg-round-robin", "model": "qwen3-32b", "gpu": "H200", "gpus": 16, "nodes": 2,
-     "labels": ["h200-8gpu"], "status": "stable"},
-    {"id": "gpt-oss-120b/trtllm/agg", "model": "gpt-oss-120b", "gpu": "GB200", "gpus": 4, "nodes": 1,
-     "labels": [], "status": "experimental"},
-    {"id": "llama-3-70b/vllm/agg", "model": "llama-3-70b", "gpu": "H100", "gpus": 4, "nodes": 1,
-     "labels": ["h100", "h200"], "status": "stable"},
+    {
+        "id": "qwen3-32b/vllm/agg-round-robin",
+        "model": "qwen3-32b",
+        "gpu": "H200",
+        "gpus": 16,
+        "nodes": 2,
+        "labels": ["h200-8gpu"],
+        "status": "stable",
+    },
+    {
+        "id": "gpt-oss-120b/trtllm/agg",
+        "model": "gpt-oss-120b",
+        "gpu": "GB200",
+        "gpus": 4,
+        "nodes": 1,
+        "labels": [],
+        "status": "experimental",
+    },
+    {
+        "id": "llama-3-70b/vllm/agg",
+        "model": "llama-3-70b",
+        "gpu": "H100",
+        "gpus": 4,
+        "nodes": 1,
+        "labels": ["h100", "h200"],
+        "status": "stable",
+    },
     {"id": "old/vllm/agg", "model": "old", "gpu": "A100", "gpus": 1, "nodes": 1, "labels": [], "status": "deprecated"},
 ]
 
@@ -198,12 +235,33 @@ FIXTURE_LIST = [
 def test_matrix_entries_carry_runner_labels():
     include = ci_matrix.include_entries(FIXTURE_LIST, repeats=3)
     assert include == [
-        {"recipe": "qwen3-32b/vllm/agg-round-robin", "slug": "qwen3-32b__vllm__agg-round-robin",
-         "runs-on": ["self-hosted", "linux", "h200-8gpu"], "gpu": "H200", "gpus": 16, "nodes": 2, "repeats": 3},
-        {"recipe": "gpt-oss-120b/trtllm/agg", "slug": "gpt-oss-120b__trtllm__agg",
-         "runs-on": ["self-hosted", "linux", "gb200"], "gpu": "GB200", "gpus": 4, "nodes": 1, "repeats": 3},
-        {"recipe": "llama-3-70b/vllm/agg", "slug": "llama-3-70b__vllm__agg",
-         "runs-on": ["self-hosted", "linux", "h100", "h200"], "gpu": "H100", "gpus": 4, "nodes": 1, "repeats": 3},
+        {
+            "recipe": "qwen3-32b/vllm/agg-round-robin",
+            "slug": "qwen3-32b__vllm__agg-round-robin",
+            "runs-on": ["self-hosted", "linux", "h200-8gpu"],
+            "gpu": "H200",
+            "gpus": 16,
+            "nodes": 2,
+            "repeats": 3,
+        },
+        {
+            "recipe": "gpt-oss-120b/trtllm/agg",
+            "slug": "gpt-oss-120b__trtllm__agg",
+            "runs-on": ["self-hosted", "linux", "gb200"],
+            "gpu": "GB200",
+            "gpus": 4,
+            "nodes": 1,
+            "repeats": 3,
+        },
+        {
+            "recipe": "llama-3-70b/vllm/agg",
+            "slug": "llama-3-70b__vllm__agg",
+            "runs-on": ["self-hosted", "linux", "h100", "h200"],
+            "gpu": "H100",
+            "gpus": 4,
+            "nodes": 1,
+            "repeats": 3,
+        },
     ]  # the deprecated recipe gets no GPU time
 
 
@@ -240,7 +298,10 @@ def test_matrix_from_the_real_list_command(tmp_path, capsys):
     assert main(["list", "--json", "--recipes-dir", str(tmp_path / "recipes")]) == 0
     listing = json.loads(capsys.readouterr().out)
     include = ci_matrix.include_entries(listing, ["h200", "b200"])
-    assert [(e["recipe"], e["runs-on"][-1], e["gpus"]) for e in include] == [("m1/vllm/agg", "h200-8gpu", 8), ("m2/sglang/agg", "b200", 8)]
+    assert [(e["recipe"], e["runs-on"][-1], e["gpus"]) for e in include] == [
+        ("m1/vllm/agg", "h200-8gpu", 8),
+        ("m2/sglang/agg", "b200", 8),
+    ]
 
 
 # --- the nightly report ----------------------------------------------------------------------
@@ -248,11 +309,11 @@ def test_matrix_from_the_real_list_command(tmp_path, capsys):
 
 def test_merge_history_keeps_each_files_longest_copy(tmp_path):
     """Every GPU job uploads the whole history; only its own recipe's file grew."""
-    prev = ["{\"runId\": \"n1\"}", "{\"runId\": \"n2\"}"]
+    prev = ['{"runId": "n1"}', '{"runId": "n2"}']
     into = tmp_path / "reports" / "history"
     for job, grown in (("a", "m/vllm/a"), ("b", "m/vllm/b")):
         for rid in ("m/vllm/a", "m/vllm/b"):
-            lines = prev + (["{\"runId\": \"n3-%s\"}" % job] if rid == grown else [])
+            lines = prev + ([f'{{"runId": "n3-{job}"}}'] if rid == grown else [])
             path = tmp_path / "nightly" / f"nightly-{job}" / "history" / "gpu" / "h200" / f"{rid}.jsonl"
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text("\n".join(lines) + "\n")
@@ -265,19 +326,25 @@ def test_merge_history_keeps_each_files_longest_copy(tmp_path):
     assert (into / "gpu/h200/m/vllm/a.jsonl").read_text().splitlines()[-1] == '{"runId": "n3-a"}'
     assert (into / "gpu/h200/m/vllm/b.jsonl").read_text().splitlines()[-1] == '{"runId": "n3-b"}'
     assert (into / "sim/keep.jsonl").exists()
-    (tmp_path / "nightly" / "nightly-b" / "history" / "gpu/h200/m/vllm/a.jsonl").write_text("{\"runId\": \"other\"}\n")
-    assert any("diverges" in w for w in ci_aggregate.merge_histories([tmp_path / "nightly" / "nightly-b" / "history"], into))
+    (tmp_path / "nightly" / "nightly-b" / "history" / "gpu/h200/m/vllm/a.jsonl").write_text('{"runId": "other"}\n')
+    assert any(
+        "diverges" in w for w in ci_aggregate.merge_histories([tmp_path / "nightly" / "nightly-b" / "history"], into)
+    )
 
 
 def test_missing_lists_matrix_recipes_without_a_summary(tmp_path, capsys):
     run = tmp_path / "nightly" / "nightly-a" / "runs" / "x"
     run.mkdir(parents=True)
-    (run / "summary.json").write_text(json.dumps({"runId": "x", "recipes": [{"recipe": "m/vllm/a", "verdict": "pass"}]}))
+    (run / "summary.json").write_text(
+        json.dumps({"runId": "x", "recipes": [{"recipe": "m/vllm/a", "verdict": "pass"}]})
+    )
     (tmp_path / "nightly" / "broken").mkdir()
     (tmp_path / "nightly" / "broken" / "summary.json").write_text("{nope")
     matrix = json.dumps({"include": [{"recipe": "m/vllm/a"}, {"recipe": "m/vllm/b"}]})
     gh = tmp_path / "github_output"
-    assert ci_aggregate.main(["missing", str(tmp_path / "nightly"), "--matrix", matrix, "--github-output", str(gh)]) == 0
+    assert (
+        ci_aggregate.main(["missing", str(tmp_path / "nightly"), "--matrix", matrix, "--github-output", str(gh)]) == 0
+    )
     out = capsys.readouterr().out
     assert "- `m/vllm/b`" in out and "m/vllm/a" not in out and gh.read_text() == "missing=1\n"
     assert ci_aggregate.main(["missing", str(tmp_path / "nightly"), "--matrix", "[]"]) == 2
@@ -288,19 +355,40 @@ def test_missing_lists_matrix_recipes_without_a_summary(tmp_path, capsys):
 
 
 def test_static_summary_from_findings_json():
-    report = {"recipes": ["m/vllm/agg"], "summary": {"errors": 1, "warnings": 0}, "findings": [
-        {"check_id": "image-tag-pinned", "severity": "error", "file": "recipes/m/vllm/agg/deploy.yaml", "line": 41,
-         "column": 18, "message": "image tag 'latest' | not pinned", "hint": "pin a release tag"}]}
+    report = {
+        "recipes": ["m/vllm/agg"],
+        "summary": {"errors": 1, "warnings": 0},
+        "findings": [
+            {
+                "check_id": "image-tag-pinned",
+                "severity": "error",
+                "file": "recipes/m/vllm/agg/deploy.yaml",
+                "line": 41,
+                "column": 18,
+                "message": "image tag 'latest' | not pinned",
+                "hint": "pin a release tag",
+            }
+        ],
+    }
     md = ci_pr.findings_markdown(report)
     assert md.startswith("### Static checks failed: 1 recipe(s), 1 error(s)")
-    assert "`recipes/m/vllm/agg/deploy.yaml:41:18` | image-tag-pinned | error | image tag 'latest' \\| not pinned (hint: pin a release tag) |" in md
+    assert (
+        "`recipes/m/vllm/agg/deploy.yaml:41:18` | image-tag-pinned | error | image tag 'latest' \\| not pinned (hint: pin a release tag) |"
+        in md
+    )
     assert "No recipe is touched" in ci_pr.findings_markdown({"recipes": [], "findings": []})
 
 
 def test_kubeconform_runs_over_each_manifest_once(tmp_path, monkeypatch, capsys):
     tree = tmp_path / "recipes"
-    for rel in ("m/vllm/agg/recipe.yaml", "m/vllm/agg/deploy.yaml", "m/vllm/agg/perf.yaml", "m/vllm/disagg/deploy.yaml",
-                "m/model-cache/model-cache.yaml", "m/vllm/agg/gaie/pool.yaml"):
+    for rel in (
+        "m/vllm/agg/recipe.yaml",
+        "m/vllm/agg/deploy.yaml",
+        "m/vllm/agg/perf.yaml",
+        "m/vllm/disagg/deploy.yaml",
+        "m/model-cache/model-cache.yaml",
+        "m/vllm/agg/gaie/pool.yaml",
+    ):
         (tree / rel).parent.mkdir(parents=True, exist_ok=True)
         (tree / rel).write_text("kind: X\n")
     fake = tmp_path / "bin" / "kubeconform"
@@ -311,8 +399,12 @@ def test_kubeconform_runs_over_each_manifest_once(tmp_path, monkeypatch, capsys)
     assert ci_pr.main(["kubeconform", "--recipes-dir", str(tree)]) == 1  # kubeconform's verdict is the step's
     files = [a for a in (tmp_path / "args").read_text().splitlines() if a.endswith(".yaml")]
     assert sorted(Path(f).relative_to(tree).as_posix() for f in files) == [
-        "m/model-cache/model-cache.yaml", "m/vllm/agg/deploy.yaml", "m/vllm/agg/gaie/pool.yaml", "m/vllm/agg/perf.yaml",
-        "m/vllm/disagg/deploy.yaml"]  # recipe.yaml is metadata, not a manifest; the shared model cache once
+        "m/model-cache/model-cache.yaml",
+        "m/vllm/agg/deploy.yaml",
+        "m/vllm/agg/gaie/pool.yaml",
+        "m/vllm/agg/perf.yaml",
+        "m/vllm/disagg/deploy.yaml",
+    ]  # recipe.yaml is metadata, not a manifest; the shared model cache once
     assert ci_pr.main(["kubeconform", "--recipes-dir", str(tree), "--recipe", "zzz"]) == 2
 
 

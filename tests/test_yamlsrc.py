@@ -50,8 +50,18 @@ def test_positions_of_keys_values_and_items():
         (b"a: 1\n\x00\n", 2, "NUL"),
         (b"---\n---\n", 1, "no content"),
     ],
-    ids=["duplicate-key", "not-utf8", "billion-laughs", "empty", "only-comments", "syntax", "recursive-alias",
-         "deep-flow", "nul-byte", "empty-documents"],
+    ids=[
+        "duplicate-key",
+        "not-utf8",
+        "billion-laughs",
+        "empty",
+        "only-comments",
+        "syntax",
+        "recursive-alias",
+        "deep-flow",
+        "nul-byte",
+        "empty-documents",
+    ],
 )
 def test_hostile_input_is_a_problem(raw, line, words):
     r = parse(raw)

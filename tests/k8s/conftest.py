@@ -8,10 +8,11 @@ import json
 import math
 import socket
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 from kubernetes import client as k8s
@@ -39,43 +40,98 @@ SERVED = "qwen3-0.6b"
 EXPORT_FILE = "profile_export_aiperf.json"
 # NotFound as containerd reports it through the kubelet (ErrImagePull's message)
 NOT_FOUND = 'rpc error: code = NotFound desc = failed to pull and unpack image "{image}": failed to resolve reference "{image}": {image}: not found'
-TOO_MANY = ('rpc error: code = Unknown desc = failed to pull and unpack image "{image}": failed to copy: httpReadSeeker: failed open: '
-            'unexpected status code https://nvcr.io/v2/...: 429 Too Many Requests')
+TOO_MANY = (
+    'rpc error: code = Unknown desc = failed to pull and unpack image "{image}": failed to copy: httpReadSeeker: failed open: '
+    "unexpected status code https://nvcr.io/v2/...: 429 Too Many Requests"
+)
 
 
 def dgd_crd(versions: tuple[str, ...] = ("v1alpha1", "v1beta1")) -> dict:
     """The DGD CRD as the cluster serves it. What the API accepts is checked against the DGD schema in schemas/
     (the fake's validation), so the CRD object only carries names, versions and the status subresource."""
-    out = [{"name": v, "served": True, "storage": v == versions[-1], "subresources": {"status": {}},
-            "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}}} for v in versions]
-    return {"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
-            "metadata": {"name": "dynamographdeployments.nvidia.com"},
-            "spec": {"group": "nvidia.com", "scope": "Namespaced", "versions": out,
-                     "names": {"kind": "DynamoGraphDeployment", "plural": "dynamographdeployments", "singular": "dynamographdeployment",
-                               "listKind": "DynamoGraphDeploymentList", "shortNames": ["dgd"]}}}
+    out = [
+        {
+            "name": v,
+            "served": True,
+            "storage": v == versions[-1],
+            "subresources": {"status": {}},
+            "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}},
+        }
+        for v in versions
+    ]
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": "dynamographdeployments.nvidia.com"},
+        "spec": {
+            "group": "nvidia.com",
+            "scope": "Namespaced",
+            "versions": out,
+            "names": {
+                "kind": "DynamoGraphDeployment",
+                "plural": "dynamographdeployments",
+                "singular": "dynamographdeployment",
+                "listKind": "DynamoGraphDeploymentList",
+                "shortNames": ["dgd"],
+            },
+        },
+    }
 
 
 def compute_domain_crd() -> dict:
-    return {"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
-            "metadata": {"name": "computedomains.resource.nvidia.com"},
-            "spec": {"group": "resource.nvidia.com", "scope": "Namespaced",
-                     "names": {"kind": "ComputeDomain", "plural": "computedomains", "listKind": "ComputeDomainList"},
-                     "versions": [{"name": "v1beta1", "served": True, "storage": True, "subresources": {"status": {}},
-                                   "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}}}]}}
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": "computedomains.resource.nvidia.com"},
+        "spec": {
+            "group": "resource.nvidia.com",
+            "scope": "Namespaced",
+            "names": {"kind": "ComputeDomain", "plural": "computedomains", "listKind": "ComputeDomainList"},
+            "versions": [
+                {
+                    "name": "v1beta1",
+                    "served": True,
+                    "storage": True,
+                    "subresources": {"status": {}},
+                    "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}},
+                }
+            ],
+        },
+    }
 
 
-def pod_manifest(namespace: str, name: str, image: str, container: str = "main", labels: dict | None = None, env_token: bool = True) -> dict:
+def pod_manifest(
+    namespace: str, name: str, image: str, container: str = "main", labels: dict | None = None, env_token: bool = True
+) -> dict:
     env = [{"name": "HF_TOKEN", "value": FAKE_TOKEN}] if env_token else []
-    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": namespace, "labels": labels or {}},
-            "spec": {"containers": [{"name": container, "image": image, "env": env}]},
-            "status": {"phase": "Pending", "conditions": [{"type": "PodScheduled", "status": "True"}],
-                       "containerStatuses": [{"name": container, "image": image, "imageID": "", "ready": False, "restartCount": 0,
-                                              "state": {"waiting": {"reason": "ContainerCreating"}}}]}}
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": namespace, "labels": labels or {}},
+        "spec": {"containers": [{"name": container, "image": image, "env": env}]},
+        "status": {
+            "phase": "Pending",
+            "conditions": [{"type": "PodScheduled", "status": "True"}],
+            "containerStatuses": [
+                {
+                    "name": container,
+                    "image": image,
+                    "imageID": "",
+                    "ready": False,
+                    "restartCount": 0,
+                    "state": {"waiting": {"reason": "ContainerCreating"}},
+                }
+            ],
+        },
+    }
 
 
 def set_running(pod: dict, ready: bool) -> None:
     pod["status"]["phase"] = "Running"
-    pod["status"]["conditions"] = [{"type": "PodScheduled", "status": "True"}, {"type": "Ready", "status": "True" if ready else "False"}]
+    pod["status"]["conditions"] = [
+        {"type": "PodScheduled", "status": "True"},
+        {"type": "Ready", "status": "True" if ready else "False"},
+    ]
     for cs in pod["status"]["containerStatuses"]:
         cs.update(ready=ready, state={"running": {"startedAt": now_iso()}})
 
@@ -101,10 +157,14 @@ class Scenario(Controller):
     export: dict = field(default_factory=lambda: EXPORT)
     throughputs: list[float] = field(default_factory=list)  # output token throughput of successive perf runs
     operator: OperatorScript = field(default_factory=OperatorScript)
-    pull_failures: dict[str, tuple[float, str]] = field(default_factory=dict)  # image -> (seconds from first pull, message)
+    pull_failures: dict[str, tuple[float, str]] = field(
+        default_factory=dict
+    )  # image -> (seconds from first pull, message)
     missing_image: str = "nvcr.io/nvidia/ai-dynamo/vllm-runtime:1.4.0"  # the tag the registry lacks (dgd=image-pull)
     scale_ups: list[ScaleUp] = field(default_factory=list)
-    files: dict[tuple[str, str], dict[str, tuple[float, str]]] = field(default_factory=dict)  # (ns, claim) -> path -> (mtime, text)
+    files: dict[tuple[str, str], dict[str, tuple[float, str]]] = field(
+        default_factory=dict
+    )  # (ns, claim) -> path -> (mtime, text)
     perf_runs: int = 0
     cluster: FakeCluster | None = None
     _configured: bool = False
@@ -134,13 +194,17 @@ class Scenario(Controller):
 
             c.controllers.insert(len(c.controllers) - 1, Autoscaler(self.scale_ups))
         if self.dgd == "failed":
-            self.operator.validation_error = "spec.services.VllmDecodeWorker.multinode: invalid multinode spec: nodeCount 2 needs an LWS or Grove"
+            self.operator.validation_error = (
+                "spec.services.VllmDecodeWorker.multinode: invalid multinode spec: nodeCount 2 needs an LWS or Grove"
+            )
         if self.dgd == "unschedulable":  # another team's jobs hold every GPU (allocatable is still 8 per node)
             c.add_namespace("other-team")
             for node in c.list("", "nodes"):
                 gpus = int(((node.get("status") or {}).get("allocatable") or {}).get("nvidia.com/gpu") or 0)
                 if gpus:
-                    pod = pod_manifest("other-team", f"train-{node['metadata']['name']}", "example.com/train:1", env_token=False)
+                    pod = pod_manifest(
+                        "other-team", f"train-{node['metadata']['name']}", "example.com/train:1", env_token=False
+                    )
                     pod["spec"]["nodeName"] = node["metadata"]["name"]
                     pod["spec"]["containers"][0]["resources"] = {"limits": {"nvidia.com/gpu": str(gpus)}}
                     set_running(pod, True)
@@ -152,26 +216,43 @@ class Scenario(Controller):
         lab = labels(pod)
         job = lab.get("job-name")
         if job == "model-download":
-            return Behaviour("run", runs_for=self.cache_seconds, on_exit=self._download_done, log=f"Fetching 10 files: 40%\nusing HF_TOKEN={FAKE_TOKEN}\n")
+            return Behaviour(
+                "run",
+                runs_for=self.cache_seconds,
+                on_exit=self._download_done,
+                log=f"Fetching 10 files: 40%\nusing HF_TOKEN={FAKE_TOKEN}\n",
+            )
         if job:
             return Behaviour("run", runs_for=self.perf_seconds, on_exit=self._perf_done, log="aiperf: warming up\n")
         if lab.get("recipe-harness/role") == "fetch-export":
             return Behaviour("run", runs_for=1.0, on_exit=self._fetch_done)
         ctype = lab.get("nvidia.com/dynamo-component-type")
         if ctype == "worker" and self.dgd == "never":
-            return Behaviour("serve", ready_after=None, log=f"INFO starting worker\nDEBUG env HF_TOKEN={FAKE_TOKEN}\nWARN still loading weights\n")
+            return Behaviour(
+                "serve",
+                ready_after=None,
+                log=f"INFO starting worker\nDEBUG env HF_TOKEN={FAKE_TOKEN}\nWARN still loading weights\n",
+            )
         if ctype == "worker" and self.dgd == "crash":
-            return Behaviour("crash", previous_log=f"ValueError: tensor parallel size 2 > 1 GPUs\nHF_TOKEN={FAKE_TOKEN}\n")
+            return Behaviour(
+                "crash", previous_log=f"ValueError: tensor parallel size 2 > 1 GPUs\nHF_TOKEN={FAKE_TOKEN}\n"
+            )
         return Behaviour("serve", ready_after=self.ready_after, log="INFO serving\n")
 
     def _claims(self, pod: dict) -> list[tuple[str, str]]:
         ns = pod["metadata"]["namespace"]
-        return [(ns, v["persistentVolumeClaim"]["claimName"]) for v in pod["spec"].get("volumes") or [] if v.get("persistentVolumeClaim")]
+        return [
+            (ns, v["persistentVolumeClaim"]["claimName"])
+            for v in pod["spec"].get("volumes") or []
+            if v.get("persistentVolumeClaim")
+        ]
 
     def _download_done(self, c: FakeCluster, pod: dict) -> tuple[int, str]:
         if self.cache_job == "failed":
-            return 1, (f"401 Client Error: Unauthorized for url https://huggingface.co/api/models/Qwen/Qwen3-0.6B\n"
-                       f"token was {FAKE_TOKEN}\nAuthorization: Bearer {FAKE_TOKEN}\n")
+            return 1, (
+                f"401 Client Error: Unauthorized for url https://huggingface.co/api/models/Qwen/Qwen3-0.6B\n"
+                f"token was {FAKE_TOKEN}\nAuthorization: Bearer {FAKE_TOKEN}\n"
+            )
         for claim in self._claims(pod):
             self.files.setdefault(claim, {})["hub/models--Qwen--Qwen3-0.6B/refs/main"] = (c.now(), "c1899de")
         return 0, "cached Qwen/Qwen3-0.6B\n"
@@ -185,11 +266,18 @@ class Scenario(Controller):
             export["output_token_throughput"]["avg"] = value
         self.perf_runs += 1
         for claim in self._claims(pod):
-            self.files.setdefault(claim, {})[f"perf/{labels(pod).get('job-name')}/run-{self.perf_runs}/{EXPORT_FILE}"] = (c.now(), json.dumps(export, indent=2))
+            self.files.setdefault(claim, {})[
+                f"perf/{labels(pod).get('job-name')}/run-{self.perf_runs}/{EXPORT_FILE}"
+            ] = (c.now(), json.dumps(export, indent=2))
         return 0, "results written\n"
 
     def _fetch_done(self, c: FakeCluster, pod: dict) -> tuple[int, str]:
-        found = [(t, text) for claim in self._claims(pod) for path, (t, text) in self.files.get(claim, {}).items() if path.endswith(EXPORT_FILE)]
+        found = [
+            (t, text)
+            for claim in self._claims(pod)
+            for path, (t, text) in self.files.get(claim, {}).items()
+            if path.endswith(EXPORT_FILE)
+        ]
         if not found:
             return 3, f"no {EXPORT_FILE} under the mounts\n"
         return 0, max(found)[1]
@@ -202,8 +290,13 @@ def add_scenario_defaults(c: FakeCluster) -> FakeCluster:
     return c
 
 
-def base_cluster(gpus_per_node: int = 8, product: str = "NVIDIA-H200", with_dgd_crd: bool = True, nodes: int = 2,
-                 clock: Clock | None = None) -> FakeCluster:
+def base_cluster(
+    gpus_per_node: int = 8,
+    product: str = "NVIDIA-H200",
+    with_dgd_crd: bool = True,
+    nodes: int = 2,
+    clock: Clock | None = None,
+) -> FakeCluster:
     """A GPU cluster as the nightly expects it: GPU nodes, a CPU node, an RWX default class (NFS CSI), the
     operator's CRD, and the token secret the user created in `default` (the recipes' README says to)."""
     c = FakeCluster(clock)
@@ -222,9 +315,16 @@ def base_cluster(gpus_per_node: int = 8, product: str = "NVIDIA-H200", with_dgd_
 
 # kind's single node: kubeadm's static pods and the add-ons kind installs, with their CPU/memory requests
 # (kubeadm manifests; kind's kindnet and coredns manifests): 950m CPU before anything of ours runs.
-KIND_SYSTEM_PODS = [("etcd", "100m", "100Mi"), ("kube-apiserver", "250m", "0"), ("kube-controller-manager", "200m", "0"),
-                    ("kube-scheduler", "100m", "0"), ("coredns-a", "100m", "70Mi"), ("coredns-b", "100m", "70Mi"),
-                    ("kindnet", "100m", "50Mi"), ("kube-proxy", "0", "0")]
+KIND_SYSTEM_PODS = [
+    ("etcd", "100m", "100Mi"),
+    ("kube-apiserver", "250m", "0"),
+    ("kube-controller-manager", "200m", "0"),
+    ("kube-scheduler", "100m", "0"),
+    ("coredns-a", "100m", "70Mi"),
+    ("coredns-b", "100m", "70Mi"),
+    ("kindnet", "100m", "50Mi"),
+    ("kube-proxy", "0", "0"),
+]
 
 
 def kind_cluster(cpu: str = "2", memory: str = "7Gi", clock: Clock | None = None) -> FakeCluster:
@@ -297,23 +397,32 @@ class _OpenAIHandler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
-    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+    def do_GET(self) -> None:
         if self.path.rstrip("/") == "/v1/models":
             self._send(200, {"object": "list", "data": [{"id": SERVED, "object": "model", "owned_by": "dynamo"}]})
         else:
             self._send(404, {"error": {"message": "not found"}})
 
-    def do_POST(self) -> None:  # noqa: N802
+    def do_POST(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
         body = json.loads(self.rfile.read(length) or b"{}")
         if self.path == "/v1/chat/completions" and body.get("model") == SERVED:
-            self._send(200, {"id": "chatcmpl-1", "object": "chat.completion", "model": SERVED,
-                             "choices": [{"index": 0, "message": {"role": "assistant", "content": "Paris"}, "finish_reason": "stop"}],
-                             "usage": {"prompt_tokens": 5, "completion_tokens": 1, "total_tokens": 6}})
+            self._send(
+                200,
+                {
+                    "id": "chatcmpl-1",
+                    "object": "chat.completion",
+                    "model": SERVED,
+                    "choices": [
+                        {"index": 0, "message": {"role": "assistant", "content": "Paris"}, "finish_reason": "stop"}
+                    ],
+                    "usage": {"prompt_tokens": 5, "completion_tokens": 1, "total_tokens": 6},
+                },
+            )
         else:
             self._send(404, {"error": {"message": f"model {body.get('model')} not found"}})
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+    def log_message(self, format: str, *args: Any) -> None:
         pass
 
 

@@ -14,7 +14,7 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -23,8 +23,8 @@ from harness.recipe.schemas import (
     core_validator,
     crd_to_schemas,
     errors,
-    k8s_definition_validator,
     generated_validator,
+    k8s_definition_validator,
 )
 
 # (group, plural) -> (kind, namespaced). Custom resources come from the CRDs the scenario installs.
@@ -46,20 +46,40 @@ BUILTIN = {
     ("rbac.authorization.k8s.io", "rolebindings"): ("RoleBinding", True),
 }
 # metadata fields the server owns: a client may send them back, the schema check ignores them
-SERVER_METADATA = ("uid", "resourceVersion", "generation", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds",
-                   "managedFields", "selfLink")
+SERVER_METADATA = (
+    "uid",
+    "resourceVersion",
+    "generation",
+    "creationTimestamp",
+    "deletionTimestamp",
+    "deletionGracePeriodSeconds",
+    "managedFields",
+    "selfLink",
+)
 # Secret types with required keys (k8s.io/kubernetes pkg/apis/core/validation ValidateSecret)
-SECRET_REQUIRED_KEYS = {"kubernetes.io/dockerconfigjson": (".dockerconfigjson",), "kubernetes.io/dockercfg": (".dockercfg",),
-                        "kubernetes.io/tls": ("tls.crt", "tls.key"), "kubernetes.io/basic-auth": ()}
+SECRET_REQUIRED_KEYS = {
+    "kubernetes.io/dockerconfigjson": (".dockerconfigjson",),
+    "kubernetes.io/dockercfg": (".dockercfg",),
+    "kubernetes.io/tls": ("tls.crt", "tls.key"),
+    "kubernetes.io/basic-auth": (),
+}
 
 
 def now_iso() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def status_obj(code: int, reason: str, message: str, **details: Any) -> dict:
-    return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure" if code >= 400 else "Success",
-            "message": message, "reason": reason, "details": details, "code": code}
+    return {
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Failure" if code >= 400 else "Success",
+        "message": message,
+        "reason": reason,
+        "details": details,
+        "code": code,
+    }
 
 
 class ApiError(Exception):
@@ -111,10 +131,10 @@ class Controller:
     """A stand-in for a cluster component (scheduler, kubelet, operator): `reconcile` runs before every request,
     `on_request` after every successful write, both under the cluster lock."""
 
-    def reconcile(self, cluster: "FakeCluster") -> None:
+    def reconcile(self, cluster: FakeCluster) -> None:
         pass
 
-    def on_request(self, cluster: "FakeCluster", req: Request, obj: dict | None) -> None:
+    def on_request(self, cluster: FakeCluster, req: Request, obj: dict | None) -> None:
         pass
 
 
@@ -311,7 +331,11 @@ class FakeCluster:
         return self.objects.get((group, plural, namespace or "", name))
 
     def list(self, group: str, plural: str, namespace: str | None = None) -> list[dict]:
-        return [o for (g, p, ns, _), o in sorted(self.objects.items()) if g == group and p == plural and (namespace is None or ns == namespace)]
+        return [
+            o
+            for (g, p, ns, _), o in sorted(self.objects.items())
+            if g == group and p == plural and (namespace is None or ns == namespace)
+        ]
 
     def remove(self, group: str, plural: str, namespace: str | None, name: str) -> None:
         key = (group, plural, namespace or "", name)
@@ -333,49 +357,114 @@ class FakeCluster:
     def set_log(self, namespace: str, pod: str, container: str, text: str, previous: bool = False) -> None:
         self.logs[(namespace, pod, container, previous)] = text
 
-    def add_node(self, name: str, product: str | None, gpus: int, cpu: str = "64", memory: str = "1Ti", ready: bool = True,
-                 labels: dict | None = None) -> None:
+    def add_node(
+        self,
+        name: str,
+        product: str | None,
+        gpus: int,
+        cpu: str = "64",
+        memory: str = "1Ti",
+        ready: bool = True,
+        labels: dict | None = None,
+    ) -> None:
         lab = {"kubernetes.io/hostname": name, "kubernetes.io/os": "linux", **(labels or {})}
         if product:
             lab["nvidia.com/gpu.product"] = product
         resources = {"cpu": cpu, "memory": memory, "pods": "110"}
         if gpus:
             resources["nvidia.com/gpu"] = str(gpus)
-        self.put({"apiVersion": "v1", "kind": "Node", "metadata": {"name": name, "labels": lab},
-                  "status": {"allocatable": dict(resources), "capacity": dict(resources),
-                             "conditions": [{"type": "Ready", "status": "True" if ready else "False"}]}})
+        self.put(
+            {
+                "apiVersion": "v1",
+                "kind": "Node",
+                "metadata": {"name": name, "labels": lab},
+                "status": {
+                    "allocatable": dict(resources),
+                    "capacity": dict(resources),
+                    "conditions": [{"type": "Ready", "status": "True" if ready else "False"}],
+                },
+            }
+        )
 
-    def add_storage_class(self, name: str, default: bool = False, provisioner: str = "nfs.csi.k8s.io",
-                          binding: str = "Immediate") -> None:
+    def add_storage_class(
+        self, name: str, default: bool = False, provisioner: str = "nfs.csi.k8s.io", binding: str = "Immediate"
+    ) -> None:
         ann = {"storageclass.kubernetes.io/is-default-class": "true"} if default else {}
-        self.put({"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass", "metadata": {"name": name, "annotations": ann},
-                  "provisioner": provisioner, "reclaimPolicy": "Delete", "volumeBindingMode": binding})
+        self.put(
+            {
+                "apiVersion": "storage.k8s.io/v1",
+                "kind": "StorageClass",
+                "metadata": {"name": name, "annotations": ann},
+                "provisioner": provisioner,
+                "reclaimPolicy": "Delete",
+                "volumeBindingMode": binding,
+            }
+        )
 
     def add_crd(self, crd: dict) -> None:
         self.put(crd)
 
     def add_secret(self, namespace: str, name: str, data: dict[str, str | bytes], type_: str = "Opaque") -> None:
         enc = {k: base64.b64encode(v if isinstance(v, bytes) else v.encode()).decode() for k, v in data.items()}
-        self.put({"apiVersion": "v1", "kind": "Secret", "type": type_, "metadata": {"name": name, "namespace": namespace}, "data": enc})
+        self.put(
+            {
+                "apiVersion": "v1",
+                "kind": "Secret",
+                "type": type_,
+                "metadata": {"name": name, "namespace": namespace},
+                "data": enc,
+            }
+        )
 
     def add_namespace(self, name: str) -> None:
-        self.put({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": {"kubernetes.io/metadata.name": name}},
-                  "spec": {"finalizers": ["kubernetes"]}, "status": {"phase": "Active"}})
+        self.put(
+            {
+                "apiVersion": "v1",
+                "kind": "Namespace",
+                "metadata": {"name": name, "labels": {"kubernetes.io/metadata.name": name}},
+                "spec": {"finalizers": ["kubernetes"]},
+                "status": {"phase": "Active"},
+            }
+        )
 
-    def add_event(self, namespace: str, obj_kind: str, obj_name: str, reason: str, message: str, type_: str = "Warning",
-                  source: str = "") -> None:
+    def add_event(
+        self,
+        namespace: str,
+        obj_kind: str,
+        obj_name: str,
+        reason: str,
+        message: str,
+        type_: str = "Warning",
+        source: str = "",
+    ) -> None:
         for ev in self.list("", "events", namespace):  # the recorder aggregates repeats into one Event with a count
             inv = ev["involvedObject"]
-            if inv["name"] == obj_name and inv["kind"] == obj_kind and ev["reason"] == reason and ev["message"] == message:
+            if (
+                inv["name"] == obj_name
+                and inv["kind"] == obj_kind
+                and ev["reason"] == reason
+                and ev["message"] == message
+            ):
                 ev["count"] += 1
                 ev["lastTimestamp"] = now_iso()
                 ev["recordedAt"] = self.now()
                 return
-        self.put({"apiVersion": "v1", "kind": "Event",
-                  "metadata": {"name": f"{obj_name}.{uuid.uuid4().hex[:16]}", "namespace": namespace},
-                  "involvedObject": {"kind": obj_kind, "name": obj_name, "namespace": namespace, "apiVersion": "v1"},
-                  "reason": reason, "message": message, "type": type_, "count": 1, "firstTimestamp": now_iso(),
-                  "lastTimestamp": now_iso(), "source": {"component": source}, "recordedAt": self.now()})
+        self.put(
+            {
+                "apiVersion": "v1",
+                "kind": "Event",
+                "metadata": {"name": f"{obj_name}.{uuid.uuid4().hex[:16]}", "namespace": namespace},
+                "involvedObject": {"kind": obj_kind, "name": obj_name, "namespace": namespace, "apiVersion": "v1"},
+                "reason": reason,
+                "message": message,
+                "type": type_,
+                "count": 1,
+                "firstTimestamp": now_iso(),
+                "lastTimestamp": now_iso(),
+                "source": {"component": source},
+                "recordedAt": self.now(),
+            }
+        )
 
     def namespaces(self) -> list[str]:
         return [o["metadata"]["name"] for o in self.list("", "namespaces")]
@@ -393,9 +482,20 @@ class FakeCluster:
         parts = [unquote(p) for p in url.path.split("/") if p]
         try:
             if parts == ["version"]:
-                return self._json(200, {"major": "1", "minor": "33", "gitVersion": "v1.33.1-fake", "gitCommit": "0" * 40,
-                                        "gitTreeState": "clean", "buildDate": "2026-01-01T00:00:00Z", "goVersion": "go1.24",
-                                        "compiler": "gc", "platform": "linux/amd64"})
+                return self._json(
+                    200,
+                    {
+                        "major": "1",
+                        "minor": "33",
+                        "gitVersion": "v1.33.1-fake",
+                        "gitCommit": "0" * 40,
+                        "gitTreeState": "clean",
+                        "buildDate": "2026-01-01T00:00:00Z",
+                        "goVersion": "go1.24",
+                        "compiler": "gc",
+                        "platform": "linux/amd64",
+                    },
+                )
             if len(parts) >= 2 and parts[0] == "api":
                 group, version, rest = "", parts[1], parts[2:]
             elif len(parts) >= 3 and parts[0] == "apis":
@@ -410,8 +510,19 @@ class FakeCluster:
                 raise ApiError(404, "NotFound", "the server could not find the requested resource")
             name = tail[0] if tail else None
             sub = tail[1] if len(tail) > 1 else None
-            req = Request(method, group, version, plural, namespace, name, sub, query, query.get("dryRun") == "All", "/".join(tail[2:]),
-                          content_type)
+            req = Request(
+                method,
+                group,
+                version,
+                plural,
+                namespace,
+                name,
+                sub,
+                query,
+                query.get("dryRun") == "All",
+                "/".join(tail[2:]),
+                content_type,
+            )
             payload = self._decode(body)
             with self.lock:
                 self.reconcile()
@@ -428,7 +539,7 @@ class FakeCluster:
             return self._json(code, result)
         except ApiError as exc:
             return self._json(exc.status["code"], exc.status)
-        except Exception as exc:  # noqa: BLE001 - a bug in the fake shows up as a 500, not a dropped connection
+        except Exception as exc:
             return self._json(500, status_obj(500, "InternalError", f"fake apiserver: {type(exc).__name__}: {exc}"))
 
     @staticmethod
@@ -438,7 +549,11 @@ class FakeCluster:
         try:
             return json.loads(body)
         except ValueError:
-            raise ApiError(400, "BadRequest", "the body of the request was not valid JSON (the fake reads YAML only in its JSON form)") from None
+            raise ApiError(
+                400,
+                "BadRequest",
+                "the body of the request was not valid JSON (the fake reads YAML only in its JSON form)",
+            ) from None
 
     @staticmethod
     def _json(code: int, obj: Any) -> tuple[int, str, bytes]:
@@ -446,15 +561,26 @@ class FakeCluster:
 
     def _dispatch(self, req: Request, payload: Any, content_type: str) -> tuple[int, Any]:
         kind, namespaced, crd = self.resolve(req.group, req.plural, req.version)
-        if namespaced and req.namespace and req.method in ("POST", "PUT", "PATCH") and self.get("", "namespaces", None, req.namespace) is None:
-            raise ApiError(404, "NotFound", f'namespaces "{req.namespace}" not found', name=req.namespace, kind="namespaces")
+        if (
+            namespaced
+            and req.namespace
+            and req.method in ("POST", "PUT", "PATCH")
+            and self.get("", "namespaces", None, req.namespace) is None
+        ):
+            raise ApiError(
+                404, "NotFound", f'namespaces "{req.namespace}" not found', name=req.namespace, kind="namespaces"
+            )
         if req.sub == "log" and req.plural == "pods":
             return 200, self._log(req)
         if req.sub == "proxy" and req.plural == "pods":
             pod, _, port = (req.name or "").rpartition(":")
             text = self.proxied.get((req.namespace or "", pod, int(port or 80), req.subpath))
             if text is None:
-                raise ApiError(503, "ServiceUnavailable", f"error trying to reach service: dial tcp {pod}:{port}: connect: connection refused")
+                raise ApiError(
+                    503,
+                    "ServiceUnavailable",
+                    f"error trying to reach service: dial tcp {pod}:{port}: connect: connection refused",
+                )
             return 200, text
         if req.name is None:
             if req.method == "GET":
@@ -491,7 +617,14 @@ class FakeCluster:
     def _existing(self, req: Request) -> dict:
         obj = self.get(req.group, req.plural, req.namespace, req.name or "")
         if obj is None:
-            raise ApiError(404, "NotFound", f'{self._ref(req)} "{req.name}" not found', name=req.name, group=req.group, kind=req.plural)
+            raise ApiError(
+                404,
+                "NotFound",
+                f'{self._ref(req)} "{req.name}" not found',
+                name=req.name,
+                group=req.group,
+                kind=req.plural,
+            )
         return obj
 
     def _list(self, req: Request, kind: str) -> dict:
@@ -500,7 +633,12 @@ class FakeCluster:
         if selector:
             items = [o for o in items if selector_matches((o.get("metadata") or {}).get("labels") or {}, selector)]
         api_version = f"{req.group}/{req.version}" if req.group else req.version
-        return {"kind": f"{kind}List", "apiVersion": api_version, "metadata": {"resourceVersion": str(self._rv)}, "items": items}
+        return {
+            "kind": f"{kind}List",
+            "apiVersion": api_version,
+            "metadata": {"resourceVersion": str(self._rv)},
+            "items": items,
+        }
 
     # --- validation: the schemas the static checks use ------------------------------------
 
@@ -509,7 +647,11 @@ class FakeCluster:
             raise ApiError(400, "BadRequest", "the body of the request was not a JSON object")
         api_version = f"{req.group}/{req.version}" if req.group else req.version
         if obj.get("kind") != kind or obj.get("apiVersion") != api_version:
-            raise ApiError(400, "BadRequest", f"the API version in the data ({obj.get('apiVersion')}) does not match the expected API version ({api_version})")
+            raise ApiError(
+                400,
+                "BadRequest",
+                f"the API version in the data ({obj.get('apiVersion')}) does not match the expected API version ({api_version})",
+            )
         strict = req.query.get("fieldValidation") == "Strict"
         meta = {k: v for k, v in (obj.get("metadata") or {}).items() if k not in SERVER_METADATA}
         body = dict(obj, metadata=meta)
@@ -531,7 +673,9 @@ class FakeCluster:
                 converted = crd_to_schemas(crd).get((api_version, kind))
                 validator = jsonschema.Draft7Validator(converted) if converted else None
             body = {k: v for k, v in body.items() if k != "status"}
-            body["metadata"] = {k: v for k, v in meta.items() if k in ("name", "namespace", "labels", "annotations", "generateName")}
+            body["metadata"] = {
+                k: v for k, v in meta.items() if k in ("name", "namespace", "labels", "annotations", "generateName")
+            }
         if validator is not None:
             for err in errors(validator, body, "schema"):
                 if err.path[:1] == ("metadata",) and crd is not None:
@@ -542,7 +686,11 @@ class FakeCluster:
                     invalid.append(err.message)
         if unknown and strict:
             fields = ", ".join(f'unknown field "{u}"' for u in unknown)
-            raise ApiError(400, "BadRequest", f'{kind} in version "{req.version}" cannot be handled as a {kind}: strict decoding error: {fields}')
+            raise ApiError(
+                400,
+                "BadRequest",
+                f'{kind} in version "{req.version}" cannot be handled as a {kind}: strict decoding error: {fields}',
+            )
         if kind == "Secret":
             data = obj.get("data") or {}
             for key in SECRET_REQUIRED_KEYS.get(str(obj.get("type") or "Opaque"), ()):
@@ -550,7 +698,11 @@ class FakeCluster:
                     invalid.append(f"data[{key}]: Required value")
         if invalid:
             name = meta.get("name", "")
-            raise ApiError(422, "Invalid", f'{kind}{"." + req.group if req.group else ""} "{name}" is invalid: ' + "; ".join(invalid[:5]))
+            raise ApiError(
+                422,
+                "Invalid",
+                f'{kind}{"." + req.group if req.group else ""} "{name}" is invalid: ' + "; ".join(invalid[:5]),
+            )
 
     # --- writes ------------------------------------------------------------------------------
 
@@ -565,10 +717,21 @@ class FakeCluster:
             meta["namespace"] = req.namespace
             ns = self.get("", "namespaces", None, req.namespace)
             if ns and (ns.get("metadata") or {}).get("deletionTimestamp"):
-                raise ApiError(403, "Forbidden", f'{kind} "{meta["name"]}" is forbidden: unable to create new content in namespace '
-                                                 f'{req.namespace} because it is being terminated')
+                raise ApiError(
+                    403,
+                    "Forbidden",
+                    f'{kind} "{meta["name"]}" is forbidden: unable to create new content in namespace '
+                    f"{req.namespace} because it is being terminated",
+                )
         if self.get(req.group, req.plural, req.namespace, meta["name"]) is not None:
-            raise ApiError(409, "AlreadyExists", f'{self._ref(req)} "{meta["name"]}" already exists', name=meta["name"], group=req.group, kind=req.plural)
+            raise ApiError(
+                409,
+                "AlreadyExists",
+                f'{self._ref(req)} "{meta["name"]}" already exists',
+                name=meta["name"],
+                group=req.group,
+                kind=req.plural,
+            )
         meta.update(uid=str(uuid.uuid4()), creationTimestamp=now_iso(), generation=1, resourceVersion=self.next_rv())
         if crd is not None and any("status" in (v.get("subresources") or {}) for v in crd["spec"]["versions"]):
             obj.pop("status", None)  # status belongs to the controller
@@ -583,11 +746,19 @@ class FakeCluster:
             meta.setdefault("labels", {})["kubernetes.io/metadata.name"] = meta["name"]
         if kind == "PersistentVolumeClaim" and not (obj.get("spec") or {}).get("storageClassName"):
             # the DefaultStorageClass admission plugin writes the default class into the claim
-            default = [c for c in self.list("storage.k8s.io", "storageclasses")
-                       if (c["metadata"].get("annotations") or {}).get("storageclass.kubernetes.io/is-default-class") == "true"]
+            default = [
+                c
+                for c in self.list("storage.k8s.io", "storageclasses")
+                if (c["metadata"].get("annotations") or {}).get("storageclass.kubernetes.io/is-default-class") == "true"
+            ]
             if default:
                 obj.setdefault("spec", {})["storageClassName"] = default[0]["metadata"]["name"]
-        defaults = {"Namespace": {"phase": "Active"}, "Pod": {"phase": "Pending"}, "Job": {}, "PersistentVolumeClaim": {"phase": "Pending"}}
+        defaults = {
+            "Namespace": {"phase": "Active"},
+            "Pod": {"phase": "Pending"},
+            "Job": {},
+            "PersistentVolumeClaim": {"phase": "Pending"},
+        }
         if kind in defaults:
             obj["status"] = copy.deepcopy(defaults[kind])
         return obj
@@ -610,7 +781,11 @@ class FakeCluster:
             self._validate(req, kind, crd, payload)
         rv = ((payload or {}).get("metadata") or {}).get("resourceVersion")
         if rv and rv != current["metadata"]["resourceVersion"]:
-            raise ApiError(409, "Conflict", f'Operation cannot be fulfilled on {self._ref(req)} "{req.name}": the object has been modified')
+            raise ApiError(
+                409,
+                "Conflict",
+                f'Operation cannot be fulfilled on {self._ref(req)} "{req.name}": the object has been modified',
+            )
         if req.sub == "status":
             obj = copy.deepcopy(current)
             obj["status"] = copy.deepcopy(payload.get("status"))
@@ -624,17 +799,27 @@ class FakeCluster:
             if crd is not None or "status" in current:
                 obj["status"] = current.get("status")
             if kind == "Secret" and str(obj.get("type") or "Opaque") != str(current.get("type") or "Opaque"):
-                raise ApiError(422, "Invalid", f'Secret "{req.name}" is invalid: type: Invalid value: "{obj.get("type")}": field is immutable')
+                raise ApiError(
+                    422,
+                    "Invalid",
+                    f'Secret "{req.name}" is invalid: type: Invalid value: "{obj.get("type")}": field is immutable',
+                )
             self._bump_generation(current, obj)
         obj["metadata"]["resourceVersion"] = self.next_rv()
         if not req.dry_run:
             self.objects[self._key(req)] = obj
         return obj
 
-    def _server_side_apply(self, req: Request, kind: str, namespaced: bool, crd: dict | None, payload: Any) -> tuple[int, dict]:
+    def _server_side_apply(
+        self, req: Request, kind: str, namespaced: bool, crd: dict | None, payload: Any
+    ) -> tuple[int, dict]:
         manager = req.query.get("fieldManager")
         if not manager:
-            raise ApiError(422, "Invalid", "PatchOptions.meta.k8s.io \"\" is invalid: fieldManager: Required value: is required for apply patch")
+            raise ApiError(
+                422,
+                "Invalid",
+                'PatchOptions.meta.k8s.io "" is invalid: fieldManager: Required value: is required for apply patch',
+            )
         self._validate(req, kind, crd, payload)
         if (payload.get("metadata") or {}).get("name") != req.name:
             raise ApiError(400, "BadRequest", "the name of the object does not match the name on the URL")
@@ -694,24 +879,32 @@ class FakeCluster:
         container = req.query.get("container")
         if not container:
             if len(names) != 1:
-                raise ApiError(400, "BadRequest", f"a container name must be specified for pod {req.name}, choose one of: {names}")
+                raise ApiError(
+                    400, "BadRequest", f"a container name must be specified for pod {req.name}, choose one of: {names}"
+                )
             container = names[0]
         if container not in names + [c["name"] for c in (pod.get("spec") or {}).get("initContainers") or []]:
             raise ApiError(400, "BadRequest", f"container {container} is not valid for pod {req.name}")
         previous = str(req.query.get("previous")).lower() in ("true", "1")
-        status = next((cs for cs in (pod.get("status") or {}).get("containerStatuses") or [] if cs.get("name") == container), None)
+        status = next(
+            (cs for cs in (pod.get("status") or {}).get("containerStatuses") or [] if cs.get("name") == container), None
+        )
         if previous:
             if not status or not (status.get("lastState") or {}).get("terminated"):
-                raise ApiError(400, "BadRequest", f'previous terminated container "{container}" in pod "{req.name}" not found')
+                raise ApiError(
+                    400, "BadRequest", f'previous terminated container "{container}" in pod "{req.name}" not found'
+                )
         else:
             waiting = ((status or {}).get("state") or {}).get("waiting")
             if status is None or waiting:
                 reason = (waiting or {}).get("reason") or "ContainerCreating"
-                raise ApiError(400, "BadRequest", f'container "{container}" in pod "{req.name}" is waiting to start: {reason}')
+                raise ApiError(
+                    400, "BadRequest", f'container "{container}" in pod "{req.name}" is waiting to start: {reason}'
+                )
         text = self.logs.get((req.namespace or "", req.name or "", container, previous), "")
         tail = req.query.get("tailLines")
         if tail:
-            text = "\n".join(text.splitlines()[-int(tail):]) + ("\n" if text.endswith("\n") else "")
+            text = "\n".join(text.splitlines()[-int(tail) :]) + ("\n" if text.endswith("\n") else "")
         return text
 
 
@@ -738,9 +931,17 @@ class _Handler(BaseHTTPRequestHandler):
         if fault in ("429", "500", "503"):
             code = int(fault)
             reason = {429: "TooManyRequests", 500: "InternalError", 503: "ServiceUnavailable"}[code]
-            data = json.dumps(status_obj(code, reason, {429: "Too many requests, please try again later.",
-                                                        500: "Internal error occurred: etcdserver: leader changed",
-                                                        503: "the server is currently unable to handle the request"}[code])).encode()
+            data = json.dumps(
+                status_obj(
+                    code,
+                    reason,
+                    {
+                        429: "Too many requests, please try again later.",
+                        500: "Internal error occurred: etcdserver: leader changed",
+                        503: "the server is currently unable to handle the request",
+                    }[code],
+                )
+            ).encode()
             self.send_response(code)
             self.send_header("Content-Type", "application/json")
             if code == 429:
@@ -769,7 +970,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _serve
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
+    def log_message(self, format: str, *args: Any) -> None:
         pass
 
 
@@ -787,7 +988,7 @@ class FakeApiServer:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.httpd.server_address[1]}"
 
-    def start(self) -> "FakeApiServer":
+    def start(self) -> FakeApiServer:
         self.thread.start()
         return self
 

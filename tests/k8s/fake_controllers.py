@@ -8,8 +8,8 @@ from __future__ import annotations
 import copy
 import json
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from harness.analysis.storage import parse_quantity
 
@@ -26,7 +26,9 @@ PROVISIONER_MODES = {
     "nfs.csi.k8s.io": {"ReadWriteOnce", "ReadWriteOncePod", "ReadOnlyMany", "ReadWriteMany"},
     "ebs.csi.aws.com": {"ReadWriteOnce", "ReadWriteOncePod"},
 }
-PROVISION_ERRORS = {"rancher.io/local-path": "NodePath only supports ReadWriteOnce and ReadWriteOncePod (1.22+) access modes"}
+PROVISION_ERRORS = {
+    "rancher.io/local-path": "NodePath only supports ReadWriteOnce and ReadWriteOncePod (1.22+) access modes"
+}
 
 
 def labels_of(obj: dict) -> dict:
@@ -55,6 +57,7 @@ def set_condition(obj: dict, type_: str, status: str, reason: str = "", message:
 def pod_requests(pod: dict) -> dict[str, float]:
     """Effective requests: the sum over containers (the largest init container counts when larger);
     a limit without a request is the request too (the API server's defaulting)."""
+
     def one(c: dict) -> dict[str, float]:
         res = c.get("resources") or {}
         merged = dict(res.get("limits") or {}, **(res.get("requests") or {}))
@@ -71,16 +74,26 @@ def pod_requests(pod: dict) -> dict[str, float]:
 
 
 def pvc_claims(pod: dict) -> list[str]:
-    return [v["persistentVolumeClaim"]["claimName"] for v in (pod.get("spec") or {}).get("volumes") or []
-            if isinstance(v, dict) and v.get("persistentVolumeClaim")]
+    return [
+        v["persistentVolumeClaim"]["claimName"]
+        for v in (pod.get("spec") or {}).get("volumes") or []
+        if isinstance(v, dict) and v.get("persistentVolumeClaim")
+    ]
 
 
 def tolerated(taint: dict, tolerations: list[dict]) -> bool:
     for t in tolerations:
-        if t.get("operator") == "Exists" and (not t.get("key") or t.get("key") == taint.get("key")):
-            if not t.get("effect") or t.get("effect") == taint.get("effect"):
-                return True
-        if t.get("key") == taint.get("key") and t.get("value") == taint.get("value") and (not t.get("effect") or t.get("effect") == taint.get("effect")):
+        if (
+            t.get("operator") == "Exists"
+            and (not t.get("key") or t.get("key") == taint.get("key"))
+            and (not t.get("effect") or t.get("effect") == taint.get("effect"))
+        ):
+            return True
+        if (
+            t.get("key") == taint.get("key")
+            and t.get("value") == taint.get("value")
+            and (not t.get("effect") or t.get("effect") == taint.get("effect"))
+        ):
             return True
     return False
 
@@ -117,8 +130,12 @@ class Scheduler(Controller):
                     fits.append(node)
             if not fits:
                 detail = ", ".join(f"{n} {r}" for r, n in sorted(reasons.items()))
-                self._unschedulable(c, pod, f"0/{len(nodes)} nodes are available: {detail}. preemption: 0/{len(nodes)} nodes are available: "
-                                              f"{len(nodes)} No preemption victims found for incoming pod.")
+                self._unschedulable(
+                    c,
+                    pod,
+                    f"0/{len(nodes)} nodes are available: {detail}. preemption: 0/{len(nodes)} nodes are available: "
+                    f"{len(nodes)} No preemption victims found for incoming pod.",
+                )
                 continue
             node = fits[0]
             for claim in pvc_claims(pod):
@@ -128,8 +145,15 @@ class Scheduler(Controller):
             spec["nodeName"] = node["metadata"]["name"]
             set_condition(pod, "PodScheduled", "True")
             pod["metadata"]["resourceVersion"] = c.next_rv()
-            c.add_event(ns, "Pod", pod["metadata"]["name"], "Scheduled", f"Successfully assigned {ns}/{pod['metadata']['name']} to {spec['nodeName']}",
-                        "Normal", "default-scheduler")
+            c.add_event(
+                ns,
+                "Pod",
+                pod["metadata"]["name"],
+                "Scheduled",
+                f"Successfully assigned {ns}/{pod['metadata']['name']} to {spec['nodeName']}",
+                "Normal",
+                "default-scheduler",
+            )
 
     def _claims(self, c: FakeCluster, pod: dict) -> tuple[str, str] | None:
         ns = pod["metadata"]["namespace"]
@@ -144,9 +168,19 @@ class Scheduler(Controller):
                 return "Unschedulable", "0/1 nodes are available: pod has unbound immediate PersistentVolumeClaims."
             error = VolumeBinder.cannot_provision(sc, pvc)
             if error:
-                c.add_event(ns, "PersistentVolumeClaim", claim, "ProvisioningFailed",
-                            f'failed to provision volume with StorageClass "{sc["metadata"]["name"]}": {error}', "Warning", sc.get("provisioner", ""))
-                return "SchedulerError", f'running PreBind plugin "VolumeBinding": binding volumes: provisioning failed for PVC "{claim}"'
+                c.add_event(
+                    ns,
+                    "PersistentVolumeClaim",
+                    claim,
+                    "ProvisioningFailed",
+                    f'failed to provision volume with StorageClass "{sc["metadata"]["name"]}": {error}',
+                    "Warning",
+                    sc.get("provisioner", ""),
+                )
+                return (
+                    "SchedulerError",
+                    f'running PreBind plugin "VolumeBinding": binding volumes: provisioning failed for PVC "{claim}"',
+                )
         return None
 
     def _filter(self, c: FakeCluster, pod: dict, node: dict) -> list[str]:
@@ -160,9 +194,13 @@ class Scheduler(Controller):
             if labels_of(node).get(k) != v:
                 return ["node(s) didn't match Pod's node affinity/selector"]
         for taint in (node.get("spec") or {}).get("taints") or []:
-            if taint.get("effect") in ("NoSchedule", "NoExecute") and not tolerated(taint, spec.get("tolerations") or []):
+            if taint.get("effect") in ("NoSchedule", "NoExecute") and not tolerated(
+                taint, spec.get("tolerations") or []
+            ):
                 return [f"node(s) had untolerated taint {{{taint.get('key')}: {taint.get('value', '')}}}"]
-        allocatable = {k: parse_quantity(v) or 0.0 for k, v in ((node.get("status") or {}).get("allocatable") or {}).items()}
+        allocatable = {
+            k: parse_quantity(v) or 0.0 for k, v in ((node.get("status") or {}).get("allocatable") or {}).items()
+        }
         used: dict[str, float] = {}
         for other in c.list("", "pods"):
             if (other.get("spec") or {}).get("nodeName") == node["metadata"]["name"] and active(other):
@@ -180,7 +218,15 @@ class Scheduler(Controller):
             return
         set_condition(pod, "PodScheduled", "False", reason, message)
         pod["metadata"]["resourceVersion"] = c.next_rv()
-        c.add_event(pod["metadata"]["namespace"], "Pod", pod["metadata"]["name"], "FailedScheduling", message, "Warning", "default-scheduler")
+        c.add_event(
+            pod["metadata"]["namespace"],
+            "Pod",
+            pod["metadata"]["name"],
+            "FailedScheduling",
+            message,
+            "Warning",
+            "default-scheduler",
+        )
 
 
 class VolumeBinder(Controller):
@@ -191,18 +237,25 @@ class VolumeBinder(Controller):
 
     @staticmethod
     def cannot_provision(sc: dict, pvc: dict) -> str:
-        serves = PROVISIONER_MODES.get(sc.get("provisioner", ""), {"ReadWriteOnce", "ReadWriteOncePod", "ReadOnlyMany", "ReadWriteMany"})
+        serves = PROVISIONER_MODES.get(
+            sc.get("provisioner", ""), {"ReadWriteOnce", "ReadWriteOncePod", "ReadOnlyMany", "ReadWriteMany"}
+        )
         wanted = set((pvc.get("spec") or {}).get("accessModes") or [])
         if wanted - serves:
-            return PROVISION_ERRORS.get(sc.get("provisioner", ""), f"access modes {sorted(wanted - serves)} are not supported")
+            return PROVISION_ERRORS.get(
+                sc.get("provisioner", ""), f"access modes {sorted(wanted - serves)} are not supported"
+            )
         return ""
 
     @staticmethod
     def bind(c: FakeCluster, pvc: dict, node: str = "") -> None:
         spec = pvc.get("spec") or {}
         pvc["spec"]["volumeName"] = f"pvc-{pvc['metadata']['uid']}"
-        pvc["status"] = {"phase": "Bound", "accessModes": list(spec.get("accessModes") or []),
-                         "capacity": {"storage": ((spec.get("resources") or {}).get("requests") or {}).get("storage", "1Gi")}}
+        pvc["status"] = {
+            "phase": "Bound",
+            "accessModes": list(spec.get("accessModes") or []),
+            "capacity": {"storage": ((spec.get("resources") or {}).get("requests") or {}).get("storage", "1Gi")},
+        }
         pvc["metadata"]["resourceVersion"] = c.next_rv()
 
     def reconcile(self, c: FakeCluster) -> None:
@@ -213,17 +266,38 @@ class VolumeBinder(Controller):
             sc = c.get("storage.k8s.io", "storageclasses", None, name)
             ns, claim = pvc["metadata"]["namespace"], pvc["metadata"]["name"]
             if sc is None:
-                c.add_event(ns, "PersistentVolumeClaim", claim, "ProvisioningFailed", f'storageclass.storage.k8s.io "{name}" not found',
-                            "Warning", "persistentvolume-controller")
+                c.add_event(
+                    ns,
+                    "PersistentVolumeClaim",
+                    claim,
+                    "ProvisioningFailed",
+                    f'storageclass.storage.k8s.io "{name}" not found',
+                    "Warning",
+                    "persistentvolume-controller",
+                )
                 continue
             if sc.get("volumeBindingMode") == "WaitForFirstConsumer":
-                c.add_event(ns, "PersistentVolumeClaim", claim, "WaitForFirstConsumer",
-                            "waiting for first consumer to be created before binding", "Normal", "persistentvolume-controller")
+                c.add_event(
+                    ns,
+                    "PersistentVolumeClaim",
+                    claim,
+                    "WaitForFirstConsumer",
+                    "waiting for first consumer to be created before binding",
+                    "Normal",
+                    "persistentvolume-controller",
+                )
                 continue
             error = self.cannot_provision(sc, pvc)
             if error:
-                c.add_event(ns, "PersistentVolumeClaim", claim, "ProvisioningFailed",
-                            f'failed to provision volume with StorageClass "{name}": {error}', "Warning", sc.get("provisioner", ""))
+                c.add_event(
+                    ns,
+                    "PersistentVolumeClaim",
+                    claim,
+                    "ProvisioningFailed",
+                    f'failed to provision volume with StorageClass "{name}": {error}',
+                    "Warning",
+                    sc.get("provisioner", ""),
+                )
                 continue
             self.bind(c, pvc)
 
@@ -270,20 +344,46 @@ class JobController(Controller):
             status.setdefault("startTime", now_iso())
             if succeeded:
                 status.update(succeeded=1, active=0, failed=failed, completionTime=now_iso())
-                set_condition(job, "SuccessCriteriaMet", "True", "CompletionsReached", "Reached expected number of succeeded pods")
-                set_condition(job, "Complete", "True", "CompletionsReached", "Reached expected number of succeeded pods")
+                set_condition(
+                    job, "SuccessCriteriaMet", "True", "CompletionsReached", "Reached expected number of succeeded pods"
+                )
+                set_condition(
+                    job, "Complete", "True", "CompletionsReached", "Reached expected number of succeeded pods"
+                )
             elif failed > int((job.get("spec") or {}).get("backoffLimit", 6)):
                 status.update(failed=failed, active=0)
-                set_condition(job, "FailureTarget", "True", "BackoffLimitExceeded", "Job has reached the specified backoff limit")
-                set_condition(job, "Failed", "True", "BackoffLimitExceeded", "Job has reached the specified backoff limit")
+                set_condition(
+                    job, "FailureTarget", "True", "BackoffLimitExceeded", "Job has reached the specified backoff limit"
+                )
+                set_condition(
+                    job, "Failed", "True", "BackoffLimitExceeded", "Job has reached the specified backoff limit"
+                )
             elif not [p for p in pods if active(p)]:
                 template = copy.deepcopy((job.get("spec") or {}).get("template") or {})
                 meta = template.setdefault("metadata", {})
                 uid = job["metadata"]["uid"]
-                meta.update(name=f"{name}-{uuid.uuid4().hex[:5]}", namespace=ns,
-                            labels=dict(meta.get("labels") or {}, **{"job-name": name, "batch.kubernetes.io/job-name": name,
-                                                                     "controller-uid": uid, "batch.kubernetes.io/controller-uid": uid}))
-                c.put({"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": template.get("spec") or {}, "status": {"phase": "Pending"}})
+                meta.update(
+                    name=f"{name}-{uuid.uuid4().hex[:5]}",
+                    namespace=ns,
+                    labels=dict(
+                        meta.get("labels") or {},
+                        **{
+                            "job-name": name,
+                            "batch.kubernetes.io/job-name": name,
+                            "controller-uid": uid,
+                            "batch.kubernetes.io/controller-uid": uid,
+                        },
+                    ),
+                )
+                c.put(
+                    {
+                        "apiVersion": "v1",
+                        "kind": "Pod",
+                        "metadata": meta,
+                        "spec": template.get("spec") or {},
+                        "status": {"phase": "Pending"},
+                    }
+                )
                 status.update(active=1, failed=failed)
             else:
                 status.update(active=1, failed=failed)
@@ -331,9 +431,21 @@ class Kubelet(Controller):
                 waiting = self._waiting(c, pod)
                 if waiting:
                     reason, message = waiting
-                    status.update(phase="Pending", containerStatuses=[
-                        {"name": x["name"], "image": x.get("image"), "imageID": "", "ready": False, "restartCount": 0, "started": False,
-                         "state": {"waiting": {"reason": reason, "message": message}}} for x in containers])
+                    status.update(
+                        phase="Pending",
+                        containerStatuses=[
+                            {
+                                "name": x["name"],
+                                "image": x.get("image"),
+                                "imageID": "",
+                                "ready": False,
+                                "restartCount": 0,
+                                "started": False,
+                                "state": {"waiting": {"reason": reason, "message": message}},
+                            }
+                            for x in containers
+                        ],
+                    )
                     if json.dumps(status, sort_keys=True) != before:
                         meta["resourceVersion"] = c.next_rv()
                     continue
@@ -351,19 +463,42 @@ class Kubelet(Controller):
                 # the kubelet alternates ErrImagePull (a try) and ImagePullBackOff (waiting for the next one)
                 reason = "ErrImagePull" if int(c.now() / 10) % 2 == 0 else "ImagePullBackOff"
                 message = failure[1] if reason == "ErrImagePull" else f'Back-off pulling image "{image}"'
-                c.add_event(ns, "Pod", pod["metadata"]["name"], "Failed", f'Failed to pull image "{image}": {failure[1]}', "Warning", "kubelet")
+                c.add_event(
+                    ns,
+                    "Pod",
+                    pod["metadata"]["name"],
+                    "Failed",
+                    f'Failed to pull image "{image}": {failure[1]}',
+                    "Warning",
+                    "kubelet",
+                )
                 return reason, message
             for ref in self._secret_refs(pod, x):
                 if c.get("", "secrets", ns, ref) is None:
-                    c.add_event(ns, "Pod", pod["metadata"]["name"], "Failed", f'Error: secret "{ref}" not found', "Warning", "kubelet")
+                    c.add_event(
+                        ns,
+                        "Pod",
+                        pod["metadata"]["name"],
+                        "Failed",
+                        f'Error: secret "{ref}" not found',
+                        "Warning",
+                        "kubelet",
+                    )
                     return "CreateContainerConfigError", f'secret "{ref}" not found'
         return None
 
     @staticmethod
     def _secret_refs(pod: dict, container: dict) -> list[str]:
-        refs = [e["secretRef"]["name"] for e in container.get("envFrom") or [] if e.get("secretRef") and not e["secretRef"].get("optional")]
-        refs += [e["valueFrom"]["secretKeyRef"]["name"] for e in container.get("env") or []
-                 if (e.get("valueFrom") or {}).get("secretKeyRef") and not e["valueFrom"]["secretKeyRef"].get("optional")]
+        refs = [
+            e["secretRef"]["name"]
+            for e in container.get("envFrom") or []
+            if e.get("secretRef") and not e["secretRef"].get("optional")
+        ]
+        refs += [
+            e["valueFrom"]["secretKeyRef"]["name"]
+            for e in container.get("env") or []
+            if (e.get("valueFrom") or {}).get("secretKeyRef") and not e["valueFrom"]["secretKeyRef"].get("optional")
+        ]
         return refs
 
     def _run(self, c: FakeCluster, pod: dict, b: Behaviour, elapsed: float) -> None:
@@ -376,10 +511,27 @@ class Kubelet(Controller):
         running = {"running": {"startedAt": now_iso()}}
         if b.kind == "crash":
             restarts = 1 + int(elapsed // 10)
-            status.update(phase="Running", containerStatuses=[
-                {"name": x["name"], "image": x.get("image"), "imageID": "", "ready": False, "started": False, "restartCount": restarts,
-                 "state": {"waiting": {"reason": "CrashLoopBackOff", "message": f"back-off {min(300, 10 * 2 ** restarts)}s restarting failed container={x['name']} pod={name}"}},
-                 "lastState": {"terminated": {"exitCode": 1, "reason": "Error"}}} for x in containers])
+            status.update(
+                phase="Running",
+                containerStatuses=[
+                    {
+                        "name": x["name"],
+                        "image": x.get("image"),
+                        "imageID": "",
+                        "ready": False,
+                        "started": False,
+                        "restartCount": restarts,
+                        "state": {
+                            "waiting": {
+                                "reason": "CrashLoopBackOff",
+                                "message": f"back-off {min(300, 10 * 2**restarts)}s restarting failed container={x['name']} pod={name}",
+                            }
+                        },
+                        "lastState": {"terminated": {"exitCode": 1, "reason": "Error"}},
+                    }
+                    for x in containers
+                ],
+            )
             set_condition(pod, "Ready", "False", "ContainersNotReady", f"containers with unready status: [{main}]")
             if b.previous_log:
                 c.set_log(ns, name, main, b.previous_log, previous=True)
@@ -388,19 +540,56 @@ class Kubelet(Controller):
             code, log = b.on_exit(c, pod) if b.on_exit else (b.exit_code, b.log)
             if log:
                 c.set_log(ns, name, main, log)
-            status.update(phase="Succeeded" if code == 0 else "Failed", containerStatuses=[
-                {"name": x["name"], "image": x.get("image"), "imageID": "", "ready": False, "started": False, "restartCount": 0,
-                 "state": {"terminated": {"exitCode": code, "reason": "Completed" if code == 0 else "Error"}}} for x in containers])
+            status.update(
+                phase="Succeeded" if code == 0 else "Failed",
+                containerStatuses=[
+                    {
+                        "name": x["name"],
+                        "image": x.get("image"),
+                        "imageID": "",
+                        "ready": False,
+                        "started": False,
+                        "restartCount": 0,
+                        "state": {"terminated": {"exitCode": code, "reason": "Completed" if code == 0 else "Error"}},
+                    }
+                    for x in containers
+                ],
+            )
             set_condition(pod, "Ready", "False", "PodCompleted")
             return
         ready = b.kind == "serve" and b.ready_after is not None and elapsed >= b.ready_after
         if b.kind == "serve" and not ready and elapsed >= 10:  # the readiness probe has run and failed
-            c.add_event(ns, "Pod", name, "Unhealthy", "Readiness probe failed: HTTP probe failed with statuscode: 503", "Warning", "kubelet")
-        status.update(phase="Running", containerStatuses=[
-            {"name": x["name"], "image": x.get("image"), "imageID": "", "ready": ready, "started": True, "restartCount": 0,
-             "state": copy.deepcopy(running)} for x in containers])
-        set_condition(pod, "Ready", "True" if ready else "False", "" if ready else "ContainersNotReady",
-                      "" if ready else f"containers with unready status: [{main}]")
+            c.add_event(
+                ns,
+                "Pod",
+                name,
+                "Unhealthy",
+                "Readiness probe failed: HTTP probe failed with statuscode: 503",
+                "Warning",
+                "kubelet",
+            )
+        status.update(
+            phase="Running",
+            containerStatuses=[
+                {
+                    "name": x["name"],
+                    "image": x.get("image"),
+                    "imageID": "",
+                    "ready": ready,
+                    "started": True,
+                    "restartCount": 0,
+                    "state": copy.deepcopy(running),
+                }
+                for x in containers
+            ],
+        )
+        set_condition(
+            pod,
+            "Ready",
+            "True" if ready else "False",
+            "" if ready else "ContainersNotReady",
+            "" if ready else f"containers with unready status: [{main}]",
+        )
 
 
 @dataclass
@@ -426,7 +615,9 @@ class Autoscaler(Controller):
         self.announced: dict[str, float] = {}
 
     def reconcile(self, c: FakeCluster) -> None:
-        pending = [p for p in c.list("", "pods") if (condition(p, "PodScheduled") or {}).get("reason") == "Unschedulable"]
+        pending = [
+            p for p in c.list("", "pods") if (condition(p, "PodScheduled") or {}).get("reason") == "Unschedulable"
+        ]
         for plan in self.plans:
             if c.get("", "nodes", None, plan.node) is not None:
                 continue
@@ -440,8 +631,15 @@ class Autoscaler(Controller):
             if c.now() - self.announced.get(plan.node, -1e9) >= plan.events_every:
                 self.announced[plan.node] = c.now()
                 for pod in pending:
-                    c.add_event(pod["metadata"]["namespace"], "Pod", pod["metadata"]["name"], "TriggeredScaleUp",
-                                f"pod triggered scale-up: [{{{plan.group} 0->1 (max: 4)}}]", "Normal", "cluster-autoscaler")
+                    c.add_event(
+                        pod["metadata"]["namespace"],
+                        "Pod",
+                        pod["metadata"]["name"],
+                        "TriggeredScaleUp",
+                        f"pod triggered scale-up: [{{{plan.group} 0->1 (max: 4)}}]",
+                        "Normal",
+                        "cluster-autoscaler",
+                    )
 
 
 def component_service_name(dgd: str, component: str) -> str:
@@ -505,7 +703,11 @@ class DynamoOperator(Controller):
             res = svc.get("resources") or {}
             conv = {}
             for part in ("requests", "limits"):
-                vals = {(GPU if k == "gpu" else k): str(v) for k, v in (res.get(part) or {}).items() if k in ("cpu", "memory", "gpu")}
+                vals = {
+                    (GPU if k == "gpu" else k): str(v)
+                    for k, v in (res.get(part) or {}).items()
+                    if k in ("cpu", "memory", "gpu")
+                }
                 if vals:
                     conv[part] = vals
             if conv:
@@ -518,21 +720,46 @@ class DynamoOperator(Controller):
             claims = {p["name"] for p in spec.get("pvcs") or []}
             for vm in svc.get("volumeMounts") or []:
                 if vm.get("name") in claims:
-                    pod_spec.setdefault("volumes", []).append({"name": vm["name"], "persistentVolumeClaim": {"claimName": vm["name"]}})
-                    main.setdefault("volumeMounts", []).append({"name": vm["name"], "mountPath": vm.get("mountPoint", "/" + vm["name"])})
+                    pod_spec.setdefault("volumes", []).append(
+                        {"name": vm["name"], "persistentVolumeClaim": {"claimName": vm["name"]}}
+                    )
+                    main.setdefault("volumeMounts", []).append(
+                        {"name": vm["name"], "mountPath": vm.get("mountPoint", "/" + vm["name"])}
+                    )
         pod_spec.setdefault("restartPolicy", "Always")
         pod_spec.setdefault("terminationGracePeriodSeconds", 60)
-        labels = {"nvidia.com/dynamo-graph-deployment-name": dgd_name, "nvidia.com/dynamo-component": name,
-                  "nvidia.com/dynamo-component-type": ctype, "nvidia.com/dgd-generation": str(dgd["metadata"].get("generation", 1))}
-        return {"apiVersion": "v1", "kind": "Pod",
-                "metadata": {"name": f"{component_service_name(dgd_name, name)}-{index}", "namespace": ns, "labels": labels,
-                             "ownerReferences": [{"apiVersion": dgd["apiVersion"], "kind": "DynamoGraphDeployment", "name": dgd_name,
-                                                  "uid": dgd["metadata"]["uid"]}]},
-                "spec": pod_spec, "status": {"phase": "Pending"}}
+        labels = {
+            "nvidia.com/dynamo-graph-deployment-name": dgd_name,
+            "nvidia.com/dynamo-component": name,
+            "nvidia.com/dynamo-component-type": ctype,
+            "nvidia.com/dgd-generation": str(dgd["metadata"].get("generation", 1)),
+        }
+        return {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {
+                "name": f"{component_service_name(dgd_name, name)}-{index}",
+                "namespace": ns,
+                "labels": labels,
+                "ownerReferences": [
+                    {
+                        "apiVersion": dgd["apiVersion"],
+                        "kind": "DynamoGraphDeployment",
+                        "name": dgd_name,
+                        "uid": dgd["metadata"]["uid"],
+                    }
+                ],
+            },
+            "spec": pod_spec,
+            "status": {"phase": "Pending"},
+        }
 
     def pods_of(self, c: FakeCluster, dgd: dict) -> list[dict]:
-        return [p for p in c.list("", "pods", dgd["metadata"]["namespace"])
-                if labels_of(p).get("nvidia.com/dynamo-graph-deployment-name") == dgd["metadata"]["name"]]
+        return [
+            p
+            for p in c.list("", "pods", dgd["metadata"]["namespace"])
+            if labels_of(p).get("nvidia.com/dynamo-graph-deployment-name") == dgd["metadata"]["name"]
+        ]
 
     def _pass(self, c: FakeCluster, dgd: dict) -> None:
         meta = dgd["metadata"]
@@ -553,11 +780,27 @@ class DynamoOperator(Controller):
                     wanted[pod["metadata"]["name"]] = pod
                 svc_name = component_service_name(name, comp)
                 if c.get("", "services", ns, svc_name) is None:
-                    port = ({"name": "http", "port": 8000, "targetPort": "http", "protocol": "TCP"} if ctype == "frontend" else
-                            {"name": "system", "port": 9090, "targetPort": "system", "protocol": "TCP"})
-                    c.put({"apiVersion": "v1", "kind": "Service", "metadata": {"name": svc_name, "namespace": ns,
-                                                                              "labels": {"nvidia.com/dynamo-graph-deployment-name": name}},
-                           "spec": {"selector": {"nvidia.com/dynamo-component": comp}, "ports": [port], "type": "ClusterIP"}})
+                    port = (
+                        {"name": "http", "port": 8000, "targetPort": "http", "protocol": "TCP"}
+                        if ctype == "frontend"
+                        else {"name": "system", "port": 9090, "targetPort": "system", "protocol": "TCP"}
+                    )
+                    c.put(
+                        {
+                            "apiVersion": "v1",
+                            "kind": "Service",
+                            "metadata": {
+                                "name": svc_name,
+                                "namespace": ns,
+                                "labels": {"nvidia.com/dynamo-graph-deployment-name": name},
+                            },
+                            "spec": {
+                                "selector": {"nvidia.com/dynamo-component": comp},
+                                "ports": [port],
+                                "type": "ClusterIP",
+                            },
+                        }
+                    )
             for pod in self.pods_of(c, dgd):
                 stale = labels_of(pod).get("nvidia.com/dgd-generation") != str(generation)
                 if pod["metadata"]["name"] not in wanted or stale:
@@ -596,13 +839,20 @@ class DynamoOperator(Controller):
             c.remove("nvidia.com", "dynamographdeployments", ns, name)
 
 
-def install(c: FakeCluster, behaviour: Callable[[dict], Behaviour], script: OperatorScript | None = None,
-            scale_ups: list[ScaleUp] | None = None) -> tuple[Kubelet, DynamoOperator]:
+def install(
+    c: FakeCluster,
+    behaviour: Callable[[dict], Behaviour],
+    script: OperatorScript | None = None,
+    scale_ups: list[ScaleUp] | None = None,
+) -> tuple[Kubelet, DynamoOperator]:
     """The components every fake cluster runs, in the order a real one would act on a request."""
     kubelet = Kubelet(behaviour)
     operator = DynamoOperator(script)
-    c.controllers = [NamespaceController(), VolumeBinder(), operator, JobController(), Scheduler(), kubelet] + (
-        [Autoscaler(scale_ups)] if scale_ups else []) + [c for c in c.controllers if not getattr(c, "builtin", False)]
+    c.controllers = (
+        [NamespaceController(), VolumeBinder(), operator, JobController(), Scheduler(), kubelet]
+        + ([Autoscaler(scale_ups)] if scale_ups else [])
+        + [c for c in c.controllers if not getattr(c, "builtin", False)]
+    )
     return kubelet, operator
 
 
@@ -610,5 +860,19 @@ def request_is(req: Request, method: str, plural: str) -> bool:
     return req.method == method and req.plural == plural
 
 
-__all__ = ["Autoscaler", "Behaviour", "DynamoOperator", "JobController", "Kubelet", "NamespaceController", "OperatorScript", "ScaleUp",
-           "Scheduler", "VolumeBinder", "component_service_name", "install", "pod_requests", "request_is"]
+__all__ = [
+    "Autoscaler",
+    "Behaviour",
+    "DynamoOperator",
+    "JobController",
+    "Kubelet",
+    "NamespaceController",
+    "OperatorScript",
+    "ScaleUp",
+    "Scheduler",
+    "VolumeBinder",
+    "component_service_name",
+    "install",
+    "pod_requests",
+    "request_is",
+]

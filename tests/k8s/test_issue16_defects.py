@@ -59,14 +59,20 @@ def leftovers(cluster: FakeCluster, namespace: str) -> list[str]:
     for _ in range(5):
         cluster.clock.sleep(5)
         cluster.reconcile()
-    return sorted(f"{k[1]}/{k[3]}" for k in cluster.objects if k[2] == namespace and k[1] not in ("events", "persistentvolumeclaims"))
+    return sorted(
+        f"{k[1]}/{k[3]}"
+        for k in cluster.objects
+        if k[2] == namespace and k[1] not in ("events", "persistentvolumeclaims")
+    )
 
 
 def step_limits(workflow: str, job: str) -> tuple[int, list[tuple[str, int | None, str]]]:
     data = yaml.safe_load((WORKFLOWS / workflow).read_text())
     spec = data["jobs"][job]
-    return spec["timeout-minutes"], [(s.get("name") or s.get("uses") or s.get("run", ""), s.get("timeout-minutes"), s.get("run", ""))
-                                     for s in spec["steps"]]
+    return spec["timeout-minutes"], [
+        (s.get("name") or s.get("uses") or s.get("run", ""), s.get("timeout-minutes"), s.get("run", ""))
+        for s in spec["steps"]
+    ]
 
 
 def time_budget(run: str) -> float:
@@ -132,11 +138,16 @@ def test_defect_03_rwx_cache_on_kind_local_path(shipped, settings):
 def test_rwx_cache_on_a_rwo_only_class_fails_preflight_with_real_engines(recipes, settings):
     cluster = base_cluster()
     cluster.remove("storage.k8s.io", "storageclasses", None, "standard")
-    cluster.add_storage_class("standard", default=True, provisioner="rancher.io/local-path", binding="WaitForFirstConsumer")
+    cluster.add_storage_class(
+        "standard", default=True, provisioner="rancher.io/local-path", binding="WaitForFirstConsumer"
+    )
     with serving(cluster) as server:
         run = make_run(recipes[AGG], settings, server)
         try:
-            with pytest.raises(StepFailed, match=r"PVC model-cache asks for ReadWriteMany, but storage class standard \(rancher.io/local-path"):
+            with pytest.raises(
+                StepFailed,
+                match=r"PVC model-cache asks for ReadWriteMany, but storage class standard \(rancher.io/local-path",
+            ):
                 run.run_step("preflight")
         finally:
             run.close()
@@ -170,7 +181,10 @@ def test_defect_04_harness_reports_its_own_timeout_on_kind(shipped, settings):
     assert "the run's time budget" in str(failure.value) and "diagnostics:" in str(failure.value)
     assert (settings.report_dir / "diagnostics").is_dir()
     assert ended <= budget * 60, f"the harness finished at {ended:.0f}s, after its budget of {budget * 60:.0f}s"
-    assert cluster.get("nvidia.com", "dynamographdeployments", run.deployer.namespace, "qwen3-32b-vllm-agg-round-robin") is None
+    assert (
+        cluster.get("nvidia.com", "dynamographdeployments", run.deployer.namespace, "qwen3-32b-vllm-agg-round-robin")
+        is None
+    )
 
 
 def test_defect_05_model_cache_survives_runs(cluster, apiserver, recipes, settings):
@@ -184,8 +198,10 @@ def test_defect_05_model_cache_survives_runs(cluster, apiserver, recipes, settin
             run.close()
         pvc = cluster.get("", "persistentvolumeclaims", run.deployer.namespace, "model-cache")
         assert pvc is not None, f"night {night}: the cache stays"
-        assert pvc["metadata"]["annotations"]["recipe-harness.dynamo.nvidia.com/model-revision"] == \
-            "Qwen/Qwen3-0.6B@c1899de289a04d12100db370d81485cdf75e47ca"
+        assert (
+            pvc["metadata"]["annotations"]["recipe-harness.dynamo.nvidia.com/model-revision"]
+            == "Qwen/Qwen3-0.6B@c1899de289a04d12100db370d81485cdf75e47ca"
+        )
         assert leftovers(cluster, run.deployer.namespace) == []
     assert cluster.created.count("Job/model-download") == 1, "the second night does not download again"
     job_limit, steps = step_limits("nightly.yml", "gpu")
@@ -199,7 +215,9 @@ def test_defect_05_model_cache_survives_runs(cluster, apiserver, recipes, settin
 
 def test_defect_06_transient_failed_state(cluster, apiserver, recipes, settings):
     """The operator writes `failed` on a reconcile error and retries; the next good pass overwrites it."""
-    cluster.controller = Scenario(operator=OperatorScript(errors=[(0, 40, "failed to create the discovery RBAC: etcdserver: request timed out")]))
+    cluster.controller = Scenario(
+        operator=OperatorScript(errors=[(0, 40, "failed to create the discovery RBAC: etcdserver: request timed out")])
+    )
     run = make_run(recipes[AGG], settings, apiserver)
     try:
         run_steps(run, SETUP + ["ready"])
@@ -242,8 +260,14 @@ def test_defect_09_reapply_keeps_finalizer_and_annotations(recipes, settings, tm
     old `successful` for a while, and that does not count as ready."""
     cluster = base_cluster()
     cluster.controller = scenario = Scenario(operator=OperatorScript(observed_generation=False, delay=30))
-    changed = variant(recipes, tmp_path, lambda t: t.replace("    VllmDecodeWorker:\n      componentType: worker\n      replicas: 1",
-                                                               "    VllmDecodeWorker:\n      componentType: worker\n      replicas: 2"))
+    changed = variant(
+        recipes,
+        tmp_path,
+        lambda t: t.replace(
+            "    VllmDecodeWorker:\n      componentType: worker\n      replicas: 1",
+            "    VllmDecodeWorker:\n      componentType: worker\n      replicas: 2",
+        ),
+    )
     cluster.add_namespace("team-bench")
     settings.namespace = "team-bench"  # one namespace for both runs, as the model's namespace is now by default
     with serving(cluster) as server:
@@ -263,7 +287,9 @@ def test_defect_09_reapply_keeps_finalizer_and_annotations(recipes, settings, tm
             after = cluster.get("nvidia.com", "dynamographdeployments", ns, "tiny-agg")
             assert FINALIZER in after["metadata"]["finalizers"], "the apply kept the operator's finalizer"
             assert after["metadata"]["annotations"][ORIGIN_VERSION] == "1.4.0", "and its annotations"
-            assert after["metadata"]["generation"] == 2 and after["status"]["state"] == "successful", "a stale status, for now"
+            assert after["metadata"]["generation"] == 2 and after["status"]["state"] == "successful", (
+                "a stale status, for now"
+            )
             second.run_step("ready")
             ready_at = cluster.clock()
         finally:
@@ -283,10 +309,17 @@ def test_defect_10_repeats_run_the_perf_job_n_times_on_one_deployment(cluster, a
         run_steps(run, SETUP + ["ready", "perf", "baseline"])
     finally:
         run.close()
-    assert scenario.created.count("Job/tiny-agg-perf") == 3 and scenario.created.count("DynamoGraphDeployment/tiny-agg") == 1
+    assert (
+        scenario.created.count("Job/tiny-agg-perf") == 3
+        and scenario.created.count("DynamoGraphDeployment/tiny-agg") == 1
+    )
     assert [r.value("output_token_throughput.avg") for r in run.results] == [250.0, 256.0, 262.0]
     baseline = json.loads((tmp_path / "baselines" / "gpu" / "h200" / "tiny" / "vllm" / "agg.json").read_text())
-    metric = next(m for m in baseline["metrics"].values() if m.get("median") == 256.0) if isinstance(baseline.get("metrics"), dict) else None
+    metric = (
+        next(m for m in baseline["metrics"].values() if m.get("median") == 256.0)
+        if isinstance(baseline.get("metrics"), dict)
+        else None
+    )
     assert metric is not None and metric["runs"] == 3 and metric["cv"] > 0
 
 
@@ -296,10 +329,15 @@ def test_defect_11_copied_secret_keeps_type_and_bytes(recipes, settings, tmp_pat
     cluster = base_cluster()
     cluster.add_secret("default", "nvcr-pull", {".dockerconfigjson": dockercfg}, type_="kubernetes.io/dockerconfigjson")
     cluster.add_secret("default", "hf-token-secret", {"HF_TOKEN": FAKE_TOKEN, "blob": binary})
-    recipe = variant(recipes, tmp_path, lambda t: t.replace(
-        "      extraPodSpec:\n        mainContainer:\n          image: nvcr.io/nvidia/ai-dynamo/vllm-runtime:1.4.0\n          command: [python3, -m, dynamo.vllm]",
-        "      extraPodSpec:\n        imagePullSecrets:\n          - name: nvcr-pull\n        mainContainer:\n"
-        "          image: nvcr.io/nvidia/ai-dynamo/vllm-runtime:1.4.0\n          command: [python3, -m, dynamo.vllm]"))
+    recipe = variant(
+        recipes,
+        tmp_path,
+        lambda t: t.replace(
+            "      extraPodSpec:\n        mainContainer:\n          image: nvcr.io/nvidia/ai-dynamo/vllm-runtime:1.4.0\n          command: [python3, -m, dynamo.vllm]",
+            "      extraPodSpec:\n        imagePullSecrets:\n          - name: nvcr-pull\n        mainContainer:\n"
+            "          image: nvcr.io/nvidia/ai-dynamo/vllm-runtime:1.4.0\n          command: [python3, -m, dynamo.vllm]",
+        ),
+    )
     with serving(cluster) as server:
         run = make_run(recipe, settings, server)
         try:
@@ -357,9 +395,16 @@ def test_component_service_names_follow_the_operator():
 
 def test_namespace_passing_through_terminating_is_waited_for(cluster, apiserver, recipes, settings):
     cluster.add_namespace("rh-tiny")
-    cluster.put({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "old", "namespace": "rh-tiny", "finalizers": ["example.com/hold"]}})
+    cluster.put(
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": "old", "namespace": "rh-tiny", "finalizers": ["example.com/hold"]},
+        }
+    )
     cluster.objects[("", "namespaces", "", "rh-tiny")]["metadata"]["deletionTimestamp"] = "2026-01-01T00:00:00Z"
     cluster.objects[("", "namespaces", "", "rh-tiny")]["status"] = {"phase": "Terminating"}
+
     class LetGo(Controller):  # the ConfigMap's own controller drops its finalizer after a minute
         def reconcile(self, c: FakeCluster) -> None:
             cm = c.get("", "configmaps", "rh-tiny", "old")
@@ -382,10 +427,26 @@ def test_logs_of_a_waiting_container_are_a_400(cluster, apiserver, kube, recipes
 
     cluster.controllers = []  # the pod as the kubelet reports it while the image is pulled
     cluster.add_namespace("n")
-    cluster.put({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": "n"},
-                 "spec": {"nodeName": "cpu-node-0", "containers": [{"name": "main", "image": "img"}]},
-                 "status": {"phase": "Pending", "containerStatuses": [{"name": "main", "image": "img", "ready": False, "restartCount": 0,
-                                                                      "state": {"waiting": {"reason": "ContainerCreating"}}}]}})
+    cluster.put(
+        {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": "p", "namespace": "n"},
+            "spec": {"nodeName": "cpu-node-0", "containers": [{"name": "main", "image": "img"}]},
+            "status": {
+                "phase": "Pending",
+                "containerStatuses": [
+                    {
+                        "name": "main",
+                        "image": "img",
+                        "ready": False,
+                        "restartCount": 0,
+                        "state": {"waiting": {"reason": "ContainerCreating"}},
+                    }
+                ],
+            },
+        }
+    )
     with pytest.raises(KubeError, match='container "main" in pod "p" is waiting to start') as info:
         kube.pod_log("n", "p", "main")
     assert info.value.status == 400
@@ -395,9 +456,19 @@ def test_the_fake_validates_built_in_kinds_with_the_kubernetes_schema(cluster, k
     from harness.run.k8s.client import KubeError
 
     cluster.add_namespace("n")
-    job = {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "j"},
-           "spec": {"template": {"spec": {"restartPolicy": "Never", "containers": [{"name": "c", "image": "i", "comand": ["x"]}]}}}}
-    with pytest.raises(KubeError, match=r'strict decoding error: unknown field "spec.template.spec.containers.0.comand"'):
+    job = {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": "j"},
+        "spec": {
+            "template": {
+                "spec": {"restartPolicy": "Never", "containers": [{"name": "c", "image": "i", "comand": ["x"]}]}
+            }
+        },
+    }
+    with pytest.raises(
+        KubeError, match=r'strict decoding error: unknown field "spec.template.spec.containers.0.comand"'
+    ):
         kube.apply(job, "n")
     with pytest.raises(KubeError, match='ConfigMap "c" is invalid: data/k: 1 is not of type'):
         kube.apply({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}, "data": {"k": 1}}, "n")
@@ -446,7 +517,9 @@ def test_random_api_faults_still_end_in_a_verdict_and_leave_nothing(seed, recipe
         cluster.faults.rate = 0.0
         assert leftovers(cluster, run.deployer.namespace) == [], f"seed {seed} ({name}): {verdicts}"
     expected_pass = name in ("ready", "transient-failed")
-    assert (verdicts[-1] == "perf: passed") == expected_pass, f"seed {seed} ({name}), faults {cluster.faults.injected}: {verdicts}"
+    assert (verdicts[-1] == "perf: passed") == expected_pass, (
+        f"seed {seed} ({name}), faults {cluster.faults.injected}: {verdicts}"
+    )
     assert cluster.faults.injected or seed > 0
 
 
@@ -461,7 +534,9 @@ def test_pytest_m_gpu_repeats_3_against_the_fake(pytester: pytest.Pytester, tmp_
     from .conftest import RECIPES, Clock
 
     cluster = base_cluster(clock=Clock(real=True))
-    cluster.controller = scenario = Scenario(throughputs=[250.0, 256.0, 262.0], ready_after=0.2, cache_seconds=0.2, perf_seconds=0.2)
+    cluster.controller = scenario = Scenario(
+        throughputs=[250.0, 256.0, 262.0], ready_after=0.2, cache_seconds=0.2, perf_seconds=0.2
+    )
     for ctl in cluster.controllers:
         if isinstance(ctl, DynamoOperator):
             ctl.script.delay = 0.05
@@ -469,18 +544,50 @@ def test_pytest_m_gpu_repeats_3_against_the_fake(pytester: pytest.Pytester, tmp_
     shutil.copytree(RECIPES, tree)  # baselines and history go beside the tree: a copy keeps them out of the repository
     with serving(cluster) as server:
         kc = tmp_path / "kubeconfig"
-        kc.write_text(json.dumps({"apiVersion": "v1", "kind": "Config", "current-context": "fake",
-                                  "clusters": [{"name": "fake", "cluster": {"server": server.url}}],
-                                  "users": [{"name": "u", "user": {"token": "kube-token-never-printed"}}],
-                                  "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "u"}}]}))
+        kc.write_text(
+            json.dumps(
+                {
+                    "apiVersion": "v1",
+                    "kind": "Config",
+                    "current-context": "fake",
+                    "clusters": [{"name": "fake", "cluster": {"server": server.url}}],
+                    "users": [{"name": "u", "user": {"token": "kube-token-never-printed"}}],
+                    "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "u"}}],
+                }
+            )
+        )
         res = pytester.runpytest_subprocess(
-            "-m", "gpu", "--recipes-dir", str(tree), "--recipe", AGG, "--repeats", "3", "--kubeconfig", str(kc),
-            "--report-dir", str(tmp_path / "report"), "--update-baselines", "--gpu-option", "poll_interval=0.05",
-            "--gpu-option", "progress_every=0", "-k", "not smoke", "-p", "no:cacheprovider", "-q", timeout=120)
+            "-m",
+            "gpu",
+            "--recipes-dir",
+            str(tree),
+            "--recipe",
+            AGG,
+            "--repeats",
+            "3",
+            "--kubeconfig",
+            str(kc),
+            "--report-dir",
+            str(tmp_path / "report"),
+            "--update-baselines",
+            "--gpu-option",
+            "poll_interval=0.05",
+            "--gpu-option",
+            "progress_every=0",
+            "-k",
+            "not smoke",
+            "-p",
+            "no:cacheprovider",
+            "-q",
+            timeout=120,
+        )
     out = res.stdout.str() + res.stderr.str()
     assert "kube-token-never-printed" not in out
     res.assert_outcomes(passed=6), out[-3000:]
-    assert scenario.created.count("Job/tiny-agg-perf") == 3 and scenario.created.count("DynamoGraphDeployment/tiny-agg") == 1
+    assert (
+        scenario.created.count("Job/tiny-agg-perf") == 3
+        and scenario.created.count("DynamoGraphDeployment/tiny-agg") == 1
+    )
     runs = sorted((tmp_path / "report" / "perf" / "tiny_vllm_agg").glob("run-*/profile_export_aiperf.json"))
     assert len(runs) == 3
     assert "run report not written" not in out, "the run report finds the gpu run in the history"

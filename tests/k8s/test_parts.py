@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from kubernetes.client.rest import ApiException
 
+from harness.recipe.yamlsrc import to_plain
 from harness.run.k8s.client import KubeError, find_config
 from harness.run.k8s.deployer import Deployer, DeploySettings, router_mode
 from harness.run.k8s.diagnostics import REDACTED, Redactor
@@ -20,7 +21,6 @@ from harness.run.k8s.mocker import MOCKER_REPO, MockerModel, to_mocker
 from harness.run.k8s.portforward import KubectlPortForward, PortForwardError
 from harness.run.k8s.stage import GpuStage
 from harness.run.stage import GpuOptions, StageOptions
-from harness.recipe.yamlsrc import to_plain
 
 from .conftest import FAKE_TOKEN, kube_for, pod_manifest, set_running
 
@@ -36,16 +36,27 @@ def no_cluster_env(monkeypatch, tmp_path):
 
 
 def options(tmp_path: Path, **gpu) -> StageOptions:
-    return StageOptions(report_dir=tmp_path / "report", baselines_root=tmp_path / "baselines", history_root=tmp_path / "history",
-                        gpu=GpuOptions(**gpu))
+    return StageOptions(
+        report_dir=tmp_path / "report",
+        baselines_root=tmp_path / "baselines",
+        history_root=tmp_path / "history",
+        gpu=GpuOptions(**gpu),
+    )
 
 
 def kubeconfig(path: Path, server: str) -> Path:
-    path.write_text(json.dumps({
-        "apiVersion": "v1", "kind": "Config", "current-context": "fake",
-        "clusters": [{"name": "fake", "cluster": {"server": server}}],
-        "users": [{"name": "u", "user": {"token": "kube-token-never-printed"}}],
-        "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "u"}}]}))
+    path.write_text(
+        json.dumps(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "current-context": "fake",
+                "clusters": [{"name": "fake", "cluster": {"server": server}}],
+                "users": [{"name": "u", "user": {"token": "kube-token-never-printed"}}],
+                "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "u"}}],
+            }
+        )
+    )
     return path
 
 
@@ -53,7 +64,10 @@ def test_available_without_any_config_says_what_to_do(no_cluster_env):
     start = time.monotonic()
     reason = GpuStage(smoke=None).available(options(no_cluster_env))
     assert time.monotonic() - start < 5
-    assert reason == "no Kubernetes cluster reachable (KUBECONFIG unset, ~/.kube/config missing): set KUBECONFIG or use -m sim"
+    assert (
+        reason
+        == "no Kubernetes cluster reachable (KUBECONFIG unset, ~/.kube/config missing): set KUBECONFIG or use -m sim"
+    )
 
 
 def test_available_with_a_dead_api_answers_fast(no_cluster_env, monkeypatch):
@@ -64,7 +78,11 @@ def test_available_with_a_dead_api_answers_fast(no_cluster_env, monkeypatch):
     start = time.monotonic()
     reason = GpuStage(smoke=None).available(options(no_cluster_env))
     assert time.monotonic() - start < 5
-    assert reason and reason.startswith(f"no Kubernetes cluster reachable at http://127.0.0.1:{port}") and "kube-token" not in reason
+    assert (
+        reason
+        and reason.startswith(f"no Kubernetes cluster reachable at http://127.0.0.1:{port}")
+        and "kube-token" not in reason
+    )
 
 
 def test_available_with_a_silent_api_times_out_in_about_two_seconds(no_cluster_env):
@@ -85,7 +103,9 @@ def test_available_with_the_fake_cluster(no_cluster_env, apiserver):
 
 
 def test_find_config_order(tmp_path):
-    assert find_config("/nope/kc", env={}).startswith("no Kubernetes cluster reachable (--kubeconfig /nope/kc does not exist)")
+    assert find_config("/nope/kc", env={}).startswith(
+        "no Kubernetes cluster reachable (--kubeconfig /nope/kc does not exist)"
+    )
     assert "KUBECONFIG=/a:/b does not exist" in find_config(None, env={"KUBECONFIG": "/a:/b"})
     (tmp_path / ".kube").mkdir()
     (tmp_path / ".kube" / "config").write_text("{}")
@@ -111,21 +131,32 @@ def test_mocker_keeps_roles_replicas_and_served_name(recipes):
     before, after = mocked(recipes["tiny/vllm/disagg"])
     services = after["spec"]["services"]
     frontend = services["Frontend"]
-    assert frontend["resources"] == {"requests": {"cpu": "100m", "memory": "512Mi"}, "limits": {"memory": "2Gi"}}, "fits a kind node"
-    assert {"name": "HF_HUB_OFFLINE", "value": "0"} in frontend["envs"], "the tokenizer comes from the Hub: no cache was filled"
-    assert {k: v for k, v in frontend.items() if k not in ("resources", "envs")} == before["spec"]["services"]["Frontend"]
+    assert frontend["resources"] == {"requests": {"cpu": "100m", "memory": "512Mi"}, "limits": {"memory": "2Gi"}}, (
+        "fits a kind node"
+    )
+    assert {"name": "HF_HUB_OFFLINE", "value": "0"} in frontend["envs"], (
+        "the tokenizer comes from the Hub: no cache was filled"
+    )
+    assert {k: v for k, v in frontend.items() if k not in ("resources", "envs")} == before["spec"]["services"][
+        "Frontend"
+    ]
     for name, mode, replicas in (("VllmPrefillWorker", "prefill", 2), ("VllmDecodeWorker", "decode", 1)):
         svc = services[name]
         main = svc["extraPodSpec"]["mainContainer"]
         assert main["image"] == f"{MOCKER_REPO}:1.4.0" and main["command"] == ["python3", "-m", "dynamo.mocker"]
         args = main["args"]
-        assert args[args.index("--disaggregation-mode") + 1] == mode and args[args.index("--model-name") + 1] == "qwen3-0.6b"
+        assert (
+            args[args.index("--disaggregation-mode") + 1] == mode
+            and args[args.index("--model-name") + 1] == "qwen3-0.6b"
+        )
         assert args[args.index("--block-size") + 1] == "16" and args[args.index("--engine-type") + 1] == "vllm"
         assert svc["replicas"] == replicas and svc["subComponentType"] == mode
         assert "gpu" not in json.dumps(svc["resources"]) and "claims" not in svc["resources"]
     prefill_pod = services["VllmPrefillWorker"]["extraPodSpec"]
     assert "nodeSelector" not in prefill_pod and "resourceClaims" not in prefill_pod
-    assert before["spec"]["services"]["VllmPrefillWorker"]["resources"]["limits"]["gpu"] == "1", "the input is not modified"
+    assert before["spec"]["services"]["VllmPrefillWorker"]["resources"]["limits"]["gpu"] == "1", (
+        "the input is not modified"
+    )
 
 
 def test_mocker_rewrites_v1beta1_components(recipes):
@@ -133,7 +164,9 @@ def test_mocker_rewrites_v1beta1_components(recipes):
     decode = next(c for c in after["spec"]["components"] if c["name"] == "decode")
     main = decode["podTemplate"]["spec"]["containers"][0]
     assert main["image"].startswith(MOCKER_REPO) and "nvidia.com/gpu" not in json.dumps(main["resources"])
-    assert main["args"][main["args"].index("--block-size") + 1] == "32", "sglang --page-size becomes the mocker block size"
+    assert main["args"][main["args"].index("--block-size") + 1] == "32", (
+        "sglang --page-size becomes the mocker block size"
+    )
     assert "tolerations" not in decode["podTemplate"]["spec"] and decode["replicas"] == 2
 
 
@@ -144,17 +177,31 @@ def test_router_mode_of_the_frontend(recipes):
 # --- redaction -----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("text", [
-    f"HF_TOKEN={FAKE_TOKEN}", f"token was {FAKE_TOKEN}", f"Authorization: Bearer {FAKE_TOKEN}",
-    '"HF_TOKEN": "abcdEFGH12345678"', "--hf-token AbCdEf1234567890", "API_KEY=0123456789abcdef0123456789abcdef01",
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        f"HF_TOKEN={FAKE_TOKEN}",
+        f"token was {FAKE_TOKEN}",
+        f"Authorization: Bearer {FAKE_TOKEN}",
+        '"HF_TOKEN": "abcdEFGH12345678"',
+        "--hf-token AbCdEf1234567890",
+        "API_KEY=0123456789abcdef0123456789abcdef01",
+    ],
+)
 def test_token_like_values_are_redacted(text):
     out = Redactor().text(text)
     assert REDACTED in out and FAKE_TOKEN not in out and "abcdEFGH12345678" not in out and "AbCdEf1234567890" not in out
 
 
-@pytest.mark.parametrize("text", ["secret hf-token-secret (key HF_TOKEN) not found", "envFromSecret: hf-token-secret",
-                                  "--tokenizer Qwen/Qwen3-0.6B", "max_tokens=32"])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "secret hf-token-secret (key HF_TOKEN) not found",
+        "envFromSecret: hf-token-secret",
+        "--tokenizer Qwen/Qwen3-0.6B",
+        "max_tokens=32",
+    ],
+)
 def test_names_of_secrets_are_not_mistaken_for_values(text):
     assert Redactor().text(text) == text
 
@@ -163,8 +210,10 @@ def test_known_values_and_env_entries_are_redacted():
     r = Redactor()
     r.add("plain-but-secret-value")
     assert r.text("x plain-but-secret-value y") == f"x {REDACTED} y"
-    assert r.obj({"env": [{"name": "HF_TOKEN", "value": "short"}], "secretName": "hf-token-secret"}) == \
-        {"env": [{"name": "HF_TOKEN", "value": REDACTED}], "secretName": "hf-token-secret"}
+    assert r.obj({"env": [{"name": "HF_TOKEN", "value": "short"}], "secretName": "hf-token-secret"}) == {
+        "env": [{"name": "HF_TOKEN", "value": REDACTED}],
+        "secretName": "hf-token-secret",
+    }
 
 
 # --- port-forward --------------------------------------------------------------------------
@@ -179,7 +228,9 @@ def fake_kubectl(tmp_path: Path, body: str) -> str:
 
 def test_kubectl_port_forward_reads_the_local_port(tmp_path, openai_url):
     port = openai_url.rsplit(":", 1)[1]
-    kubectl = fake_kubectl(tmp_path, f"import sys, time\nprint('Forwarding from 127.0.0.1:{port} -> 8000', flush=True)\ntime.sleep(30)")
+    kubectl = fake_kubectl(
+        tmp_path, f"import sys, time\nprint('Forwarding from 127.0.0.1:{port} -> 8000', flush=True)\ntime.sleep(30)"
+    )
     pf = KubectlPortForward(None, kubectl, start_timeout=5)
     url = pf.open("ns", "tiny-agg-frontend", 8000)
     try:
@@ -193,7 +244,9 @@ def test_kubectl_port_forward_reads_the_local_port(tmp_path, openai_url):
 
 
 def test_kubectl_port_forward_failure_is_explained(tmp_path):
-    kubectl = fake_kubectl(tmp_path, "import sys\nprint('error: services \"x-frontend\" not found', flush=True)\nsys.exit(1)")
+    kubectl = fake_kubectl(
+        tmp_path, "import sys\nprint('error: services \"x-frontend\" not found', flush=True)\nsys.exit(1)"
+    )
     with pytest.raises(PortForwardError, match='services "x-frontend" not found'):
         KubectlPortForward(None, kubectl, start_timeout=5).open("ns", "x-frontend", 8000)
 
@@ -210,7 +263,8 @@ def test_worker_request_counts_through_the_pod_proxy(cluster, apiserver, recipes
         cluster.put(pod)
         cluster.proxied[("rh-x", pod["metadata"]["name"], 9090, "metrics")] = (
             f'dynamo_component_requests_total{{dynamo_endpoint="generate"}} {count}\n'
-            'dynamo_component_requests_total{dynamo_endpoint="clear_kv_blocks"} 7\n')
+            'dynamo_component_requests_total{dynamo_endpoint="clear_kv_blocks"} 7\n'
+        )
     frontend = pod_manifest("rh-x", "tiny-agg-frontend-0", "img")
     set_running(frontend, ready=True)
     cluster.put(frontend)
@@ -251,8 +305,14 @@ def test_client_port_forward_picks_a_ready_pod_behind_the_service(cluster, kube)
 
     cluster.controllers = []  # pods written as a kubelet would report them; no component rewrites them
     cluster.add_namespace("n")
-    cluster.put({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "d-frontend", "namespace": "n"},
-                 "spec": {"selector": {"app": "fe"}, "ports": [{"port": 8000, "targetPort": "http"}]}})
+    cluster.put(
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": "d-frontend", "namespace": "n"},
+            "spec": {"selector": {"app": "fe"}, "ports": [{"port": 8000, "targetPort": "http"}]},
+        }
+    )
     for name, ready in (("fe-0", False), ("fe-1", True)):
         pod = pod_manifest("n", name, "img", labels={"app": "fe"}, env_token=False)
         pod["spec"]["containers"][0]["ports"] = [{"name": "http", "containerPort": 8787}]

@@ -7,18 +7,19 @@ import re
 import shutil
 import time
 import urllib.request
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Iterator
+from typing import ClassVar
 
 import pytest
 
+from harness.recipe.model import Recipe
 from harness.run.k8s.deployer import Deployer, DeploySettings
 from harness.run.k8s.portforward import StaticURL
 from harness.run.k8s.run import GpuRun
 from harness.run.k8s.stage import GpuStage
-from harness.recipe.model import Recipe
 from harness.run.stage import StageSkip, StepFailed
 
 from .conftest import FAKE_TOKEN, SERVED, Scenario, base_cluster, dgd_crd, kube_for
@@ -32,7 +33,7 @@ class RecordingSuite:
     """The smoke suite's interface (base URL + served model, one method per check), recording calls."""
 
     CHECKS = ("models", "chat")
-    calls: list[str] = []
+    calls: ClassVar[list[str]] = []
 
     def __init__(self, base_url: str, model: str, **kw):
         self.base_url, self.model, self.kw = base_url, model, kw
@@ -44,23 +45,42 @@ class RecordingSuite:
         assert self.model in ids, f"{self.model} not in {ids}"
 
     def check_chat(self) -> None:
-        req = urllib.request.Request(f"{self.base_url}/v1/chat/completions", method="POST", headers={"Content-Type": "application/json"},
-                                     data=json.dumps({"model": self.model, "messages": [{"role": "user", "content": "Capital of France?"}]}).encode())
+        req = urllib.request.Request(
+            f"{self.base_url}/v1/chat/completions",
+            method="POST",
+            headers={"Content-Type": "application/json"},
+            data=json.dumps(
+                {"model": self.model, "messages": [{"role": "user", "content": "Capital of France?"}]}
+            ).encode(),
+        )
         with urllib.request.urlopen(req, timeout=5) as resp:
             content = json.load(resp)["choices"][0]["message"]["content"]
         RecordingSuite.calls.append("chat")
         assert content.strip(), "empty completion"
 
 
-def make_run(recipe: Recipe, settings: DeploySettings, apiserver: FakeApiServer, *, url: str = "http://127.0.0.1:9", lines: list[str] | None = None,
-             **kw) -> GpuRun:
+def make_run(
+    recipe: Recipe,
+    settings: DeploySettings,
+    apiserver: FakeApiServer,
+    *,
+    url: str = "http://127.0.0.1:9",
+    lines: list[str] | None = None,
+    **kw,
+) -> GpuRun:
     clock = apiserver.cluster.clock
     kw.setdefault("sleep", clock.sleep)
     kw.setdefault("clock", clock)
     kw.setdefault("env", {})
     kw.setdefault("access", StaticURL(url))
-    return GpuRun(recipe, settings, smoke=RecordingSuite, kube=kube_for(apiserver.url, clock),
-                  progress=(lines.append if lines is not None else (lambda _: None)), **kw)
+    return GpuRun(
+        recipe,
+        settings,
+        smoke=RecordingSuite,
+        kube=kube_for(apiserver.url, clock),
+        progress=(lines.append if lines is not None else (lambda _: None)),
+        **kw,
+    )
 
 
 def run_steps(run: GpuRun, steps: list[str]) -> None:
@@ -100,8 +120,16 @@ def test_happy_path(cluster: FakeCluster, apiserver: FakeApiServer, recipes, set
     baselines = tmp_path / "baselines"
     RecordingSuite.calls = []
     lines: list[str] = []
-    run = make_run(recipes[AGG], settings, apiserver, url=openai_url, lines=lines, baselines_root=baselines,
-                   history_root=tmp_path / "history", update_baselines=True)
+    run = make_run(
+        recipes[AGG],
+        settings,
+        apiserver,
+        url=openai_url,
+        lines=lines,
+        baselines_root=baselines,
+        history_root=tmp_path / "history",
+        update_baselines=True,
+    )
     steps = [s.name for s in GpuStage(smoke=RecordingSuite).steps(recipes[AGG])]
     assert steps == ["preflight", "model-cache", "deploy", "ready", "smoke-models", "smoke-chat", "perf", "baseline"]
     start = time.monotonic()
@@ -116,22 +144,36 @@ def test_happy_path(cluster: FakeCluster, apiserver: FakeApiServer, recipes, set
     assert run.result is not None and run.result.valid
     # ConfigMap before the DGD although deploy.yaml lists the DGD first; the cache before either
     order = [c for c in scenario.created if not c.startswith(("Pod/", "Namespace/"))]
-    assert order == ["Secret/hf-token-secret", "PersistentVolumeClaim/model-cache", "Job/model-download",
-                     "ConfigMap/tiny-agg-config", "DynamoGraphDeployment/tiny-agg", "Job/tiny-agg-perf"]
+    assert order == [
+        "Secret/hf-token-secret",
+        "PersistentVolumeClaim/model-cache",
+        "Job/model-download",
+        "ConfigMap/tiny-agg-config",
+        "DynamoGraphDeployment/tiny-agg",
+        "Job/tiny-agg-perf",
+    ]
     export = settings.report_dir / "perf" / "tiny_vllm_agg" / "profile_export_aiperf.json"
     assert json.loads(export.read_text())["output_token_throughput"]["avg"] == 256.0
     assert (baselines / "gpu" / "h200" / "tiny" / "vllm" / "agg.json").is_file()
     assert ns in cluster.namespaces(), "the namespace stays: it holds the model cache"
     assert cluster.get("", "persistentvolumeclaims", ns, "model-cache") is not None, "the filled cache stays"
     cluster.reconcile()
-    left = sorted(f"{k[1]}/{k[3]}" for k in cluster.objects if k[2] == ns and k[1] not in ("events", "persistentvolumeclaims"))
+    left = sorted(
+        f"{k[1]}/{k[3]}" for k in cluster.objects if k[2] == ns and k[1] not in ("events", "persistentvolumeclaims")
+    )
     assert left == [], f"teardown removes everything else: {left}"
     assert not (settings.report_dir / "diagnostics").exists()
     assert any("ready: tiny-agg successful" in line for line in lines)
     # every request was dry-run first, and every write asked for strict field validation
-    writes = [r for r in cluster.requests if r.method in ("POST", "PUT", "PATCH") and r.plural != "persistentvolumeclaims"]
-    assert writes and all(r.content_type == "application/apply-patch+yaml" and r.query.get("fieldManager") == "recipe-harness"
-                          and r.query.get("fieldValidation") == "Strict" for r in writes), "every write is a strict server-side apply"
+    writes = [
+        r for r in cluster.requests if r.method in ("POST", "PUT", "PATCH") and r.plural != "persistentvolumeclaims"
+    ]
+    assert writes and all(
+        r.content_type == "application/apply-patch+yaml"
+        and r.query.get("fieldManager") == "recipe-harness"
+        and r.query.get("fieldValidation") == "Strict"
+        for r in writes
+    ), "every write is a strict server-side apply"
     dgd_applies = [r.dry_run for r in cluster.requests if r.method == "PATCH" and r.plural == "dynamographdeployments"]
     assert dgd_applies[0] is True and dgd_applies[-1] is False
     out = capsys.readouterr()
@@ -162,7 +204,12 @@ def test_dgd_never_ready_times_out_with_redacted_diagnostics(cluster, apiserver,
     assert "pods/tiny-agg-vllmdecodeworker-0.describe.txt" in files
     assert str(diag) in message
     out = capsys.readouterr()
-    for name, text in list(files.items()) + [("message", message), ("stdout", out.out), ("stderr", out.err), ("progress", "\n".join(lines))]:
+    for name, text in list(files.items()) + [
+        ("message", message),
+        ("stdout", out.out),
+        ("stderr", out.err),
+        ("progress", "\n".join(lines)),
+    ]:
         assert FAKE_TOKEN not in text, f"token leaked into {name}"
     assert cluster.get("nvidia.com", "dynamographdeployments", run.deployer.namespace, "tiny-agg") is None
 
@@ -176,7 +223,10 @@ def test_image_pull_backoff_fails_fast(cluster, apiserver, recipes, settings):
     message = fail_at(run, "ready")
     elapsed = time.monotonic() - start
     assert elapsed < 3, f"took {elapsed:.1f}s of a 60s timeout"
-    assert re.search(r"pod tiny-agg-\w+-0: container main cannot pull image nvcr.io/nvidia/ai-dynamo/vllm-runtime:1.4.0 \(ErrImagePull\)", message)
+    assert re.search(
+        r"pod tiny-agg-\w+-0: container main cannot pull image nvcr.io/nvidia/ai-dynamo/vllm-runtime:1.4.0 \(ErrImagePull\)",
+        message,
+    )
     assert "not found" in message, "a tag the registry does not have fails at once, without the grace"
 
 
@@ -191,7 +241,9 @@ def test_crash_loop_fails_fast_with_last_log_lines(cluster, apiserver, recipes, 
 def test_unschedulable_fails_after_grace(cluster, apiserver, recipes, settings):
     cluster.controller = Scenario(dgd="unschedulable")
     message = fail_at(make_run(recipes[AGG], settings, apiserver), "ready", SETUP)
-    assert re.search(r"unschedulable: 0/3 nodes are available: .*Insufficient nvidia.com/gpu.* \(for 10m0\ds\)", message)
+    assert re.search(
+        r"unschedulable: 0/3 nodes are available: .*Insufficient nvidia.com/gpu.* \(for 10m0\ds\)", message
+    )
 
 
 def test_dgd_failed_state_fails_at_once(cluster, apiserver, recipes, settings):
@@ -222,7 +274,9 @@ def test_download_job_failed(cluster, apiserver, recipes, settings):
 
 
 def test_missing_crd_says_install_the_operator(apiserver, recipes, settings):
-    apiserver.cluster.remove("apiextensions.k8s.io", "customresourcedefinitions", None, "dynamographdeployments.nvidia.com")
+    apiserver.cluster.remove(
+        "apiextensions.k8s.io", "customresourcedefinitions", None, "dynamographdeployments.nvidia.com"
+    )
     before = apiserver.cluster.namespaces()
     message = fail_at(make_run(recipes[AGG], settings, apiserver), "preflight")
     assert "dynamographdeployments.nvidia.com is not installed" in message and "install the Dynamo operator" in message
@@ -274,7 +328,9 @@ def test_interrupted_run_still_tears_down(cluster, apiserver, recipes, settings)
         run.close()  # what the plugin does on Ctrl-C
     assert cluster.get("nvidia.com", "dynamographdeployments", ns, "tiny-agg") is None
     run.close()  # idempotent
-    assert [r.method for r in cluster.requests if r.plural == "dynamographdeployments" and r.name == "tiny-agg"].count("DELETE") == 1
+    assert [r.method for r in cluster.requests if r.plural == "dynamographdeployments" and r.name == "tiny-agg"].count(
+        "DELETE"
+    ) == 1
 
 
 def test_strict_validation_rejects_typo_before_anything_is_created(cluster, apiserver, recipes, settings, tmp_path):
@@ -301,7 +357,9 @@ def test_reused_namespace_keeps_cache_and_skips_download(cluster, apiserver, rec
     finally:
         first.close()
     assert "team-bench" in cluster.namespaces(), "a namespace the user named stays"
-    assert cluster.get("nvidia.com", "dynamographdeployments", "team-bench", "tiny-agg") is None, "what the run made goes"
+    assert cluster.get("nvidia.com", "dynamographdeployments", "team-bench", "tiny-agg") is None, (
+        "what the run made goes"
+    )
     assert cluster.get("", "persistentvolumeclaims", "team-bench", "model-cache") is not None, "the cache stays"
     second = make_run(recipes[AGG], settings, apiserver)
     try:
@@ -320,7 +378,10 @@ def test_named_namespace_that_did_not_exist_is_created_and_kept_for_the_cache(cl
         assert "scratch-1" in cluster.namespaces()
     finally:
         run.close()
-    assert "scratch-1" in cluster.namespaces() and cluster.get("", "persistentvolumeclaims", "scratch-1", "model-cache") is not None
+    assert (
+        "scratch-1" in cluster.namespaces()
+        and cluster.get("", "persistentvolumeclaims", "scratch-1", "model-cache") is not None
+    )
     assert cluster.get("batch", "jobs", "scratch-1", "model-download") is None
 
 
@@ -335,7 +396,9 @@ def test_keep_leaves_the_namespace(cluster, apiserver, recipes, settings):
         run.close()
     assert run.deployer.namespace in cluster.namespaces()
     assert cluster.get("batch", "jobs", run.deployer.namespace, "model-download") is not None
-    assert any(f"kubectl delete -n {run.deployer.namespace} " in line and "job/model-download" in line for line in lines)
+    assert any(
+        f"kubectl delete -n {run.deployer.namespace} " in line and "job/model-download" in line for line in lines
+    )
 
 
 def test_mocker_engine_on_a_cpu_cluster(recipes, settings, openai_url):
@@ -364,7 +427,9 @@ def test_secret_missing_everywhere_says_how_to_create_it(recipes, settings):
     cluster.remove("", "secrets", "default", "hf-token-secret")
     with serving(cluster) as server:
         message = fail_at(make_run(recipes[AGG], settings, server), "preflight")
-    assert re.search(r"secret hf-token-secret .* export HF_TOKEN .*kubectl create secret generic hf-token-secret", message)
+    assert re.search(
+        r"secret hf-token-secret .* export HF_TOKEN .*kubectl create secret generic hf-token-secret", message
+    )
 
 
 def test_no_default_storage_class(recipes, settings):

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from harness.results import baselines
-from harness.run.perf import parse_profile_export
 from harness.results.metrics import GATED_METRICS, MetricStat, PerfResult
+from harness.run.perf import parse_profile_export
 from harness.run.sim.compare import SIM_FLOORS_PCT, sim_policy
 
 AIPERF = Path(__file__).parent.parent / "fixtures" / "sim" / "aiperf"
@@ -20,10 +20,24 @@ def result_scaled(base: PerfResult, throughput: float = 1.0, latency: float = 1.
     """The same run with throughput and latency multiplied, as a slowed-down mocker would produce."""
     metrics = {}
     for name, m in base.metrics.items():
-        f = throughput if name.endswith("throughput") else latency if ("latency" in name or name.startswith("time_to")) else 1.0
-        metrics[name] = MetricStat(name, m.unit, *(None if v is None else v * f for v in (m.avg, m.p50, m.p90, m.p99, m.min, m.max, m.std)))
-    return PerfResult(metrics=metrics, expected_requests=base.expected_requests, completed_requests=base.completed_requests,
-                      target_output_tokens=base.target_output_tokens, aiperf_version=base.aiperf_version, aiperf_args=base.aiperf_args)
+        f = (
+            throughput
+            if name.endswith("throughput")
+            else latency
+            if ("latency" in name or name.startswith("time_to"))
+            else 1.0
+        )
+        metrics[name] = MetricStat(
+            name, m.unit, *(None if v is None else v * f for v in (m.avg, m.p50, m.p90, m.p99, m.min, m.max, m.std))
+        )
+    return PerfResult(
+        metrics=metrics,
+        expected_requests=base.expected_requests,
+        completed_requests=base.completed_requests,
+        target_output_tokens=base.target_output_tokens,
+        aiperf_version=base.aiperf_version,
+        aiperf_args=base.aiperf_args,
+    )
 
 
 @pytest.fixture
@@ -75,8 +89,14 @@ def test_ttft_p99_has_the_measured_wide_floor(run, baseline):
 def result_with(base: PerfResult, metric: str, **factors: float) -> PerfResult:
     out = result_scaled(base)
     m = out.metrics[metric]
-    out.metrics[metric] = MetricStat(m.name, m.unit, **{s: (getattr(m, s) * factors.get(s, 1.0) if getattr(m, s) is not None else None)
-                                                        for s in ("avg", "p50", "p90", "p99", "min", "max", "std")})
+    out.metrics[metric] = MetricStat(
+        m.name,
+        m.unit,
+        **{
+            s: (getattr(m, s) * factors.get(s, 1.0) if getattr(m, s) is not None else None)
+            for s in ("avg", "p50", "p90", "p99", "min", "max", "std")
+        },
+    )
     return out
 
 

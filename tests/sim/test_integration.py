@@ -59,8 +59,12 @@ def run_steps(stage: SimStage, run, steps: list[str]) -> dict[str, str]:
 
 @pytest.fixture
 def options(tmp_path, sim_cache) -> StageOptions:
-    return StageOptions(report_dir=tmp_path / "report", baselines_root=tmp_path / "baselines", history_root=tmp_path / "history",
-                        sim=SimOptions(cache_dir=sim_cache))
+    return StageOptions(
+        report_dir=tmp_path / "report",
+        baselines_root=tmp_path / "baselines",
+        history_root=tmp_path / "history",
+        sim=SimOptions(cache_dir=sim_cache),
+    )
 
 
 def test_stage_smoke_passes_and_a_benchmark_asking_for_the_wrong_model_fails(broken_recipe, options):
@@ -99,7 +103,9 @@ def test_benchmark_baseline_and_a_two_times_slowdown_is_caught(fixture_recipe, o
     assert baseline["metrics"]["request_throughput.avg"]["median"] > 0
     assert "<sim-model-dir>" in baseline["provenance"]["aiperfArgs"]
 
-    slow = stage.open(recipe, replace(options, sim=replace(options.sim, slowdown=2.0), report_dir=options.report_dir / "slow"))
+    slow = stage.open(
+        recipe, replace(options, sim=replace(options.sim, slowdown=2.0), report_dir=options.report_dir / "slow")
+    )
     try:
         outcome = run_steps(stage, slow, ["deploy", "perf", "baseline"])
     finally:
@@ -165,7 +171,9 @@ def test_a_worker_that_dies_fails_the_deploy_with_its_log_and_leaves_nothing(fix
     broken = replace(plan.workers[1], args=(*plan.workers[1].args, "--no-such-mocker-flag"))
     plan = replace(plan, workers=(plan.workers[0], broken))
     dep = LocalDeployment(plan, ensure_model_dir("tiny", sim_cache), tmp_path / "logs", startup_timeout_s=30)
-    with pytest.raises(DeployError, match=r"(?s)vllmworker-1 exited with code 2.*unrecognized arguments: --no-such-mocker-flag"):
+    with pytest.raises(
+        DeployError, match=r"(?s)vllmworker-1 exited with code 2.*unrecognized arguments: --no-such-mocker-flag"
+    ):
         dep.start()
     assert_nothing_left(set(dep.pids()), dep.ports())
     assert dep.work_dir is not None and not dep.work_dir.exists()
@@ -189,7 +197,7 @@ def test_a_killed_harness_leaves_no_orphans(sig, sim_cache, tmp_path):
         from harness.run.sim.local import LocalDeployment
         from harness.run.sim.modeldir import ensure_model_dir
         from harness.run.sim.plan import build_plan
-        recipe = select(discover(Path({str(REPO / 'tests/fixtures/sim/recipes')!r})), ["tiny/vllm/agg-two-workers"])[0]
+        recipe = select(discover(Path({str(REPO / "tests/fixtures/sim/recipes")!r})), ["tiny/vllm/agg-two-workers"])[0]
         dep = LocalDeployment(build_plan(recipe), ensure_model_dir("tiny", Path({str(sim_cache)!r})), Path({str(tmp_path)!r}))
         dep.start()
         print(json.dumps({{"pids": dep.pids(), "ports": dep.ports()}}), flush=True)

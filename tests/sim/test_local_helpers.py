@@ -31,15 +31,24 @@ def test_prometheus_sum_filters_by_metric_and_labels():
 
 
 def test_readiness_counts_generate_instances_per_component():
-    health = {"instances": [
-        {"component": "backend", "endpoint": "generate"}, {"component": "backend", "endpoint": "router-discovery"},
-        {"component": "prefill", "endpoint": "generate"}, {"component": "prefill", "endpoint": "generate"}]}
+    health = {
+        "instances": [
+            {"component": "backend", "endpoint": "generate"},
+            {"component": "backend", "endpoint": "router-discovery"},
+            {"component": "prefill", "endpoint": "generate"},
+            {"component": "prefill", "endpoint": "generate"},
+        ]
+    }
     assert count_generate_instances(health) == {"backend": 1, "prefill": 2}
     assert count_generate_instances({}) == {}
 
 
 def test_process_env_replaces_outer_dynamo_settings(tmp_path):
-    env = process_env({"PATH": "/bin", "DYN_NAMESPACE": "prod", "ETCD_ENDPOINTS": "x", "HOME": "/root"}, tmp_path, {"DYN_SYSTEM_PORT": "2"})
+    env = process_env(
+        {"PATH": "/bin", "DYN_NAMESPACE": "prod", "ETCD_ENDPOINTS": "x", "HOME": "/root"},
+        tmp_path,
+        {"DYN_SYSTEM_PORT": "2"},
+    )
     assert "DYN_NAMESPACE" not in env and "ETCD_ENDPOINTS" not in env
     assert env["DYN_FILE_KV"] == str(tmp_path / "kv") and env["HOME"] == str(tmp_path / "home")
     assert env["DYN_TCP_RESPONSE_STREAM_HOST"] == "lo" and env["DYN_SYSTEM_PORT"] == "2"

@@ -33,6 +33,8 @@ def test_tokenizer_and_chat_template_load_with_transformers(sim_cache):
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(str(ensure_model_dir("tiny", sim_cache)))
-    text = tok.apply_chat_template([{"role": "user", "content": "to be or not to be"}], tokenize=False, add_generation_prompt=True)
+    text = tok.apply_chat_template(
+        [{"role": "user", "content": "to be or not to be"}], tokenize=False, add_generation_prompt=True
+    )
     assert text.endswith("<|im_start|>assistant\n")
     assert 4 <= len(tok.encode("to be or not to be")) <= 8

@@ -14,7 +14,14 @@ CI = Scale(max_concurrency=4, request_count=50, max_input_tokens=512, max_output
 
 
 def scaled(inv, scale=CI):
-    return scaled_args(inv, model=inv.model or "m", url="http://127.0.0.1:9", tokenizer=Path("/tok"), artifact_dir=Path("/out"), scale=scale)
+    return scaled_args(
+        inv,
+        model=inv.model or "m",
+        url="http://127.0.0.1:9",
+        tokenizer=Path("/tok"),
+        artifact_dir=Path("/out"),
+        scale=scale,
+    )
 
 
 def value_after(args, flag):

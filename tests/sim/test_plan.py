@@ -27,7 +27,7 @@ def test_round_robin_recipe_gets_one_mocker_per_replica(fixture_recipe):
     assert plan.frontend.args == ("--router-mode", "round-robin")
     args = plan.workers[0].args
     assert args[:2] == ("--model-name", "Qwen/Qwen3-32B")
-    assert ("--block-size", "64") == args[args.index("--block-size"):args.index("--block-size") + 2]
+    assert args[args.index("--block-size") : args.index("--block-size") + 2] == ("--block-size", "64")
     assert "--max-model-len" in args and "--tensor-parallel-size" not in args
 
 
@@ -103,8 +103,15 @@ def test_workers_serving_different_names_cannot_be_planned(broken_recipe):
         build_plan(broken_recipe("tiny/vllm/served-name-conflict"))
 
 
-@pytest.mark.parametrize("recipe_id", ["qwen3-32b/vllm/agg-round-robin", "qwen3-32b/vllm/disagg-kv-router",
-                                       "deepseek-r1/sglang/disagg-8gpu", "deepseek-r1/trtllm/disagg-wide-ep"])
+@pytest.mark.parametrize(
+    "recipe_id",
+    [
+        "qwen3-32b/vllm/agg-round-robin",
+        "qwen3-32b/vllm/disagg-kv-router",
+        "deepseek-r1/sglang/disagg-8gpu",
+        "deepseek-r1/trtllm/disagg-wide-ep",
+    ],
+)
 def test_every_planned_mocker_is_accepted_by_the_real_mocker(recipe_id, sim_cache, fixture_recipe):
     assert_mockers_accept(build_plan(fixture_recipe(recipe_id)), sim_cache)
 
