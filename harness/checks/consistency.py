@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from urllib.parse import urlsplit
 
 from harness.checks import CheckContext, check
+from harness.checks.kv_routing import TRTLLM_BLOCK_ENV, TRTLLM_BLOCK_FLAG, TRTLLM_DEFAULT_BLOCK
 from harness.recipe.commandline import Flags
 from harness.recipe.findings import Loc, Problem, Severity, problem
 from harness.recipe.model import Container, Recipe, Token, as_int, dig, mapping, sequence
@@ -615,12 +616,25 @@ def perf_lengths_match_metadata(recipe: Recipe, ctx: CheckContext) -> Iterator[P
 BLOCK_FLAGS = ("--block-size", "--page-size", "--tokens-per-block")
 
 
+def _trtllm_block(main: Container, flags: Flags) -> tuple[Token, str]:
+    """Dynamo's TRT-LLM block size and what set it: `--kv-block-size`, DYN_TRTLLM_KV_BLOCK_SIZE, or
+    Dynamo's default (32)."""
+    f = flag(flags, TRTLLM_BLOCK_FLAG)
+    if f is not None:
+        return f.value, TRTLLM_BLOCK_FLAG
+    env = env_value(main, TRTLLM_BLOCK_ENV)
+    if env is not None:
+        return Token(*env), TRTLLM_BLOCK_ENV
+    return Token(str(TRTLLM_DEFAULT_BLOCK), main.loc), "Dynamo's TRT-LLM default"
+
+
 @check("epp-block-size-matches")
 def epp_block_size_matches(recipe: Recipe, ctx: CheckContext) -> Iterator[Problem]:
     """The GAIE endpoint picker's KV block size (`DYN_KV_BLOCK_SIZE` or any `*BLOCK_SIZE*`
-    env) equals the workers' `--block-size` (SGLang `--page-size`): the picker hashes prompts
-    into blocks of that size to find cached prefixes, and a different size silently
-    mis-scores every request.
+    env) equals the workers' `--block-size` (SGLang `--page-size`; TRT-LLM Dynamo's
+    `--kv-block-size`, else DYN_TRTLLM_KV_BLOCK_SIZE, else its default 32, so a TRT-LLM worker
+    that sets none is compared at 32): the picker hashes prompts into blocks of that size to
+    find cached prefixes, and a different size silently mis-scores every request.
 
     Fails: `DYN_KV_BLOCK_SIZE: "32"` with workers at `--block-size 16`.
 
@@ -629,7 +643,9 @@ def epp_block_size_matches(recipe: Recipe, ctx: CheckContext) -> Iterator[Proble
     model card's kv_cache_block_size'); the worker publishes that size in its model card: ai-dynamo
     1.4.0 dynamo/vllm/main.py (`kv_cache_block_size=runtime_values["kv_event_block_size"]`, vLLM
     `--block-size`, set at runtime by attention backend when absent, dynamo/vllm/args.py), SGLang
-    `--page-size`, TRT-LLM Dynamo `--kv-block-size` (default 32, dynamo/trtllm/backend_args.py).
+    `--page-size`, TRT-LLM Dynamo `--kv-block-size` (env DYN_TRTLLM_KV_BLOCK_SIZE, default 32: ai-dynamo
+    1.6.1 dynamo/trtllm/backend_args.py; dynamo/trtllm/workers/llm_worker.py publishes it, or the
+    engine's reported tokens per block, which `kv-block-size-consistent` keeps equal to it).
     """
     w = recipe.workloads
     epp_sizes = [
@@ -641,10 +657,12 @@ def epp_block_size_matches(recipe: Recipe, ctx: CheckContext) -> Iterator[Proble
     ]
     if not epp_sizes:
         return
-    worker_sizes: dict[str, Token] = {}
+    worker_sizes: dict[str, tuple[Token, str]] = {}
     for pod, at, flags in _engines(w):
         f = flag(flags, *BLOCK_FLAGS)
-        if f is None:
+        if at.value == "dynamo.trtllm" and pod.main is not None:
+            worker_sizes[_name(pod)] = _trtllm_block(pod.main, flags)
+        elif f is None:
             yield problem(
                 at.loc,
                 f"the endpoint picker assumes a KV block size but worker {_name(pod)} sets no --block-size "
@@ -652,13 +670,13 @@ def epp_block_size_matches(recipe: Recipe, ctx: CheckContext) -> Iterator[Proble
                 f"add --block-size {epp_sizes[0][1].value}",
             )
         else:
-            worker_sizes[_name(pod)] = f.value
+            worker_sizes[_name(pod)] = (f.value, "--block-size")
     for name, t in epp_sizes:
-        for worker, size in worker_sizes.items():
+        for worker, (size, what) in worker_sizes.items():
             if as_int(t.value) != as_int(size.value):
                 yield problem(
                     t.loc,
-                    f"endpoint picker {name}={t.value} but worker {worker} uses --block-size {size.value}",
+                    f"endpoint picker {name}={t.value} but worker {worker} uses {what} {size.value}",
                     f'set {name}: "{size.value}"',
                 )
                 break
