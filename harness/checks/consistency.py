@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 from collections import Counter
 from collections.abc import Iterator
+from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from harness.checks import CheckContext, check
@@ -455,56 +456,87 @@ def model_path_on_pvc(recipe: Recipe, ctx: CheckContext) -> Iterator[Problem]:
 # --- secrets -------------------------------------------------------------------------------
 
 
-def secret_refs(w: Workloads) -> Iterator[tuple[str, Loc, Pod]]:
-    """Secret names the recipe's pods read env from (envFromSecret, secretKeyRef, envFrom)."""
+# The keys a Hugging Face token is read under (huggingface_hub reads HF_TOKEN, older code
+# HUGGING_FACE_HUB_TOKEN); a whole-secret import (envFromSecret, envFrom) is how workers get it.
+TOKEN_KEYS = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")
+
+
+@dataclass(frozen=True)
+class SecretRef:
+    """One secret a pod reads: its name, where, the pod, and the key (None: the whole secret)."""
+
+    name: str
+    loc: Loc
+    pod: Pod
+    key: str | None
+
+    @property
+    def group(self) -> str:
+        """What the reference is for: the HF token (whole-secret imports included), else its key."""
+        return "HF token" if self.key is None or self.key in TOKEN_KEYS else self.key
+
+
+def secret_refs(w: Workloads) -> Iterator[SecretRef]:
+    """Secrets the recipe's pods read env from (envFromSecret, secretKeyRef, envFrom)."""
     for pod in w.pods:
         if pod.service is not None and isinstance(pod.service.data.get("envFromSecret"), str):
-            yield pod.service.data["envFromSecret"], pod.service.data.loc_of("envFromSecret"), pod
+            yield SecretRef(pod.service.data["envFromSecret"], pod.service.data.loc_of("envFromSecret"), pod, None)
         envs = [sequence(pod.service.data.get("envs"))] if pod.service is not None else []
         for c in pod.containers:
             envs.append(sequence(c.data.get("env")))
             for item in sequence(c.data.get("envFrom")) or []:
                 ref = mapping(dig(item, "secretRef"))
                 if ref is not None and isinstance(ref.get("name"), str):
-                    yield ref["name"], ref.loc_of("name"), pod
+                    yield SecretRef(ref["name"], ref.loc_of("name"), pod, None)
         for env in envs:
             for item in env or []:
                 ref = mapping(dig(item, "valueFrom", "secretKeyRef"))
                 if ref is not None and isinstance(ref.get("name"), str):
-                    yield ref["name"], ref.loc_of("name"), pod
+                    key = ref.get("key")
+                    yield SecretRef(ref["name"], ref.loc_of("name"), pod, key if isinstance(key, str) else None)
 
 
 @check("secret-name-consistent")
 def secret_name_consistent(recipe: Recipe, ctx: CheckContext) -> Iterator[Problem]:
-    """One secret name across the recipe (default `hf-token-secret`): the one the
-    model-download Job reads is the one users create from the README, so a worker, EPP or
-    perf Job that names another one fails with CreateContainerConfigError.
+    """One secret name per key across the recipe (the HF token: default `hf-token-secret`): the
+    one the model-download Job reads is the one users create from the README, so a worker, EPP
+    or perf Job that reads the same key from another secret fails with
+    CreateContainerConfigError. Different keys may live in different secrets (the HF token in
+    one, an S3 or NGC credential in another). A whole-secret import (`envFromSecret`,
+    `envFrom.secretRef`) counts as reading the HF token, unless the same pod already reads the
+    token from the expected secret (then the import is for something else).
 
     Fails: `envFromSecret: hf-secret` on a worker while the download Job reads `hf-token-secret`.
 
     Source: Kubernetes: a container whose `env[].valueFrom.secretKeyRef` / `envFrom[].secretRef` names a
-    missing Secret fails with CreateContainerConfigError
+    missing Secret fails with CreateContainerConfigError, and each reference names its own Secret and
+    key, so different keys from different Secrets are fine
     (kubernetes.io/docs/concepts/configuration/secret, 'Using Secrets as environment variables'); the
-    DGD `envFromSecret` field (DGD CRD v1alpha1, schemas/dynamo/1.4.0) becomes an envFrom secretRef. The
-    single name `hf-token-secret` is this catalogue's README convention.
+    DGD `envFromSecret` field (DGD CRD, schemas/dynamo/1.6.1) becomes an envFrom secretRef. The
+    single token secret name `hf-token-secret` is this catalogue's README convention.
     """
     w = recipe.workloads
-    refs = list(secret_refs(w))
-    if not refs:
-        return
-    from_download = [name for name, _, pod in refs if pod in w.downloads]
-    if from_download:
-        expected, source = from_download[0], "the model-download Job"
-    else:
-        counts = Counter(name for name, _, _ in refs)
-        expected = DEFAULT_SECRET if DEFAULT_SECRET in counts else counts.most_common(1)[0][0]
-        source = "the rest of the recipe"
-    for name, loc, pod in refs:
-        if name != expected:
+    groups: dict[str, list[SecretRef]] = {}
+    for ref in secret_refs(w):
+        groups.setdefault(ref.group, []).append(ref)
+    for group, refs in groups.items():
+        from_download = [r.name for r in refs if r.pod in w.downloads]
+        if from_download:
+            expected, source = from_download[0], "the model-download Job"
+        else:
+            counts = Counter(r.name for r in refs)
+            expected = DEFAULT_SECRET if DEFAULT_SECRET in counts else counts.most_common(1)[0][0]
+            source = "the rest of the recipe"
+        served = {id(r.pod) for r in refs if r.name == expected}
+        for r in refs:
+            if r.name == expected or (r.key is None and id(r.pod) in served):
+                continue
             yield problem(
-                loc,
-                f"{pod.label} reads secret {name!r} but {source} uses {expected!r}",
-                f"use secret {expected!r} (one token secret per namespace, created once from the README)",
+                r.loc,
+                f"{r.pod.label} reads secret {r.name!r} but {source} uses {expected!r}",
+                f"use secret {expected!r} (one token secret per namespace, created once from the README)"
+                if group == "HF token"
+                else f"use secret {expected!r} (the one secret that holds {group})",
             )
 
 
