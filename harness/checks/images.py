@@ -264,19 +264,26 @@ def _framework(recipe: Recipe) -> str:
     return {"tensorrtllm": "trtllm", "tensorrt-llm": "trtllm"}.get(fw.lower(), fw.lower())
 
 
+def _is_frontend(pod: Pod) -> bool:
+    return pod.service is not None and pod.service.role == "frontend"
+
+
 @check("image-repository-matches-backend")
 def image_repository_matches_backend(recipe: Recipe, ctx: CheckContext) -> Iterator[Problem]:
     """The runtime image must carry the engine named by `backendFramework`:
     `vllm-runtime`, `sglang-runtime` or `tensorrtllm-runtime` (frontend and planner may use
     `dynamo-frontend` / `dynamo-planner`). An upstream recipe used `trtllm-runtime`, which was
-    never published, and a vLLM image under a TRT-LLM graph fails at start.
+    never published, and a vLLM image under a TRT-LLM graph fails at start. A frontend may run
+    any published runtime image: `dynamo.frontend` ships in every one of them.
 
     Fails: `backendFramework: trtllm` with `image: nvcr.io/nvidia/ai-dynamo/trtllm-runtime:1.4.0`.
 
     Source: NGC repositories published under nvcr.io/nvidia/ai-dynamo/: vllm-runtime, sglang-runtime,
     tensorrtllm-runtime (engine images), dynamo-frontend, dynamo-planner (Dynamo 1.4.0 support matrix /
     NGC catalog); `spec.backendFramework` of the DGD CRD (schemas/dynamo/1.4.0) names the engine the
-    workers need.
+    workers need. Every runtime image installs the one ai-dynamo wheel, which holds `dynamo.frontend`
+    next to `dynamo.vllm`, `dynamo.sglang` and `dynamo.trtllm` (ai-dynamo 1.6.1 wheel RECORD), so the
+    frontend starts on any of them.
     """
     framework = _framework(recipe)
     expected = RUNTIME_REPOSITORY.get(framework)
@@ -301,7 +308,7 @@ def image_repository_matches_backend(recipe: Recipe, ctx: CheckContext) -> Itera
                 f"({', '.join(sorted(DYNAMO_REPOSITORIES))})",
                 fix,
             )
-        elif repo.endswith("-runtime") and expected and repo != expected:
+        elif repo.endswith("-runtime") and expected and repo != expected and not _is_frontend(use.pod):
             yield problem(
                 use.loc, f"{use.where} runs {repo} but backendFramework is {framework} (needs {expected})", fix
             )
