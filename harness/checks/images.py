@@ -147,10 +147,10 @@ def image_reference_pinned(recipe: Recipe, ctx: CheckContext) -> Iterator[Proble
     you, and placeholders (`my-tag`, `${VERSION}`, `x.y.z`) were shipped upstream: the
     pods never start (ErrImagePull, InvalidImageName).
 
-    A Docker Hub official image by its short name (`python:3.12-slim`) is a full reference:
-    Kubernetes resolves a name without a registry host to Docker Hub, and an official image to
-    `docker.io/library/<name>` (kubernetes.io/docs/concepts/containers/images, "Image names").
-    A namespaced short name (`someorg/tool:1.0`) is still reported: write its registry.
+    A Docker Hub short name is a full reference: Kubernetes resolves a name without a registry
+    host to Docker Hub, an official image (`python:3.12-slim`) to `docker.io/library/<name>` and
+    a namespaced one (`someorg/tool:1.0`) to `docker.io/someorg/tool:1.0`, both deterministically
+    (kubernetes.io/docs/concepts/containers/images, "Image names"). Its tag is checked like any other.
 
     A recipe that is a template on purpose says so in its README (the recipe's or its model's):
     when a README names the placeholder (`my-tag`, `<IMAGE_TAG>`, `${VERSION}`) or calls the
@@ -161,8 +161,10 @@ def image_reference_pinned(recipe: Recipe, ctx: CheckContext) -> Iterator[Proble
 
     Source: Kubernetes image names (kubernetes.io/docs/concepts/containers/images:
     `[registry/]repository[:tag][@digest]`, no tag = `latest`, which also defaults imagePullPolicy to
-    Always); the kubelet does not expand `${VAR}` in `image` (InvalidImageName/ErrImagePull). Published
-    tags: NGC nvcr.io/nvidia/ai-dynamo/* release tags.
+    Always; a name with no registry host is pulled from Docker Hub, `library/` added for a one-part
+    name, as the container runtimes normalise it: distribution/reference ParseNormalizedNamed); the
+    kubelet does not expand `${VAR}` in `image` (InvalidImageName/ErrImagePull). Published tags: NGC
+    nvcr.io/nvidia/ai-dynamo/* release tags.
     """
     held: list[tuple[ImageRef, Loc, str, str, Loc]] = []  # documented placeholders: ref, loc, where, token, README line
     for pod in recipe.workloads.pods:
@@ -235,12 +237,6 @@ def _pinned(ref: ImageRef, loc: Loc, where: str) -> Iterator[Problem]:
             hint,
         )
         return
-    if not ref.registry and "/" in ref.repository:
-        yield problem(
-            loc,
-            f"image {ref.text!r} of {where} names no registry (it resolves to docker.io silently)",
-            f"write the full reference, e.g. docker.io/{ref.repository}:{ref.tag or '<tag>'}",
-        )
     if ref.digest:
         if not _DIGEST.match(ref.digest):
             yield problem(
