@@ -45,3 +45,41 @@ def test_read_only_container_mounts_pass(tmp_path):
 def test_read_write_once_still_fails(tmp_path):
     found = access(tmp_path, (CACHE, "- ReadWriteMany", "- ReadWriteOnce"))
     assert found and "ReadWriteOnce" in found[0]
+
+
+EMPTY_CLASS = (CACHE, "  # storageClassName: <rwx-class>", '  storageClassName: ""')
+
+
+def _with_pv(storage_class: str) -> tuple[str, str, str]:
+    pv = (
+        "---\napiVersion: v1\nkind: PersistentVolume\nmetadata:\n  name: model-cache-nfs\nspec:\n"
+        f"  capacity: {{storage: 100Gi}}\n  accessModes: [ReadWriteMany]\n  storageClassName: {storage_class}\n"
+        "  claimRef: {name: model-cache, namespace: dynamo}\n"
+        "  nfs: {server: nfs.example.internal, path: /exports/model-cache}\n"
+    )
+    return (CACHE, "      storage: 100Gi\n", "      storage: 100Gi\n" + pv)
+
+
+def empty_class(tmp_path, *edits):
+    return [f.message for f in run(tmp_path, "storage-class-not-empty", edits, recipe=RECIPE)]
+
+
+def test_empty_class_without_a_volume_fails(tmp_path):
+    found = empty_class(tmp_path, EMPTY_CLASS)
+    assert found and 'PVC model-cache sets storageClassName: ""' in found[0]
+
+
+def test_empty_class_with_a_reserved_classless_pv_passes(tmp_path):
+    assert empty_class(tmp_path, EMPTY_CLASS, _with_pv('""')) == []
+
+
+def test_empty_class_with_a_pv_of_another_class_fails(tmp_path):
+    # a PV with a class never binds a claim of class ""
+    assert empty_class(tmp_path, EMPTY_CLASS, _with_pv("nfs-client"))
+
+
+def test_empty_class_naming_its_volume_passes(tmp_path):
+    assert (
+        empty_class(tmp_path, EMPTY_CLASS, (CACHE, "  accessModes:", "  volumeName: model-cache-nfs\n  accessModes:"))
+        == []
+    )

@@ -170,6 +170,22 @@ def pvc_access_mode_fits_topology(recipe: Recipe, ctx: CheckContext) -> Iterator
         )
 
 
+def _statically_bound(recipe: Recipe) -> set[str]:
+    """PVC names a static PersistentVolume serves: the claim's own `spec.volumeName`, or a PV in the
+    recipe's manifests with no class whose `claimRef` names the claim (or that has no claimRef)."""
+    bound = {doc.name for doc in recipe.documents("PersistentVolumeClaim") if dig(doc.data, "spec", "volumeName")}
+    for doc in recipe.documents("PersistentVolume"):
+        spec = mapping(doc.data.get("spec"))
+        if spec is None or str(spec.get("storageClassName") or "").strip():
+            continue  # a PV with a class never binds a claim of class ""
+        reserved = dig(spec, "claimRef", "name")
+        if isinstance(reserved, str):
+            bound.add(reserved)
+        else:
+            bound.update(d.name for d in recipe.documents("PersistentVolumeClaim"))
+    return bound
+
+
 def _reads_only(svc: Service, claim: str) -> bool:
     """Whether a worker mounts `claim` read-only (or not at all): every container mount of its pod
     volume is `readOnly: true`, or the volume's `persistentVolumeClaim.readOnly` is."""
@@ -200,24 +216,30 @@ def _reads_only(svc: Service, claim: str) -> bool:
 def storage_class_not_empty(recipe: Recipe, ctx: CheckContext) -> Iterator[Problem]:
     """Leave `storageClassName` out so the cluster's default class (or the user's choice) applies;
     an empty string means "no dynamic provisioning" and the PVC stays Pending unless someone
-    pre-created a matching PersistentVolume. Allowed when the PVC carries the annotation
-    `recipe-harness/empty-storage-class-reason`.
+    pre-created a matching PersistentVolume. Allowed for the static binding form: the PVC names
+    its volume (`spec.volumeName`), or the recipe's manifests ship a PersistentVolume without a
+    class that is free or reserved for it (`spec.claimRef.name`); and when the PVC carries the
+    annotation `recipe-harness/empty-storage-class-reason`.
 
-    Fails: `storageClassName: ""` in model-cache.yaml.
+    Fails: `storageClassName: ""` in model-cache.yaml, with no PersistentVolume for it.
 
     Source: Kubernetes PVC `storageClassName`: unset -> the default StorageClass (DefaultStorageClass
     admission); `""` -> no dynamic provisioning, binds only to a PV with no class
-    (kubernetes.io/docs/concepts/storage/persistent-volumes#class-1).
+    (kubernetes.io/docs/concepts/storage/persistent-volumes#class-1); a PVC with `volumeName`, or a PV
+    with `claimRef`, is pre-bound (persistent-volumes#reserving-a-persistentvolume).
     """
+    static = _statically_bound(recipe)
     for pvc in recipe_pvcs(recipe).values():
         if (
             pvc.storage_class is not None
             and not pvc.storage_class.strip()
             and EMPTY_CLASS_ANNOTATION not in pvc.annotations
+            and pvc.name not in static
         ):
             yield problem(
                 pvc.storage_class_loc,
                 f'PVC {pvc.name} sets storageClassName: "" (no dynamic provisioning: it stays Pending '
                 "without a pre-created PersistentVolume)",
-                f"remove storageClassName to use the cluster default, or annotate {EMPTY_CLASS_ANNOTATION}: <why>",
+                "remove storageClassName to use the cluster default, name the PersistentVolume in spec.volumeName, "
+                f"or annotate {EMPTY_CLASS_ANNOTATION}: <why>",
             )
