@@ -44,6 +44,7 @@ CONVENTION_CHECKS = {
     "perf-lengths-match-metadata",
     "model-revision-pinned",
     "weights-fit-gpu",
+    "perf-runs-aiperf",  # AIPerf is what this catalogue's nightly reads; a foreign benchmark tool works
 }
 
 
@@ -78,6 +79,30 @@ def test_convention_override_applies_them_to_the_same_tree():
     assert {"layout-required-files", "layout-tree"} <= errors
     # and discovery is the catalogue's: deploy_hopper_2gpu.yaml is a stray file, its directory lacks deploy.yaml
     assert any(f.message == "missing deploy.yaml" for f in found)
+
+
+def test_foreign_tree_may_benchmark_with_another_tool(tmp_path):
+    # genai-perf (older upstream recipes) works on the cluster; only the catalogue reads AIPerf's export
+    root = tmp_path / "recipes"
+    shutil.copytree(FOREIGN, root)
+    perf = root / "qwen3-0.6b" / "perf" / "perf.yaml"
+    text = perf.read_text()
+    assert "          aiperf profile \\\n" in text
+    perf.write_text(text.replace("          aiperf profile \\\n", "          genai-perf profile \\\n"))
+    _, found = findings(root)
+    assert not [f for f in found if f.severity is Severity.ERROR], [f.format() for f in found]
+
+
+def test_catalogue_tree_still_runs_aiperf(tmp_path):
+    root = tmp_path / "recipes"
+    shutil.copytree(REPO / "recipes" / "qwen3-32b", root / "qwen3-32b")
+    shutil.copy(REPO / "recipes" / VERSIONS_FILE, root / VERSIONS_FILE)
+    perf = root / "qwen3-32b" / "vllm" / "agg-round-robin" / "perf.yaml"
+    text = perf.read_text()
+    assert " aiperf profile " in text
+    perf.write_text(text.replace(" aiperf profile ", " genai-perf profile "))
+    _, found = findings(root)
+    assert any(f.check_id == "perf-runs-aiperf" and "never runs `aiperf profile`" in f.message for f in found)
 
 
 def test_manifests_are_found_at_any_depth_and_model_level_perf_too():

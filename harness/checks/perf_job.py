@@ -49,18 +49,20 @@ def _at_command(cmd: Command) -> Loc:
     return (words[0] if words else cmd.words[0]).loc
 
 
-@check("perf-runs-aiperf")
+@check("perf-runs-aiperf", convention=True)
 def perf_runs_aiperf(recipe: Recipe, ctx: CheckContext) -> Iterator[Problem]:
     """`perf.yaml` is a batch/v1 Job (or a bare v1 Pod, as some upstream recipes use) whose
     script runs `aiperf profile`: the nightly reads AIPerf's `profile_export_aiperf.json`, and
     the other perf checks read its flags. A call typed into a tmux pane (`tmux send-keys
-    "aiperf profile ..."`) or a nested `sh -c` counts.
+    "aiperf profile ..."`) or a nested `sh -c` counts. A convention check: on a foreign tree a
+    benchmark written with another tool (genai-perf, `vllm bench serve`) works and is not reported.
 
     Fails: a perf Job that runs `genai-perf profile ...` or `python bench.py`.
 
-    Source: aiperf 0.13.0 `aiperf profile` and its export
-    `profile_export_aiperf.json`, which the nightly reads (harness/results/metrics.py) as Dynamo's own
-    profiler does (ai-dynamo 1.4.0 dynamo/profiler/utils/aiperf.py `get_aiperf_result`).
+    Source: This catalogue's convention (not a Dynamo rule): its nightly reads aiperf 0.13.0
+    `aiperf profile`'s export `profile_export_aiperf.json` (harness/results/metrics.py), as Dynamo's
+    own profiler does (ai-dynamo 1.4.0 dynamo/profiler/utils/aiperf.py `get_aiperf_result`); Dynamo
+    and Kubernetes run any benchmark tool.
     """
     f = recipe.perf
     if f is None or not f.documents:

@@ -347,14 +347,20 @@ def no_privileged(recipe: Recipe, ctx: CheckContext) -> Iterator[Problem]:
 def no_hard_coded_namespace(recipe: Recipe, ctx: CheckContext) -> Iterator[Problem]:
     """Manifests name no namespace: the harness (and users) apply a recipe into a namespace of
     their choice (`kubectl -n`); a hard-coded one lands objects elsewhere, splits the PVC from
-    the pods that mount it, or fails without rights there. RBAC subjects are the same.
+    the pods that mount it, or fails without rights there. RoleBinding subjects are the same
+    (a ServiceAccount subject without a namespace is the binding's own). A ServiceAccount subject
+    of a ClusterRoleBinding is not reported: the API server requires its namespace.
 
     Fails: `metadata: {name: model-cache, namespace: dynamo-system}`.
 
     Source: kubectl: applying an object whose `metadata.namespace` differs from `-n` fails ('the
     namespace from the provided object ... does not match the namespace sent on the request'); without
     it the object goes where the user applies it
-    (kubernetes.io/docs/concepts/overview/working-with-objects/namespaces).
+    (kubernetes.io/docs/concepts/overview/working-with-objects/namespaces). Subjects: Kubernetes
+    pkg/apis/rbac/validation/validation.go `ValidateRoleBindingSubject` requires `namespace` on a
+    ServiceAccount subject only when the binding is cluster-scoped (`!isNamespaced`); for a RoleBinding
+    the authorizer takes the binding's namespace when it is empty (pkg/registry/rbac/validation/rule.go
+    `appliesToUser`).
     """
     hint = "delete the namespace field; pass the namespace with kubectl -n"
     for doc in recipe.documents():
@@ -365,12 +371,15 @@ def no_hard_coded_namespace(recipe: Recipe, ctx: CheckContext) -> Iterator[Probl
             )
         if doc.kind in ("RoleBinding", "ClusterRoleBinding"):
             for s in sequence(doc.data.get("subjects")) or []:
-                if mapping(s) is not None and "namespace" in s:
-                    yield problem(
-                        s.loc_of("namespace"),
-                        f"{doc.kind} {doc.name} subject {s.get('name')!r} hard-codes namespace {s['namespace']!r}",
-                        hint,
-                    )
+                if mapping(s) is None or "namespace" not in s:
+                    continue
+                if doc.kind == "ClusterRoleBinding" and s.get("kind") == "ServiceAccount":
+                    continue  # required here: a cluster-scoped binding has no namespace to default to
+                yield problem(
+                    s.loc_of("namespace"),
+                    f"{doc.kind} {doc.name} subject {s.get('name')!r} hard-codes namespace {s['namespace']!r}",
+                    hint,
+                )
 
 
 @check("rbac-not-default-sa")

@@ -19,7 +19,7 @@ from harness.analysis.topology import gpus_per_node, nodes_needed
 from harness.checks import CheckContext, check
 from harness.recipe import catalogue
 from harness.recipe.findings import Problem, Severity, problem
-from harness.recipe.model import Recipe
+from harness.recipe.model import Recipe, Service, dig, mapping, sequence
 
 
 @dataclass(frozen=True)
@@ -129,8 +129,12 @@ def cache_pvcs_meet_minimums(recipe: Recipe, ctx: CheckContext) -> Iterator[Prob
 @check("pvc-access-mode-fits-topology")
 def pvc_access_mode_fits_topology(recipe: Recipe, ctx: CheckContext) -> Iterator[Problem]:
     """When a recipe's workers span several nodes (multinode workers, or replicas that do not fit
-    one node), every node mounts the same model cache: the PVC must be ReadWriteMany. A
-    ReadWriteOnce volume attaches to one node, and the pods elsewhere stay ContainerCreating.
+    one node), every node mounts the same model cache: the PVC must be ReadWriteMany, or
+    ReadOnlyMany when every worker only reads it (a pre-filled cache, mounted `readOnly: true`
+    through the pod volume or every container's volumeMount). A ReadWriteOnce volume attaches
+    to one node, and the pods elsewhere stay ContainerCreating; a ReadOnlyMany volume is for
+    readers, so a worker mounting it read-write (a DGD-level `volumeMounts` entry, which has no
+    readOnly field, or a container mount without `readOnly: true`) is still reported.
 
     Fails: `accessModes: [ReadWriteOnce]` on the model cache of deepseek-r1/sglang/disagg-16gpu (4 nodes).
 
@@ -138,7 +142,9 @@ def pvc_access_mode_fits_topology(recipe: Recipe, ctx: CheckContext) -> Iterator
     (kubernetes.io/docs/concepts/storage/persistent-volumes#access-modes): ReadWriteOnce mounts on a
     single node, ReadOnlyMany read-only on many nodes, ReadWriteMany read-write on many; node count from
     harness/analysis/topology.py `nodes_needed` (nodeCount pods per replica, graph.go
-    `expandRolesForService`).
+    `expandRolesForService`). Read-only mounts: core/v1 `PersistentVolumeClaimVolumeSource.readOnly`
+    and `VolumeMount.readOnly`; a CSI driver gets ReadOnlyMany as `MULTI_NODE_READER_ONLY`
+    (container-storage-interface spec, `VolumeCapability.AccessMode`): readers only.
     """
     dep = recipe.deployment
     gpn = gpus_per_node(recipe)
@@ -153,36 +159,87 @@ def pvc_access_mode_fits_topology(recipe: Recipe, ctx: CheckContext) -> Iterator
         pvc = pvcs.get(name)
         if pvc is None or "ReadWriteMany" in pvc.access_modes:
             continue
+        if "ReadOnlyMany" in pvc.access_modes and all(_reads_only(svc, name) for svc in dep.workers):
+            continue
         yield problem(
             pvc.access_loc,
             f"PVC {name} is {', '.join(pvc.access_modes) or 'without accessModes'} but the workers of "
             f"{recipe.id} span {nodes} nodes and all mount it",
-            "set accessModes: [ReadWriteMany] (on a storage class that supports it, e.g. NFS or a CSI file system)",
+            "set accessModes: [ReadWriteMany] (on a storage class that supports it, e.g. NFS or a CSI file system), "
+            "or ReadOnlyMany for a pre-filled cache the workers mount readOnly: true",
         )
+
+
+def _statically_bound(recipe: Recipe) -> set[str]:
+    """PVC names a static PersistentVolume serves: the claim's own `spec.volumeName`, or a PV in the
+    recipe's manifests with no class whose `claimRef` names the claim (or that has no claimRef)."""
+    bound = {doc.name for doc in recipe.documents("PersistentVolumeClaim") if dig(doc.data, "spec", "volumeName")}
+    for doc in recipe.documents("PersistentVolume"):
+        spec = mapping(doc.data.get("spec"))
+        if spec is None or str(spec.get("storageClassName") or "").strip():
+            continue  # a PV with a class never binds a claim of class ""
+        reserved = dig(spec, "claimRef", "name")
+        if isinstance(reserved, str):
+            bound.add(reserved)
+        else:
+            bound.update(d.name for d in recipe.documents("PersistentVolumeClaim"))
+    return bound
+
+
+def _reads_only(svc: Service, claim: str) -> bool:
+    """Whether a worker mounts `claim` read-only (or not at all): every container mount of its pod
+    volume is `readOnly: true`, or the volume's `persistentVolumeClaim.readOnly` is."""
+    for vm in sequence(svc.data.get("volumeMounts")) or []:
+        if dig(vm, "name") == claim:
+            return False  # the operator mounts a DGD-level volumeMount read-write
+    pod = mapping(svc.data.get("extraPodSpec")) or mapping(dig(svc.data, "podTemplate", "spec"))
+    if pod is None:
+        return True
+    volumes = [v for v in sequence(pod.get("volumes")) or [] if dig(v, "persistentVolumeClaim", "claimName") == claim]
+    containers = [
+        c for key in ("initContainers", "containers") for c in sequence(pod.get(key)) or [] if mapping(c) is not None
+    ]
+    main = mapping(pod.get("mainContainer"))  # v1alpha1 extraPodSpec
+    if main is not None:
+        containers.append(main)
+    for v in volumes:
+        if dig(v, "persistentVolumeClaim", "readOnly") is True:
+            continue
+        for c in containers:
+            for vm in sequence(c.get("volumeMounts")) or []:
+                if dig(vm, "name") == dig(v, "name") and dig(vm, "readOnly") is not True:
+                    return False
+    return True
 
 
 @check("storage-class-not-empty")
 def storage_class_not_empty(recipe: Recipe, ctx: CheckContext) -> Iterator[Problem]:
     """Leave `storageClassName` out so the cluster's default class (or the user's choice) applies;
     an empty string means "no dynamic provisioning" and the PVC stays Pending unless someone
-    pre-created a matching PersistentVolume. Allowed when the PVC carries the annotation
-    `recipe-harness/empty-storage-class-reason`.
+    pre-created a matching PersistentVolume. Allowed for the static binding form: the PVC names
+    its volume (`spec.volumeName`), or the recipe's manifests ship a PersistentVolume without a
+    class that is free or reserved for it (`spec.claimRef.name`); and when the PVC carries the
+    annotation `recipe-harness/empty-storage-class-reason`.
 
-    Fails: `storageClassName: ""` in model-cache.yaml.
+    Fails: `storageClassName: ""` in model-cache.yaml, with no PersistentVolume for it.
 
     Source: Kubernetes PVC `storageClassName`: unset -> the default StorageClass (DefaultStorageClass
     admission); `""` -> no dynamic provisioning, binds only to a PV with no class
-    (kubernetes.io/docs/concepts/storage/persistent-volumes#class-1).
+    (kubernetes.io/docs/concepts/storage/persistent-volumes#class-1); a PVC with `volumeName`, or a PV
+    with `claimRef`, is pre-bound (persistent-volumes#reserving-a-persistentvolume).
     """
+    static = _statically_bound(recipe)
     for pvc in recipe_pvcs(recipe).values():
         if (
             pvc.storage_class is not None
             and not pvc.storage_class.strip()
             and EMPTY_CLASS_ANNOTATION not in pvc.annotations
+            and pvc.name not in static
         ):
             yield problem(
                 pvc.storage_class_loc,
                 f'PVC {pvc.name} sets storageClassName: "" (no dynamic provisioning: it stays Pending '
                 "without a pre-created PersistentVolume)",
-                f"remove storageClassName to use the cluster default, or annotate {EMPTY_CLASS_ANNOTATION}: <why>",
+                "remove storageClassName to use the cluster default, name the PersistentVolume in spec.volumeName, "
+                f"or annotate {EMPTY_CLASS_ANNOTATION}: <why>",
             )
