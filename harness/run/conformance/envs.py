@@ -390,50 +390,21 @@ def ensure_env(
                 # tree (an engine's own placeholder dependencies); ai-dynamo's are handled by --no-deps.
                 overrides = root / f".{name}.overrides-{os.getpid()}.txt"
                 overrides.write_text("".join(f"{n}; sys_platform == 'never'\n" for n in OFFLINE_UNINSTALLABLE))
+                uv_install = [uv, "pip", "install", "--python", str(tmp / "bin" / "python"), "--compile-bytecode"]
                 try:
-                    _run(
-                        [
-                            uv,
-                            "pip",
-                            "install",
-                            "--python",
-                            str(tmp / "bin" / "python"),
-                            "--compile-bytecode",
-                            "--override",
-                            str(overrides),
-                            *reqs,
-                        ],
-                        "uv pip install",
-                        log,
-                    )
+                    _run([*uv_install, "--override", str(overrides), *reqs], "uv pip install", log)
                 finally:
                     overrides.unlink(missing_ok=True)
                 if plan.no_deps:
-                    _run(
-                        [
-                            uv,
-                            "pip",
-                            "install",
-                            "--python",
-                            str(tmp / "bin" / "python"),
-                            "--compile-bytecode",
-                            "--no-deps",
-                            *plan.no_deps,
-                        ],
-                        "uv pip install --no-deps",
-                        log,
-                    )
+                    _run([*uv_install, "--no-deps", *plan.no_deps], "uv pip install --no-deps", log)
                 installer_version = subprocess.run([uv, "--version"], capture_output=True, text=True).stdout.strip()
             else:
                 _run([base_python, "-m", "venv", str(tmp)], "python -m venv", log)
                 t1 = time.time()
-                _run([str(tmp / "bin" / "python"), "-m", "pip", "install", "-q", *reqs], "pip install", log)
+                pip_install = [str(tmp / "bin" / "python"), "-m", "pip", "install", "-q"]
+                _run([*pip_install, *reqs], "pip install", log)
                 if plan.no_deps:
-                    _run(
-                        [str(tmp / "bin" / "python"), "-m", "pip", "install", "-q", "--no-deps", *plan.no_deps],
-                        "pip install --no-deps",
-                        log,
-                    )
+                    _run([*pip_install, "--no-deps", *plan.no_deps], "pip install --no-deps", log)
                 installer_version = subprocess.run(
                     [str(tmp / "bin" / "python"), "-m", "pip", "--version"], capture_output=True, text=True
                 ).stdout.split(" from ")[0]
