@@ -65,10 +65,6 @@ def benchmark_lengths(recipe: Recipe) -> Lengths | None:
     return None
 
 
-def _engine(svc: Service) -> str:
-    return svc.module.value.split(".", 1)[1] if svc.module is not None and "." in svc.module.value else ""
-
-
 @check("context-fits-benchmark")
 def context_fits_benchmark(recipe: Recipe, ctx: CheckContext) -> Iterator[Problem]:
     """Every worker's context window holds one benchmark request, ISL + OSL tokens: vLLM
@@ -92,7 +88,7 @@ def context_fits_benchmark(recipe: Recipe, ctx: CheckContext) -> Iterator[Proble
     model_id = dig(recipe.metadata, "model", "id")
     model = catalogue.model(model_id) if isinstance(model_id, str) else None
     for svc, topo in workers(recipe):
-        engine = _engine(svc)
+        engine = svc.engine
         setting = topo.get("max_seq_len")
         if setting is not None and isinstance(setting.value, int):
             window, where, what = setting.value, setting.loc, setting.source
@@ -148,7 +144,7 @@ def trtllm_prompt_fits_max_num_tokens(recipe: Recipe, ctx: CheckContext) -> Iter
     model_id = dig(recipe.metadata, "model", "id")
     model = catalogue.model(model_id) if isinstance(model_id, str) else None
     for svc, topo in workers(recipe):
-        if _engine(svc) != "trtllm" or topo.role == "decode":
+        if svc.engine != "trtllm" or topo.role == "decode":
             continue
         chunked, _ = _engine_value(topo, svc, "enable_chunked_prefill", "--enable-chunked-prefill")
         if chunked is None:

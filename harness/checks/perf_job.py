@@ -10,11 +10,10 @@ from dataclasses import dataclass, field
 
 from harness.analysis.benchmark import extra_inputs as aiperf_extra_inputs
 from harness.checks import CheckContext, check
-from harness.checks.images import release_matrix
 from harness.recipe.commandline import Command, Flags, Script, nested_script, shell_scripts
 from harness.recipe.findings import Loc, Problem, Severity, problem
 from harness.recipe.model import Container, Recipe, Token, as_int, mapping
-from harness.recipe.versions import VERSIONS_FILE
+from harness.recipe.versions import VERSIONS_FILE, release_matrix
 from harness.recipe.workloads import Workloads, flag, under
 
 ARTIFACT_FLAGS = ("--artifact-dir", "--output-artifact-dir")
@@ -382,7 +381,7 @@ def perf_aiperf_pinned(recipe: Recipe, ctx: CheckContext) -> Iterator[Problem]:
     w = recipe.workloads
     if w.perf is None:
         return
-    matrix, _ = release_matrix(recipe, ctx)
+    matrix, _ = release_matrix(recipe, ctx.catalogue)
     versions = recipe.metadata.get("versions")
     meta = str(versions.get("aiperf")) if isinstance(versions, dict) and versions.get("aiperf") else ""
     for c in w.perf.containers:

@@ -87,13 +87,6 @@ def metadata_matches_path(recipe: Recipe, ctx: CheckContext) -> Iterator[Problem
             )
 
 
-def recipe_release(recipe: Recipe) -> str | None:
-    """The Dynamo release the recipe pins (`versions.dynamo` in recipe.yaml), if it says."""
-    versions = recipe.metadata.get("versions") if recipe.metadata_file is not None else None
-    value = versions.get("dynamo") if isinstance(versions, dict) else None
-    return str(value) if value not in (None, "") else None
-
-
 def _schema_for(
     doc: Document, ctx: CheckContext, release: str | None
 ) -> tuple[tuple[tuple[Any, str, bool], ...], str | None, bool]:
@@ -159,7 +152,7 @@ def schema_valid(recipe: Recipe, ctx: CheckContext) -> Iterator[Problem]:
     Source: the DynamoGraphDeployment CRD of the recipe's release, converted by
     `recipe-harness schemas import-crd` (schemas/dynamo/<release>/provenance.json).
     """
-    release = recipe_release(recipe)
+    release = recipe.release or None
     for f in recipe.files():
         if f.path.name == METADATA_FILE:
             continue

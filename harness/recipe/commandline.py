@@ -8,7 +8,7 @@ the k8s deployer share.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -264,6 +264,26 @@ def shell_scripts(script: Script) -> Iterator[tuple[Command, str, bool]]:
                 if w.value.startswith("-") and "c" in w.value and not w.value.startswith("--"):
                     yield cmd, words[i + 1].value, bounded
                     break
+
+
+# --- the Dynamo call ---------------------------------------------------------------------
+
+DYNAMO_PACKAGE = "dynamo."  # `python -m dynamo.vllm|sglang|trtllm|frontend|mocker|planner ...`
+
+
+def dynamo_module_at(words: Sequence[Token]) -> int | None:
+    """The index of the `dynamo.X` word of a `python -m dynamo.X` call among a command's words, or None.
+    The one lookup of the Dynamo call: the model (`Container.dynamo_invocation`), the operator's
+    rendering (harness/analysis/render.py) and the conformance client read it here."""
+    for i, tok in enumerate(words[:-1]):
+        if tok.value == "-m" and words[i + 1].value.startswith(DYNAMO_PACKAGE):
+            return i + 1
+    return None
+
+
+def dynamo_engine(module: str) -> str:
+    """What a Dynamo module runs: `dynamo.vllm` -> `vllm` ("" for a word that names no Dynamo module)."""
+    return module[len(DYNAMO_PACKAGE) :] if module.startswith(DYNAMO_PACKAGE) else ""
 
 
 # --- flags --------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from harness.recipe.commandline import Flags, Script, Token, parse_flags, parse_script
+from harness.recipe.commandline import Flags, Script, Token, dynamo_engine, dynamo_module_at, parse_flags, parse_script
 from harness.recipe.findings import Loc
 from harness.recipe.yamlsrc import Document, LoadedFile, SrcList, SrcMap, load_yaml_file, loc_at_path
 
@@ -240,10 +240,9 @@ class Container:
     def dynamo_invocation(self) -> tuple[Token, list[Token]] | None:
         """(the `dynamo.vllm` word, the words after it) of the `python -m dynamo.X` call."""
         for cmd in self.script.commands:
-            words = cmd.words
-            for i, tok in enumerate(words[:-1]):
-                if tok.value == "-m" and words[i + 1].value.startswith("dynamo."):
-                    return words[i + 1], words[i + 2 :]
+            at = dynamo_module_at(cmd.words)
+            if at is not None:
+                return cmd.words[at], cmd.words[at + 1 :]
         return None
 
 
@@ -353,6 +352,12 @@ class Service:
         """The `dynamo.vllm` / `dynamo.frontend` word of the main container's `python -m` call."""
         inv = self.main.dynamo_invocation() if self.main else None
         return inv[0] if inv else None
+
+    @property
+    def engine(self) -> str:
+        """What `python -m dynamo.X` runs: `vllm`, `sglang`, `trtllm`, `frontend`, ... ("" when the
+        main container starts no Dynamo module)."""
+        return dynamo_engine(self.module.value) if self.module is not None else ""
 
     @cached_property
     def flags(self) -> Flags:
@@ -648,6 +653,29 @@ class Recipe:
         if slot not in self._derived:
             self._derived[slot] = build(self, *args)
         return self._derived[slot]
+
+    @cached_property
+    def release(self) -> str:
+        """The Dynamo release the recipe runs, the one answer every stage reads (the checks' schemas,
+        flag pairs and router modes, the conformance parsers, the sim's runtime, the k8s deployer):
+
+        1. the release its Dynamo images agree on (`harness.recipe.images.image_release`: the most
+           common `nvcr.io/nvidia/ai-dynamo/*:<release>` tag, the workers' on a tie), because the
+           image is what runs: its parsers, its frontend and its protocol decide;
+        2. else recipe.yaml `versions.dynamo` (a recipe on images from another registry, or on
+           tags that name no release, still says which release it is written for);
+        3. else "" (the recipe does not say).
+
+        Where 1 and 2 disagree, `metadata-dynamo-release` reports it on a catalogue tree."""
+        from harness.recipe.images import image_release  # it reads this model's workloads
+
+        release, _ = image_release(self)
+        if release:
+            return release
+        declared = dig(self.metadata, "versions", "dynamo")
+        if isinstance(declared, bool) or not isinstance(declared, (str, int, float)):
+            return ""
+        return str(declared).strip()
 
     @cached_property
     def workloads(self) -> Workloads:

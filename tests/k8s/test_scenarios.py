@@ -504,10 +504,10 @@ def test_model_never_listed_by_frontend(cluster, apiserver, recipes, settings, o
 
 
 def test_served_model_and_release_come_from_the_recipe(recipes):
-    from harness.run.k8s.deployer import dynamo_release, served_model_name
+    from harness.run.k8s.deployer import served_model_name
 
     assert served_model_name(recipes[AGG]) == SERVED
-    assert dynamo_release(recipes[AGG]) == "1.4.0"
+    assert recipes[AGG].release == "1.4.0"
 
 
 def test_deployer_without_stage_plumbing(cluster, apiserver, recipes, settings):

@@ -8,7 +8,6 @@ from harness.run.k8s.benchmark import EXPORT_FILE, BenchmarkSteps
 from harness.run.k8s.cache import CACHE_MARKER, ModelCacheSteps
 from harness.run.k8s.facts import (
     apply_order,
-    dynamo_release,
     gpu_products,
     local_aiperf_args,
     model_id,
@@ -36,7 +35,6 @@ __all__ = [
     "DeployerBase",
     "PreflightReport",
     "apply_order",
-    "dynamo_release",
     "fmt_duration",
     "gpu_products",
     "local_aiperf_args",

@@ -10,7 +10,6 @@ from typing import Any
 
 from harness.recipe.model import DEFAULT_ROUTER_MODE, DGD_KIND, Recipe, dig
 from harness.recipe.yamlsrc import Document, to_plain
-from harness.run.k8s.mocker import image_tag
 
 # ConfigMaps first (workers mount them at start), then the ComputeDomain the DGD claims, then the DGD.
 APPLY_ORDER = {
@@ -91,19 +90,6 @@ def served_model_name(recipe: Recipe) -> str:
 def model_id(recipe: Recipe) -> str:
     flags = _worker_flags(recipe)
     return str(dig(recipe.metadata, "model", "id") or flags.get("--model") or flags.get("--model-path") or "")
-
-
-def dynamo_release(recipe: Recipe) -> str:
-    """The Dynamo release of the recipe (metadata versions.dynamo, else a worker image tag)."""
-    release = dig(recipe.metadata, "versions", "dynamo")
-    if release:
-        return str(release)
-    dep = recipe.deployment
-    for svc in dep.services if dep else []:
-        tag = image_tag(svc.main.image if svc.main else None)
-        if tag:
-            return tag
-    return ""
 
 
 def plain_docs(docs: list[Document]) -> list[dict]:

@@ -10,7 +10,6 @@ from harness.run.k8s.base import DeployerBase
 from harness.run.k8s.client import KubeError
 from harness.run.k8s.facts import (
     apply_order,
-    dynamo_release,
     model_id,
     served_model_name,
 )
@@ -147,10 +146,10 @@ class RolloutSteps(DeployerBase):
         docs = apply_order(self._deploy_docs())
         if self.settings.engine != "mocker":
             return docs
-        release = self.settings.dynamo_release or dynamo_release(self.recipe)
+        release = self.settings.dynamo_release or self.recipe.release
         if not release:
             raise self.fail(
-                "--engine mocker needs the Dynamo release (recipe.yaml versions.dynamo or a worker image tag) "
+                "--engine mocker needs the Dynamo release (a Dynamo image tag or recipe.yaml versions.dynamo) "
                 "to pick the mocker image"
             )
         model = MockerModel(

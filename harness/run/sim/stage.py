@@ -169,10 +169,8 @@ class SimRun(StepRun):
             raise StageSkip("; ".join(skipped))
 
     def deploy(self) -> None:
-        from harness.run.conformance.client import recipe_release
-
         try:
-            self.runtime = runtime.resolve(recipe_release(self.recipe))
+            self.runtime = runtime.resolve(self.recipe.release)
             cli = (
                 installed_frontend_cli()
                 if self.runtime.python == sys.executable
