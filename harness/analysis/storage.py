@@ -186,7 +186,7 @@ def downloaded_models(doc: Document, known: Iterable[str]) -> list[str]:
     `Qwen/Qwen3-32B` is not found inside `Qwen/Qwen3-32B-FP8`)."""
     texts: list[str] = []
     for c in pod_containers(doc):
-        texts.extend(t.value for t in c.argv)
+        texts.extend(t.value for cmd in c.script.commands for t in cmd.words)
         texts.extend(c.expand(v) for v in c.env.values())
     blob = "\n".join(texts)
     found = []

@@ -10,8 +10,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from harness.analysis.topology import TRTLLM_BLOCK_ENV, TRTLLM_BLOCK_FLAG, TRTLLM_DEFAULT_BLOCK
 from harness.checks import CheckContext, check
-from harness.checks.kv_routing import TRTLLM_BLOCK_ENV, TRTLLM_BLOCK_FLAG, TRTLLM_DEFAULT_BLOCK
 from harness.recipe.commandline import Flags
 from harness.recipe.findings import Loc, Problem, Severity, problem
 from harness.recipe.model import Container, Recipe, Token, as_int, dig, mapping, sequence

@@ -6,7 +6,15 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 
-from harness.analysis.topology import Topology, flag_line, workers
+from harness.analysis.topology import (
+    TRTLLM_BLOCK_ENV,
+    TRTLLM_BLOCK_FLAG,
+    TRTLLM_DEFAULT_BLOCK,
+    TRTLLM_DEFAULT_TOKENS_PER_BLOCK,
+    Topology,
+    flag_line,
+    workers,
+)
 from harness.checks import CheckContext, check
 from harness.recipe.commandline import Flags
 from harness.recipe.findings import Loc, Problem, Severity, problem
@@ -29,13 +37,6 @@ TRTLLM_PUBLISH_FLAGS = (
     "--no-publish-events-and-metrics",
 )
 TRTLLM_PUBLISH_ENV = "DYN_TRTLLM_PUBLISH_KV_EVENTS"
-# TRT-LLM: Dynamo's `--kv-block-size` (env DYN_TRTLLM_KV_BLOCK_SIZE, default 32,
-# dynamo/trtllm/backend_args.py) and the engine's kv_cache_config.tokens_per_block (default 32,
-# tensorrt_llm/llmapi/llm_args.py KvCacheConfig).
-TRTLLM_BLOCK_FLAG = "--kv-block-size"
-TRTLLM_BLOCK_ENV = "DYN_TRTLLM_KV_BLOCK_SIZE"
-TRTLLM_DEFAULT_BLOCK = 32
-TRTLLM_DEFAULT_TOKENS_PER_BLOCK = 32
 
 
 def _bool_flag(flags: Flags, names: tuple[str, ...]) -> tuple[bool, Loc] | None:

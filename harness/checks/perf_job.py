@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 from harness.analysis.benchmark import extra_inputs as aiperf_extra_inputs
 from harness.checks import CheckContext, check
-from harness.recipe.commandline import Command, Flags, Script, nested_script, shell_scripts
+from harness.recipe.commandline import Command, Flags, Script, expand_script_vars, nested_script, shell_scripts
 from harness.recipe.findings import Loc, Problem, Severity, problem
 from harness.recipe.model import Container, Recipe, Token, as_int, mapping
 from harness.recipe.versions import VERSIONS_FILE, release_matrix
@@ -560,42 +560,6 @@ def perf_streaming(recipe: Recipe, ctx: CheckContext) -> Iterator[Problem]:
         yield problem(_at_command(found[2]), "aiperf runs without --streaming: no TTFT or ITL", "add --streaming")
     elif s.value.value.lower() in ("false", "0", "no"):
         yield problem(s.value.loc, "--streaming is turned off", "use --streaming")
-
-
-_VAR = re.compile(r"\$\{([A-Za-z_]\w*)\}|\$([A-Za-z_]\w*)")
-_ASSIGN = re.compile(r"^([A-Za-z_]\w*)=(.*)$", re.S)
-
-
-def script_vars(script: Script) -> dict[str, str]:
-    """Variables a script assigns (`X=...`, `export X=...`, `local X=...`), last value kept;
-    functions' bodies included (their assignments are what the aiperf call inside them sees)."""
-    out: dict[str, str] = {}
-    for cmd in script.commands:
-        words = [t.value for t in cmd.words]
-        if words and words[0] in ("export", "local", "declare", "readonly", "typeset"):
-            words = [w for w in words[1:] if not w.startswith("-")]
-        for word in words:
-            m = _ASSIGN.match(word)
-            if not m:
-                break
-            out[m.group(1)] = m.group(2)
-    return out
-
-
-def expand_script_vars(text: str, script: Script, container: Container) -> str:
-    """`$X` / `${X}` resolved from the script's own assignments, then the container's env."""
-    known = {**container.env, **script_vars(script)}
-
-    def sub(m: re.Match) -> str:
-        name = m.group(1) or m.group(2)
-        return known.get(name, m.group(0))
-
-    for _ in range(5):  # assignments refer to each other
-        new = _VAR.sub(sub, text)
-        if new == text:
-            break
-        text = new
-    return text
 
 
 def _known_prefix(path: str) -> str:

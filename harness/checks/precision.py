@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+from harness.analysis.sizing import recipe_gpus
 from harness.checks import CheckContext, check
-from harness.checks.sizing import recipe_gpus
 from harness.recipe import catalogue
 from harness.recipe.findings import Problem, Severity, problem
 from harness.recipe.model import Recipe, dig

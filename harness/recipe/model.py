@@ -3,14 +3,22 @@
 from __future__ import annotations
 
 import re
-import shlex
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from harness.recipe.commandline import Flags, Script, Token, dynamo_engine, dynamo_module_at, parse_flags, parse_script
+from harness.recipe.commandline import (
+    Flags,
+    Script,
+    Token,
+    dynamo_engine,
+    dynamo_module_at,
+    parse_flags,
+    parse_script,
+    shell_script_word,
+)
 from harness.recipe.findings import Loc
 from harness.recipe.yamlsrc import Document, LoadedFile, SrcList, SrcMap, load_yaml_file, loc_at_path
 
@@ -26,7 +34,6 @@ DGD_KIND = "DynamoGraphDeployment"
 DGD_GROUP = "nvidia.com"
 
 _ENV_REF = re.compile(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)|\$\{([A-Za-z_][A-Za-z0-9_]*)\}|\$([A-Za-z_][A-Za-z0-9_]*)")
-_SHELLS = {"sh", "bash", "/bin/sh", "/bin/bash", "/usr/bin/env", "/usr/bin/bash"}
 
 if TYPE_CHECKING:
     from harness.recipe.workloads import Workloads
@@ -198,15 +205,9 @@ class Container:
 
     @cached_property
     def shell_script(self) -> Token | None:
-        """The script of a `sh -c` container (command or args form), else None."""
-        raw = self.command + self.args
-        for i, tok in enumerate(raw[:-1]):
-            if tok.value in _SHELLS or tok.value.endswith("/sh") or tok.value.endswith("/bash"):
-                rest = raw[i + 1 :]
-                flags = [t for t in rest if t.value.startswith("-")]
-                if flags and "c" in flags[0].value and rest.index(flags[0]) + 1 < len(rest):
-                    return rest[rest.index(flags[0]) + 1]
-        return None
+        """The script of a `sh -c` container (command or args form), else None
+        (harness/recipe/commandline.py `shell_script_word`)."""
+        return shell_script_word(self.command + self.args)
 
     def expand(self, text: str) -> str:
         """Resolve $VAR, ${VAR} and $(VAR) from the container's literal env; unknown refs stay."""
@@ -221,15 +222,6 @@ class Container:
                 break
             text = new
         return text
-
-    @cached_property
-    def argv(self) -> list[Token]:
-        """The effective command line: exec form as is, `sh -c` scripts split like a shell
-        would (first command chain only ends at `&&`/`;` boundaries kept as tokens), env expanded."""
-        script = self.shell_script
-        if script is None:
-            return [Token(self.expand(t.value), t.loc) for t in self.command + self.args]
-        return [Token(self.expand(v), loc) for v, loc in _split_script(script)]
 
     @cached_property
     def script(self) -> Script:
@@ -254,55 +246,6 @@ def _command_line(script: Script) -> list[Token]:
         if cmd.end and cmd.words:
             out.append(Token(cmd.end, cmd.words[-1].loc))
     return out
-
-
-def _split_script(script: Token) -> Iterator[tuple[str, Loc]]:
-    """Split a shell script into words, with the line each word is on.
-
-    Newlines separate commands (a `;` token is emitted between them) and a backslash-newline
-    continues a command, as in a shell; comments are dropped."""
-    base = script.loc
-    block = "\n" in script.value.rstrip("\n")
-    for starts, logical in _logical_lines(script.value):
-        lexer = shlex.shlex(logical, posix=True, punctuation_chars=";&|")
-        lexer.whitespace_split = True
-        lexer.commenters = "#"
-        try:
-            words = list(lexer)
-        except ValueError:  # unbalanced quotes: fall back to whitespace
-            words = logical.split()
-        pos, physical = 0, starts[0][1]
-        for word in words:
-            found = logical.find(word, pos)
-            if found >= 0:  # quoted words do not appear verbatim: they keep the previous line
-                pos = found + len(word)
-                physical = max(p for off, p in starts if off <= found)
-            yield word, _script_loc(base, block, physical)
-        if words:
-            yield ";", _script_loc(base, block, physical)
-
-
-def _script_loc(base: Loc, block: bool, physical: int) -> Loc:
-    # a block scalar's text starts on the line after its `|` indicator
-    return Loc(base.file, base.line + 1 + physical, 1) if block else base
-
-
-def _logical_lines(text: str) -> Iterator[tuple[list[tuple[int, int]], str]]:
-    """Commands with continuations joined: ([(offset in command, physical line index)], command)."""
-    parts: list[str] = []
-    starts: list[tuple[int, int]] = []
-    length = 0
-    for i, physical in enumerate(text.split("\n")):
-        continued = physical.endswith("\\") and not physical.endswith("\\\\")
-        piece = physical[:-1] if continued else physical
-        starts.append((length, i))
-        parts.append(piece)
-        length += len(piece) + 1
-        if not continued:
-            yield starts, " ".join(parts)
-            parts, starts, length = [], [], 0
-    if parts:
-        yield starts, " ".join(parts)
 
 
 @dataclass(frozen=True)

@@ -200,19 +200,21 @@ class Workloads:
     def aiperf(self) -> tuple[Container, Command, Flags] | None:
         """(container, command, flags) of the perf Job's `aiperf profile` call (found once)."""
         if self._aiperf == ():
-            self._aiperf = self._find_aiperf()
+            call = self.aiperf_call()
+            self._aiperf = (call[0], call[1], parse_flags(call[2])) if call else None
         return self._aiperf
 
-    def _find_aiperf(self) -> tuple[Container, Command, Flags] | None:
-        """The benchmark's `aiperf profile` call: the first one that is not a warmup run (a call
-        whose words say warmup, e.g. `--artifact-dir /perf/warmup`), else the first one."""
+    def aiperf_call(self) -> tuple[Container, Command, list[Token]] | None:
+        """The benchmark's `aiperf profile` call, (container, command, the words after `profile`): the
+        first one that is not a warmup run (a call whose words say warmup, e.g. `--artifact-dir
+        /perf/warmup`), else the first one. The one answer to "what does the perf Job benchmark" for
+        the checks, the sim's perf step and the gpu stage (harness/analysis/benchmark.py)."""
         if self.perf is None:
             return None
         calls = [(c, cmd, words) for c in self.perf.containers for cmd, words in aiperf_calls(self.script(c))]
         if not calls:
             return None
-        c, cmd, words = next((call for call in calls if not is_warmup(call[2])), calls[0])
-        return c, cmd, parse_flags(words)
+        return next((call for call in calls if not is_warmup(call[2])), calls[0])
 
     @property
     def perf_container(self) -> Container | None:
