@@ -328,7 +328,7 @@ def image_release_in_matrix(recipe: Recipe, ctx: CheckContext) -> Iterator[Probl
 
 
 @check("metadata-dynamo-release", convention=True)
-def metadata_dynamo_version_matches_image(recipe: Recipe, ctx: CheckContext) -> Iterator[Problem]:
+def metadata_dynamo_release(recipe: Recipe, ctx: CheckContext) -> Iterator[Problem]:
     """The metadata's `versions.dynamo` is the release of the recipe's Dynamo images: the
     catalogue table, the version matrix docs and the nightly's image pulls all read it.
 

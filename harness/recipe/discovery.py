@@ -11,7 +11,6 @@ from pathlib import Path
 from harness.recipe.model import (
     DEPLOY_FILE,
     DGD_KIND,
-    FRAMEWORKS,
     GAIE_DIR,
     MODEL_CACHE_DIR,
     PERF_FILE,
@@ -162,7 +161,3 @@ def _unknown_message(sel: str, recipes: list[Recipe]) -> str:
         near = sorted({r.model for r in recipes})[:8]
     hint = ", ".join(near) if near else "(no recipes found)"
     return f"--recipe {sel!r} matches no recipe. Did you mean: {hint}?"
-
-
-def is_framework(name: str) -> bool:
-    return name in FRAMEWORKS

@@ -28,12 +28,6 @@ def recipe_slug(recipe: Recipe) -> str:
     return recipe.id.replace("/", "_")
 
 
-def new_namespace_name(recipe: Recipe, run_id: str) -> str:
-    """A throwaway namespace for one run (kept for scripts; runs use `model_namespace`)."""
-    model = re.sub(r"[^a-z0-9-]+", "-", recipe.model.lower()).strip("-")[:30].strip("-")
-    return f"rh-{model}-{run_id}" if model else f"rh-{run_id}"
-
-
 def model_namespace(recipe: Recipe, engine: str = "real") -> str:
     """The namespace of every run of one model: its model cache PVC lives there across runs, so a nightly
     downloads a model once, not every night. Mocker runs get their own (their PVC is fitted to small clusters)."""
