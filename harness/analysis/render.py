@@ -37,9 +37,11 @@ from harness.analysis.shell import (
     kubelet_env,
     kubelet_expand,
 )
-from harness.recipe.commandline import dynamo_module_at
+from harness.recipe.commandline import Token, dynamo_module_at
 from harness.recipe.findings import Loc, display_path
-from harness.recipe.model import Recipe, Service, Token, as_int, dig, mapping, sequence
+from harness.recipe.model import Recipe
+from harness.recipe.service import Service
+from harness.recipe.yamlsrc import as_int, dig, mapping, sequence
 
 MULTINODE_DEPLOYERS = ("grove", "lws")
 OPERATOR_VERSION = "Dynamo 1.4.0 operator (modelled on deploy/operator 1.x source; see module docstring)"

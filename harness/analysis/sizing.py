@@ -26,7 +26,8 @@ from dataclasses import dataclass
 from harness.analysis.topology import Topology, workers
 from harness.recipe import catalogue
 from harness.recipe.catalogue import GpuFacts, ModelFacts
-from harness.recipe.model import Recipe, dig, sequence
+from harness.recipe.model import Recipe
+from harness.recipe.yamlsrc import dig, sequence
 
 # What the engines use when the recipe does not set a fraction.
 DEFAULT_FRACTION = {"vllm": 0.9, "sglang": 0.85, "trtllm": 0.9}

@@ -11,9 +11,11 @@ from dataclasses import dataclass, field
 from harness.analysis.downloads import downloads
 from harness.recipe import catalogue
 from harness.recipe.catalogue import GIB, ExtraFiles, ModelFacts, StorageRules
+from harness.recipe.container import pod_containers
 from harness.recipe.findings import Loc
-from harness.recipe.model import MODEL_DOWNLOAD_FILE, PERF_FILE, Recipe, Service, dig, mapping, pod_containers, sequence
-from harness.recipe.yamlsrc import Document, SrcMap
+from harness.recipe.model import MODEL_DOWNLOAD_FILE, PERF_FILE, Recipe
+from harness.recipe.service import Service
+from harness.recipe.yamlsrc import Document, SrcMap, dig, mapping, sequence
 
 _QUANTITY = re.compile(r"^([+-]?(?:\d+(?:\.\d*)?|\.\d+))(Ki|Mi|Gi|Ti|Pi|Ei|k|K|M|G|T|P|E|m|[eE][+-]?\d+)?$")
 _UNITS = {

@@ -19,8 +19,9 @@ from harness.recipe import catalogue
 from harness.recipe.commandline import Token
 from harness.recipe.configfiles import mounted_file_in
 from harness.recipe.findings import Loc
-from harness.recipe.model import ENGINE_BOOLEAN_FLAGS, Recipe, Service, as_int, dig, mapping, sequence
-from harness.recipe.yamlsrc import Document, SrcList, SrcMap, parse_yaml_bytes
+from harness.recipe.model import Recipe
+from harness.recipe.service import ENGINE_BOOLEAN_FLAGS, Service
+from harness.recipe.yamlsrc import Document, SrcList, SrcMap, as_int, dig, mapping, parse_yaml_bytes, sequence
 
 # The names each backend spells a setting with, first = the canonical spelling for messages.
 # TRT-LLM `memory_fraction` is kv_cache_config.free_gpu_memory_fraction: a share of the memory

@@ -10,9 +10,10 @@ from harness.analysis.topology import Topology, workers
 from harness.checks import CheckContext, check
 from harness.recipe import catalogue
 from harness.recipe.findings import Loc, Problem, Severity, problem
-from harness.recipe.model import Recipe, Service, as_int, dig
+from harness.recipe.model import Recipe
+from harness.recipe.service import Service
 from harness.recipe.workloads import env_value, flag
-from harness.recipe.yamlsrc import SrcMap
+from harness.recipe.yamlsrc import SrcMap, as_int, dig
 
 # The benchmark's lengths as the perf Job states them (env, aiperf flags), else recipe.yaml benchmark.
 ISL_SOURCES = (("ISL",), ("--synthetic-input-tokens-mean", "--isl", "--prompt-input-tokens-mean"))

@@ -7,7 +7,8 @@ from collections.abc import Iterator
 from harness.checks import CheckContext, check
 from harness.recipe.findings import Problem, problem
 from harness.recipe.flag_pairs import FlagPair, flag_pairs
-from harness.recipe.model import Recipe, Service
+from harness.recipe.model import Recipe
+from harness.recipe.service import Service
 
 CONFIG_FLAG = "--config"  # vLLM and SGLang read engine flags from a YAML file too: the pair may be met there
 

@@ -9,7 +9,8 @@ from typing import Any
 
 from harness.checks import CheckContext, check
 from harness.recipe.findings import Problem, problem
-from harness.recipe.model import ROUTER_MODE_ENV, Recipe
+from harness.recipe.model import Recipe
+from harness.recipe.service import ROUTER_MODE_ENV
 
 # `python -m dynamo.frontend --router-mode` choices, per ai-dynamo release (read from the installed
 # wheels: dynamo/common/configuration/groups/router_args.py, RouterArgGroup.add_arguments). argparse

@@ -18,8 +18,9 @@ from harness.analysis.topology import (
 from harness.checks import CheckContext, check
 from harness.recipe.commandline import Flags
 from harness.recipe.findings import Loc, Problem, Severity, problem
-from harness.recipe.model import Recipe, Service, as_int, dig
-from harness.recipe.yamlsrc import SrcMap
+from harness.recipe.model import Recipe
+from harness.recipe.service import Service
+from harness.recipe.yamlsrc import SrcMap, as_int, dig
 
 _TRUE = ("true", "1", "yes", "on")  # env_or_default's reading of a boolean (dynamo/common/configuration/utils.py)
 

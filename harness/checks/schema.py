@@ -16,7 +16,7 @@ from typing import Any
 from harness.checks import CheckContext, check
 from harness.recipe.findings import Loc, Problem, Severity, problem
 from harness.recipe.kubernetes_openapi import KUBERNETES_VERSION
-from harness.recipe.model import METADATA_FILE, Recipe, dig
+from harness.recipe.model import METADATA_FILE, Recipe
 from harness.recipe.schemas import (
     CrdSchemas,
     SchemaError,
@@ -29,7 +29,7 @@ from harness.recipe.schemas import (
     metadata_validator,
     plain_pruned,
 )
-from harness.recipe.yamlsrc import Document, loc_at_path, to_plain
+from harness.recipe.yamlsrc import Document, dig, loc_at_path, to_plain
 
 
 @dataclass(frozen=True)

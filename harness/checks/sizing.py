@@ -9,7 +9,8 @@ from harness.analysis.topology import workers
 from harness.checks import CheckContext, check
 from harness.recipe import catalogue
 from harness.recipe.findings import Problem, Severity, problem
-from harness.recipe.model import Recipe, dig
+from harness.recipe.model import Recipe
+from harness.recipe.yamlsrc import dig
 
 
 @check("weights-fit-gpu", convention=True)

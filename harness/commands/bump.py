@@ -81,7 +81,7 @@ def apply_bump(work: Path, chosen: list, facts) -> tuple[list[RecipeBump], bool]
     """Edit the copy under `work` (same layout as the recipes tree); returns per-recipe results and
     whether versions.yaml changed."""
     from harness.recipe import bump
-    from harness.recipe.model import dig, loc_of
+    from harness.recipe.yamlsrc import dig, loc_of
 
     versions = work / "versions.yaml"
     text, row_changed = bump.upsert_release_row(versions.read_text(), facts)

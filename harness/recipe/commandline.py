@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from harness.recipe.findings import Loc
 
 if TYPE_CHECKING:  # the model imports this module; a Container is only passed in
-    from harness.recipe.model import Container
+    from harness.recipe.container import Container
 
 
 @dataclass(frozen=True)
@@ -108,6 +108,12 @@ class Command:
     @property
     def text(self) -> str:
         return " ".join(t.value for t in self.words)
+
+    @property
+    def at(self) -> Loc:
+        """Where the command's program word is written (its first word when it has only prefixes)."""
+        words = self.program_words()
+        return (words[0] if words else self.words[0]).loc
 
 
 def split_shell(text: str) -> list[Word | str]:

@@ -8,15 +8,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.recipe.model import (
-    DEPLOY_FILE,
-    DGD_KIND,
-    GAIE_DIR,
-    MODEL_CACHE_DIR,
-    PERF_FILE,
-    FileCache,
-    Recipe,
-)
+from harness.recipe.model import DEPLOY_FILE, DGD_KIND, GAIE_DIR, MODEL_CACHE_DIR, PERF_FILE, FileCache, Recipe
 
 SKIP_DIRS = {".git", "__pycache__", ".pytest_cache", "node_modules"}
 MODEL_PERF_DIR = "perf"  # upstream's model-level benchmark: <model>/perf/perf.yaml

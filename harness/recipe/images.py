@@ -11,7 +11,8 @@ from typing import TYPE_CHECKING
 from harness.recipe.findings import Loc
 
 if TYPE_CHECKING:  # the model reads the release from here (Recipe.release); recipes are only passed in
-    from harness.recipe.model import Container, Recipe
+    from harness.recipe.container import Container
+    from harness.recipe.model import Recipe
     from harness.recipe.workloads import Pod
 
 DYNAMO_PREFIX = "nvcr.io/nvidia/ai-dynamo/"

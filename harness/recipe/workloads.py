@@ -22,19 +22,11 @@ from harness.recipe.commandline import (
     script_line,
     shell_scripts,
 )
+from harness.recipe.container import Container, build_container
 from harness.recipe.findings import Loc
-from harness.recipe.model import (
-    MODEL_DOWNLOAD_FILE,
-    PERF_FILE,
-    Container,
-    Recipe,
-    Service,
-    build_container,
-    dig,
-    mapping,
-    sequence,
-)
-from harness.recipe.yamlsrc import Document, SrcMap
+from harness.recipe.model import MODEL_DOWNLOAD_FILE, PERF_FILE, Recipe
+from harness.recipe.service import Service
+from harness.recipe.yamlsrc import Document, SrcMap, dig, mapping, sequence
 
 WORKLOAD_KINDS = {"Job", "CronJob", "Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Pod"}
 PERF_RUNNER_KINDS = ("Job", "Pod")
@@ -78,6 +70,11 @@ class Pod:
     @property
     def main(self) -> Container | None:
         return self.containers[0] if self.containers else None
+
+    @property
+    def name(self) -> str:
+        """The service's name for a DGD pod, else `Job <name>`, `Deployment <name>`, ..."""
+        return self.service.name if self.service else self.label
 
     def mounts_of(self, container: Container) -> list[Mount]:
         return [m for m in self.mounts if not m.container or m.container == id(container.data)]
@@ -197,6 +194,16 @@ class Workloads:
             return None
         return svc.module.value, svc.flags
 
+    def engine_calls(self) -> Iterator[tuple[Pod, Token, Flags]]:
+        """(worker pod, the `dynamo.X` word, its flags) for every worker that runs a Dynamo engine."""
+        for pod in self.workers:
+            found = self.engine(pod)
+            if found is None or pod.main is None:
+                continue
+            module, flags = found
+            at = next((t for cmd in self.script(pod.main).commands for t in cmd.words if t.value == module), None)
+            yield pod, at or Token(module, pod.main.loc), flags
+
     def aiperf(self) -> tuple[Container, Command, Flags] | None:
         """(container, command, flags) of the perf Job's `aiperf profile` call (found once)."""
         if self._aiperf == ():
@@ -280,6 +287,13 @@ def aiperf_calls(script: Script) -> Iterator[tuple[Command, list[Token]]]:
                 yield from aiperf_calls(inner)
     for cmd, text, _ in shell_scripts(script):
         yield from aiperf_calls(nested_script(text, cmd.words[0].loc))
+
+
+def aiperf_of(recipe: Recipe) -> tuple[Workloads, Container, Command, Flags] | None:
+    """(workloads, container, command, flags) of the recipe's benchmark call, or None (`Workloads.aiperf`)."""
+    w = recipe.workloads
+    found = w.aiperf()
+    return (w, *found) if found else None
 
 
 def workloads(recipe: Recipe) -> Workloads:

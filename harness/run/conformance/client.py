@@ -20,10 +20,11 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from harness.recipe.commandline import dynamo_engine, dynamo_module_at
+from harness.recipe.commandline import Token, dynamo_engine, dynamo_module_at
 from harness.recipe.configfiles import MountedFile, mounted_file
 from harness.recipe.findings import Finding, Loc, Severity, display_path
-from harness.recipe.model import Recipe, Service, Token
+from harness.recipe.model import Recipe
+from harness.recipe.service import Service
 from harness.recipe.versions import VERSIONS_FILE, version_matrix
 from harness.recipe.yamlsrc import SrcMap, parse_yaml_bytes
 from harness.run.conformance import envs, trtllm

@@ -10,8 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.analysis.benchmark import AiperfInvocation, PerfConfigError, find_invocation
-from harness.recipe.model import dig
-from harness.recipe.yamlsrc import to_plain
+from harness.recipe.yamlsrc import dig, to_plain
 from harness.run.k8s.context import MANAGED_BY, GpuContext
 from harness.run.k8s.facts import local_aiperf_args, model_id
 from harness.run.k8s.frontend import frontend_url

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from harness.recipe.model import dig
+from harness.recipe.yamlsrc import dig
 from harness.run.k8s.client import KubeError
 from harness.run.k8s.context import GpuContext
 from harness.run.k8s.facts import model_revision

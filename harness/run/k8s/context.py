@@ -18,7 +18,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from harness.recipe.model import Recipe, dig
+from harness.recipe.model import Recipe
+from harness.recipe.yamlsrc import dig
 from harness.run.k8s.client import Kube, KubeError
 from harness.run.k8s.diagnostics import Redactor
 from harness.run.k8s.facts import model_namespace, plain_docs, recipe_slug

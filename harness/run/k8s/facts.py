@@ -8,8 +8,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from harness.recipe.model import DEFAULT_ROUTER_MODE, DGD_KIND, Recipe, dig
-from harness.recipe.yamlsrc import Document, to_plain
+from harness.recipe.model import DGD_KIND, Recipe
+from harness.recipe.service import DEFAULT_ROUTER_MODE
+from harness.recipe.yamlsrc import Document, dig, to_plain
 
 # ConfigMaps first (workers mount them at start), then the ComputeDomain the DGD claims, then the DGD.
 APPLY_ORDER = {

@@ -7,7 +7,7 @@ import json
 import urllib.error
 import urllib.request
 
-from harness.recipe.model import dig
+from harness.recipe.yamlsrc import dig
 from harness.run.k8s.client import KubeError
 from harness.run.k8s.context import GpuContext
 from harness.run.k8s.facts import frontend_service, served_model_name

@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import re
 
-from harness.recipe.model import dig
+from harness.recipe.yamlsrc import dig
 from harness.run.k8s.client import KubeError
 from harness.run.k8s.context import MANAGED_BY, GpuContext
 from harness.run.k8s.settings import fmt_duration

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from harness.recipe.model import DGD_GROUP, DGD_KIND, dig
+from harness.recipe.model import DGD_GROUP, DGD_KIND
+from harness.recipe.yamlsrc import dig
 from harness.run.k8s.client import BUILTIN_KINDS, KubeError, transport_error
 from harness.run.k8s.context import GpuContext, PreflightReport
 from harness.run.k8s.facts import gpu_products, referenced_secrets

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import json
 
-from harness.recipe.model import DGD_KIND, dig
+from harness.recipe.model import DGD_KIND
+from harness.recipe.yamlsrc import dig
 from harness.run.k8s.client import KubeError
 from harness.run.k8s.context import GpuContext
 from harness.run.k8s.facts import (

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from harness.recipe.model import dig
+from harness.recipe.yamlsrc import dig
 from harness.run.k8s.context import GpuContext
 from harness.run.k8s.diagnostics import Diagnostics
 
