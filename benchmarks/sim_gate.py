@@ -37,7 +37,6 @@ sys.path.insert(0, str(REPO))
 from harness.analysis.benchmark import find_invocation  # noqa: E402
 from harness.recipe.discovery import discover, select  # noqa: E402
 from harness.results.paired import PAIRED_METRICS, PairedPolicy  # noqa: E402
-from harness.run.conformance.client import recipe_release  # noqa: E402
 from harness.run.perf import Scale  # noqa: E402
 from harness.run.sim import runtime  # noqa: E402
 from harness.run.sim.paired import Arm, PairedBench, PairedError, Reference  # noqa: E402
@@ -53,7 +52,7 @@ def _busy() -> None:
 def trial(recipe, slowdown: float, out_dir: Path, policy: PairedPolicy) -> dict:
     """One gate decision on `recipe` slowed by `slowdown` against itself at normal speed."""
     profile = get_profile("ci")
-    rt = runtime.resolve(recipe_release(recipe))
+    rt = runtime.resolve(recipe.release)
     cli = frontend_cli_from(runtime.frontend_cli_data(rt.python))
     label = "the same recipe at normal speed, run beside it"
     bench = PairedBench(

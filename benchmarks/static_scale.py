@@ -231,6 +231,14 @@ def main() -> int:
                     *[f"{d.wall:.1f} s ({s.wall / d.wall:.2f}x serial)" for d, s in zip(dist, serial)],
                 )
                 row("  findings JSON -n auto vs serial", "", same_findings(serial[-1].findings, dist[-1].findings))
+                per_check_dist = pytest_run(
+                    codes[-1], root, tmp / f"xdist-per-check-{size}.json", "-n", "auto", "--static-items", "per-check"
+                )
+                row(
+                    f"{n} recipes, pytest -n auto --static-items per-check",
+                    "",
+                    f"{per_check_dist.wall:.1f} s ({serial[-1].wall / per_check_dist.wall:.2f}x serial)",
+                )
             schema = [schema_only(c, root) for c in codes]
             row(
                 "schema validation alone (one process = one core)",

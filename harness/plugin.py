@@ -21,8 +21,11 @@ from harness.recipe.changes import ChangeError
 from harness.recipe.discovery import SelectionError
 from harness.recipe.findings import Finding, Report, Severity, sorted_findings
 from harness.recipe.model import Recipe
+from harness.run.expression import ExpressionError, evaluate
 from harness.run.ignores import IgnoreFileError
-from harness.run.stage import GpuOptions, SimOptions, Stage, StageOptions, StageSkip, StepRun
+from harness.run.k8s.settings import DeploySettings
+from harness.run.k8s.settings import add_options as add_gpu_options
+from harness.run.stage import SimOptions, Stage, StageOptions, StageSkip, StepRun
 from harness.run.static import (
     SEVERITY_FLOORS,
     Gate,
@@ -113,7 +116,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         choices=MODES,
         default="auto",
         help="static tests as one pytest item per check, or one per recipe that still reports each check "
-        f"(faster at scale); auto: per recipe above {AUTO_MAX_RECIPES} recipes or under xdist",
+        f"(faster at scale); auto: per recipe above {AUTO_MAX_RECIPES} recipes or under xdist "
+        "(under xdist, one test per recipe)",
     )
     group.addoption("--findings-json", metavar="PATH", help="write all static findings as JSON")
     group.addoption(
@@ -148,43 +152,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--keep-logs", action="store_true", help="keep process logs of passing sim runs")
     group.addoption("--repeats", type=int, default=1, metavar="N", help="benchmark runs per recipe (median and CV)")
     group.addoption("--update-baselines", action="store_true", help="write new baselines from valid runs")
-    group.addoption(
-        "--engine",
-        choices=("real", "mocker"),
-        default="real",
-        help="gpu stage: real engines, or the Dynamo mocker on a CPU cluster",
-    )
-    group.addoption("--keep", action="store_true", help="gpu stage: keep the namespace after the run")
-    group.addoption(
-        "--perf-mode",
-        choices=("job", "local"),
-        default="job",
-        help="gpu stage: run perf.yaml in the cluster, or AIPerf locally through the port-forward",
-    )
-    group.addoption(
-        "--kubeconfig",
-        default=None,
-        metavar="PATH",
-        help="gpu stage: kubeconfig (default: KUBECONFIG, ~/.kube/config, in-cluster)",
-    )
-    group.addoption(
-        "--namespace", default=None, help="gpu stage: use this namespace instead of the model's own (rh-<model>)"
-    )
-    group.addoption(
-        "--time-budget",
-        type=float,
-        default=None,
-        metavar="MIN",
-        help="gpu stage: finish each recipe's run, diagnostics and teardown included, within MIN minutes "
-        "(set it below the CI job's limit)",
-    )
-    group.addoption(
-        "--gpu-option",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="gpu stage: set a DeploySettings field, e.g. unschedulable_grace=900 or poll_interval=2; repeatable",
-    )
+    add_gpu_options(group.addoption)  # generated from the gpu stage's settings (harness/run/k8s/settings.py)
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -228,11 +196,9 @@ class RecipeHarness:
         expr = self.config.option.markexpr
         if not expr:
             return True
-        from _pytest.mark.expression import Expression
-
         try:
-            return Expression.compile(expr).evaluate(lambda name, **kw: name == stage)
-        except Exception:
+            return evaluate(expr, lambda name: name == stage)
+        except ExpressionError:
             return True
 
     def pytest_ignore_collect(self, collection_path: Path, config: pytest.Config) -> bool | None:
@@ -245,11 +211,9 @@ class RecipeHarness:
         return None
 
     def _unmarked_selected(self) -> bool:
-        from _pytest.mark.expression import Expression
-
         try:
-            return Expression.compile(self.config.option.markexpr).evaluate(lambda name, **kw: False)
-        except Exception:
+            return evaluate(self.config.option.markexpr, lambda name: False)
+        except ExpressionError:
             return True
 
     @pytest.hookimpl(wrapper=True)
@@ -346,27 +310,16 @@ class RecipeHarness:
                     reference=opt.sim_reference or opt.changed_since,
                     rounds=opt.sim_rounds,
                 ),
-                gpu=GpuOptions(
-                    engine=opt.engine,
-                    keep=opt.keep,
-                    perf_mode=opt.perf_mode,
-                    kubeconfig=opt.kubeconfig,
-                    namespace=opt.namespace,
-                    time_budget=float(opt.time_budget or 0) * 60.0,
-                    settings=self._gpu_settings(),
-                ),
+                gpu=self._gpu_settings(report_dir),
             )
         return self.stage_options
 
-    def _gpu_settings(self) -> tuple[tuple[str, str], ...]:
-        """--gpu-option KEY=VALUE pairs (the gpu stage checks each key against its settings)."""
-        out = []
-        for item in self.config.option.gpu_option or []:
-            key, sep, value = str(item).partition("=")
-            if not sep or not key.strip():
-                raise pytest.UsageError(f"--gpu-option {item!r}: expected KEY=VALUE")
-            out.append((key.strip(), value.strip()))
-        return tuple(out)
+    def _gpu_settings(self, report_dir: Path) -> DeploySettings:
+        """The gpu stage's settings from its options (declared once, in harness/run/k8s/settings.py)."""
+        try:
+            return DeploySettings.from_pytest(self.config.option, report_dir, self.config.option.repeats)
+        except ValueError as exc:
+            raise pytest.UsageError(str(exc)) from None
 
     def run_for(self, item: StepItem) -> StepRun:
         key = (item.stage_name, item.recipe.id)
@@ -390,14 +343,8 @@ class RecipeHarness:
             # cyclic GC from rescanning them on every full collection (15% of the wall at 200 recipes)
             gc.freeze()
 
-    @pytest.hookimpl(tryfirst=True)
-    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        collected = getattr(report, "static_tests_collected", None)  # from an xdist worker
-        if collected and self.session is not None:
-            self.session.testscollected = collected
-
     def pytest_runtest_protocol(self, item: pytest.Item, nextitem: pytest.Item | None) -> bool | None:
-        if isinstance(item, RecipeChecksItem):  # reports one test per check (harness.run.static_items)
+        if isinstance(item, RecipeChecksItem) and item.reports_per_check:  # one report per check (static_items)
             return item.run_protocol(nextitem)
         return None
 
@@ -466,13 +413,12 @@ class RecipeHarness:
 
     def _release_header(self) -> list[str]:
         """Which Dynamo parses and rehearses each release the selection pins (the run header)."""
-        from harness.run.conformance.client import recipe_release
         from harness.run.sim.runtime import header_lines
 
         opt = self.config.option
         try:
             selection = make_selection(opt.recipes_dir, opt.recipe, opt.changed_since, opt.max_file_bytes)
-            releases = sorted({r for r in (recipe_release(x) for x in selection.chosen) if r})
+            releases = sorted({r for r in (x.release for x in selection.chosen) if r})
             return header_lines(releases)
         except Exception:
             return []

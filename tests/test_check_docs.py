@@ -4,6 +4,7 @@ a failing example, the source), in a `Source:` paragraph that names something a 
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
 
@@ -66,3 +67,11 @@ def test_why_is_not_the_source(chk):
 def test_the_rule_itself(doc, ok):
     source = source_paragraph(doc)
     assert (source is not None and names_something_concrete(source)) is ok
+
+
+def test_a_check_is_found_from_its_id():
+    """`recipe-harness checks ID` names the file; the function there is named as the id is."""
+    repo = Path(__file__).resolve().parent.parent
+    for chk in all_checks():
+        assert (repo / chk.source).is_file(), chk.source
+        assert chk.fn.__name__ == chk.id.replace("-", "_"), f"{chk.source}: {chk.fn.__name__} is check {chk.id}"

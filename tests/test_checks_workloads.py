@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from harness.checks.perf_job import _errexit, _unbounded_loops
-from harness.recipe.commandline import Word, parse_flags, parse_script, split_shell
+from harness.checks.perf_script import _errexit, _unbounded_loops
+from harness.recipe.commandline import Token, Word, parse_flags, parse_script, split_shell
+from harness.recipe.container import Container
 from harness.recipe.findings import Loc
-from harness.recipe.model import Container, Token
 from harness.recipe.workloads import flag
 from harness.recipe.yamlsrc import parse_yaml_bytes
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from harness.analysis.topology import topology_of
-from harness.recipe.model import DEFAULT_ROUTER_MODE, FRONTEND_BOOLEAN_FLAGS, Deployment
+from harness.recipe.service import DEFAULT_ROUTER_MODE, FRONTEND_BOOLEAN_FLAGS, Deployment
 from harness.recipe.yamlsrc import load_yaml_file
 from harness.run.k8s.mocker import MockerModel, mocker_args
 

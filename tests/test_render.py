@@ -21,7 +21,7 @@ import pytest
 
 from harness.analysis.render import render_service, shell_quote
 from harness.analysis.shell import ShellParser, Traced, kubelet_expand
-from harness.recipe.model import Deployment
+from harness.recipe.service import Deployment
 from harness.recipe.yamlsrc import load_yaml_file
 
 

@@ -10,7 +10,7 @@ import pytest
 
 from harness.analysis.topology import topology_of
 from harness.checks.topology import nodes_needed
-from harness.recipe.model import Deployment
+from harness.recipe.service import Deployment
 from harness.recipe.yamlsrc import load_yaml_file
 
 
@@ -196,9 +196,9 @@ def test_trtllm_subpath_and_items(tmp_path):
     ],
 )
 def test_engine_flags(args, expected):
-    from harness.recipe.commandline import parse_flags
+    from harness.recipe.commandline import Token, parse_flags
     from harness.recipe.findings import Loc
-    from harness.recipe.model import ENGINE_BOOLEAN_FLAGS, Token
+    from harness.recipe.service import ENGINE_BOOLEAN_FLAGS
 
     got = parse_flags([Token(a, Loc(Path("x"))) for a in args], ENGINE_BOOLEAN_FLAGS)
     assert {k: v.value for k, v in got.last().items()} == expected

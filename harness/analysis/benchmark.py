@@ -4,16 +4,12 @@ read with the Job's env and script variables resolved (aiperf 0.13 option names 
 from __future__ import annotations
 
 import json
-import re
-import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.recipe.model import Container, Recipe, pod_containers
+from harness.recipe.commandline import expand_script_vars
+from harness.recipe.model import Recipe
 
-_SEPARATORS = {"&&", "||", ";", "|", "&", "\n"}
-_ASSIGNMENT = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)=(.*)$", re.S)
-_WARMUP = re.compile(r"warm[-_ ]?up", re.IGNORECASE)  # a call that only warms the server up
 # aiperf option aliases -> one canonical name (aiperf 0.13 `profile --help`).
 ALIASES = {
     "-m": "--model",
@@ -75,79 +71,21 @@ class AiperfInvocation:
 
 
 def find_invocation(recipe: Recipe) -> AiperfInvocation:
-    job = recipe.perf_job()
-    if job is None and recipe.perf is not None:  # a bare Pod runs the benchmark in some upstream recipes
-        job = next((d for d in recipe.perf.documents if d.kind == "Pod" and d.data is not None), None)
-    if job is None:
+    """The perf Job's benchmark: the `aiperf profile` call the static checks judge
+    (`Workloads.aiperf_call`: exec form, `sh -c`/`bash -lc` scripts, nested `sh -c '...'`, `&&` lists,
+    folded YAML), its words with the container's env and the script's own variables resolved.
+    Raises PerfConfigError when the perf Job has none."""
+    w = recipe.workloads
+    if w.perf is None:
         raise PerfConfigError(f"{recipe.id}: perf.yaml has no Job or Pod")
-    for container in pod_containers(job):
-        words = aiperf_words(container)
-        if words is not None:
-            loc = container.shell_script.loc if container.shell_script else container.loc
-            return parse_options(words, where=f"{_rel(loc.file, recipe.root)}:{loc.line}")
-    raise PerfConfigError(f"{recipe.id}: no container of the perf Job runs `aiperf profile`")
-
-
-def aiperf_words(container: Container) -> list[str] | None:
-    """The words after `aiperf profile` with env and script variables resolved, or None."""
-    script = container.shell_script
-    if script is None:
-        words = [t.value for t in container.argv]
-        return _after_profile(words)
-    variables: dict[str, str] = {}
-    warmup: list[str] | None = None
-    for command in shell_commands(script.value):
-        found = _after_profile(command)
-        resolver = Container(container.data, {**container.env, **variables})
-        if found is not None:
-            words = [resolver.expand(w) for w in found]
-            if not any(
-                _WARMUP.search(w) for w in words if not w.startswith("-")
-            ):  # values, not `--warmup-request-count`
-                return words
-            warmup = warmup or words  # a warmup run: the benchmark is a later call
-            continue
-        assignment = command[1:] if command[:1] == ["export"] else command
-        for word in assignment:
-            m = _ASSIGNMENT.match(word)
-            if not m:
-                break
-            variables[m.group(1)] = resolver.expand(m.group(2))
-    return warmup
-
-
-def shell_commands(script: str) -> list[list[str]]:
-    """A script split into simple commands (newlines, `;`, `&&`, `||` and `|` end one); comments dropped."""
-    joined = script.replace("\\\n", " ")
-    commands: list[list[str]] = []
-    for line in joined.splitlines():
-        lexer = shlex.shlex(line, posix=True, punctuation_chars=";&|")
-        lexer.whitespace_split = True
-        lexer.commenters = "#"
-        try:
-            words = list(lexer)
-        except ValueError:  # unbalanced quotes: whitespace is the best guess
-            words = line.split()
-        current: list[str] = []
-        for w in words:
-            if w in _SEPARATORS:
-                if current:
-                    commands.append(current)
-                current = []
-            else:
-                current.append(w)
-        if current:
-            commands.append(current)
-    return commands
-
-
-def _after_profile(words: list[str]) -> list[str] | None:
-    for i in range(len(words) - 1):
-        if Path(words[i]).name == "aiperf" and words[i + 1] == "profile":
-            rest = words[i + 2 :]
-            end = next((k for k, w in enumerate(rest) if w in _SEPARATORS), len(rest))
-            return rest[:end]
-    return None
+    call = w.aiperf_call()
+    if call is None:
+        raise PerfConfigError(f"{recipe.id}: no container of the perf Job runs `aiperf profile`")
+    container, _, words = call
+    script = container.script
+    values = [expand_script_vars(t.value, script, container) for t in words]
+    loc = container.shell_script.loc if container.shell_script else container.loc
+    return parse_options(values, where=f"{_rel(loc.file, recipe.root)}:{loc.line}")
 
 
 def parse_options(words: list[str], where: str = "") -> AiperfInvocation:

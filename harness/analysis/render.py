@@ -37,8 +37,11 @@ from harness.analysis.shell import (
     kubelet_env,
     kubelet_expand,
 )
+from harness.recipe.commandline import Token, dynamo_module_at
 from harness.recipe.findings import Loc, display_path
-from harness.recipe.model import Recipe, Service, Token, as_int, dig, mapping, sequence
+from harness.recipe.model import Recipe
+from harness.recipe.service import Service
+from harness.recipe.yamlsrc import as_int, dig, mapping, sequence
 
 MULTINODE_DEPLOYERS = ("grove", "lws")
 OPERATOR_VERSION = "Dynamo 1.4.0 operator (modelled on deploy/operator 1.x source; see module docstring)"
@@ -128,18 +131,14 @@ class RenderedPod:
     def engine_args(self) -> list[EngineArg]:
         """The arguments after `-m dynamo.<x>` (empty when there is no such call)."""
         argv = self.engine_argv or []
-        for i, tok in enumerate(argv[:-1]):
-            if tok.value == "-m" and argv[i + 1].value.startswith("dynamo."):
-                return argv[i + 2 :]
-        return []
+        at = dynamo_module_at(argv)
+        return argv[at + 1 :] if at is not None else []
 
     @property
     def engine_module(self) -> str | None:
         argv = self.engine_argv or []
-        for i, tok in enumerate(argv[:-1]):
-            if tok.value == "-m":
-                return argv[i + 1].value
-        return None
+        at = dynamo_module_at(argv)
+        return argv[at].value if at is not None else None
 
     def to_dict(self) -> dict[str, Any]:
         def env_item(e: EnvVar) -> dict[str, Any]:

@@ -26,7 +26,8 @@ from dataclasses import dataclass
 from harness.analysis.topology import Topology, workers
 from harness.recipe import catalogue
 from harness.recipe.catalogue import GpuFacts, ModelFacts
-from harness.recipe.model import Recipe, dig
+from harness.recipe.model import Recipe
+from harness.recipe.yamlsrc import dig, sequence
 
 # What the engines use when the recipe does not set a fraction.
 DEFAULT_FRACTION = {"vllm": 0.9, "sglang": 0.85, "trtllm": 0.9}
@@ -149,3 +150,14 @@ def worker_sizings(recipe: Recipe, gpu_name: str) -> list[tuple[str, WorkerSizin
         )
         for svc, topo in workers(recipe)
     ]
+
+
+def recipe_gpus(recipe: Recipe) -> list[tuple[str, object]]:
+    """(GPU name, where it is declared): hardware.gpu, then each of hardware.alternatives."""
+    hw = recipe.metadata.get("hardware")
+    out = []
+    if isinstance(dig(hw, "gpu"), str):
+        out.append((hw["gpu"], hw.loc_of("gpu")))
+    alts = sequence(dig(hw, "alternatives")) or []
+    out += [(str(a), alts.loc_of(i)) for i, a in enumerate(alts)]
+    return out

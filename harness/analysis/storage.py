@@ -11,9 +11,11 @@ from dataclasses import dataclass, field
 from harness.analysis.downloads import downloads
 from harness.recipe import catalogue
 from harness.recipe.catalogue import GIB, ExtraFiles, ModelFacts, StorageRules
+from harness.recipe.container import pod_containers
 from harness.recipe.findings import Loc
-from harness.recipe.model import MODEL_DOWNLOAD_FILE, PERF_FILE, Recipe, Service, dig, mapping, pod_containers, sequence
-from harness.recipe.yamlsrc import Document, SrcMap
+from harness.recipe.model import MODEL_DOWNLOAD_FILE, PERF_FILE, Recipe
+from harness.recipe.service import Service
+from harness.recipe.yamlsrc import Document, SrcMap, dig, mapping, sequence
 
 _QUANTITY = re.compile(r"^([+-]?(?:\d+(?:\.\d*)?|\.\d+))(Ki|Mi|Gi|Ti|Pi|Ei|k|K|M|G|T|P|E|m|[eE][+-]?\d+)?$")
 _UNITS = {
@@ -186,7 +188,7 @@ def downloaded_models(doc: Document, known: Iterable[str]) -> list[str]:
     `Qwen/Qwen3-32B` is not found inside `Qwen/Qwen3-32B-FP8`)."""
     texts: list[str] = []
     for c in pod_containers(doc):
-        texts.extend(t.value for t in c.argv)
+        texts.extend(t.value for cmd in c.script.commands for t in cmd.words)
         texts.extend(c.expand(v) for v in c.env.values())
     blob = "\n".join(texts)
     found = []

@@ -19,8 +19,9 @@ from harness.recipe import catalogue
 from harness.recipe.commandline import Token
 from harness.recipe.configfiles import mounted_file_in
 from harness.recipe.findings import Loc
-from harness.recipe.model import ENGINE_BOOLEAN_FLAGS, Recipe, Service, as_int, dig, mapping, sequence
-from harness.recipe.yamlsrc import Document, SrcList, SrcMap, parse_yaml_bytes
+from harness.recipe.model import Recipe
+from harness.recipe.service import ENGINE_BOOLEAN_FLAGS, Service
+from harness.recipe.yamlsrc import Document, SrcList, SrcMap, as_int, dig, mapping, parse_yaml_bytes, sequence
 
 # The names each backend spells a setting with, first = the canonical spelling for messages.
 # TRT-LLM `memory_fraction` is kv_cache_config.free_gpu_memory_fraction: a share of the memory
@@ -78,6 +79,13 @@ ENGINE_KEYS: dict[str, tuple[tuple[str, ...], ...]] = {
     "max_seq_len": (("max_seq_len",),),
     "kv_cache_dtype": (("kv_cache_config", "dtype"),),
 }
+# TRT-LLM: Dynamo's `--kv-block-size` (env DYN_TRTLLM_KV_BLOCK_SIZE, default 32,
+# dynamo/trtllm/backend_args.py) and the engine's kv_cache_config.tokens_per_block (default 32,
+# tensorrt_llm/llmapi/llm_args.py KvCacheConfig).
+TRTLLM_BLOCK_FLAG = "--kv-block-size"
+TRTLLM_BLOCK_ENV = "DYN_TRTLLM_KV_BLOCK_SIZE"
+TRTLLM_DEFAULT_BLOCK = 32
+TRTLLM_DEFAULT_TOKENS_PER_BLOCK = 32
 ENGINE_ARGS_FLAG = "--extra-engine-args"
 CONFIG_FLAG = "--config"  # SGLang and vLLM read a YAML of long options
 CONFIG_FILE_BACKENDS = ("sglang", "vllm")

@@ -53,6 +53,12 @@ class Check:
     def doc(self) -> str:
         return inspect.getdoc(self.fn) or ""
 
+    @property
+    def source(self) -> str:
+        """The file that defines it, from the repository root (`harness/checks/images.py`): the function
+        there is named as the id is (`image-release-consistent` -> `image_release_consistent`)."""
+        return f"{self.fn.__module__.replace('.', '/')}.py"
+
 
 REGISTRY: dict[str, Check] = {}
 

@@ -10,9 +10,10 @@ from harness.analysis.topology import Topology, workers
 from harness.checks import CheckContext, check
 from harness.recipe import catalogue
 from harness.recipe.findings import Loc, Problem, Severity, problem
-from harness.recipe.model import Recipe, Service, as_int, dig
+from harness.recipe.model import Recipe
+from harness.recipe.service import Service
 from harness.recipe.workloads import env_value, flag
-from harness.recipe.yamlsrc import SrcMap
+from harness.recipe.yamlsrc import SrcMap, as_int, dig
 
 # The benchmark's lengths as the perf Job states them (env, aiperf flags), else recipe.yaml benchmark.
 ISL_SOURCES = (("ISL",), ("--synthetic-input-tokens-mean", "--isl", "--prompt-input-tokens-mean"))
@@ -65,10 +66,6 @@ def benchmark_lengths(recipe: Recipe) -> Lengths | None:
     return None
 
 
-def _engine(svc: Service) -> str:
-    return svc.module.value.split(".", 1)[1] if svc.module is not None and "." in svc.module.value else ""
-
-
 @check("context-fits-benchmark")
 def context_fits_benchmark(recipe: Recipe, ctx: CheckContext) -> Iterator[Problem]:
     """Every worker's context window holds one benchmark request, ISL + OSL tokens: vLLM
@@ -92,7 +89,7 @@ def context_fits_benchmark(recipe: Recipe, ctx: CheckContext) -> Iterator[Proble
     model_id = dig(recipe.metadata, "model", "id")
     model = catalogue.model(model_id) if isinstance(model_id, str) else None
     for svc, topo in workers(recipe):
-        engine = _engine(svc)
+        engine = svc.engine
         setting = topo.get("max_seq_len")
         if setting is not None and isinstance(setting.value, int):
             window, where, what = setting.value, setting.loc, setting.source
@@ -148,7 +145,7 @@ def trtllm_prompt_fits_max_num_tokens(recipe: Recipe, ctx: CheckContext) -> Iter
     model_id = dig(recipe.metadata, "model", "id")
     model = catalogue.model(model_id) if isinstance(model_id, str) else None
     for svc, topo in workers(recipe):
-        if _engine(svc) != "trtllm" or topo.role == "decode":
+        if svc.engine != "trtllm" or topo.role == "decode":
             continue
         chunked, _ = _engine_value(topo, svc, "enable_chunked_prefill", "--enable-chunked-prefill")
         if chunked is None:

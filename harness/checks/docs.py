@@ -13,7 +13,8 @@ from harness.analysis.docs import stale_files
 from harness.checks import CheckContext, check
 from harness.recipe.discovery import RecipeTree
 from harness.recipe.findings import Loc, Problem, problem
-from harness.recipe.model import Recipe, dig
+from harness.recipe.model import Recipe
+from harness.recipe.yamlsrc import dig
 
 README = "README.md"
 # The model README format: a `# <model>` title, then these sections in this order.

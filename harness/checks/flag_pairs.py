@@ -7,13 +7,10 @@ from collections.abc import Iterator
 from harness.checks import CheckContext, check
 from harness.recipe.findings import Problem, problem
 from harness.recipe.flag_pairs import FlagPair, flag_pairs
-from harness.recipe.model import Recipe, Service, dig
+from harness.recipe.model import Recipe
+from harness.recipe.service import Service
 
 CONFIG_FLAG = "--config"  # vLLM and SGLang read engine flags from a YAML file too: the pair may be met there
-
-
-def _engine(svc: Service) -> str | None:
-    return svc.module.value.split(".", 1)[1] if svc.module is not None and "." in svc.module.value else None
 
 
 def _met(pair: FlagPair, svc: Service) -> bool:
@@ -48,13 +45,13 @@ def required_flag_pairs(recipe: Recipe, ctx: CheckContext) -> Iterator[Problem]:
     sglang/backend_args.py, vllm/backend_args.py, frontend/frontend_args.py).
     """
     dep = recipe.deployment
-    release = dig(recipe.metadata, "versions", "dynamo")
-    if dep is None or not isinstance(release, str):
+    release = recipe.release
+    if dep is None or not release:
         return
     pairs = flag_pairs(release)
     for svc in dep.services:
-        engine = _engine(svc)
-        if engine is None or (engine != "frontend" and CONFIG_FLAG in svc.flags):
+        engine = svc.engine
+        if not engine or (engine != "frontend" and CONFIG_FLAG in svc.flags):
             continue
         for pair in pairs:
             if pair.engine != engine:

@@ -4,23 +4,18 @@ one Dynamo release per recipe, listed in the version matrix, from an allowed reg
 from __future__ import annotations
 
 import re
-from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 from harness.checks import CheckContext, check
 from harness.recipe.findings import Loc, Problem, Severity, display_path, problem
-from harness.recipe.model import Container, Recipe
-from harness.recipe.versions import BUILTIN_MATRIX, VERSIONS_FILE, VersionMatrix, builtin_matrix, version_matrix
+from harness.recipe.images import DYNAMO_PREFIX, TOOL_REPOSITORIES, ImageRef, image_release, image_uses, parse_image
+from harness.recipe.model import Recipe
+from harness.recipe.versions import VERSIONS_FILE, release_matrix
 from harness.recipe.workloads import Pod
 
-DYNAMO_PREFIX = "nvcr.io/nvidia/ai-dynamo/"
 RUNTIME_REPOSITORY = {"vllm": "vllm-runtime", "sglang": "sglang-runtime", "trtllm": "tensorrtllm-runtime"}
 DYNAMO_REPOSITORIES = set(RUNTIME_REPOSITORY.values()) | {"dynamo-frontend", "dynamo-planner"}
-# Tools NVIDIA publishes under nvcr.io/nvidia/ai-dynamo/ with their own version line, not a Dynamo release:
-# AIPerf's image (`aiperf:0.11.0` in upstream's recipes/glm-5.2/perf/perf.yaml, whose README says the Job
-# runs it directly; other trees use 0.7.0 and 0.12.0).
-TOOL_REPOSITORIES = {"aiperf"}
 KNOWN_WRONG_REPOSITORIES = {
     "trtllm-runtime": "tensorrtllm-runtime",
     "tensorrt-llm-runtime": "tensorrtllm-runtime",
@@ -31,7 +26,6 @@ KNOWN_WRONG_REPOSITORIES = {
 DEFAULT_REGISTRIES = ("nvcr.io", "docker.io", "ghcr.io", "quay.io", "registry.k8s.io", "public.ecr.aws")
 
 _DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
-_RELEASE = re.compile(r"^v?(\d+\.\d+\.\d+(?:(?:\.post|\.dev|rc|-rc\.?|\.rc)\d+)?)")
 _PLACEHOLDER_CHARS = re.compile(r"[${}<>()*\s]")
 _PLACEHOLDER_TAGS = {
     "my-tag",
@@ -59,47 +53,6 @@ _LETTER_VERSION = re.compile(r"^v?[a-zA-Z](?:[.-][a-zA-Z])+$")  # x.y.z, X.Y.Z, 
 _FLOATING_TAGS = {"latest", "main", "master", "nightly", "stable", "edge", "head"}
 
 
-@dataclass(frozen=True)
-class ImageRef:
-    """A parsed image reference: [registry/]repository[:tag][@digest]."""
-
-    text: str
-    registry: str
-    repository: str
-    tag: str
-    digest: str
-
-    @property
-    def name(self) -> str:
-        return f"{self.registry}/{self.repository}" if self.registry else self.repository
-
-    @property
-    def basename(self) -> str:
-        return self.repository.rsplit("/", 1)[-1]
-
-    @property
-    def is_dynamo(self) -> bool:
-        return self.name.startswith(DYNAMO_PREFIX)
-
-    @property
-    def release(self) -> str:
-        m = _RELEASE.match(self.tag)
-        return m.group(1) if m else ""
-
-
-def parse_image(text: str) -> ImageRef:
-    rest, _, digest = text.strip().partition("@")
-    slash = rest.rfind("/")
-    colon = rest.rfind(":")
-    tag = ""
-    if colon > slash:
-        rest, tag = rest[:colon], rest[colon + 1 :]
-    registry, _, repository = rest.partition("/")
-    if not repository or not ("." in registry or ":" in registry or registry == "localhost"):
-        registry, repository = "", rest
-    return ImageRef(text, registry, repository, tag, digest)
-
-
 def placeholder_reason(tag: str) -> str:
     """Why a tag is not a real published tag ("" when it looks like one)."""
     if not tag:
@@ -114,30 +67,6 @@ def placeholder_reason(tag: str) -> str:
     if re.fullmatch(r"[A-Z][A-Z0-9_]*", tag):
         return "a placeholder (an upper-case variable name)"
     return ""
-
-
-@dataclass(frozen=True)
-class ImageUse:
-    """One container's image, where it is written, and what runs it."""
-
-    ref: ImageRef
-    loc: Loc
-    pod: Pod
-    container: Container
-
-    @property
-    def where(self) -> str:
-        return self.pod.label + (f" container {self.container.name}" if self.container.name else "")
-
-
-def image_uses(recipe: Recipe) -> list[ImageUse]:
-    """Every container image of the recipe that is a non-empty string."""
-    out = []
-    for pod in recipe.workloads.pods:
-        for c in pod.containers:
-            if isinstance(c.image, str) and c.image.strip():
-                out.append(ImageUse(parse_image(c.image), c.image_loc, pod, c))
-    return out
 
 
 @check("image-reference-pinned")
@@ -312,21 +241,6 @@ def image_repository_matches_backend(recipe: Recipe, ctx: CheckContext) -> Itera
             yield problem(use.loc, f"worker {use.pod.service.name} runs {repo}, which has no {framework} engine", fix)
 
 
-def recipe_release(recipe: Recipe) -> tuple[str, list[ImageUse]]:
-    """The Dynamo release of the recipe (the most common one, the workers' on a tie) and its images."""
-    uses = [
-        u for u in image_uses(recipe) if u.ref.is_dynamo and u.ref.release and u.ref.basename not in TOOL_REPOSITORIES
-    ]
-    if not uses:
-        return "", []
-    counts = Counter(u.ref.release for u in uses)
-    workers = [u.ref.release for u in uses if u.pod.service is not None and u.pod.service.is_worker]
-    top = max(counts.values())
-    tied = [r for r, n in counts.items() if n == top]
-    release = next((r for r in workers if r in tied), tied[0])
-    return release, uses
-
-
 @check("image-release-consistent")
 def image_release_consistent(recipe: Recipe, ctx: CheckContext) -> Iterator[Problem]:
     """Every Dynamo image (`nvcr.io/nvidia/ai-dynamo/*`) of a recipe comes from one release:
@@ -339,9 +253,9 @@ def image_release_consistent(recipe: Recipe, ctx: CheckContext) -> Iterator[Prob
     (nvcr.io/nvidia/ai-dynamo/{vllm,sglang,tensorrtllm}-runtime, dynamo-frontend,
     dynamo-planner:<release>; Dynamo support matrix docs.nvidia.com/dynamo/v1.4.0), and the frontend,
     router and workers of one graph are tested together per release; release parsed from the tag by
-    `_RELEASE` in harness/checks/images.py.
+    `_RELEASE` in harness/recipe/images.py.
     """
-    release, uses = recipe_release(recipe)
+    release, uses = image_release(recipe)
     for u in uses:
         if u.ref.release != release:
             yield problem(
@@ -349,15 +263,6 @@ def image_release_consistent(recipe: Recipe, ctx: CheckContext) -> Iterator[Prob
                 f"{u.where} uses Dynamo release {u.ref.release} but the rest of the recipe uses {release}",
                 f"use the {release} tag for every Dynamo image of the recipe",
             )
-
-
-def release_matrix(recipe: Recipe, ctx: CheckContext) -> tuple[VersionMatrix | None, str]:
-    """The release matrix the run judges images by, and its name for messages: the tree's
-    `versions.yaml` on a catalogue-convention tree (None when it is missing), else the built-in
-    matrix of every published Dynamo release (harness/recipe/data/releases.yaml)."""
-    if ctx.catalogue:
-        return version_matrix(recipe.load(recipe.root / VERSIONS_FILE)), VERSIONS_FILE
-    return builtin_matrix(), f"the built-in release matrix ({BUILTIN_MATRIX.name})"
 
 
 @check("image-release-in-matrix")
@@ -377,10 +282,10 @@ def image_release_in_matrix(recipe: Recipe, ctx: CheckContext) -> Iterator[Probl
     (`Requires-Dist: vllm==0.26.0; extra == 'vllm'` etc. for 1.4.0); `versions.backend` is recipe.yaml
     metadata (ours).
     """
-    release, uses = recipe_release(recipe)
+    release, uses = image_release(recipe)
     if not release:
         return
-    matrix, source = release_matrix(recipe, ctx)
+    matrix, source = release_matrix(recipe, ctx.catalogue)
     path = recipe.root / VERSIONS_FILE
     if matrix is None:
         yield problem(
@@ -423,7 +328,7 @@ def image_release_in_matrix(recipe: Recipe, ctx: CheckContext) -> Iterator[Probl
 
 
 @check("metadata-dynamo-release", convention=True)
-def metadata_dynamo_version_matches_image(recipe: Recipe, ctx: CheckContext) -> Iterator[Problem]:
+def metadata_dynamo_release(recipe: Recipe, ctx: CheckContext) -> Iterator[Problem]:
     """The metadata's `versions.dynamo` is the release of the recipe's Dynamo images: the
     catalogue table, the version matrix docs and the nightly's image pulls all read it.
 
@@ -431,9 +336,9 @@ def metadata_dynamo_version_matches_image(recipe: Recipe, ctx: CheckContext) -> 
 
     Source: This catalogue's convention (not a Dynamo rule); convention check: off on foreign trees.
     Compares recipe.yaml `versions.dynamo` with the release in the Dynamo image tags
-    (`nvcr.io/nvidia/ai-dynamo/<repo>:<release>`, harness/checks/images.py `recipe_release`).
+    (`nvcr.io/nvidia/ai-dynamo/<repo>:<release>`, harness/recipe/images.py `image_release`).
     """
-    release, _ = recipe_release(recipe)
+    release, _ = image_release(recipe)
     versions = recipe.metadata.get("versions")
     if not release or not isinstance(versions, dict) or "dynamo" not in versions:
         return
@@ -457,7 +362,7 @@ def allowed_registries(recipe: Recipe, ctx: CheckContext) -> tuple[list[str], st
     opt = ctx.options_for(RegistryOptions).registries
     if opt:
         return [r.strip() for r in opt], "the run's registries option"
-    matrix, source = release_matrix(recipe, ctx)
+    matrix, source = release_matrix(recipe, ctx.catalogue)
     if matrix is not None and matrix.registries:
         return matrix.registries, source
     return list(DEFAULT_REGISTRIES), "the built-in default"

@@ -8,9 +8,9 @@ from collections.abc import Iterator
 from typing import Any
 
 from harness.checks import CheckContext, check
-from harness.checks.images import recipe_release
 from harness.recipe.findings import Problem, problem
-from harness.recipe.model import ROUTER_MODE_ENV, Recipe, Service
+from harness.recipe.model import Recipe
+from harness.recipe.service import ROUTER_MODE_ENV
 
 # `python -m dynamo.frontend --router-mode` choices, per ai-dynamo release (read from the installed
 # wheels: dynamo/common/configuration/groups/router_args.py, RouterArgGroup.add_arguments). argparse
@@ -52,10 +52,6 @@ VLLM_CONNECTORS: dict[str, tuple[str, ...]] = {
     "1.6.1": _VLLM_0_26 + ("HiSparseConnector",),
 }
 KV_TRANSFER_FLAG = "--kv-transfer-config"
-
-
-def _engine(svc: Service) -> str:
-    return svc.module.value.split(".", 1)[1] if svc.module is not None and "." in svc.module.value else ""
 
 
 def _connectors(cfg: Any) -> Iterator[str]:
@@ -104,7 +100,7 @@ def interpreted_values_known(recipe: Recipe, ctx: CheckContext) -> Iterator[Prob
     dep = recipe.deployment
     if dep is None:
         return
-    release, _ = recipe_release(recipe)
+    release = recipe.release
     modes = ROUTER_MODES.get(release)
     if modes is not None:
         for fe in dep.frontends:
@@ -122,7 +118,7 @@ def interpreted_values_known(recipe: Recipe, ctx: CheckContext) -> Iterator[Prob
     if known is None:
         return
     for svc in dep.workers:
-        if _engine(svc) != "vllm":
+        if svc.engine != "vllm":
             continue
         found = svc.flags.get(KV_TRANSFER_FLAG)
         if found is None:

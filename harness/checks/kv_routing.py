@@ -6,12 +6,21 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 
-from harness.analysis.topology import Topology, flag_line, workers
+from harness.analysis.topology import (
+    TRTLLM_BLOCK_ENV,
+    TRTLLM_BLOCK_FLAG,
+    TRTLLM_DEFAULT_BLOCK,
+    TRTLLM_DEFAULT_TOKENS_PER_BLOCK,
+    Topology,
+    flag_line,
+    workers,
+)
 from harness.checks import CheckContext, check
 from harness.recipe.commandline import Flags
 from harness.recipe.findings import Loc, Problem, Severity, problem
-from harness.recipe.model import Recipe, Service, as_int, dig
-from harness.recipe.yamlsrc import SrcMap
+from harness.recipe.model import Recipe
+from harness.recipe.service import Service
+from harness.recipe.yamlsrc import SrcMap, as_int, dig
 
 _TRUE = ("true", "1", "yes", "on")  # env_or_default's reading of a boolean (dynamo/common/configuration/utils.py)
 
@@ -29,17 +38,6 @@ TRTLLM_PUBLISH_FLAGS = (
     "--no-publish-events-and-metrics",
 )
 TRTLLM_PUBLISH_ENV = "DYN_TRTLLM_PUBLISH_KV_EVENTS"
-# TRT-LLM: Dynamo's `--kv-block-size` (env DYN_TRTLLM_KV_BLOCK_SIZE, default 32,
-# dynamo/trtllm/backend_args.py) and the engine's kv_cache_config.tokens_per_block (default 32,
-# tensorrt_llm/llmapi/llm_args.py KvCacheConfig).
-TRTLLM_BLOCK_FLAG = "--kv-block-size"
-TRTLLM_BLOCK_ENV = "DYN_TRTLLM_KV_BLOCK_SIZE"
-TRTLLM_DEFAULT_BLOCK = 32
-TRTLLM_DEFAULT_TOKENS_PER_BLOCK = 32
-
-
-def _engine(svc: Service) -> str:
-    return svc.module.value.split(".", 1)[1] if svc.module is not None and "." in svc.module.value else ""
 
 
 def _bool_flag(flags: Flags, names: tuple[str, ...]) -> tuple[bool, Loc] | None:
@@ -60,7 +58,7 @@ def router_uses_events(frontend: Service) -> bool:
 
 def publishes_events(svc: Service) -> bool | None:
     """Whether a worker publishes KV events to the router (None: cannot tell statically)."""
-    engine, flags = _engine(svc), svc.flags
+    engine, flags = svc.engine, svc.flags
     if engine in ("vllm", "sglang"):
         if "--config" in flags:
             return None  # the setting may come from the YAML file; the conformance parse reads it
@@ -137,7 +135,7 @@ def kv_router_has_event_publishers(recipe: Recipe, ctx: CheckContext) -> Iterato
     for svc in indexed:
         if publishes_events(svc) is not False:
             continue
-        engine = _engine(svc)
+        engine = svc.engine
         at = flag_line(svc.module.at, svc.module.value) if svc.module is not None else svc.loc
         yield problem(
             at,
@@ -222,7 +220,7 @@ def kv_block_size_consistent(recipe: Recipe, ctx: CheckContext) -> Iterator[Prob
     vllm/distributed/kv_transfer/kv_connector/v1/nixl/base_worker.py.
     """
     pairs = workers(recipe)
-    trt = [(s, t) for s, t in pairs if _engine(s) == "trtllm"]
+    trt = [(s, t) for s, t in pairs if s.engine == "trtllm"]
     for svc, topo in trt:
         if publishes_events(svc) is not True:
             continue
@@ -252,7 +250,7 @@ def kv_block_size_consistent(recipe: Recipe, ctx: CheckContext) -> Iterator[Prob
                 f"but the workers use {listed}",
                 "use one kv_cache_config.tokens_per_block on prefill and decode",
             )
-    vllm = [(s, t) for s, t in pairs if _engine(s) == "vllm"]
+    vllm = [(s, t) for s, t in pairs if s.engine == "vllm"]
     for p_svc, p_topo in [(s, t) for s, t in vllm if t.role == "prefill"]:
         for d_svc, d_topo in [(s, t) for s, t in vllm if t.role == "decode"]:
             p_block, d_block = p_topo.get("block_size"), d_topo.get("block_size")

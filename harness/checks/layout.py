@@ -46,7 +46,7 @@ def yaml_well_formed(recipe: Recipe, ctx: CheckContext) -> Iterator[Problem]:
 
 
 @check("layout-required-files", convention=True)
-def required_files(recipe: Recipe, ctx: CheckContext) -> Iterator[Problem]:
+def layout_required_files(recipe: Recipe, ctx: CheckContext) -> Iterator[Problem]:
     """A recipe needs its DynamoGraphDeployment (`deploy.yaml`), its metadata (`recipe.yaml`),
     and its model's cache: `../../model-cache/model-cache.yaml` (PVC) and `model-download.yaml` (Job).
 
@@ -76,7 +76,7 @@ def required_files(recipe: Recipe, ctx: CheckContext) -> Iterator[Problem]:
 
 
 @check("layout-perf-present", severity=Severity.WARNING, convention=True)
-def perf_present(recipe: Recipe, ctx: CheckContext) -> Iterator[Problem]:
+def layout_perf_present(recipe: Recipe, ctx: CheckContext) -> Iterator[Problem]:
     """A recipe should ship its benchmark (`perf.yaml`, an AIPerf Job): without it nobody can
     reproduce its performance claims and the nightly has nothing to run.
 
@@ -95,7 +95,7 @@ def perf_present(recipe: Recipe, ctx: CheckContext) -> Iterator[Problem]:
 
 
 @check("layout-framework-dir", convention=True)
-def framework_dir(recipe: Recipe, ctx: CheckContext) -> Iterator[Problem]:
+def layout_framework_dir(recipe: Recipe, ctx: CheckContext) -> Iterator[Problem]:
     """The second path level names the backend: vllm, sglang or trtllm. The harness picks
     flag spellings and images by it.
 
@@ -115,7 +115,7 @@ def framework_dir(recipe: Recipe, ctx: CheckContext) -> Iterator[Problem]:
 
 
 @check("layout-kebab-case", convention=True)
-def kebab_case(recipe: Recipe, ctx: CheckContext) -> Iterator[Problem]:
+def layout_kebab_case(recipe: Recipe, ctx: CheckContext) -> Iterator[Problem]:
     """Model, framework and mode directories and every file name are kebab-case, so recipe ids
     are stable test ids and URL-safe.
 
@@ -137,7 +137,7 @@ def kebab_case(recipe: Recipe, ctx: CheckContext) -> Iterator[Problem]:
 
 
 @check("layout-stray-files", severity=Severity.WARNING, convention=True)
-def stray_files(recipe: Recipe, ctx: CheckContext) -> Iterator[Problem]:
+def layout_stray_files(recipe: Recipe, ctx: CheckContext) -> Iterator[Problem]:
     """A recipe directory holds only what the harness knows (recipe.yaml, deploy.yaml,
     perf.yaml, README.md, gaie/); anything else is unchecked and usually a leftover.
 
@@ -168,7 +168,7 @@ def stray_files(recipe: Recipe, ctx: CheckContext) -> Iterator[Problem]:
 
 
 @check("layout-tree", scope="tree", convention=True)
-def tree_layout(tree: RecipeTree, ctx: CheckContext) -> Iterator[Problem]:
+def layout_tree(tree: RecipeTree, ctx: CheckContext) -> Iterator[Problem]:
     """The recipes tree has the shape `<model>/<framework>/<mode>/` plus `<model>/model-cache/`
     and `<model>/README.md`; files or directories elsewhere are never checked.
 

@@ -7,8 +7,10 @@ from collections.abc import Iterator
 
 from harness.analysis.downloads import downloads
 from harness.checks import CheckContext, check
+from harness.recipe.container import pod_containers
 from harness.recipe.findings import Problem, Severity, problem
-from harness.recipe.model import Recipe, dig, pod_containers
+from harness.recipe.model import Recipe
+from harness.recipe.yamlsrc import dig
 
 COMMIT = re.compile(r"^[0-9a-f]{40}$")
 

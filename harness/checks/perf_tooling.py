@@ -8,9 +8,11 @@ from collections.abc import Iterator
 
 from harness.checks import CheckContext, check
 from harness.recipe.commandline import Command
+from harness.recipe.container import Container
 from harness.recipe.findings import Loc, Problem, problem
-from harness.recipe.model import Container, Recipe, as_int, dig, mapping
+from harness.recipe.model import Recipe
 from harness.recipe.workloads import Pod
+from harness.recipe.yamlsrc import as_int, dig, mapping
 
 # AIPerf releases with a dependency that ships no aarch64 wheel, so pip builds it from its sdist
 # (a C extension: it needs gcc). aiperf 0.13.0 METADATA: `Requires-Dist: crick~=0.0.8`; PyPI has

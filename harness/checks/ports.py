@@ -6,7 +6,9 @@ from collections.abc import Iterator
 
 from harness.checks import CheckContext, check
 from harness.recipe.findings import Loc, Problem, problem
-from harness.recipe.model import Recipe, Service, as_int, mapping, sequence
+from harness.recipe.model import Recipe
+from harness.recipe.service import Service
+from harness.recipe.yamlsrc import as_int, mapping, sequence
 
 # dynamo.frontend: `--http-port`, env DYN_HTTP_PORT, default 8000 (ai-dynamo 1.4.0
 # dynamo/frontend/frontend_args.py). The operator gives the frontend container the port `http`

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+from harness.analysis.sizing import recipe_gpus
 from harness.checks import CheckContext, check
-from harness.checks.sizing import recipe_gpus
 from harness.recipe import catalogue
 from harness.recipe.findings import Problem, Severity, problem
-from harness.recipe.model import Recipe, dig
+from harness.recipe.model import Recipe
+from harness.recipe.yamlsrc import dig
 
 # The lowest compute capability on which each engine runs a weight format, only where a source says
 # so (a format/engine pair not listed gives no finding: never stricter than the engine).

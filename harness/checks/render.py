@@ -7,7 +7,8 @@ from collections.abc import Iterator
 from harness.analysis.render import MULTINODE_DEPLOYERS, render_recipe
 from harness.checks import CheckContext, check
 from harness.recipe.findings import Problem, problem
-from harness.recipe.model import Recipe, dig
+from harness.recipe.model import Recipe
+from harness.recipe.yamlsrc import dig
 
 _NAMES = {"grove": "Grove", "lws": "LWS"}
 

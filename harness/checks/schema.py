@@ -16,7 +16,7 @@ from typing import Any
 from harness.checks import CheckContext, check
 from harness.recipe.findings import Loc, Problem, Severity, problem
 from harness.recipe.kubernetes_openapi import KUBERNETES_VERSION
-from harness.recipe.model import METADATA_FILE, Recipe, dig
+from harness.recipe.model import METADATA_FILE, Recipe
 from harness.recipe.schemas import (
     CrdSchemas,
     SchemaError,
@@ -29,7 +29,7 @@ from harness.recipe.schemas import (
     metadata_validator,
     plain_pruned,
 )
-from harness.recipe.yamlsrc import Document, loc_at_path, to_plain
+from harness.recipe.yamlsrc import Document, dig, loc_at_path, to_plain
 
 
 @dataclass(frozen=True)
@@ -85,13 +85,6 @@ def metadata_matches_path(recipe: Recipe, ctx: CheckContext) -> Iterator[Problem
                 f"{key} is {value!r} but the recipe directory says {expected!r}",
                 f"set {key}: {expected}",
             )
-
-
-def recipe_release(recipe: Recipe) -> str | None:
-    """The Dynamo release the recipe pins (`versions.dynamo` in recipe.yaml), if it says."""
-    versions = recipe.metadata.get("versions") if recipe.metadata_file is not None else None
-    value = versions.get("dynamo") if isinstance(versions, dict) else None
-    return str(value) if value not in (None, "") else None
 
 
 def _schema_for(
@@ -159,7 +152,7 @@ def schema_valid(recipe: Recipe, ctx: CheckContext) -> Iterator[Problem]:
     Source: the DynamoGraphDeployment CRD of the recipe's release, converted by
     `recipe-harness schemas import-crd` (schemas/dynamo/<release>/provenance.json).
     """
-    release = recipe_release(recipe)
+    release = recipe.release or None
     for f in recipe.files():
         if f.path.name == METADATA_FILE:
             continue

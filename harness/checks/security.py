@@ -8,8 +8,9 @@ from collections.abc import Iterator
 from typing import Any
 
 from harness.checks import CheckContext, check
+from harness.recipe.container import Container
 from harness.recipe.findings import Loc, Problem, problem
-from harness.recipe.model import METADATA_FILE, Container, Recipe, dig, mapping, sequence
+from harness.recipe.model import METADATA_FILE, Recipe
 from harness.recipe.secrets import (
     CREDENTIAL_KEY,
     CREDENTIAL_PATTERNS,
@@ -20,7 +21,7 @@ from harness.recipe.secrets import (
     secret_like,
 )
 from harness.recipe.workloads import Pod, all_strings, line_in_scalar
-from harness.recipe.yamlsrc import LoadedFile, SrcMap
+from harness.recipe.yamlsrc import LoadedFile, SrcMap, dig, mapping, sequence
 
 
 def _literal(value: Any) -> str:

@@ -4,23 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from harness.analysis.sizing import FRACTION_NAME, worker_sizings
+from harness.analysis.sizing import FRACTION_NAME, recipe_gpus, worker_sizings
 from harness.analysis.topology import workers
 from harness.checks import CheckContext, check
 from harness.recipe import catalogue
 from harness.recipe.findings import Problem, Severity, problem
-from harness.recipe.model import Recipe, dig, sequence
-
-
-def recipe_gpus(recipe: Recipe) -> list[tuple[str, object]]:
-    """(GPU name, where it is declared): hardware.gpu, then each of hardware.alternatives."""
-    hw = recipe.metadata.get("hardware")
-    out = []
-    if isinstance(dig(hw, "gpu"), str):
-        out.append((hw["gpu"], hw.loc_of("gpu")))
-    alts = sequence(dig(hw, "alternatives")) or []
-    out += [(str(a), alts.loc_of(i)) for i, a in enumerate(alts)]
-    return out
+from harness.recipe.model import Recipe
+from harness.recipe.yamlsrc import dig
 
 
 @check("weights-fit-gpu", convention=True)

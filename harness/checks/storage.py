@@ -18,8 +18,12 @@ from harness.analysis.storage import (
 from harness.analysis.topology import gpus_per_node, nodes_needed
 from harness.checks import CheckContext, check
 from harness.recipe import catalogue
-from harness.recipe.findings import Problem, Severity, problem
-from harness.recipe.model import Recipe, Service, dig, mapping, sequence
+from harness.recipe.container import Container
+from harness.recipe.findings import Loc, Problem, Severity, problem
+from harness.recipe.model import Recipe
+from harness.recipe.service import Service
+from harness.recipe.workloads import Mount, Pod, Workloads, env_value, flag, under
+from harness.recipe.yamlsrc import dig, mapping, sequence
 
 
 @dataclass(frozen=True)
@@ -242,4 +246,181 @@ def storage_class_not_empty(recipe: Recipe, ctx: CheckContext) -> Iterator[Probl
                 "without a pre-created PersistentVolume)",
                 "remove storageClassName to use the cluster default, name the PersistentVolume in spec.volumeName, "
                 f"or annotate {EMPTY_CLASS_ANNOTATION}: <why>",
+            )
+
+
+MODEL_FLAGS = ("--model", "--model-path")
+CACHE_ENV = ("HF_HOME", "HF_HUB_CACHE", "TRANSFORMERS_CACHE", "MODEL_PATH", "MODEL_DIR")
+
+
+# --- claims and model paths (the pods find their PVC and read the model from it) ------------
+
+
+def claim_refs(w: Workloads) -> Iterator[tuple[str, Loc, str]]:
+    """Every PVC name a recipe uses: DGD spec.pvcs, service volumeMounts, pod volumes."""
+    dep = w.recipe.deployment
+    for item in sequence(dep.spec.get("pvcs") if dep else None) or []:
+        if mapping(item) is not None and isinstance(item.get("name"), str) and item.get("create") is not True:
+            yield item["name"], item.loc_of("name"), "spec.pvcs"
+    for pod in w.pods:
+        for name, loc in pod.claims:
+            yield name, loc, pod.label
+
+
+@check("pvc-defined")
+def pvc_defined(recipe: Recipe, ctx: CheckContext) -> Iterator[Problem]:
+    """Every PVC a recipe mounts or lists (DGD `spec.pvcs`, `volumeMounts`, Job volumes'
+    `claimName`) is defined by a manifest of the model's tree: the catalogue's
+    `model-cache/model-cache.yaml`, any other manifest under the model directory (upstream keeps
+    some in `model-cache/cache.yaml`), or the DGD itself with `create: true`. A wrong name leaves
+    pods Pending forever. Upstream shipped PVC names that did not match.
+
+    Fails: `claimName: model-cache-pvc` while model-cache.yaml defines `model-cache`.
+
+    Source: the operator creates only `spec.pvcs` entries with `create: true`
+    (ai-dynamo/dynamo deploy/operator api/v1alpha1 `PVC.Create`); every other claim must exist.
+    """
+    w = recipe.workloads
+    conventional = w.pvc_docs()
+    defined = w.model_tree_pvcs()
+    names = ", ".join(sorted(conventional)) or "none"
+    seen: set[tuple] = set()
+    for name, loc, where in claim_refs(w):
+        key = (name, loc)
+        if name not in defined and key not in seen:
+            seen.add(key)
+            yield problem(
+                loc,
+                f"PVC {name!r} ({where}) is not defined in {recipe.model}/model-cache/model-cache.yaml "
+                f"(defines: {names})",
+                f"use one of: {', '.join(sorted(defined))}"
+                if defined
+                else "define the PVC in model-cache/model-cache.yaml",
+            )
+
+
+def _on_claim(path: str, mounts: list[Mount]) -> tuple[str, str] | None:
+    """(claim, path inside the claim) of an absolute path under one of the mounts."""
+    m = under(path, mounts)
+    if m is None:
+        return None
+    rel = path[len(m.path.rstrip("/")) :].strip("/")
+    claim, _, sub = m.claim.partition("/")
+    return claim, "/".join(p for p in (sub, rel) if p)
+
+
+def _cache_home(pod: Pod, c: Container) -> tuple[tuple[str, str] | None, Loc, str] | None:
+    for name in ("HF_HUB_CACHE", "HF_HOME"):
+        env = env_value(c, name)
+        if env is not None and env[0].startswith("/"):
+            path = env[0] if name == "HF_HUB_CACHE" else env[0].rstrip("/") + "/hub"
+            return _on_claim(path, pod.mounts_of(c)), env[1], name
+    return None
+
+
+def _host_path_mounts(pod: Pod, c: Container) -> list[Mount]:
+    """hostPath volumes mounted into the container: weights staged on the node are a model source too."""
+    if pod.spec is None:
+        return []
+    host = {
+        v["name"]: str(dig(v, "hostPath", "path"))
+        for v in sequence(pod.spec.get("volumes")) or []
+        if mapping(v) is not None and isinstance(v.get("name"), str) and mapping(v.get("hostPath")) is not None
+    }
+    out = []
+    for vm in sequence(c.data.get("volumeMounts")) or []:
+        if mapping(vm) is not None and vm.get("name") in host and isinstance(vm.get("mountPath"), str):
+            out.append(Mount(f"hostPath:{host[vm['name']]}", vm["mountPath"], vm.loc_of("mountPath"), id(c.data)))
+    return out
+
+
+def _loads_from_disk(w: Workloads, pod: Pod) -> bool:
+    """The worker reads its weights from a directory, not the hub cache: an absolute `--model`
+    path (a `--local-dir` download or staged weights), or HF_HUB_OFFLINE=1 (an offline load)."""
+    found = w.engine(pod)
+    f = flag(found[1], *MODEL_FLAGS) if found else None
+    if f is not None and f.value.value.startswith("/"):
+        return True
+    offline = env_value(pod.main, "HF_HUB_OFFLINE") if pod.main else None
+    return offline is not None and offline[0].strip().lower() in ("1", "true", "yes", "on")
+
+
+@check("model-path-on-pvc")
+def model_path_on_pvc(recipe: Recipe, ctx: CheckContext) -> Iterator[Problem]:
+    """Cache and model paths (`HF_HOME`, `HF_HUB_CACHE`, `MODEL_PATH`, an absolute
+    `--model`) lie under a mounted PVC, and the workers read the cache where the download Job
+    wrote it (same claim, same path inside it): otherwise every pod downloads the model again
+    into its own disk at start, or cannot find it offline.
+
+    Not held to it: the frontend (it loads no weights: workers publish the model card and
+    tokenizer files when they register, ai-dynamo/dynamo lib/llm/src/discovery/watcher.rs and
+    model_card.rs), paths on a hostPath mount (weights staged on the node), and a worker that
+    loads from a directory (`--model /abs/path`, e.g. after `hf download --local-dir`) or
+    offline (`HF_HUB_OFFLINE=1`) needs no HF_HOME matching the download Job.
+
+    Fails: `HF_HOME: /root/.cache/huggingface` on a worker whose PVC is mounted at /model-cache.
+
+    Source: huggingface_hub cache layout (HF_HOME, HF_HUB_CACHE = $HF_HOME/hub;
+    huggingface_hub/constants.py) and Kubernetes volumes: only a PersistentVolumeClaim (or a hostPath)
+    outlives the pod and is shared with the download Job; the frontend needs no weights (ai-dynamo
+    lib/llm/src/discovery/watcher.rs, model_card.rs).
+    """
+    w = recipe.workloads
+    for pod in w.pods:
+        if pod.service is not None and pod.service.role == "frontend":
+            continue  # the frontend loads no weights: it takes the model card from the workers' registration
+        for c in pod.containers:
+            mounts = pod.mounts_of(c)
+            staged = _host_path_mounts(pod, c)
+            for name in CACHE_ENV:
+                env = env_value(c, name)
+                if (
+                    env is not None
+                    and env[0].startswith("/")
+                    and under(env[0], mounts) is None
+                    and under(env[0], staged) is None
+                ):
+                    yield problem(
+                        env[1],
+                        f"{name}={env[0]} in {pod.label} is not on a mounted PVC "
+                        f"({', '.join(m.path for m in mounts) or 'no PVC mounted'})",
+                        "mount the model-cache PVC and point it under the mount path",
+                    )
+    for pod, _at, flags in w.engine_calls():
+        f = flag(flags, *MODEL_FLAGS)
+        if (
+            f is not None
+            and f.value.value.startswith("/")
+            and pod.main
+            and under(f.value.value, pod.mounts_of(pod.main)) is None
+            and under(f.value.value, _host_path_mounts(pod, pod.main)) is None
+        ):
+            yield problem(
+                f.value.loc,
+                f"worker {pod.name} loads {f.value.value}, which is not on a mounted PVC",
+                "mount the model-cache PVC and load the model from under it",
+            )
+    # the workers' cache is where the download Job put it
+    written = {home[0] for pod in w.downloads for c in pod.containers if (home := _cache_home(pod, c)) and home[0]}
+    if not written:
+        return
+    for pod in w.workers:
+        if pod.main is None:
+            continue
+        home = _cache_home(pod, pod.main)
+        if home is None and _loads_from_disk(w, pod):
+            continue
+        if home is None:
+            yield problem(
+                pod.main.loc,
+                f"worker {pod.name} sets no HF_HOME: it downloads the model again instead of reading the cache",
+                f"set HF_HOME so that the hub cache is {sorted(written)[0][0]}:/{sorted(written)[0][1]}",
+            )
+        elif home[0] is not None and home[0] not in written:
+            claim, rel = home[0]
+            want = ", ".join(f"{c}:/{r}" for c, r in sorted(written))
+            yield problem(
+                home[1],
+                f"worker {pod.name} reads the hub cache at {claim}:/{rel} but the download Job writes {want}",
+                "point HF_HOME at the same directory of the same PVC as the download Job",
             )

@@ -9,7 +9,9 @@ from harness.analysis.topology import dra_gpus, gpus_per_node, nodes_needed, wor
 from harness.checks import CheckContext, check
 from harness.recipe import catalogue
 from harness.recipe.findings import Problem, Severity, problem
-from harness.recipe.model import ROUTER_MODE_ENV, ROUTER_MODE_FLAG, Recipe, Service, as_int, dig, mapping, sequence
+from harness.recipe.model import Recipe
+from harness.recipe.service import ROUTER_MODE_ENV, ROUTER_MODE_FLAG, Service
+from harness.recipe.yamlsrc import as_int, dig, mapping, sequence
 
 
 def _breakdown(services: list[Service]) -> str:

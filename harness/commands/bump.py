@@ -81,8 +81,7 @@ def apply_bump(work: Path, chosen: list, facts) -> tuple[list[RecipeBump], bool]
     """Edit the copy under `work` (same layout as the recipes tree); returns per-recipe results and
     whether versions.yaml changed."""
     from harness.recipe import bump
-    from harness.recipe.model import dig, loc_of
-    from harness.run.conformance.client import recipe_release
+    from harness.recipe.yamlsrc import dig, loc_of
 
     versions = work / "versions.yaml"
     text, row_changed = bump.upsert_release_row(versions.read_text(), facts)
@@ -90,7 +89,7 @@ def apply_bump(work: Path, chosen: list, facts) -> tuple[list[RecipeBump], bool]
         versions.write_text(text)
     out = []
     for recipe in chosen:
-        old = recipe_release(recipe)
+        old = recipe.release
         rb = RecipeBump(recipe.id, old)
         rdir = work / recipe.id
         files = sorted(p for p in rdir.rglob("*.yaml") if p.is_file())

@@ -26,7 +26,7 @@ def run(args: argparse.Namespace) -> int:
             return 2
         c = match[0]
         kind = ", a convention check: catalogue-convention trees only" if c.convention else ""
-        print(f"{c.id} ({c.severity.value}, {c.topic}, per {c.scope}{kind})\n\n{c.doc}")
+        print(f"{c.id} ({c.severity.value}, {c.source}, per {c.scope}{kind})\n\n{c.doc}")
         if c.options is not None:
             print("\nOptions:")
             for f in dataclasses.fields(c.options):

@@ -65,13 +65,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def _releases_and_versions(recipes_dir: str | None) -> dict[str, dict[str, str]]:
     """release -> {engine: version} for the releases the recipes pin, from versions.yaml."""
     from harness.recipe.versions import VERSIONS_FILE, version_matrix
-    from harness.run.conformance.client import recipe_release
     from harness.run.static import make_selection
 
     selection = make_selection(recipes_dir, [])
     out: dict[str, dict[str, str]] = {}
     for recipe in selection.all:
-        release = recipe_release(recipe)
+        release = recipe.release
         if release and release not in out:
             matrix = version_matrix(recipe.load(recipe.root / VERSIONS_FILE))
             rel = matrix.release(release) if matrix else None

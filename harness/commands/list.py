@@ -7,7 +7,8 @@ import json
 
 from harness.commands import add_selection_args, selection_from
 from harness.recipe.catalogue import matches_hardware
-from harness.recipe.model import Recipe, dig
+from harness.recipe.model import Recipe
+from harness.recipe.yamlsrc import dig
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:

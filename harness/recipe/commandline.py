@@ -8,14 +8,14 @@ the k8s deployer share.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from harness.recipe.findings import Loc
 
 if TYPE_CHECKING:  # the model imports this module; a Container is only passed in
-    from harness.recipe.model import Container
+    from harness.recipe.container import Container
 
 
 @dataclass(frozen=True)
@@ -36,7 +36,39 @@ class Token:
 
 
 _ENV_REFS = re.compile(r"\$(?:\(([A-Za-z_]\w*)\)|\{([A-Za-z_]\w*)\}|([A-Za-z_]\w*))")
-_SHELLS = ("sh", "bash", "dash", "zsh")
+SHELLS = ("sh", "bash", "dash", "ash", "ksh", "zsh")
+_ENV_ASSIGNMENT = re.compile(r"^[A-Za-z_]\w*=")
+
+
+def is_shell(word: str) -> bool:
+    """`sh`, `/bin/bash`, `/usr/bin/zsh`, ...: a POSIX-style shell program."""
+    return word.rsplit("/", 1)[-1] in SHELLS
+
+
+def shell_script_word(words: Sequence[Token]) -> Token | None:
+    """The script of a `SHELL [options] -c SCRIPT` command line, else None: `sh -c`, `bash -lc`,
+    `/bin/sh -ec`, `bash -o pipefail -c`, `/usr/bin/env bash -c`, `exec sh -c`. The shell must be the
+    program (only `env`, its `VAR=value` words and `exec` may come first); one of its short option
+    clusters holds `c`, and the script is the first operand after the options (POSIX sh: "-c: read
+    commands from the command_string operand")."""
+    i = 0
+    while i < len(words) and not is_shell(words[i].value):
+        word = words[i].value
+        if word.rsplit("/", 1)[-1] not in ("env", "exec") and not _ENV_ASSIGNMENT.match(word):
+            return None
+        i += 1
+    j, reads_string = i + 1, False
+    while j < len(words) and words[j].value[:1] in "-+" and words[j].value not in ("-", "--", "+"):
+        option = words[j].value
+        if option in ("-o", "+o", "-O", "+O"):  # takes the option name as its argument
+            j += 2
+            continue
+        if not option.startswith("--") and "c" in option[1:]:
+            reads_string = True
+        j += 1
+    if j < len(words) and words[j].value == "--":
+        j += 1
+    return words[j] if reads_string and j < len(words) else None
 
 
 # --- shell scripts ------------------------------------------------------------------------
@@ -76,6 +108,12 @@ class Command:
     @property
     def text(self) -> str:
         return " ".join(t.value for t in self.words)
+
+    @property
+    def at(self) -> Loc:
+        """Where the command's program word is written (its first word when it has only prefixes)."""
+        words = self.program_words()
+        return (words[0] if words else self.words[0]).loc
 
 
 def split_shell(text: str) -> list[Word | str]:
@@ -244,6 +282,42 @@ def parse_script(container: Container) -> Script:
     return Script(script_commands(script.value, token), flags, True, first_script_line(script))
 
 
+_SCRIPT_VAR = re.compile(r"\$\{([A-Za-z_]\w*)\}|\$([A-Za-z_]\w*)")
+_ASSIGN = re.compile(r"^([A-Za-z_]\w*)=(.*)$", re.S)
+
+
+def script_vars(script: Script) -> dict[str, str]:
+    """Variables a script assigns (`X=...`, `export X=...`, `local X=...`), last value kept;
+    functions' bodies included (their assignments are what the aiperf call inside them sees)."""
+    out: dict[str, str] = {}
+    for cmd in script.commands:
+        words = [t.value for t in cmd.words]
+        if words and words[0] in ("export", "local", "declare", "readonly", "typeset"):
+            words = [w for w in words[1:] if not w.startswith("-")]
+        for word in words:
+            m = _ASSIGN.match(word)
+            if not m:
+                break
+            out[m.group(1)] = m.group(2)
+    return out
+
+
+def expand_script_vars(text: str, script: Script, container: Container) -> str:
+    """`$X` / `${X}` resolved from the script's own assignments, then the container's env."""
+    known = {**container.env, **script_vars(script)}
+
+    def sub(m: re.Match) -> str:
+        name = m.group(1) or m.group(2)
+        return known.get(name, m.group(0))
+
+    for _ in range(5):  # assignments refer to each other
+        new = _SCRIPT_VAR.sub(sub, text)
+        if new == text:
+            break
+        text = new
+    return text
+
+
 def nested_script(text: str, at: Loc) -> Script:
     """The script of a nested `sh -c TEXT`, every word on the outer command's line."""
     return Script(script_commands(text, lambda w: Token(w.value, at)), "", True, at)
@@ -259,11 +333,29 @@ def shell_scripts(script: Script) -> Iterator[tuple[Command, str, bool]]:
             words = words[1:]
             while words and (words[0].value.startswith("-") or re.match(r"^\d+[smhd]?$", words[0].value)):
                 words = words[1:]
-        if words and words[0].value.rsplit("/", 1)[-1] in _SHELLS:
-            for i, w in enumerate(words[1:-1], start=1):
-                if w.value.startswith("-") and "c" in w.value and not w.value.startswith("--"):
-                    yield cmd, words[i + 1].value, bounded
-                    break
+        inner = shell_script_word(words) if words and is_shell(words[0].value) else None
+        if inner is not None:
+            yield cmd, inner.value, bounded
+
+
+# --- the Dynamo call ---------------------------------------------------------------------
+
+DYNAMO_PACKAGE = "dynamo."  # `python -m dynamo.vllm|sglang|trtllm|frontend|mocker|planner ...`
+
+
+def dynamo_module_at(words: Sequence[Token]) -> int | None:
+    """The index of the `dynamo.X` word of a `python -m dynamo.X` call among a command's words, or None.
+    The one lookup of the Dynamo call: the model (`Container.dynamo_invocation`), the operator's
+    rendering (harness/analysis/render.py) and the conformance client read it here."""
+    for i, tok in enumerate(words[:-1]):
+        if tok.value == "-m" and words[i + 1].value.startswith(DYNAMO_PACKAGE):
+            return i + 1
+    return None
+
+
+def dynamo_engine(module: str) -> str:
+    """What a Dynamo module runs: `dynamo.vllm` -> `vllm` ("" for a word that names no Dynamo module)."""
+    return module[len(DYNAMO_PACKAGE) :] if module.startswith(DYNAMO_PACKAGE) else ""
 
 
 # --- flags --------------------------------------------------------------------------------

@@ -8,8 +8,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from harness.recipe.findings import Loc
-from harness.recipe.model import Recipe, Service, dig, mapping, sequence
-from harness.recipe.yamlsrc import Document
+from harness.recipe.model import Recipe
+from harness.recipe.service import Service
+from harness.recipe.yamlsrc import Document, dig, mapping, sequence
 
 
 @dataclass(frozen=True)

@@ -8,16 +8,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.recipe.model import (
-    DEPLOY_FILE,
-    DGD_KIND,
-    FRAMEWORKS,
-    GAIE_DIR,
-    MODEL_CACHE_DIR,
-    PERF_FILE,
-    FileCache,
-    Recipe,
-)
+from harness.recipe.model import DEPLOY_FILE, DGD_KIND, GAIE_DIR, MODEL_CACHE_DIR, PERF_FILE, FileCache, Recipe
 
 SKIP_DIRS = {".git", "__pycache__", ".pytest_cache", "node_modules"}
 MODEL_PERF_DIR = "perf"  # upstream's model-level benchmark: <model>/perf/perf.yaml
@@ -162,7 +153,3 @@ def _unknown_message(sel: str, recipes: list[Recipe]) -> str:
         near = sorted({r.model for r in recipes})[:8]
     hint = ", ".join(near) if near else "(no recipes found)"
     return f"--recipe {sel!r} matches no recipe. Did you mean: {hint}?"
-
-
-def is_framework(name: str) -> bool:
-    return name in FRAMEWORKS

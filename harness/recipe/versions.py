@@ -16,10 +16,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from harness.recipe.findings import Loc
 from harness.recipe.yamlsrc import LoadedFile, SrcMap, load_yaml_file
+
+if TYPE_CHECKING:  # the model does not import this module; a Recipe is only passed in
+    from harness.recipe.model import Recipe
 
 VERSIONS_FILE = "versions.yaml"
 # The harness's own release matrix (every ai-dynamo release whose wheel pins its engines; provenance
@@ -144,3 +147,12 @@ def builtin_matrix() -> VersionMatrix:
     if not _BUILTIN:
         _BUILTIN.append(parse_versions(load_yaml_file(BUILTIN_MATRIX, BUILTIN_MATRIX.parent)))
     return _BUILTIN[0]
+
+
+def release_matrix(recipe: Recipe, catalogue: bool) -> tuple[VersionMatrix | None, str]:
+    """The release matrix a recipe's images are judged by, and its name for messages: the tree's
+    `versions.yaml` on a catalogue-convention tree (None when it is missing), else the built-in
+    matrix of every published Dynamo release (harness/recipe/data/releases.yaml)."""
+    if catalogue:
+        return version_matrix(recipe.load(recipe.root / VERSIONS_FILE)), VERSIONS_FILE
+    return builtin_matrix(), f"the built-in release matrix ({BUILTIN_MATRIX.name})"

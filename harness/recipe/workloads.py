@@ -22,19 +22,11 @@ from harness.recipe.commandline import (
     script_line,
     shell_scripts,
 )
+from harness.recipe.container import Container, build_container
 from harness.recipe.findings import Loc
-from harness.recipe.model import (
-    MODEL_DOWNLOAD_FILE,
-    PERF_FILE,
-    Container,
-    Recipe,
-    Service,
-    build_container,
-    dig,
-    mapping,
-    sequence,
-)
-from harness.recipe.yamlsrc import Document, SrcMap
+from harness.recipe.model import MODEL_DOWNLOAD_FILE, PERF_FILE, Recipe
+from harness.recipe.service import Service
+from harness.recipe.yamlsrc import Document, SrcMap, dig, mapping, sequence
 
 WORKLOAD_KINDS = {"Job", "CronJob", "Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Pod"}
 PERF_RUNNER_KINDS = ("Job", "Pod")
@@ -78,6 +70,11 @@ class Pod:
     @property
     def main(self) -> Container | None:
         return self.containers[0] if self.containers else None
+
+    @property
+    def name(self) -> str:
+        """The service's name for a DGD pod, else `Job <name>`, `Deployment <name>`, ..."""
+        return self.service.name if self.service else self.label
 
     def mounts_of(self, container: Container) -> list[Mount]:
         return [m for m in self.mounts if not m.container or m.container == id(container.data)]
@@ -197,22 +194,34 @@ class Workloads:
             return None
         return svc.module.value, svc.flags
 
+    def engine_calls(self) -> Iterator[tuple[Pod, Token, Flags]]:
+        """(worker pod, the `dynamo.X` word, its flags) for every worker that runs a Dynamo engine."""
+        for pod in self.workers:
+            found = self.engine(pod)
+            if found is None or pod.main is None:
+                continue
+            module, flags = found
+            at = next((t for cmd in self.script(pod.main).commands for t in cmd.words if t.value == module), None)
+            yield pod, at or Token(module, pod.main.loc), flags
+
     def aiperf(self) -> tuple[Container, Command, Flags] | None:
         """(container, command, flags) of the perf Job's `aiperf profile` call (found once)."""
         if self._aiperf == ():
-            self._aiperf = self._find_aiperf()
+            call = self.aiperf_call()
+            self._aiperf = (call[0], call[1], parse_flags(call[2])) if call else None
         return self._aiperf
 
-    def _find_aiperf(self) -> tuple[Container, Command, Flags] | None:
-        """The benchmark's `aiperf profile` call: the first one that is not a warmup run (a call
-        whose words say warmup, e.g. `--artifact-dir /perf/warmup`), else the first one."""
+    def aiperf_call(self) -> tuple[Container, Command, list[Token]] | None:
+        """The benchmark's `aiperf profile` call, (container, command, the words after `profile`): the
+        first one that is not a warmup run (a call whose words say warmup, e.g. `--artifact-dir
+        /perf/warmup`), else the first one. The one answer to "what does the perf Job benchmark" for
+        the checks, the sim's perf step and the gpu stage (harness/analysis/benchmark.py)."""
         if self.perf is None:
             return None
         calls = [(c, cmd, words) for c in self.perf.containers for cmd, words in aiperf_calls(self.script(c))]
         if not calls:
             return None
-        c, cmd, words = next((call for call in calls if not is_warmup(call[2])), calls[0])
-        return c, cmd, parse_flags(words)
+        return next((call for call in calls if not is_warmup(call[2])), calls[0])
 
     @property
     def perf_container(self) -> Container | None:
@@ -278,6 +287,13 @@ def aiperf_calls(script: Script) -> Iterator[tuple[Command, list[Token]]]:
                 yield from aiperf_calls(inner)
     for cmd, text, _ in shell_scripts(script):
         yield from aiperf_calls(nested_script(text, cmd.words[0].loc))
+
+
+def aiperf_of(recipe: Recipe) -> tuple[Workloads, Container, Command, Flags] | None:
+    """(workloads, container, command, flags) of the recipe's benchmark call, or None (`Workloads.aiperf`)."""
+    w = recipe.workloads
+    found = w.aiperf()
+    return (w, *found) if found else None
 
 
 def workloads(recipe: Recipe) -> Workloads:

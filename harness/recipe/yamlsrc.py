@@ -327,3 +327,42 @@ def loc_at_path(root: Any, path: list | tuple, fallback: Loc) -> Loc:
         else:
             break
     return loc
+
+
+# --- navigating a loaded document -------------------------------------------------------
+
+
+def mapping(value: Any) -> SrcMap | None:
+    return value if isinstance(value, SrcMap) else None
+
+
+def sequence(value: Any) -> SrcList | None:
+    return value if isinstance(value, SrcList) else None
+
+
+def dig(node: Any, *keys: Any) -> Any:
+    """Follow keys/indexes through mappings and lists; None when any step is missing."""
+    for key in keys:
+        if isinstance(node, dict) and not isinstance(key, int):
+            node = node.get(key)
+        elif isinstance(node, list) and isinstance(key, int) and 0 <= key < len(node):
+            node = node[key]
+        else:
+            return None
+    return node
+
+
+def loc_of(node: Any, *keys: Any, default: Loc | None = None) -> Loc:
+    """The deepest known source position along a key path."""
+    return loc_at_path(node, keys, getattr(node, "loc", None) or default or Loc(Path("?")))
+
+
+def as_int(value: Any) -> int | None:
+    """Kubernetes quantities for counts come as ints or strings ("4")."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value.strip())
+    return None

@@ -14,9 +14,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from operator import methodcaller
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from harness.recipe.model import Recipe
+
+if TYPE_CHECKING:  # the contract imports no stage: the plugin builds the gpu settings and passes them in
+    from harness.run.k8s.settings import DeploySettings
 
 
 class StageSkip(Exception):
@@ -55,19 +58,6 @@ class SimOptions:
 
 
 @dataclass
-class GpuOptions:
-    """Options only the gpu stage reads."""
-
-    engine: str = "real"  # real | mocker
-    keep: bool = False  # keep the namespace after the run
-    perf_mode: str = "job"  # job (perf.yaml in the cluster) | local (AIPerf through the port-forward)
-    kubeconfig: str | None = None  # None: KUBECONFIG, ~/.kube/config, in-cluster
-    namespace: str | None = None  # None: one namespace per model (it keeps the model cache across runs)
-    time_budget: float = 0.0  # seconds for the whole run, teardown included (--time-budget); 0: none
-    settings: tuple[tuple[str, str], ...] = ()  # --gpu-option KEY=VALUE overrides of DeploySettings fields
-
-
-@dataclass
 class StageOptions:
     """Options every stage sees (set by the pytest plugin from its registered options, or by a test)."""
 
@@ -77,7 +67,7 @@ class StageOptions:
     repeats: int = 1  # benchmark runs per recipe
     update_baselines: bool = False
     sim: SimOptions = field(default_factory=SimOptions)
-    gpu: GpuOptions = field(default_factory=GpuOptions)
+    gpu: DeploySettings | None = None  # the gpu stage's settings (None: its defaults, for this report_dir)
 
 
 def first_line(exc: BaseException) -> str:

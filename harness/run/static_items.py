@@ -4,8 +4,10 @@ checks and still reports one test per check (`static::<recipe-id>::<check-id>`).
 Why two shapes: pytest costs about 1 ms per item (setup, call and teardown hooks, the reports, the
 terminal), and a recipe has ~50 checks, so at catalogue scale pytest's bookkeeping costs more than
 the checks themselves. A recipe item (`RecipeChecksItem`) runs the checks in one go and logs a
-call report per check through `pytest_runtest_logreport`, as pytest-subtests does,
-so JUnit, `-v`, `--durations` and the failure summary see the same test cases as before. Per-check
+call report per check through `pytest_runtest_logreport`, as pytest-subtests does (public hooks and
+`pytest.TestReport`/`pytest.CallInfo` only), so JUnit, `-v`, `--durations` and the failure summary see
+the same test cases as before. Under xdist a recipe item is one test (xdist's worker sends only the
+running item's reports); `--static-items per-check` keeps per-check ids there. Per-check
 items keep pytest's own per-item features exact (`--lf`, `--deselect ID`, `-x` stopping at the
 first failing check); `--static-items auto` keeps them for small selections (see AUTO_MAX_RECIPES).
 `-k` selects single checks in both shapes: a recipe item evaluates the expression per check.
@@ -24,6 +26,7 @@ from harness.checks import TREE_ID, Check, run_check
 from harness.recipe.discovery import RecipeTree
 from harness.recipe.findings import Finding, Severity, sorted_findings
 from harness.recipe.model import Recipe
+from harness.run.expression import ExpressionError, evaluate
 
 Mode = Literal["per-check", "per-recipe", "auto"]
 MODES: tuple[str, ...] = ("per-check", "per-recipe", "auto")
@@ -37,9 +40,11 @@ AUTO_MAX_RECIPES = 8
 
 
 def choose_mode(mode: str, recipes: int, config: pytest.Config) -> Literal["per-check", "per-recipe"]:
-    """The item shape for this run. `auto`: per-recipe under xdist (one message per recipe instead of
-    one per check; every worker decides the same, so their collections agree), per-check for a
-    listing (`--collect-only` prints the check ids) and for up to AUTO_MAX_RECIPES recipes."""
+    """The item shape for this run. `auto`: per-recipe under xdist (every worker decides the same, so
+    their collections agree; there a recipe item is one test, see RecipeChecksItem: per-check items cost
+    2.2x the wall at 202 recipes under `-n auto`, 172 s against 77 s, benchmarks/static_scale.py on 2
+    loaded cores), per-check for a listing (`--collect-only` prints the check ids) and for up to
+    AUTO_MAX_RECIPES recipes."""
     if mode in ("per-check", "per-recipe"):
         return mode  # type: ignore[return-value]
     if hasattr(config, "workerinput") or (getattr(config.option, "numprocesses", None) or 0):
@@ -119,13 +124,18 @@ class RecipeChecksItem(pytest.Item):
 
     Run through `run_protocol` (called from the plugin's pytest_runtest_protocol): setup and teardown
     go through pytest as for any item, with their own reports kept back; the test reports logged are
-    one call report per check, with the check's node id and location."""
+    one call report per check, with the check's node id and location.
+
+    On an xdist worker (`reports_per_check` false) it is an ordinary item with one report: xdist's
+    worker sends only reports of the item it runs (remote.py asserts the node id), and reaching
+    around that takes its private fields. Its failure lists every failing check with its id."""
 
     def __init__(self, *, checks: list[Check], subject: Any, **kw):
         super().__init__(**kw)
         self.checks = checks
         self.subject = subject
         self.outcomes: list[_Outcome] = []
+        self.reports_per_check = not hasattr(self.config, "workerinput")  # xdist's documented worker attribute
 
     def runtest(self) -> None:
         self.outcomes = []
@@ -133,16 +143,27 @@ class RecipeChecksItem(pytest.Item):
             start = time.time()
             _, errors = _run(chk, self.subject, self.config)
             self.outcomes.append(_Outcome(chk, errors, start, time.time()))
+        failing = [o for o in self.outcomes if o.errors]
+        if failing and not self.reports_per_check:
+            raise StaticFailure([f for o in failing for f in o.errors])
+
+    def repr_failure(self, excinfo, style=None):
+        if isinstance(excinfo.value, StaticFailure):
+            return "\n\n".join(failure_text(o.errors, o.check) for o in self.outcomes if o.errors)
+        return super().repr_failure(excinfo, style)
 
     def check_nodeid(self, chk: Check) -> str:
         return f"{self.nodeid}::{chk.id}"
 
     def run_protocol(self, nextitem: pytest.Item | None) -> bool:
-        from _pytest.runner import runtestprotocol  # the standard protocol, reports not logged
-
+        """pytest's protocol for one item (setup, call, teardown through the public hooks), its own
+        reports kept back; then one call report per check, logged with `pytest_runtest_logreport`."""
         ihook = self.ihook
         ihook.pytest_runtest_logstart(nodeid=self.nodeid, location=self.location)
-        reports = runtestprotocol(self, log=False, nextitem=nextitem)
+        reports = [self._phase("setup")]
+        if reports[0].passed:
+            reports.append(self._phase("call"))
+        reports.append(self._phase("teardown", nextitem=nextitem))
         broken = next((r for r in reports if r.failed), None)  # the harness itself failed: every check says so
         path = self.location[0]  # relative to the rootdir, as pytest puts it in a per-check item's location
         for chk in self.checks:
@@ -170,56 +191,40 @@ class RecipeChecksItem(pytest.Item):
                 start=stamps[0],
                 stop=stamps[1],
             )
-            _log(self, report)
+            ihook.pytest_runtest_logreport(report=report)
         ihook.pytest_runtest_logfinish(nodeid=self.nodeid, location=self.location)
         return True
+
+    def _phase(self, when: str, **kw: Any) -> pytest.TestReport:
+        """One phase as pytest's runner does it, through public API: the phase hook under
+        `pytest.CallInfo`, its report from `pytest_runtest_makereport`, and the debugger's hook on an error."""
+        hook = getattr(self.ihook, f"pytest_runtest_{when}")
+        reraise: tuple[type[BaseException], ...] = (pytest.exit.Exception,)
+        if not self.config.getoption("usepdb", False):
+            reraise += (KeyboardInterrupt,)
+        call = pytest.CallInfo.from_call(lambda: hook(item=self, **kw), when=when, reraise=reraise)  # type: ignore[arg-type]
+        report = self.ihook.pytest_runtest_makereport(item=self, call=call)
+        if call.excinfo is not None and report.failed:
+            self.ihook.pytest_exception_interact(node=self, call=call, report=report)
+        return report
 
     def reportinfo(self):
         return _path_of(self.subject), None, f"static::{self.name}"
 
 
-def _log(item: pytest.Item, report: pytest.TestReport) -> None:
-    """pytest_runtest_logreport for a check's report. On an xdist worker the report goes to the
-    controller as the worker sends any report, but without xdist's check that a report's node id is
-    the running item's (a recipe item reports under its checks' ids)."""
-    interactor = _xdist_worker(item.config)
-    if interactor is None:
-        item.ihook.pytest_runtest_logreport(report=report)
-        return
-    pm = item.config.pluginmanager
-    pm.subset_hook_caller("pytest_runtest_logreport", remove_plugins=[interactor])(report=report)
-    data = item.config.hook.pytest_report_to_serializable(config=item.config, report=report)
-    data.update(
-        item_index=interactor.item_index,
-        worker_id=interactor.workerid,
-        testrun_uid=interactor.testrunuid,
-        static_tests_collected=item.session.testscollected,
-    )  # the controller's progress counts checks
-    interactor.sendevent("testreport", data=data)
-
-
-def _xdist_worker(config: pytest.Config) -> Any:
-    if not hasattr(config, "workerinput"):
-        return None
-    return next((p for p in config.pluginmanager.get_plugins() if type(p).__name__ == "WorkerInteractor"), None)
-
-
 def count_tests(items: Iterable[pytest.Item]) -> int:
-    """How many test reports the items make: a recipe item makes one per check."""
-    return sum(len(i.checks) if isinstance(i, RecipeChecksItem) else 1 for i in items)
+    """How many test reports the items make: a recipe item makes one per check (one on an xdist worker)."""
+    return sum(len(i.checks) if isinstance(i, RecipeChecksItem) and i.reports_per_check else 1 for i in items)
 
 
 def keyword_selects(expr: str, names: Iterable[str]) -> bool:
     """pytest's `-k` on one check: substrings of the names its per-check item would carry (the
     suite `static`, the recipe id, the check id, the `static` marker), case-insensitive."""
-    from _pytest.mark.expression import Expression
-
     lowered = [n.lower() for n in names]
-
-    def match(sub: str, **kw: Any) -> bool:
-        return any(sub.lower() in n for n in lowered)
-
-    return bool(Expression.compile(expr).evaluate(match))
+    try:
+        return evaluate(expr, lambda sub: any(sub.lower() in n for n in lowered))
+    except ExpressionError:
+        return True  # pytest itself rejects an expression it cannot read
 
 
 def static_items(

@@ -20,7 +20,7 @@ from kubernetes import client as k8s
 from harness.recipe.discovery import discover
 from harness.recipe.model import Recipe
 from harness.run.k8s.client import Kube, RetryPolicy
-from harness.run.k8s.deployer import DeploySettings
+from harness.run.k8s.settings import DeploySettings
 
 from .fake_apiserver import Clock, Controller, FakeApiServer, FakeCluster, now_iso
 from .fake_controllers import (

@@ -92,7 +92,7 @@ def test_defect_01_no_secret_on_kind(shipped, settings):
         run = make_run(shipped[KIND_RECIPE], settings, server)
         try:
             run_steps(run, SETUP + ["ready"])
-            secret = cluster.get("", "secrets", run.deployer.namespace, "hf-token-secret")
+            secret = cluster.get("", "secrets", run.context.namespace, "hf-token-secret")
             assert secret is not None and base64.b64decode(secret["data"]["HF_TOKEN"]) == b""
         finally:
             run.close()
@@ -111,7 +111,7 @@ def test_defect_02_pods_fit_a_kind_node(shipped, settings):
         run = make_run(shipped[KIND_RECIPE], settings, server)
         try:
             run_steps(run, SETUP + ["ready", "perf"])
-            ours = [p for p in cluster.list("", "pods", run.deployer.namespace)]
+            ours = [p for p in cluster.list("", "pods", run.context.namespace)]
             cpu = sum(pod_requests(p).get("cpu", 0) for p in ours if p["status"].get("phase") == "Running")
             assert cpu <= 2 - 0.95, f"our running pods request {cpu} CPU"
         finally:
@@ -129,7 +129,7 @@ def test_defect_03_rwx_cache_on_kind_local_path(shipped, settings):
         run = make_run(shipped[KIND_RECIPE], settings, server)
         try:
             run_steps(run, SETUP + ["ready"])
-            pvc = cluster.get("", "persistentvolumeclaims", run.deployer.namespace, "model-cache")
+            pvc = cluster.get("", "persistentvolumeclaims", run.context.namespace, "model-cache")
             assert pvc["status"]["phase"] == "Bound" and pvc["spec"]["accessModes"] == ["ReadWriteOnce"]
         finally:
             run.close()
@@ -182,7 +182,7 @@ def test_defect_04_harness_reports_its_own_timeout_on_kind(shipped, settings):
     assert (settings.report_dir / "diagnostics").is_dir()
     assert ended <= budget * 60, f"the harness finished at {ended:.0f}s, after its budget of {budget * 60:.0f}s"
     assert (
-        cluster.get("nvidia.com", "dynamographdeployments", run.deployer.namespace, "qwen3-32b-vllm-agg-round-robin")
+        cluster.get("nvidia.com", "dynamographdeployments", run.context.namespace, "qwen3-32b-vllm-agg-round-robin")
         is None
     )
 
@@ -196,13 +196,13 @@ def test_defect_05_model_cache_survives_runs(cluster, apiserver, recipes, settin
             run_steps(run, SETUP + ["ready"])
         finally:
             run.close()
-        pvc = cluster.get("", "persistentvolumeclaims", run.deployer.namespace, "model-cache")
+        pvc = cluster.get("", "persistentvolumeclaims", run.context.namespace, "model-cache")
         assert pvc is not None, f"night {night}: the cache stays"
         assert (
             pvc["metadata"]["annotations"]["recipe-harness.dynamo.nvidia.com/model-revision"]
             == "Qwen/Qwen3-0.6B@c1899de289a04d12100db370d81485cdf75e47ca"
         )
-        assert leftovers(cluster, run.deployer.namespace) == []
+        assert leftovers(cluster, run.context.namespace) == []
     assert cluster.created.count("Job/model-download") == 1, "the second night does not download again"
     job_limit, steps = step_limits("nightly.yml", "gpu")
     assert sum(limit or 0 for _, limit, _ in steps) <= job_limit and all(limit for _, limit, _ in steps)
@@ -277,7 +277,7 @@ def test_defect_09_reapply_keeps_finalizer_and_annotations(recipes, settings, tm
             run_steps(first, SETUP + ["ready"])
         finally:
             first.close()
-        ns = first.deployer.namespace
+        ns = first.context.namespace
         before = cluster.get("nvidia.com", "dynamographdeployments", ns, "tiny-agg")
         assert FINALIZER in before["metadata"]["finalizers"] and ORIGIN_VERSION in before["metadata"]["annotations"]
         settings.keep = False
@@ -342,7 +342,7 @@ def test_defect_11_copied_secret_keeps_type_and_bytes(recipes, settings, tmp_pat
         run = make_run(recipe, settings, server)
         try:
             run_steps(run, ["preflight", "model-cache"])
-            ns = run.deployer.namespace
+            ns = run.context.namespace
             pull = cluster.get("", "secrets", ns, "nvcr-pull")
             token = cluster.get("", "secrets", ns, "hf-token-secret")
         finally:
@@ -515,7 +515,7 @@ def test_random_api_faults_still_end_in_a_verdict_and_leave_nothing(seed, recipe
         finally:
             run.close()
         cluster.faults.rate = 0.0
-        assert leftovers(cluster, run.deployer.namespace) == [], f"seed {seed} ({name}): {verdicts}"
+        assert leftovers(cluster, run.context.namespace) == [], f"seed {seed} ({name}): {verdicts}"
     expected_pass = name in ("ready", "transient-failed")
     assert (verdicts[-1] == "perf: passed") == expected_pass, (
         f"seed {seed} ({name}), faults {cluster.faults.injected}: {verdicts}"

@@ -15,12 +15,15 @@ from kubernetes.client.rest import ApiException
 
 from harness.recipe.yamlsrc import to_plain
 from harness.run.k8s.client import KubeError, find_config
-from harness.run.k8s.deployer import Deployer, DeploySettings, router_mode
+from harness.run.k8s.context import GpuContext
 from harness.run.k8s.diagnostics import REDACTED, Redactor
+from harness.run.k8s.facts import router_mode
+from harness.run.k8s.frontend import worker_request_counts
 from harness.run.k8s.mocker import MOCKER_REPO, MockerModel, to_mocker
 from harness.run.k8s.portforward import KubectlPortForward, PortForwardError
+from harness.run.k8s.settings import DeploySettings, add_options
 from harness.run.k8s.stage import GpuStage
-from harness.run.stage import GpuOptions, StageOptions
+from harness.run.stage import StageOptions
 
 from .conftest import FAKE_TOKEN, kube_for, pod_manifest, set_running
 
@@ -40,7 +43,7 @@ def options(tmp_path: Path, **gpu) -> StageOptions:
         report_dir=tmp_path / "report",
         baselines_root=tmp_path / "baselines",
         history_root=tmp_path / "history",
-        gpu=GpuOptions(**gpu),
+        gpu=DeploySettings(report_dir=tmp_path / "report", **gpu),
     )
 
 
@@ -112,11 +115,25 @@ def test_find_config_order(tmp_path):
     assert find_config(None, env={"HOME": str(tmp_path)}).path == str(tmp_path / ".kube" / "config")
 
 
-def test_settings_from_stage_options(tmp_path):
-    opts = options(tmp_path, engine="mocker", keep=True, namespace="ns1", perf_mode="local", kubeconfig="/kc")
-    s = DeploySettings.from_options(opts)
+def test_settings_come_from_the_options_they_declare(tmp_path):
+    """The pytest options are generated from DeploySettings and read back into it: one declaration."""
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    add_options(parser.add_argument)
+    given = [
+        "--engine", "mocker", "--keep", "--namespace", "ns1", "--perf-mode", "local", "--kubeconfig", "/kc",
+        "--time-budget", "30", "--gpu-option", "ready_timeout=60", "--gpu-option", "hf_secret=tok",
+    ]  # fmt: skip
+    s = DeploySettings.from_pytest(parser.parse_args(given), tmp_path / "report", repeats=3)
     assert (s.engine, s.keep, s.namespace, s.perf_mode, s.kubeconfig) == ("mocker", True, "ns1", "local", "/kc")
-    assert (s.report_dir, s.ready_timeout) == (tmp_path / "report", DeploySettings.ready_timeout)
+    assert (s.time_budget, s.ready_timeout, s.hf_secret, s.repeats) == (1800.0, 60.0, "tok", 3)
+    defaults = DeploySettings.from_pytest(parser.parse_args([]), tmp_path / "report")
+    assert defaults == DeploySettings(report_dir=tmp_path / "report")
+    with pytest.raises(ValueError, match="not a gpu setting"):
+        DeploySettings.from_pytest(parser.parse_args(["--gpu-option", "no_such=1"]), tmp_path)
+    with pytest.raises(ValueError, match="expected KEY=VALUE"):
+        DeploySettings.from_pytest(parser.parse_args(["--gpu-option", "novalue"]), tmp_path)
 
 
 # --- the mocker rewrite --------------------------------------------------------------------
@@ -269,10 +286,12 @@ def test_worker_request_counts_through_the_pod_proxy(cluster, apiserver, recipes
     set_running(frontend, ready=True)
     cluster.put(frontend)
     settings.namespace = "rh-x"
-    dep = Deployer(kube_for(apiserver.url), recipes["tiny/vllm/agg"], settings, progress=lambda _: None, env={})
-    assert dep.worker_request_counts() == {"tiny-agg-vllmdecodeworker-0": 3, "tiny-agg-vllmdecodeworker-1": 5}
+    ctx = GpuContext.create(
+        kube_for(apiserver.url), recipes["tiny/vllm/agg"], settings, progress=lambda _: None, env={}
+    )
+    assert worker_request_counts(ctx) == {"tiny-agg-vllmdecodeworker-0": 3, "tiny-agg-vllmdecodeworker-1": 5}
     del cluster.proxied[("rh-x", "tiny-agg-vllmdecodeworker-1", 9090, "metrics")]
-    assert dep.worker_request_counts()["tiny-agg-vllmdecodeworker-1"] == -1
+    assert worker_request_counts(ctx)["tiny-agg-vllmdecodeworker-1"] == -1
 
 
 # --- the fake speaks like an API server (through the real client) --------------------------

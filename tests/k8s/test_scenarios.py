@@ -16,9 +16,11 @@ from typing import ClassVar
 import pytest
 
 from harness.recipe.model import Recipe
-from harness.run.k8s.deployer import Deployer, DeploySettings
+from harness.run.k8s import preflight, teardown
+from harness.run.k8s.context import GpuContext
 from harness.run.k8s.portforward import StaticURL
 from harness.run.k8s.run import GpuRun
+from harness.run.k8s.settings import DeploySettings
 from harness.run.k8s.stage import GpuStage
 from harness.run.stage import StageSkip, StepFailed
 
@@ -137,7 +139,7 @@ def test_happy_path(cluster: FakeCluster, apiserver: FakeApiServer, recipes, set
         run_steps(run, steps)
     finally:
         run.close()
-    ns = run.deployer.namespace
+    ns = run.context.namespace
     assert ns == "rh-tiny", "every run of a model uses the model's namespace: its cache lives there"
     assert RecordingSuite.calls == ["models", "chat"]
     assert run.suite.kw["router_mode"] == "round-robin" and callable(run.suite.kw["request_counts"])
@@ -211,7 +213,7 @@ def test_dgd_never_ready_times_out_with_redacted_diagnostics(cluster, apiserver,
         ("progress", "\n".join(lines)),
     ]:
         assert FAKE_TOKEN not in text, f"token leaked into {name}"
-    assert cluster.get("nvidia.com", "dynamographdeployments", run.deployer.namespace, "tiny-agg") is None
+    assert cluster.get("nvidia.com", "dynamographdeployments", run.context.namespace, "tiny-agg") is None
 
 
 def test_image_pull_backoff_fails_fast(cluster, apiserver, recipes, settings):
@@ -319,7 +321,7 @@ def test_interrupted_run_still_tears_down(cluster, apiserver, recipes, settings)
     run = make_run(recipes[AGG], settings, apiserver, sleep=sleep)
     try:
         run_steps(run, ["preflight", "model-cache", "deploy"])
-        ns = run.deployer.namespace
+        ns = run.context.namespace
         assert ns in cluster.namespaces()
         armed["on"] = True
         with pytest.raises(KeyboardInterrupt):
@@ -394,11 +396,9 @@ def test_keep_leaves_the_namespace(cluster, apiserver, recipes, settings):
         run_steps(run, ["preflight", "model-cache"])
     finally:
         run.close()
-    assert run.deployer.namespace in cluster.namespaces()
-    assert cluster.get("batch", "jobs", run.deployer.namespace, "model-download") is not None
-    assert any(
-        f"kubectl delete -n {run.deployer.namespace} " in line and "job/model-download" in line for line in lines
-    )
+    assert run.context.namespace in cluster.namespaces()
+    assert cluster.get("batch", "jobs", run.context.namespace, "model-download") is not None
+    assert any(f"kubectl delete -n {run.context.namespace} " in line and "job/model-download" in line for line in lines)
 
 
 def test_mocker_engine_on_a_cpu_cluster(recipes, settings, openai_url):
@@ -409,7 +409,7 @@ def test_mocker_engine_on_a_cpu_cluster(recipes, settings, openai_url):
     run = make_run(recipes["tiny/vllm/disagg"], settings, server, url=openai_url)
     try:
         run_steps(run, ["preflight", "model-cache", "deploy", "ready", "smoke-models"])
-        dgd = cluster.get("nvidia.com", "dynamographdeployments", run.deployer.namespace, "tiny-disagg")
+        dgd = cluster.get("nvidia.com", "dynamographdeployments", run.context.namespace, "tiny-disagg")
         prefill = dgd["spec"]["services"]["VllmPrefillWorker"]
         assert prefill["extraPodSpec"]["mainContainer"]["image"] == "nvcr.io/nvidia/ai-dynamo/dynamo-planner:1.4.0"
         assert prefill["replicas"] == 2 and "gpu" not in json.dumps(prefill["resources"])
@@ -446,7 +446,7 @@ def test_token_from_runner_env_becomes_the_secret(cluster, apiserver, recipes, s
     run = make_run(recipes[AGG], settings, apiserver, env={"HF_TOKEN": FAKE_TOKEN})
     try:
         run_steps(run, ["preflight", "model-cache"])
-        secret = cluster.get("", "secrets", run.deployer.namespace, "hf-token-secret")
+        secret = cluster.get("", "secrets", run.context.namespace, "hf-token-secret")
         import base64
 
         assert base64.b64decode(secret["data"]["HF_TOKEN"]).decode() == FAKE_TOKEN
@@ -504,19 +504,19 @@ def test_model_never_listed_by_frontend(cluster, apiserver, recipes, settings, o
 
 
 def test_served_model_and_release_come_from_the_recipe(recipes):
-    from harness.run.k8s.deployer import dynamo_release, served_model_name
+    from harness.run.k8s.facts import served_model_name
 
     assert served_model_name(recipes[AGG]) == SERVED
-    assert dynamo_release(recipes[AGG]) == "1.4.0"
+    assert recipes[AGG].release == "1.4.0"
 
 
-def test_deployer_without_stage_plumbing(cluster, apiserver, recipes, settings):
-    """The deployer alone is usable from a script: preflight reports what it found."""
-    deployer = Deployer(kube_for(apiserver.url), recipes[AGG], settings, progress=lambda _: None, env={})
+def test_steps_without_stage_plumbing(cluster, apiserver, recipes, settings):
+    """The steps alone are usable from a script: preflight reports what it found."""
+    ctx = GpuContext.create(kube_for(apiserver.url), recipes[AGG], settings, progress=lambda _: None, env={})
     try:
-        report = deployer.preflight()
+        report = preflight.preflight(ctx)
     finally:
-        deployer.teardown()
+        teardown.teardown(ctx)
     assert report.dgd_versions == ["v1alpha1", "v1beta1"] and report.hardware == "H200"
     assert (report.gpus_needed, report.gpus_allocatable) == (2, 16)
     assert report.storage_class == "standard" and report.secrets == {"hf-token-secret": "copy"}

@@ -6,7 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from harness.analysis.benchmark import PerfConfigError, find_invocation, parse_options, shell_commands
+from harness.analysis.benchmark import PerfConfigError, find_invocation, parse_options
+from harness.recipe.commandline import Token, script_commands
+from harness.recipe.findings import Loc
 from harness.run.perf import Scale, parse_profile_export, scaled_args
 
 AIPERF = Path(__file__).parent.parent / "fixtures" / "sim" / "aiperf"
@@ -81,9 +83,16 @@ def test_unknown_job_options_are_dropped_and_listed():
     assert "--request-rate 10 dropped (not part of the sim workload)" in plan.changes
 
 
-def test_shell_commands_split_on_separators_and_continuations():
-    cmds = shell_commands("set -e\nA=1 && echo $A\naiperf profile \\\n  --model x # comment\necho done")
-    assert cmds == [["set", "-e"], ["A=1"], ["echo", "$A"], ["aiperf", "profile", "--model", "x"], ["echo", "done"]]
+def test_script_commands_split_on_separators_and_continuations():
+    script = "set -e\nA=1 && echo $A\naiperf profile \\\n  --model x # comment\necho done"
+    commands = script_commands(script, lambda w: Token(w.value, Loc(Path("perf.yaml"))))
+    assert [[t.value for t in c.words] for c in commands] == [
+        ["set", "-e"],
+        ["A=1"],
+        ["echo", "$A"],
+        ["aiperf", "profile", "--model", "x"],
+        ["echo", "done"],
+    ]
 
 
 def test_perf_job_without_aiperf_is_a_config_error(broken_recipe, tmp_path):

@@ -20,9 +20,11 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from harness.recipe.commandline import Token, dynamo_engine, dynamo_module_at
 from harness.recipe.configfiles import MountedFile, mounted_file
 from harness.recipe.findings import Finding, Loc, Severity, display_path
-from harness.recipe.model import Recipe, Service, Token, dig
+from harness.recipe.model import Recipe
+from harness.recipe.service import Service
 from harness.recipe.versions import VERSIONS_FILE, version_matrix
 from harness.recipe.yamlsrc import SrcMap, parse_yaml_bytes
 from harness.run.conformance import envs, trtllm
@@ -130,14 +132,12 @@ def command_lines(recipe: Recipe, service: Service) -> list[tuple[str, Token, li
     seen: set[tuple[str, ...]] = set()
     for pod in pods:
         argv = pod.engine_argv or []
-        for i, tok in enumerate(argv[:-1]):
-            if tok.value == "-m" and argv[i + 1].value.startswith("dynamo."):
-                args = list(argv[i + 2 :])
-                key = tuple(t.value for t in argv[i + 1 :])
-                if key not in seen:
-                    seen.add(key)
-                    out.append((pod.role, argv[i + 1], args))
-                break
+        at = dynamo_module_at(argv)
+        if at is not None:
+            key = tuple(t.value for t in argv[at:])
+            if key not in seen:
+                seen.add(key)
+                out.append((pod.role, argv[at], list(argv[at + 1 :])))
     if out or pods:
         return out
     main = service.main
@@ -146,16 +146,6 @@ def command_lines(recipe: Recipe, service: Service) -> list[tuple[str, Token, li
 
 
 # ---- gathering jobs -------------------------------------------------------------------------------
-
-
-def recipe_release(recipe: Recipe) -> str:
-    """The Dynamo release: recipe.yaml `versions.dynamo`, else the release of its Dynamo images."""
-    release = dig(recipe.metadata, "versions", "dynamo")
-    if release:
-        return str(release)
-    from harness.checks.images import recipe_release as image_release
-
-    return image_release(recipe)[0]
 
 
 def engine_version(recipe: Recipe, release: str, framework: str) -> str | None:
@@ -171,12 +161,12 @@ def jobs_for(recipe: Recipe) -> list[Job]:
     if dep is None:
         return []
     framework = dep.backend_framework or recipe.framework
-    release = recipe_release(recipe)
+    release = recipe.release
     out: list[Job] = []
     for svc in dep.services:
         forms = command_lines(recipe, svc)
         for role, module, argv in forms:
-            parser = module.value.split(".", 1)[1]
+            parser = dynamo_engine(module.value)
             if parser not in ("vllm", "sglang", "trtllm", "frontend"):
                 continue  # planner, mocker, ...: no engine parser to run
             # a multinode service's pods may receive different command lines (leader, worker ranks)

@@ -16,7 +16,6 @@ from harness.recipe.model import Recipe
 from harness.run.conformance.client import Job, JobOutcome, check, failure_text, jobs_for
 
 MARKER = "conformance"
-MARKER_HELP = "conformance: every worker's and frontend's command line through the real parsers of its Dynamo release"
 
 
 class _Batch:

@@ -9,13 +9,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from harness.recipe.model import dig
-from harness.recipe.yamlsrc import to_plain
-from harness.run.k8s.base import MANAGED_BY
+from harness.analysis.benchmark import AiperfInvocation, PerfConfigError, find_invocation
+from harness.recipe.yamlsrc import dig, to_plain
+from harness.run.k8s.context import MANAGED_BY, GpuContext
 from harness.run.k8s.facts import local_aiperf_args, model_id
-from harness.run.k8s.frontend import FrontendSteps
+from harness.run.k8s.frontend import frontend_url
 from harness.run.k8s.mocker import to_mocker_job
-from harness.run.k8s.rollout import RolloutSteps
+from harness.run.k8s.rollout import first_blocker, wait_job
 from harness.run.k8s.settings import fmt_duration
 
 EXPORT_FILE = "profile_export_aiperf.json"
@@ -23,132 +23,129 @@ EXPORT_FILE = "profile_export_aiperf.json"
 FETCH_RESOURCES = {"requests": {"cpu": "10m", "memory": "32Mi"}, "limits": {"memory": "256Mi"}}
 
 
-class BenchmarkSteps(RolloutSteps, FrontendSteps):
-    def _perf_job_doc(self) -> dict:
-        doc = self.recipe.perf_job()
-        if doc is None:
-            raise self.fail(f"{self.recipe.path / 'perf.yaml'}: no benchmark Job")
-        job = to_plain(doc.data)
-        return to_mocker_job(job) if self.settings.engine == "mocker" else job
+def _perf_job_doc(ctx: GpuContext) -> dict:
+    """perf.yaml's Job as it is applied (rewritten for the mocker when asked)."""
+    doc = ctx.recipe.perf_job()
+    if doc is None:
+        raise ctx.fail(f"{ctx.recipe.path / 'perf.yaml'}: no benchmark Job")
+    job = to_plain(doc.data)
+    return to_mocker_job(job) if ctx.settings.engine == "mocker" else job
 
-    def _aiperf(self):
-        from harness.analysis.benchmark import PerfConfigError, find_invocation
 
-        try:
-            return find_invocation(self.recipe)
-        except PerfConfigError as exc:
-            raise self.fail(str(exc)) from None
+def aiperf(ctx: GpuContext) -> AiperfInvocation:
+    """The perf Job's `aiperf profile` call as the static checks and the sim read it (analysis.benchmark)."""
+    try:
+        return find_invocation(ctx.recipe)
+    except PerfConfigError as exc:
+        raise ctx.fail(str(exc)) from None
 
-    def perf_job(self, run: int = 1, runs: int = 1) -> Path:
-        """Run perf.yaml's Job in the cluster, wait for it, copy its AIPerf export to the report folder
-        (`run-<n>/` when the benchmark runs several times on the same deployment)."""
-        job = self._perf_job_doc()
-        name = str(dig(job, "metadata", "name"))
-        if self.kube.get("batch/v1", "Job", name, self.namespace) is not None:
-            self._delete_and_wait("batch/v1", "Job", name)  # a Job's template is immutable; a rerun needs a fresh one
-        self._apply(job, what="benchmark Job")  # dry run, then create
-        self._wait_job(name, self.settings.perf_timeout, "benchmark")
-        data = self._fetch_export(job)
-        out = self.settings.report_dir / "perf" / self.slug / (f"run-{run}" if runs > 1 else "") / EXPORT_FILE
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(data)
-        self.progress(f"benchmark{f' run {run}/{runs}' if runs > 1 else ''}: {EXPORT_FILE} saved to {out}")
-        return out
 
-    def _fetch_export(self, job: dict) -> str:
-        """A short-lived pod with the Job's image and PVC mounts prints the newest export file."""
-        pod_spec = dig(job, "spec", "template", "spec") or {}
-        container = (pod_spec.get("containers") or [{}])[0]
-        pvc_volumes = {
-            v["name"]: v
-            for v in pod_spec.get("volumes") or []
-            if isinstance(v, dict) and v.get("persistentVolumeClaim")
-        }
-        mounts = [m for m in container.get("volumeMounts") or [] if m.get("name") in pvc_volumes]
-        if not mounts:
-            raise self.fail(
-                f"benchmark Job {dig(job, 'metadata', 'name')} mounts no PVC, "
-                f"so its {EXPORT_FILE} cannot be collected: "
-                "write the AIPerf artifacts to the model-cache PVC"
-            )
-        artifact_dir = self._aiperf().get("--artifact-dir")
-        roots = [str(m["mountPath"]) for m in mounts]
-        if artifact_dir and "$" not in artifact_dir and any(artifact_dir.startswith(r) for r in roots):
-            roots = [artifact_dir]
-        where = " ".join(f"'{r}'" for r in roots)
-        script = (
-            f"f=$(find {where} -name {EXPORT_FILE} -type f -exec ls -t {{}} + 2>/dev/null | head -n 1); "
-            f'if [ -z "$f" ]; then echo "no {EXPORT_FILE} under {" ".join(roots)}" >&2; exit 3; fi; cat "$f"'
+def perf_job(ctx: GpuContext, run: int = 1, runs: int = 1) -> Path:
+    """Run perf.yaml's Job in the cluster, wait for it, copy its AIPerf export to the report folder
+    (`run-<n>/` when the benchmark runs several times on the same deployment)."""
+    job = _perf_job_doc(ctx)
+    name = str(dig(job, "metadata", "name"))
+    if ctx.kube.get("batch/v1", "Job", name, ctx.namespace) is not None:
+        ctx.delete_and_wait("batch/v1", "Job", name)  # a Job's template is immutable; a rerun needs a fresh one
+    ctx.apply(job, what="benchmark Job")  # dry run, then create
+    wait_job(ctx, name, ctx.settings.perf_timeout, "benchmark")
+    data = _fetch_export(ctx, job)
+    out = ctx.settings.report_dir / "perf" / ctx.slug / (f"run-{run}" if runs > 1 else "") / EXPORT_FILE
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(data)
+    ctx.progress(f"benchmark{f' run {run}/{runs}' if runs > 1 else ''}: {EXPORT_FILE} saved to {out}")
+    return out
+
+
+def _fetch_export(ctx: GpuContext, job: dict) -> str:
+    """A short-lived pod with the Job's image and PVC mounts prints the newest export file."""
+    pod_spec = dig(job, "spec", "template", "spec") or {}
+    container = (pod_spec.get("containers") or [{}])[0]
+    pvc_volumes = {
+        v["name"]: v for v in pod_spec.get("volumes") or [] if isinstance(v, dict) and v.get("persistentVolumeClaim")
+    }
+    mounts = [m for m in container.get("volumeMounts") or [] if m.get("name") in pvc_volumes]
+    if not mounts:
+        raise ctx.fail(
+            f"benchmark Job {dig(job, 'metadata', 'name')} mounts no PVC, "
+            f"so its {EXPORT_FILE} cannot be collected: "
+            "write the AIPerf artifacts to the model-cache PVC"
         )
-        pod_name = f"{str(dig(job, 'metadata', 'name'))[:40]}-fetch-{uuid.uuid4().hex[:5]}"
-        pod = {
-            "apiVersion": "v1",
-            "kind": "Pod",
-            "metadata": {"name": pod_name, "labels": dict(MANAGED_BY, **{"recipe-harness/role": "fetch-export"})},
-            "spec": {
-                "restartPolicy": "Never",
-                "containers": [
-                    {
-                        "name": "fetch",
-                        "image": container.get("image"),
-                        "command": ["sh", "-c", script],
-                        "resources": FETCH_RESOURCES,
-                        "volumeMounts": [dict(m, readOnly=True) for m in mounts],
-                    }
-                ],
-                "volumes": [pvc_volumes[m["name"]] for m in mounts],
-            },
-        }
-        if pod_spec.get("imagePullSecrets"):
-            pod["spec"]["imagePullSecrets"] = pod_spec["imagePullSecrets"]
-        self._apply(pod, what="export fetch pod")
-        start = self.clock()
-        timeout, cut = self.budget(self.settings.fetch_timeout)
-        while True:
-            current = self.kube.get("v1", "Pod", pod_name, self.namespace) or {}
-            phase = dig(current, "status", "phase")
-            if phase in ("Succeeded", "Failed"):
-                break
-            blocker = self._blocker([current]) if current else None
-            if blocker:
-                raise self.fail(f"cannot fetch {EXPORT_FILE}: {blocker.message}")
-            if self.clock() - start >= timeout:
-                raise self.fail(
-                    f"export fetch pod {pod_name} did not finish {self.timed_out('', timeout, cut).strip()}"
-                )
-            self.sleep(self.settings.poll_interval)
-        log = self.kube.pod_log(self.namespace, pod_name, "fetch")
-        self.kube.delete("v1", "Pod", pod_name, self.namespace)
-        if phase == "Failed":
-            raise self.fail(f"cannot fetch {EXPORT_FILE} from the PVC: {log.strip()[-500:]}")
-        try:
-            json.loads(log)
-        except ValueError:
-            raise self.fail(f"{EXPORT_FILE} fetched from the PVC is not JSON (first bytes: {log[:120]!r})") from None
-        return log
+    artifact_dir = aiperf(ctx).get("--artifact-dir")
+    roots = [str(m["mountPath"]) for m in mounts]
+    if artifact_dir and "$" not in artifact_dir and any(artifact_dir.startswith(r) for r in roots):
+        roots = [artifact_dir]
+    where = " ".join(f"'{r}'" for r in roots)
+    script = (
+        f"f=$(find {where} -name {EXPORT_FILE} -type f -exec ls -t {{}} + 2>/dev/null | head -n 1); "
+        f'if [ -z "$f" ]; then echo "no {EXPORT_FILE} under {" ".join(roots)}" >&2; exit 3; fi; cat "$f"'
+    )
+    pod_name = f"{str(dig(job, 'metadata', 'name'))[:40]}-fetch-{uuid.uuid4().hex[:5]}"
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": pod_name, "labels": dict(MANAGED_BY, **{"recipe-harness/role": "fetch-export"})},
+        "spec": {
+            "restartPolicy": "Never",
+            "containers": [
+                {
+                    "name": "fetch",
+                    "image": container.get("image"),
+                    "command": ["sh", "-c", script],
+                    "resources": FETCH_RESOURCES,
+                    "volumeMounts": [dict(m, readOnly=True) for m in mounts],
+                }
+            ],
+            "volumes": [pvc_volumes[m["name"]] for m in mounts],
+        },
+    }
+    if pod_spec.get("imagePullSecrets"):
+        pod["spec"]["imagePullSecrets"] = pod_spec["imagePullSecrets"]
+    ctx.apply(pod, what="export fetch pod")
+    start = ctx.clock()
+    timeout, cut = ctx.budget(ctx.settings.fetch_timeout)
+    while True:
+        current = ctx.kube.get("v1", "Pod", pod_name, ctx.namespace) or {}
+        phase = dig(current, "status", "phase")
+        if phase in ("Succeeded", "Failed"):
+            break
+        blocker = first_blocker(ctx, [current]) if current else None
+        if blocker:
+            raise ctx.fail(f"cannot fetch {EXPORT_FILE}: {blocker.message}")
+        if ctx.clock() - start >= timeout:
+            raise ctx.fail(f"export fetch pod {pod_name} did not finish {ctx.timed_out('', timeout, cut).strip()}")
+        ctx.sleep(ctx.settings.poll_interval)
+    log = ctx.kube.pod_log(ctx.namespace, pod_name, "fetch")
+    ctx.kube.delete("v1", "Pod", pod_name, ctx.namespace)
+    if phase == "Failed":
+        raise ctx.fail(f"cannot fetch {EXPORT_FILE} from the PVC: {log.strip()[-500:]}")
+    try:
+        json.loads(log)
+    except ValueError:
+        raise ctx.fail(f"{EXPORT_FILE} fetched from the PVC is not JSON (first bytes: {log[:120]!r})") from None
+    return log
 
-    def perf_local(self, run: Callable[[list[str], Path, float], Any] | None = None) -> Path:
-        """AIPerf from the runner through the port-forward, with the Job's own options. Returns the artifact folder."""
-        from harness.run.perf import run_aiperf
 
-        inv = self._aiperf()
-        url = self.frontend_url()
-        artifacts = self.settings.report_dir / "perf" / self.slug / "aiperf"
-        artifacts.mkdir(parents=True, exist_ok=True)
-        tokenizer = inv.get("--tokenizer")
-        # a tokenizer path inside the PVC does not exist on the runner: load it by model id instead
-        local_tokenizer = (
-            model_id(self.recipe) if tokenizer and tokenizer.startswith("/") and not Path(tokenizer).exists() else None
-        )
-        args = local_aiperf_args(inv.options, url, artifacts, local_tokenizer)
-        log = artifacts.parent / "aiperf.log"
-        self.progress(f"benchmark: aiperf {' '.join(args[:1])} locally against {url} (log {log})")
-        outcome = (run or run_aiperf)(args, log, self.settings.perf_timeout)
-        if getattr(outcome, "timed_out", False):
-            raise self.fail(
-                f"local aiperf did not finish within {fmt_duration(self.settings.perf_timeout)} (log {log})"
-            )
-        if outcome.returncode not in (0, None) and not (artifacts / EXPORT_FILE).exists():
-            tail = log.read_text(errors="replace")[-800:] if log.exists() else ""
-            raise self.fail(f"local aiperf exited {outcome.returncode} without writing {EXPORT_FILE}: {tail}")
-        return artifacts
+def perf_local(ctx: GpuContext, run: Callable[[list[str], Path, float], Any] | None = None) -> Path:
+    """AIPerf from the runner through the port-forward, with the Job's own options. Returns the artifact folder."""
+    from harness.run.perf import run_aiperf
+
+    inv = aiperf(ctx)
+    url = frontend_url(ctx)
+    artifacts = ctx.settings.report_dir / "perf" / ctx.slug / "aiperf"
+    artifacts.mkdir(parents=True, exist_ok=True)
+    tokenizer = inv.get("--tokenizer")
+    # a tokenizer path inside the PVC does not exist on the runner: load it by model id instead
+    local_tokenizer = (
+        model_id(ctx.recipe) if tokenizer and tokenizer.startswith("/") and not Path(tokenizer).exists() else None
+    )
+    args = local_aiperf_args(inv.options, url, artifacts, local_tokenizer)
+    log = artifacts.parent / "aiperf.log"
+    ctx.progress(f"benchmark: aiperf {' '.join(args[:1])} locally against {url} (log {log})")
+    outcome = (run or run_aiperf)(args, log, ctx.settings.perf_timeout)
+    if getattr(outcome, "timed_out", False):
+        raise ctx.fail(f"local aiperf did not finish within {fmt_duration(ctx.settings.perf_timeout)} (log {log})")
+    if outcome.returncode not in (0, None) and not (artifacts / EXPORT_FILE).exists():
+        tail = log.read_text(errors="replace")[-800:] if log.exists() else ""
+        raise ctx.fail(f"local aiperf exited {outcome.returncode} without writing {EXPORT_FILE}: {tail}")
+    return artifacts

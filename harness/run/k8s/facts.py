@@ -8,9 +8,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from harness.recipe.model import DEFAULT_ROUTER_MODE, DGD_KIND, Recipe, dig
-from harness.recipe.yamlsrc import Document, to_plain
-from harness.run.k8s.mocker import image_tag
+from harness.recipe.model import DGD_KIND, Recipe
+from harness.recipe.service import DEFAULT_ROUTER_MODE
+from harness.recipe.yamlsrc import Document, dig, to_plain
 
 # ConfigMaps first (workers mount them at start), then the ComputeDomain the DGD claims, then the DGD.
 APPLY_ORDER = {
@@ -27,12 +27,6 @@ APPLY_ORDER = {
 
 def recipe_slug(recipe: Recipe) -> str:
     return recipe.id.replace("/", "_")
-
-
-def new_namespace_name(recipe: Recipe, run_id: str) -> str:
-    """A throwaway namespace for one run (kept for scripts; runs use `model_namespace`)."""
-    model = re.sub(r"[^a-z0-9-]+", "-", recipe.model.lower()).strip("-")[:30].strip("-")
-    return f"rh-{model}-{run_id}" if model else f"rh-{run_id}"
 
 
 def model_namespace(recipe: Recipe, engine: str = "real") -> str:
@@ -91,19 +85,6 @@ def served_model_name(recipe: Recipe) -> str:
 def model_id(recipe: Recipe) -> str:
     flags = _worker_flags(recipe)
     return str(dig(recipe.metadata, "model", "id") or flags.get("--model") or flags.get("--model-path") or "")
-
-
-def dynamo_release(recipe: Recipe) -> str:
-    """The Dynamo release of the recipe (metadata versions.dynamo, else a worker image tag)."""
-    release = dig(recipe.metadata, "versions", "dynamo")
-    if release:
-        return str(release)
-    dep = recipe.deployment
-    for svc in dep.services if dep else []:
-        tag = image_tag(svc.main.image if svc.main else None)
-        if tag:
-            return tag
-    return ""
 
 
 def plain_docs(docs: list[Document]) -> list[dict]:

@@ -7,7 +7,7 @@ import copy
 from dataclasses import dataclass
 from typing import Any
 
-from harness.recipe.model import Deployment, Service
+from harness.recipe.service import Deployment, Service
 
 MOCKER_REPO = "nvcr.io/nvidia/ai-dynamo/dynamo-planner"
 MOCKER_COMMAND = ["python3", "-m", "dynamo.mocker"]

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from harness.recipe.model import DGD_GROUP, DGD_KIND, dig
-from harness.run.k8s.base import DeployerBase, PreflightReport
+from harness.recipe.model import DGD_GROUP, DGD_KIND
+from harness.recipe.yamlsrc import dig
 from harness.run.k8s.client import BUILTIN_KINDS, KubeError, transport_error
+from harness.run.k8s.context import GpuContext, PreflightReport
 from harness.run.k8s.facts import gpu_products, referenced_secrets
 from harness.run.k8s.readiness import GPU_RESOURCE, gpu_capacity, products_on
+from harness.run.k8s.settings import PROBE_TIMEOUT
 from harness.run.stage import StageSkip
 
 # Provisioners that serve ReadWriteOnce (and ReadWriteOncePod) only: a ReadWriteMany claim on them stays Pending
@@ -34,182 +36,184 @@ CRD_HINTS = {
 }
 
 
-class PreflightSteps(DeployerBase):
-    def preflight(self) -> PreflightReport:
-        """Read-only checks, cheapest first; each gap says what to do."""
+def preflight(ctx: GpuContext) -> PreflightReport:
+    """Step `preflight`: read-only checks, cheapest first (API, CRDs, GPUs, storage, secrets); each gap says
+    what to do. Leaves the secret plan and the fitted PVC modes on the context."""
+    try:
+        ctx.report.server = ctx.kube.server_version(PROBE_TIMEOUT)
+    except Exception as exc:
+        raise ctx.fail(
+            f"Kubernetes API at {ctx.kube.host} unreachable ({transport_error(exc)}): "
+            "check the cluster and the KUBECONFIG context"
+        ) from None
+    docs = ctx.deploy_docs()
+    if not any(d.get("kind") == DGD_KIND for d in docs):
+        raise ctx.fail(f"{ctx.recipe.path / 'deploy.yaml'}: no {DGD_KIND}; nothing to wait for")
+    _check_crds(ctx, docs)
+    if ctx.settings.engine != "mocker":
+        _check_gpus(ctx)
+    else:
+        ctx.report.hardware = "mocker"
+    _check_storage(ctx)
+    _check_secrets(ctx, docs + ctx.cache_docs() + ctx.perf_docs())
+    ctx.progress(
+        f"preflight: API {ctx.report.server}, {DGD_KIND} served as {', '.join(ctx.report.dgd_versions)}, "
+        f"GPUs {ctx.report.gpus_allocatable}/{ctx.report.gpus_needed} on {ctx.report.hardware}, "
+        f"storage class {ctx.report.storage_class or '-'}, namespace {ctx.namespace}"
+    )
+    return ctx.report
+
+
+def _check_crds(ctx: GpuContext, docs: list[dict]) -> None:
+    for doc in docs:
+        api_version, kind = str(doc.get("apiVersion", "")), str(doc.get("kind", ""))
+        group, _, version = api_version.rpartition("/")
+        if (group, kind) in BUILTIN_KINDS or (ctx.settings.engine == "mocker" and kind == "ComputeDomain"):
+            continue
+        hint = CRD_HINTS.get(group, "install the operator that provides it")
         try:
-            self.report.server = self.kube.server_version(self.settings.probe_timeout)
-        except Exception as exc:
-            raise self.fail(
-                f"Kubernetes API at {self.kube.host} unreachable ({transport_error(exc)}): "
-                "check the cluster and the KUBECONFIG context"
+            res = ctx.kube.resource(api_version, kind)
+            crd = ctx.kube.crd(f"{res.plural}.{group}")
+        except KubeError as exc:
+            raise ctx.fail(
+                f"{kind} ({api_version}) is not known to the cluster at {ctx.kube.host}: {exc}; {hint}"
             ) from None
-        docs = self._deploy_docs()
-        if not any(d.get("kind") == DGD_KIND for d in docs):
-            raise self.fail(f"{self.recipe.path / 'deploy.yaml'}: no {DGD_KIND}; nothing to wait for")
-        self._check_crds(docs)
-        if self.settings.engine != "mocker":
-            self._check_gpus()
+        if crd is None:
+            raise ctx.fail(
+                f"CustomResourceDefinition {res.plural}.{group} is not installed on the cluster "
+                f"at {ctx.kube.host}: "
+                f"{kind} cannot be created; {hint}"
+            )
+        served = [str(v.get("name")) for v in dig(crd, "spec", "versions") or [] if v.get("served")]
+        if kind == DGD_KIND:
+            ctx.report.dgd_versions = served
+        if version not in served:
+            raise ctx.fail(
+                f"deploy.yaml uses {api_version} {kind}, "
+                f"but the cluster serves only {', '.join(served) or 'no version'} of it: "
+                f"upgrade the operator to a release that serves {version}, or use a recipe for the installed API"
+            )
+
+
+def _check_gpus(ctx: GpuContext) -> None:
+    dep = ctx.recipe.deployment
+    needed = dep.total_gpus if dep else 0
+    needed = needed or int(ctx.recipe.metadata.get("gpus") or 0)
+    per_pod = max((w.gpu_limit for w in dep.workers), default=0) if dep else 0
+    ctx.report.gpus_needed = needed
+    products = gpu_products(ctx.recipe)
+    if not products:
+        raise ctx.fail(f"{ctx.recipe.path / 'recipe.yaml'}: hardware.gpu is missing, so no node can be matched")
+    try:
+        nodes = ctx.kube.list("v1", "Node")
+    except KubeError as exc:
+        raise ctx.fail(f"cannot list nodes: {exc}") from None
+    seen = []
+    for product in products:
+        cap = gpu_capacity(nodes, product)
+        seen.append(cap)
+        if cap.total >= needed and cap.largest_node >= per_pod:
+            ctx.report.hardware, ctx.report.gpus_allocatable = product, cap.total
+            return
+    best = max(seen, key=lambda c: c.total)
+    ctx.report.gpus_allocatable = best.total
+    here = products_on(nodes)
+    raise StageSkip(
+        ctx.redactor.text(
+            f"needs {needed} {GPU_RESOURCE} ({per_pod} in the largest pod) on {' or '.join(products)} nodes; "
+            + "; ".join(c.describe() for c in seen)
+            + f". GPU products on this cluster: {', '.join(here) or 'none'}. "
+            f"Run on a cluster with enough {products[0]} GPUs, or use --engine mocker"
+        )
+    )
+
+
+def _check_storage(ctx: GpuContext) -> None:
+    pvcs = [d for d in ctx.cache_docs() + ctx.deploy_docs() if d.get("kind") == "PersistentVolumeClaim"]
+    if not pvcs:
+        return
+    try:
+        classes = ctx.kube.list("storage.k8s.io/v1", "StorageClass")
+    except KubeError as exc:
+        raise ctx.fail(f"cannot list storage classes: {exc}") from None
+    names = [str(dig(c, "metadata", "name")) for c in classes]
+    default = [
+        n
+        for c, n in zip(classes, names)
+        if str((dig(c, "metadata", "annotations") or {}).get("storageclass.kubernetes.io/is-default-class")) == "true"
+    ]
+    provisioners = {str(dig(c, "metadata", "name")): str(c.get("provisioner") or "") for c in classes}
+    for pvc in pvcs:
+        wanted = dig(pvc, "spec", "storageClassName")
+        name = str(dig(pvc, "metadata", "name"))
+        if wanted:
+            if wanted not in names:
+                raise ctx.fail(
+                    f"PVC {name} asks for storage class {wanted!r}, which the cluster does not have "
+                    f"(it has: {', '.join(names) or 'none'}): create it or set storageClassName in model-cache.yaml"
+                )
+            ctx.report.storage_class = str(wanted)
+        elif not default:
+            raise ctx.fail(
+                f"PVC {name} names no storage class and the cluster has no default one "
+                f"(classes: {', '.join(names) or 'none'}): "
+                "mark one default (storageclass.kubernetes.io/is-default-class=true) or set storageClassName"
+            )
         else:
-            self.report.hardware = "mocker"
-        self._check_storage()
-        self._check_secrets(docs + self._cache_docs() + self._perf_docs())
-        self.progress(
-            f"preflight: API {self.report.server}, {DGD_KIND} served as {', '.join(self.report.dgd_versions)}, "
-            f"GPUs {self.report.gpus_allocatable}/{self.report.gpus_needed} on {self.report.hardware}, "
-            f"storage class {self.report.storage_class or '-'}, namespace {self.namespace}"
-        )
-        return self.report
+            ctx.report.storage_class = default[0]
+        _fit_access_modes(ctx, pvc, name, ctx.report.storage_class, provisioners.get(ctx.report.storage_class, ""))
 
-    def _check_crds(self, docs: list[dict]) -> None:
-        for doc in docs:
-            api_version, kind = str(doc.get("apiVersion", "")), str(doc.get("kind", ""))
-            group, _, version = api_version.rpartition("/")
-            if (group, kind) in BUILTIN_KINDS or (self.settings.engine == "mocker" and kind == "ComputeDomain"):
-                continue
-            hint = CRD_HINTS.get(group, "install the operator that provides it")
-            try:
-                res = self.kube.resource(api_version, kind)
-                crd = self.kube.crd(f"{res.plural}.{group}")
-            except KubeError as exc:
-                raise self.fail(
-                    f"{kind} ({api_version}) is not known to the cluster at {self.kube.host}: {exc}; {hint}"
-                ) from None
-            if crd is None:
-                raise self.fail(
-                    f"CustomResourceDefinition {res.plural}.{group} is not installed on the cluster "
-                    f"at {self.kube.host}: "
-                    f"{kind} cannot be created; {hint}"
-                )
-            served = [str(v.get("name")) for v in dig(crd, "spec", "versions") or [] if v.get("served")]
-            if kind == DGD_KIND:
-                self.report.dgd_versions = served
-            if version not in served:
-                raise self.fail(
-                    f"deploy.yaml uses {api_version} {kind}, "
-                    f"but the cluster serves only {', '.join(served) or 'no version'} of it: "
-                    f"upgrade the operator to a release that serves {version}, or use a recipe for the installed API"
-                )
 
-    def _check_gpus(self) -> None:
-        dep = self.recipe.deployment
-        needed = dep.total_gpus if dep else 0
-        needed = needed or int(self.recipe.metadata.get("gpus") or 0)
-        per_pod = max((w.gpu_limit for w in dep.workers), default=0) if dep else 0
-        self.report.gpus_needed = needed
-        products = gpu_products(self.recipe)
-        if not products:
-            raise self.fail(f"{self.recipe.path / 'recipe.yaml'}: hardware.gpu is missing, so no node can be matched")
-        try:
-            nodes = self.kube.list("v1", "Node")
-        except KubeError as exc:
-            raise self.fail(f"cannot list nodes: {exc}") from None
-        seen = []
-        for product in products:
-            cap = gpu_capacity(nodes, product)
-            seen.append(cap)
-            if cap.total >= needed and cap.largest_node >= per_pod:
-                self.report.hardware, self.report.gpus_allocatable = product, cap.total
-                return
-        best = max(seen, key=lambda c: c.total)
-        self.report.gpus_allocatable = best.total
-        here = products_on(nodes)
-        raise StageSkip(
-            self.redactor.text(
-                f"needs {needed} {GPU_RESOURCE} ({per_pod} in the largest pod) on {' or '.join(products)} nodes; "
-                + "; ".join(c.describe() for c in seen)
-                + f". GPU products on this cluster: {', '.join(here) or 'none'}. "
-                f"Run on a cluster with enough {products[0]} GPUs, or use --engine mocker"
+def _fit_access_modes(ctx: GpuContext, pvc: dict, name: str, cls: str, provisioner: str) -> None:
+    modes = [str(m) for m in dig(pvc, "spec", "accessModes") or []]
+    shared = [m for m in modes if m in SHARED_MODES]
+    if not shared or provisioner not in RWO_ONLY_PROVISIONERS:
+        return
+    what = f"storage class {cls} ({provisioner}, {RWO_ONLY_PROVISIONERS[provisioner]}) serves ReadWriteOnce only"
+    if ctx.settings.engine == "mocker":
+        # one node runs every mocker pod, and a ReadWriteOnce volume is shared by the pods of its node
+        ctx.pvc_modes[name] = ["ReadWriteOnce"]
+        ctx.progress(f"PVC {name}: {', '.join(shared)} -> ReadWriteOnce, because {what}")
+        return
+    raise ctx.fail(
+        f"PVC {name} asks for {', '.join(shared)}, but {what}: the claim would stay Pending and every pod "
+        "that mounts it with it. Set storageClassName to a class that serves ReadWriteMany (NFS, CephFS, "
+        "a cloud file store), or run --engine mocker on a one-node cluster"
+    )
+
+
+def _check_secrets(ctx: GpuContext, docs: list[dict]) -> None:
+    ns_exists = ctx.kube.get("v1", "Namespace", ctx.namespace) is not None
+    for name in referenced_secrets(docs):
+        values = ctx.kube.secret_values(ctx.namespace, name) if ns_exists else None
+        if values is not None:
+            plan = "present"
+        elif name == ctx.settings.hf_secret and ctx.env.get(ctx.settings.hf_token_env):
+            plan, values = "from-env", {}
+        elif (
+            name == ctx.settings.hf_secret
+            and ctx.settings.engine == "mocker"
+            and ctx.kube.secret_values(ctx.settings.secret_source_namespace, name) is None
+        ):
+            plan, values = "placeholder", {}
+        else:
+            values = ctx.kube.secret_values(ctx.settings.secret_source_namespace, name)
+            plan = "copy" if values is not None else ""
+        for value in (values or {}).values():
+            ctx.redactor.add(value)
+        if not plan:
+            how = (
+                f"export {ctx.settings.hf_token_env} on the runner, "
+                f"or create it: kubectl create secret generic {name} "
+                f"--from-literal={ctx.settings.hf_secret_key}=<your token> "
+                f"-n {ctx.settings.secret_source_namespace}"
+                if name == ctx.settings.hf_secret
+                else f"create secret {name} in namespace {ctx.settings.secret_source_namespace} "
+                "(it is copied into each run's namespace)"
             )
-        )
-
-    def _check_storage(self) -> None:
-        pvcs = [d for d in self._cache_docs() + self._deploy_docs() if d.get("kind") == "PersistentVolumeClaim"]
-        if not pvcs:
-            return
-        try:
-            classes = self.kube.list("storage.k8s.io/v1", "StorageClass")
-        except KubeError as exc:
-            raise self.fail(f"cannot list storage classes: {exc}") from None
-        names = [str(dig(c, "metadata", "name")) for c in classes]
-        default = [
-            n
-            for c, n in zip(classes, names)
-            if str((dig(c, "metadata", "annotations") or {}).get("storageclass.kubernetes.io/is-default-class"))
-            == "true"
-        ]
-        provisioners = {str(dig(c, "metadata", "name")): str(c.get("provisioner") or "") for c in classes}
-        for pvc in pvcs:
-            wanted = dig(pvc, "spec", "storageClassName")
-            name = str(dig(pvc, "metadata", "name"))
-            if wanted:
-                if wanted not in names:
-                    raise self.fail(
-                        f"PVC {name} asks for storage class {wanted!r}, which the cluster does not have "
-                        f"(it has: {', '.join(names) or 'none'}): create it or set storageClassName in model-cache.yaml"
-                    )
-                self.report.storage_class = str(wanted)
-            elif not default:
-                raise self.fail(
-                    f"PVC {name} names no storage class and the cluster has no default one "
-                    f"(classes: {', '.join(names) or 'none'}): "
-                    "mark one default (storageclass.kubernetes.io/is-default-class=true) or set storageClassName"
-                )
-            else:
-                self.report.storage_class = default[0]
-            self._fit_access_modes(
-                pvc, name, self.report.storage_class, provisioners.get(self.report.storage_class, "")
+            raise ctx.fail(
+                f"secret {name} (used by the recipe) not found in namespace {ctx.namespace} or "
+                f"{ctx.settings.secret_source_namespace}: {how}"
             )
-
-    def _fit_access_modes(self, pvc: dict, name: str, cls: str, provisioner: str) -> None:
-        modes = [str(m) for m in dig(pvc, "spec", "accessModes") or []]
-        shared = [m for m in modes if m in SHARED_MODES]
-        if not shared or provisioner not in RWO_ONLY_PROVISIONERS:
-            return
-        what = f"storage class {cls} ({provisioner}, {RWO_ONLY_PROVISIONERS[provisioner]}) serves ReadWriteOnce only"
-        if self.settings.engine == "mocker":
-            # one node runs every mocker pod, and a ReadWriteOnce volume is shared by the pods of its node
-            self._pvc_modes[name] = ["ReadWriteOnce"]
-            self.progress(f"PVC {name}: {', '.join(shared)} -> ReadWriteOnce, because {what}")
-            return
-        raise self.fail(
-            f"PVC {name} asks for {', '.join(shared)}, but {what}: the claim would stay Pending and every pod "
-            "that mounts it with it. Set storageClassName to a class that serves ReadWriteMany (NFS, CephFS, "
-            "a cloud file store), or run --engine mocker on a one-node cluster"
-        )
-
-    def _check_secrets(self, docs: list[dict]) -> None:
-        ns_exists = self.kube.get("v1", "Namespace", self.namespace) is not None
-        for name in referenced_secrets(docs):
-            values = self.kube.secret_values(self.namespace, name) if ns_exists else None
-            if values is not None:
-                plan = "present"
-            elif name == self.settings.hf_secret and self.env.get(self.settings.hf_token_env):
-                plan, values = "from-env", {}
-            elif (
-                name == self.settings.hf_secret
-                and self.settings.engine == "mocker"
-                and self.kube.secret_values(self.settings.secret_source_namespace, name) is None
-            ):
-                plan, values = "placeholder", {}
-            else:
-                values = self.kube.secret_values(self.settings.secret_source_namespace, name)
-                plan = "copy" if values is not None else ""
-            for value in (values or {}).values():
-                self.redactor.add(value)
-            if not plan:
-                how = (
-                    f"export {self.settings.hf_token_env} on the runner, "
-                    f"or create it: kubectl create secret generic {name} "
-                    f"--from-literal={self.settings.hf_secret_key}=<your token> "
-                    f"-n {self.settings.secret_source_namespace}"
-                    if name == self.settings.hf_secret
-                    else f"create secret {name} in namespace {self.settings.secret_source_namespace} "
-                    "(it is copied into each run's namespace)"
-                )
-                raise self.fail(
-                    f"secret {name} (used by the recipe) not found in namespace {self.namespace} or "
-                    f"{self.settings.secret_source_namespace}: {how}"
-                )
-            self._secret_plan[name] = plan
-        self.report.secrets = dict(self._secret_plan)
+        ctx.secret_plan[name] = plan
+    ctx.report.secrets = dict(ctx.secret_plan)

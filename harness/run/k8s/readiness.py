@@ -180,19 +180,6 @@ def pod_problems(pod: dict, *, crashloop_restarts: int) -> list[PodProblem]:
     return out
 
 
-def pod_blocker(
-    pod: dict, *, crashloop_restarts: int, unschedulable_for: float | None, unschedulable_grace: float
-) -> Blocker | None:
-    """The first problem of one pod that fails the run now: permanent ones, or being unschedulable longer than
-    the grace (GPUs of a previous run may still be draining, a node may be on its way)."""
-    for p in pod_problems(pod, crashloop_restarts=crashloop_restarts):
-        if p.permanent or (
-            p.kind == "unschedulable" and unschedulable_for is not None and unschedulable_for >= unschedulable_grace
-        ):
-            return Blocker(p.pod, p.kind, p.message, p.container)
-    return None
-
-
 def is_unschedulable(pod: dict) -> bool:
     sched = condition(pod, "PodScheduled")
     return bool(

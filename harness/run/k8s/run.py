@@ -1,4 +1,5 @@
-"""One recipe's gpu run: the steps in order over a Deployer, diagnostics on failure, teardown on close."""
+"""One recipe's gpu run, the stage's only orchestrator: the step functions in order over one GpuContext,
+diagnostics on failure, teardown on close."""
 
 from __future__ import annotations
 
@@ -10,10 +11,13 @@ from typing import Any
 
 from harness.recipe.model import Recipe
 from harness.results.metrics import PerfResult
-from harness.run.k8s.client import Kube, KubeError
+from harness.run.k8s import benchmark, cache, frontend, preflight, rollout, teardown
+from harness.run.k8s.client import Kube
 from harness.run.k8s.config import find_config
-from harness.run.k8s.deployer import Deployer, DeploySettings, router_mode, served_model_name
-from harness.run.k8s.portforward import FrontendAccess, PortForwardError
+from harness.run.k8s.context import GpuContext
+from harness.run.k8s.facts import router_mode, served_model_name
+from harness.run.k8s.portforward import FrontendAccess
+from harness.run.k8s.settings import DeploySettings
 from harness.run.k8s.steps import gpu_steps
 from harness.run.stage import StageSkip, Step, StepFailed, StepRun
 
@@ -50,7 +54,7 @@ class GpuRun(StepRun):
         self.suite_class = smoke  # the smoke suite (None: only /v1/models is checked)
         self.update_baselines = update_baselines
         self._kube = kube
-        self._deployer_kw: dict[str, Any] = {
+        self._context_kw: dict[str, Any] = {
             "access": access,
             "progress": progress,
             "sleep": sleep,
@@ -62,63 +66,60 @@ class GpuRun(StepRun):
             baselines_root  # None: harness.results.baselines' defaults (reports/baselines, reports/history)
         )
         self.history_root = history_root
-        self.deployer: Deployer | None = None
+        self.context: GpuContext | None = None
         self.suite: Any = None
         self.export_path: Path | None = None
         self.result: PerfResult | None = None  # the last run's
         self.results: list[PerfResult] = []  # one per --repeats run, all on the same deployment
 
-    def _ensure_deployer(self) -> Deployer:
-        if self.deployer is None:
+    def _ensure_context(self) -> GpuContext:
+        if self.context is None:
             kube = self._kube
             if kube is None:
                 source = find_config(self.settings.kubeconfig)
                 if isinstance(source, str):
                     raise StageSkip(source)
                 kube = Kube.connect(source, self.settings.api_timeout)
-            self.deployer = Deployer(kube, self.recipe, self.settings, **self._deployer_kw)
-        return self.deployer
+            self.context = GpuContext.create(kube, self.recipe, self.settings, **self._context_kw)
+        return self.context
 
     def execute(self, step: Step) -> None:
-        """Run the step; a defect comes back redacted, with the diagnostics collected for it."""
-        dep = self._ensure_deployer()
+        """Run the step; a defect comes back redacted, with the diagnostics collected for it. Any exception
+        counts (KubeError, a port-forward's, urllib3 transport errors, an AssertionError of the smoke suite):
+        never a raw traceback, whose locals and headers may hold a token."""
+        ctx = self._ensure_context()
         try:
             step.run(self)
         except StageSkip:
             raise
-        except (StepFailed, AssertionError, KubeError, PortForwardError, OSError) as exc:
-            message = dep.redactor.text(str(exc) if isinstance(exc, AssertionError) else f"{type(exc).__name__}: {exc}")
-            where = dep.collect_diagnostics(step.name, message)
-            raise StepFailed(message + (f"\ndiagnostics: {where}" if where else "")) from None
-        except (
-            Exception
-        ) as exc:  # urllib3 transport errors and the like: same treatment, never a raw traceback with headers
-            message = dep.redactor.text(f"{type(exc).__name__}: {exc}")
-            where = dep.collect_diagnostics(step.name, message)
+        except Exception as exc:
+            text = str(exc) if isinstance(exc, AssertionError) else f"{type(exc).__name__}: {exc}"
+            message = ctx.redactor.text(text)
+            where = teardown.collect_diagnostics(ctx, step.name, message)
             raise StepFailed(message + (f"\ndiagnostics: {where}" if where else "")) from None
 
     @property
-    def dep(self) -> Deployer:
-        assert self.deployer is not None, "execute() connects the deployer before any step"
-        return self.deployer
+    def ctx(self) -> GpuContext:
+        assert self.context is not None, "execute() connects to the cluster before any step"
+        return self.context
 
     # ---- steps ---------------------------------------------------------------------------------
 
     def preflight(self) -> None:
-        self.dep.preflight()
+        preflight.preflight(self.ctx)
 
     def model_cache(self) -> None:
-        self.dep.model_cache()
+        cache.model_cache(self.ctx)
 
     def deploy(self) -> None:
-        self.dep.deploy()
+        rollout.deploy(self.ctx)
 
     def ready(self) -> None:
-        self.dep.wait_ready()
+        rollout.wait_ready(self.ctx)
 
     def smoke(self, check: str) -> None:
-        dep = self.dep
-        url = dep.frontend_url()  # also waits until the served model is listed
+        ctx = self.ctx
+        url = frontend.frontend_url(ctx)  # also waits until the served model is listed
         if self.suite_class is None:
             if check == "models":
                 return  # frontend_url() has just asserted /v1/models lists the served model
@@ -128,18 +129,20 @@ class GpuRun(StepRun):
                 url,
                 served_model_name(self.recipe),
                 router_mode=router_mode(self.recipe),
-                request_counts=dep.worker_request_counts,
+                request_counts=lambda: frontend.worker_request_counts(ctx),
             )
         getattr(self.suite, f"check_{check}")()
 
     def perf(self) -> None:
         """The benchmark `repeats` times on the one deployment; the baseline step judges their median and CV."""
-        dep = self.dep
+        ctx = self.ctx
         runs = max(1, self.settings.repeats)
         self.results = []
         for run in range(1, runs + 1):
             self.export_path = (
-                dep.perf_local(self.perf_runner) if self.settings.perf_mode == "local" else dep.perf_job(run, runs)
+                benchmark.perf_local(ctx, self.perf_runner)
+                if self.settings.perf_mode == "local"
+                else benchmark.perf_job(ctx, run, runs)
             )
             self.result = parse_export(self.export_path)
             if not self.result.valid:
@@ -148,7 +151,7 @@ class GpuRun(StepRun):
                     f"(export: {self.export_path})"
                 )
             self.results.append(self.result)
-            dep.progress(
+            ctx.progress(
                 f"benchmark{f' run {run}/{runs}' if runs > 1 else ''}: "
                 + ", ".join(
                     f"{k}={v:.4g}"
@@ -162,11 +165,11 @@ class GpuRun(StepRun):
             raise StageSkip("--engine mocker: mocker numbers are not comparable with GPU baselines")
         if self.result is None or not self.result.valid:
             raise StageSkip("no valid benchmark result to compare")
-        dep = self.dep
+        ctx = self.ctx
         from harness.results import baselines
 
-        hardware = dep.report.hardware or "unknown"
-        manifests = baselines.manifest_hash(json.dumps(m, sort_keys=True) for m in dep.manifests())
+        hardware = ctx.report.hardware or "unknown"
+        manifests = baselines.manifest_hash(json.dumps(m, sort_keys=True) for m in rollout.manifests(ctx))
         images = sorted(
             {
                 str(s.main.image)
@@ -179,7 +182,7 @@ class GpuRun(StepRun):
             hardware=hardware,
             manifest_hash=manifests,
             images=[baselines.Image(i) for i in images],
-            extra={"cluster": dep.report.server, "namespace": dep.namespace},
+            extra={"cluster": ctx.report.server, "namespace": ctx.namespace},
         )
         roots = {
             k: v
@@ -207,7 +210,7 @@ class GpuRun(StepRun):
                 evaluation.verdict.message()
                 or f"no gpu/{hardware.lower()} baseline for {self.recipe.id}: run with --update-baselines to record one"
             )
-        dep.progress(f"baseline: {evaluation.verdict.verdict}" + (" (baseline updated)" if evaluation.updated else ""))
+        ctx.progress(f"baseline: {evaluation.verdict.verdict}" + (" (baseline updated)" if evaluation.updated else ""))
 
     def close(self) -> None:
         if self.suite is not None and hasattr(self.suite, "close"):
@@ -215,5 +218,5 @@ class GpuRun(StepRun):
                 self.suite.close()
             except Exception:
                 pass
-        if self.deployer is not None:
-            self.deployer.teardown()
+        if self.context is not None:
+            teardown.teardown(self.context)

@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING
 
 from harness.recipe.model import Recipe
 from harness.run.k8s.config import ConfigSource, find_config
+from harness.run.k8s.settings import PROBE_TIMEOUT, DeploySettings
 from harness.run.k8s.steps import gpu_steps
 from harness.run.stage import StageOptions, Step
 
@@ -13,8 +14,8 @@ if TYPE_CHECKING:
     from harness.run.k8s.run import GpuRun
 
 # Heavy imports (the kubernetes client, ~2 s) wait until a cluster config exists: a machine
-# without one must hear "no cluster" at once.
-PROBE_TIMEOUT = 2.0  # available() must answer in well under 5 s, even for a black-holed API
+# without one must hear "no cluster" at once; available() answers within PROBE_TIMEOUT, well under 5 s,
+# even for a black-holed API.
 
 
 def smoke_suite_class() -> type | None:
@@ -36,23 +37,29 @@ class GpuStage:
         return gpu_steps(self.smoke)  # type: ignore[arg-type]
 
     def available(self, options: StageOptions) -> str | None:
-        source = find_config(options.gpu.kubeconfig)
+        source = find_config(settings_for(options).kubeconfig)
         if isinstance(source, str):
             return source
         return probe(source, PROBE_TIMEOUT)
 
     def open(self, recipe: Recipe, options: StageOptions) -> GpuRun:
-        from harness.run.k8s.deployer import DeploySettings
         from harness.run.k8s.run import GpuRun
 
         return GpuRun(
             recipe,
-            DeploySettings.from_options(options),
+            settings_for(options),
             smoke=self.smoke,  # type: ignore[arg-type]
             update_baselines=options.update_baselines,
             baselines_root=options.baselines_root,
             history_root=options.history_root,
         )
+
+
+def settings_for(options: StageOptions) -> DeploySettings:
+    """The run's gpu settings (the plugin builds them from its options), else the defaults for its report folder."""
+    if options.gpu is not None:
+        return options.gpu
+    return DeploySettings(report_dir=options.report_dir, repeats=max(1, int(options.repeats or 1)))
 
 
 def probe(source: ConfigSource, timeout: float) -> str | None:

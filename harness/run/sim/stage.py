@@ -202,10 +202,8 @@ class SimRun(StepRun):
             raise StageSkip("; ".join(skipped))
 
     def deploy(self) -> None:
-        from harness.run.conformance.client import recipe_release
-
         try:
-            self.runtime = runtime.resolve(recipe_release(self.recipe))
+            self.runtime = runtime.resolve(self.recipe.release)
             cli = self.frontend_cli = frontend_cli_of(self.runtime)
         except runtime.RuntimeError_ as e:
             raise StepFailed(f"{self.recipe.id}: {e}") from None
@@ -381,10 +379,8 @@ class SimRun(StepRun):
 
     def _with_runtime(self, arm: Arm) -> Arm:
         """The arm with the frontend and mocker of its recipe's own release (this run's when they match)."""
-        from harness.run.conformance.client import recipe_release
-
         assert self.runtime is not None
-        release = recipe_release(arm.recipe)
+        release = arm.recipe.release
         if release == self.runtime.recipe_release:
             return dataclasses.replace(arm, python=self.runtime.python, frontend_cli=self.frontend_cli)
         rt = runtime.resolve(release)

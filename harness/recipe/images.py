@@ -1,0 +1,104 @@
+"""Container images of a recipe: references parsed, where each is written and what runs it, and the
+Dynamo release the images agree on (read by `Recipe.release`)."""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from harness.recipe.findings import Loc
+
+if TYPE_CHECKING:  # the model reads the release from here (Recipe.release); recipes are only passed in
+    from harness.recipe.container import Container
+    from harness.recipe.model import Recipe
+    from harness.recipe.workloads import Pod
+
+DYNAMO_PREFIX = "nvcr.io/nvidia/ai-dynamo/"
+# Tools NVIDIA publishes under nvcr.io/nvidia/ai-dynamo/ with their own version line, not a Dynamo release:
+# AIPerf's image (`aiperf:0.11.0` in upstream's recipes/glm-5.2/perf/perf.yaml, whose README says the Job
+# runs it directly; other trees use 0.7.0 and 0.12.0).
+TOOL_REPOSITORIES = {"aiperf"}
+_RELEASE = re.compile(r"^v?(\d+\.\d+\.\d+(?:(?:\.post|\.dev|rc|-rc\.?|\.rc)\d+)?)")
+
+
+@dataclass(frozen=True)
+class ImageRef:
+    """A parsed image reference: [registry/]repository[:tag][@digest]."""
+
+    text: str
+    registry: str
+    repository: str
+    tag: str
+    digest: str
+
+    @property
+    def name(self) -> str:
+        return f"{self.registry}/{self.repository}" if self.registry else self.repository
+
+    @property
+    def basename(self) -> str:
+        return self.repository.rsplit("/", 1)[-1]
+
+    @property
+    def is_dynamo(self) -> bool:
+        return self.name.startswith(DYNAMO_PREFIX)
+
+    @property
+    def release(self) -> str:
+        m = _RELEASE.match(self.tag)
+        return m.group(1) if m else ""
+
+
+def parse_image(text: str) -> ImageRef:
+    rest, _, digest = text.strip().partition("@")
+    slash = rest.rfind("/")
+    colon = rest.rfind(":")
+    tag = ""
+    if colon > slash:
+        rest, tag = rest[:colon], rest[colon + 1 :]
+    registry, _, repository = rest.partition("/")
+    if not repository or not ("." in registry or ":" in registry or registry == "localhost"):
+        registry, repository = "", rest
+    return ImageRef(text, registry, repository, tag, digest)
+
+
+@dataclass(frozen=True)
+class ImageUse:
+    """One container's image, where it is written, and what runs it."""
+
+    ref: ImageRef
+    loc: Loc
+    pod: Pod
+    container: Container
+
+    @property
+    def where(self) -> str:
+        return self.pod.label + (f" container {self.container.name}" if self.container.name else "")
+
+
+def image_uses(recipe: Recipe) -> list[ImageUse]:
+    """Every container image of the recipe that is a non-empty string."""
+    out = []
+    for pod in recipe.workloads.pods:
+        for c in pod.containers:
+            if isinstance(c.image, str) and c.image.strip():
+                out.append(ImageUse(parse_image(c.image), c.image_loc, pod, c))
+    return out
+
+
+def image_release(recipe: Recipe) -> tuple[str, list[ImageUse]]:
+    """The release of the recipe's Dynamo images (the most common one, the workers' on a tie; "" when no
+    Dynamo image carries a release tag) and those images. `Recipe.release` reads it first."""
+    uses = [
+        u for u in image_uses(recipe) if u.ref.is_dynamo and u.ref.release and u.ref.basename not in TOOL_REPOSITORIES
+    ]
+    if not uses:
+        return "", []
+    counts = Counter(u.ref.release for u in uses)
+    workers = [u.ref.release for u in uses if u.pod.service is not None and u.pod.service.is_worker]
+    top = max(counts.values())
+    tied = [r for r, n in counts.items() if n == top]
+    release = next((r for r in workers if r in tied), tied[0])
+    return release, uses
