@@ -46,6 +46,7 @@ from harness.run.static_items import (
     count_tests,
     static_items,
 )
+from harness.run.strict import STRICT_ENV, STRICT_TIERS, StrictValueError, strict_from_env
 
 STAGES = ("static", "sim", "gpu")
 WORKER_REPORT = "recipe_harness_report"  # key of an xdist worker's findings in its workeroutput
@@ -199,6 +200,19 @@ class RecipeHarness:
         self.notes: list[str] = []
         self.session: pytest.Session | None = None
         self.from_workers = False  # xdist controller: findings arrived from the workers
+        try:
+            self.strict = strict_from_env()
+        except StrictValueError as exc:
+            raise pytest.UsageError(str(exc)) from None
+        if self.strict and self._gpu_asked_for():
+            self.strict |= {"gpu"}  # `-m gpu` on a runner without a cluster is a broken runner, not a skip
+
+    def _gpu_asked_for(self) -> bool:
+        """The mark expression names gpu and selects it (`-m gpu`, `-m "static or gpu"`; not `-m "not gpu"`)."""
+        import re
+
+        expr = self.config.option.markexpr or ""
+        return bool(re.search(r"\bgpu\b", expr)) and self._stage_selected("gpu")
 
     # --- collection ------------------------------------------------------------------
 
@@ -251,8 +265,14 @@ class RecipeHarness:
             return []
         opt = config.option
         try:
+            # a named tree must hold recipes; the default one may be absent (pytest in another project)
             self.selection = make_selection(
-                opt.recipes_dir, opt.recipe, opt.changed_since, opt.max_file_bytes, opt.convention
+                opt.recipes_dir,
+                opt.recipe,
+                opt.changed_since,
+                opt.max_file_bytes,
+                opt.convention,
+                require_recipes=opt.recipes_dir is not None,
             )
             self.gate = make_gate(self.selection, opt.severity_floor)
         except (SelectionError, ChangeError, IgnoreFileError) as exc:
@@ -375,6 +395,18 @@ class RecipeHarness:
         if collected and self.session is not None:
             self.session.testscollected = collected
 
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo):
+        """Strict (RECIPE_HARNESS_STRICT, harness.run.strict): a skip of a strict tier's item is a failure."""
+        report = yield
+        if report.skipped and self.strict and not hasattr(report, "wasxfail"):
+            tier = next((m.name for m in item.iter_markers() if m.name in (*STRICT_TIERS, "gpu")), None)
+            if tier in self.strict:
+                reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+                report.outcome = "failed"
+                report.longrepr = f"{STRICT_ENV}: a skipped {tier} item fails the run: skipped: {reason}"
+        return report
+
     def pytest_runtest_protocol(self, item: pytest.Item, nextitem: pytest.Item | None) -> bool | None:
         if isinstance(item, RecipeChecksItem):  # reports one test per check (harness.run.static_items)
             return item.run_protocol(nextitem)
@@ -450,7 +482,9 @@ class RecipeHarness:
 
         opt = self.config.option
         try:
-            selection = make_selection(opt.recipes_dir, opt.recipe, opt.changed_since, opt.max_file_bytes)
+            selection = make_selection(
+                opt.recipes_dir, opt.recipe, opt.changed_since, opt.max_file_bytes, require_recipes=False
+            )
             releases = sorted({r for r in (recipe_release(x) for x in selection.chosen) if r})
             return header_lines(releases)
         except Exception:

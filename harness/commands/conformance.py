@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
 
 from harness.commands import add_selection_args, selection_from
+from harness.run.strict import STRICT_ENV, StrictValueError, strict_from_env
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -38,6 +40,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     c = csub.add_parser("check", help="parse every worker's and frontend's command line with the real parsers")
     add_selection_args(c)
     c.add_argument("--format", choices=("text", "json"), default="text")
+    c.add_argument(
+        "--strict",
+        action="store_true",
+        default=None,
+        help=f"a skipped command line (no env: a CI cache miss) fails the run; also set by {STRICT_ENV}=1",
+    )
     c.set_defaults(func=run_check)
 
     r = csub.add_parser("record-trtllm", help="record TensorRT-LLM's LlmArgs field surface from its llm_args.py source")
@@ -68,7 +76,8 @@ def _releases_and_versions(recipes_dir: str | None) -> dict[str, dict[str, str]]
     from harness.run.conformance.client import recipe_release
     from harness.run.static import make_selection
 
-    selection = make_selection(recipes_dir, [])
+    # `--release R` needs no tree: without --recipes-dir a checkout's missing recipes/ pins nothing
+    selection = make_selection(recipes_dir, [], require_recipes=recipes_dir is not None)
     out: dict[str, dict[str, str]] = {}
     for recipe in selection.all:
         release = recipe_release(recipe)
@@ -80,9 +89,14 @@ def _releases_and_versions(recipes_dir: str | None) -> dict[str, dict[str, str]]
 
 
 def run_setup(args: argparse.Namespace) -> int:
+    from harness.recipe.discovery import SelectionError
     from harness.run.conformance import envs
 
-    pins = _releases_and_versions(args.recipes_dir)
+    try:
+        pins = _releases_and_versions(args.recipes_dir)
+    except SelectionError as exc:
+        print(f"recipe-harness: {exc}", file=sys.stderr)
+        return 2
     releases = args.release or sorted(pins)
     engines = args.engine or ["vllm", "sglang"]
     if not releases:
@@ -145,6 +159,11 @@ def run_setup(args: argparse.Namespace) -> int:
 def run_check(args: argparse.Namespace) -> int:
     from harness.run.conformance.client import check_recipes, failure_text
 
+    try:
+        strict = bool(args.strict) or "conformance" in strict_from_env()
+    except StrictValueError as exc:
+        print(f"recipe-harness: {exc}", file=sys.stderr)
+        return 2
     selection = selection_from(args)
     if selection is None:
         return 2
@@ -182,7 +201,10 @@ def run_check(args: argparse.Namespace) -> int:
             f"conformance: {len(outcomes)} command lines, {len(findings)} error(s), "
             f"{len(skipped)} skipped, {len(broken)} not parsed"
         )
-    return 1 if findings or broken else 0
+    if strict and skipped and args.format != "json":
+        how = "--strict" if args.strict else f"{STRICT_ENV}={os.environ.get(STRICT_ENV, '')}"
+        print(f"{how}: {len(skipped)} skipped command line(s) fail the run (a parse that did not run proves nothing)")
+    return 1 if findings or broken or (strict and skipped) else 0
 
 
 def run_record(args: argparse.Namespace) -> int:

@@ -22,13 +22,14 @@ from harness.checks.schema import SchemaOptions
 from harness.checks.storage import StorageOptions
 from harness.recipe.changes import select_changed
 from harness.recipe.convention import CATALOGUE, Convention, choose_convention
-from harness.recipe.discovery import RecipeTree, default_recipes_dir, discover, select
+from harness.recipe.discovery import RecipeTree, SelectionError, default_recipes_dir, discover, select
 from harness.recipe.findings import Finding, Report, Severity
 from harness.recipe.model import FileCache, Recipe
 from harness.run.ignores import Ignores, load_ignores
 
 SEVERITY_FLOORS = ("warning", "error")  # --severity-floor: report findings at or above it
 DEFAULT_CONVENTION = Convention(CATALOGUE, "the default")  # frozen: one shared default is safe
+_DEFAULT_HINT = " (the default: ./recipes of the repository; name a tree with --recipes-dir)"
 
 
 @dataclass
@@ -64,13 +65,23 @@ def make_selection(
     changed_since: str | None = None,
     max_bytes: int | None = None,
     convention: str | None = None,
+    require_recipes: bool = True,
 ) -> Selection:
-    """Raises discovery.SelectionError for an unknown selector, changes.ChangeError for a bad ref.
-    `convention` (catalogue|none) overrides the tree's detected convention."""
+    """Raises discovery.SelectionError for an unknown selector, a missing tree or one without a recipe
+    (unless `require_recipes` is false: a pytest run in another project), changes.ChangeError for a bad
+    ref. `convention` (catalogue|none) overrides the tree's detected convention."""
     root = Path(recipes_dir).absolute() if recipes_dir else default_recipes_dir()
+    if require_recipes and not root.is_dir():
+        # a typo in a CI path must not pass as "0 recipes checked" (ruff's E902, kubeconform's exit 1)
+        raise SelectionError(f"recipes directory {root}: no such directory" + ("" if recipes_dir else _DEFAULT_HINT))
     chosen_convention = choose_convention(root, convention)
     cache = FileCache(root, max_bytes)
     recipes = discover(root, cache, foreign=not chosen_convention.catalogue)
+    if require_recipes and not recipes:
+        raise SelectionError(
+            f"recipes directory {root}: no recipe found (a catalogue tree holds <model>/<framework>/<mode>/"
+            "deploy.yaml; a foreign tree any YAML file with a DynamoGraphDeployment)"
+        )
     chosen = select(recipes, [s for s in selectors if s])
     notes = []
     if changed_since:

@@ -1,0 +1,135 @@
+"""The command line behaves like the tools users know (issue 26): never green on nothing, never overwrite
+a foreign tree, hints that point at the line to fix, paths as arguments, the usual selection and output
+options, a config file, and progress for long work."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from harness.cli import main
+
+pytest_plugins = ["pytester"]
+
+REPO = Path(__file__).resolve().parents[1]
+CATALOGUE = REPO / "recipes"
+RECIPE = "qwen3-32b/vllm/agg-round-robin"
+
+needs_catalogue = pytest.mark.skipif(not CATALOGUE.is_dir(), reason="no shipped catalogue under recipes/")
+
+
+def small_catalogue(dest: Path, recipes: tuple[str, ...] = (RECIPE,)) -> Path:
+    """A catalogue-convention tree with a few shipped recipes, their model files and versions.yaml."""
+    for rid in recipes:
+        model = rid.split("/")[0]
+        shutil.copytree(CATALOGUE / rid, dest / rid)
+        if not (dest / model / "model-cache").exists():
+            shutil.copytree(CATALOGUE / model / "model-cache", dest / model / "model-cache")
+            shutil.copy(CATALOGUE / model / "README.md", dest / model / "README.md")
+    shutil.copy(CATALOGUE / "versions.yaml", dest / "versions.yaml")
+    return dest
+
+
+def foreign_tree(dest: Path) -> Path:
+    """A tree in upstream's shape: a DynamoGraphDeployment under a free name, a hand-written README."""
+    (dest / "qwen3" / "vllm" / "agg").mkdir(parents=True)
+    shutil.copy(CATALOGUE / RECIPE / "deploy.yaml", dest / "qwen3" / "vllm" / "agg" / "deploy.yaml")
+    shutil.copy(CATALOGUE / RECIPE / "deploy.yaml", dest / "qwen3" / "vllm" / "deploy_hopper.yaml")
+    (dest / "README.md").write_text("# Our recipes\n\nWritten by hand.\n")
+    (dest / "SIZING.md").write_text("hand-written sizing\n")
+    return dest
+
+
+# --- 1. docs never overwrites a foreign tree -----------------------------------------------------
+
+
+@needs_catalogue
+def test_docs_refuses_a_foreign_tree(tmp_path, capsys):
+    tree = foreign_tree(tmp_path / "foreign")
+    assert main(["docs", "--recipes-dir", str(tree)]) == 2
+    err = capsys.readouterr().err
+    assert "foreign tree" in err and "--convention catalogue" in err
+    assert (tree / "README.md").read_text() == "# Our recipes\n\nWritten by hand.\n"
+    assert (tree / "SIZING.md").read_text() == "hand-written sizing\n"
+
+
+@needs_catalogue
+def test_docs_writes_a_foreign_tree_when_told_it_is_a_catalogue(tmp_path, capsys):
+    tree = foreign_tree(tmp_path / "foreign")
+    assert main(["docs", "--recipes-dir", str(tree), "--convention", "catalogue"]) == 0
+    assert "Written by hand" not in (tree / "README.md").read_text()
+
+
+# --- 2. a missing or empty tree is a usage error -------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "argv", [["check"], ["docs"], ["list"], ["conformance", "check"], ["docs", "--check"]], ids=" ".join
+)
+@pytest.mark.parametrize("kind", ["missing", "empty"])
+def test_missing_or_empty_tree_is_a_usage_error(tmp_path, capsys, argv, kind):
+    tree = tmp_path / "nope"
+    if kind == "empty":
+        tree.mkdir()
+    assert main([*argv, "--recipes-dir", str(tree)]) == 2
+    err = capsys.readouterr().err
+    assert str(tree) in err and ("no such directory" if kind == "missing" else "no recipe found") in err
+
+
+@pytest.mark.parametrize("kind", ["missing", "empty"])
+def test_pytest_missing_or_empty_tree_is_a_usage_error(pytester: pytest.Pytester, kind):
+    tree = pytester.path / "nope"
+    if kind == "empty":
+        tree.mkdir()
+    res = pytester.runpytest_subprocess("-m", "static", "--recipes-dir", str(tree), "-p", "no:cacheprovider")
+    assert res.ret == pytest.ExitCode.USAGE_ERROR
+    res.stderr.fnmatch_lines([f"*{tree}*"])
+
+
+# --- 3. a strict switch: every skip is a failure -------------------------------------------------
+
+
+@needs_catalogue
+def test_conformance_check_strict_fails_on_a_missing_env(tmp_path, capsys, monkeypatch):
+    tree = small_catalogue(tmp_path / "recipes")
+    monkeypatch.setenv("RECIPE_HARNESS_CACHE", str(tmp_path / "no-cache"))
+    monkeypatch.delenv("RECIPE_HARNESS_STRICT", raising=False)
+    assert main(["conformance", "check", "--recipes-dir", str(tree)]) == 0  # skips: not strict
+    assert "skipped" in capsys.readouterr().out
+    assert main(["conformance", "check", "--recipes-dir", str(tree), "--strict"]) == 1
+    out = capsys.readouterr().out
+    assert "--strict" in out and "skipped" in out
+    monkeypatch.setenv("RECIPE_HARNESS_STRICT", "1")
+    assert main(["conformance", "check", "--recipes-dir", str(tree)]) == 1
+
+
+@needs_catalogue
+def test_pytest_strict_env_turns_conformance_skips_into_failures(pytester: pytest.Pytester, monkeypatch):
+    tree = small_catalogue(pytester.path / "recipes")
+    monkeypatch.setenv("RECIPE_HARNESS_CACHE", str(pytester.path / "no-cache"))
+    monkeypatch.delenv("RECIPE_HARNESS_STRICT", raising=False)
+    args = ("-m", "conformance", "--recipes-dir", str(tree), "-p", "no:cacheprovider", "-rA")
+    res = pytester.runpytest_subprocess(*args)
+    assert res.ret == 0
+    res.assert_outcomes(skipped=2)
+    monkeypatch.setenv("RECIPE_HARNESS_STRICT", "1")
+    res = pytester.runpytest_subprocess(*args)
+    res.assert_outcomes(failed=2)
+    res.stdout.fnmatch_lines(["*RECIPE_HARNESS_STRICT*skipped*recipe-harness conformance setup*"])
+
+
+@needs_catalogue
+def test_pytest_strict_keeps_gpu_skips_unless_gpu_was_asked_for(pytester: pytest.Pytester, monkeypatch):
+    tree = small_catalogue(pytester.path / "recipes")
+    monkeypatch.setenv("RECIPE_HARNESS_STRICT", "1")
+    monkeypatch.setenv("KUBECONFIG", str(pytester.path / "no-kubeconfig"))
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    base = ("--recipes-dir", str(tree), "-p", "no:cacheprovider", "--recipe", RECIPE)
+    res = pytester.runpytest_subprocess("-m", "gpu", *base)  # gpu asked for: a skip fails
+    assert res.parseoutcomes().get("failed", 0) > 0 and "skipped" not in res.parseoutcomes()
+    res.stdout.fnmatch_lines(["*RECIPE_HARNESS_STRICT*"])
+    res = pytester.runpytest_subprocess("-k", "gpu", *base)  # every tier collected: no cluster, gpu skips by design
+    outcomes = res.parseoutcomes()
+    assert outcomes.get("skipped", 0) > 0 and outcomes.get("failed", 0) == 0
