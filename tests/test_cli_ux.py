@@ -4,6 +4,7 @@ options, a config file, and progress for long work."""
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -133,3 +134,103 @@ def test_pytest_strict_keeps_gpu_skips_unless_gpu_was_asked_for(pytester: pytest
     res = pytester.runpytest_subprocess("-k", "gpu", *base)  # every tier collected: no cluster, gpu skips by design
     outcomes = res.parseoutcomes()
     assert outcomes.get("skipped", 0) > 0 and outcomes.get("failed", 0) == 0
+
+
+# --- 5-7. hints point to the right fix -----------------------------------------------------------
+
+
+def findings_of(tree: Path, capsys, *extra: str) -> list[dict]:
+    main(["check", "--recipes-dir", str(tree), "--format", "json", *extra])
+    return json.loads(capsys.readouterr().out)["findings"]
+
+
+def edit(path: Path, old: str, new: str, count: int = 1) -> int:
+    """Replace the first `count` occurrences; returns the 1-based line of the first edit."""
+    text = path.read_text()
+    assert old in text, old
+    line = text[: text.index(old)].count("\n") + 1
+    path.write_text(text.replace(old, new, count))
+    return line
+
+
+def current_release() -> str:
+    import yaml
+
+    meta = yaml.safe_load((CATALOGUE / RECIPE / "recipe.yaml").read_text())
+    return str(meta["versions"]["dynamo"])
+
+
+@needs_catalogue
+def test_image_hint_blames_the_image_that_differs_from_recipe_yaml(tmp_path, capsys):
+    tree = small_catalogue(tmp_path / "recipes")
+    release = current_release()
+    deploy = tree / RECIPE / "deploy.yaml"
+    line = edit(deploy, f"vllm-runtime:{release}", "vllm-runtime:1.6.9")  # the worker; the frontend is untouched
+    found = findings_of(tree, capsys)
+    consistent = [f for f in found if f["check_id"] == "image-release-consistent"]
+    assert [f["line"] for f in consistent] == [line], consistent
+    assert "1.6.9" in consistent[0]["message"] and f":{release}" in consistent[0]["hint"]
+    assert "recipe.yaml versions.dynamo" in consistent[0]["message"]
+    assert not [f for f in found if f["check_id"] == "metadata-dynamo-release"]
+
+
+@needs_catalogue
+def test_metadata_release_hint_never_asks_for_an_outlier_tag(tmp_path, capsys):
+    tree = small_catalogue(tmp_path / "recipes")
+    release = current_release()
+    deploy = tree / RECIPE / "deploy.yaml"
+    edit(deploy, f"vllm-runtime:{release}", "vllm-runtime:1.6.9")
+    edit(deploy, f"dynamo-frontend:{release}", "dynamo-frontend:1.6.8")
+    meta = [f for f in findings_of(tree, capsys) if f["check_id"] == "metadata-dynamo-release"]
+    assert len(meta) == 1 and "set versions.dynamo: 1.6" not in meta[0]["hint"]
+    assert "1.6.8, 1.6.9" in meta[0]["message"]
+
+
+@needs_catalogue
+def test_counts_that_are_not_numbers_give_no_derived_findings(tmp_path, capsys):
+    tree = small_catalogue(tmp_path / "recipes")
+    deploy = tree / RECIPE / "deploy.yaml"
+    edit(deploy, "replicas: 8", "replicas: eight")
+    ids = {f["check_id"] for f in findings_of(tree, capsys)}
+    assert "schema-valid" in ids
+    assert not ids & {"gpu-total-matches-metadata", "nodes-match-metadata", "gpu-count-matches-topology"}, ids
+    edit(deploy, 'nvidia.com/gpu: "2"', "nvidia.com/gpu: two", count=-1)
+    ids = {f["check_id"] for f in findings_of(tree, capsys)}
+    assert "gpu-count-matches-topology" not in ids, "requests no GPUs would be computed from a default"
+
+
+@needs_catalogue
+def test_pin_hint_names_the_current_release(tmp_path, capsys):
+    tree = small_catalogue(tmp_path / "recipes")
+    release = current_release()
+    edit(tree / RECIPE / "deploy.yaml", f"vllm-runtime:{release}", "vllm-runtime:latest")
+    pinned = [f for f in findings_of(tree, capsys) if f["check_id"] == "image-reference-pinned"]
+    assert pinned and f":{release}" in pinned[0]["hint"] and "1.4.0" not in pinned[0]["hint"]
+
+
+@needs_catalogue
+def test_foreign_tree_security_hint_does_not_ask_for_recipe_yaml(tmp_path, capsys):
+    tree = foreign_tree(tmp_path / "foreign")
+    image = f"image: nvcr.io/nvidia/ai-dynamo/vllm-runtime:{current_release()}"
+    for deploy in tree.rglob("deploy*.yaml"):
+        edit(deploy, image, f"{image}\n              securityContext: {{privileged: true}}")
+    found = [f for f in findings_of(tree, capsys) if f["check_id"] == "no-privileged"]
+    assert found and all("recipe.yaml" not in f["hint"] and ".recipe-harness.yaml" in f["hint"] for f in found)
+
+
+def test_no_stale_paths_or_examples_in_the_harness_text():
+    """Hints and docstrings name files that exist: harness/recipe/data/, no notes outside the repository,
+    no release example frozen in a hint."""
+    import re
+
+    stale = re.compile(
+        r"(?<!recipe/)harness/data/|/work/notes|operator-facts|e\.g\. :1\.4\.0|e\.g\. nvcr\.io\S*:1\.4\.0"
+    )
+    hits = [
+        f"{p.relative_to(REPO)}:{n}: {line.strip()}"
+        for p in sorted((REPO / "harness").rglob("*.py"))
+        if p.name != "render.py"  # harness/analysis/render.py: its provenance note is [control-plane]'s to move
+        for n, line in enumerate(p.read_text().splitlines(), 1)
+        if stale.search(line)
+    ]
+    assert not hits, "\n".join(hits)
