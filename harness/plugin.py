@@ -16,9 +16,9 @@ from typing import Any
 
 import pytest
 
-from harness.checks import CheckContext
+from harness.checks import CheckContext, all_checks
 from harness.recipe.changes import ChangeError
-from harness.recipe.discovery import SelectionError
+from harness.recipe.discovery import SelectionError, default_recipes_dir
 from harness.recipe.findings import Finding, Report, Severity, sorted_findings
 from harness.recipe.model import Recipe
 from harness.run.ignores import IgnoreFileError
@@ -173,6 +173,53 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_load_initial_conftests(early_config: pytest.Config, parser: pytest.Parser, args: list[str]) -> None:
+    _decide_rootdir_again(early_config, parser, args)
+
+
+def _decide_rootdir_again(config: pytest.Config, parser: pytest.Parser, args: list[str]) -> None:
+    """pytest settles its rootdir and config file before it loads plugins, so the value of `--recipes-dir PATH`
+    (the space form) is taken for a test path then: a tree outside the project roots the run in that tree,
+    without the project's pyproject.toml (addopts, markers) and with ids relative to it. Now that the option
+    is known, settle them again as pytest would without that value (`--recipes-dir=PATH` never had the problem).
+    pytest has no public way to do this; if its internals change, say how to avoid the problem instead."""
+    if not any(a == "--recipes-dir" for a in args[:-1]):
+        return
+    ns = config.known_args_namespace
+    try:
+        import inspect
+
+        from _pytest.config.findpaths import determine_setup
+
+        given = {
+            "inifile": ns.inifilename,
+            "override_ini": ns.override_ini,
+            "args": ns.file_or_dir,
+            "rootdir_cmd_arg": ns.rootdir or None,
+            "invocation_dir": config.invocation_params.dir,
+        }
+        accepted = inspect.signature(determine_setup).parameters
+        rootpath, inipath, inicfg = determine_setup(**{k: v for k, v in given.items() if k in accepted})[:3]
+        if rootpath == config.rootpath and inipath == config.inipath:
+            return
+        old_cut = str(config.inipath.parent if config.inipath else config.rootpath)
+        config._rootpath, config._inipath, config._inicfg = rootpath, inipath, inicfg
+        config._inicache.clear()
+    except Exception:  # pragma: no cover - a pytest whose internals moved
+        config.issue_config_time_warning(
+            pytest.PytestConfigWarning("recipe-harness: write --recipes-dir=PATH to keep the project's rootdir"), 2
+        )
+        return
+    parser.extra_info["rootdir"] = str(rootpath)
+    parser.extra_info["inifile"] = str(inipath)
+    if ns.confcutdir == old_cut:
+        ns.confcutdir = str(inipath.parent if inipath else rootpath)
+    addopts = config.getini("addopts")
+    config.pluginmanager.consider_preparse(addopts, exclude_only=True)  # `-p no:X`: unregister X as pytest would
+    args[:0] = addopts  # as pytest adds them (the final parse reads these args)
+
+
 def pytest_configure(config: pytest.Config) -> None:
     for name, text in (
         ("static", "offline recipe checks"),
@@ -200,12 +247,34 @@ class RecipeHarness:
         self.notes: list[str] = []
         self.session: pytest.Session | None = None
         self.from_workers = False  # xdist controller: findings arrived from the workers
+        self.paths = self._take_recipe_paths()
+        self.static_tests = 0  # static tests the recipe items report (a recipe item reports one per check)
         try:
             self.strict = strict_from_env()
         except StrictValueError as exc:
             raise pytest.UsageError(str(exc)) from None
         if self.strict and self._gpu_asked_for():
             self.strict |= {"gpu"}  # `-m gpu` on a runner without a cluster is a broken runner, not a skip
+
+    def _take_recipe_paths(self) -> list[Path]:
+        """`pytest -m static recipes/qwen3-32b`: arguments inside the recipes tree select recipes (as
+        `recipe-harness check PATH` does) instead of going to pytest's collection, which finds no tests there."""
+        config = self.config
+        if config.args_source != pytest.Config.ArgsSource.ARGS:
+            return []
+        opt = config.option
+        invocation = config.invocation_params.dir
+        root = Path(opt.recipes_dir).absolute() if opt.recipes_dir else default_recipes_dir(invocation)
+        taken, kept = [], []
+        for arg in config.args:
+            path = (invocation / arg.split("::")[0]).absolute()
+            if "::" not in arg and path.exists() and (path == root or root in path.parents):
+                taken.append(path)
+            else:
+                kept.append(arg)
+        if taken:
+            config.args[:] = kept  # what pytest collects; recipe items are added by this plugin
+        return taken
 
     def _gpu_asked_for(self) -> bool:
         """The mark expression names gpu and selects it (`-m gpu`, `-m "static or gpu"`; not `-m "not gpu"`)."""
@@ -218,7 +287,7 @@ class RecipeHarness:
 
     def _wanted(self) -> bool:
         opt = self.config.option
-        if opt.recipe or opt.recipes_dir or opt.changed_since:
+        if opt.recipe or opt.recipes_dir or opt.changed_since or self.paths:
             return True
         # plain `pytest` / `pytest -m static` (testpaths or no args): yes; `pytest tests/x.py`: no
         return self.config.args_source != pytest.Config.ArgsSource.ARGS
@@ -272,7 +341,8 @@ class RecipeHarness:
                 opt.changed_since,
                 opt.max_file_bytes,
                 opt.convention,
-                require_recipes=opt.recipes_dir is not None,
+                require_recipes=opt.recipes_dir is not None or bool(self.paths),
+                paths=self.paths,
             )
             self.gate = make_gate(self.selection, opt.severity_floor)
         except (SelectionError, ChangeError, IgnoreFileError) as exc:
@@ -296,6 +366,10 @@ class RecipeHarness:
             if self._stage_selected(stage_name) and self.selection.chosen:
                 new.extend(self._stage_items(session, stage_name))
         items[:0] = new
+        # the recipe items are made here, not by a collector: report them as collected, so the header's
+        # "collected N items" counts them (it said 0 before running 836 tests)
+        config.hook.pytest_collectreport(report=pytest.CollectReport("recipe-harness", "passed", None, new + grouped))
+        self.static_tests = count_tests(grouped) + sum(1 for i in new if i.get_closest_marker("static"))
         return grouped
 
     def _stage_items(self, session: pytest.Session, stage_name: str) -> list[pytest.Item]:
@@ -483,7 +557,12 @@ class RecipeHarness:
         opt = self.config.option
         try:
             selection = make_selection(
-                opt.recipes_dir, opt.recipe, opt.changed_since, opt.max_file_bytes, require_recipes=False
+                opt.recipes_dir,
+                opt.recipe,
+                opt.changed_since,
+                opt.max_file_bytes,
+                require_recipes=False,
+                paths=self.paths,
             )
             releases = sorted({r for r in (recipe_release(x) for x in selection.chosen) if r})
             return header_lines(releases)
@@ -492,7 +571,16 @@ class RecipeHarness:
 
     def pytest_report_collectionfinish(self, config: pytest.Config, start_path: Path, items: list) -> list[str]:
         """The run header: the tree and its convention, the severity floor and every ignore in effect."""
-        return [f"recipe-harness: {line}" for line in run_header(self.selection, self.gate)] if self.selection else []
+        if not self.selection:
+            return []
+        lines = [f"recipe-harness: {line}" for line in run_header(self.selection, self.gate)]
+        grouped = sum(isinstance(i, RecipeChecksItem) for i in items)
+        if self.static_tests and grouped:
+            lines.append(
+                f"recipe-harness: {self.static_tests} static tests in {grouped} items "
+                "(each reports its checks as tests; --static-items per-check makes one item per check)"
+            )
+        return lines
 
     def pytest_terminal_summary(self, terminalreporter, exitstatus: int, config: pytest.Config) -> None:
         if self.selection is None and not self.from_workers:
@@ -501,6 +589,13 @@ class RecipeHarness:
         for note in self.notes + self.gate.summary():
             tr.write_line(f"recipe-harness: {note}")
         findings = dedupe(self.report.findings)
+        failing = sorted({f.check_id for f in findings if f.severity is Severity.ERROR})
+        if failing:
+            tr.section("why the failing checks matter", sep="-")
+            by_id = {c.id: c for c in all_checks()}
+            for check_id in failing:
+                why = by_id[check_id].why if check_id in by_id else ""
+                tr.write_line(f"[{check_id}] {why}".rstrip() + f" (recipe-harness checks {check_id})")
         warnings = [f for f in findings if f.severity is Severity.WARNING]
         if warnings:
             tr.section("recipe warnings", sep="-", yellow=True)

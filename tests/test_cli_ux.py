@@ -234,3 +234,67 @@ def test_no_stale_paths_or_examples_in_the_harness_text():
         if stale.search(line)
     ]
     assert not hits, "\n".join(hits)
+
+
+# --- 8. paths as arguments -----------------------------------------------------------------------
+
+
+@needs_catalogue
+def test_check_takes_paths(tmp_path, capsys, monkeypatch):
+    tree = small_catalogue(tmp_path / "recipes", (RECIPE, "qwen3-32b/vllm/disagg-kv-router"))
+    monkeypatch.chdir(tmp_path)
+    assert main(["list", f"recipes/{RECIPE}/deploy.yaml"]) == 0
+    assert capsys.readouterr().out.split()[0] == RECIPE
+    main(["list", "recipes/qwen3-32b"])
+    assert len(capsys.readouterr().out.splitlines()) == 2
+    main(["list", "recipes/qwen3-32b/model-cache/model-cache.yaml"])  # a model's shared file: its recipes
+    assert len(capsys.readouterr().out.splitlines()) == 2
+    main(["check", f"recipes/{RECIPE}", "--format", "json"])
+    assert json.loads(capsys.readouterr().out)["recipes"] == [RECIPE]
+    assert main(["check", "recipes/no-such-model"]) == 2
+    assert "no such file or directory" in capsys.readouterr().err
+    assert tree.is_dir()
+
+
+@needs_catalogue
+def test_pytest_takes_recipe_paths(pytester: pytest.Pytester):
+    small_catalogue(pytester.path / "recipes", (RECIPE, "qwen3-32b/vllm/disagg-kv-router"))
+    (pytester.path / "pyproject.toml").write_text("[tool.pytest.ini_options]\naddopts = '-p no:cacheprovider'\n")
+    res = pytester.runpytest_subprocess("-m", "static", f"recipes/{RECIPE}", "--collect-only", "-q")
+    ids = [line for line in res.stdout.lines if line.startswith("static::")]
+    assert ids and all(i.startswith(f"static::{RECIPE}::") for i in ids), res.stdout.str()[-2000:]
+    res = pytester.runpytest_subprocess("-m", "static", f"recipes/{RECIPE}")
+    assert res.ret == 0, res.stdout.str()[-2000:]
+    assert "passed" in res.stdout.str()
+
+
+# --- 11. pytest: rootdir and config kept, one why per check, an honest header ---------------------
+
+
+@needs_catalogue
+def test_pytest_recipes_dir_space_form_keeps_rootdir_and_config(pytester: pytest.Pytester, tmp_path_factory):
+    tree = small_catalogue(tmp_path_factory.mktemp("elsewhere") / "recipes")
+    pytester.makepyprojecttoml("[tool.pytest.ini_options]\naddopts = '-p no:cacheprovider --static-items per-check'\n")
+    res = pytester.runpytest_subprocess("-m", "static", "--recipes-dir", str(tree), "--collect-only", "-q")
+    lines = res.stdout.lines
+    assert any(line.startswith(f"static::{RECIPE}::") for line in lines), res.stdout.str()[-2000:]
+    assert not any("../static" in line for line in lines)
+    res = pytester.runpytest_subprocess("-m", "static", "--recipes-dir", str(tree))
+    res.stdout.fnmatch_lines([f"rootdir: {pytester.path}", "configfile: pyproject.toml"])
+    assert not [line for line in res.stdout.lines if line.startswith("collected 0 items")]
+
+
+@needs_catalogue
+def test_pytest_why_once_per_check_and_collected_count(pytester: pytest.Pytester):
+    tree = small_catalogue(pytester.path / "recipes", (RECIPE, "qwen3-32b/vllm/disagg-kv-router"))
+    for deploy in tree.rglob("deploy.yaml"):
+        edit(deploy, f"vllm-runtime:{current_release()}", "vllm-runtime:latest", count=-1)
+    res = pytester.runpytest_subprocess("-m", "static", "--recipes-dir", str(tree), "-p", "no:cacheprovider")
+    out = res.stdout.str()
+    assert out.count("[image-reference-pinned] image tag 'latest'") >= 2  # a failure per recipe
+    from harness.checks import all_checks
+
+    why = next(c.why for c in all_checks() if c.id == "image-reference-pinned")
+    assert out.count(why[:60]) == 1, "the why paragraph is printed once, in the summary"
+    collected = [line for line in res.stdout.lines if line.startswith("collected ")]
+    assert collected and collected[0] != "collected 0 items"

@@ -9,6 +9,12 @@ import sys
 def add_selection_args(parser: argparse.ArgumentParser) -> None:
     """The recipe selection options shared by every subcommand that works on recipes."""
     parser.add_argument(
+        "paths",
+        nargs="*",
+        metavar="PATH",
+        help="recipes to work on, by path: a tree, a model or recipe directory, a manifest (default: the whole tree)",
+    )
+    parser.add_argument(
         "--recipe", action="append", default=[], metavar="SEL", help="model prefix, recipe id or glob (repeatable)"
     )
     parser.add_argument("--recipes-dir", metavar="PATH", help="recipes tree (default: ./recipes)")
@@ -30,7 +36,11 @@ def selection_from(args: argparse.Namespace):
 
     try:
         return make_selection(
-            args.recipes_dir, args.recipe, args.changed_since, convention=getattr(args, "convention", None)
+            args.recipes_dir,
+            args.recipe,
+            args.changed_since,
+            convention=getattr(args, "convention", None),
+            paths=getattr(args, "paths", None) or (),
         )
     except (SelectionError, ChangeError) as exc:
         print(f"recipe-harness: {exc}", file=sys.stderr)

@@ -25,6 +25,7 @@ from harness.recipe.convention import CATALOGUE, Convention, choose_convention
 from harness.recipe.discovery import RecipeTree, SelectionError, default_recipes_dir, discover, select
 from harness.recipe.findings import Finding, Report, Severity
 from harness.recipe.model import FileCache, Recipe
+from harness.recipe.versions import VERSIONS_FILE
 from harness.run.ignores import Ignores, load_ignores
 
 SEVERITY_FLOORS = ("warning", "error")  # --severity-floor: report findings at or above it
@@ -66,10 +67,18 @@ def make_selection(
     max_bytes: int | None = None,
     convention: str | None = None,
     require_recipes: bool = True,
+    paths: Sequence[str | Path] = (),
 ) -> Selection:
-    """Raises discovery.SelectionError for an unknown selector, a missing tree or one without a recipe
-    (unless `require_recipes` is false: a pytest run in another project), changes.ChangeError for a bad
-    ref. `convention` (catalogue|none) overrides the tree's detected convention."""
+    """Raises discovery.SelectionError for an unknown selector, a path that selects no recipe, a missing
+    tree or one without a recipe (unless `require_recipes` is false: a pytest run in another project),
+    changes.ChangeError for a bad ref. `convention` (catalogue|none) overrides the tree's detected
+    convention. `paths` select the recipes at or below them, or holding them (`recipe-harness check
+    recipes/qwen3-32b/vllm/agg-round-robin/deploy.yaml`), as ruff and kubeconform take paths; with
+    --recipe selectors, a recipe either selects is chosen."""
+    paths = [Path(p).absolute() for p in paths]
+    named = recipes_dir is not None  # --recipes-dir: a tree checked as a whole (paths inside it narrow it)
+    if recipes_dir is None and paths:
+        recipes_dir = tree_holding(paths[0])
     root = Path(recipes_dir).absolute() if recipes_dir else default_recipes_dir()
     if require_recipes and not root.is_dir():
         # a typo in a CI path must not pass as "0 recipes checked" (ruff's E902, kubeconform's exit 1)
@@ -82,7 +91,12 @@ def make_selection(
             f"recipes directory {root}: no recipe found (a catalogue tree holds <model>/<framework>/<mode>/"
             "deploy.yaml; a foreign tree any YAML file with a DynamoGraphDeployment)"
         )
-    chosen = select(recipes, [s for s in selectors if s])
+    selectors = [s for s in selectors if s]
+    chosen = select(recipes, selectors)
+    if paths:
+        by_path = {r.id for p in paths for r in recipes_at(recipes, root, p)}
+        by_selector = {r.id for r in chosen} if selectors else set()
+        chosen = [r for r in recipes if r.id in by_path or r.id in by_selector]
     notes = []
     if changed_since:
         before = len(chosen)
@@ -94,9 +108,41 @@ def make_selection(
             f"foreign tree: {len(skipped)} convention checks did not apply ({', '.join(skipped)}); "
             "`--convention catalogue` applies them"
         )
-    return Selection(
-        root, recipes, chosen, cache, notes, named_root=recipes_dir is not None, convention=chosen_convention
-    )
+    return Selection(root, recipes, chosen, cache, notes, named_root=named, convention=chosen_convention)
+
+
+def tree_holding(path: Path) -> Path:
+    """The recipes tree a path lies in: the repository's `recipes/`, else the nearest ancestor that is a
+    catalogue (versions.yaml at its top) or is named `recipes`; raises SelectionError when there is none."""
+    path = path.absolute()
+    default = default_recipes_dir(path if path.is_dir() else path.parent)
+    if path == default or default in path.parents:
+        return default
+    for d in (path, *path.parents):
+        if (d / VERSIONS_FILE).is_file() or d.name == "recipes":
+            return d
+    raise SelectionError(f"{path} is not inside a recipes tree: name the tree with --recipes-dir")
+
+
+def recipes_at(recipes: Sequence[Recipe], root: Path, path: Path) -> list[Recipe]:
+    """The recipes a path names: the tree (all), a directory (those at or below it), a recipe's manifest,
+    a file or directory inside a recipe, or a model's shared file (model-cache/, README.md: that model's)."""
+    if not path.exists():
+        raise SelectionError(f"{path}: no such file or directory")
+    if path == root:
+        return list(recipes)
+    if root not in path.parents:
+        raise SelectionError(f"{path} is not inside the recipes tree {root}")
+    by_manifest = [r for r in recipes if r.manifest == path]
+    if by_manifest:
+        return by_manifest
+    hits = [r for r in recipes if r.path == path or path in r.path.parents or r.path in path.parents]
+    if not hits:
+        model = root / path.relative_to(root).parts[0]
+        hits = [r for r in recipes if model == r.path or model in r.path.parents]
+    if not hits:
+        raise SelectionError(f"{path} holds no recipe and belongs to none")
+    return hits
 
 
 def check_options(
