@@ -350,7 +350,9 @@ class RecipeHarness:
         self.notes.extend(self.selection.notes)
         if not self.selection.all:
             self.notes.append(f"no recipes found under {self.selection.root}")
-        self.ctx = context_for(self.selection, check_options(opt.crd, opt.registry, opt.storage_margin))
+        self.ctx = context_for(
+            self.selection, check_options(opt.crd, opt.registry or list(self.gate.registries), opt.storage_margin)
+        )
         self.report.recipes = [r.id for r in self.selection.chosen]
         new: list[pytest.Item] = []
         grouped: list[pytest.Item] = []

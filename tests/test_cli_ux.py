@@ -21,15 +21,14 @@ RECIPE = "qwen3-32b/vllm/agg-round-robin"
 needs_catalogue = pytest.mark.skipif(not CATALOGUE.is_dir(), reason="no shipped catalogue under recipes/")
 
 
-def small_catalogue(dest: Path, recipes: tuple[str, ...] = (RECIPE,)) -> Path:
-    """A catalogue-convention tree with a few shipped recipes, their model files and versions.yaml."""
-    for rid in recipes:
-        model = rid.split("/")[0]
-        shutil.copytree(CATALOGUE / rid, dest / rid)
-        if not (dest / model / "model-cache").exists():
-            shutil.copytree(CATALOGUE / model / "model-cache", dest / model / "model-cache")
-            shutil.copy(CATALOGUE / model / "README.md", dest / model / "README.md")
+def small_catalogue(dest: Path, model: str = "qwen3-32b") -> Path:
+    """A clean catalogue-convention tree: one shipped model with its recipes, versions.yaml, generated docs."""
+    from harness.analysis.docs import write
+    from harness.run.static import make_selection
+
+    shutil.copytree(CATALOGUE / model, dest / model)
     shutil.copy(CATALOGUE / "versions.yaml", dest / "versions.yaml")
+    write(make_selection(dest).tree)
     return dest
 
 
@@ -114,10 +113,11 @@ def test_pytest_strict_env_turns_conformance_skips_into_failures(pytester: pytes
     args = ("-m", "conformance", "--recipes-dir", str(tree), "-p", "no:cacheprovider", "-rA")
     res = pytester.runpytest_subprocess(*args)
     assert res.ret == 0
-    res.assert_outcomes(skipped=2)
+    skipped = res.parseoutcomes()["skipped"]
+    assert skipped >= 2 and "passed" not in res.parseoutcomes()
     monkeypatch.setenv("RECIPE_HARNESS_STRICT", "1")
     res = pytester.runpytest_subprocess(*args)
-    res.assert_outcomes(failed=2)
+    res.assert_outcomes(failed=skipped)
     res.stdout.fnmatch_lines(["*RECIPE_HARNESS_STRICT*skipped*recipe-harness conformance setup*"])
 
 
@@ -241,7 +241,7 @@ def test_no_stale_paths_or_examples_in_the_harness_text():
 
 @needs_catalogue
 def test_check_takes_paths(tmp_path, capsys, monkeypatch):
-    tree = small_catalogue(tmp_path / "recipes", (RECIPE, "qwen3-32b/vllm/disagg-kv-router"))
+    tree = small_catalogue(tmp_path / "recipes")
     monkeypatch.chdir(tmp_path)
     assert main(["list", f"recipes/{RECIPE}/deploy.yaml"]) == 0
     assert capsys.readouterr().out.split()[0] == RECIPE
@@ -258,7 +258,7 @@ def test_check_takes_paths(tmp_path, capsys, monkeypatch):
 
 @needs_catalogue
 def test_pytest_takes_recipe_paths(pytester: pytest.Pytester):
-    small_catalogue(pytester.path / "recipes", (RECIPE, "qwen3-32b/vllm/disagg-kv-router"))
+    small_catalogue(pytester.path / "recipes")
     (pytester.path / "pyproject.toml").write_text("[tool.pytest.ini_options]\naddopts = '-p no:cacheprovider'\n")
     res = pytester.runpytest_subprocess("-m", "static", f"recipes/{RECIPE}", "--collect-only", "-q")
     ids = [line for line in res.stdout.lines if line.startswith("static::")]
@@ -286,7 +286,7 @@ def test_pytest_recipes_dir_space_form_keeps_rootdir_and_config(pytester: pytest
 
 @needs_catalogue
 def test_pytest_why_once_per_check_and_collected_count(pytester: pytest.Pytester):
-    tree = small_catalogue(pytester.path / "recipes", (RECIPE, "qwen3-32b/vllm/disagg-kv-router"))
+    tree = small_catalogue(pytester.path / "recipes")
     for deploy in tree.rglob("deploy.yaml"):
         edit(deploy, f"vllm-runtime:{current_release()}", "vllm-runtime:latest", count=-1)
     res = pytester.runpytest_subprocess("-m", "static", "--recipes-dir", str(tree), "-p", "no:cacheprovider")
@@ -298,3 +298,317 @@ def test_pytest_why_once_per_check_and_collected_count(pytester: pytest.Pytester
     assert out.count(why[:60]) == 1, "the why paragraph is printed once, in the summary"
     collected = [line for line in res.stdout.lines if line.startswith("collected ")]
     assert collected and collected[0] != "collected 0 items"
+
+
+# --- 9. selection and output ---------------------------------------------------------------------
+
+
+def broken_catalogue(dest: Path) -> Path:
+    """The small catalogue with a floating image tag on the worker (one error of image-reference-pinned)."""
+    tree = small_catalogue(dest)
+    edit(tree / RECIPE / "deploy.yaml", f"vllm-runtime:{current_release()}", "vllm-runtime:latest")
+    return tree
+
+
+@needs_catalogue
+def test_select_ignore_and_statistics(tmp_path, capsys):
+    tree = broken_catalogue(tmp_path / "recipes")
+    assert main(["check", "--recipes-dir", str(tree), "--select", "image-*", "--statistics"]) == 1
+    out = capsys.readouterr().out
+    assert out.splitlines()[-1].split() == ["1", "image-reference-pinned", "error"]
+    assert main(["check", "--recipes-dir", str(tree), "--ignore", "image-reference-pinned"]) == 0
+    capsys.readouterr()
+    assert main(["check", "--recipes-dir", str(tree), "--select", "image-refrence-pinned"]) == 2
+    assert "did you mean image-reference-pinned" in capsys.readouterr().err
+
+
+# SARIF 2.1.0 (docs.oasis-open.org/sarif/sarif/v2.1.0, sarif-schema-2.1.0.json): the required properties
+# and enums of the objects the harness writes, as a JSON Schema of our own.
+SARIF_STRUCTURE = {
+    "type": "object",
+    "required": ["version", "runs"],
+    "properties": {
+        "version": {"const": "2.1.0"},
+        "$schema": {"type": "string", "format": "uri"},
+        "runs": {
+            "type": "array",
+            "minItems": 1,
+            "items": {
+                "type": "object",
+                "required": ["tool"],
+                "properties": {
+                    "tool": {
+                        "type": "object",
+                        "required": ["driver"],
+                        "properties": {
+                            "driver": {
+                                "type": "object",
+                                "required": ["name"],
+                                "properties": {
+                                    "name": {"type": "string"},
+                                    "rules": {
+                                        "type": "array",
+                                        "items": {
+                                            "type": "object",
+                                            "required": ["id"],
+                                            "properties": {
+                                                "id": {"type": "string"},
+                                                "shortDescription": {"$ref": "#/$defs/message"},
+                                                "defaultConfiguration": {
+                                                    "type": "object",
+                                                    "properties": {"level": {"$ref": "#/$defs/level"}},
+                                                },
+                                            },
+                                        },
+                                    },
+                                },
+                            }
+                        },
+                    },
+                    "results": {
+                        "type": "array",
+                        "items": {
+                            "type": "object",
+                            "required": ["message"],
+                            "properties": {
+                                "ruleId": {"type": "string"},
+                                "ruleIndex": {"type": "integer", "minimum": -1},
+                                "level": {"$ref": "#/$defs/level"},
+                                "message": {"$ref": "#/$defs/message"},
+                                "locations": {
+                                    "type": "array",
+                                    "items": {
+                                        "type": "object",
+                                        "properties": {
+                                            "physicalLocation": {
+                                                "type": "object",
+                                                "properties": {
+                                                    "artifactLocation": {
+                                                        "type": "object",
+                                                        "properties": {
+                                                            "uri": {"type": "string"},
+                                                            "uriBaseId": {"type": "string"},
+                                                        },
+                                                    },
+                                                    "region": {
+                                                        "type": "object",
+                                                        "properties": {
+                                                            "startLine": {"type": "integer", "minimum": 1},
+                                                            "startColumn": {"type": "integer", "minimum": 1},
+                                                        },
+                                                    },
+                                                },
+                                            }
+                                        },
+                                    },
+                                },
+                            },
+                        },
+                    },
+                    "columnKind": {"enum": ["utf16CodeUnits", "unicodeCodePoints"]},
+                },
+            },
+        },
+    },
+    "$defs": {
+        "level": {"enum": ["none", "note", "warning", "error"]},
+        "message": {"type": "object", "anyOf": [{"required": ["text"]}, {"required": ["id"]}]},
+    },
+}
+
+
+@needs_catalogue
+def test_sarif_output_is_sarif_2_1_0(tmp_path, capsys, monkeypatch):
+    import jsonschema
+
+    tree = broken_catalogue(tmp_path / "recipes")
+    monkeypatch.chdir(tmp_path)
+    assert main(["check", "--format", "sarif", "--output", "out.sarif", "recipes"]) == 1
+    sarif = json.loads((tmp_path / "out.sarif").read_text())
+    jsonschema.validate(sarif, SARIF_STRUCTURE)
+    run = sarif["runs"][0]
+    rules = [r["id"] for r in run["tool"]["driver"]["rules"]]
+    (result,) = [r for r in run["results"] if r["ruleId"] == "image-reference-pinned"]
+    assert rules[result["ruleIndex"]] == "image-reference-pinned" and result["level"] == "error"
+    place = result["locations"][0]["physicalLocation"]
+    assert place["artifactLocation"]["uri"] == f"recipes/{RECIPE}/deploy.yaml"
+    text = (tree / RECIPE / "deploy.yaml").read_text().splitlines()
+    assert "latest" in text[place["region"]["startLine"] - 1]
+
+
+@needs_catalogue
+def test_junit_from_the_cli(tmp_path, capsys):
+    import xml.etree.ElementTree as ET
+
+    tree = broken_catalogue(tmp_path / "recipes")
+    assert main(["check", "--recipes-dir", str(tree), "--format", "junit", "--output", str(tmp_path / "j.xml")]) == 1
+    suite = ET.parse(tmp_path / "j.xml").getroot().find("testsuite")
+    cases = {c.get("name"): c for c in suite.iter("testcase")}
+    failed = [n for n, c in cases.items() if c.find("failure") is not None]
+    assert failed == [f"static::{RECIPE}::image-reference-pinned"]
+    assert f"static::{RECIPE}::schema-valid" in cases and int(suite.get("tests")) == len(cases) > 30
+
+
+@needs_catalogue
+def test_conformance_check_github_format(tmp_path, capsys, monkeypatch):
+    tree = small_catalogue(tmp_path / "recipes")
+    monkeypatch.setenv("RECIPE_HARNESS_CACHE", str(tmp_path / "no-cache"))
+    monkeypatch.delenv("RECIPE_HARNESS_STRICT", raising=False)
+    assert main(["conformance", "check", "--recipes-dir", str(tree), "--format", "github"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines and all(line.startswith("::warning ") for line in lines), lines
+
+
+def test_checks_listing_wraps_and_has_json(capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "80")
+    assert main(["checks"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines and max(len(line) for line in lines) <= 120
+    assert main(["checks", "--format", "json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert {"id", "severity", "why", "convention"} <= set(data[0])
+    assert main(["checks", "image-pinned", "--format", "json"]) == 2
+    assert "image-reference-pinned" in json.loads(capsys.readouterr().out)["suggestions"]
+    assert main(["checks", "image-pinned"]) == 2
+    assert "did you mean image-reference-pinned" in capsys.readouterr().err
+
+
+SUBCOMMANDS = [
+    ["check"],
+    ["checks"],
+    ["docs"],
+    ["list"],
+    ["report"],
+    ["render"],
+    ["schemas"],
+    ["schemas", "import-crd"],
+    ["bump"],
+    ["convert"],
+    ["conformance"],
+    ["conformance", "setup"],
+    ["conformance", "check"],
+    ["conformance", "list"],
+    ["conformance", "record-trtllm"],
+]
+
+
+@pytest.mark.parametrize("argv", SUBCOMMANDS, ids=" ".join)
+def test_subcommand_help_has_description_and_example(argv, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main([*argv, "--help"])
+    assert exit_.value.code == 0
+    out = capsys.readouterr().out
+    usage, _, rest = out.partition("\n\n")
+    assert rest.split("\n\n")[0].strip() and not rest.startswith(("positional", "options")), "a description"
+    assert "examples:" in out and "recipe-harness " in out.split("examples:")[1]
+
+
+# --- 10. configuration ---------------------------------------------------------------------------
+
+
+@needs_catalogue
+def test_config_from_pyproject_at_the_repository_root(tmp_path, capsys):
+    repo = tmp_path / "repo"
+    tree = broken_catalogue(repo / "recipes")
+    (repo / ".git").mkdir()
+    (repo / "pyproject.toml").write_text(
+        '[tool.recipe-harness]\nseverity-floor = "error"\n'
+        '[[tool.recipe-harness.ignore]]\nchecks = ["image-reference-pinned"]\n'
+        f'recipes = ["{RECIPE}"]\nreason = "moving tag, reviewed in #1234"\n'
+    )
+    assert main(["check", "--recipes-dir", str(tree)]) == 0
+    out = capsys.readouterr().out
+    assert f"configuration {repo / 'pyproject.toml'}: ignores, severity-floor" in out
+    assert "reviewed in #1234" in out and "1 finding(s) ignored" in out
+
+
+@needs_catalogue
+def test_config_yaml_at_the_repository_root_with_registries(tmp_path, capsys):
+    repo = tmp_path / "repo"
+    tree = small_catalogue(repo / "recipes")
+    (repo / ".git").mkdir()
+    (repo / ".recipe-harness.yaml").write_text("registries: [registry.example.com]\n")
+    assert main(["check", "--recipes-dir", str(tree), "--select", "image-registry-allowed"]) == 1
+    assert "registry.example.com" in capsys.readouterr().out
+
+
+@needs_catalogue
+def test_ignore_unknown_id_did_you_mean_unused_entry_and_quoted_hash(tmp_path, capsys):
+    tree = small_catalogue(tmp_path / "recipes")
+    config = tree / ".recipe-harness.yaml"
+    config.write_text("ignore:\n  - checks: [no-privilegd]\n")
+    assert main(["check", "--recipes-dir", str(tree)]) == 2
+    assert "did you mean no-privileged" in capsys.readouterr().err
+    config.write_text('ignore:\n  - checks: [no-privileged]\n    reason: "RDMA pods, reviewed in #1234"\n')
+    assert main(["check", "--recipes-dir", str(tree)]) == 0
+    out = capsys.readouterr().out
+    assert "(RDMA pods, reviewed in #1234)" in out and "unused" in out
+    config.write_text("ignore:\n  - checks: [no-privileged]\n    reason: RDMA pods, reviewed in #1234\n")
+    main(["check", "--recipes-dir", str(tree)])
+    assert "quote the reason" in capsys.readouterr().out
+
+
+# --- 12-13. progress, status, bump and convert ---------------------------------------------------
+
+
+def test_conformance_list_is_a_table(tmp_path, capsys, monkeypatch):
+    root = tmp_path / "cache" / "conformance"
+    env = root / "1.6.1-vllm"
+    env.mkdir(parents=True)
+    (env / "conformance-env.json").write_text(
+        json.dumps(
+            {
+                "release": "1.6.1",
+                "engine": "vllm",
+                "installed": {"ai-dynamo": "1.6.1", "vllm": "0.31.0"},
+                "size_bytes": 9.2e9,
+                "built_at": "2026-01-01T00:00:00+0000",
+            }
+        )
+    )
+    (root / "1.6.1-sglang.lock").write_text("")
+    monkeypatch.setenv("RECIPE_HARNESS_CACHE", str(tmp_path / "cache"))
+    assert main(["conformance", "list"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["RELEASE", "ENGINE", "VERSION", "SIZE", "STATUS"]
+    assert lines[1].split()[:2] == ["1.6.1", "sglang"] and "not built" in lines[1]
+    assert lines[2].split()[:6] == ["1.6.1", "vllm", "0.31.0", "9.2", "GB", "ready"]
+
+
+def test_bump_help_names_the_releases_and_how_to_add_one(capsys):
+    from harness.commands.bump import known_releases
+
+    with pytest.raises(SystemExit):
+        main(["bump", "--help"])
+    out = capsys.readouterr().out
+    assert known_releases() and all(r in out for r in known_releases())
+    assert "to add one" in out and "harness/recipe/data/artifacts.yaml" in out
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="needs git for `git apply --check`")
+def test_convert_dry_run_is_a_patch_git_applies(tmp_path, capsys, monkeypatch):
+    import subprocess
+
+    src = REPO / "tests" / "fixtures" / "catalogues" / "1.4.0-v1alpha1"
+    if not src.is_dir():
+        pytest.skip("no frozen v1alpha1 catalogue in this checkout")
+    tree = tmp_path / "elsewhere" / "recipes"
+    shutil.copytree(src, tree)
+    bad = sorted(tree.glob("*/*/*/deploy.yaml"))[-1]
+    bad.write_text(  # v1beta1 has no spec.pvcs: a claim the operator would create cannot be converted
+        "apiVersion: nvidia.com/v1alpha1\nkind: DynamoGraphDeployment\nmetadata: {name: x}\n"
+        "spec:\n  pvcs: [{name: cache, create: true}]\n  services: {}\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    rc = main(["convert", "--to", "v1beta1", "--recipes-dir", str(tree), "--dry-run"])
+    captured = capsys.readouterr()
+    patch = tmp_path / "to-v1beta1.patch"
+    patch.write_text(captured.out)
+    assert captured.out.startswith("diff --git a/elsewhere/recipes/")
+    work = tmp_path / "apply"
+    shutil.copytree(tmp_path / "elsewhere", work / "elsewhere")
+    res = subprocess.run(["git", "apply", "--check", str(patch)], cwd=work, capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    assert rc == 1  # the broken manifest cannot be converted: named last, on stderr
+    last = captured.err.strip().splitlines()
+    assert "could not be converted" in last[-2] and str(bad.parent.relative_to(tree)) in last[-1]

@@ -6,6 +6,13 @@ import argparse
 import sys
 
 
+def examples(*pairs: tuple[str, str], note: str = "") -> dict:
+    """`add_parser` keywords for a subcommand's --help: its examples as an epilog, kept as written."""
+    width = max(len(cmd) for cmd, _ in pairs)
+    text = "examples:\n" + "\n".join(f"  {cmd:<{width}}  {what}" for cmd, what in pairs)
+    return {"epilog": text + (f"\n\n{note}" if note else ""), "formatter_class": argparse.RawDescriptionHelpFormatter}
+
+
 def add_selection_args(parser: argparse.ArgumentParser) -> None:
     """The recipe selection options shared by every subcommand that works on recipes."""
     parser.add_argument(

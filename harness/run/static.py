@@ -26,9 +26,8 @@ from harness.recipe.discovery import RecipeTree, SelectionError, default_recipes
 from harness.recipe.findings import Finding, Report, Severity
 from harness.recipe.model import FileCache, Recipe
 from harness.recipe.versions import VERSIONS_FILE
-from harness.run.ignores import Ignores, load_ignores
+from harness.run.ignores import SEVERITY_FLOORS, Ignores, RunConfig, load_config
 
-SEVERITY_FLOORS = ("warning", "error")  # --severity-floor: report findings at or above it
 DEFAULT_CONVENTION = Convention(CATALOGUE, "the default")  # frozen: one shared default is safe
 _DEFAULT_HINT = " (the default: ./recipes of the repository; name a tree with --recipes-dir)"
 
@@ -168,6 +167,12 @@ class Gate:
     floor: Severity = Severity.WARNING
     ignores: Ignores | None = None
     below_floor: int = 0  # findings left out for their severity
+    config: RunConfig | None = None  # where the ignores (and the floor and registries, when set) came from
+
+    @property
+    def registries(self) -> tuple[str, ...]:
+        """The configuration's registry allow-list (the command line's --registry replaces it)."""
+        return self.config.registries if self.config else ()
 
     def admit(self, findings: Iterable[Finding]) -> list[Finding]:
         out = []
@@ -185,10 +190,15 @@ class Gate:
         return lines
 
 
-def make_gate(selection: Selection, severity_floor: str | None = None) -> Gate:
-    """The run's gate; raises ignores.IgnoreFileError (message `path:line: ...`) for a malformed ignore file."""
-    floor = Severity(severity_floor) if severity_floor else Severity.WARNING
-    return Gate(floor, load_ignores(selection.root, (c.id for c in all_checks())))
+def make_gate(selection: Selection, severity_floor: str | None = None, every_check: bool = True) -> Gate:
+    """The run's gate from the command line and the configuration (harness.run.ignores: `.recipe-harness.yaml`
+    or `[tool.recipe-harness]`, the command line's floor wins); raises ignores.IgnoreFileError (message
+    `path:line: ...`) for a malformed configuration. An ignore entry is reported unused only after a run of
+    `every_check` over the whole tree."""
+    config = load_config(selection.root, (c.id for c in all_checks()))
+    config.ignores.report_unused = every_check and selection.whole_tree
+    floor = severity_floor or config.severity_floor
+    return Gate(Severity(floor) if floor else Severity.WARNING, config.ignores, config=config)
 
 
 def run_header(selection: Selection, gate: Gate | None = None) -> list[str]:
@@ -196,9 +206,13 @@ def run_header(selection: Selection, gate: Gate | None = None) -> list[str]:
     lines = [f"recipes tree {selection.root}: {selection.convention.describe()}"]
     if gate is not None and gate.floor is not Severity.WARNING:
         lines.append(f"severity floor: {gate.floor.value} (findings below it are not reported)")
-    if gate is not None and gate.ignores is not None and gate.ignores.entries:
-        lines.append(f"ignores from {gate.ignores.path}:")
-        lines.extend(f"  {e.describe()}" for e in gate.ignores.entries)
+    config = gate.config if gate is not None else None
+    if config is not None and config.path is not None:
+        sets = (["ignores"] if config.ignores.entries else []) + (["severity-floor"] if config.severity_floor else [])
+        sets += ["registries"] if config.registries else []
+        lines.append(f"configuration {config.path}: {', '.join(sets) or 'sets nothing'}")
+        lines.extend(f"  {e.describe()}" for e in config.ignores.entries)
+        lines.extend(f"  {w}" for w in config.ignores.warnings)
     return lines
 
 
