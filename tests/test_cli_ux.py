@@ -498,7 +498,7 @@ def test_subcommand_help_has_description_and_example(argv, capsys):
         main([*argv, "--help"])
     assert exit_.value.code == 0
     out = capsys.readouterr().out
-    usage, _, rest = out.partition("\n\n")
+    _usage, _, rest = out.partition("\n\n")
     assert rest.split("\n\n")[0].strip() and not rest.startswith(("positional", "options")), "a description"
     assert "examples:" in out and "recipe-harness " in out.split("examples:")[1]
 
