@@ -249,6 +249,7 @@ class RecipeHarness:
         self.from_workers = False  # xdist controller: findings arrived from the workers
         self.paths = self._take_recipe_paths()
         self.static_tests = 0  # static tests the recipe items report (a recipe item reports one per check)
+        self.stage_started: dict[str, float] = {}  # stage -> when its first step started (progress lines)
         try:
             self.strict = strict_from_env()
         except StrictValueError as exc:
@@ -486,7 +487,27 @@ class RecipeHarness:
     def pytest_runtest_protocol(self, item: pytest.Item, nextitem: pytest.Item | None) -> bool | None:
         if isinstance(item, RecipeChecksItem):  # reports one test per check (harness.run.static_items)
             return item.run_protocol(nextitem)
+        if isinstance(item, StepItem):
+            self._announce(item)
         return None
+
+    def stage_unavailable(self, item: StepItem) -> str | None:
+        """Why the item's stage cannot run here (None: it can); asked once per stage."""
+        if item.stage_name not in self.unavailable:
+            self.unavailable[item.stage_name] = item.stage.available(self.options()) if item.stage else "not loadable"
+        return self.unavailable[item.stage_name]
+
+    def _announce(self, item: StepItem) -> None:
+        """A sim or gpu step takes seconds to minutes: say which one starts, also without -v (with -v pytest
+        names each item as it starts). Not for a stage that skips as a whole (no cluster): nothing runs."""
+        tr = self.config.pluginmanager.get_plugin("terminalreporter")
+        if tr is None or self.config.get_verbosity() > 0 or self.stage_unavailable(item):
+            return
+        started = self.stage_started.setdefault(item.stage_name, time.monotonic())
+        tr.write_line(
+            f"{item.stage_name} {item.recipe.id}: {item.name} ... "
+            f"(+{time.monotonic() - started:.0f} s into the {item.stage_name} tier)"
+        )
 
     @pytest.hookimpl(hookwrapper=True)
     def pytest_runtest_teardown(self, item: pytest.Item, nextitem: pytest.Item | None):
@@ -623,11 +644,7 @@ class StepItem(pytest.Item):
     def runtest(self) -> None:
         harness: RecipeHarness = self.config.pluginmanager.get_plugin("recipe-harness-session")
         key = (self.stage_name, self.recipe.id)
-        if self.stage_name not in harness.unavailable:
-            harness.unavailable[self.stage_name] = (
-                self.stage.available(harness.options()) if self.stage else "stage not loadable"
-            )
-        reason = harness.unavailable[self.stage_name]
+        reason = harness.stage_unavailable(self)
         if reason:
             pytest.skip(reason)
         if key in harness.plan_errors:  # the recipe's only item, named `plan`

@@ -612,3 +612,66 @@ def test_convert_dry_run_is_a_patch_git_applies(tmp_path, capsys, monkeypatch):
     assert rc == 1  # the broken manifest cannot be converted: named last, on stderr
     last = captured.err.strip().splitlines()
     assert "could not be converted" in last[-2] and str(bad.parent.relative_to(tree)) in last[-1]
+
+
+FAKE_SIM = """
+import harness.plugin as plugin
+from harness.run.stage import Step, StepRun
+
+
+class FakeStage:
+    name = "sim"
+
+    def steps(self, recipe):
+        return [Step("deploy", lambda run: None, setup=True), Step("smoke-chat", lambda run: None)]
+
+    def available(self, options):
+        return None
+
+    def open(self, recipe, options):
+        return StepRun(self.steps(recipe))
+
+
+plugin.STAGE_IMPLEMENTATIONS["sim"] = "conftest:FakeStage"
+"""
+
+
+@needs_catalogue
+def test_sim_steps_are_announced_as_they_start_without_verbose(pytester: pytest.Pytester):
+    tree = small_catalogue(pytester.path / "recipes")
+    pytester.makeconftest(FAKE_SIM)
+    res = pytester.runpytest_subprocess(
+        "-m", "sim", "--recipes-dir", str(tree), "--recipe", RECIPE, "-p", "no:cacheprovider"
+    )
+    res.assert_outcomes(passed=2)
+    res.stdout.fnmatch_lines([f"sim {RECIPE}: deploy ... (+0 s into the sim tier)", f"sim {RECIPE}: smoke-chat ...*"])
+
+
+@needs_catalogue
+def test_conformance_setup_shows_phase_and_elapsed_time(tmp_path, capsys, monkeypatch):
+    import time
+
+    from harness.commands import conformance
+    from harness.run.conformance import envs
+
+    tree = small_catalogue(tmp_path / "recipes")
+    monkeypatch.setenv("RECIPE_HARNESS_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(conformance, "PROGRESS_INTERVAL", 0.05)
+    monkeypatch.setattr(envs, "requirements", lambda *a: ["ai-dynamo==1.6.1", "vllm==0.31.0"])
+
+    def fake_build(release, kind, version, say):  # what ensure_env writes to its log, over time
+        log = envs.cache_root() / f"{envs.env_name(release, kind)}.log"
+        log.parent.mkdir(parents=True, exist_ok=True)
+        say(f"conformance: building {kind}")
+        log.write_text("# building\n$ uv pip install --python x ai-dynamo==1.6.1 vllm==0.31.0\nResolved 152 packages\n")
+        time.sleep(0.3)
+        log.write_text(log.read_text() + "$ uv pip install --no-deps ai-dynamo==1.6.1\nInstalled 1 package\n")
+        time.sleep(0.3)
+        return envs.Env(release, kind, log.parent / "x", {"size_bytes": 1e9, "installed": {"vllm": "0.31.0"}})
+
+    monkeypatch.setattr(envs, "ensure_env", fake_build)
+    assert main(["conformance", "setup", "--recipes-dir", str(tree), "--release", "1.6.1", "--engine", "vllm"]) == 0
+    out = capsys.readouterr().out
+    assert "resolving, downloading and installing the requirements (Resolved 152 packages)" in out
+    assert "installing ai-dynamo --no-deps (Installed 1 package)" in out
+    assert "s] 1.6.1 vllm:" in out and "ready in" in out

@@ -7,6 +7,7 @@ import argparse
 import json
 import os
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -197,7 +198,8 @@ def run_setup(args: argparse.Namespace) -> int:
                 continue
             t0 = time.monotonic()
             try:
-                env = envs.ensure_env(release, kind, version, say=lambda m: None)
+                with SetupProgress(f"{release} {kind}", envs.cache_root() / f"{envs.env_name(release, kind)}.log") as p:
+                    env = envs.ensure_env(release, kind, version, say=p.say)
             except (envs.EnvBuildError, ValueError) as exc:
                 print(f"recipe-harness: {release} {kind}: {exc}", file=sys.stderr)
                 failed += 1
@@ -207,6 +209,59 @@ def run_setup(args: argparse.Namespace) -> int:
                 f"({env.marker.get('size_bytes', 0) / 1e9:.1f} GB; versions {json.dumps(env.versions)})"
             )
     return 1 if failed else 0
+
+
+PROGRESS_INTERVAL = 10.0  # seconds between two progress lines of a running install
+_PHASES = (  # the installer command running (the log's last `$ ...` line) -> the phase it is
+    ("--no-deps", "installing ai-dynamo --no-deps"),
+    (" venv ", "creating the venv"),
+    ("-m venv", "creating the venv"),
+    ("pip install", "resolving, downloading and installing the requirements"),
+)
+
+
+def setup_phase(log_text: str) -> tuple[str, str]:
+    """(phase, the installer's last line) from an env's build log (harness.run.conformance.envs writes
+    `$ <command>` before each step and the installer's output after it)."""
+    phase, last = "preparing", ""
+    for line in log_text.splitlines():
+        if line.startswith("$ "):
+            phase = next((name for key, name in _PHASES if key in line), line[2:60])
+            last = ""
+        elif line.strip() and not line.startswith("#"):
+            last = line.strip()
+    return phase, last[:100]
+
+
+class SetupProgress:
+    """An env build's progress on stdout: the build's own messages and, every PROGRESS_INTERVAL seconds
+    while the installer runs, the elapsed time, the phase and the installer's last log line (uv prints
+    `Resolved N packages`, `Prepared N packages`, `Installed N packages`), instead of minutes of silence."""
+
+    def __init__(self, label: str, log: Path):
+        self.label, self.log = label, log
+        self.t0 = time.monotonic()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, daemon=True)
+
+    def say(self, message: str) -> None:
+        print(f"  [{time.monotonic() - self.t0:4.0f} s] {message.removeprefix('conformance: ')}", flush=True)
+
+    def _beat(self) -> None:
+        while not self._stop.wait(PROGRESS_INTERVAL):
+            try:
+                phase, last = setup_phase(self.log.read_text(errors="replace"))
+            except OSError:
+                phase, last = "waiting for the build lock", ""
+            self.say(f"{self.label}: {phase}" + (f" ({last})" if last else ""))
+
+    def __enter__(self) -> SetupProgress:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
 
 
 def run_check(args: argparse.Namespace) -> int:
