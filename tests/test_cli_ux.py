@@ -675,3 +675,30 @@ def test_conformance_setup_shows_phase_and_elapsed_time(tmp_path, capsys, monkey
     assert "resolving, downloading and installing the requirements (Resolved 152 packages)" in out
     assert "installing ai-dynamo --no-deps (Installed 1 package)" in out
     assert "s] 1.6.1 vllm:" in out and "ready in" in out
+
+
+# --- E. the README shows the conventions, and its examples work ----------------------------------
+
+
+def test_readme_cli_conventions_and_its_config_examples_keep_the_reason(tmp_path):
+    import re
+
+    from harness.checks import all_checks
+    from harness.run.ignores import load_config
+
+    readme = (REPO / "README.md").read_text()
+    section = readme.split("## CLI conventions", 1)[1].split("\n## ", 1)[0]
+    for topic in ("Exit codes", "`0`", "`1`", "`2`", "Selection", "Configuration", "Output formats", "sarif"):
+        assert topic in section, topic
+    ids = [c.id for c in all_checks()]
+    yaml_block = next(b for b in re.findall(r"```yaml\n(.*?)```", readme, re.S) if "ignore:" in b)
+    toml_block = next(b for b in re.findall(r"```toml\n(.*?)```", section, re.S))
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / ".recipe-harness.yaml").write_text(yaml_block)
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "pyproject.toml").write_text(toml_block.replace("\n  ", "\n"))
+    for d in ("a", "b"):
+        (tmp_path / d / ".git").mkdir()
+        config = load_config(tmp_path / d, ids)
+        assert config.ignores.entries[0].reason == "RDMA pods, reviewed in #1234"
+        assert not config.ignores.warnings
