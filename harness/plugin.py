@@ -16,9 +16,9 @@ from typing import Any
 
 import pytest
 
-from harness.checks import CheckContext
+from harness.checks import CheckContext, all_checks
 from harness.recipe.changes import ChangeError
-from harness.recipe.discovery import SelectionError
+from harness.recipe.discovery import SelectionError, default_recipes_dir
 from harness.recipe.findings import Finding, Report, Severity, sorted_findings
 from harness.recipe.model import Recipe
 from harness.run.expression import ExpressionError, evaluate
@@ -49,6 +49,7 @@ from harness.run.static_items import (
     count_tests,
     static_items,
 )
+from harness.run.strict import STRICT_ENV, STRICT_TIERS, StrictValueError, strict_from_env
 
 STAGES = ("static", "sim", "gpu")
 WORKER_REPORT = "recipe_harness_report"  # key of an xdist worker's findings in its workeroutput
@@ -155,6 +156,53 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     add_gpu_options(group.addoption)  # generated from the gpu stage's settings (harness/run/k8s/settings.py)
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_load_initial_conftests(early_config: pytest.Config, parser: pytest.Parser, args: list[str]) -> None:
+    _decide_rootdir_again(early_config, parser, args)
+
+
+def _decide_rootdir_again(config: pytest.Config, parser: pytest.Parser, args: list[str]) -> None:
+    """pytest settles its rootdir and config file before it loads plugins, so the value of `--recipes-dir PATH`
+    (the space form) is taken for a test path then: a tree outside the project roots the run in that tree,
+    without the project's pyproject.toml (addopts, markers) and with ids relative to it. Now that the option
+    is known, settle them again as pytest would without that value (`--recipes-dir=PATH` never had the problem).
+    pytest has no public way to do this; if its internals change, say how to avoid the problem instead."""
+    if not any(a == "--recipes-dir" for a in args[:-1]):
+        return
+    ns = config.known_args_namespace
+    try:
+        import inspect
+
+        from _pytest.config.findpaths import determine_setup
+
+        given = {
+            "inifile": ns.inifilename,
+            "override_ini": ns.override_ini,
+            "args": ns.file_or_dir,
+            "rootdir_cmd_arg": ns.rootdir or None,
+            "invocation_dir": config.invocation_params.dir,
+        }
+        accepted = inspect.signature(determine_setup).parameters
+        rootpath, inipath, inicfg = determine_setup(**{k: v for k, v in given.items() if k in accepted})[:3]
+        if rootpath == config.rootpath and inipath == config.inipath:
+            return
+        old_cut = str(config.inipath.parent if config.inipath else config.rootpath)
+        config._rootpath, config._inipath, config._inicfg = rootpath, inipath, inicfg
+        config._inicache.clear()
+    except Exception:  # pragma: no cover - a pytest whose internals moved
+        config.issue_config_time_warning(
+            pytest.PytestConfigWarning("recipe-harness: write --recipes-dir=PATH to keep the project's rootdir"), 2
+        )
+        return
+    parser.extra_info["rootdir"] = str(rootpath)
+    parser.extra_info["inifile"] = str(inipath)
+    if ns.confcutdir == old_cut:
+        ns.confcutdir = str(inipath.parent if inipath else rootpath)
+    addopts = config.getini("addopts")
+    config.pluginmanager.consider_preparse(addopts, exclude_only=True)  # `-p no:X`: unregister X as pytest would
+    args[:0] = addopts  # as pytest adds them (the final parse reads these args)
+
+
 def pytest_configure(config: pytest.Config) -> None:
     for name, text in (
         ("static", "offline recipe checks"),
@@ -182,12 +230,48 @@ class RecipeHarness:
         self.notes: list[str] = []
         self.session: pytest.Session | None = None
         self.from_workers = False  # xdist controller: findings arrived from the workers
+        self.paths = self._take_recipe_paths()
+        self.static_tests = 0  # static tests the recipe items report (a recipe item reports one per check)
+        self.stage_started: dict[str, float] = {}  # stage -> when its first step started (progress lines)
+        try:
+            self.strict = strict_from_env()
+        except StrictValueError as exc:
+            raise pytest.UsageError(str(exc)) from None
+        if self.strict and self._gpu_asked_for():
+            self.strict |= {"gpu"}  # `-m gpu` on a runner without a cluster is a broken runner, not a skip
+
+    def _take_recipe_paths(self) -> list[Path]:
+        """`pytest -m static recipes/qwen3-32b`: arguments inside the recipes tree select recipes (as
+        `recipe-harness check PATH` does) instead of going to pytest's collection, which finds no tests there."""
+        config = self.config
+        if config.args_source != pytest.Config.ArgsSource.ARGS:
+            return []
+        opt = config.option
+        invocation = config.invocation_params.dir
+        root = Path(opt.recipes_dir).absolute() if opt.recipes_dir else default_recipes_dir(invocation)
+        taken, kept = [], []
+        for arg in config.args:
+            path = (invocation / arg.split("::")[0]).absolute()
+            if "::" not in arg and path.exists() and (path == root or root in path.parents):
+                taken.append(path)
+            else:
+                kept.append(arg)
+        if taken:
+            config.args[:] = kept  # what pytest collects; recipe items are added by this plugin
+        return taken
+
+    def _gpu_asked_for(self) -> bool:
+        """The mark expression names gpu and selects it (`-m gpu`, `-m "static or gpu"`; not `-m "not gpu"`)."""
+        import re
+
+        expr = self.config.option.markexpr or ""
+        return bool(re.search(r"\bgpu\b", expr)) and self._stage_selected("gpu")
 
     # --- collection ------------------------------------------------------------------
 
     def _wanted(self) -> bool:
         opt = self.config.option
-        if opt.recipe or opt.recipes_dir or opt.changed_since:
+        if opt.recipe or opt.recipes_dir or opt.changed_since or self.paths:
             return True
         # plain `pytest` / `pytest -m static` (testpaths or no args): yes; `pytest tests/x.py`: no
         return self.config.args_source != pytest.Config.ArgsSource.ARGS
@@ -230,8 +314,15 @@ class RecipeHarness:
             return []
         opt = config.option
         try:
+            # a named tree must hold recipes; the default one may be absent (pytest in another project)
             self.selection = make_selection(
-                opt.recipes_dir, opt.recipe, opt.changed_since, opt.max_file_bytes, opt.convention
+                opt.recipes_dir,
+                opt.recipe,
+                opt.changed_since,
+                opt.max_file_bytes,
+                opt.convention,
+                require_recipes=opt.recipes_dir is not None or bool(self.paths),
+                paths=self.paths,
             )
             self.gate = make_gate(self.selection, opt.severity_floor)
         except (SelectionError, ChangeError, IgnoreFileError) as exc:
@@ -239,7 +330,9 @@ class RecipeHarness:
         self.notes.extend(self.selection.notes)
         if not self.selection.all:
             self.notes.append(f"no recipes found under {self.selection.root}")
-        self.ctx = context_for(self.selection, check_options(opt.crd, opt.registry, opt.storage_margin))
+        self.ctx = context_for(
+            self.selection, check_options(opt.crd, opt.registry or list(self.gate.registries), opt.storage_margin)
+        )
         self.report.recipes = [r.id for r in self.selection.chosen]
         new: list[pytest.Item] = []
         grouped: list[pytest.Item] = []
@@ -255,6 +348,10 @@ class RecipeHarness:
             if self._stage_selected(stage_name) and self.selection.chosen:
                 new.extend(self._stage_items(session, stage_name))
         items[:0] = new
+        # the recipe items are made here, not by a collector: report them as collected, so the header's
+        # "collected N items" counts them (it said 0 before running 836 tests)
+        config.hook.pytest_collectreport(report=pytest.CollectReport("recipe-harness", "passed", None, new + grouped))
+        self.static_tests = count_tests(grouped) + sum(1 for i in new if i.get_closest_marker("static"))
         return grouped
 
     def _stage_items(self, session: pytest.Session, stage_name: str) -> list[pytest.Item]:
@@ -343,10 +440,42 @@ class RecipeHarness:
             # cyclic GC from rescanning them on every full collection (15% of the wall at 200 recipes)
             gc.freeze()
 
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo):
+        """Strict (RECIPE_HARNESS_STRICT, harness.run.strict): a skip of a strict tier's item is a failure."""
+        report = yield
+        if report.skipped and self.strict and not hasattr(report, "wasxfail"):
+            tier = next((m.name for m in item.iter_markers() if m.name in (*STRICT_TIERS, "gpu")), None)
+            if tier in self.strict:
+                reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+                report.outcome = "failed"
+                report.longrepr = f"{STRICT_ENV}: a skipped {tier} item fails the run: skipped: {reason}"
+        return report
+
     def pytest_runtest_protocol(self, item: pytest.Item, nextitem: pytest.Item | None) -> bool | None:
         if isinstance(item, RecipeChecksItem) and item.reports_per_check:  # one report per check (static_items)
             return item.run_protocol(nextitem)
+        if isinstance(item, StepItem):
+            self._announce(item)
         return None
+
+    def stage_unavailable(self, item: StepItem) -> str | None:
+        """Why the item's stage cannot run here (None: it can); asked once per stage."""
+        if item.stage_name not in self.unavailable:
+            self.unavailable[item.stage_name] = item.stage.available(self.options()) if item.stage else "not loadable"
+        return self.unavailable[item.stage_name]
+
+    def _announce(self, item: StepItem) -> None:
+        """A sim or gpu step takes seconds to minutes: say which one starts, also without -v (with -v pytest
+        names each item as it starts). Not for a stage that skips as a whole (no cluster): nothing runs."""
+        tr = self.config.pluginmanager.get_plugin("terminalreporter")
+        if tr is None or self.config.get_verbosity() > 0 or self.stage_unavailable(item):
+            return
+        started = self.stage_started.setdefault(item.stage_name, time.monotonic())
+        tr.write_line(
+            f"{item.stage_name} {item.recipe.id}: {item.name} ... "
+            f"(+{time.monotonic() - started:.0f} s into the {item.stage_name} tier)"
+        )
 
     @pytest.hookimpl(hookwrapper=True)
     def pytest_runtest_teardown(self, item: pytest.Item, nextitem: pytest.Item | None):
@@ -417,7 +546,14 @@ class RecipeHarness:
 
         opt = self.config.option
         try:
-            selection = make_selection(opt.recipes_dir, opt.recipe, opt.changed_since, opt.max_file_bytes)
+            selection = make_selection(
+                opt.recipes_dir,
+                opt.recipe,
+                opt.changed_since,
+                opt.max_file_bytes,
+                require_recipes=False,
+                paths=self.paths,
+            )
             releases = sorted({r for r in (x.release for x in selection.chosen) if r})
             return header_lines(releases)
         except Exception:
@@ -425,7 +561,16 @@ class RecipeHarness:
 
     def pytest_report_collectionfinish(self, config: pytest.Config, start_path: Path, items: list) -> list[str]:
         """The run header: the tree and its convention, the severity floor and every ignore in effect."""
-        return [f"recipe-harness: {line}" for line in run_header(self.selection, self.gate)] if self.selection else []
+        if not self.selection:
+            return []
+        lines = [f"recipe-harness: {line}" for line in run_header(self.selection, self.gate)]
+        grouped = sum(isinstance(i, RecipeChecksItem) for i in items)
+        if self.static_tests and grouped:
+            lines.append(
+                f"recipe-harness: {self.static_tests} static tests in {grouped} items "
+                "(each reports its checks as tests; --static-items per-check makes one item per check)"
+            )
+        return lines
 
     def pytest_terminal_summary(self, terminalreporter, exitstatus: int, config: pytest.Config) -> None:
         if self.selection is None and not self.from_workers:
@@ -434,6 +579,13 @@ class RecipeHarness:
         for note in self.notes + self.gate.summary():
             tr.write_line(f"recipe-harness: {note}")
         findings = dedupe(self.report.findings)
+        failing = sorted({f.check_id for f in findings if f.severity is Severity.ERROR})
+        if failing:
+            tr.section("why the failing checks matter", sep="-")
+            by_id = {c.id: c for c in all_checks()}
+            for check_id in failing:
+                why = by_id[check_id].why if check_id in by_id else ""
+                tr.write_line(f"[{check_id}] {why}".rstrip() + f" (recipe-harness checks {check_id})")
         warnings = [f for f in findings if f.severity is Severity.WARNING]
         if warnings:
             tr.section("recipe warnings", sep="-", yellow=True)
@@ -459,11 +611,7 @@ class StepItem(pytest.Item):
     def runtest(self) -> None:
         harness: RecipeHarness = self.config.pluginmanager.get_plugin("recipe-harness-session")
         key = (self.stage_name, self.recipe.id)
-        if self.stage_name not in harness.unavailable:
-            harness.unavailable[self.stage_name] = (
-                self.stage.available(harness.options()) if self.stage else "stage not loadable"
-            )
-        reason = harness.unavailable[self.stage_name]
+        reason = harness.stage_unavailable(self)
         if reason:
             pytest.skip(reason)
         if key in harness.plan_errors:  # the recipe's only item, named `plan`

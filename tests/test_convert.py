@@ -202,7 +202,8 @@ def test_convert_dry_run_prints_the_diff_and_writes_nothing(tmp_path, capsys):
     rid = RECIPE_IDS[0]
     before = (root / rid / "deploy.yaml").read_text()
     assert cli(["convert", "--to", "v1beta1", "--recipes-dir", str(root), "--recipe", rid, "--dry-run"]) == 0
-    out = capsys.readouterr().out
+    captured = capsys.readouterr()
+    out = captured.out  # the patch alone; the summary goes to stderr
     assert "-apiVersion: nvidia.com/v1alpha1" in out and "+apiVersion: nvidia.com/v1beta1" in out
-    assert "would convert 1 of 1" in out
+    assert "would convert 1 of 1" in captured.err and "would convert" not in out
     assert (root / rid / "deploy.yaml").read_text() == before

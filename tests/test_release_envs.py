@@ -95,4 +95,6 @@ def test_the_sim_rehearses_on_its_own_release_line(tmp_path, monkeypatch):
     assert other.to_dict()["note"] == "ai-dynamo 1.6.1 (installed --no-deps, without aisimulate)"
     header = runtime.header_lines(["1.4.0", "1.6.1"], here="1.4.2")
     assert "sim rehearses on Dynamo 1.4.2 from this environment" in header[0]
-    assert "1.6.1-dynamo (ai-dynamo 1.6.1 (installed --no-deps, without aisimulate))" in header[1]
+    line = next(h for h in header if "Dynamo 1.6.1:" in h)
+    assert "1.6.1-dynamo" in line and "1.6.1-sglang (sglang 0.5.21)" in line
+    assert "\n".join(header).count("(installed --no-deps, without aisimulate)") == 1, "said once, not per env"

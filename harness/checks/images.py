@@ -9,7 +9,15 @@ from dataclasses import dataclass
 
 from harness.checks import CheckContext, check
 from harness.recipe.findings import Loc, Problem, Severity, display_path, problem
-from harness.recipe.images import DYNAMO_PREFIX, TOOL_REPOSITORIES, ImageRef, image_release, image_uses, parse_image
+from harness.recipe.images import (
+    DYNAMO_PREFIX,
+    TOOL_REPOSITORIES,
+    ImageRef,
+    image_release,
+    image_uses,
+    intended_release,
+    parse_image,
+)
 from harness.recipe.model import Recipe
 from harness.recipe.versions import VERSIONS_FILE, release_matrix
 from harness.recipe.workloads import Pod
@@ -96,6 +104,8 @@ def image_reference_pinned(recipe: Recipe, ctx: CheckContext) -> Iterator[Proble
     nvcr.io/nvidia/ai-dynamo/* release tags.
     """
     held: list[tuple[ImageRef, Loc, str, str, Loc]] = []  # documented placeholders: ref, loc, where, token, README line
+    example = example_release(recipe, ctx)
+    example_repo = RUNTIME_REPOSITORY.get(_framework(recipe), "vllm-runtime")
     for pod in recipe.workloads.pods:
         for c in pod.containers:
             where = pod.label + (f" container {c.name}" if c.name else "")
@@ -104,7 +114,7 @@ def image_reference_pinned(recipe: Recipe, ctx: CheckContext) -> Iterator[Proble
                 yield problem(
                     c.image_loc,
                     f"{where} has no image",
-                    "name a pinned image, e.g. nvcr.io/nvidia/ai-dynamo/vllm-runtime:1.4.0",
+                    f"name a pinned image, e.g. {DYNAMO_PREFIX}{example_repo}:{example}",
                 )
                 continue
             ref = parse_image(image)
@@ -113,7 +123,7 @@ def image_reference_pinned(recipe: Recipe, ctx: CheckContext) -> Iterator[Proble
             if documented is not None:
                 held.append((ref, c.image_loc, where, token, documented))
                 continue
-            yield from _pinned(ref, c.image_loc, where)
+            yield from _pinned(ref, c.image_loc, where, example)
     if held:
         ref, loc, _, _, readme = held[0]
         tokens = ", ".join(dict.fromkeys(repr(h[3]) for h in held))
@@ -121,7 +131,7 @@ def image_reference_pinned(recipe: Recipe, ctx: CheckContext) -> Iterator[Proble
             loc,
             f"template: {len(held)} image(s) of this recipe use the placeholder {tokens} "
             f"({'; '.join(h[2] for h in held)}), which {display_path(readme.file)}:{readme.line} says to replace",
-            "replace the placeholder with a published tag (e.g. :1.4.0) before applying, or pin it in the manifest",
+            f"replace the placeholder with a published tag (e.g. :{example}) before applying, or pin it here",
             Severity.WARNING,
         )
 
@@ -157,8 +167,25 @@ def _documented_placeholder(recipe: Recipe, token: str) -> Loc | None:
     return None
 
 
-def _pinned(ref: ImageRef, loc: Loc, where: str) -> Iterator[Problem]:
-    hint = "pin a published release tag (e.g. :1.4.0) or a @sha256 digest"
+def example_release(recipe: Recipe, ctx: CheckContext) -> str:
+    """The release a hint shows as an example tag: the recipe's own (recipe.yaml versions.dynamo), else the
+    newest of the release matrix the run judges by (versions.yaml, or the built-in one on a foreign tree)."""
+    intended = intended_release(recipe)
+    if intended:
+        return intended
+    matrix, _ = release_matrix(recipe, ctx)
+    names = list(matrix.releases) if matrix else []
+    return max(names, key=_release_key) if names else "<release>"
+
+
+def _release_key(name: str) -> tuple:
+    """1.10.0 after 1.9.0; a pre-release suffix sorts before its release."""
+    parts = re.findall(r"\d+|[a-z]+", name.lower())
+    return tuple((1, int(p), "") if p.isdigit() else (0, 0, p) for p in parts) + ((1, 0, ""),)
+
+
+def _pinned(ref: ImageRef, loc: Loc, where: str, example: str) -> Iterator[Problem]:
+    hint = f"pin a published release tag (e.g. :{example}) or a @sha256 digest"
     if _PLACEHOLDER_CHARS.search(ref.text.strip()):
         yield problem(
             loc,
@@ -256,12 +283,15 @@ def image_release_consistent(recipe: Recipe, ctx: CheckContext) -> Iterator[Prob
     `_RELEASE` in harness/recipe/images.py.
     """
     release, uses = image_release(recipe)
+    stated = intended_release(recipe) == release
     for u in uses:
         if u.ref.release != release:
+            why = f"recipe.yaml versions.dynamo is {release}" if stated else f"the rest of the recipe uses {release}"
             yield problem(
                 u.loc,
-                f"{u.where} uses Dynamo release {u.ref.release} but the rest of the recipe uses {release}",
-                f"use the {release} tag for every Dynamo image of the recipe",
+                f"{u.where} uses Dynamo release {u.ref.release} but {why}",
+                f"use :{release} here, like the recipe's other Dynamo images"
+                + (" and recipe.yaml versions.dynamo" if stated else ""),
             )
 
 
@@ -338,16 +368,22 @@ def metadata_dynamo_release(recipe: Recipe, ctx: CheckContext) -> Iterator[Probl
     Compares recipe.yaml `versions.dynamo` with the release in the Dynamo image tags
     (`nvcr.io/nvidia/ai-dynamo/<repo>:<release>`, harness/recipe/images.py `image_release`).
     """
-    release, _ = image_release(recipe)
+    release, uses = image_release(recipe)
     versions = recipe.metadata.get("versions")
     if not release or not isinstance(versions, dict) or "dynamo" not in versions:
         return
     if str(versions["dynamo"]) != release:
-        yield problem(
-            versions.loc_of("dynamo"),
-            f"versions.dynamo is {versions['dynamo']} but the recipe's Dynamo images are release {release}",
-            f"set versions.dynamo: {release} (or retag the images)",
-        )
+        releases = sorted({u.ref.release for u in uses})
+        if len(releases) == 1:
+            message = f"versions.dynamo is {versions['dynamo']} but the recipe's Dynamo images are release {release}"
+            hint = f"set versions.dynamo: {release}, or retag the images to :{versions['dynamo']}"
+        else:  # the images disagree among themselves: no single tag to copy here (image-release-consistent)
+            message = (
+                f"versions.dynamo is {versions['dynamo']} but no Dynamo image carries it "
+                f"(the images use {', '.join(releases)})"
+            )
+            hint = "choose the intended release, then tag every Dynamo image and set versions.dynamo to it"
+        yield problem(versions.loc_of("dynamo"), message, hint)
 
 
 @dataclass(frozen=True)

@@ -39,7 +39,7 @@ def perf_endpoint_is_frontend(recipe: Recipe, ctx: CheckContext) -> Iterator[Pro
     Source: Operator: the frontend Service is named `GetDCDResourceName(dgd, componentName, "")` =
     `<dgd>-<lower(component)>` with `.` replaced by `-` (deploy/operator/internal/dynamo/graph.go,
     GenerateComponentService), port `DynamoServicePort` 8000 named `http`
-    (deploy/operator/internal/consts/consts.go); see /work/notes/operator-facts.md C. aiperf 0.13.0
+    (deploy/operator/internal/consts/consts.go). aiperf 0.13.0
     `--url` (prepends http:// when no scheme).
     """
     w = recipe.workloads

@@ -54,7 +54,7 @@ def frontend_port_matches_service(recipe: Recipe, ctx: CheckContext) -> Iterator
     Source: ai-dynamo 1.4.0 dynamo/frontend/frontend_args.py (`--http-port`, DYN_HTTP_PORT,
     default 8000); operator deploy/operator/internal/dynamo/component_frontend.go (port `http`
     8000, probes on `http`, env DYN_HTTP_PORT=8000) and the Service `Port 8000, TargetPort "http"`
-    (graph.go GenerateComponentService; /work/notes/operator-facts.md B, C).
+    (graph.go GenerateComponentService).
     """
     dep = recipe.deployment
     if dep is None:

@@ -304,7 +304,11 @@ def no_privileged(recipe: Recipe, ctx: CheckContext) -> Iterator[Problem]:
     allowed = _exceptions(recipe)
     if "no-privileged" in allowed:
         return
-    hint = "remove it, or declare it in recipe.yaml: securityExceptions: [{rule: <rule>, reason: <why>}]"
+    hint = (
+        "remove it, or declare it in recipe.yaml: securityExceptions: [{rule: <rule>, reason: <why>}]"
+        if ctx.catalogue
+        else "remove it, or ignore no-privileged for this recipe with a reason in .recipe-harness.yaml"
+    )  # a foreign tree has no recipe.yaml to declare an exception in
     for pod in recipe.workloads.pods:
         spec = pod.spec
         if spec is not None:
@@ -394,8 +398,8 @@ def rbac_not_default_sa(recipe: Recipe, ctx: CheckContext) -> Iterator[Problem]:
     Source: Kubernetes RBAC good practices (kubernetes.io/docs/concepts/security/rbac-good-practices;
     every pod that sets no `serviceAccountName` runs as `default`,
     kubernetes.io/docs/concepts/security/service-accounts). The Dynamo operator itself gives pods their
-    own account (k8s discovery: `discovery.GetK8sDiscoveryServiceAccountName(dgdName)`, operator-facts
-    B). Policy: a working recipe is reported on purpose.
+    own account (k8s discovery: `discovery.GetK8sDiscoveryServiceAccountName(dgdName)`).
+    Policy: a working recipe is reported on purpose.
     """
     for doc in recipe.documents():
         if doc.kind not in ("RoleBinding", "ClusterRoleBinding"):

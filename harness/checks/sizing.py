@@ -39,7 +39,7 @@ def weights_fit_gpu(recipe: Recipe, ctx: CheckContext) -> Iterator[Problem]:
         yield problem(
             recipe.metadata.get("model").loc_of("id"),
             f"model {model_id} is not in the model catalogue: its sizing is unchecked",
-            "add it to harness/data/models.yaml (params, bytes/param, KV bytes/token, checkpoint size)",
+            "add it to harness/recipe/data/models.yaml (params, bytes/param, KV bytes/token, checkpoint size)",
             Severity.WARNING,
         )
         return
@@ -49,7 +49,7 @@ def weights_fit_gpu(recipe: Recipe, ctx: CheckContext) -> Iterator[Problem]:
             yield problem(
                 declared_at,
                 f"GPU {gpu_name} is not in the GPU catalogue",
-                "add it to harness/data/gpus.yaml",
+                "add it to harness/recipe/data/gpus.yaml",
                 Severity.WARNING,
             )
             continue

@@ -63,7 +63,7 @@ def model_cache_pvc_fits_checkpoint(recipe: Recipe, ctx: CheckContext) -> Iterat
                 pvc.size_loc,
                 f"PVC {pvc.name}: download Job {job} fetches a model that is not in the catalogue, "
                 "so its size cannot be checked",
-                "add the model to harness/data/models.yaml with its checkpoint size",
+                "add the model to harness/recipe/data/models.yaml with its checkpoint size",
                 Severity.WARNING,
             )
         if not need.models:
@@ -85,7 +85,7 @@ def model_cache_pvc_fits_checkpoint(recipe: Recipe, ctx: CheckContext) -> Iterat
 @check("cache-pvcs-meet-minimums")
 def cache_pvcs_meet_minimums(recipe: Recipe, ctx: CheckContext) -> Iterator[Problem]:
     """A compilation-cache PVC (`useAsCompilationCache`) and a PVC the perf Job writes results
-    to must meet the documented minimums (harness/data/models.yaml `storage:`): a full JIT cache
+    to must meet the documented minimums (harness/recipe/data/models.yaml `storage:`): a full JIT cache
     makes every restart recompile for many minutes, a full results volume fails the benchmark
     after it ran. A recipe whose metadata declares them must actually mount them.
 

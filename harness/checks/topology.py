@@ -14,6 +14,12 @@ from harness.recipe.service import ROUTER_MODE_ENV, ROUTER_MODE_FLAG, Service
 from harness.recipe.yamlsrc import as_int, dig, mapping, sequence
 
 
+def _untrusted(services: list[Service]) -> list[str]:
+    """`Worker replicas at line 46` for each count the services state but not as a number: a total or a
+    fix computed from the defaulted value would send the user to the wrong line (schema-valid names it)."""
+    return [f"{s.name} {what} at line {loc.line}" for s in services for what, loc in s.invalid_counts]
+
+
 def _breakdown(services: list[Service]) -> str:
     return " + ".join(f"{s.name} {s.replicas} x {s.gpus_per_replica}" for s in services) or "no workers"
 
@@ -30,8 +36,8 @@ def gpu_count_matches_topology(recipe: Recipe, ctx: CheckContext) -> Iterator[Pr
     Fails: `limits.gpu: "4"` on a vLLM worker started with `--tensor-parallel-size 8`.
 
     Source: Operator: a replica of a service runs `multinode.nodeCount` pods, each with the service's
-    `limits.gpu` GPUs (deploy/operator/internal/dynamo/graph.go `expandRolesForService`,
-    /work/notes/operator-facts.md A); engine world sizes: vLLM 0.26.0 vllm/config/parallel.py
+    `limits.gpu` GPUs (deploy/operator/internal/dynamo/graph.go `expandRolesForService`);
+    engine world sizes: vLLM 0.26.0 vllm/config/parallel.py
     ParallelConfig `world_size` (TP x PP, DP ranks on top), SGLang 0.5.16 sglang/srt/server_args.py
     `tp_size`, TRT-LLM tensorrt_llm/mapping.py `Mapping.world_size` (TP x PP).
     """
@@ -42,6 +48,8 @@ def gpu_count_matches_topology(recipe: Recipe, ctx: CheckContext) -> Iterator[Pr
                 f"worker {svc.name}: {s.source} {s.raw!r} is not a valid value (an unresolved variable?)",
                 "write the value literally, or define the variable in the container's env",
             )
+        if _untrusted([svc]):
+            continue  # a GPU count that is not a number: schema-valid reports it; a fix from a default would mislead
         need = topo.gpus_per_replica
         claimed = dra_gpus(svc, recipe.deploy.documents if recipe.deploy else []) if svc.gpu_limit == 0 else 0
         if claimed:
@@ -116,12 +124,12 @@ def gpu_total_matches_metadata(recipe: Recipe, ctx: CheckContext) -> Iterator[Pr
 
     Source: This catalogue's convention (not a Dynamo rule); convention check: off on foreign trees. The
     deployment side rests on the operator: a replica of a service gets `limits.gpu` GPUs in each of its
-    `multinode.nodeCount` pods (deploy/operator/internal/dynamo/graph.go `expandRolesForService`,
-    operator-facts A); the declared side is recipe.yaml `gpus`.
+    `multinode.nodeCount` pods (deploy/operator/internal/dynamo/graph.go `expandRolesForService`);
+    the declared side is recipe.yaml `gpus`.
     """
     dep = recipe.deployment
     declared = recipe.metadata.get("gpus")
-    if dep is None or not isinstance(declared, int) or isinstance(declared, bool):
+    if dep is None or not isinstance(declared, int) or isinstance(declared, bool) or _untrusted(dep.workers):
         return
     total = dep.total_gpus
     if total != declared:
@@ -148,6 +156,8 @@ def nodes_match_metadata(recipe: Recipe, ctx: CheckContext) -> Iterator[Problem]
     declared = recipe.metadata.get("nodes")
     gpn = gpus_per_node(recipe)
     if dep is None or not isinstance(declared, int) or isinstance(declared, bool) or not gpn:
+        return
+    if _untrusted(dep.workers):
         return
     need = nodes_needed(dep.workers, gpn)
     if need != declared:

@@ -6,8 +6,21 @@ import argparse
 import sys
 
 
+def examples(*pairs: tuple[str, str], note: str = "") -> dict:
+    """`add_parser` keywords for a subcommand's --help: its examples as an epilog, kept as written."""
+    width = max(len(cmd) for cmd, _ in pairs)
+    text = "examples:\n" + "\n".join(f"  {cmd:<{width}}  {what}" for cmd, what in pairs)
+    return {"epilog": text + (f"\n\n{note}" if note else ""), "formatter_class": argparse.RawDescriptionHelpFormatter}
+
+
 def add_selection_args(parser: argparse.ArgumentParser) -> None:
     """The recipe selection options shared by every subcommand that works on recipes."""
+    parser.add_argument(
+        "paths",
+        nargs="*",
+        metavar="PATH",
+        help="recipes to work on, by path: a tree, a model or recipe directory, a manifest (default: the whole tree)",
+    )
     parser.add_argument(
         "--recipe", action="append", default=[], metavar="SEL", help="model prefix, recipe id or glob (repeatable)"
     )
@@ -30,7 +43,11 @@ def selection_from(args: argparse.Namespace):
 
     try:
         return make_selection(
-            args.recipes_dir, args.recipe, args.changed_since, convention=getattr(args, "convention", None)
+            args.recipes_dir,
+            args.recipe,
+            args.changed_since,
+            convention=getattr(args, "convention", None),
+            paths=getattr(args, "paths", None) or (),
         )
     except (SelectionError, ChangeError) as exc:
         print(f"recipe-harness: {exc}", file=sys.stderr)

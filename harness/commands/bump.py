@@ -23,11 +23,52 @@ from pathlib import Path
 from harness.commands import add_selection_args, selection_from
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "bump", help="move recipes to another Dynamo release: versions row, image tags, docs; then show what breaks"
+def known_releases() -> list[str]:
+    """The releases `bump --to` can move to: the rows of the artifacts table."""
+    import yaml
+
+    from harness.recipe.bump import ARTIFACTS_FILE
+
+    try:
+        data = yaml.safe_load(ARTIFACTS_FILE.read_text()) or {}
+    except (OSError, yaml.YAMLError):
+        return []
+    return sorted(str(r) for r in (data.get("releases") or {}))
+
+
+def bump_epilog(releases: list[str]) -> str:
+    newest = releases[-1] if releases else "1.6.1"
+    return "\n".join(
+        [
+            f"releases it can bump to: {', '.join(releases) or 'none'} (rows of harness/recipe/data/artifacts.yaml)",
+            "to add one: add its row to harness/recipe/data/artifacts.yaml from the release's published",
+            '  "Release Artifacts" page (imageTag, images, cuda per backend, source); the engine versions',
+            "  come from the ai-dynamo wheel's METADATA at bump time (the package index must have it).",
+            "",
+            "examples:",
+            f"  recipe-harness bump --to {newest} --dry-run             what changes and what breaks, every recipe",
+            f"  recipe-harness bump --to {newest} recipes/qwen3-32b     one model's recipes, written back",
+        ]
     )
-    p.add_argument("--to", required=True, metavar="RELEASE", help="the Dynamo release, e.g. 1.6.1")
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    releases = known_releases()
+    p = sub.add_parser(
+        "bump",
+        help="move recipes to another Dynamo release: versions row, image tags, docs; then show what breaks",
+        description="Move the selected recipes to Dynamo RELEASE on a copy of the tree (versions.yaml row, "
+        "image tags, recipe.yaml versions, docs), run the static and conformance tiers before and after, "
+        "and print what changed and what breaks. Without --dry-run the changed files are written back.",
+        epilog=bump_epilog(releases),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--to",
+        required=True,
+        metavar="RELEASE",
+        help=f"the Dynamo release: {', '.join(releases) or 'a row of harness/recipe/data/artifacts.yaml'}",
+    )
     add_selection_args(p)
     p.add_argument("--dry-run", action="store_true", help="print the diff and the breaks, write nothing")
     p.add_argument("--no-conformance", action="store_true", help="skip the conformance tier (static only)")

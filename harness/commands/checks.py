@@ -5,16 +5,45 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import difflib
+import json
+import shutil
+import sys
 import tempfile
+import textwrap
 from pathlib import Path
 
 from harness.checks import Check, all_checks
 
+EXAMPLES = """examples:
+  recipe-harness checks                         every check: id, severity, C for a convention check, why
+  recipe-harness checks image-reference-pinned  one check in full, with its failing example run now
+  recipe-harness checks --format json           the same as JSON (id, severity, topic, scope, convention, why)"""
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("checks", help="list the static checks (id, severity, why)")
+    p = sub.add_parser(
+        "checks",
+        help="list the static checks (id, severity, why)",
+        description="List the static checks, or show one in full: what it does, why, a failing example "
+        "(its defect fixture, run now) and the source of truth it rests on.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("id", nargs="?", help="show one check in full, with its failing example")
+    p.add_argument("--format", choices=("text", "json"), default="text", help="text (default, wrapped) or json")
     p.set_defaults(func=run)
+
+
+def as_dict(c: Check) -> dict:
+    return {
+        "id": c.id,
+        "severity": c.severity.value,
+        "topic": c.topic,
+        "scope": c.scope,
+        "convention": c.convention,
+        "why": c.why,
+    }
 
 
 def run(args: argparse.Namespace) -> int:
@@ -22,9 +51,19 @@ def run(args: argparse.Namespace) -> int:
     if args.id:
         match = [c for c in checks if c.id == args.id]
         if not match:
-            print(f"recipe-harness: no check {args.id!r}")
+            near = difflib.get_close_matches(args.id, [c.id for c in checks], n=3, cutoff=0.5)
+            if args.format == "json":
+                print(json.dumps({"error": f"no check {args.id!r}", "suggestions": near}, indent=2))
+            else:
+                hint = f"; did you mean {' or '.join(near)}?" if near else ""
+                print(
+                    f"recipe-harness: no check {args.id!r}{hint} (`recipe-harness checks` lists them)", file=sys.stderr
+                )
             return 2
         c = match[0]
+        if args.format == "json":
+            print(json.dumps({**as_dict(c), "doc": c.doc}, indent=2))
+            return 0
         kind = ", a convention check: catalogue-convention trees only" if c.convention else ""
         print(f"{c.id} ({c.severity.value}, {c.source}, per {c.scope}{kind})\n\n{c.doc}")
         if c.options is not None:
@@ -33,10 +72,18 @@ def run(args: argparse.Namespace) -> int:
                 print(f"  {f.name} = {f.default!r}")
         print("\n" + "\n".join(failing_example(c)))
         return 0
+    if args.format == "json":
+        print(json.dumps([as_dict(c) for c in checks], indent=2))
+        return 0
+    width = max(shutil.get_terminal_size((100, 24)).columns, 60)
+    id_width = max(len(c.id) for c in checks)
+    indent = " " * (id_width + 13)
     for c in checks:
-        print(f"{c.id:<34} {c.severity.value:<8} {'C' if c.convention else ' '} {c.why}")
+        head = f"{c.id:<{id_width}}  {c.severity.value:<8} {'C' if c.convention else ' '}  "
+        print(textwrap.fill(c.why, width=width, initial_indent=head, subsequent_indent=indent))
     print(
         "\nC: a convention check (layout, recipe.yaml, versions.yaml, docs): it runs on catalogue-convention trees only"
+        "\n`recipe-harness checks ID` shows one in full"
     )
     return 0
 

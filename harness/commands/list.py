@@ -5,14 +5,23 @@ from __future__ import annotations
 import argparse
 import json
 
-from harness.commands import add_selection_args, selection_from
+from harness.commands import add_selection_args, examples, selection_from
 from harness.recipe.catalogue import matches_hardware
 from harness.recipe.model import Recipe
 from harness.recipe.yamlsrc import dig
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("list", help="list recipes (--json: the nightly matrix with hardware labels)")
+    p = sub.add_parser(
+        "list",
+        help="list recipes (--json: the nightly matrix with hardware labels)",
+        description="List the selected recipes with their GPUs and nodes, or as the nightly's JSON matrix.",
+        **examples(
+            ("recipe-harness list", "every recipe: id, GPUs x type, nodes"),
+            ("recipe-harness list recipes/qwen3-32b", "the recipes below a path"),
+            ("recipe-harness list --json --hardware h200", "the nightly matrix for H200 runners"),
+        ),
+    )
     add_selection_args(p)
     p.add_argument(
         "--json", action="store_true", help="a JSON array of {id, model, framework, mode, gpu, gpus, nodes, labels}"

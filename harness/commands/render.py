@@ -10,6 +10,7 @@ import sys
 import yaml
 
 from harness.analysis.render import MULTINODE_DEPLOYERS, OPERATOR_VERSION, RenderedPod, RenderError, render_recipe
+from harness.commands import examples
 from harness.recipe.findings import display_path
 
 
@@ -18,6 +19,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "render",
         help="print the pods the operator would create per service (command, args, env, "
         "volumes) and the engine argv as received",
+        description="Model the Dynamo operator's pod rendering for a recipe: each pod's command, args, env and "
+        "volumes, and the argv its engine receives after $(VAR) expansion and the shell, traced to deploy.yaml.",
+        **examples(
+            ("recipe-harness render qwen3-32b/vllm/agg-round-robin", "the pods of one recipe, as YAML"),
+            ("recipe-harness render deepseek-r1/trtllm/disagg-wide-ep --multinode lws", "multinode through LWS"),
+        ),
     )
     p.add_argument(
         "recipe", metavar="RECIPE", help="recipe id, model prefix or glob (e.g. deepseek-r1/trtllm/disagg-wide-ep)"

@@ -7,6 +7,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from harness.commands import examples
 from harness.results.baselines import HISTORY_ROOT, REPORTS_DIR, BaselineError, PolicyError, load_policy
 from harness.results.report import (
     SUMMARY_JSON,
@@ -21,7 +22,14 @@ from harness.results.report import (
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "report", help="rebuild a run's summary.json, summary.md and report.html (trend plots) from the history"
+        "report",
+        help="rebuild a run's summary.json, summary.md and report.html (trend plots) from the history",
+        description="Rebuild the run reports (summary.json, summary.md, report.html with trend plots per "
+        "recipe and metric) from the benchmark history under reports/history.",
+        **examples(
+            ("recipe-harness report", "the reports of every environment's history"),
+            ("recipe-harness report --env sim", "the sim's only"),
+        ),
     )
     p.add_argument(
         "--history", type=Path, default=HISTORY_ROOT, metavar="DIR", help=f"history folder (default: {HISTORY_ROOT})"

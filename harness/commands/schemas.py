@@ -6,15 +6,34 @@ import argparse
 import sys
 from pathlib import Path
 
+from harness.commands import examples
 from harness.recipe.schemas import DYNAMO_SCHEMAS, SCHEMAS_DIR, CrdSource, write_crd_schemas
 from harness.recipe.yamlsrc import load_yaml_file, to_plain
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("schemas", help="schema tools")
+    p = sub.add_parser(
+        "schemas",
+        help="schema tools",
+        description="Schema tools: turn a CustomResourceDefinition into strict JSON Schemas (kubeconform layout).",
+        **examples(
+            ("kubectl get crd dynamographdeployments.nvidia.com -o yaml > dgd.yaml", "your cluster's CRD"),
+            ("recipe-harness schemas import-crd dgd.yaml", "its schemas under schemas/imported"),
+        ),
+    )
     inner = p.add_subparsers(dest="schemas_command", metavar="ACTION")
     imp = inner.add_parser(
-        "import-crd", help="convert a CustomResourceDefinition into strict JSON Schemas (kubeconform layout)"
+        "import-crd",
+        help="convert a CustomResourceDefinition into strict JSON Schemas (kubeconform layout)",
+        description="Convert a CustomResourceDefinition into strict JSON Schemas (kubeconform layout).",
+        **examples(
+            ("recipe-harness schemas import-crd dgd.yaml", "schemas/imported/"),
+            (
+                "recipe-harness schemas import-crd CRD --release R --source-repo ai-dynamo/dynamo "
+                "--source-path P --commit C",
+                "regenerate schemas/dynamo/R/",
+            ),
+        ),
     )
     imp.add_argument(
         "file", type=Path, help="CRD YAML (e.g. kubectl get crd dynamographdeployments.nvidia.com -o yaml)"

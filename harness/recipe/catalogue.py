@@ -1,4 +1,4 @@
-"""The model and GPU catalogues (harness/data/*.yaml): the facts sizing and storage checks rest on."""
+"""The model and GPU catalogues (harness/recipe/data/*.yaml): the facts sizing and storage checks rest on."""
 
 from __future__ import annotations
 

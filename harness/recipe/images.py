@@ -88,15 +88,27 @@ def image_uses(recipe: Recipe) -> list[ImageUse]:
     return out
 
 
+def intended_release(recipe: Recipe) -> str:
+    """recipe.yaml's `versions.dynamo` (catalogue convention; empty on a foreign tree or when unset)."""
+    versions = recipe.metadata.get("versions")
+    value = versions.get("dynamo") if isinstance(versions, dict) else None
+    return str(value) if isinstance(value, (str, int, float)) and not isinstance(value, bool) and str(value) else ""
+
+
 def image_release(recipe: Recipe) -> tuple[str, list[ImageUse]]:
-    """The release of the recipe's Dynamo images (the most common one, the workers' on a tie; "" when no
-    Dynamo image carries a release tag) and those images. `Recipe.release` reads it first."""
+    """The release of the recipe's Dynamo images and those images ("" when no Dynamo image carries a release
+    tag): recipe.yaml's `versions.dynamo` when an image carries it (the author's stated intent, so the image
+    that differs from it is the one to fix), else the most common one, the workers' on a tie.
+    `Recipe.release` reads it first."""
     uses = [
         u for u in image_uses(recipe) if u.ref.is_dynamo and u.ref.release and u.ref.basename not in TOOL_REPOSITORIES
     ]
     if not uses:
         return "", []
     counts = Counter(u.ref.release for u in uses)
+    intended = intended_release(recipe)
+    if intended in counts:
+        return intended, uses
     workers = [u.ref.release for u in uses if u.pod.service is not None and u.pod.service.is_worker]
     top = max(counts.values())
     tied = [r for r, n in counts.items() if n == top]

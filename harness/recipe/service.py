@@ -261,6 +261,28 @@ class Service:
         return res.loc
 
     @property
+    def invalid_counts(self) -> list[tuple[str, Loc]]:
+        """The counts this service states but not as a number (`replicas: eight`): the properties above
+        default them, so nothing computed from them may be reported as a fact (the schema check names them)."""
+        out: list[tuple[str, Loc]] = []
+        if self.data.get("replicas") is not None and as_int(self.data.get("replicas")) is None:
+            out.append(("replicas", self.data.loc_of("replicas")))
+        multinode = mapping(self.data.get("multinode"))
+        if multinode is not None and multinode.get("nodeCount") is not None and self.node_count_raw is None:
+            out.append(("multinode.nodeCount", multinode.loc_of("nodeCount")))
+        res = self.resources
+        for section in ("limits", "requests"):
+            sec = mapping(res.get(section)) if res is not None else None
+            for key in ("gpu", "nvidia.com/gpu"):
+                if sec is not None and sec.get(key) is not None and as_int(sec.get(key)) is None:
+                    out.append((f"{section}.{key}", sec.loc_of(key)))
+        return out
+
+    @property
+    def node_count_raw(self) -> int | None:
+        return as_int(dig(self.data, "multinode", "nodeCount"))
+
+    @property
     def gpus_per_replica(self) -> int:
         return self.gpu_limit * self.node_count
 

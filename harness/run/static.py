@@ -22,13 +22,14 @@ from harness.checks.schema import SchemaOptions
 from harness.checks.storage import StorageOptions
 from harness.recipe.changes import select_changed
 from harness.recipe.convention import CATALOGUE, Convention, choose_convention
-from harness.recipe.discovery import RecipeTree, default_recipes_dir, discover, select
+from harness.recipe.discovery import RecipeTree, SelectionError, default_recipes_dir, discover, select
 from harness.recipe.findings import Finding, Report, Severity
 from harness.recipe.model import FileCache, Recipe
-from harness.run.ignores import Ignores, load_ignores
+from harness.recipe.versions import VERSIONS_FILE
+from harness.run.ignores import SEVERITY_FLOORS, Ignores, RunConfig, load_config
 
-SEVERITY_FLOORS = ("warning", "error")  # --severity-floor: report findings at or above it
 DEFAULT_CONVENTION = Convention(CATALOGUE, "the default")  # frozen: one shared default is safe
+_DEFAULT_HINT = " (the default: ./recipes of the repository; name a tree with --recipes-dir)"
 
 
 @dataclass
@@ -64,14 +65,37 @@ def make_selection(
     changed_since: str | None = None,
     max_bytes: int | None = None,
     convention: str | None = None,
+    require_recipes: bool = True,
+    paths: Sequence[str | Path] = (),
 ) -> Selection:
-    """Raises discovery.SelectionError for an unknown selector, changes.ChangeError for a bad ref.
-    `convention` (catalogue|none) overrides the tree's detected convention."""
+    """Raises discovery.SelectionError for an unknown selector, a path that selects no recipe, a missing
+    tree or one without a recipe (unless `require_recipes` is false: a pytest run in another project),
+    changes.ChangeError for a bad ref. `convention` (catalogue|none) overrides the tree's detected
+    convention. `paths` select the recipes at or below them, or holding them (`recipe-harness check
+    recipes/qwen3-32b/vllm/agg-round-robin/deploy.yaml`), as ruff and kubeconform take paths; with
+    --recipe selectors, a recipe either selects is chosen."""
+    paths = [Path(p).absolute() for p in paths]
+    named = recipes_dir is not None  # --recipes-dir: a tree checked as a whole (paths inside it narrow it)
+    if recipes_dir is None and paths:
+        recipes_dir = tree_holding(paths[0])
     root = Path(recipes_dir).absolute() if recipes_dir else default_recipes_dir()
+    if require_recipes and not root.is_dir():
+        # a typo in a CI path must not pass as "0 recipes checked" (ruff's E902, kubeconform's exit 1)
+        raise SelectionError(f"recipes directory {root}: no such directory" + ("" if recipes_dir else _DEFAULT_HINT))
     chosen_convention = choose_convention(root, convention)
     cache = FileCache(root, max_bytes)
     recipes = discover(root, cache, foreign=not chosen_convention.catalogue)
-    chosen = select(recipes, [s for s in selectors if s])
+    if require_recipes and not recipes:
+        raise SelectionError(
+            f"recipes directory {root}: no recipe found (a catalogue tree holds <model>/<framework>/<mode>/"
+            "deploy.yaml; a foreign tree any YAML file with a DynamoGraphDeployment)"
+        )
+    selectors = [s for s in selectors if s]
+    chosen = select(recipes, selectors)
+    if paths:
+        by_path = {r.id for p in paths for r in recipes_at(recipes, root, p)}
+        by_selector = {r.id for r in chosen} if selectors else set()
+        chosen = [r for r in recipes if r.id in by_path or r.id in by_selector]
     notes = []
     if changed_since:
         before = len(chosen)
@@ -83,9 +107,41 @@ def make_selection(
             f"foreign tree: {len(skipped)} convention checks did not apply ({', '.join(skipped)}); "
             "`--convention catalogue` applies them"
         )
-    return Selection(
-        root, recipes, chosen, cache, notes, named_root=recipes_dir is not None, convention=chosen_convention
-    )
+    return Selection(root, recipes, chosen, cache, notes, named_root=named, convention=chosen_convention)
+
+
+def tree_holding(path: Path) -> Path:
+    """The recipes tree a path lies in: the repository's `recipes/`, else the nearest ancestor that is a
+    catalogue (versions.yaml at its top) or is named `recipes`; raises SelectionError when there is none."""
+    path = path.absolute()
+    default = default_recipes_dir(path if path.is_dir() else path.parent)
+    if path == default or default in path.parents:
+        return default
+    for d in (path, *path.parents):
+        if (d / VERSIONS_FILE).is_file() or d.name == "recipes":
+            return d
+    raise SelectionError(f"{path} is not inside a recipes tree: name the tree with --recipes-dir")
+
+
+def recipes_at(recipes: Sequence[Recipe], root: Path, path: Path) -> list[Recipe]:
+    """The recipes a path names: the tree (all), a directory (those at or below it), a recipe's manifest,
+    a file or directory inside a recipe, or a model's shared file (model-cache/, README.md: that model's)."""
+    if not path.exists():
+        raise SelectionError(f"{path}: no such file or directory")
+    if path == root:
+        return list(recipes)
+    if root not in path.parents:
+        raise SelectionError(f"{path} is not inside the recipes tree {root}")
+    by_manifest = [r for r in recipes if r.manifest == path]
+    if by_manifest:
+        return by_manifest
+    hits = [r for r in recipes if r.path == path or path in r.path.parents or r.path in path.parents]
+    if not hits:
+        model = root / path.relative_to(root).parts[0]
+        hits = [r for r in recipes if model == r.path or model in r.path.parents]
+    if not hits:
+        raise SelectionError(f"{path} holds no recipe and belongs to none")
+    return hits
 
 
 def check_options(
@@ -111,6 +167,12 @@ class Gate:
     floor: Severity = Severity.WARNING
     ignores: Ignores | None = None
     below_floor: int = 0  # findings left out for their severity
+    config: RunConfig | None = None  # where the ignores (and the floor and registries, when set) came from
+
+    @property
+    def registries(self) -> tuple[str, ...]:
+        """The configuration's registry allow-list (the command line's --registry replaces it)."""
+        return self.config.registries if self.config else ()
 
     def admit(self, findings: Iterable[Finding]) -> list[Finding]:
         out = []
@@ -128,10 +190,15 @@ class Gate:
         return lines
 
 
-def make_gate(selection: Selection, severity_floor: str | None = None) -> Gate:
-    """The run's gate; raises ignores.IgnoreFileError (message `path:line: ...`) for a malformed ignore file."""
-    floor = Severity(severity_floor) if severity_floor else Severity.WARNING
-    return Gate(floor, load_ignores(selection.root, (c.id for c in all_checks())))
+def make_gate(selection: Selection, severity_floor: str | None = None, every_check: bool = True) -> Gate:
+    """The run's gate from the command line and the configuration (harness.run.ignores: `.recipe-harness.yaml`
+    or `[tool.recipe-harness]`, the command line's floor wins); raises ignores.IgnoreFileError (message
+    `path:line: ...`) for a malformed configuration. An ignore entry is reported unused only after a run of
+    `every_check` over the whole tree."""
+    config = load_config(selection.root, (c.id for c in all_checks()))
+    config.ignores.report_unused = every_check and selection.whole_tree
+    floor = severity_floor or config.severity_floor
+    return Gate(Severity(floor) if floor else Severity.WARNING, config.ignores, config=config)
 
 
 def run_header(selection: Selection, gate: Gate | None = None) -> list[str]:
@@ -139,9 +206,13 @@ def run_header(selection: Selection, gate: Gate | None = None) -> list[str]:
     lines = [f"recipes tree {selection.root}: {selection.convention.describe()}"]
     if gate is not None and gate.floor is not Severity.WARNING:
         lines.append(f"severity floor: {gate.floor.value} (findings below it are not reported)")
-    if gate is not None and gate.ignores is not None and gate.ignores.entries:
-        lines.append(f"ignores from {gate.ignores.path}:")
-        lines.extend(f"  {e.describe()}" for e in gate.ignores.entries)
+    config = gate.config if gate is not None else None
+    if config is not None and config.path is not None:
+        sets = (["ignores"] if config.ignores.entries else []) + (["severity-floor"] if config.severity_floor else [])
+        sets += ["registries"] if config.registries else []
+        lines.append(f"configuration {config.path}: {', '.join(sets) or 'sets nothing'}")
+        lines.extend(f"  {e.describe()}" for e in config.ignores.entries)
+        lines.extend(f"  {w}" for w in config.ignores.warnings)
     return lines
 
 

@@ -72,8 +72,9 @@ class StaticFailure(Exception):
 
 
 def failure_text(findings: list[Finding], chk: Check) -> str:
-    """What a failing check prints: one `path:line:col: [check-id] message` per error, then why."""
-    return "\n".join(f.format() for f in findings) + f"\n\nwhy [{chk.id}]: {chk.why}"
+    """What a failing check prints: one `path:line:col: [check-id] message` per error. Its why is printed
+    once per check in the run's summary (harness.plugin), not once per failing recipe."""
+    return "\n".join(f.format() for f in findings)
 
 
 def _run(chk: Check, subject: Recipe | RecipeTree, config: pytest.Config) -> tuple[list[Finding], list[Finding]]:

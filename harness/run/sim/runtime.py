@@ -113,20 +113,41 @@ def frontend_cli_data(python: str) -> dict[str, Any]:
 
 def header_lines(releases: list[str], here: str | None = None) -> list[str]:
     """The run header: per Dynamo release the recipes pin, the conformance envs that parse it and what
-    rehearses it (never builds anything)."""
+    rehearses it (never builds anything); what the envs were installed without is said once per release."""
     here = installed_release() if here is None else here
     out = []
     for release in releases:
         ready = [e for e in (envs.find_env(release, k) for k in envs.ENV_KINDS) if e is not None]
-        conf = ", ".join(f"{e.path.name} ({envs.install_note(e)})" for e in ready) or "none set up"
+        conf = ", ".join(_env_label(e) for e in ready) or "none set up"
+        notes = list(dict.fromkeys(envs.install_note(e) for e in ready))
         if here and release_line(here) == release_line(release):
             sim = f"Dynamo {here} from {THIS_ENV}"
         else:
             env = envs.locate(release, "frontend")
+            if env is not None and env not in ready:
+                notes = list(dict.fromkeys([*notes, envs.install_note(env)]))
             sim = (
-                f"Dynamo {env.versions.get('ai-dynamo', release)} from {env.path} ({envs.install_note(env)})"
+                f"Dynamo {env.versions.get('ai-dynamo', release)} from {env.path.name if env in ready else env.path}"
                 if env
                 else f"a managed ai-dynamo {release} env, built on first use"
             )
         out.append(f"recipe-harness: Dynamo {release}: conformance envs: {conf}; sim rehearses on {sim}")
+        out.extend(f"recipe-harness:   {note}" for note in _merged(notes) if note != f"ai-dynamo {release}")
     return out
+
+
+def _env_label(env: envs.Env) -> str:
+    engine = env.versions.get(env.kind) if env.kind in envs.ENGINE_DIST else None
+    return f"{env.path.name} ({env.kind} {engine})" if engine else env.path.name
+
+
+def _merged(notes: list[str]) -> list[str]:
+    """The envs' install notes with their shared first part (`ai-dynamo R (installed --no-deps, without X)`)
+    said once: `ai-dynamo 1.6.1 (...); vllm 0.31.0 resolved without ...; sglang 0.5.21 resolved without ...`."""
+    heads: dict[str, list[str]] = {}
+    for note in notes:
+        head, _, tail = note.partition("; ")
+        heads.setdefault(head, [])
+        if tail:
+            heads[head].append(tail)
+    return ["; ".join([head, *tails]) for head, tails in heads.items()]
