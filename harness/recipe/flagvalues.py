@@ -333,9 +333,11 @@ class EntryPoint:
         return None
 
     def suggest(self, word: str) -> tuple[str, ...]:
+        """The closest option string of this entry point's parsers, as CPython 3.14's argparse
+        `suggest_on_error` picks one (difflib.get_close_matches, n=1)."""
         flag = word.split("=", 1)[0]
         pool = [o for o in self.option_strings() if o.startswith("--") == flag.startswith("--")]
-        return tuple(difflib.get_close_matches(flag, pool, n=3, cutoff=0.6))
+        return tuple(difflib.get_close_matches(flag, pool, n=1))
 
     def read(self, argv: Sequence[Token]) -> ReadCommand:
         out = ReadCommand()
