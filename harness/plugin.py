@@ -445,14 +445,14 @@ class RecipeHarness:
 
     def _release_header(self) -> list[str]:
         """Which Dynamo parses and rehearses each release the selection pins (the run header)."""
-        from harness.run.conformance.client import recipe_release
+        from harness.run.conformance.client import recipe_release, surface_header_lines
         from harness.run.sim.runtime import header_lines
 
         opt = self.config.option
         try:
             selection = make_selection(opt.recipes_dir, opt.recipe, opt.changed_since, opt.max_file_bytes)
             releases = sorted({r for r in (recipe_release(x) for x in selection.chosen) if r})
-            return header_lines(releases)
+            return header_lines(releases) + surface_header_lines(releases, selection.chosen)
         except Exception:
             return []
 

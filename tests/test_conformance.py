@@ -244,7 +244,8 @@ def test_extra_engine_args_come_from_the_configmap_and_unknown_keys_are_found_at
     real_load = trtllm.load_surface
     monkeypatch.setattr(trtllm, "load_surface", lambda version: real_load(version, tmp_path / "data"))
     found, notes = client.engine_args_findings(job)
-    assert notes == []
+    # not read from the release's tag: every item says so
+    assert len(notes) == 1 and "LlmArgs recorded from tensorrt_llm/llmapi/llm_args.py @ 000000000000" in notes[0]
     got = {(f.line, f.message.split(":")[1].strip()) for f in found}
     assert got == {
         (line_of(recipe, "no_such_sub_key"), "kv_cache_config.no_such_sub_key"),
@@ -295,7 +296,10 @@ def test_the_shipped_surface_for_dynamo_1_4_0_is_recorded_with_provenance_and_fe
         "kv_cache_config.free_gpu_memory_fractio"
     ]
     job = client.jobs_for(make_tree(tmp_path, deploy=TRT_DEPLOY, rid="tiny/trtllm/agg"))[0]
-    assert client._request_extras(job) == {"trtllm_defaults": surface.data["build_config_defaults"]}
+    extras = client._request_extras(job)
+    assert extras["trtllm_defaults"] == surface.data["build_config_defaults"] and extras["deep"] is True
+    # the stub HF cache gets the recorded real config.json of the model the command line names
+    assert extras["model_configs"]["Qwen/Qwen3-0.6B"]["config"]["num_attention_heads"] == 16
 
 
 def test_the_engine_args_check_says_when_no_surface_is_recorded(tmp_path, monkeypatch):
