@@ -431,3 +431,32 @@ def test_the_sim_rehearsal_fails_at_its_conformance_step(tmp_path):
             run.run_step("conformance")
     finally:
         run.close()
+
+
+PLANNER = """\
+    Planner:
+      componentType: planner
+      extraPodSpec:
+        mainContainer:
+          image: nvcr.io/nvidia/ai-dynamo/vllm-runtime:1.4.0
+          command: [python3, -m, dynamo.planner]
+          args: [--environment, kubernetes]
+    Custom:
+      componentType: worker
+      extraPodSpec:
+        mainContainer:
+          image: nvcr.io/nvidia/ai-dynamo/vllm-runtime:1.4.0
+          command: [/bin/sh, -c, "./start-worker.sh --tp 2"]
+"""
+
+
+def test_every_service_is_accounted_for_a_service_the_tier_cannot_parse_is_a_stated_skip(tmp_path, monkeypatch):
+    monkeypatch.setenv("RECIPE_HARNESS_CACHE", str(tmp_path / "empty"))
+    recipe = make_tree(tmp_path, deploy=DEPLOY.replace("{prefill_extra}", "").replace("{kv}", KV.strip("'")) + PLANNER)
+    jobs = {j.service: j for j in client.jobs_for(recipe)}
+    assert set(jobs) == {"Frontend", "Prefill", "Decode", "Planner", "Custom"}
+    assert "dynamo.planner is not an entry point the tier parses" in jobs["Planner"].skip_reason
+    assert "starts no `python -m dynamo.<x>` (/bin/sh -c ./start-worker.sh --tp 2)" in jobs["Custom"].skip_reason
+    outcomes = {o.job.service: o for o in client.check_recipes([recipe])}
+    assert outcomes["Planner"].skipped.startswith("Planner: dynamo.planner") and outcomes["Planner"].findings == []
+    assert outcomes["Custom"].skipped and outcomes["Prefill"].skipped.startswith("conformance env for Dynamo 1.4.0")

@@ -50,6 +50,7 @@ class Job:
     argv: list[Token]
     files: list[MountedFile] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    skip_reason: str | None = None  # a service with no command line the tier can parse: why (the item says so)
 
     @property
     def id(self) -> str:
@@ -111,7 +112,7 @@ class JobOutcome:
 
     @property
     def skipped(self) -> str | None:
-        return self.result.unavailable
+        return self.result.unavailable or self.job.skip_reason
 
 
 # ---- the command line (the one place to switch to the operator's rendering) -----------------------
@@ -172,8 +173,13 @@ def engine_version(recipe: Recipe, release: str, framework: str) -> str | None:
     return rel.backends.get(framework) if rel else None
 
 
+PARSERS = ("vllm", "sglang", "trtllm", "frontend")
+
+
 def jobs_for(recipe: Recipe) -> list[Job]:
-    """One job per service that runs a Dynamo module; none for a recipe without a deployment."""
+    """One job per command line of every service: the ones that run a Dynamo module the tier parses, and
+    for every other service a job that says why it is not parsed, so a run never checks fewer services
+    than the recipe has without saying so. None for a recipe without a deployment."""
     dep = recipe.deployment
     if dep is None:
         return []
@@ -182,16 +188,38 @@ def jobs_for(recipe: Recipe) -> list[Job]:
     out: list[Job] = []
     for svc in dep.services:
         forms = command_lines(recipe, svc)
+        if not forms:
+            out.append(_unparsed(recipe, svc, release, framework, _why_no_command(svc)))
         for role, module, argv in forms:
             parser = module.value.split(".", 1)[1]
-            if parser not in ("vllm", "sglang", "trtllm", "frontend"):
-                continue  # planner, mocker, ...: no engine parser to run
             # a multinode service's pods may receive different command lines (leader, worker ranks)
             name = svc.name if len(forms) == 1 or role in ("single", "leader") else f"{svc.name}-{role}"
+            if parser not in PARSERS:
+                why = f"{module.value} is not an entry point the tier parses (dynamo.{', dynamo.'.join(PARSERS)})"
+                out.append(_unparsed(recipe, svc, release, framework, why, name, module))
+                continue
             job = Job(recipe, name, release, framework, parser, module, list(argv))
             _attach_config_files(job, svc)
             out.append(job)
     return out
+
+
+def _why_no_command(svc: Service) -> str:
+    main = svc.main
+    if main is None:
+        return "no main container: no command line to parse"
+    words = [t.value for t in main.command + main.args]
+    if not words:
+        return f"no command or args: the image's entrypoint runs ({main.image}); nothing to parse"
+    shown = " ".join(words)
+    return f"its command starts no `python -m dynamo.<x>` ({shown[:80]}{'...' if len(shown) > 80 else ''}): not parsed"
+
+
+def _unparsed(
+    recipe: Recipe, svc: Service, release: str, framework: str, why: str, name: str = "", module: Token | None = None
+) -> Job:
+    where = module or Token(svc.name, svc.loc)
+    return Job(recipe, name or svc.name, release, framework, "", where, [], skip_reason=f"{svc.name}: {why}")
 
 
 def _attach_config_files(job: Job, svc: Service) -> None:
@@ -234,6 +262,9 @@ def run_jobs(jobs: list[Job], root: Path | None = None) -> list[ParseResult]:
     results: list[ParseResult | None] = [None] * len(jobs)
     groups: dict[Path, tuple[envs.Env, list[tuple[int, Job, str]], dict[str, Any]]] = {}
     for n, job in enumerate(jobs):
+        if job.skip_reason:
+            results[n] = ParseResult(ok=False, kind="not_parsed", error=job.skip_reason)
+            continue
         if not job.release:
             results[n] = ParseResult(
                 ok=False,
@@ -424,7 +455,7 @@ def _finding(job: Job, loc: Loc, message: str, hint: str) -> Finding:
 
 def findings_for(job: Job, result: ParseResult) -> list[Finding]:
     """Map one parse result to findings at the flag's file:line, with the parser's own message."""
-    if result.ok or result.unavailable or result.kind in ("driver", "platform"):
+    if result.ok or result.unavailable or result.kind in ("driver", "platform", "not_parsed"):
         return []  # platform: the CPU stand-in for the GPU refused; check() notes it
     program = job.module.value
     hint = (

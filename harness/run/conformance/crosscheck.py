@@ -69,6 +69,8 @@ def _finding(job: Job, tok_loc, message: str, surface: EntryPoint) -> Finding:
 
 def findings(job: Job, result: ParseResult) -> tuple[list[Finding], list[str]]:
     """(disagreements between the static reader and the real parser, notes)."""
+    if job.skip_reason:
+        return [], []
     surface = surface_for(job)
     if surface is None:
         return [], [f"no recorded flag surface for Dynamo {job.release}: the static tier reads these flags generically"]
