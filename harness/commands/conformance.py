@@ -160,6 +160,7 @@ def run_check(args: argparse.Namespace) -> int:
                     "jobs": [
                         {
                             "id": o.job.id,
+                            "release": o.job.release,
                             "ok": not o.findings and not o.skipped and o.result.kind != "driver",
                             "skipped": o.skipped,
                             "notes": o.job.notes,
@@ -178,11 +179,25 @@ def run_check(args: argparse.Namespace) -> int:
                 print(failure_text(o))
         for reason in sorted({o.skipped for o in skipped if o.skipped}):
             print(f"skipped: {reason}")
+        for line in parsed_by(outcomes):
+            print(line)
         print(
             f"conformance: {len(outcomes)} command lines, {len(findings)} error(s), "
             f"{len(skipped)} skipped, {len(broken)} not parsed"
         )
     return 1 if findings or broken else 0
+
+
+def parsed_by(outcomes: list) -> list[str]:
+    """Per recipe, the release and env that parsed its command lines, or why none did (a release without an env)."""
+    per: dict[str, set[str]] = {}
+    for o in outcomes:
+        if o.job.skip_reason:
+            continue
+        what = o.result.env or (f"no env for Dynamo {o.job.release}" if o.result.unavailable else "")
+        if what:
+            per.setdefault(o.job.recipe.id, set()).add(f"Dynamo {o.job.release}: {what}" if o.result.env else what)
+    return [f"parsed by: {rid}: {'; '.join(sorted(v))}" for rid, v in sorted(per.items())]
 
 
 def run_record(args: argparse.Namespace) -> int:
