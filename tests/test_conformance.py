@@ -460,3 +460,82 @@ def test_every_service_is_accounted_for_a_service_the_tier_cannot_parse_is_a_sta
     outcomes = {o.job.service: o for o in client.check_recipes([recipe])}
     assert outcomes["Planner"].skipped.startswith("Planner: dynamo.planner") and outcomes["Planner"].findings == []
     assert outcomes["Custom"].skipped and outcomes["Prefill"].skipped.startswith("conformance env for Dynamo 1.4.0")
+
+
+# ---- the deeper checks without an env: the cross-check, the located engine message, the typed engine YAML ----
+
+VLLM_161 = """\
+apiVersion: nvidia.com/v1beta1
+kind: DynamoGraphDeployment
+metadata:
+  name: t
+spec:
+  backendFramework: vllm
+  components:
+    - componentName: Worker
+      componentType: worker
+      podTemplate:
+        spec:
+          containers:
+            - name: main
+              image: nvcr.io/nvidia/ai-dynamo/vllm-runtime:1.6.1
+              command: [python3, -m, dynamo.vllm]
+              args:
+                - --model
+                - RedHatAI/Llama-3.3-70B-Instruct-FP8-dynamic
+                - --tensor-parallel-size
+                - "3"
+                - --max-model-len
+                - 16K
+"""
+
+
+def vllm_161_job(tmp_path):
+    recipe = make_tree(tmp_path, deploy=VLLM_161, rid="t/vllm/agg")
+    (recipe.path / "recipe.yaml").write_text('versions: {dynamo: "1.6.1"}\n')
+    (recipe.root / "versions.yaml").write_text('releases:\n  "1.6.1": {vllm: "0.31.0"}\n')
+    recipe = Recipe(recipe.path, recipe.root, FileCache(recipe.root))
+    [job] = client.jobs_for(recipe)
+    return recipe, job
+
+
+def test_the_cross_check_passes_equal_values_and_fails_a_value_the_parser_reads_otherwise(tmp_path):
+    from harness.run.conformance import crosscheck
+
+    recipe, job = vllm_161_job(tmp_path)
+    assert [2, "max_model_len"] in job.request()["dests"]
+    stages = [{"class": "argparse.ArgumentParser"}] * 2 + [
+        {"class": "vllm.utils.argparse_utils.FlexibleArgumentParser"}
+    ]
+    agree = {"stages": stages, "values": {"2:max_model_len": 16384, "2:tensor_parallel_size": 3}}
+    assert crosscheck.findings(job, ParseResult(ok=True, parsed=agree)) == ([], [])
+    differ = dict(agree, values={"2:max_model_len": 16000, "2:tensor_parallel_size": 3})
+    [f], _ = crosscheck.findings(job, ParseResult(ok=True, parsed=differ))
+    assert f.line == line_of(recipe, "--max-model-len") and "static reader reads 16384" in f.message
+    # the parser rejects a word the static reader accepted: the reader is less strict than the release
+    rejected = ParseResult(ok=False, kind="argparse", unrecognized=["--max-model-len"], parsed=agree)
+    [g], _ = crosscheck.findings(job, rejected)
+    assert "parser rejects it, the static reader does not" in g.message
+
+
+def test_an_engine_message_naming_a_setting_is_reported_at_that_flags_line(tmp_path):
+    recipe, job = vllm_161_job(tmp_path)
+    error = "ValidationError: Total number of attention heads (64) must be divisible by tensor parallel size (3)."
+    [f] = client.findings_for(job, ParseResult(ok=False, kind="engine_config", error=error))
+    assert f.line == line_of(recipe, "--tensor-parallel-size") and f.message.startswith("--tensor-parallel-size: ")
+    # the CPU platform standing in for the GPU refusing is not the recipe's fault: a note, no finding
+    assert (
+        client.findings_for(job, ParseResult(ok=False, kind="platform", error="x", where="vllm/platforms/cpu.py")) == []
+    )
+
+
+def test_the_recorded_rc29_llmargs_types_reject_wideep_and_accept_cutedsl():
+    surface = trtllm.load_surface("1.3.0rc29")
+    typed = trtllm.TypedModels(surface)
+    [(path, message)] = typed.errors({"moe_config": {"backend": "WIDEEP"}, "max_batch_size": 64})
+    assert path == ("moe_config", "backend") and "Input should be 'AUTO', 'CUTLASS', 'CUTEDSL'" in message
+    assert typed.errors({"moe_config": {"backend": "CUTEDSL"}, "kv_cache_config": {"dtype": "fp8"}}) == []
+    assert typed.errors({"kv_cache_config": {"free_gpu_memory_fraction": "most"}})[0][0] == (
+        "kv_cache_config",
+        "free_gpu_memory_fraction",
+    )

@@ -102,3 +102,26 @@ def test_json_valued_options_are_kept_opaque_or_parsed_and_dotted_keys_are_accep
     assert read.get("compilation_config").value is OPAQUE and read.trusted
     trt = surface().entry_point("trtllm").read(argv("--trtllm.kv_cache_config.free_gpu_memory_fraction", "0.5"))
     assert trt.unknown == []
+
+
+def test_model_configs_are_recorded_byte_for_byte_with_provenance_for_every_catalogue_model():
+    import hashlib
+    from pathlib import Path
+
+    import yaml
+
+    from harness.recipe.model_configs import CONFIG_DIR, model_config, recorded_models
+
+    repo = Path(__file__).resolve().parents[1]
+    catalogue = {
+        (yaml.safe_load(p.read_text()) or {}).get("model", {}).get("id")
+        for p in (repo / "recipes").glob("*/*/*/recipe.yaml")
+    }
+    assert catalogue <= set(recorded_models())
+    for model in recorded_models():
+        found = model_config(model)
+        data = (CONFIG_DIR / found.provenance["file"]).read_bytes()
+        assert hashlib.sha256(data).hexdigest() == found.provenance["sha256"]
+        assert found.provenance["package"] == "aiconfigurator-core" and found.provenance["version"] == "0.12.0"
+    llama = model_config("RedHatAI/Llama-3.3-70B-Instruct-FP8-dynamic")
+    assert llama.config["num_attention_heads"] == 64 and "same architecture" in llama.provenance["substitute"]
