@@ -15,11 +15,12 @@ from functools import lru_cache
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from harness.analysis.surface import engine_surface
 from harness.recipe import catalogue
 from harness.recipe.commandline import Token
 from harness.recipe.configfiles import mounted_file_in
 from harness.recipe.findings import Loc
-from harness.recipe.flagvalues import OPAQUE, EntryPoint, ReadCommand, load_surface
+from harness.recipe.flagvalues import OPAQUE, EntryPoint, ReadCommand
 from harness.recipe.model import ENGINE_BOOLEAN_FLAGS, Recipe, Service, as_int, dig, mapping, sequence
 from harness.recipe.yamlsrc import Document, SrcList, SrcMap, parse_yaml_bytes
 
@@ -559,24 +560,6 @@ def _recipe_topologies(recipe: Recipe) -> dict[str, Topology]:
         for svc in dep.workers:
             out[svc.name] = topology_of(svc, backend, docs, engine_surface(recipe, svc))
     return out
-
-
-_RELEASE_TAG = re.compile(r":v?(\d+\.\d+\.\d+)(?:$|[-@])")
-
-
-def engine_surface(recipe: Recipe, service: Service) -> EntryPoint | None:
-    """The recorded parsers of the service's `dynamo.<x>` module in the recipe's Dynamo release
-    (recipe.yaml `versions.dynamo`, else the release of the service's image tag); None when the
-    release has no recorded surface (harness/recipe/data/flag-surface/)."""
-    module = service.module
-    if module is None:
-        return None
-    release = dig(recipe.metadata, "versions", "dynamo")
-    if not release and service.main is not None:
-        m = _RELEASE_TAG.search(str(service.main.image or ""))
-        release = m.group(1) if m else None
-    surface = load_surface(str(release)) if release else None
-    return surface.entry_point(module.value) if surface is not None else None
 
 
 def workers(recipe: Recipe) -> list[tuple[Service, Topology]]:

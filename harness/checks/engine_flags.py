@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from harness.analysis.topology import engine_surface, flag_line
+from harness.analysis.surface import engine_surface
+from harness.analysis.topology import flag_line
 from harness.checks import CheckContext, check
 from harness.recipe.findings import Problem, problem
 from harness.recipe.model import Recipe

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from harness.analysis.topology import engine_surface
+from harness.analysis.surface import engine_surface
 from harness.checks import CheckContext, check
 from harness.recipe.findings import Loc, Problem, problem
 from harness.recipe.flag_pairs import FlagPair, flag_pairs
