@@ -542,6 +542,7 @@ class RecipeHarness:
 
     def _release_header(self) -> list[str]:
         """Which Dynamo parses and rehearses each release the selection pins (the run header)."""
+        from harness.run.conformance.client import surface_header_lines
         from harness.run.sim.runtime import header_lines
 
         opt = self.config.option
@@ -555,7 +556,7 @@ class RecipeHarness:
                 paths=self.paths,
             )
             releases = sorted({r for r in (x.release for x in selection.chosen) if r})
-            return header_lines(releases)
+            return header_lines(releases) + surface_header_lines(releases, selection.chosen)
         except Exception:
             return []
 

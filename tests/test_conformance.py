@@ -244,7 +244,8 @@ def test_extra_engine_args_come_from_the_configmap_and_unknown_keys_are_found_at
     real_load = trtllm.load_surface
     monkeypatch.setattr(trtllm, "load_surface", lambda version: real_load(version, tmp_path / "data"))
     found, notes = client.engine_args_findings(job)
-    assert notes == []
+    # not read from the release's tag: every item says so
+    assert len(notes) == 1 and "LlmArgs recorded from tensorrt_llm/llmapi/llm_args.py @ 000000000000" in notes[0]
     got = {(f.line, f.message.split(":")[1].strip()) for f in found}
     assert got == {
         (line_of(recipe, "no_such_sub_key"), "kv_cache_config.no_such_sub_key"),
@@ -295,7 +296,10 @@ def test_the_shipped_surface_for_dynamo_1_4_0_is_recorded_with_provenance_and_fe
         "kv_cache_config.free_gpu_memory_fractio"
     ]
     job = client.jobs_for(make_tree(tmp_path, deploy=TRT_DEPLOY, rid="tiny/trtllm/agg"))[0]
-    assert client._request_extras(job) == {"trtllm_defaults": surface.data["build_config_defaults"]}
+    extras = client._request_extras(job)
+    assert extras["trtllm_defaults"] == surface.data["build_config_defaults"] and extras["deep"] is True
+    # the stub HF cache gets the recorded real config.json of the model the command line names
+    assert extras["model_configs"]["Qwen/Qwen3-0.6B"]["config"]["num_attention_heads"] == 16
 
 
 def test_the_engine_args_check_says_when_no_surface_is_recorded(tmp_path, monkeypatch):
@@ -427,3 +431,111 @@ def test_the_sim_rehearsal_fails_at_its_conformance_step(tmp_path):
             run.run_step("conformance")
     finally:
         run.close()
+
+
+PLANNER = """\
+    Planner:
+      componentType: planner
+      extraPodSpec:
+        mainContainer:
+          image: nvcr.io/nvidia/ai-dynamo/vllm-runtime:1.4.0
+          command: [python3, -m, dynamo.planner]
+          args: [--environment, kubernetes]
+    Custom:
+      componentType: worker
+      extraPodSpec:
+        mainContainer:
+          image: nvcr.io/nvidia/ai-dynamo/vllm-runtime:1.4.0
+          command: [/bin/sh, -c, "./start-worker.sh --tp 2"]
+"""
+
+
+def test_every_service_is_accounted_for_a_service_the_tier_cannot_parse_is_a_stated_skip(tmp_path, monkeypatch):
+    monkeypatch.setenv("RECIPE_HARNESS_CACHE", str(tmp_path / "empty"))
+    recipe = make_tree(tmp_path, deploy=DEPLOY.replace("{prefill_extra}", "").replace("{kv}", KV.strip("'")) + PLANNER)
+    jobs = {j.service: j for j in client.jobs_for(recipe)}
+    assert set(jobs) == {"Frontend", "Prefill", "Decode", "Planner", "Custom"}
+    assert "dynamo.planner is not an entry point the tier parses" in jobs["Planner"].skip_reason
+    assert "starts no `python -m dynamo.<x>` (/bin/sh -c ./start-worker.sh --tp 2)" in jobs["Custom"].skip_reason
+    outcomes = {o.job.service: o for o in client.check_recipes([recipe])}
+    assert outcomes["Planner"].skipped.startswith("Planner: dynamo.planner") and outcomes["Planner"].findings == []
+    assert outcomes["Custom"].skipped and outcomes["Prefill"].skipped.startswith("conformance env for Dynamo 1.4.0")
+
+
+# ---- the deeper checks without an env: the cross-check, the located engine message, the typed engine YAML ----
+
+VLLM_161 = """\
+apiVersion: nvidia.com/v1beta1
+kind: DynamoGraphDeployment
+metadata:
+  name: t
+spec:
+  backendFramework: vllm
+  components:
+    - componentName: Worker
+      componentType: worker
+      podTemplate:
+        spec:
+          containers:
+            - name: main
+              image: nvcr.io/nvidia/ai-dynamo/vllm-runtime:1.6.1
+              command: [python3, -m, dynamo.vllm]
+              args:
+                - --model
+                - RedHatAI/Llama-3.3-70B-Instruct-FP8-dynamic
+                - --tensor-parallel-size
+                - "3"
+                - --max-model-len
+                - 16K
+"""
+
+
+def vllm_161_job(tmp_path):
+    recipe = make_tree(tmp_path, deploy=VLLM_161, rid="t/vllm/agg")
+    (recipe.path / "recipe.yaml").write_text('versions: {dynamo: "1.6.1"}\n')
+    (recipe.root / "versions.yaml").write_text('releases:\n  "1.6.1": {vllm: "0.31.0"}\n')
+    recipe = Recipe(recipe.path, recipe.root, FileCache(recipe.root))
+    [job] = client.jobs_for(recipe)
+    return recipe, job
+
+
+def test_the_cross_check_passes_equal_values_and_fails_a_value_the_parser_reads_otherwise(tmp_path):
+    from harness.run.conformance import crosscheck
+
+    recipe, job = vllm_161_job(tmp_path)
+    assert [2, "max_model_len"] in job.request()["dests"]
+    stages = [{"class": "argparse.ArgumentParser"}] * 2 + [
+        {"class": "vllm.utils.argparse_utils.FlexibleArgumentParser"}
+    ]
+    agree = {"stages": stages, "values": {"2:max_model_len": 16384, "2:tensor_parallel_size": 3}}
+    assert crosscheck.findings(job, ParseResult(ok=True, parsed=agree)) == ([], [])
+    differ = dict(agree, values={"2:max_model_len": 16000, "2:tensor_parallel_size": 3})
+    [f], _ = crosscheck.findings(job, ParseResult(ok=True, parsed=differ))
+    assert f.line == line_of(recipe, "--max-model-len") and "static reader reads 16384" in f.message
+    # the parser rejects a word the static reader accepted: the reader is less strict than the release
+    rejected = ParseResult(ok=False, kind="argparse", unrecognized=["--max-model-len"], parsed=agree)
+    [g], _ = crosscheck.findings(job, rejected)
+    assert "parser rejects it, the static reader does not" in g.message
+
+
+def test_an_engine_message_naming_a_setting_is_reported_at_that_flags_line(tmp_path):
+    recipe, job = vllm_161_job(tmp_path)
+    error = "ValidationError: Total number of attention heads (64) must be divisible by tensor parallel size (3)."
+    [f] = client.findings_for(job, ParseResult(ok=False, kind="engine_config", error=error))
+    assert f.line == line_of(recipe, "--tensor-parallel-size") and f.message.startswith("--tensor-parallel-size: ")
+    # the CPU platform standing in for the GPU refusing is not the recipe's fault: a note, no finding
+    assert (
+        client.findings_for(job, ParseResult(ok=False, kind="platform", error="x", where="vllm/platforms/cpu.py")) == []
+    )
+
+
+def test_the_recorded_rc29_llmargs_types_reject_wideep_and_accept_cutedsl():
+    surface = trtllm.load_surface("1.3.0rc29")
+    typed = trtllm.TypedModels(surface)
+    [(path, message)] = typed.errors({"moe_config": {"backend": "WIDEEP"}, "max_batch_size": 64})
+    assert path == ("moe_config", "backend") and "Input should be 'AUTO', 'CUTLASS', 'CUTEDSL'" in message
+    assert typed.errors({"moe_config": {"backend": "CUTEDSL"}, "kv_cache_config": {"dtype": "fp8"}}) == []
+    assert typed.errors({"kv_cache_config": {"free_gpu_memory_fraction": "most"}})[0][0] == (
+        "kv_cache_config",
+        "free_gpu_memory_fraction",
+    )

@@ -15,10 +15,12 @@ from functools import lru_cache
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from harness.analysis.surface import engine_surface
 from harness.recipe import catalogue
 from harness.recipe.commandline import Token
 from harness.recipe.configfiles import mounted_file_in
 from harness.recipe.findings import Loc
+from harness.recipe.flagvalues import OPAQUE, EntryPoint, ReadCommand
 from harness.recipe.model import Recipe
 from harness.recipe.service import ENGINE_BOOLEAN_FLAGS, Service
 from harness.recipe.yamlsrc import Document, SrcList, SrcMap, as_int, dig, mapping, parse_yaml_bytes, sequence
@@ -141,6 +143,11 @@ class Topology:
     unreadable: list[Setting] = field(default_factory=list)  # values that are not numbers (unexpanded $VAR?)
     engine_config: EngineConfig | None = None
     legacy_prefill_flag: bool = False
+    # The command line as the release's own parsers read it (None: no surface recorded for the release,
+    # the generic reading of Service.flags stands in). Not trusted: a word no parser claims, or a value
+    # the parser rejects; rules about absent flags then stay silent.
+    read: ReadCommand | None = None
+    parser: str = ""  # which parsers read it: the surface's source, or the generic fallback
 
     def get(self, name: str) -> Setting | None:
         return self.settings.get(name)
@@ -279,22 +286,26 @@ def _convert(name: str, raw: Any) -> tuple[Any, bool]:
     return str(raw), True
 
 
-def topology_of(service: Service, backend: str, docs: Iterable[Document] = ()) -> Topology:
+def topology_of(
+    service: Service, backend: str, docs: Iterable[Document] = (), surface: EntryPoint | None = None
+) -> Topology:
     """Read a worker's topology from its `python -m dynamo.<backend>` arguments and, for
-    TRT-LLM, the engine config ConfigMap that --extra-engine-args points into."""
+    TRT-LLM, the engine config ConfigMap that --extra-engine-args points into.
+
+    With the release's recorded parser surface, every value is read as that release's parsers read
+    it (harness/recipe/flagvalues.py: prefixes such as SGLang `--tp`, aliases, `16K`, choices);
+    without one, the generic reading of `Service.flags` with the spellings of FLAGS stands in."""
     topo = Topology(service.name, backend)
     spelling = FLAGS.get(backend)
     if service.main is None or spelling is None:
         return topo
     flags = service.flags.last()  # last one wins, as argparse does
-    for name, names in spelling.items():
-        for flag in names:  # the canonical spelling wins when two are given
-            if flag in flags:
-                tok = flags[flag]
-                value, ok = _convert("ep_switch" if (backend, name) == ("vllm", "ep") else name, tok.value)
-                setting = Setting(value, tok.value, flag_line(tok.at, flag), flag)
-                (topo.settings.__setitem__(name, setting) if ok else topo.unreadable.append(setting))
-                break
+    inv = service.main.dynamo_invocation()
+    if surface is not None and inv is not None:
+        _read_with_surface(topo, surface, inv[1], spelling)
+    else:
+        topo.parser = "generic flag reading (no recorded parser surface for this release)"
+        _read_generic(topo, flags, backend, spelling)
     if "role" not in topo.settings:
         for flag, role in (("--is-prefill-worker", "prefill"), ("--is-decode-worker", "decode")):
             if flag in flags and flags[flag].value == "true":
@@ -306,6 +317,46 @@ def topology_of(service: Service, backend: str, docs: Iterable[Document] = ()) -
         topo.engine_config = engine_config(service, flags[ENGINE_ARGS_FLAG], docs)
         _merge_engine_config(topo)
     return topo
+
+
+def _read_with_surface(topo: Topology, surface: EntryPoint, argv: list[Token], spelling: dict) -> None:
+    """Settings from the release's own reading of the argv: a setting is the dest its canonical spelling
+    names in the recorded parsers, so every alias and accepted prefix of that option counts."""
+    topo.read = read = surface.read(argv)
+    topo.parser = surface.source
+    for name, names in spelling.items():
+        option = next((o for o in map(surface.option, names) if o is not None), None)
+        found = read.get(option.dest) if option is not None else None
+        if found is None:
+            continue
+        raw = found.raw[0] if isinstance(found.raw, list) and found.raw else found.raw
+        raw_text = "true" if raw is None else str(raw)
+        loc = flag_line(found.at.at, found.written)
+        if found.error:
+            topo.unreadable.append(Setting(None, raw_text, loc, found.written))
+            continue
+        typed = found.value
+        if typed is OPAQUE or name not in INT_SETTINGS | FLOAT_SETTINGS | BOOL_SETTINGS | {"ep"}:
+            typed = raw_text  # names, roles, dtypes: the word as written
+        elif isinstance(typed, bool):
+            typed = str(typed).lower() if name == "ep" else typed
+        if name == "max_seq_len" and isinstance(typed, int) and typed < 0:
+            continue  # vLLM `--max-model-len auto` / -1: the engine picks the length, as if unset
+        value, ok = _convert("ep_switch" if (topo.backend, name) == ("vllm", "ep") else name, typed)
+        setting = Setting(value, raw_text, loc, found.written)
+        (topo.settings.__setitem__(name, setting) if ok else topo.unreadable.append(setting))
+
+
+def _read_generic(topo: Topology, flags: dict[str, Token], backend: str, spelling: dict) -> None:
+    """The fallback: the spellings of FLAGS on the generic reading of the command line."""
+    for name, names in spelling.items():
+        for flag in names:  # the canonical spelling wins when two are given
+            if flag in flags:
+                tok = flags[flag]
+                value, ok = _convert("ep_switch" if (backend, name) == ("vllm", "ep") else name, tok.value)
+                setting = Setting(value, tok.value, flag_line(tok.at, flag), flag)
+                (topo.settings.__setitem__(name, setting) if ok else topo.unreadable.append(setting))
+                break
 
 
 def _merge_config_file(
@@ -515,7 +566,7 @@ def _recipe_topologies(recipe: Recipe) -> dict[str, Topology]:
         backend = dep.backend_framework or recipe.framework
         docs = recipe.deploy.documents if recipe.deploy else []
         for svc in dep.workers:
-            out[svc.name] = topology_of(svc, backend, docs)
+            out[svc.name] = topology_of(svc, backend, docs, engine_surface(recipe, svc))
     return out
 
 

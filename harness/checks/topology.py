@@ -30,6 +30,10 @@ def gpu_count_matches_topology(recipe: Recipe, ctx: CheckContext) -> Iterator[Pr
     exactly as many ranks as its parallelism says (vLLM TP x PP x DP, SGLang TP, TRT-LLM TP x PP).
     When they differ the engine waits for ranks that never come, or GPUs sit idle.
 
+    The parallelism is read as the release's parsers read it (SGLang `--tp 8` is `--tp-size 8`);
+    a worker with a flag its parser does not know, or a value it rejects, is left to
+    `engine-flags-known`: a misspelt `--tensor-paralel-size` must not turn into "needs 1 GPU".
+
     GPUs requested through DRA (a resource claim whose template asks for `gpu.nvidia.com`
     devices) count the same as `limits.gpu`.
 
@@ -43,6 +47,8 @@ def gpu_count_matches_topology(recipe: Recipe, ctx: CheckContext) -> Iterator[Pr
     """
     for svc, topo in workers(recipe):
         for s in topo.unreadable:
+            if topo.read is not None and "$" not in s.raw:
+                continue  # the release's parser rejects it: engine-flags-known reports it with the parser's message
             yield problem(
                 s.loc,
                 f"worker {svc.name}: {s.source} {s.raw!r} is not a valid value (an unresolved variable?)",
@@ -50,6 +56,8 @@ def gpu_count_matches_topology(recipe: Recipe, ctx: CheckContext) -> Iterator[Pr
             )
         if _untrusted([svc]):
             continue  # a GPU count that is not a number: schema-valid reports it; a fix from a default would mislead
+        if topo.read is not None and not topo.read.trusted:
+            continue  # a flag the parser does not know or a value it rejects: the parallelism read is not trusted
         need = topo.gpus_per_replica
         claimed = dra_gpus(svc, recipe.deploy.documents if recipe.deploy else []) if svc.gpu_limit == 0 else 0
         if claimed:

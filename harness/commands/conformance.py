@@ -296,6 +296,7 @@ def run_check(args: argparse.Namespace) -> int:
                     "jobs": [
                         {
                             "id": o.job.id,
+                            "release": o.job.release,
                             "ok": not o.findings and not o.skipped and o.result.kind != "driver",
                             "skipped": o.skipped,
                             "notes": o.job.notes,
@@ -314,6 +315,8 @@ def run_check(args: argparse.Namespace) -> int:
                 print(failure_text(o))
         for reason in sorted({o.skipped for o in skipped if o.skipped}):
             print(f"skipped: {reason}")
+        for line in parsed_by(outcomes):
+            print(line)
         print(
             f"conformance: {len(outcomes)} command lines, {len(findings)} error(s), "
             f"{len(skipped)} skipped, {len(broken)} not parsed"
@@ -327,6 +330,18 @@ def run_check(args: argparse.Namespace) -> int:
 def _gh(text: str) -> str:
     """A GitHub workflow command's message: `%`, CR and LF escaped."""
     return text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+
+
+def parsed_by(outcomes: list) -> list[str]:
+    """Per recipe, the release and env that parsed its command lines, or why none did (a release without an env)."""
+    per: dict[str, set[str]] = {}
+    for o in outcomes:
+        if o.job.skip_reason:
+            continue
+        what = o.result.env or (f"no env for Dynamo {o.job.release}" if o.result.unavailable else "")
+        if what:
+            per.setdefault(o.job.recipe.id, set()).add(f"Dynamo {o.job.release}: {what}" if o.result.env else what)
+    return [f"parsed by: {rid}: {'; '.join(sorted(v))}" for rid, v in sorted(per.items())]
 
 
 def run_record(args: argparse.Namespace) -> int:

@@ -23,11 +23,13 @@ from typing import Any
 from harness.recipe.commandline import Token, dynamo_engine, dynamo_module_at
 from harness.recipe.configfiles import MountedFile, mounted_file
 from harness.recipe.findings import Finding, Loc, Severity, display_path
+from harness.recipe.flagvalues import load_surface
 from harness.recipe.model import Recipe
+from harness.recipe.model_configs import model_config
 from harness.recipe.service import Service
 from harness.recipe.versions import VERSIONS_FILE, version_matrix
 from harness.recipe.yamlsrc import SrcMap, parse_yaml_bytes
-from harness.run.conformance import envs, trtllm
+from harness.run.conformance import crosscheck, envs, trtllm
 
 CHECK_ID = "conformance"
 DRIVER = Path(__file__).with_name("driver.py")
@@ -50,6 +52,7 @@ class Job:
     argv: list[Token]
     files: list[MountedFile] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    skip_reason: str | None = None  # a service with no command line the tier can parse: why (the item says so)
 
     @property
     def id(self) -> str:
@@ -61,6 +64,7 @@ class Job:
             "parser": self.parser,
             "argv": [t.value for t in self.argv],
             "files": {f.path: f.content for f in self.files},
+            "dests": crosscheck.wanted(self),
         }
 
 
@@ -79,6 +83,8 @@ class ParseResult:
     summary: dict[str, Any] | None = None
     unavailable: str | None = None  # the env is not set up: the skip reason, naming the setup command
     env: str = ""  # the env that parsed it, with versions
+    parsed: dict[str, Any] | None = None  # the parsers' stages and namespace values (for the cross-check)
+    stub_models: dict[str, str] = field(default_factory=dict)  # model -> which config.json the stub cache held
 
     @classmethod
     def from_driver(cls, data: dict[str, Any], env: str) -> ParseResult:
@@ -93,6 +99,8 @@ class ParseResult:
             additions=list(data.get("additions") or []),
             summary=data.get("summary"),
             env=env,
+            parsed=data.get("parsed"),
+            stub_models=dict(data.get("stub_models") or {}),
         )
 
 
@@ -106,7 +114,7 @@ class JobOutcome:
 
     @property
     def skipped(self) -> str | None:
-        return self.result.unavailable
+        return self.result.unavailable or self.job.skip_reason
 
 
 # ---- the command line (the one place to switch to the operator's rendering) -----------------------
@@ -155,8 +163,13 @@ def engine_version(recipe: Recipe, release: str, framework: str) -> str | None:
     return rel.backends.get(framework) if rel else None
 
 
+PARSERS = ("vllm", "sglang", "trtllm", "frontend")
+
+
 def jobs_for(recipe: Recipe) -> list[Job]:
-    """One job per service that runs a Dynamo module; none for a recipe without a deployment."""
+    """One job per command line of every service: the ones that run a Dynamo module the tier parses, and
+    for every other service a job that says why it is not parsed, so a run never checks fewer services
+    than the recipe has without saying so. None for a recipe without a deployment."""
     dep = recipe.deployment
     if dep is None:
         return []
@@ -165,16 +178,38 @@ def jobs_for(recipe: Recipe) -> list[Job]:
     out: list[Job] = []
     for svc in dep.services:
         forms = command_lines(recipe, svc)
+        if not forms:
+            out.append(_unparsed(recipe, svc, release, framework, _why_no_command(svc)))
         for role, module, argv in forms:
             parser = dynamo_engine(module.value)
-            if parser not in ("vllm", "sglang", "trtllm", "frontend"):
-                continue  # planner, mocker, ...: no engine parser to run
             # a multinode service's pods may receive different command lines (leader, worker ranks)
             name = svc.name if len(forms) == 1 or role in ("single", "leader") else f"{svc.name}-{role}"
+            if parser not in PARSERS:
+                why = f"{module.value} is not an entry point the tier parses (dynamo.{', dynamo.'.join(PARSERS)})"
+                out.append(_unparsed(recipe, svc, release, framework, why, name, module))
+                continue
             job = Job(recipe, name, release, framework, parser, module, list(argv))
             _attach_config_files(job, svc)
             out.append(job)
     return out
+
+
+def _why_no_command(svc: Service) -> str:
+    main = svc.main
+    if main is None:
+        return "no main container: no command line to parse"
+    words = [t.value for t in main.command + main.args]
+    if not words:
+        return f"no command or args: the image's entrypoint runs ({main.image}); nothing to parse"
+    shown = " ".join(words)
+    return f"its command starts no `python -m dynamo.<x>` ({shown[:80]}{'...' if len(shown) > 80 else ''}): not parsed"
+
+
+def _unparsed(
+    recipe: Recipe, svc: Service, release: str, framework: str, why: str, name: str = "", module: Token | None = None
+) -> Job:
+    where = module or Token(svc.name, svc.loc)
+    return Job(recipe, name or svc.name, release, framework, "", where, [], skip_reason=f"{svc.name}: {why}")
 
 
 def _attach_config_files(job: Job, svc: Service) -> None:
@@ -217,6 +252,9 @@ def run_jobs(jobs: list[Job], root: Path | None = None) -> list[ParseResult]:
     results: list[ParseResult | None] = [None] * len(jobs)
     groups: dict[Path, tuple[envs.Env, list[tuple[int, Job, str]], dict[str, Any]]] = {}
     for n, job in enumerate(jobs):
+        if job.skip_reason:
+            results[n] = ParseResult(ok=False, kind="not_parsed", error=job.skip_reason)
+            continue
         if not job.release:
             results[n] = ParseResult(
                 ok=False,
@@ -241,24 +279,45 @@ def run_jobs(jobs: list[Job], root: Path | None = None) -> list[ParseResult]:
         if key in _CACHE:
             results[n] = _CACHE[key]
             continue
-        groups.setdefault(env.path, (env, [], extra))[1].append((n, job, key))
+        group = groups.setdefault(env.path, (env, [], {}))
+        group[1].append((n, job, key))
+        _merge_extras(group[2], extra)
     for env, group, extra in groups.values():
+        extra = dict(extra, vllm_cache_root=str(env.path / "vllm-cache"))
         parsed = _run_driver(env, [job for _, job, _ in group], extra)
         for (n, _job, key), result in zip(group, parsed):
             results[n] = _CACHE[key] = result
     return [r if r is not None else ParseResult(ok=False, kind="driver", error="not parsed") for r in results]
 
 
+def _merge_extras(into: dict[str, Any], extra: dict[str, Any]) -> None:
+    """One request per env: model configs of all its jobs together, the other settings as they are."""
+    for key, value in extra.items():
+        if key == "model_configs":
+            into.setdefault(key, {}).update(value)
+        else:
+            into[key] = value
+
+
 def _request_extras(job: Job) -> dict[str, Any]:
-    """Per-request settings: the tensorrt_llm stub's BuildConfig defaults, from the recorded source."""
+    """Per-request settings: build the engine config (deep), the recorded real config.json of every model
+    the command line names, and the tensorrt_llm stub's BuildConfig defaults from the recorded source."""
+    out: dict[str, Any] = {"deep": True}
+    configs = {}
+    for tok in job.argv:
+        found = model_config(tok.value)
+        if found is not None:
+            configs[found.model] = {"config": found.config, "source": found.label}
+    if configs:
+        out["model_configs"] = configs
     if job.parser != "trtllm":
-        return {}
+        return out
     version = engine_version(job.recipe, job.release, "trtllm")
     surface = trtllm.load_surface(version) if version else None
     defaults = surface.data.get("build_config_defaults") if surface else None
     if isinstance(defaults, dict) and not any(str(v).startswith("<") for v in defaults.values()):
-        return {"trtllm_defaults": defaults}
-    return {}
+        out["trtllm_defaults"] = defaults
+    return out
 
 
 def _run_driver(env: envs.Env, jobs: list[Job], extra: dict[str, Any]) -> list[ParseResult]:
@@ -386,8 +445,8 @@ def _finding(job: Job, loc: Loc, message: str, hint: str) -> Finding:
 
 def findings_for(job: Job, result: ParseResult) -> list[Finding]:
     """Map one parse result to findings at the flag's file:line, with the parser's own message."""
-    if result.ok or result.unavailable or result.kind == "driver":
-        return []
+    if result.ok or result.unavailable or result.kind in ("driver", "platform", "not_parsed"):
+        return []  # platform: the CPU stand-in for the GPU refused; check() notes it
     program = job.module.value
     hint = (
         f"{program} of Dynamo {job.release} rejects this command line ({result.env}; parse only, "
@@ -406,6 +465,10 @@ def findings_for(job: Job, result: ParseResult) -> list[Finding]:
         loc = flag_loc(job, flag)
         if loc is not None:
             return [_finding(job, loc, f"{flag}: {error}", hint)]
+    tok = crosscheck.flag_named_by(job, error)
+    if tok is not None:
+        flag = tok.value.split("=", 1)[0]
+        return [_finding(job, physical_loc(tok.at, flag), f"{flag}: {error}", hint)]
     return [_finding(job, physical_loc(job.module.loc, program), f"{program}: {error}", hint)]
 
 
@@ -437,7 +500,24 @@ def engine_args_findings(job: Job) -> tuple[list[Finding], list[str]]:
                     f"recorded from {surface.label}; remove or rename the key",
                 )
             )
-    return out, []
+        for path, message in trtllm.TypedModels(surface).errors(data):
+            holder = data
+            for key in path[:-1]:
+                holder = holder.get(key) if isinstance(holder, dict) else None
+            if not path or not isinstance(holder, dict):
+                continue
+            kl = trtllm.key_loc(holder, path[-1], Loc(Path(f.path)))
+            out.append(
+                _finding(
+                    job,
+                    _content_loc(f, kl.line, kl.column),
+                    f"--extra-engine-args {f.path}: {'.'.join(path)}: {message} (pydantic validation of the "
+                    f"recorded LlmArgs types of TensorRT-LLM {version})",
+                    f"recorded from {surface.label}; use a value of the field's type",
+                )
+            )
+    notes = [] if surface.tag_source else [f"TensorRT-LLM {version}: {surface.provenance_note}"]
+    return out, notes
 
 
 def check(jobs: list[Job], root: Path | None = None) -> list[JobOutcome]:
@@ -446,9 +526,23 @@ def check(jobs: list[Job], root: Path | None = None) -> list[JobOutcome]:
     for job, result in zip(jobs, run_jobs(jobs, root)):
         found = findings_for(job, result)
         extra, notes = engine_args_findings(job)
+        crossed, cross_notes = crosscheck.findings(job, result)
+        notes = notes + cross_notes + _result_notes(result)
         job.notes.extend(n for n in notes if n not in job.notes)
-        out.append(JobOutcome(job, result, found + extra))
+        out.append(JobOutcome(job, result, found + extra + crossed))
     return out
+
+
+def _result_notes(result: ParseResult) -> list[str]:
+    """What the run substituted or could not do, said on the item: the model configs, a platform refusal."""
+    notes = [f"model {m}: {how}" for m, how in sorted(result.stub_models.items())]
+    if result.kind == "platform":
+        notes.append(
+            f"not judged: the CPU platform that stands in for the GPU refused ({result.where}): {result.error}"
+        )
+    elif result.ok and result.summary and result.summary.get("engine_config"):
+        notes.append(f"engine config {result.summary['engine_config']}")
+    return notes
 
 
 def check_recipes(recipes: Iterable[Recipe], root: Path | None = None) -> list[JobOutcome]:
@@ -462,3 +556,31 @@ def failure_text(outcome: JobOutcome) -> str:
         lines.append(f"{outcome.job.id}: {outcome.result.error}")
     lines += [f"note: {n}" for n in outcome.job.notes]
     return "\n".join(lines)
+
+
+def surface_header_lines(releases: list[str], recipes: Iterable[Recipe]) -> list[str]:
+    """The run header's account of the recorded surfaces: per release, whether the static tier reads its flags
+    with the release's parsers, and per TensorRT-LLM version whether its LlmArgs came from the release's tag."""
+    out = []
+    for release in releases:
+        surface = load_surface(release)
+        how = (
+            f"recorded from the real parsers ({', '.join(sorted(surface.entry_points))})"
+            if surface
+            else "none recorded: the static tier reads flags generically"
+        )
+        out.append(f"recipe-harness: Dynamo {release}: flag surface {how}")
+    seen = set()
+    for recipe in recipes:
+        version = engine_version(recipe, recipe.release, "trtllm") if recipe.framework == "trtllm" else None
+        if not version or version in seen:
+            continue
+        seen.add(version)
+        trt = trtllm.load_surface(version)
+        if trt is None:
+            out.append(
+                f"recipe-harness: TensorRT-LLM {version}: no LlmArgs surface recorded (engine YAML keys unchecked)"
+            )
+        elif not trt.tag_source:
+            out.append(f"recipe-harness: TensorRT-LLM {version}: not from the v{version} tag: {trt.provenance_note}")
+    return out

@@ -8,17 +8,23 @@ network (HF offline, a stub HF cache with a config.json per model).
 stdin:  {"jobs": [{"id": "...", "parser": "vllm"|"sglang"|"frontend"|"trtllm",
                    "argv": ["--model", "X", ...],
                    "files": {"/config/engine.yaml": "<content>"},   # files the container mounts
-                   "model_config": {...optional config.json...}}],
+                   "dests": [[stage, "dest"], ...]}],              # namespace values to report
+         "model_configs": {"org/name": {"config": {...}, "source": "..."}},  # the recorded real config.json
          "trtllm_defaults": {"max_batch_size": ..., ...},         # for the tensorrt_llm stub
-         "deep": false}       # vllm only: also run AsyncEngineArgs.create_engine_config()
+         "vllm_cache_root": "<dir>",                              # VLLM_CACHE_ROOT (model inspection cache)
+         "deep": false}       # also build the engine config: vLLM EngineArgs.create_engine_config(),
+                              # SGLang ModelConfig.from_server_args() after ServerArgs' own checks
 stdout: one JSON object per job, in order:
          {"id", "ok", "kind", "error", "unrecognized", "additions", "substitutions",
-          "warnings", "where", "summary", "seconds"}
+          "warnings", "where", "summary", "parsed", "seconds"}
         then one line {"meta": {"import_seconds": {parser: s}, "versions", "python", "jobs", "ok"}}.
 kind (when not ok): "argparse" (SystemExit 2; the message is argparse's), "exit" (another
 SystemExit; the message is the last error log record), "validation" (an exception raised by
-Dynamo's or the engine's checks), "model" (model resolution), "platform" (device detection),
-"engine_config" (deep mode only), "import" (the parser could not be imported).
+Dynamo's or the engine's checks), "model" (model resolution), "platform" (device detection, or
+the CPU platform standing in for the GPU), "engine_config" (deep mode: building the engine
+config), "import" (the parser could not be imported).
+"parsed": the stages (argparse parsers in call order) and the requested namespace values, which
+the client compares with the static reader's (harness/recipe/flagvalues.py).
 
 Entry points (ai-dynamo 1.4.0):
   vllm     dynamo.vllm.args.parse_args(argv) + configure_rl_logprobs_mode(config): what
@@ -43,221 +49,9 @@ import sys
 import tempfile
 import time
 import traceback
-import types
 import warnings
-from typing import ClassVar
 
-# ---------------------------------------------------------------- stub HF cache
-
-_LLAMA70 = dict(
-    architectures=["LlamaForCausalLM"],
-    model_type="llama",
-    hidden_size=8192,
-    intermediate_size=28672,
-    num_hidden_layers=80,
-    num_attention_heads=64,
-    num_key_value_heads=8,
-    vocab_size=128256,
-    max_position_embeddings=131072,
-    rms_norm_eps=1e-5,
-    rope_theta=500000.0,
-    hidden_act="silu",
-    tie_word_embeddings=False,
-    rope_scaling=dict(
-        factor=8.0, low_freq_factor=1.0, high_freq_factor=4.0, original_max_position_embeddings=8192, rope_type="llama3"
-    ),
-    bos_token_id=128000,
-    eos_token_id=[128001, 128008, 128009],
-    torch_dtype="bfloat16",
-)
-_LLAMA8 = dict(_LLAMA70, hidden_size=4096, intermediate_size=14336, num_hidden_layers=32, num_attention_heads=32)
-_LLAMA405 = dict(_LLAMA70, hidden_size=16384, intermediate_size=53248, num_hidden_layers=126, num_attention_heads=128)
-_DSV3 = dict(
-    architectures=["DeepseekV3ForCausalLM"],
-    model_type="deepseek_v3",
-    hidden_size=7168,
-    intermediate_size=18432,
-    moe_intermediate_size=2048,
-    num_hidden_layers=61,
-    num_attention_heads=128,
-    num_key_value_heads=128,
-    vocab_size=129280,
-    max_position_embeddings=163840,
-    kv_lora_rank=512,
-    q_lora_rank=1536,
-    qk_nope_head_dim=128,
-    qk_rope_head_dim=64,
-    v_head_dim=128,
-    n_routed_experts=256,
-    n_shared_experts=1,
-    num_experts_per_tok=8,
-    first_k_dense_replace=3,
-    n_group=8,
-    topk_group=4,
-    routed_scaling_factor=2.5,
-    norm_topk_prob=True,
-    scoring_func="sigmoid",
-    topk_method="noaux_tc",
-    num_nextn_predict_layers=1,
-    rms_norm_eps=1e-6,
-    rope_theta=10000,
-    hidden_act="silu",
-    tie_word_embeddings=False,
-    rope_scaling=dict(
-        type="yarn",
-        factor=40,
-        original_max_position_embeddings=4096,
-        beta_fast=32,
-        beta_slow=1,
-        mscale=1.0,
-        mscale_all_dim=1.0,
-    ),
-    bos_token_id=0,
-    eos_token_id=1,
-    torch_dtype="bfloat16",
-)
-_QWEN3 = dict(
-    architectures=["Qwen3ForCausalLM"],
-    model_type="qwen3",
-    hidden_size=1024,
-    intermediate_size=3072,
-    num_hidden_layers=28,
-    num_attention_heads=16,
-    num_key_value_heads=8,
-    head_dim=128,
-    vocab_size=151936,
-    max_position_embeddings=40960,
-    rms_norm_eps=1e-6,
-    rope_theta=1000000,
-    hidden_act="silu",
-    tie_word_embeddings=True,
-    bos_token_id=151643,
-    eos_token_id=151645,
-    torch_dtype="bfloat16",
-)
-_QWEN3_SIZES = {
-    "0.6b": {},
-    "1.7b": dict(hidden_size=2048, intermediate_size=6144),
-    "4b": dict(hidden_size=2560, intermediate_size=9728, num_hidden_layers=36, num_attention_heads=32),
-    "8b": dict(
-        hidden_size=4096,
-        intermediate_size=12288,
-        num_hidden_layers=36,
-        num_attention_heads=32,
-        tie_word_embeddings=False,
-    ),
-    "14b": dict(
-        hidden_size=5120,
-        intermediate_size=17408,
-        num_hidden_layers=40,
-        num_attention_heads=40,
-        tie_word_embeddings=False,
-    ),
-    "32b": dict(
-        hidden_size=5120,
-        intermediate_size=25600,
-        num_hidden_layers=64,
-        num_attention_heads=64,
-        tie_word_embeddings=False,
-    ),
-}
-_QWEN3_MOE = dict(
-    _QWEN3,
-    architectures=["Qwen3MoeForCausalLM"],
-    model_type="qwen3_moe",
-    hidden_size=4096,
-    intermediate_size=12288,
-    moe_intermediate_size=1536,
-    num_hidden_layers=94,
-    num_attention_heads=64,
-    num_key_value_heads=4,
-    num_experts=128,
-    num_experts_per_tok=8,
-    norm_topk_prob=True,
-    decoder_sparse_step=1,
-    tie_word_embeddings=False,
-)
-_QWEN3_30B = dict(
-    _QWEN3_MOE,
-    hidden_size=2048,
-    intermediate_size=6144,
-    moe_intermediate_size=768,
-    num_hidden_layers=48,
-    num_attention_heads=32,
-)
-
-
-def guess_config(model: str) -> tuple[dict, str]:
-    """A plausible config.json for an HF model id: (config, how it was chosen)."""
-    n = model.lower()
-    if "deepseek-r1" in n or "deepseek-v3" in n:
-        return dict(_DSV3), "DeepSeek-V3 preset"
-    if "llama" in n:
-        if "405b" in n:
-            return dict(_LLAMA405), "Llama-405B preset"
-        if "70b" in n:
-            return dict(_LLAMA70), "Llama-70B preset"
-        return dict(_LLAMA8), "Llama-8B preset"
-    if "qwen3" in n:
-        if "235b" in n:
-            return dict(_QWEN3_MOE), "Qwen3-235B-A22B preset"
-        if "30b-a3b" in n:
-            return dict(_QWEN3_30B), "Qwen3-30B-A3B preset"
-        for size, over in _QWEN3_SIZES.items():
-            if f"-{size}" in n:
-                return dict(_QWEN3, **over), f"Qwen3-{size.upper()} preset"
-        return dict(_QWEN3), "Qwen3-0.6B preset"
-    return dict(_LLAMA8), "fallback Llama-8B-shaped preset (unknown model family)"
-
-
-MODEL_FLAGS = (
-    "--model",
-    "--model-path",
-    "--tokenizer",
-    "--tokenizer-path",
-    "--speculative-draft-model-path",
-    "--speculative-model",
-)
-HF_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
-
-
-def models_in(argv: list[str]) -> list[str]:
-    out = []
-    for i, tok in enumerate(argv):
-        flag, eq, val = tok.partition("=")
-        if flag in MODEL_FLAGS:
-            v = val if eq else (argv[i + 1] if i + 1 < len(argv) else None)
-            if v and HF_ID.match(v) and not os.path.exists(v):
-                out.append(v)
-    return out
-
-
-def build_stub_cache(hf_home: str, jobs: list[dict]) -> dict[str, str]:
-    """HF_HOME/hub/models--org--name/{refs/main, snapshots/<rev>/config.json} per model."""
-    rev = "0" * 40
-    notes: dict[str, str] = {}
-    for job in jobs:
-        for model in models_in(job.get("argv", [])):
-            if model in notes:
-                continue
-            if job.get("model_config"):
-                cfg, how = job["model_config"], "from the request"
-            else:
-                cfg, how = guess_config(model)
-            repo = os.path.join(hf_home, "hub", "models--" + model.replace("/", "--"))
-            snap = os.path.join(repo, "snapshots", rev)
-            os.makedirs(snap, exist_ok=True)
-            os.makedirs(os.path.join(repo, "refs"), exist_ok=True)
-            with open(os.path.join(repo, "refs", "main"), "w") as f:
-                f.write(rev)
-            with open(os.path.join(snap, "config.json"), "w") as f:
-                json.dump(cfg, f, indent=1)
-            gen = {k: cfg[k] for k in ("bos_token_id", "eos_token_id") if k in cfg}
-            with open(os.path.join(snap, "generation_config.json"), "w") as f:
-                json.dump(gen, f)
-            notes[model] = how
-    return notes
-
+from stubs import TRTLLM_STUB_DEFAULTS, build_stub_cache, install_tensorrt_llm_stub, models_in
 
 # ---------------------------------------------------------------- capture helpers
 
@@ -377,13 +171,14 @@ def setup_vllm(ctx):
             "enable_prefix_caching",
         ):
             summary[k] = _jsonable(getattr(ea, k, None))
-        if ctx.get("deep"):
+        if ctx.get("deep"):  # what dynamo.vllm.main runs next: the engine config, model config included
             from vllm.usage.usage_lib import UsageContext
 
             try:
                 ea.create_engine_config(usage_context=UsageContext.OPENAI_API_SERVER)
             except Exception as e:
                 raise _EngineConfigError(e) from e
+            summary["engine_config"] = "built: EngineArgs.create_engine_config()"
         return summary
 
     subs = [
@@ -425,6 +220,14 @@ def setup_sglang(ctx):
             "served_model_name",
         ):
             summary[k] = _jsonable(getattr(sa, k, None))
+        if ctx.get("deep"):  # the model config the scheduler builds first: context length vs the model's
+            from sglang.srt.configs.model_config import ModelConfig
+
+            try:
+                ModelConfig.from_server_args(sa)
+            except Exception as e:
+                raise _EngineConfigError(e) from e
+            summary["engine_config"] = "built: ServerArgs (post-init checks) + ModelConfig.from_server_args()"
         return summary
 
     subs = ["dynamo.sglang.args.fetch_model replaced by an offline HF-cache resolver"]
@@ -459,44 +262,6 @@ def setup_frontend(ctx):
         return summary
 
     return run, [], ["ai-dynamo"]
-
-
-# Defaults that dynamo.trtllm.backend_args reads from BuildConfig.model_fields[...].default; the
-# harness sends the values recorded from TensorRT-LLM's source ("trtllm_defaults"). These are the
-# fallback when nothing was recorded; they only change defaults shown in the summary.
-TRTLLM_STUB_DEFAULTS = {"max_batch_size": 2048, "max_num_tokens": 8192, "max_seq_len": None, "max_beam_width": 1}
-
-
-def install_tensorrt_llm_stub(defaults: dict) -> bool:
-    """Put a minimal tensorrt_llm in sys.modules unless the real one imports."""
-    try:
-        import tensorrt_llm.llmapi  # noqa: F401
-
-        return False
-    except Exception:
-        pass
-    for k in [k for k in sys.modules if k == "tensorrt_llm" or k.startswith("tensorrt_llm.")]:
-        del sys.modules[k]
-
-    class _Field:
-        def __init__(self, default):
-            self.default = default
-
-    class BuildConfig:  # stands in for tensorrt_llm.llmapi.BuildConfig (a pydantic model)
-        model_fields: ClassVar[dict[str, _Field]] = {k: _Field(v) for k, v in defaults.items()}
-
-    root = types.ModuleType("tensorrt_llm")
-    root.__path__ = []  # a package
-    root.__version__ = "0+stub"
-    llmapi = types.ModuleType("tensorrt_llm.llmapi")
-    llmapi.__path__ = []
-    llmapi.BuildConfig = BuildConfig
-    llm_args = types.ModuleType("tensorrt_llm.llmapi.llm_args")
-    llm_args.BaseLlmArgs = BuildConfig
-    root.llmapi = llmapi
-    llmapi.llm_args = llm_args
-    sys.modules.update({"tensorrt_llm": root, "tensorrt_llm.llmapi": llmapi, "tensorrt_llm.llmapi.llm_args": llm_args})
-    return True
 
 
 def setup_trtllm(ctx):
@@ -547,6 +312,47 @@ class _EngineConfigError(Exception):
     pass
 
 
+class _Namespaces:
+    """The namespace each argparse parser returned during one parse, parsers in first-call order
+    (the stages the surface recorder saw, harness/run/conformance/introspect.py)."""
+
+    def __init__(self):
+        self.parsers: list = []
+        self.results: list = []
+        self._orig = argparse.ArgumentParser.parse_known_args
+
+    def __enter__(self):
+        rec = self
+
+        def parse_known_args(parser, args=None, namespace=None):
+            ns, extras = rec._orig(parser, args, namespace)
+            for n, p in enumerate(rec.parsers):
+                if p is parser:
+                    rec.results[n] = ns
+                    break
+            else:
+                rec.parsers.append(parser)
+                rec.results.append(ns)
+            return ns, extras
+
+        argparse.ArgumentParser.parse_known_args = parse_known_args
+        return self
+
+    def __exit__(self, *exc):
+        argparse.ArgumentParser.parse_known_args = self._orig
+
+    def values(self, wanted: list) -> dict:
+        """{"stages": [{class, actions}], "values": {"<stage>:<dest>": value}} for the requested pairs."""
+        stages = [
+            {"class": f"{type(p).__module__}.{type(p).__qualname__}", "actions": len(p._actions)} for p in self.parsers
+        ]
+        out = {}
+        for stage, dest in wanted:
+            if 0 <= stage < len(self.results) and hasattr(self.results[stage], dest):
+                out[f"{stage}:{dest}"] = _jsonable(getattr(self.results[stage], dest))
+        return {"stages": stages, "values": out}
+
+
 def _jsonable(v):
     if v is None or isinstance(v, (bool, int, float, str)):
         return v
@@ -591,8 +397,9 @@ def run_job(engine: str, run, job: dict, base_subs: list[str], ctx: dict) -> dic
         lg.addHandler(cap)
     err = io.StringIO()
     t0 = time.perf_counter()
+    namespaces = _Namespaces()
     try:
-        with warnings.catch_warnings(record=True) as wlist, contextlib.redirect_stderr(err):
+        with warnings.catch_warnings(record=True) as wlist, contextlib.redirect_stderr(err), namespaces:
             warnings.simplefilter("always")
             try:
                 res["summary"] = run(argv + additions, job, ctx)
@@ -621,9 +428,11 @@ def run_job(engine: str, run, job: dict, base_subs: list[str], ctx: dict) -> dic
                 res["exit_code"] = e.code
             except _EngineConfigError as e:
                 cause = e.__cause__
-                res["kind"] = "engine_config"
-                res["error"] = _fmt_exc(cause)
                 res["where"] = _where(cause)
+                # raised by the CPU platform that stands in for the GPU: not the recipe's fault
+                on_platform = "/platforms/" in (res["where"] or "") or _classify(cause) == "platform"
+                res["kind"] = "platform" if on_platform else "engine_config"
+                res["error"] = _fmt_exc(cause)
             except Exception as e:
                 res["kind"] = _classify(e)
                 res["error"] = _fmt_exc(e)
@@ -636,6 +445,7 @@ def run_job(engine: str, run, job: dict, base_subs: list[str], ctx: dict) -> dic
                 if not issubclass(w.category, (DeprecationWarning, PendingDeprecationWarning))
             ]
         )[:20]
+        res["parsed"] = namespaces.values(job.get("dests") or [])
     finally:
         res["seconds"] = round(time.perf_counter() - t0, 4)
         for lg in loggers:
@@ -688,7 +498,9 @@ def main() -> int:
         out.flush()
 
     hf_home = tempfile.mkdtemp(prefix="conformance-hf-")
-    stub_notes = build_stub_cache(hf_home, jobs)
+    stub_notes = build_stub_cache(hf_home, jobs, req.get("model_configs"))
+    if req.get("vllm_cache_root"):  # vLLM's model-class inspection cache, kept with the env between runs
+        os.environ["VLLM_CACHE_ROOT"] = req["vllm_cache_root"]
     os.environ.update(
         {
             "HF_HOME": hf_home,

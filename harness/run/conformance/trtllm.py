@@ -17,13 +17,15 @@ forbids extras, so the check is never stricter than TensorRT-LLM.
 from __future__ import annotations
 
 import ast
+import functools
 import hashlib
 import json
+import operator
 import re
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from harness.recipe.findings import Loc
 
@@ -232,6 +234,16 @@ class Surface:
         self.provenance: dict[str, Any] = data.get("provenance", {})
 
     @property
+    def tag_source(self) -> bool:
+        """Recorded from the release's own git tag (`provenance.tag`); else from the closest readable commit."""
+        return bool(self.provenance.get("tag"))
+
+    @property
+    def provenance_note(self) -> str:
+        p = self.provenance
+        return f"LlmArgs recorded from {p.get('path')} @ {str(p.get('commit', ''))[:12]}: {p.get('note', '')}"
+
+    @property
     def label(self) -> str:
         p = self.provenance
         return f"TensorRT-LLM {p.get('version')} {p.get('path')} @ {str(p.get('commit', ''))[:12]}"
@@ -303,3 +315,110 @@ def key_loc(mapping: Any, key: str, fallback: Loc) -> Loc:
     if isinstance(key_locs, dict) and key in key_locs:
         return key_locs[key]
     return fallback
+
+
+# --- typed values: a pydantic model built from the recorded surface --------------------------------
+
+_SCALARS: dict[str, Any] = {"int": int, "float": float, "bool": bool, "str": str}
+
+
+def _constrained(name: str) -> Any:
+    import pydantic
+
+    return {
+        "NonNegativeInt": pydantic.NonNegativeInt,
+        "PositiveInt": pydantic.PositiveInt,
+        "NonNegativeFloat": pydantic.NonNegativeFloat,
+        "PositiveFloat": pydantic.PositiveFloat,
+        "_StrictNonNegativeInt": pydantic.NonNegativeInt,
+        "_StrictPositiveInt": pydantic.PositiveInt,
+    }.get(name)
+
+
+class TypedModels:
+    """Pydantic models of the recorded classes, typed as far as the recorded annotations say for sure.
+
+    An annotation becomes: a Literal of its constants, int/float/bool/str and pydantic's constrained
+    ints and floats, Optional/Union/List of those, or the nested recorded model. Anything else (enums
+    whose members were not recorded, type aliases, objects, custom validators the real class runs
+    first) is `Any`, so the model is never stricter than TensorRT-LLM's own. Extra keys are ignored
+    here: `Surface.unknown_keys` reports them."""
+
+    def __init__(self, surface: Surface):
+        self.surface = surface
+        self._models: dict[str, Any] = {}
+
+    def annotation(self, text: str) -> Any:
+        try:
+            node = ast.parse(text, mode="eval").body
+        except SyntaxError:
+            return Any
+        return self._type(node)
+
+    def _type(self, node: ast.expr) -> Any:
+        if isinstance(node, ast.Constant) and node.value is None:
+            return type(None)
+        if isinstance(node, ast.Name):
+            if node.id in _SCALARS:
+                return _SCALARS[node.id]
+            if _constrained(node.id) is not None:
+                return _constrained(node.id)
+            if node.id in self.surface.classes and self.surface.accepts(node.id):
+                return self.model(node.id)
+            return Any
+        if isinstance(node, ast.Subscript) and isinstance(node.value, ast.Name):
+            head = node.value.id
+            args = list(node.slice.elts) if isinstance(node.slice, ast.Tuple) else [node.slice]
+            if head == "Literal":
+                values = [a.value for a in args if isinstance(a, ast.Constant)]
+                return Literal[tuple(values)] if len(values) == len(args) else Any
+            inner = [self._type(a) for a in args]
+            if any(t is Any for t in inner):
+                return Any
+            if head == "Optional":
+                return inner[0] | None
+            if head == "Union":
+                return functools.reduce(operator.or_, inner)
+            if head in ("List", "list") and len(inner) == 1:
+                return list[inner[0]]
+        return Any
+
+    def model(self, name: str) -> Any:
+        """The pydantic model of a recorded class (its bases' fields included), every field optional."""
+        import pydantic
+
+        if name in self._models:
+            return self._models[name]
+        self._models[name] = Any  # a class that refers to itself stays untyped there
+        fields: dict[str, Any] = {}
+        for key, annotation in self.surface.accepts(name).items():
+            if annotation:
+                fields[key] = (self.annotation(annotation) | None, None)
+        config = pydantic.ConfigDict(extra="ignore", arbitrary_types_allowed=True)
+        self._models[name] = pydantic.create_model(f"Recorded{name}", __config__=config, **fields)
+        return self._models[name]
+
+    def errors(self, data: Any) -> list[tuple[tuple[str, ...], str]]:
+        """(key path, pydantic's message) for each value the recorded types reject."""
+        import pydantic
+
+        if not isinstance(data, dict):
+            return []
+        root = self.surface.data.get("root", ROOT_CLASS)
+        try:
+            self.model(root).model_validate(_plain(data))
+        except pydantic.ValidationError as e:
+            out = []
+            for err in e.errors(include_url=False):
+                path = tuple(str(p) for p in err["loc"] if isinstance(p, str))
+                out.append((path, err["msg"]))
+            return out
+        return []
+
+
+def _plain(node: Any) -> Any:
+    if isinstance(node, dict):
+        return {str(k): _plain(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_plain(v) for v in node]
+    return node

@@ -197,7 +197,7 @@ class SimRun(StepRun):
         failed = [o for o in outcomes if o.findings or o.result.kind == "driver"]
         if failed:
             raise StepFailed("\n".join(failure_text(o) for o in failed))
-        skipped = sorted({o.skipped for o in outcomes if o.skipped})
+        skipped = sorted({o.result.unavailable for o in outcomes if o.result.unavailable})  # no env set up
         if skipped:
             raise StageSkip("; ".join(skipped))
 
