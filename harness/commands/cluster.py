@@ -89,7 +89,12 @@ def _pools(args: argparse.Namespace):
 
     if args.nodes:
         return tuple(parse_pool(n) for n in args.nodes)
-    return tuple(pools_for(make_selection(args.recipes_dir, []).all))
+    try:
+        recipes = make_selection(args.recipes_dir, []).all
+    except Exception as exc:  # no recipes tree here: no default nodes, say why
+        _say(f"no default GPU nodes ({exc}); choose them with --nodes GPU=N")
+        return ()
+    return tuple(pools_for(recipes))
 
 
 def run_up(args: argparse.Namespace) -> int:

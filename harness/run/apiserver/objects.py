@@ -64,6 +64,18 @@ def _env_item(e: EnvVar, written: dict[str, Any]) -> dict:
     return {"name": e.name, "value": ""}
 
 
+def _operator_volume(name: str, desc: str) -> dict | None:
+    """The volume behind an operator-added mount as render describes it: the shared-memory emptyDir
+    ("emptyDir medium=Memory sizeLimit=8Gi") or the MPI SSH key secret ("secret mpirun-ssh-key (...)")."""
+    kind, _, rest = desc.partition(" ")
+    if kind == "emptyDir":
+        size = rest.rpartition("sizeLimit=")[2] if "sizeLimit=" in rest else None
+        return {"name": name, "emptyDir": {"medium": "Memory", **({"sizeLimit": size} if size else {})}}
+    if kind == "secret":
+        return {"name": name, "secret": {"secretName": rest.split(" ", 1)[0], "defaultMode": 0o644}}
+    return None
+
+
 def _pod_for(svc: Service, pod: RenderedPod, dgd_name: str) -> dict | None:
     template = mapping(dig(svc.data, "podTemplate"))
     spec = to_plain(template.get("spec")) if template is not None else None
@@ -88,9 +100,11 @@ def _pod_for(svc: Service, pod: RenderedPod, dgd_name: str) -> dict | None:
     for m in pod.mounts:
         if m.source != "operator":
             continue
-        size = m.volume.rpartition("sizeLimit=")[2] if "sizeLimit=" in m.volume else None
-        volumes.append({"name": m.name, "emptyDir": {"medium": "Memory", **({"sizeLimit": size} if size else {})}})
-        mounts.append({"name": m.name, "mountPath": m.mount_path})
+        volume = _operator_volume(m.name, m.volume)
+        if volume is None:
+            continue
+        volumes.append(volume)
+        mounts.append({"name": m.name, "mountPath": m.mount_path, **({"readOnly": True} if m.read_only else {})})
     meta = to_plain(template.get("metadata")) if template is not None else None
     labels = dict((meta or {}).get("labels") or {})
     labels.update({"nvidia.com/dynamo-graph-deployment-name": _dns_label(dgd_name)})

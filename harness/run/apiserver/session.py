@@ -1,6 +1,6 @@
 """The API-server tier's control plane for one test session: a running `recipe-harness cluster up` one when there is
-one, else one started for the session (etcd, kube-apiserver, controller-manager; no nodes: a dry run schedules
-nothing) and always stopped at the session's end, on Ctrl-C and on SIGTERM."""
+one, else one started for the session (etcd and kube-apiserver: a dry run schedules nothing) and always stopped at
+the session's end, on Ctrl-C and on SIGTERM."""
 
 from __future__ import annotations
 
@@ -77,7 +77,9 @@ class ApiServerSession:
         if binaries is None:
             raise Unavailable(f"{build.missing_reason()}; {SETUP_HINT}")
         _remove_orphans()
-        self._plane = ControlPlane(binaries, ClusterOptions(name=f"pytest-{os.getpid()}"))
+        # A dry run schedules nothing and the tier creates the ServiceAccounts it needs: etcd and the API server
+        # are enough, and start in seconds.
+        self._plane = ControlPlane(binaries, ClusterOptions(name=f"pytest-{os.getpid()}", extras=()))
         state = self._plane.start()
         client = state.client()
         crds.install(client)

@@ -204,6 +204,39 @@ def kwok_module(versions: Versions) -> dict[str, str]:
     return {"go.mod": go_mod}
 
 
+# kwok's own default stages, the ones kwokctl configures (pkg/kwokctl/runtime/cluster.go getDefaultNodeStages /
+# getDefaultPodStages): nodes become Ready and heartbeat, pods become Ready, complete, and go on deletion. The
+# standalone kwok binary starts only with stages in its config, so setup copies them out of the module it built.
+KWOK_STAGES = (
+    "kustomize/stage/node/fast/node-initialize.yaml",
+    "kustomize/stage/node/heartbeat/node-heartbeat.yaml",
+    "kustomize/stage/pod/fast/pod-ready.yaml",
+    "kustomize/stage/pod/fast/pod-complete.yaml",
+    "kustomize/stage/pod/fast/pod-delete.yaml",
+)
+KWOK_STAGES_FILE = "kwok-stages.yaml"
+
+
+def write_kwok_stages(directory: Path, env: dict[str, str], go: str) -> Path:
+    """Write bin/kwok-stages.yaml from the sigs.k8s.io/kwok module the kwok binary was built from."""
+    info = subprocess.run(
+        [go, "list", "-m", "-json", "sigs.k8s.io/kwok"],
+        cwd=directory / "src" / "kwok",
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    try:
+        module_dir = Path(json.loads(info.stdout)["Dir"])
+        texts = [(module_dir / rel).read_text() for rel in KWOK_STAGES]
+    except (ValueError, KeyError, OSError) as exc:
+        raise BuildError(f"could not read kwok's default stages from its module: {exc}") from exc
+    out = directory / "bin" / KWOK_STAGES_FILE
+    header = "# kwok's default stages, copied from the sigs.k8s.io/kwok module by `recipe-harness cluster setup`.\n"
+    out.write_text(header + "\n---\n".join(t.strip() + "\n" for t in texts))
+    return out
+
+
 # --- the build ---------------------------------------------------------------------------------------------------
 
 
@@ -381,6 +414,7 @@ def build(
                 log,
                 "kwok build",
             )
+            write_kwok_stages(directory, env, go)
             timings["kwok"] = round(time.monotonic() - t, 1)
 
             missing = [n for n in ALL_BINARIES if not _executable(bin_dir / n)]

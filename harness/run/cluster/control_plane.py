@@ -29,7 +29,7 @@ from pathlib import Path
 from harness.run import processes
 from harness.run.cluster import pki as pki_mod
 from harness.run.cluster.api import Client
-from harness.run.cluster.build import Binaries, cache_root
+from harness.run.cluster.build import KWOK_STAGES_FILE, REQUIRED, Binaries, cache_root
 from harness.run.cluster.nodes import NodePool, node_manifest
 
 STATE_FILE = "state.json"
@@ -56,6 +56,9 @@ class ClusterOptions:
     detached: bool = False
     # Seconds to wait for every component to be ready.
     ready_timeout: float = 120.0
+    # Which of controller-manager, scheduler and kwok to run (when their binaries exist); etcd and the API server
+    # always run. A dry-run session needs neither controllers nor nodes.
+    extras: tuple[str, ...] = ("kube-controller-manager", "kube-scheduler", "kwok")
 
 
 def state_root() -> Path:
@@ -311,7 +314,7 @@ class ControlPlane:
         def kcfg(user: str) -> str:
             return str(kubeconfigs[user])
 
-        paths = self.binaries.paths
+        paths = {n: p for n, p in self.binaries.paths.items() if n in REQUIRED or n in opts.extras}
         if "kube-controller-manager" in paths:
             progress("kube-controller-manager")
             kcm = kcfg("system:kube-controller-manager")
@@ -331,7 +334,6 @@ class ControlPlane:
                     f"--root-ca-file={creds.ca_cert}",
                     f"--cluster-signing-cert-file={creds.ca_cert}",
                     f"--cluster-signing-key-file={creds.ca_key}",
-                    "--controllers=*,-nodeipam,-cloud-node-lifecycle,-service-lb-controller,-node-route-controller",
                     "--v=1",
                 ],
             )
@@ -352,12 +354,16 @@ class ControlPlane:
                     "--v=1",
                 ],
             )
-        if "kwok" in paths:
+        stages = paths["kwok"].parent / KWOK_STAGES_FILE if "kwok" in paths else None
+        if stages is not None and not stages.is_file():
+            progress(f"kwok skipped: no {KWOK_STAGES_FILE} beside it (nodes stay NotReady)")
+        elif stages is not None:
             progress("kwok")
             self._spawn(
                 "kwok",
                 [
                     str(paths["kwok"]),
+                    f"--config={stages}",
                     f"--kubeconfig={kcfg('kwok-controller')}",
                     "--manage-all-nodes=false",
                     "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake",
