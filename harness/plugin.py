@@ -1,7 +1,8 @@
 """The pytest plugin: options, markers and one test item per recipe check or stage step.
 
 Test ids are stable and read as the recipe id: `static::<recipe-id>::<check-id>`,
-`conformance::<recipe-id>::<service>`, `sim::<recipe-id>::<step>`, `gpu::<recipe-id>::<step>`, and
+`conformance::<recipe-id>::<service>`,
+`apiserver::<recipe-id>::<file>/<Kind>/<name>`, `sim::<recipe-id>::<step>`, `gpu::<recipe-id>::<step>`, and
 `static::catalogue::<check-id>` for checks of the whole tree.
 """
 
@@ -207,6 +208,7 @@ def pytest_configure(config: pytest.Config) -> None:
     for name, text in (
         ("static", "offline recipe checks"),
         ("conformance", "real Dynamo/engine argument parsing"),
+        ("apiserver", "server-side dry run through a real kube-apiserver"),
         ("sim", "CPU rehearsal with the Dynamo mocker"),
         ("gpu", "real cluster run"),
     ):
@@ -344,6 +346,10 @@ class RecipeHarness:
             from harness.run.conformance.items import conformance_items
 
             new.extend(conformance_items(session, self.selection.chosen))
+        if self._stage_selected("apiserver") and self.selection.chosen:
+            from harness.run.apiserver.items import apiserver_items
+
+            new.extend(apiserver_items(session, self.selection.chosen))
         for stage_name in STAGE_IMPLEMENTATIONS:
             if self._stage_selected(stage_name) and self.selection.chosen:
                 new.extend(self._stage_items(session, stage_name))

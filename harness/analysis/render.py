@@ -44,7 +44,16 @@ from harness.recipe.service import Service
 from harness.recipe.yamlsrc import as_int, dig, mapping, sequence
 
 MULTINODE_DEPLOYERS = ("grove", "lws")
-OPERATOR_VERSION = "Dynamo 1.4.0 operator (modelled on deploy/operator 1.x source; see module docstring)"
+OPERATOR_MODEL = "modelled on the deploy/operator 1.x source, see harness/analysis/render.py"
+
+
+def operator_release(recipe: Recipe) -> str:
+    """The render header: which operator release the rendered pods model (the recipe's own `versions.dynamo`)."""
+    release = dig(recipe.metadata, "versions", "dynamo")
+    if release:
+        return f"Dynamo {release} operator ({OPERATOR_MODEL})"
+    return f"Dynamo operator, release not named by recipe.yaml versions.dynamo ({OPERATOR_MODEL})"
+
 
 # deploy/operator/internal/consts/consts.go
 SYSTEM_PORT = 9090
@@ -543,9 +552,16 @@ def inject_flags(c: _Container, flags: str, needs_shell: bool, framework: str) -
 
 
 def _gpus(svc: Service, section_order: tuple[str, ...]) -> int:
-    res = mapping(svc.data.get("resources"))
+    """GPUs per pod as the backends read them: `Resources.{Requests,Limits}.GPU` of the v1alpha1 form the operator
+    reconciles. v1alpha1 writes it as `resources.<section>.gpu`; v1beta1 as the main container's
+    `resources.<section>["nvidia.com/gpu"]`, which the conversion (api/v1alpha1 shared_spec_conversion.go
+    decomposePodTemplateFromHub -> resourcesFromNative) turns into that same GPU field."""
+    if "resources" in svc.data:  # v1alpha1
+        res, key = mapping(svc.data.get("resources")), "gpu"
+    else:  # v1beta1: the main container of podTemplate
+        res, key = svc.resources, "nvidia.com/gpu"
     for section in section_order:
-        v = as_int(dig(res, section, "gpu")) if res is not None else None
+        v = as_int(dig(res, section, key)) if res is not None else None
         if v is not None:
             return v
     return 0

@@ -9,7 +9,7 @@ import sys
 
 import yaml
 
-from harness.analysis.render import MULTINODE_DEPLOYERS, OPERATOR_VERSION, RenderedPod, RenderError, render_recipe
+from harness.analysis.render import MULTINODE_DEPLOYERS, RenderedPod, RenderError, operator_release, render_recipe
 from harness.commands import examples
 from harness.recipe.findings import display_path
 
@@ -90,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
                 {
                     "recipe": recipe.id,
                     "multinode": args.multinode,
-                    "operator": OPERATOR_VERSION,
+                    "operator": operator_release(recipe),
                     "pods": [p.to_dict() for p in pods],
                 }
             )
@@ -99,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
                 {
                     "recipe": recipe.id,
                     "multinode": args.multinode,
-                    "operator": OPERATOR_VERSION,
+                    "operator": operator_release(recipe),
                     "pods": [pod_view(p) for p in pods],
                 }
             )

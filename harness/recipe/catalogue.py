@@ -80,6 +80,9 @@ class GpuFacts:
     memory_gb: float
     gpus_per_node: int
     compute_capability: tuple[int, int] | None = None  # NVIDIA's CUDA GPUs table, e.g. (9, 0)
+    # GPU Feature Discovery's node labels for this GPU: nvidia.com/gpu.product and nvidia.com/gpu.family
+    product: str = ""
+    family: str = ""
 
 
 @dataclass(frozen=True)
@@ -137,7 +140,14 @@ def models() -> dict[str, ModelFacts]:
 @lru_cache(maxsize=1)
 def gpus() -> dict[str, GpuFacts]:
     return {
-        n: GpuFacts(n, float(g["memoryGB"]), int(g["gpusPerNode"]), _capability(g.get("computeCapability")))
+        n: GpuFacts(
+            n,
+            float(g["memoryGB"]),
+            int(g["gpusPerNode"]),
+            _capability(g.get("computeCapability")),
+            str(g.get("product") or ""),
+            str(g.get("family") or ""),
+        )
         for n, g in _load("gpus.yaml")["gpus"].items()
     }
 

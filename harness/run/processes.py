@@ -32,8 +32,13 @@ def _die_with_parent() -> None:
         pass
 
 
-def spawn(argv: list[str], env: dict[str, str], log_path: Path, cwd: Path | None = None) -> subprocess.Popen:
-    """Start a process in its own session (so its whole group can be signalled) logging to a file."""
+def spawn(
+    argv: list[str], env: dict[str, str], log_path: Path, cwd: Path | None = None, die_with_parent: bool = True
+) -> subprocess.Popen:
+    """Start a process in its own session (so its whole group can be signalled) logging to a file.
+
+    `die_with_parent=False` is for daemons that must outlive the command starting them (`recipe-harness cluster
+    up`): their owner is a state file, and `cluster down` stops them."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     log = open(log_path, "ab", buffering=0)  # noqa: SIM115  # closed in `finally` once Popen has passed it on
     log.write(f"$ {' '.join(argv)}\n".encode())
@@ -41,7 +46,9 @@ def spawn(argv: list[str], env: dict[str, str], log_path: Path, cwd: Path | None
     # where the thread lives as long as the harness.
     preexec = (
         _die_with_parent
-        if sys.platform.startswith("linux") and threading.current_thread() is threading.main_thread()
+        if die_with_parent
+        and sys.platform.startswith("linux")
+        and threading.current_thread() is threading.main_thread()
         else None
     )
     try:

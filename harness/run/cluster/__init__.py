@@ -1,0 +1,1 @@
+"""A local Kubernetes control plane of real binaries (etcd, kube-apiserver, controller-manager, scheduler, kwok)."""
