@@ -5,7 +5,9 @@ from __future__ import annotations
 import re
 
 from harness.recipe.flagvalues import EntryPoint, load_surface
-from harness.recipe.model import Recipe, Service, dig
+from harness.recipe.model import Recipe
+from harness.recipe.service import Service
+from harness.recipe.yamlsrc import dig
 
 _RELEASE_TAG = re.compile(r":v?(\d+\.\d+\.\d+)(?:$|[-@])")
 

@@ -17,8 +17,9 @@ from typing import Any
 
 from harness.analysis.render import EnvVar, RenderedPod, render_recipe
 from harness.recipe.findings import Loc
-from harness.recipe.model import Recipe, Service, dig, mapping
-from harness.recipe.yamlsrc import Document, SrcMap, to_plain
+from harness.recipe.model import Recipe
+from harness.recipe.service import Service
+from harness.recipe.yamlsrc import Document, SrcMap, dig, mapping, to_plain
 
 RENDER_SOURCE = "render (hand model of the operator, harness/analysis/render.py; the real operator does not run here)"
 

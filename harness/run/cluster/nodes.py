@@ -11,7 +11,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from harness.recipe.catalogue import gpu as gpu_facts
-from harness.recipe.model import Recipe, as_int, dig
+from harness.recipe.model import Recipe
+from harness.recipe.yamlsrc import as_int, dig
 
 KWOK_ANNOTATION = "kwok.x-k8s.io/node"  # kwok manages the nodes annotated kwok.x-k8s.io/node=fake
 NODE_CPU = "64"
