@@ -11,6 +11,7 @@ from __future__ import annotations
 import gc
 import importlib
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -159,49 +160,55 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_load_initial_conftests(early_config: pytest.Config, parser: pytest.Parser, args: list[str]) -> None:
-    _decide_rootdir_again(early_config, parser, args)
+    _restart_with_the_joined_form(early_config)
 
 
-def _decide_rootdir_again(config: pytest.Config, parser: pytest.Parser, args: list[str]) -> None:
+SPACE_FORM_OPTIONS = ("--recipes-dir",)
+
+
+def _startup_fds() -> tuple[int, int] | None:
+    """Copies of stdout and stderr as the process started with them. pytest imports its plugins before it
+    starts capturing, and redirects fds 1 and 2 into its capture files before pytest_load_initial_conftests:
+    a restart must write to the terminal, not into those files. The copies close on exec."""
+    try:
+        return os.dup(1), os.dup(2)
+    except OSError:
+        return None
+
+
+_STARTUP_FDS = _startup_fds()
+
+
+def _restart_with_the_joined_form(config: pytest.Config) -> None:
     """pytest settles its rootdir and config file before it loads plugins, so the value of `--recipes-dir PATH`
     (the space form) is taken for a test path then: a tree outside the project roots the run in that tree,
-    without the project's pyproject.toml (addopts, markers) and with ids relative to it. Now that the option
-    is known, settle them again as pytest would without that value (`--recipes-dir=PATH` never had the problem).
-    pytest has no public way to do this; if its internals change, say how to avoid the problem instead."""
-    if not any(a == "--recipes-dir" for a in args[:-1]):
+    without the project's pyproject.toml (addopts, markers) and with ids relative to it. pytest has no public
+    way to settle them again, and `--recipes-dir=PATH` never had the problem: a command-line run starts again,
+    once, with that form (same interpreter, environment and working directory). An in-process run
+    (`pytest.main`) cannot be restarted and is told to use the joined form."""
+    given = list(config.invocation_params.args)
+    spaced = [i for i, a in enumerate(given[:-1]) if a in SPACE_FORM_OPTIONS]
+    if not spaced:
         return
-    ns = config.known_args_namespace
-    try:
-        import inspect
-
-        from _pytest.config.findpaths import determine_setup
-
-        given = {
-            "inifile": ns.inifilename,
-            "override_ini": ns.override_ini,
-            "args": ns.file_or_dir,
-            "rootdir_cmd_arg": ns.rootdir or None,
-            "invocation_dir": config.invocation_params.dir,
-        }
-        accepted = inspect.signature(determine_setup).parameters
-        rootpath, inipath, inicfg = determine_setup(**{k: v for k, v in given.items() if k in accepted})[:3]
-        if rootpath == config.rootpath and inipath == config.inipath:
-            return
-        old_cut = str(config.inipath.parent if config.inipath else config.rootpath)
-        config._rootpath, config._inipath, config._inicfg = rootpath, inipath, inicfg
-        config._inicache.clear()
-    except Exception:  # pragma: no cover - a pytest whose internals moved
+    joined = list(given)
+    for i in reversed(spaced):
+        joined[i : i + 2] = [f"{given[i]}={given[i + 1]}"]
+    if sys.argv[1:] != given or os.environ.get("PYTEST_XDIST_WORKER"):
         config.issue_config_time_warning(
-            pytest.PytestConfigWarning("recipe-harness: write --recipes-dir=PATH to keep the project's rootdir"), 2
+            pytest.PytestConfigWarning(
+                f"recipe-harness: write {joined[spaced[0]]} (joined with '='): pytest settles its rootdir "
+                "before it knows the option, so the space form roots the run in the recipes tree"
+            ),
+            2,
         )
         return
-    parser.extra_info["rootdir"] = str(rootpath)
-    parser.extra_info["inifile"] = str(inipath)
-    if ns.confcutdir == old_cut:
-        ns.confcutdir = str(inipath.parent if inipath else rootpath)
-    addopts = config.getini("addopts")
-    config.pluginmanager.consider_preparse(addopts, exclude_only=True)  # `-p no:X`: unregister X as pytest would
-    args[:0] = addopts  # as pytest adds them (the final parse reads these args)
+    if _STARTUP_FDS is None:
+        return
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.dup2(_STARTUP_FDS[0], 1)
+    os.dup2(_STARTUP_FDS[1], 2)
+    os.execv(sys.executable, [sys.executable, "-m", "pytest", *joined])
 
 
 def pytest_configure(config: pytest.Config) -> None:
