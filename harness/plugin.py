@@ -241,7 +241,8 @@ class RecipeHarness:
         self.from_workers = False  # xdist controller: findings arrived from the workers
         self.paths = self._take_recipe_paths()
         self.static_tests = 0  # static tests the recipe items report (a recipe item reports one per check)
-        self.stage_started: dict[str, float] = {}  # stage -> when its first step started (progress lines)
+        self.announcing: tuple[str, str] | None = None  # (node id, text): the step name to write as it starts
+        self.announced_recipe: tuple[str, str] | None = None  # (stage, recipe) whose steps are being named
         try:
             self.strict = strict_from_env()
         except StrictValueError as exc:
@@ -479,16 +480,30 @@ class RecipeHarness:
         return self.unavailable[item.stage_name]
 
     def _announce(self, item: StepItem) -> None:
-        """A sim or gpu step takes seconds to minutes: say which one starts, also without -v (with -v pytest
-        names each item as it starts). Not for a stage that skips as a whole (no cluster): nothing runs."""
+        """A sim or gpu step takes seconds to minutes: name it as it starts, also without -v (with -v pytest
+        names each item as it starts), on the progress line before its result letter (`sim <recipe>: deploy .
+        smoke-chat .`). Not for a stage that skips as a whole (no cluster): nothing runs there."""
         tr = self.config.pluginmanager.get_plugin("terminalreporter")
         if tr is None or self.config.get_verbosity() > 0 or self.stage_unavailable(item):
+            self.announcing = None
             return
-        started = self.stage_started.setdefault(item.stage_name, time.monotonic())
-        tr.write_line(
-            f"{item.stage_name} {item.recipe.id}: {item.name} ... "
-            f"(+{time.monotonic() - started:.0f} s into the {item.stage_name} tier)"
-        )
+        previous, self.announced_recipe = self.announced_recipe, (item.stage_name, item.recipe.id)
+        if previous == self.announced_recipe:
+            text = f" {item.name} "
+        elif previous is not None and previous[0] == item.stage_name:  # the next recipe: a line of its own
+            text = f"\n{item.stage_name} {item.recipe.id}: {item.name} "
+        else:  # after the `<stage> ` prefix pytest wrote
+            text = f"{item.recipe.id}: {item.name} "
+        self.announcing = (item.nodeid, text)
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_runtest_logstart(self, nodeid: str, location: tuple) -> None:
+        """After the terminal wrote the progress line's prefix: the step's name, flushed before it runs."""
+        if self.announcing and self.announcing[0] == nodeid:
+            tr = self.config.pluginmanager.get_plugin("terminalreporter")
+            if tr is not None:
+                tr.write(self.announcing[1], flush=True)
+            self.announcing = None
 
     @pytest.hookimpl(hookwrapper=True)
     def pytest_runtest_teardown(self, item: pytest.Item, nextitem: pytest.Item | None):

@@ -644,7 +644,7 @@ def test_sim_steps_are_announced_as_they_start_without_verbose(pytester: pytest.
         "-m", "sim", "--recipes-dir", str(tree), "--recipe", RECIPE, "-p", "no:cacheprovider"
     )
     res.assert_outcomes(passed=2)
-    res.stdout.fnmatch_lines([f"sim {RECIPE}: deploy ... (+0 s into the sim tier)", f"sim {RECIPE}: smoke-chat ...*"])
+    res.stdout.fnmatch_lines([f"sim {RECIPE}: deploy . smoke-chat .*"])
 
 
 @needs_catalogue
