@@ -98,7 +98,8 @@ def action_record(a: argparse.Action) -> dict:
         "const": jsonable(a.const),
         "default": jsonable(a.default),
         "type": describe_type(a.type),
-        "choices": None if a.choices is None else [jsonable(c) for c in a.choices],
+        # sorted: some choices come from the Rust runtime's hash sets, in a new order every run
+        "choices": None if a.choices is None else sorted((jsonable(c) for c in a.choices), key=str),
         "action": type(a).__name__,
         "required": bool(a.required),
     }
