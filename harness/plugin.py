@@ -132,7 +132,22 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         type=float,
         default=1.0,
         metavar="F",
-        help="run the mocker F times slower (proves regressions are caught)",
+        help="an experiment: run the mocker F times slower; the recipe is then timed against itself at normal "
+        "speed, run beside it (proves regressions are caught)",
+    )
+    group.addoption(
+        "--sim-reference",
+        metavar="REF",
+        default=None,
+        help="time each recipe against its version at git REF's merge base, run beside it in the same run "
+        "(the only timing verdict that fails a rehearsal); default: --changed-since's REF",
+    )
+    group.addoption(
+        "--sim-rounds",
+        type=int,
+        default=1,
+        metavar="N",
+        help="simultaneous benchmark pairs per same-run measurement (default 1; a crossing is measured again)",
     )
     group.addoption("--keep-logs", action="store_true", help="keep process logs of passing sim runs")
     group.addoption("--repeats", type=int, default=1, metavar="N", help="benchmark runs per recipe (median and CV)")
@@ -288,7 +303,13 @@ class RecipeHarness:
                 history_root=roots.history,
                 repeats=opt.repeats,
                 update_baselines=opt.update_baselines,
-                sim=SimOptions(profile=opt.sim_profile, slowdown=opt.sim_slowdown, keep_logs=opt.keep_logs),
+                sim=SimOptions(
+                    profile=opt.sim_profile,
+                    slowdown=opt.sim_slowdown,
+                    keep_logs=opt.keep_logs,
+                    reference=opt.sim_reference or opt.changed_since,
+                    rounds=opt.sim_rounds,
+                ),
                 gpu=self._gpu_settings(report_dir),
             )
         return self.stage_options

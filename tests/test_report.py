@@ -86,9 +86,9 @@ def test_write_report_files(history, tmp_path):
         r"\| qwen3-32b/vllm/agg-round-robin \| request_throughput\.avg \| 8\.\d+ requests/sec \| 8\.\d+ \| [+-]\d\.\d \| 5\.0 \| pass \|",
         md,
     )
-    assert sum(line.startswith("|") for line in md.splitlines()) == 2 + 2 * len(
-        GATED_METRICS
-    )  # header, rule, a row per recipe metric
+    table = md[md.index("| recipe | metric |") :].split("\n\n")[0].splitlines()
+    assert len(table) == 2 + 2 * len(GATED_METRICS)  # header, rule, a row per recipe metric
+    assert "| floor: throughput | 5% |" in md  # the policy as a table, not raw JSON
     assert not re.search(r"[\u2600-\u27ff\U0001f300-\U0001faff]", md)  # plain words, no emoji
 
     page = paths[2].read_text()
@@ -170,3 +170,56 @@ def test_invalid_runs_and_updates_are_explained(tmp_path):
     assert "no-baseline" in md_a and "baseline update:" in md_a and "new baseline from 3 run(s)" in md_a
     md_b = report.render_markdown(report.summary_from_history(histories, "b"))
     assert "**invalid**: 1 of 2 runs invalid: run 2: incomplete: 7 of 50 requests completed" in md_b
+
+
+def test_a_rehearsal_report_shows_the_gate_the_experiment_and_links_to_its_files(tmp_path):
+    """The run folder's result.json files join the summary: the gate verdict (steps and the same-run
+    comparison), the experiment marked as one, the Dynamo that ran, smoke results and links."""
+    from harness.results.paired import PairedComparison, PairedPolicy, judge
+
+    from .test_paired import rounds
+
+    history = make_history(tmp_path, NIGHTS[:2])
+    run_dir = tmp_path / "runs" / "n2"
+    recipe_dir = run_dir / "sim" / RECIPES[0]
+    (recipe_dir / "logs").mkdir(parents=True)
+    (recipe_dir / "aiperf").mkdir()
+    (recipe_dir / "plan.json").write_text("{}")
+    crossed = judge(rounds(1.2, seed=1), PairedPolicy())
+    comparison = PairedComparison("the same recipe at normal speed, run beside it", crossed, crossed).to_dict()
+    result = {
+        "recipe": RECIPES[0],
+        "stage": "sim",
+        "profile": "ci",
+        "experiment": "--sim-slowdown 1.2",
+        "dynamo": {"release": "1.6.1", "source": "/cache/1.6.1-vllm"},
+        "steps": {
+            "deploy": {"outcome": "passed"},
+            "smoke-chat": {"outcome": "passed"},
+            "compare": {"outcome": "failed"},
+        },
+        "comparison": comparison,
+    }
+    (recipe_dir / "result.json").write_text(json.dumps(result))
+    written = report.write_run_report(run_dir, history, run_id="n2")
+    data = json.loads((run_dir / "summary.json").read_text())
+    assert bl.schema_problems("summary.json", data) == []
+    assert data["gate"] == "fail" and data["experiments"] == ["--sim-slowdown 1.2"]
+    rehearsal = data["rehearsals"][0]
+    assert rehearsal["links"] == {
+        "result": f"sim/{RECIPES[0]}/result.json",
+        "plan": f"sim/{RECIPES[0]}/plan.json",
+        "logs": f"sim/{RECIPES[0]}/logs",
+        "aiperf exports": f"sim/{RECIPES[0]}/aiperf",
+    }
+    assert rehearsal["dynamo"] == "Dynamo 1.6.1 (/cache/1.6.1-vllm)"
+    md = (run_dir / "summary.md").read_text()
+    assert "**Experiment run** (--sim-slowdown 1.2)" in md
+    assert "Gate (steps and same-run timing comparisons): **fail**" in md
+    assert f"| {RECIPES[0]} (experiment: --sim-slowdown 1.2) | Dynamo 1.6.1" in md
+    assert "smoke-chat passed" in md and f"[plan](sim/{RECIPES[0]}/plan.json)" in md
+    assert re.search(r"\| confirmation \| inter_token_latency \| 1\.\d+ \| \[1\.\d+, 1\.\d+\] \| crossed \|", md)
+    html = (run_dir / "report.html").read_text()
+    assert f"<a href='sim/{RECIPES[0]}/logs'>logs</a>" in html and "<em>experiment: --sim-slowdown 1.2</em>" in html
+    assert "Policy:" not in html and "<td>floor: throughput</td>" in html  # a table, not raw JSON
+    assert len(written) == 3

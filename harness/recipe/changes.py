@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import io
 import subprocess
+import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -100,4 +102,25 @@ def select_changed(recipes: list[Recipe], root: Path, ref: str) -> list[Recipe]:
     return [r for r in recipes if changes.touches(r, top)]
 
 
-__all__ = ["MODEL_CACHE_DIR", "ChangeError", "ChangeSet", "changed_files", "select_changed"]
+def tree_at(root: Path, ref: str, dest: Path) -> Path:
+    """The recipes tree at ROOT as it was at the merge base of REF and HEAD, extracted under DEST
+    (`git archive`); returns the tree's root there. The same-run reference of a PR's sim rehearsal."""
+    top = _toplevel(root)
+    base = _merge_base(top, ref)
+    rel = _rel(Path(root), top)
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(top), "archive", "--format=tar", base, "--", rel],
+            capture_output=True,
+            timeout=120,
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise ChangeError(f"git archive failed: {exc}") from exc
+    if out.returncode != 0:
+        raise ChangeError(f"{rel} does not exist at {ref} ({base[:12]}): {out.stderr.decode(errors='replace').strip()}")
+    with tarfile.open(fileobj=io.BytesIO(out.stdout)) as tar:
+        tar.extractall(dest, filter="data")
+    return dest / rel
+
+
+__all__ = ["MODEL_CACHE_DIR", "ChangeError", "ChangeSet", "changed_files", "select_changed", "tree_at"]

@@ -50,7 +50,9 @@ class SimOptions:
     """Options only the sim stage reads."""
 
     profile: str = "ci"  # load profile: ci | laptop
-    slowdown: float = 1.0  # run the mocker this many times slower (proves regressions are caught)
+    slowdown: float = 1.0  # run the mocker this many times slower (an experiment: timed against normal speed)
+    reference: str | None = None  # git ref whose version of the recipe is the same-run timing reference
+    rounds: int = 1  # simultaneous benchmark pairs per same-run measurement
     keep_logs: bool = False  # keep process logs of passing runs
     cache_dir: Path | None = None  # where the sim's model folders are cached (None: the user cache)
 

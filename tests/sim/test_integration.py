@@ -78,8 +78,9 @@ def test_stage_smoke_passes_and_a_benchmark_asking_for_the_wrong_model_fails(bro
         pgids, ports = set(run.deployment.pids()), run.deployment.ports()
     finally:
         run.close()
-    assert [s for s, o in outcome.items() if o != "passed"] == ["perf", "baseline"], outcome
+    assert [s for s, o in outcome.items() if o != "passed"] == ["perf", "compare", "baseline"], outcome
     assert "requests model 'Tiny/Model-Typo' but the deployment serves 'tiny-model'" in outcome["perf"]
+    assert outcome["compare"] == "skipped: perf did not pass"
     assert outcome["baseline"].startswith("skipped: no valid perf result")
     assert_nothing_left(pgids, ports)
     result = json.loads((run.report_dir / "result.json").read_text())
@@ -90,31 +91,47 @@ def test_stage_smoke_passes_and_a_benchmark_asking_for_the_wrong_model_fails(bro
     assert (run.report_dir / "logs" / "frontend.log").exists()  # kept: the run failed
 
 
-def test_benchmark_baseline_and_a_two_times_slowdown_is_caught(fixture_recipe, options):
+def test_a_slowdown_fails_only_against_the_same_run_reference_never_the_stored_baseline(fixture_recipe, options):
+    """The stored baseline was measured elsewhere: a difference from it is a warning. The timing verdict
+    is the compare step's, against the same recipe at normal speed run beside it, confirmed on fresh stacks."""
+    from harness.run.sim.stage import TimingWarning
+
     recipe = fixture_recipe("tiny/vllm/agg-two-workers")
     stage = SimStage()
     record = stage.open(recipe, replace(options, update_baselines=True))
     try:
-        outcome = run_steps(stage, record, ["deploy", "perf", "baseline"])
+        outcome = run_steps(stage, record, ["deploy", "perf", "compare", "baseline"])
     finally:
         record.close()
     assert set(outcome.values()) == {"passed"}, outcome
     baseline = json.loads(Path(record.baseline_written).read_text())
     assert baseline["metrics"]["request_throughput.avg"]["median"] > 0
     assert "<sim-model-dir>" in baseline["provenance"]["aiperfArgs"]
+    result = json.loads((record.report_dir / "result.json").read_text())
+    assert result["comparison"]["verdict"] == "none"
+    assert result["comparison"]["reason"].startswith("no same-run reference")
 
     slow = stage.open(
         recipe, replace(options, sim=replace(options.sim, slowdown=2.0), report_dir=options.report_dir / "slow")
     )
     try:
-        outcome = run_steps(stage, slow, ["deploy", "perf", "baseline"])
+        with pytest.warns(TimingWarning, match="a stored baseline from another machine and load"):
+            outcome = run_steps(stage, slow, ["deploy", "perf", "compare", "baseline"])
     finally:
         slow.close()
     assert outcome["perf"] == "passed"
-    assert outcome["baseline"].startswith("failed: tiny/vllm/agg-two-workers [sim]: fail:"), outcome
-    assert "inter_token_latency.p50" in outcome["baseline"]
+    assert outcome["baseline"] == "passed", outcome  # a trend record, not a verdict
+    assert outcome["compare"].startswith(
+        "failed: same-run comparison against the same recipe at normal speed, run beside it (--sim-slowdown 2): "
+        "fail: slower than the same-run reference, confirmed on fresh stacks"
+    ), outcome
+    assert "confirmation: inter_token_latency median" in outcome["compare"]
     result = json.loads((slow.report_dir / "result.json").read_text())
-    assert result["verdict"]["verdict"] == "fail" and result["speedupRatio"] == 0.5
+    assert result["comparison"]["verdict"] == "fail" and result["speedupRatio"] == 0.5
+    itl = next(m for m in result["comparison"]["confirmation"] if m["metric"] == "inter_token_latency")
+    assert itl["verdict"] == "crossed" and itl["low"] > 1.5, itl
+    assert result["verdict"]["verdict"] == "fail"  # the stored-baseline comparison, kept for the record
+    assert (slow.report_dir / "compare" / "confirmation" / "reference" / "round-1").is_dir()
     # the run went into the history beside the baselines, where the trend report reads it
     history = options.history_root / "sim"
     assert list(history.rglob("*.jsonl"))
@@ -124,6 +141,8 @@ def test_benchmark_baseline_and_a_two_times_slowdown_is_caught(fixture_recipe, o
 
     entries = read_history(history_path("sim", recipe.id, options.history_root))
     assert [e.experiment for e in entries] == [None, "--sim-slowdown 2"]
+    assert entries[-1].started_at < entries[-1].finished_at  # the run's real start, not the baseline step's
+    assert result["startedAt"] == entries[-1].started_at
     assert result["experiment"] == "--sim-slowdown 2"
     assert len(trend_points("inter_token_latency.p50", entries)) == 1
     assert confirm_regressions(entries) == {}

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
 import shutil
 import sys
 import time
+import warnings
 from dataclasses import asdict
 from operator import methodcaller
 from pathlib import Path
@@ -16,12 +18,21 @@ from harness.analysis.benchmark import PerfConfigError, find_invocation
 from harness.recipe.model import Recipe
 from harness.results import baselines
 from harness.results.metrics import GATED_METRICS, PerfResult
+from harness.results.paired import PairedComparison
 from harness.run.perf import Scale, parse_profile_export, run_aiperf, scaled_args
 from harness.run.sim import runtime
 from harness.run.sim.compare import sim_policy
 from harness.run.sim.local import DeployError, LocalDeployment, tail
 from harness.run.sim.modeldir import describe, ensure_model_dir
-from harness.run.sim.plan import PlanError, SimPlan, build_plan, frontend_cli_from, installed_frontend_cli
+from harness.run.sim.paired import Arm, PairedBench, PairedError, reference_for
+from harness.run.sim.plan import (
+    FrontendCli,
+    PlanError,
+    SimPlan,
+    build_plan,
+    frontend_cli_from,
+    installed_frontend_cli,
+)
 from harness.run.sim.profiles import PROFILES, SimProfile, get_profile
 from harness.run.sim.runtime import SimRuntime
 from harness.run.smoke import SmokeSuite
@@ -30,12 +41,17 @@ from harness.run.stage import StageOptions, StageSkip, Step, StepFailed, StepRun
 # `conformance` first: the recipe's command lines through the real parsers of its Dynamo release,
 # before any mocker starts (harness/run/conformance); it skips where that env is not set up. It is
 # not a setup step: a skip there must not skip the rehearsal.
-# The baseline step needs no live deployment, only the perf results (it skips without a valid one).
+# `compare` is the only timing verdict that can fail a rehearsal: the recipe against a reference
+# measured beside it in the same run (harness/run/sim/paired.py); it passes with a note when the run
+# has no reference. The baseline step needs no live deployment, only the perf results (it skips
+# without a valid one); in the sim it is a trend record: a stored baseline was measured on another
+# machine at another load, so a difference from it is a warning, never a failure.
 SIM_STEPS = (
     Step("conformance", methodcaller("conformance")),
     Step("deploy", methodcaller("deploy"), setup=True),
     *(smoke_step(check, requires=("deploy",)) for check in SmokeSuite.CHECKS),
     Step("perf", methodcaller("perf"), requires=("deploy",)),
+    Step("compare", methodcaller("compare"), requires=("perf",)),
     Step("baseline", methodcaller("baseline")),
 )
 STEPS = [s.name for s in SIM_STEPS]
@@ -46,6 +62,11 @@ SIM_AIPERF_ARGS = {
     "--prompt-corpus random": "prompt text does not matter to the mocker; saves ~10 s of corpus tokenizing",
     "--no-server-metrics": "the sim reads worker metrics itself; saves a 2 s flush",
 }
+
+
+class TimingWarning(UserWarning):
+    """A timing difference that is not a verdict: a one-off crossing of the same-run reference, or a
+    difference from a stored baseline measured elsewhere. pytest lists it with its numbers."""
 
 
 class SimStage:
@@ -66,6 +87,13 @@ class SimStage:
 
     def open(self, recipe: Recipe, options: StageOptions) -> SimRun:
         return SimRun(recipe, options)
+
+
+def frontend_cli_of(rt: SimRuntime) -> FrontendCli:
+    """The option strings of the runtime's own `dynamo.frontend` (read in its interpreter when it is another)."""
+    if rt.python == sys.executable:
+        return installed_frontend_cli()
+    return frontend_cli_from(runtime.frontend_cli_data(rt.python))
 
 
 def _importable(module: str) -> bool:
@@ -93,6 +121,10 @@ class SimRun(StepRun):
         self.last_result: PerfResult | None = None  # the latest --repeats run
         self.results: list[PerfResult] = []  # one per --repeats run, all on the same deployment
         self.evaluation: baselines.Evaluation | None = None
+        self.comparison: PairedComparison | None = None  # the same-run timing verdict
+        self.comparison_note = ""  # why there was none
+        self.frontend_cli: FrontendCli | None = None
+        self.progress: list[str] = []
         self.aiperf_changes: list[str] = []
         self.baseline_written = ""
         self.outcomes: dict[str, dict[str, Any]] = {}
@@ -100,6 +132,7 @@ class SimRun(StepRun):
         self.runtime: SimRuntime | None = None  # the Dynamo release that rehearses
         self.failed = False
         self.started = time.monotonic()
+        self.started_at = baselines.utc_now()  # wall-clock start, for the history and the run report
         self._closed = False
 
     @property
@@ -171,11 +204,7 @@ class SimRun(StepRun):
     def deploy(self) -> None:
         try:
             self.runtime = runtime.resolve(self.recipe.release)
-            cli = (
-                installed_frontend_cli()
-                if self.runtime.python == sys.executable
-                else frontend_cli_from(runtime.frontend_cli_data(self.runtime.python))
-            )
+            cli = self.frontend_cli = frontend_cli_of(self.runtime)
         except runtime.RuntimeError_ as e:
             raise StepFailed(f"{self.recipe.id}: {e}") from None
         try:
@@ -294,9 +323,74 @@ class SimRun(StepRun):
         self.usage["after_perf"] = asdict(dep.usage())
         return result
 
+    def compare(self) -> None:
+        """The timing verdict: this recipe against a reference measured beside it in the same run
+        (harness/run/sim/paired.py). Fails only on a crossing confirmed on fresh stacks; a one-off crossing
+        or an inconclusive estimate is a warning that carries the numbers. Without a reference it passes
+        and says why nothing was judged."""
+        assert self.plan is not None and self.model_dir is not None and self.runtime is not None
+        reference, why = reference_for(
+            self.recipe,
+            slowdown=self.options.sim.slowdown,
+            speedup_ratio=self.speedup_ratio,
+            ref=self.options.sim.reference,
+        )
+        if reference is None:
+            self.comparison_note = why
+            return
+        if self.deployment is not None:
+            self.deployment.stop()  # both arms get fresh stacks; this one's work is done
+        p = self.profile
+        try:
+            reference.arm = self._with_runtime(reference.arm)
+        except (runtime.RuntimeError_, ValueError) as exc:
+            reference.cleanup()
+            self.comparison_note = f"no same-run reference: {reference.label} cannot run here: {exc}"
+            warnings.warn(TimingWarning(f"{self.recipe.id}: {self.comparison_note}"), stacklevel=1)
+            return
+        bench = PairedBench(
+            candidate=Arm("candidate", self.recipe, self.speedup_ratio, self.runtime.python, self.frontend_cli),
+            reference=reference,
+            invocation=find_invocation(self.recipe),
+            scale=Scale(p.max_concurrency, p.request_count, p.max_input_tokens, p.max_output_tokens),
+            model_cache=self.options.sim.cache_dir,
+            out_dir=self.report_dir / "compare",
+            max_data_parallel=p.max_data_parallel,
+            startup_timeout_s=p.startup_timeout_s,
+            perf_timeout_s=p.perf_timeout_s,
+            rounds_per_measurement=max(1, self.options.sim.rounds),
+            say=self.say,
+        )
+        try:
+            self.comparison = bench.compare()
+        except PairedError as exc:
+            if exc.arm == "candidate":
+                raise StepFailed(f"same-run comparison against {reference.label}: {exc}") from None
+            self.comparison_note = f"no timing verdict: {exc}"
+            warnings.warn(TimingWarning(f"{self.recipe.id}: {self.comparison_note}"), stacklevel=1)
+            return
+        finally:
+            reference.cleanup()
+        verdict = self.comparison.verdict
+        if verdict == "fail":
+            raise StepFailed(self.comparison.message())
+        if verdict in ("warn", "invalid"):
+            warnings.warn(TimingWarning(f"{self.recipe.id}: {self.comparison.message()}"), stacklevel=1)
+
+    def _with_runtime(self, arm: Arm) -> Arm:
+        """The arm with the frontend and mocker of its recipe's own release (this run's when they match)."""
+        assert self.runtime is not None
+        release = arm.recipe.release
+        if release == self.runtime.recipe_release:
+            return dataclasses.replace(arm, python=self.runtime.python, frontend_cli=self.frontend_cli)
+        rt = runtime.resolve(release)
+        return dataclasses.replace(arm, python=rt.python, frontend_cli=frontend_cli_of(rt))
+
     def baseline(self) -> None:
-        """Verdict against reports/baselines/sim/<recipe>.json via the baselines library; appends the
-        run to reports/history/sim/ (the trend report reads it)."""
+        """Trend record against reports/baselines/sim/<recipe>.json via the baselines library; appends the
+        run to reports/history/sim/ (the trend report reads it). The stored baseline was measured on
+        another machine at another load: a difference is a warning with its numbers, never a failure
+        (a timing verdict needs the same-run reference of the compare step)."""
         valid = [r for r in self.results if r.valid]
         if not valid:
             raise StageSkip(f"no valid perf result for sim::{self.recipe.id} to compare")
@@ -326,6 +420,7 @@ class SimRun(StepRun):
                 environment="sim",
                 provenance=provenance,
                 run_id=self.options.report_dir.name,
+                started_at=self.started_at,
                 update=update,
                 policy=sim_policy(),
                 baselines_root=self.baselines_root,
@@ -339,10 +434,29 @@ class SimRun(StepRun):
                 baselines.baseline_path("sim", self.recipe.id, self.baselines_root)
             )
         failure = self.evaluation.failure()
-        if failure:
+        if failure and (self.evaluation.update_refused or self.evaluation.verdict.verdict == "invalid"):
             raise StepFailed(f"{failure}\n(--sim-slowdown {self.options.sim.slowdown:g}, profile {self.profile.name})")
+        if failure:
+            warnings.warn(
+                TimingWarning(
+                    f"{failure}\n(a stored baseline from another machine and load: a trend, not a verdict; "
+                    f"--sim-slowdown {self.options.sim.slowdown:g}, profile {self.profile.name})"
+                ),
+                stacklevel=1,
+            )
         if self.evaluation.verdict.verdict == "no-baseline" and not self.evaluation.updated:
             raise StageSkip(self.evaluation.verdict.message() + ": run with --update-baselines to record one")
+
+    def say(self, message: str) -> None:
+        """Progress of a long step, kept for result.json and appended to logs/progress.log."""
+        self.progress.append(message)
+        log = self.report_dir / "logs" / "progress.log"
+        try:
+            log.parent.mkdir(parents=True, exist_ok=True)
+            with log.open("a") as f:
+                f.write(f"{time.strftime('%H:%M:%S')} {message}\n")
+        except OSError:
+            pass
 
     # ---- report --------------------------------------------------------------------------------
 
@@ -358,6 +472,8 @@ class SimRun(StepRun):
                 "experiment": self.experiment,
                 "speedupRatio": self.speedup_ratio,
                 "dynamo": None if self.runtime is None else self.runtime.to_dict(),
+                "startedAt": self.started_at,
+                "finishedAt": baselines.utc_now(),
                 "wallSeconds": round(time.monotonic() - self.started, 2),
                 "steps": self.outcomes,
                 "usage": self.usage,
@@ -386,6 +502,9 @@ class SimRun(StepRun):
                     "artifactDir": perf.artifact_dir,
                 },
                 "runs": len(self.results),
+                "comparison": self.comparison.to_dict()
+                if self.comparison
+                else ({"verdict": "none", "reason": self.comparison_note} if self.comparison_note else None),
                 "verdict": self.evaluation.verdict.to_dict() if self.evaluation else None,
                 "baselineWritten": self.baseline_written or None,
             },
