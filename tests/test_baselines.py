@@ -10,53 +10,11 @@ import sys
 import pytest
 
 from harness.results import baselines as bl
-from harness.results.metrics import GATED_METRICS, MetricStat, PerfResult
+from harness.results.metrics import GATED_METRICS, PerfResult
+
+from .conftest import perf, provenance, runs
 
 RECIPE = "qwen3-32b/vllm/agg-round-robin"
-# What one sim run of the `ci` profile measures (sim-stack.md): throughput up, latency down is better.
-NOMINAL = {
-    "output_token_throughput": ("tokens/sec", 550.0),
-    "request_throughput": ("requests/sec", 8.6),
-    "time_to_first_token": ("ms", 50.0),
-    "inter_token_latency": ("ms", 6.0),
-    "request_latency": ("ms", 440.0),
-}
-NOISE = (1.0, 1.012, 0.991, 1.006, 0.995)  # about 1% run-to-run spread
-
-
-def perf(slowdown: float = 1.0, jitter: float = 1.0, **fields) -> PerfResult:
-    """One run of a stack `slowdown` times slower: throughput divided, latencies multiplied."""
-    metrics = {}
-    for name, (unit, value) in NOMINAL.items():
-        v = value / (slowdown * jitter) if name.endswith("throughput") else value * slowdown * jitter
-        metrics[name] = MetricStat(name, unit, avg=v, p50=v, p90=v * 1.2, p99=v * 1.5, min=v * 0.5, max=v * 2)
-    metrics["output_sequence_length"] = MetricStat("output_sequence_length", "tokens", avg=fields.pop("osl", 64.0))
-    base = dict(
-        metrics=metrics,
-        expected_requests=50,
-        completed_requests=50,
-        target_output_tokens=64,
-        aiperf_version="0.13.0",
-        aiperf_args=["profile", "--concurrency", "4"],
-    )
-    return PerfResult(**{**base, **fields})
-
-
-def runs(slowdown: float = 1.0, n: int = 3, start: int = 0) -> list[PerfResult]:
-    return [perf(slowdown, NOISE[(start + i) % len(NOISE)]) for i in range(n)]
-
-
-def provenance() -> bl.Provenance:
-    return bl.Provenance(
-        profile="ci",
-        hardware="cpu-2",
-        manifest_hash="sha256:" + "ab" * 32,
-        date="2025-11-26T10:00:00Z",
-        git_sha="0123456789abcdef0123456789abcdef01234567",
-        dynamo_version="1.4.2",
-        backend_versions={"mocker": "1.4.2"},
-        images=(bl.Image("nvcr.io/nvidia/ai-dynamo/vllm-runtime:1.4.0"),),
-    )
 
 
 def record(tmp_path, results: list[PerfResult]) -> bl.Baseline:

@@ -15,7 +15,8 @@ from harness.recipe import bump
 from harness.recipe.findings import Finding, Severity
 from harness.run.conformance import envs
 from harness.run.conformance.client import Job, JobOutcome, ParseResult
-from tests.test_release_envs import META_161
+
+from .conftest import META_161
 
 # The catalogue before the 1.6.1 bump (v1alpha1, Dynamo 1.4.0): what a bump starts from.
 PRE_BUMP = Path(__file__).parent / "fixtures" / "catalogues" / "1.4.0-v1alpha1"

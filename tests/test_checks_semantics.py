@@ -2,41 +2,22 @@
 
 from __future__ import annotations
 
-import shutil
-
 import pytest
 
-from harness.checks import REGISTRY, all_checks, run_check
 from harness.checks.images import RegistryOptions, parse_image, placeholder_reason
 from harness.recipe.secrets import redact, secret_like
 from harness.recipe.versions import parse_versions
 from harness.recipe.yamlsrc import parse_yaml_bytes
-from harness.run.static import context_for, make_selection
 
-from .defects import CATALOGUE
+from .conftest import CATALOGUE, needs_catalogue
+from .conftest import check_on_copy as run
 
 RECIPE = "llama-3-70b/vllm/agg"
 FAKE_TOKEN = "hf_" + "ZyXwVuTsRqPoNmLkJiHgFeDcBa987654"
 DIGEST = "sha256:" + "0123456789abcdef" * 4
 
 
-def run(tmp_path, check_id, edits=(), recipe=RECIPE, options=()):
-    """Findings of one check on a catalogue copy with (file, old, new) edits applied."""
-    root = tmp_path / "recipes"
-    model = recipe.split("/")[0]
-    shutil.copytree(CATALOGUE / model, root / model)
-    shutil.copy(CATALOGUE / "versions.yaml", root / "versions.yaml")
-    for rel, old, new in edits:
-        path = root / rel
-        text = path.read_text()
-        assert old in text, (rel, old)
-        path.write_text(text.replace(old, new, 1))
-    all_checks()
-    selection = make_selection(root, [recipe])
-    return run_check(REGISTRY[check_id], selection.chosen[0], context_for(selection, options))
-
-
-pytestmark = pytest.mark.skipif(not CATALOGUE.is_dir(), reason="no shipped catalogue under recipes/")
+pytestmark = needs_catalogue
 
 
 @pytest.mark.parametrize(

@@ -10,7 +10,7 @@ from pathlib import Path
 from harness.cli import main
 from harness.recipe.schemas import crd_to_schemas
 
-from .test_plugin import hostile_tree
+from .conftest import hostile_tree
 
 CRDS = Path(__file__).resolve().parents[2] / "shared" / "reference" / "crds"
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from harness.checks import all_checks
-from harness.run.defects import missing_programs
-from harness.run.static import context_for, make_selection, run_static
+from harness.checks import all_checks, run_check
+from harness.run.defects import load_defects, materialise, missing_programs, selectors_for
+from harness.run.static import applicable_checks, context_for, make_selection, run_static
 
-from .defects import CATALOGUE, load_defects, materialise, selectors_for
+from .conftest import CATALOGUE
 
 DEFECTS = load_defects()
 
@@ -44,6 +44,20 @@ def test_every_check_has_a_defect_fixture():
     covered = {e.check for d in DEFECTS for e in d.expect}
     missing = sorted(c.id for c in all_checks() if c.id not in covered)
     assert not missing, f"checks without a defect fixture (add tests/fixtures/defects/<what-is-wrong>.yaml): {missing}"
+
+
+@pytest.mark.skipif(not CATALOGUE.is_dir(), reason="no shipped catalogue under recipes/")
+def test_every_check_has_a_passing_example():
+    """Each check's other example: a subject of the shipped catalogue (a recipe, or the tree) it runs on
+    and passes without a finding, beside the defect fixture it must fail on."""
+    selection = make_selection(CATALOGUE)
+    ctx = context_for(selection)
+    without = []
+    for chk in all_checks():
+        subjects = [subject for _, subject in applicable_checks(selection, [chk])]
+        if not any(not run_check(chk, subject, ctx) for subject in subjects):
+            without.append(chk.id)
+    assert not without, f"checks that pass on no recipe of the shipped catalogue: {without}"
 
 
 def test_fixtures_expect_registered_checks():

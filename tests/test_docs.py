@@ -13,7 +13,7 @@ from harness.checks.docs import Markdown
 from harness.cli import main
 from harness.run.static import make_selection
 
-from .defects import CATALOGUE
+from .conftest import CATALOGUE
 
 pytestmark = pytest.mark.skipif(not CATALOGUE.is_dir(), reason="no shipped catalogue under recipes/")
 

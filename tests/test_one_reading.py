@@ -213,15 +213,12 @@ def test_every_consumer_reads_the_same_dynamo_call(form, tmp_path):
     assert [t.value for t in job.argv] == model_args
 
 
-def test_release_is_the_images_then_the_metadata(tmp_path):
+def test_release_is_the_metadata_then_the_images(tmp_path):
     recipe = _recipe(tmp_path)
+    assert recipe.release == "1.6.1"  # no recipe.yaml: the Dynamo images' release
     (recipe.path / "recipe.yaml").write_text("versions:\n  dynamo: 1.4.0\n")
-    assert Recipe(recipe.path, recipe.root).release == "1.6.1"  # the images run: they decide
-    for f in ("deploy.yaml",):
-        text = (
-            (recipe.path / f).read_text().replace("nvcr.io/nvidia/ai-dynamo/vllm-runtime:1.6.1", "my.registry/vllm:x")
-        )
-        (recipe.path / f).write_text(text)
-    assert Recipe(recipe.path, recipe.root).release == "1.4.0"  # no Dynamo release tag: the metadata says
+    assert Recipe(recipe.path, recipe.root).release == "1.4.0"  # the author's statement comes first
     (recipe.path / "recipe.yaml").unlink()
-    assert Recipe(recipe.path, recipe.root).release == ""
+    text = (recipe.path / "deploy.yaml").read_text()
+    (recipe.path / "deploy.yaml").write_text(text.replace("nvcr.io/nvidia/ai-dynamo/vllm-runtime:1.6.1", "my.reg/v:x"))
+    assert Recipe(recipe.path, recipe.root).release == ""  # neither says

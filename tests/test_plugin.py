@@ -3,42 +3,12 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
+from .conftest import hostile_tree
+
 pytest_plugins = ["pytester"]
-
-BILLION_LAUGHS = "a: &a [x,x,x,x,x,x,x,x,x]\n" + "".join(
-    f"{chr(98 + i)}: &{chr(98 + i)} [{', '.join([f'*{chr(97 + i)}'] * 9)}]\n" for i in range(7)
-)
-
-
-def hostile_tree(root: Path) -> Path:
-    """A foreign recipes tree with one kind of breakage per recipe."""
-
-    def recipe(rid: str, files: dict[str, bytes | str]) -> Path:
-        d = root / rid
-        d.mkdir(parents=True)
-        for name, content in files.items():
-            (d / name).write_bytes(content if isinstance(content, bytes) else content.encode())
-        return d
-
-    recipe("m1/vllm/binary", {"deploy.yaml": b"\x89PNG\r\n\x1a\n\xff\xfe", "recipe.yaml": "schemaVersion: 1\n"})
-    recipe("m1/vllm/bomb", {"deploy.yaml": BILLION_LAUGHS})
-    recipe("m1/vllm/empty", {"deploy.yaml": ""})
-    recipe("m1/vllm/dupkey", {"deploy.yaml": "apiVersion: v1\nkind: ConfigMap\nkind: ConfigMap\nmetadata: {name: a}\n"})
-    recipe(
-        "m1/vllm/wrong-kind",
-        {"deploy.yaml": "apiVersion: nvidia.com/v1alpha1\nkind: DynamoGraphDeploymnet\nmetadata: {name: a}\n"},
-    )
-    recipe("m1/vllm/huge", {"deploy.yaml": "a: 1\n" + ("#" * 80 + "\n") * 20000})
-    recipe("m1/vllm/not-a-mapping", {"deploy.yaml": "- just\n- a list\n", "recipe.yaml": "[1, 2]\n"})
-    recipe("m1/vllm/deep", {"deploy.yaml": "[" * 3000})
-    d = recipe("m1/tensorrt/agg", {})
-    (root.parent / "outside.yaml").write_text("kind: Secret\n")
-    (d / "deploy.yaml").symlink_to(root.parent / "outside.yaml")
-    return root
 
 
 def test_hostile_foreign_tree_completes_with_findings(pytester: pytest.Pytester):

@@ -11,19 +11,8 @@ import pytest
 from harness.run.conformance import envs
 from harness.run.sim import runtime
 
-META_161 = """\
-Metadata-Version: 2.4
-Name: ai-dynamo
-Version: 1.6.1
-Requires-Dist: ai-dynamo-runtime==1.6.1
-Requires-Dist: aiohttp<4.0,>=3.14.3
-Requires-Dist: aisimulate==0.13.0; python_version >= '3.11' and python_version < '3.14'
-Requires-Dist: transformers>=4.56.0
-Requires-Dist: tomli; (python_version < '3.11') and extra == 'sglang'
-Requires-Dist: sglang[diffusion]==0.5.21; extra == 'sglang'
-Requires-Dist: tensorrt-llm==1.3.0rc29; extra == 'trtllm'
-Requires-Dist: vllm[flashinfer,otel,runai]==0.31.0; extra == 'vllm'
-"""
+from .conftest import META_161
+
 META_140 = """\
 Requires-Dist: ai-dynamo-runtime==1.4.0
 Requires-Dist: transformers>=4.56.0

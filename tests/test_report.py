@@ -12,7 +12,7 @@ from harness.results import baselines as bl
 from harness.results import report
 from harness.results.metrics import GATED_METRICS
 
-from .test_baselines import perf, provenance, runs
+from .conftest import perf, provenance, runs
 
 RECIPES = ("qwen3-32b/vllm/agg-round-robin", "deepseek-r1/sglang/disagg-8gpu")
 # Night by night: a recorded baseline, a quiet run, then the second recipe slows down twice.

@@ -22,7 +22,7 @@ from harness.recipe.schemas import (
 )
 from harness.run.static import context_for, make_selection
 
-from .defects import CATALOGUE
+from .conftest import CATALOGUE
 
 RECIPE = "llama-3-70b/vllm/agg"
 DEPLOY = "llama-3-70b/vllm/agg/deploy.yaml"

@@ -18,7 +18,7 @@ from harness.recipe import catalogue
 from harness.recipe.findings import Loc
 from harness.run.static import make_selection
 
-from .defects import CATALOGUE
+from .conftest import CATALOGUE
 
 HERE = Loc(Path("deploy.yaml"), 1)
 

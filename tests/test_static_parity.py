@@ -11,7 +11,7 @@ import pytest
 
 from harness.cli import main
 
-from .defects import CATALOGUE
+from .conftest import CATALOGUE
 
 pytest_plugins = ["pytester"]
 ONE_RECIPE = "qwen3-32b/vllm/agg-round-robin"

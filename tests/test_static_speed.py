@@ -15,11 +15,10 @@ import pytest
 from harness.checks import all_checks
 from harness.recipe import compiled
 from harness.recipe.schemas import core_validator, generated_validator, metadata_validator
-from harness.run.defects import _apply
+from harness.run.defects import _apply, load_defects
 from harness.run.static import context_for, make_selection, run_static
 
-from .defects import CATALOGUE, load_defects
-from .test_plugin import hostile_tree
+from .conftest import CATALOGUE, hostile_tree
 
 pytest_plugins = ["pytester"]
 SCHEMA_CHECKS = ("schema-valid", "metadata-schema")

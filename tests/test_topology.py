@@ -228,7 +228,7 @@ def _run(check_id: str, root: Path, recipe_id: str):
 def catalogue_copy(tmp_path):
     import shutil
 
-    from .defects import CATALOGUE
+    from .conftest import CATALOGUE
 
     if not CATALOGUE.is_dir():
         pytest.skip("no shipped catalogue under recipes/")

@@ -337,7 +337,7 @@ def _host_path_mounts(pod: Pod, c: Container) -> list[Mount]:
 def _loads_from_disk(w: Workloads, pod: Pod) -> bool:
     """The worker reads its weights from a directory, not the hub cache: an absolute `--model`
     path (a `--local-dir` download or staged weights), or HF_HUB_OFFLINE=1 (an offline load)."""
-    found = w.engine(pod)
+    found = w.dynamo_call(pod)
     f = flag(found[1], *MODEL_FLAGS) if found else None
     if f is not None and f.value.value.startswith("/"):
         return True

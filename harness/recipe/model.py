@@ -80,26 +80,24 @@ class Recipe:
 
     @cached_property
     def release(self) -> str:
-        """The Dynamo release the recipe runs, the one answer every stage reads (the checks' schemas,
+        """The Dynamo release the recipe is for, the one answer every stage reads (the checks' schemas,
         flag pairs and router modes, the conformance parsers, the sim's runtime, the k8s deployer):
 
-        1. the release its Dynamo images agree on (`harness.recipe.images.image_release`: the most
-           common `nvcr.io/nvidia/ai-dynamo/*:<release>` tag, the workers' on a tie), because the
-           image is what runs: its parsers, its frontend and its protocol decide;
-        2. else recipe.yaml `versions.dynamo` (a recipe on images from another registry, or on
-           tags that name no release, still says which release it is written for);
+        1. recipe.yaml `versions.dynamo`: the author's statement of the release the recipe is written
+           for (platform, operator CRD and images alike);
+        2. else the release its Dynamo images agree on (`harness.recipe.images.image_release`: the most
+           common `nvcr.io/nvidia/ai-dynamo/*:<release>` tag, the workers' on a tie), which is all a
+           foreign tree without recipe.yaml says;
         3. else "" (the recipe does not say).
 
-        Where 1 and 2 disagree, `metadata-dynamo-release` reports it on a catalogue tree."""
+        Where 1 and 2 disagree, `metadata-dynamo-release` reports it (on a catalogue-convention tree),
+        and `image-release-consistent` / `image-release-in-matrix` judge the images by their own release."""
+        declared = dig(self.metadata, "versions", "dynamo")
+        if isinstance(declared, (str, int, float)) and not isinstance(declared, bool) and str(declared).strip():
+            return str(declared).strip()
         from harness.recipe.images import image_release  # it reads this model's workloads
 
-        release, _ = image_release(self)
-        if release:
-            return release
-        declared = dig(self.metadata, "versions", "dynamo")
-        if isinstance(declared, bool) or not isinstance(declared, (str, int, float)):
-            return ""
-        return str(declared).strip()
+        return image_release(self)[0]
 
     @cached_property
     def workloads(self) -> Workloads:

@@ -187,7 +187,7 @@ class Workloads:
         return container.script
 
     @staticmethod
-    def engine(pod: Pod) -> tuple[str, Flags] | None:
+    def dynamo_call(pod: Pod) -> tuple[str, Flags] | None:
         """(`dynamo.vllm`, flags) of a DGD pod's `python -m dynamo.X` call (`Service.flags`)."""
         svc = pod.service
         if svc is None or svc.module is None:
@@ -197,7 +197,7 @@ class Workloads:
     def engine_calls(self) -> Iterator[tuple[Pod, Token, Flags]]:
         """(worker pod, the `dynamo.X` word, its flags) for every worker that runs a Dynamo engine."""
         for pod in self.workers:
-            found = self.engine(pod)
+            found = self.dynamo_call(pod)
             if found is None or pod.main is None:
                 continue
             module, flags = found

@@ -8,11 +8,13 @@ import json
 import math
 import socket
 import threading
+import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 from kubernetes import client as k8s
@@ -20,6 +22,8 @@ from kubernetes import client as k8s
 from harness.recipe.discovery import discover
 from harness.recipe.model import Recipe
 from harness.run.k8s.client import Kube, RetryPolicy
+from harness.run.k8s.portforward import StaticURL
+from harness.run.k8s.run import GpuRun
 from harness.run.k8s.settings import DeploySettings
 
 from .fake_apiserver import Clock, Controller, FakeApiServer, FakeCluster, now_iso
@@ -436,3 +440,79 @@ def openai_url() -> Iterator[str]:
     yield f"http://127.0.0.1:{httpd.server_address[1]}"
     httpd.shutdown()
     httpd.server_close()
+
+
+# --- a gpu run against the fake cluster (the scenario tests share them) -----------------------
+
+AGG = "tiny/vllm/agg"
+
+
+class RecordingSuite:
+    """The smoke suite's interface (base URL + served model, one method per check), recording calls."""
+
+    CHECKS = ("models", "chat")
+    calls: ClassVar[list[str]] = []
+
+    def __init__(self, base_url: str, model: str, **kw):
+        self.base_url, self.model, self.kw = base_url, model, kw
+
+    def check_models(self) -> None:
+        with urllib.request.urlopen(f"{self.base_url}/v1/models", timeout=5) as resp:
+            ids = [m["id"] for m in json.load(resp)["data"]]
+        RecordingSuite.calls.append("models")
+        assert self.model in ids, f"{self.model} not in {ids}"
+
+    def check_chat(self) -> None:
+        req = urllib.request.Request(
+            f"{self.base_url}/v1/chat/completions",
+            method="POST",
+            headers={"Content-Type": "application/json"},
+            data=json.dumps(
+                {"model": self.model, "messages": [{"role": "user", "content": "Capital of France?"}]}
+            ).encode(),
+        )
+        with urllib.request.urlopen(req, timeout=5) as resp:
+            content = json.load(resp)["choices"][0]["message"]["content"]
+        RecordingSuite.calls.append("chat")
+        assert content.strip(), "empty completion"
+
+
+def make_run(
+    recipe: Recipe,
+    settings: DeploySettings,
+    apiserver: FakeApiServer,
+    *,
+    url: str = "http://127.0.0.1:9",
+    lines: list[str] | None = None,
+    **kw,
+) -> GpuRun:
+    clock = apiserver.cluster.clock
+    kw.setdefault("sleep", clock.sleep)
+    kw.setdefault("clock", clock)
+    kw.setdefault("env", {})
+    kw.setdefault("access", StaticURL(url))
+    return GpuRun(
+        recipe,
+        settings,
+        smoke=RecordingSuite,
+        kube=kube_for(apiserver.url, clock),
+        progress=(lines.append if lines is not None else (lambda _: None)),
+        **kw,
+    )
+
+
+def run_steps(run: GpuRun, steps: list[str]) -> None:
+    for step in steps:
+        run.run_step(step)
+
+
+SETUP = ["preflight", "model-cache", "deploy"]
+
+
+@contextmanager
+def serving(cluster: FakeCluster) -> Iterator[FakeApiServer]:
+    server = FakeApiServer(cluster).start()
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -6,91 +6,34 @@ import json
 import re
 import shutil
 import time
-import urllib.request
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from types import SimpleNamespace
-from typing import ClassVar
 
 import pytest
 
-from harness.recipe.model import Recipe
 from harness.run.k8s import preflight, teardown
 from harness.run.k8s.context import GpuContext
-from harness.run.k8s.portforward import StaticURL
 from harness.run.k8s.run import GpuRun
-from harness.run.k8s.settings import DeploySettings
 from harness.run.k8s.stage import GpuStage
 from harness.run.stage import StageSkip, StepFailed
 
-from .conftest import FAKE_TOKEN, SERVED, Scenario, base_cluster, dgd_crd, kube_for
+from .conftest import (
+    AGG,
+    FAKE_TOKEN,
+    SERVED,
+    SETUP,
+    RecordingSuite,
+    Scenario,
+    base_cluster,
+    dgd_crd,
+    kube_for,
+    make_run,
+    run_steps,
+    serving,
+)
 from .fake_apiserver import FakeApiServer, FakeCluster
 
-AGG = "tiny/vllm/agg"
 EXPORT_FIXTURE = Path(__file__).parent.parent / "fixtures" / "k8s" / "profile_export_aiperf.json"
-
-
-class RecordingSuite:
-    """The smoke suite's interface (base URL + served model, one method per check), recording calls."""
-
-    CHECKS = ("models", "chat")
-    calls: ClassVar[list[str]] = []
-
-    def __init__(self, base_url: str, model: str, **kw):
-        self.base_url, self.model, self.kw = base_url, model, kw
-
-    def check_models(self) -> None:
-        with urllib.request.urlopen(f"{self.base_url}/v1/models", timeout=5) as resp:
-            ids = [m["id"] for m in json.load(resp)["data"]]
-        RecordingSuite.calls.append("models")
-        assert self.model in ids, f"{self.model} not in {ids}"
-
-    def check_chat(self) -> None:
-        req = urllib.request.Request(
-            f"{self.base_url}/v1/chat/completions",
-            method="POST",
-            headers={"Content-Type": "application/json"},
-            data=json.dumps(
-                {"model": self.model, "messages": [{"role": "user", "content": "Capital of France?"}]}
-            ).encode(),
-        )
-        with urllib.request.urlopen(req, timeout=5) as resp:
-            content = json.load(resp)["choices"][0]["message"]["content"]
-        RecordingSuite.calls.append("chat")
-        assert content.strip(), "empty completion"
-
-
-def make_run(
-    recipe: Recipe,
-    settings: DeploySettings,
-    apiserver: FakeApiServer,
-    *,
-    url: str = "http://127.0.0.1:9",
-    lines: list[str] | None = None,
-    **kw,
-) -> GpuRun:
-    clock = apiserver.cluster.clock
-    kw.setdefault("sleep", clock.sleep)
-    kw.setdefault("clock", clock)
-    kw.setdefault("env", {})
-    kw.setdefault("access", StaticURL(url))
-    return GpuRun(
-        recipe,
-        settings,
-        smoke=RecordingSuite,
-        kube=kube_for(apiserver.url, clock),
-        progress=(lines.append if lines is not None else (lambda _: None)),
-        **kw,
-    )
-
-
-def run_steps(run: GpuRun, steps: list[str]) -> None:
-    for step in steps:
-        run.run_step(step)
-
-
-SETUP = ["preflight", "model-cache", "deploy"]
 
 
 def fail_at(run: GpuRun, step: str, before: list[str] = (), exc: type[BaseException] = StepFailed) -> str:
@@ -102,15 +45,6 @@ def fail_at(run: GpuRun, step: str, before: list[str] = (), exc: type[BaseExcept
     finally:
         run.close()
     return str(info.value)
-
-
-@contextmanager
-def serving(cluster: FakeCluster) -> Iterator[FakeApiServer]:
-    server = FakeApiServer(cluster).start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def all_files(root: Path) -> dict[str, str]:

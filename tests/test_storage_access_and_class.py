@@ -3,8 +3,10 @@ count comes from recipe.yaml `hardware`, which a foreign fixture pair lacks): a 
 
 from __future__ import annotations
 
-from .defects import CATALOGUE
-from .test_checks_semantics import pytestmark, run  # noqa: F401  (same catalogue-copy helper and skip)
+from .conftest import CATALOGUE, needs_catalogue
+from .conftest import check_on_copy as run
+
+pytestmark = needs_catalogue
 
 RECIPE = "qwen3-32b/vllm/disagg-kv-router"  # prefill and decode workers on 2 nodes of 8 H200
 DEPLOY = f"{RECIPE}/deploy.yaml"

@@ -3,7 +3,10 @@ pair under tests/fixtures/pairs/ is a foreign tree without it): a catalogue copy
 
 from __future__ import annotations
 
-from .test_checks_semantics import pytestmark, run  # noqa: F401  (same catalogue-copy helper and skip)
+from .conftest import check_on_copy as run
+from .conftest import needs_catalogue
+
+pytestmark = needs_catalogue
 
 DEPLOY = "qwen3-32b/vllm/agg-round-robin/deploy.yaml"
 RECIPE = "qwen3-32b/vllm/agg-round-robin"  # recipe.yaml model.servedName: Qwen/Qwen3-32B

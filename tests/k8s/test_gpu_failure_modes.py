@@ -18,7 +18,19 @@ from harness.recipe.model import Recipe
 from harness.run.k8s.portforward import PortForwardError
 from harness.run.stage import StageSkip, StepFailed
 
-from .conftest import FAKE_TOKEN, TOO_MANY, Scenario, base_cluster, kind_cluster
+from .conftest import (
+    AGG,
+    FAKE_TOKEN,
+    SETUP,
+    TOO_MANY,
+    RecordingSuite,
+    Scenario,
+    base_cluster,
+    kind_cluster,
+    make_run,
+    run_steps,
+    serving,
+)
 from .fake_apiserver import Controller, FakeCluster, Faults
 from .fake_controllers import (
     FINALIZER,
@@ -28,7 +40,6 @@ from .fake_controllers import (
     ScaleUp,
     pod_requests,
 )
-from .test_scenarios import AGG, SETUP, RecordingSuite, make_run, run_steps, serving
 
 ROOT = Path(__file__).resolve().parents[2]
 KIND_RECIPE = "qwen3-32b/vllm/agg-round-robin"  # the recipe kind-mocker.yml runs

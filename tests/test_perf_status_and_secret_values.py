@@ -8,7 +8,10 @@ import pytest
 
 from harness.recipe.secrets import looks_like_credential
 
-from .test_checks_semantics import pytestmark, run  # noqa: F401  (same catalogue-copy helper and skip)
+from .conftest import check_on_copy as run
+from .conftest import needs_catalogue
+
+pytestmark = needs_catalogue
 
 PERF = "llama-3-70b/vllm/agg/perf.yaml"
 AIPERF = '              aiperf profile --model "$TARGET_MODEL"'
