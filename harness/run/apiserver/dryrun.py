@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 
@@ -55,10 +56,12 @@ def locate(source: SrcMap, path: list, fallback: Loc) -> Loc:
     return loc
 
 
-def namespace_for(recipe_id: str) -> str:
-    """A DNS label per recipe: readable prefix plus a hash, so ids that differ only past 40 characters differ."""
-    slug = re.sub(r"[^a-z0-9-]+", "-", recipe_id.lower()).strip("-")[:40].strip("-")
-    return f"rh-{slug}-{hashlib.sha256(recipe_id.encode()).hexdigest()[:8]}"
+def namespace_for(recipe_id: str, run: str = "") -> str:
+    """A DNS label per recipe and run: a readable prefix, a hash of the id (ids that differ only past 36 characters
+    differ) and the run's token (a deleted namespace lingers while terminating; a new run never meets it)."""
+    slug = re.sub(r"[^a-z0-9-]+", "-", recipe_id.lower()).strip("-")[:36].strip("-")
+    digest = hashlib.sha256(recipe_id.encode()).hexdigest()[:6]
+    return f"rh-{slug}-{digest}" + (f"-{run}" if run else "")
 
 
 @dataclass
@@ -98,7 +101,7 @@ class RecipeDryRun:
     def __init__(self, client: Client, recipe: Recipe):
         self.client = client
         self.recipe = recipe
-        self.namespace = namespace_for(recipe.id)
+        self.namespace = namespace_for(recipe.id, secrets.token_hex(3))
         self.notes: list[str] = []
         manifest = manifest_targets(recipe)
         rendered, notes = rendered_targets(recipe)

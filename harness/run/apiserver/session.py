@@ -1,6 +1,6 @@
 """The API-server tier's control plane for one test session: a running `recipe-harness cluster up` one when there is
-one, else one started for the session (etcd and kube-apiserver: a dry run schedules nothing) and always stopped at
-the session's end, on Ctrl-C and on SIGTERM."""
+one (`default`, or the name in RECIPE_HARNESS_CLUSTER), else one started for the session (etcd and kube-apiserver: a
+dry run schedules nothing) and always stopped at the session's end, on Ctrl-C and on SIGTERM."""
 
 from __future__ import annotations
 
@@ -10,15 +10,18 @@ import shutil
 
 from harness.run.cluster import build, crds
 from harness.run.cluster.api import Client
+from harness.run.cluster.build import cache_root
 from harness.run.cluster.control_plane import (
     ClusterError,
     ClusterOptions,
     ClusterState,
     ControlPlane,
     find_running,
+    state_dir,
     state_root,
 )
 
+CLUSTER_ENV = "RECIPE_HARNESS_CLUSTER"  # use this running cluster (a `cluster up --name`), never start one
 SETUP_HINT = (
     "run `recipe-harness cluster setup` (or set KUBEBUILDER_ASSETS), or start one with `recipe-harness cluster up`"
 )
@@ -50,6 +53,8 @@ class ApiServerSession:
         self._plane: ControlPlane | None = None
         self._error: str | None = None
         self.description = ""
+        self.cluster_name = ""  # the state name of the cluster in use (RECIPE_HARNESS_CLUSTER picks a running one)
+        self.cache_base = cache_root().parent  # what RECIPE_HARNESS_CACHE must be for another process to find it
 
     def client(self) -> Client:
         if self._client is not None:
@@ -67,8 +72,15 @@ class ApiServerSession:
         return self._client
 
     def _open(self) -> Client:
-        running = find_running("default")
+        name = os.environ.get(CLUSTER_ENV) or "default"
+        running = find_running(name)
+        if running is None and os.environ.get(CLUSTER_ENV):
+            raise Unavailable(
+                f"{CLUSTER_ENV}={name}: no such cluster is running in {state_dir(name)} "
+                f"(`recipe-harness cluster status --name {name}`)"
+            )
         if running is not None:
+            self.cluster_name = name
             client = running.client()
             crds.install(client)  # idempotent (server-side apply): the recipes' kinds must be served
             self.description = f"running cluster at {running.server} ({running.directory})"
@@ -79,7 +91,8 @@ class ApiServerSession:
         _remove_orphans()
         # A dry run schedules nothing and the tier creates the ServiceAccounts it needs: etcd and the API server
         # are enough, and start in seconds.
-        self._plane = ControlPlane(binaries, ClusterOptions(name=f"pytest-{os.getpid()}", extras=()))
+        self.cluster_name = f"pytest-{os.getpid()}"
+        self._plane = ControlPlane(binaries, ClusterOptions(name=self.cluster_name, extras=()))
         state = self._plane.start()
         client = state.client()
         crds.install(client)

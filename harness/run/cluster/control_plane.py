@@ -35,7 +35,7 @@ from harness.run.cluster.nodes import NodePool, node_manifest
 STATE_FILE = "state.json"
 SERVICE_CIDR = "10.0.0.0/24"
 COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
-TERM_GRACE_S = 10.0
+TERM_GRACE_S = 5.0  # a throwaway cluster: no in-flight work worth a longer graceful shutdown
 
 
 class ClusterError(RuntimeError):
@@ -292,6 +292,8 @@ class ControlPlane:
                 f"--etcd-servers={etcd_url}",
                 "--bind-address=127.0.0.1",
                 "--advertise-address=127.0.0.1",
+                # The `kubernetes` Service's endpoint cannot be a loopback address; nothing in-cluster dials it here.
+                "--endpoint-reconciler-type=none",
                 f"--secure-port={ports['kube-apiserver']}",
                 f"--cert-dir={d / 'pki'}",
                 f"--tls-cert-file={creds.serving_cert}",
