@@ -14,10 +14,13 @@ resume; `--report` prints the figures from what was collected.
         --load 2 --out gate.jsonl
     python benchmarks/sim_gate.py --report gate.jsonl
 
-The smallest slowdown flagged 95% of the time is printed twice: as measured (the lowest planted F
-with >= 95% detection, where trials at several F exist) and as derived from the no-change trials'
-noise (each A/A trial's block log ratios shifted by log(F x dilution), with the dilution measured
-from the planted trials: how much of the mocker's slowdown shows in the metric).
+The smallest slowdown flagged 95% of the time is the lowest planted F with >= 95% detection among
+the slowdowns collected.
+
+"Before": the gate this replaced compared a rehearsal's benchmark with the stored baseline
+(reports/baselines/sim/<recipe>.json, another machine, another load) under the sim policy's
+tolerances. `--report` scores the same trials that way too, from the candidate's own AIPerf export
+of each trial's first round, so both gates are judged on identical measurements.
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ sys.path.insert(0, str(REPO))
 
 from harness.analysis.benchmark import find_invocation  # noqa: E402
 from harness.recipe.discovery import discover, select  # noqa: E402
-from harness.results.paired import PAIRED_METRICS, PairedPolicy  # noqa: E402
+from harness.results.paired import PAIRED_METRICS, PairedPolicy, classify  # noqa: E402
 from harness.run.perf import Scale  # noqa: E402
 from harness.run.sim import runtime  # noqa: E402
 from harness.run.sim.paired import Arm, PairedBench, PairedError, Reference  # noqa: E402
@@ -119,8 +122,52 @@ def _itl(row: dict) -> str:
     return row.get("error", "")[:120]
 
 
-def report(paths: list[str], margin_pct: float) -> None:
+def old_gate(row: dict, work_dirs: list[Path]) -> str | None:
+    """The stored-baseline gate's verdict (pass/warn/fail/...) on the trial's first candidate benchmark."""
+    from harness.results import baselines
+    from harness.run.perf import parse_profile_export
+    from harness.run.sim.compare import sim_policy
+
+    for work in work_dirs:
+        export = work / f"run-{row['run']}" / row["recipe"].replace("/", "_") / "first" / "candidate" / "round-1"
+        if export.is_dir():
+            break
+    else:
+        return None
+    result = parse_profile_export(export)
+    if not result.valid:
+        return "invalid"
+    path = baselines.baseline_path("sim", row["recipe"], REPO / "reports" / "baselines")
+    baseline = baselines.load_baseline(path) if path.exists() else None
+    policy = sim_policy()
+    verdict = baselines.compare(
+        baselines.aggregate([result], policy), baseline, policy, recipe=row["recipe"], environment="sim"
+    )
+    return verdict.verdict
+
+
+def rejudged(row: dict, margin_pct: float) -> dict:
+    """The row with its verdicts from the stored estimates under the current rules (harness.results.paired
+    classify): trials collected under an earlier rule are reported as the gate would decide them now."""
+    if "verdict" not in row:
+        return row
+    for phase in ("first", "confirmation"):
+        for m in row.get(phase) or []:
+            if m.get("ratio") is not None:
+                m["verdict"] = classify(m["ratio"], m["low"], m["high"], m["direction"], margin_pct)[0]
+    first = {m["metric"] for m in row["first"] if m["verdict"] == "crossed"}
+    if any(m["verdict"] == "crossed" and m["metric"] in first for m in row.get("confirmation") or []):
+        row["verdict"] = "fail"
+    elif any(m["verdict"] in ("crossed", "inconclusive") for m in row["first"] + (row.get("confirmation") or [])):
+        row["verdict"] = "warn"
+    else:
+        row["verdict"] = "pass"
+    return row
+
+
+def report(paths: list[str], margin_pct: float, work_dirs: list[Path] | None = None) -> None:
     rows = [json.loads(line) for p in paths for line in Path(p).read_text().splitlines() if line.strip()]
+    rows = [rejudged(r, margin_pct) for r in rows]
     by_f: dict[float, list[dict]] = {}
     for r in rows:
         by_f.setdefault(r["slowdown"], []).append(r)
@@ -148,10 +195,11 @@ def report(paths: list[str], margin_pct: float) -> None:
     aa = [r for r in by_f.get(1.0, []) if "verdict" in r]
     if aa:
         false_fail = sum(1 for r in aa if r["verdict"] == "fail")
-        runs = sorted({r["run"] for r in aa})
+        recipes = {r["recipe"] for r in aa}
+        complete = sum(1 for run in {r["run"] for r in aa} if {r["recipe"] for r in aa if r["run"] == run} == recipes)
         print(
             f"\nno change: {false_fail} false failures in {len(aa)} recipe comparisons "
-            f"({len(runs)} catalogue-wide runs over {len({r['recipe'] for r in aa})} recipes); "
+            f"({complete} complete runs over all {len(recipes)} recipes); "
             f"{sum(1 for r in aa if r['verdict'] == 'warn')} warnings"
         )
         per_metric = {m: [] for m in PAIRED_METRICS}
@@ -172,6 +220,13 @@ def report(paths: list[str], margin_pct: float) -> None:
             {m["metric"] for r in ok if r["verdict"] == "fail" for m in r["confirmation"] if m["verdict"] == "crossed"}
         )
         print(f"planted --sim-slowdown {f:g}: flagged in {hits} of {len(ok)} runs (metrics: {', '.join(named) or '-'})")
+    if work_dirs:
+        print("\nbefore (the stored-baseline gate on the same measurements; fail = the run fails):")
+        for f in sorted(by_f):
+            verdicts = [v for v in (old_gate(r, work_dirs) for r in by_f[f] if "verdict" in r) if v]
+            fails = sum(1 for v in verdicts if v == "fail")
+            what = "false failures" if f == 1.0 else "flagged"
+            print(f"  F={f:g}: {what} {fails} of {len(verdicts)} ({', '.join(sorted(set(verdicts)))})")
     measured = [f for f in sorted(by_f) if f > 1.0 and _rate(by_f[f]) >= 0.95]
     print(
         "smallest planted slowdown flagged >= 95% (measured): "
@@ -194,12 +249,18 @@ def main() -> int:
     parser.add_argument("--work-dir", default="/tmp/sim-gate", help="where the trials' logs and exports go")
     parser.add_argument("--report", nargs="*", metavar="JSONL", help="print the figures from collected trials")
     parser.add_argument("--margin-pct", type=float, default=PairedPolicy().margin_pct)
+    parser.add_argument(
+        "--score-before",
+        nargs="*",
+        metavar="WORK_DIR",
+        help="with --report: also score the stored-baseline gate on the trials' exports in these work dirs",
+    )
     args = parser.parse_args()
     if args.report is not None:
-        report(args.report or [args.out], args.margin_pct)
+        report(args.report or [args.out], args.margin_pct, [Path(d) for d in args.score_before or []])
         return 0
     collect(args)
-    report([args.out], args.margin_pct)
+    report([args.out], args.margin_pct, [Path(args.work_dir)])
     return 0
 
 

@@ -215,3 +215,14 @@ def test_an_unchanged_or_new_recipe_needs_no_reference_and_a_bad_ref_says_so(rep
     assert reference is None and "does not exist at main (a new recipe)" in why
     reference, why = reference_for(recipe_in(repo), slowdown=1.0, speedup_ratio=1.0, ref="no-such-branch")
     assert reference is None and "no such branch, tag or commit" in why
+
+
+def test_classify_warns_only_on_a_slowdown_the_interval_can_tell_from_noise():
+    from harness.results.paired import classify
+
+    assert classify(1.12, 1.06, 1.18, "lower", 5.0)[0] == "crossed"
+    assert classify(1.07, 1.02, 1.12, "lower", 5.0)[0] == "inconclusive"  # slower for sure, maybe past 5%
+    verdict, why = classify(1.08, 0.95, 1.22, "lower", 5.0)  # a noisy estimate: no change is inside
+    assert verdict == "pass" and "includes no change" in why
+    assert classify(0.90, 0.85, 0.95, "lower", 5.0)[0] == "pass"  # faster
+    assert classify(1.03, 1.01, 1.05, "lower", 5.0)[0] == "pass"  # within the margin

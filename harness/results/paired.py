@@ -177,6 +177,23 @@ def bootstrap_interval(values: Sequence[float], confidence: float, resamples: in
     return means[int(tail * (resamples - 1))], means[round((1.0 - tail) * (resamples - 1))]
 
 
+def classify(ratio: float, low: float, high: float, direction: Direction, margin_pct: float) -> tuple[str, str]:
+    """(verdict, why) of an estimate and its interval (candidate / reference):
+    - crossed: the whole interval is beyond the margin in the worse direction;
+    - inconclusive: the candidate is slower beyond doubt (the interval excludes no change) and the estimate
+      is past the margin, but the interval is not: worth a warning with the numbers;
+    - pass: anything else (within the margin, or no slowdown the interval can tell from noise)."""
+    worse_low, worse_point = (low, ratio) if direction == "lower" else (1.0 / high, 1.0 / ratio)
+    limit = 1.0 + margin_pct / 100.0
+    if worse_low > limit:
+        return "crossed", f"slower by more than the {margin_pct:g}% margin"
+    if worse_point > limit and worse_low > 1.0:
+        return "inconclusive", f"slower, and the estimate is past the {margin_pct:g}% margin but the interval is not"
+    if worse_point > limit:
+        return "pass", f"the estimate is past the {margin_pct:g}% margin but the interval includes no change"
+    return "pass", f"within the {margin_pct:g}% margin"
+
+
 def judge_metric(rounds: Iterable[Round], metric: str, policy: PairedPolicy) -> PairedMetric:
     """One metric's same-run verdict. `crossed` only when the whole interval is beyond the margin."""
     direction = PAIRED_METRICS[metric]
@@ -202,20 +219,12 @@ def judge_metric(rounds: Iterable[Round], metric: str, policy: PairedPolicy) -> 
     mean = sum(logs) / len(logs)
     lo, hi = bootstrap_interval(logs, policy.confidence, policy.resamples, policy.seed)
     ratio, low, high = math.exp(mean), math.exp(lo), math.exp(hi)
-    limit = 1.0 + policy.margin_pct / 100.0
-    # "worse" is a larger ratio for lower-is-better metrics
-    worse_low, worse_point = (low, ratio) if direction == "lower" else (1.0 / high, 1.0 / ratio)
     level = f"{policy.confidence:.0%}"
     described = (
         f"{metric} median {cmed:.3f} ms vs {rmed:.3f} ms: ratio {ratio:.3f}, "
         f"{level} interval [{low:.3f}, {high:.3f}] over {len(logs)} paired time blocks"
     )
-    if worse_low > limit:
-        verdict, why = "crossed", f"slower by more than the {policy.margin_pct:g}% margin"
-    elif worse_point > limit:
-        verdict, why = "inconclusive", f"the estimate is past the {policy.margin_pct:g}% margin but the interval is not"
-    else:
-        verdict, why = "pass", f"within the {policy.margin_pct:g}% margin"
+    verdict, why = classify(ratio, low, high, direction, policy.margin_pct)
     return PairedMetric(metric, direction, ratio, low, high, len(logs), cmed, rmed, verdict, f"{described}: {why}")
 
 
