@@ -12,7 +12,7 @@ import pytest
 from harness.checks import REGISTRY, all_checks, run_check
 from harness.results import baselines as bl
 from harness.results.metrics import MetricStat, PerfResult
-from harness.run.defects import CATALOGUE
+from harness.run.defects import CATALOGUE, apply_edit
 from harness.run.static import context_for, make_selection
 
 __all__ = [
@@ -35,16 +35,14 @@ RECIPE = "llama-3-70b/vllm/agg"
 
 
 def check_on_copy(tmp_path, check_id, edits=(), recipe=RECIPE, options=()):
-    """Findings of one check on a catalogue copy with (file, old, new) edits applied."""
+    """Findings of one check on a catalogue copy with (file, old, new) edits applied, as a defect
+    fixture's `replace` edits are."""
     root = tmp_path / "recipes"
     model = recipe.split("/")[0]
     shutil.copytree(CATALOGUE / model, root / model)
     shutil.copy(CATALOGUE / "versions.yaml", root / "versions.yaml")
-    for rel, old, new in edits:
-        path = root / rel
-        text = path.read_text()
-        assert old in text, (rel, old)
-        path.write_text(text.replace(old, new, 1))
+    for rel, old, new in edits:  # the defect fixtures' edit (harness/run/defects.py): one way to edit a copy
+        apply_edit({"file": rel, "replace": old, "with": new}, root / rel)
     all_checks()
     selection = make_selection(root, [recipe])
     return run_check(REGISTRY[check_id], selection.chosen[0], context_for(selection, options))

@@ -15,7 +15,7 @@ import pytest
 from harness.checks import all_checks
 from harness.recipe import compiled
 from harness.recipe.schemas import core_validator, generated_validator, metadata_validator
-from harness.run.defects import _apply, load_defects
+from harness.run.defects import apply_edit, load_defects
 from harness.run.static import context_for, make_selection, run_static
 
 from .conftest import CATALOGUE, hostile_tree
@@ -52,7 +52,7 @@ def defect_tree(root: Path) -> Path:
             target[model] = name
         for edit in defect.edits:
             model, _, rest = edit["file"].partition("/")
-            _apply({**edit, "file": f"{target[model]}/{rest}"}, root / target[model] / rest)
+            apply_edit({**edit, "file": f"{target[model]}/{rest}"}, root / target[model] / rest)
     for (base, model), taken in copies.items():
         for n, files in enumerate(taken):
             copy = root / (f"{model}-d{n}" if base == CATALOGUE else f"{model}-{base.name}-d{n}")

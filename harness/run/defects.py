@@ -102,7 +102,7 @@ def materialise(defect: Defect, tmp: Path) -> tuple[Path, list[Expected]]:
     for edit in defect.edits:
         rel = edit["file"]
         path = root / rel
-        line = _apply(edit, path)
+        line = apply_edit(edit, path)
         if line is not None:
             edit_lines.setdefault(rel, line)
     resolved = []
@@ -112,7 +112,8 @@ def materialise(defect: Defect, tmp: Path) -> tuple[Path, list[Expected]]:
     return root, resolved
 
 
-def _apply(edit: dict, path: Path) -> int | None:
+def apply_edit(edit: dict, path: Path) -> int | None:
+    """Apply one edit of a fixture to `path`; returns the line it changed (None for a deletion or a mkdir)."""
     if "replace" in edit:
         text = path.read_text()
         old, new = str(edit["replace"]), str(edit["with"])
