@@ -22,9 +22,7 @@ from harness.run.cluster.control_plane import (
 )
 
 CLUSTER_ENV = "RECIPE_HARNESS_CLUSTER"  # use this running cluster (a `cluster up --name`), never start one
-SETUP_HINT = (
-    "run `recipe-harness cluster setup` (or set KUBEBUILDER_ASSETS), or start one with `recipe-harness cluster up`"
-)
+SETUP_HINT = "or use a running one (`recipe-harness cluster up`)"  # missing_reason() names the setup command
 
 
 class Unavailable(RuntimeError):
