@@ -230,10 +230,5 @@ def test_a_role_without_pods_fails_subject_access_review_at_the_service_account(
     assert "dynamoworkermetadatas" not in f.message
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the shipped GAIE Role lacks inferencepools/status and dynamoworkermetadatas ([gpu-stage-real] fixes it "
-    "from the operator's EPP Role); strict: this test fails once it is fixed, so the marker is removed then",
-)
 def test_shipped_gaie_role_grants_what_the_epp_needs(api):
     assert _rbac(api, CATALOGUE, "llama-3-70b/vllm/agg") == []

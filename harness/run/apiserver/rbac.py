@@ -15,8 +15,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from harness.recipe.findings import Finding, Loc, Severity, display_path
-from harness.recipe.model import Recipe, dig, mapping, sequence
-from harness.recipe.yamlsrc import Document, to_plain
+from harness.recipe.model import Recipe
+from harness.recipe.yamlsrc import Document, dig, mapping, sequence, to_plain
 from harness.run.cluster.api import Client
 
 CHECK_ID = "apiserver-rbac"
