@@ -447,3 +447,16 @@ def _console_scripts() -> set[str]:
     except ImportError:  # Python < 3.11
         pytest.skip("tomllib needs Python 3.11")
     return set(tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"])
+
+
+def test_ci_runs_exactly_the_readmes_test_command():
+    """The README's second command and .ci/run stay one command: a newcomer runs what CI runs."""
+    readme = (ROOT / "README.md").read_text()
+    block = re.search(r"\*\*Install everything and pass the tests\*\*.*?```sh\n(.*?)```", readme, re.S)
+    assert block, "README has no 'Install everything and pass the tests' command"
+    ci = (ROOT / ".ci" / "run").read_text()
+
+    def command(text: str) -> str:
+        return " ".join(text.replace("\\\n", " ").split())
+
+    assert command(block.group(1)) in command(ci)
