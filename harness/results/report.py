@@ -34,6 +34,7 @@ from harness.results.baselines import (
     schema_problems,
     utc_now,
 )
+from harness.results.rehearsals import Rehearsal, load_rehearsals, rehearsals_html, rehearsals_markdown
 
 SUMMARY_JSON, SUMMARY_MD, REPORT_HTML = "summary.json", "summary.md", "report.html"
 VERDICT_COLOURS = {
@@ -46,95 +47,6 @@ VERDICT_COLOURS = {
 
 # (environment, recipe id) -> that recipe's history, oldest first
 Histories = dict[tuple[str, str], list[HistoryEntry]]
-RESULT_JSON = "result.json"  # what a stage writes per recipe: reports/runs/<run-id>/<env>/<recipe-id>/result.json
-
-
-@dataclass
-class Rehearsal:
-    """What one recipe's run did besides the stored-baseline trend (from its result.json): the Dynamo that
-    ran, the profile, every step's outcome (smoke checks included), the same-run timing verdict, links."""
-
-    recipe: str
-    environment: str
-    experiment: str | None
-    dynamo: str
-    profile: str
-    steps: dict[str, str]  # step -> passed | failed | skipped
-    comparison: dict | None  # harness.results.paired.PairedComparison.to_dict(), or {"verdict": "none", ...}
-    links: dict[str, str]  # name -> path relative to the run folder
-
-    @property
-    def gate(self) -> str:
-        """fail when a step failed (the same-run comparison among them), warn on a timing warning, else pass."""
-        if "failed" in self.steps.values():
-            return "fail"
-        if (self.comparison or {}).get("verdict") in ("warn", "invalid"):
-            return "warn"
-        return "pass"
-
-    def to_dict(self) -> dict:
-        return {
-            "recipe": self.recipe,
-            "environment": self.environment,
-            "experiment": self.experiment,
-            "dynamo": self.dynamo,
-            "profile": self.profile,
-            "steps": self.steps,
-            "comparison": self.comparison,
-            "links": self.links,
-            "gate": self.gate,
-        }
-
-    @classmethod
-    def from_dict(cls, d: dict) -> Rehearsal:
-        return cls(
-            d["recipe"],
-            d["environment"],
-            d.get("experiment"),
-            d.get("dynamo", ""),
-            d.get("profile", ""),
-            dict(d.get("steps") or {}),
-            d.get("comparison"),
-            dict(d.get("links") or {}),
-        )
-
-
-def load_rehearsals(run_dir: Path) -> list[Rehearsal]:
-    """Every <env>/<recipe-id>/result.json under a run folder; an unreadable one is left out."""
-    out = []
-    for path in sorted(Path(run_dir).glob(f"*/**/{RESULT_JSON}")):
-        try:
-            data = json.loads(path.read_text())
-        except (OSError, ValueError):
-            continue
-        if not isinstance(data, dict) or "recipe" not in data:
-            continue
-        here = path.parent
-        links = {
-            name: here.joinpath(rel).relative_to(run_dir).as_posix()
-            for name, rel in (
-                ("result", RESULT_JSON),
-                ("plan", "plan.json"),
-                ("logs", "logs"),
-                ("aiperf exports", "aiperf"),
-                ("same-run comparison", "compare"),
-            )
-            if here.joinpath(rel).exists()
-        }
-        dynamo = data.get("dynamo") or {}
-        out.append(
-            Rehearsal(
-                data["recipe"],
-                str(data.get("stage") or path.relative_to(run_dir).parts[0]),
-                data.get("experiment"),
-                f"Dynamo {dynamo.get('release')} ({dynamo.get('source')})" if dynamo else "",
-                str(data.get("profile") or ""),
-                {k: str(v.get("outcome")) for k, v in (data.get("steps") or {}).items() if isinstance(v, dict)},
-                data.get("comparison"),
-                links,
-            )
-        )
-    return out
 
 
 @dataclass
@@ -352,7 +264,7 @@ def render_markdown(summary: RunSummary) -> str:
         f"{len(summary.recipes)} recipe(s), {_tally(summary)}.",
         "",
     ]
-    lines += _rehearsal_markdown(summary, cell)
+    lines += rehearsals_markdown(summary.rehearsals, summary.gate, summary.experiments, cell)
     confirmed = summary.confirmed_regressions()
     if confirmed:
         lines += [f"Confirmed regression (failed in consecutive runs): {', '.join(r.recipe for r in confirmed)}.", ""]
@@ -391,56 +303,6 @@ def _policy_rows(policy: dict) -> list[tuple[str, str]]:
     if "confirmAfter" in policy:
         rows.append(("confirm after (nightly runs)", str(policy["confirmAfter"])))
     return rows
-
-
-def _comparison_rows(comparison: dict) -> list[list[str]]:
-    """phase, metric, ratio, interval, verdict for each metric of a same-run comparison."""
-    out = []
-    for phase in ("first", "confirmation"):
-        for m in comparison.get(phase) or []:
-            interval = "n/a" if m.get("low") is None else f"[{m['low']:.3f}, {m['high']:.3f}]"
-            ratio = "n/a" if m.get("ratio") is None else f"{m['ratio']:.3f}"
-            out.append([phase, m["metric"], ratio, interval, m["verdict"]])
-    return out
-
-
-def _rehearsal_markdown(summary: RunSummary, cell) -> list[str]:
-    if not summary.rehearsals:
-        return []
-    lines = []
-    if summary.experiments:
-        lines += [
-            f"**Experiment run** ({', '.join(summary.experiments)}): a planted slowdown the gate is expected to "
-            "catch; its failures are the experiment's result, not a defect of the recipes.",
-            "",
-        ]
-    lines += [
-        f"Gate (steps and same-run timing comparisons): **{summary.gate}**. The stored-baseline table below is a "
-        "trend: the baselines were measured on another machine at another load.",
-        "",
-        "| recipe | Dynamo | profile | steps | same-run comparison | files |",
-        "|---|---|---|---|---|---|",
-    ]
-    for r in summary.rehearsals:
-        steps = ", ".join(f"{name} {outcome}" for name, outcome in r.steps.items())
-        comp = r.comparison or {}
-        compared = comp.get("verdict", "n/a")
-        if compared == "none":
-            compared = f"none: {comp.get('reason', '')}"
-        elif comp.get("reference"):
-            compared = f"{compared} against {comp['reference']}"
-        files = ", ".join(f"[{name}]({path})" for name, path in r.links.items())
-        name = r.recipe + (f" (experiment: {r.experiment})" if r.experiment else "")
-        lines.append(
-            f"| {cell(name)} | {cell(r.dynamo)} | {cell(r.profile)} | {cell(steps)} | {cell(compared)} | {files} |"
-        )
-    for r in summary.rehearsals:
-        rows = _comparison_rows(r.comparison or {})
-        if rows:
-            lines += ["", f"Same-run comparison of `{r.recipe}` (candidate / reference; lower is better):", ""]
-            lines += ["| phase | metric | ratio | interval | verdict |", "|---|---|---:|---|---|"]
-            lines += ["| " + " | ".join(row) + " |" for row in rows]
-    return [*lines, ""]
 
 
 @dataclass(frozen=True)
@@ -545,42 +407,7 @@ def render_html(summary: RunSummary, histories: Histories | None = None) -> str:
         f"<p>Run <code>{e(summary.run_id)}</code> ({e(summary.environment)}), {e(summary.started_at)} to "
         f"{e(summary.finished_at)}: {len(summary.recipes)} recipe(s), {e(_tally(summary))}.</p>",
     ]
-    if summary.experiments:
-        out.append(
-            f"<p><strong>Experiment run</strong> ({e(', '.join(summary.experiments))}): a planted slowdown the gate "
-            "is expected to catch; its failures are the experiment's result, not a defect of the recipes.</p>"
-        )
-    if summary.rehearsals:
-        out.append(
-            f"<p>Gate (steps and same-run timing comparisons): <span class='v-{summary.gate}'>{e(str(summary.gate))}"
-            "</span>. The stored-baseline table is a trend: the baselines were measured on another machine.</p>"
-        )
-        out.append(
-            "<table><tr><th>recipe</th><th>Dynamo</th><th>profile</th><th>steps</th><th>same-run comparison</th>"
-            "<th>files</th></tr>"
-        )
-        for r in summary.rehearsals:
-            steps = "<br>".join(f"{e(n)}: <span class='v-{_step_class(o)}'>{e(o)}</span>" for n, o in r.steps.items())
-            comp = r.comparison or {}
-            rows = "".join(
-                "<tr>" + "".join(f"<td>{e(c)}</td>" for c in row) + "</tr>" for row in _comparison_rows(comp)
-            )
-            compared = e(str(comp.get("verdict", "n/a"))) + (
-                f" against {e(comp['reference'])}" if comp.get("reference") else f": {e(comp.get('reason', ''))}"
-            )
-            if rows:
-                compared += (
-                    "<table><tr><th>phase</th><th>metric</th><th>ratio</th><th>interval</th><th>verdict</th></tr>"
-                    + rows
-                    + "</table>"
-                )
-            files = "<br>".join(f"<a href='{e(path)}'>{e(name)}</a>" for name, path in r.links.items())
-            name = e(r.recipe) + (f"<br><em>experiment: {e(r.experiment)}</em>" if r.experiment else "")
-            out.append(
-                f"<tr><td>{name}</td><td>{e(r.dynamo)}</td><td>{e(r.profile)}</td><td>{steps}</td>"
-                f"<td>{compared}</td><td>{files}</td></tr>"
-            )
-        out.append("</table>")
+    out += rehearsals_html(summary.rehearsals, summary.gate, summary.experiments)
     if summary.policy:
         out.append("<p>Policy of the stored-baseline comparison:</p><table>")
         out += [f"<tr><td>{e(k)}</td><td class='n'>{e(v)}</td></tr>" for k, v in _policy_rows(summary.policy)]
@@ -632,10 +459,6 @@ def render_html(summary: RunSummary, histories: Histories | None = None) -> str:
         out.append("</div>")
     out.append("</body></html>")
     return "\n".join(out) + "\n"
-
-
-def _step_class(outcome: str) -> str:
-    return {"passed": "pass", "failed": "fail", "skipped": "invalid"}.get(outcome, "invalid")
 
 
 def write_report(summary: RunSummary, out_dir: Path, histories: Histories | None = None) -> list[Path]:
