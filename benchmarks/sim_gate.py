@@ -122,17 +122,18 @@ def _itl(row: dict) -> str:
     return row.get("error", "")[:120]
 
 
-def old_gate(row: dict, work_dirs: list[Path]) -> str | None:
-    """The stored-baseline gate's verdict (pass/warn/fail/...) on the trial's first candidate benchmark."""
+def old_gate(row: dict, work_dirs: dict[float | None, Path]) -> str | None:
+    """The stored-baseline gate's verdict (pass/warn/fail/...) on the trial's first candidate benchmark, read
+    from the work dir of the row's slowdown (`F=DIR`), else from the one given for every slowdown (`DIR`)."""
     from harness.results import baselines
     from harness.run.perf import parse_profile_export
     from harness.run.sim.compare import sim_policy
 
-    for work in work_dirs:
-        export = work / f"run-{row['run']}" / row["recipe"].replace("/", "_") / "first" / "candidate" / "round-1"
-        if export.is_dir():
-            break
-    else:
+    work = work_dirs.get(row["slowdown"], work_dirs.get(None))
+    if work is None:
+        return None
+    export = work / f"run-{row['run']}" / row["recipe"].replace("/", "_") / "first" / "candidate" / "round-1"
+    if not export.is_dir():
         return None
     result = parse_profile_export(export)
     if not result.valid:
@@ -165,7 +166,7 @@ def rejudged(row: dict, margin_pct: float) -> dict:
     return row
 
 
-def report(paths: list[str], margin_pct: float, work_dirs: list[Path] | None = None) -> None:
+def report(paths: list[str], margin_pct: float, work_dirs: dict[float | None, Path] | None = None) -> None:
     rows = [json.loads(line) for p in paths for line in Path(p).read_text().splitlines() if line.strip()]
     rows = [rejudged(r, margin_pct) for r in rows]
     by_f: dict[float, list[dict]] = {}
@@ -234,6 +235,11 @@ def report(paths: list[str], margin_pct: float, work_dirs: list[Path] | None = N
     )
 
 
+def _work_dir(spec: str) -> tuple[float | None, Path]:
+    factor, sep, path = spec.partition("=")
+    return (float(factor), Path(path)) if sep else (None, Path(spec))
+
+
 def _rate(rows: list[dict]) -> float:
     ok = [r for r in rows if "verdict" in r]
     return sum(1 for r in ok if r["verdict"] == "fail") / len(ok) if ok else 0.0
@@ -252,15 +258,16 @@ def main() -> int:
     parser.add_argument(
         "--score-before",
         nargs="*",
-        metavar="WORK_DIR",
-        help="with --report: also score the stored-baseline gate on the trials' exports in these work dirs",
+        metavar="[F=]WORK_DIR",
+        help="with --report: also score the stored-baseline gate on the trials' exports: the work dir of the "
+        "collection at slowdown F (F=DIR), or of every slowdown (DIR)",
     )
     args = parser.parse_args()
     if args.report is not None:
-        report(args.report or [args.out], args.margin_pct, [Path(d) for d in args.score_before or []])
+        report(args.report or [args.out], args.margin_pct, dict(_work_dir(d) for d in args.score_before or []))
         return 0
     collect(args)
-    report([args.out], args.margin_pct, [Path(args.work_dir)])
+    report([args.out], args.margin_pct, {args.slowdown: Path(args.work_dir)})
     return 0
 
 
