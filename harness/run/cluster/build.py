@@ -22,16 +22,17 @@ used from there if present, else from a cached build, else the cluster runs with
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 import re
 import shutil
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from harness.run.filelock import locked
 
 MARKER = "cluster-build.json"
 SETUP_COMMAND = "recipe-harness cluster setup"
@@ -250,17 +251,6 @@ class BuildOptions:
     env: dict[str, str] = field(default_factory=dict)
 
 
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
-
-
 def _go_env(directory: Path, options: BuildOptions) -> dict[str, str]:
     env = dict(os.environ)
     env.update(
@@ -306,7 +296,7 @@ def build(
 ) -> Binaries:
     """Build every binary of `versions` into the cache (a no-op when the marker exists). Raises BuildError."""
     directory = build_dir(versions, root)
-    with _locked(directory.parent / f"{versions.name}.lock"):
+    with locked(directory.parent / f"{versions.name}.lock"):
         found = read_marker(directory)
         if found is not None:
             return Binaries({n: directory / "bin" / n for n in ALL_BINARIES}, f"built: {directory}", versions, found)

@@ -28,7 +28,6 @@ package of the `conformance` extra), else pip; `RECIPE_HARNESS_INSTALLER=uv|pip`
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 import re
@@ -38,10 +37,12 @@ import sys
 import tempfile
 import time
 import zipfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from harness.run.filelock import locked
 
 MARKER = "conformance-env.json"
 MARKER_SCHEMA = 1
@@ -333,17 +334,6 @@ def _installed_versions(python: str) -> dict[str, str]:
     return json.loads(res.stdout)
 
 
-@contextlib.contextmanager
-def _lock(path: Path) -> Iterator[None]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
-
-
 def ensure_env(
     release: str,
     kind: str,
@@ -362,7 +352,7 @@ def ensure_env(
     name = env_name(release, kind)
     final = root / name
     say = say or (lambda msg: print(msg, file=sys.stderr))
-    with _lock(root / f"{name}.lock"):
+    with locked(root / f"{name}.lock"):
         ready = find_env(release, kind, root)  # another process may have built it while we waited
         if ready:
             return ready
