@@ -18,8 +18,6 @@ from harness.recipe.yamlsrc import as_int, mapping
 ARTIFACT_FLAGS = ("--artifact-dir", "--output-artifact-dir")
 OSL_FLAGS = ("--output-tokens-mean", "--osl", "--prompt-output-tokens-mean")
 OSL_STDDEV_FLAGS = ("--output-tokens-stddev", "--osl-stddev", "--prompt-output-tokens-stddev")
-_COMPARISONS = {"-lt", "-le", "-gt", "-ge", "-eq", "-ne"}
-_ARITH_COMPARE = re.compile(r"\$?\(\(.*[<>].*\)\)|SECONDS|date\s+\+%s")
 _SNAPSHOT = re.compile(r"/snapshots/|(?:^|/)[0-9a-f]{40}(?:/|$)")
 _PIN = re.compile(r"^aiperf(?:\[[^\]]*\])?\s*(==|===|@|~=|>=|<=|>|<|!=)?\s*(.*)$")
 
