@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from harness.checks import REGISTRY, all_checks, run_check
+from harness.recipe.model import FileCache, Recipe
 from harness.results import baselines as bl
 from harness.results.metrics import MetricStat, PerfResult
 from harness.run.defects import CATALOGUE, apply_edit
@@ -145,3 +146,41 @@ Requires-Dist: sglang[diffusion]==0.5.21; extra == 'sglang'
 Requires-Dist: tensorrt-llm==1.3.0rc29; extra == 'trtllm'
 Requires-Dist: vllm[flashinfer,otel,runai]==0.31.0; extra == 'vllm'
 """
+
+
+# --- catalogue copies edited in place (engine flags, deep conformance) ----------------------------
+
+QWEN_AGG = "qwen3-32b/vllm/agg-round-robin"
+DSR1_SGL = "deepseek-r1/sglang/disagg-8gpu"
+
+
+def copy_catalogue(tmp_path: Path) -> Path:
+    root = tmp_path / "recipes"
+    shutil.copytree(CATALOGUE, root)
+    return root
+
+
+def edit(root: Path, rid: str, old: str, new: str) -> Path:
+    path = root / rid / "deploy.yaml"
+    text = path.read_text()
+    assert old in text, old
+    path.write_text(text.replace(old, new, 1))
+    return path
+
+
+def recipe(root: Path, rid: str) -> Recipe:
+    return Recipe(root / rid, root, FileCache(root))
+
+
+def exec_form_as_sh_c(root: Path, rid: str) -> Path:
+    """The recipe's last exec-form `python3 -m dynamo.sglang` command rewritten as one `sh -c` script
+    (`exec python3 -m dynamo.sglang ...`), the form upstream recipes use."""
+    path = root / rid / "deploy.yaml"
+    text = path.read_text()
+    head, _, tail = text.rpartition("command: [python3, -m, dynamo.sglang]\n              args:\n")
+    args, rest = [], tail.splitlines(keepends=True)
+    while rest and rest[0].startswith("                - "):
+        args.append(rest.pop(0).strip()[2:].strip('"'))
+    script = " ".join(["exec python3 -m dynamo.sglang", *args])
+    path.write_text(head + f"command: [sh, -c]\n              args:\n                - {script!r}\n" + "".join(rest))
+    return path

@@ -12,7 +12,7 @@ import pytest
 
 from harness.run.conformance import client, envs
 
-from .test_engine_flags import DSR1_SGL, QWEN_AGG, copy_catalogue, edit, recipe
+from .conftest import DSR1_SGL, QWEN_AGG, copy_catalogue, edit, exec_form_as_sh_c, recipe
 
 REPO = Path(__file__).resolve().parents[1]
 LLAMA_AGG = "llama-3-70b/vllm/agg"
@@ -93,14 +93,7 @@ def test_wideep_on_rc29_and_tp3_for_llama_70b_fail_pytest_m_conformance_with_the
 @needs_sglang
 def test_sglang_tp_prefix_is_tp_8_for_the_real_parser_and_the_static_reader_agrees(tmp_path):
     root = copy_catalogue(tmp_path)
-    path = root / DSR1_SGL / "deploy.yaml"
-    text = path.read_text()
-    head, _, tail = text.rpartition("command: [python3, -m, dynamo.sglang]\n              args:\n")
-    args, rest = [], tail.splitlines(keepends=True)
-    while rest and rest[0].startswith("                - "):
-        args.append(rest.pop(0).strip()[2:].strip('"'))
-    script = " ".join(["exec python3 -m dynamo.sglang", *args])
-    path.write_text(head + f"command: [sh, -c]\n              args:\n                - {script!r}\n" + "".join(rest))
+    exec_form_as_sh_c(root, DSR1_SGL)
     outcomes = client.check_recipes([recipe(root, DSR1_SGL)])
     decode = [o for o in outcomes if "--tp" in [t.value for t in o.job.argv] and "decode" in o.job.service.lower()]
     assert decode, [o.job.service for o in outcomes]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
@@ -10,39 +9,17 @@ import pytest
 from harness.analysis.sizing import worker_sizings
 from harness.analysis.topology import recipe_topologies
 from harness.checks import all_checks
-from harness.recipe.model import FileCache, Recipe
 from harness.run.static import context_for, make_selection, run_static
 
-REPO = Path(__file__).resolve().parents[1]
-CATALOGUE = REPO / "recipes"
-QWEN_AGG = "qwen3-32b/vllm/agg-round-robin"
-DSR1_SGL = "deepseek-r1/sglang/disagg-8gpu"
+from .conftest import CATALOGUE, DSR1_SGL, QWEN_AGG, copy_catalogue, edit, exec_form_as_sh_c, recipe
 
 pytestmark = pytest.mark.skipif(not CATALOGUE.is_dir(), reason="no shipped catalogue under recipes/")
-
-
-def copy_catalogue(tmp_path: Path) -> Path:
-    root = tmp_path / "recipes"
-    shutil.copytree(CATALOGUE, root)
-    return root
-
-
-def edit(root: Path, rid: str, old: str, new: str) -> Path:
-    path = root / rid / "deploy.yaml"
-    text = path.read_text()
-    assert old in text, old
-    path.write_text(text.replace(old, new, 1))
-    return path
 
 
 def static_findings(root: Path, rid: str):
     selection = make_selection(root, [rid])
     report = run_static(selection, context_for(selection), all_checks())
     return [f for f in report.findings if f.recipe == rid]
-
-
-def recipe(root: Path, rid: str) -> Recipe:
-    return Recipe(root / rid, root, FileCache(root))
 
 
 def test_max_model_len_16k_passes_every_static_check_and_sizing_uses_16384(tmp_path):
@@ -59,15 +36,8 @@ def test_max_model_len_16k_passes_every_static_check_and_sizing_uses_16384(tmp_p
 
 def test_sglang_tp_prefix_in_an_exec_shell_line_counts_as_tp_8(tmp_path):
     root = copy_catalogue(tmp_path)
-    path = root / DSR1_SGL / "deploy.yaml"
-    text = path.read_text()
     # the decode worker's exec-form command becomes an `sh -c` script with `exec python3 -m dynamo.sglang ... --tp 8`
-    head, _, tail = text.rpartition("command: [python3, -m, dynamo.sglang]\n              args:\n")
-    args, rest = [], tail.splitlines(keepends=True)
-    while rest and rest[0].startswith("                - "):
-        args.append(rest.pop(0).strip()[2:].strip('"'))
-    script = " ".join(["exec python3 -m dynamo.sglang", *args])
-    path.write_text(head + f"command: [sh, -c]\n              args:\n                - {script!r}\n" + "".join(rest))
+    exec_form_as_sh_c(root, DSR1_SGL)
     r = recipe(root, DSR1_SGL)
     decode = [t for t in recipe_topologies(r).values() if t.role == "decode"]
     assert decode and all(t.tp == 8 and t.get("tp").source == "--tp" for t in decode)
