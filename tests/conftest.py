@@ -4,6 +4,7 @@ items come from harness/plugin.py, not from here; tests/k8s/conftest.py holds th
 
 from __future__ import annotations
 
+import random
 import shutil
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from harness.checks import REGISTRY, all_checks, run_check
 from harness.recipe.model import FileCache, Recipe
 from harness.results import baselines as bl
 from harness.results.metrics import MetricStat, PerfResult
+from harness.results.paired import RequestRecord, Round
 from harness.run.defects import CATALOGUE, apply_edit
 from harness.run.static import context_for, make_selection
 
@@ -184,3 +186,36 @@ def exec_form_as_sh_c(root: Path, rid: str) -> Path:
     script = " ".join(["exec python3 -m dynamo.sglang", *args])
     path.write_text(head + f"command: [sh, -c]\n              args:\n                - {script!r}\n" + "".join(rest))
     return path
+
+
+# --- same-run timing comparisons (synthetic requests) --------------------------------------------
+
+
+def paired_side(
+    rng: random.Random, n: int, base_ms: float, factor: float = 1.0, noise: float = 0.03, load=None
+) -> tuple:
+    """Same-run comparison data (harness/results/paired.py): n requests spread over 20 s; `load(t)` multiplies every metric at time t (outside work on the machine)."""
+    out = []
+    for i in range(n):
+        t = i * 20.0 / n + rng.uniform(0, 0.05)
+        slow = load(t) if load else 1.0
+        jitter = lambda: rng.lognormvariate(0, noise)  # noqa: E731
+        out.append(
+            RequestRecord(
+                int(t * 1e9),
+                {
+                    "inter_token_latency": base_ms * factor * slow * jitter(),
+                    "request_latency": 60 * base_ms * factor * slow * jitter(),
+                    "time_to_first_token": 8 * base_ms * slow * jitter(),  # overhead: barely moved by the engine
+                },
+            )
+        )
+    return tuple(out)
+
+
+def paired_rounds(factor: float, seed: int = 1, n: int = 150, count: int = 1, load=None) -> list[Round]:
+    rng = random.Random(seed)
+    return [
+        Round(paired_side(rng, n, 6.0, factor, load=load), paired_side(rng, n, 6.0, 1.0, load=load))
+        for _ in range(count)
+    ]

@@ -25,33 +25,11 @@ from harness.results.paired import (
 )
 from harness.run.sim.paired import _with_option, reference_for
 
+from .conftest import paired_rounds as rounds
+from .conftest import paired_side as side
+
 SIM_RECIPES = Path(__file__).parent / "fixtures" / "sim" / "recipes"
 POLICY = PairedPolicy()
-
-
-def side(rng: random.Random, n: int, base_ms: float, factor: float = 1.0, noise: float = 0.03, load=None) -> tuple:
-    """n requests spread over 20 s; `load(t)` multiplies every metric at time t (outside work on the machine)."""
-    out = []
-    for i in range(n):
-        t = i * 20.0 / n + rng.uniform(0, 0.05)
-        slow = load(t) if load else 1.0
-        jitter = lambda: rng.lognormvariate(0, noise)  # noqa: E731
-        out.append(
-            RequestRecord(
-                int(t * 1e9),
-                {
-                    "inter_token_latency": base_ms * factor * slow * jitter(),
-                    "request_latency": 60 * base_ms * factor * slow * jitter(),
-                    "time_to_first_token": 8 * base_ms * slow * jitter(),  # overhead: barely moved by the engine
-                },
-            )
-        )
-    return tuple(out)
-
-
-def rounds(factor: float, seed: int = 1, n: int = 150, count: int = 1, load=None) -> list[Round]:
-    rng = random.Random(seed)
-    return [Round(side(rng, n, 6.0, factor, load=load), side(rng, n, 6.0, 1.0, load=load)) for _ in range(count)]
 
 
 def by_metric(verdicts):

@@ -177,7 +177,7 @@ def test_a_rehearsal_report_shows_the_gate_the_experiment_and_links_to_its_files
     comparison), the experiment marked as one, the Dynamo that ran, smoke results and links."""
     from harness.results.paired import PairedComparison, PairedPolicy, judge
 
-    from .test_paired import rounds
+    from .conftest import paired_rounds as rounds
 
     history = make_history(tmp_path, NIGHTS[:2])
     run_dir = tmp_path / "runs" / "n2"
