@@ -193,7 +193,7 @@ def _restart_with_the_joined_form(config: pytest.Config) -> None:
     joined = list(given)
     for i in reversed(spaced):
         joined[i : i + 2] = [f"{given[i]}={given[i + 1]}"]
-    if sys.argv[1:] != given or os.environ.get("PYTEST_XDIST_WORKER"):
+    if sys.argv[1:] != given:  # an in-process run, or an xdist worker (started by execnet, not from this argv)
         config.issue_config_time_warning(
             pytest.PytestConfigWarning(
                 f"recipe-harness: write {joined[spaced[0]]} (joined with '='): pytest settles its rootdir "
