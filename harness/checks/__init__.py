@@ -28,6 +28,7 @@ from typing import Any, Literal, TypeVar
 from harness.recipe.discovery import RecipeTree
 from harness.recipe.findings import Finding, Loc, Problem, Severity, display_path
 from harness.recipe.model import Recipe
+from harness.recipe.templates import placeholder_lines
 
 Scope = Literal["recipe", "tree"]
 OptionsT = TypeVar("OptionsT")
@@ -114,6 +115,8 @@ def run_check(chk: Check, subject: Recipe | RecipeTree, ctx: CheckContext) -> li
         for p in chk.fn(subject, ctx) or ():
             rendered = build is not None and p.loc.file in build.sources
             findings.append(to_finding(chk, p, recipe_id, note if rendered else ""))
+        if isinstance(subject, Recipe) and chk.id != PLACEHOLDER_CHECK:
+            findings = without_placeholder_errors(findings, subject)
     except Exception as exc:
         where = subject.path if isinstance(subject, Recipe) else subject.root
         tb = traceback.extract_tb(exc.__traceback__)[-1]
@@ -131,6 +134,18 @@ def run_check(chk: Check, subject: Recipe | RecipeTree, ctx: CheckContext) -> li
             )
         )
     return findings
+
+
+PLACEHOLDER_CHECK = "template-placeholders"  # reports the placeholders once (harness/checks/templates.py)
+
+
+def without_placeholder_errors(findings: list[Finding], recipe: Recipe) -> list[Finding]:
+    """No error on a line that holds a placeholder the recipe documents (or a template token without a
+    sample value): a value the user replaces is not the recipe's defect (harness.recipe.templates)."""
+    if not any(f.severity is Severity.ERROR for f in findings):
+        return findings
+    lines = {(display_path(path), line) for path, line in placeholder_lines(recipe)}
+    return [f for f in findings if f.severity is not Severity.ERROR or (f.file, f.line) not in lines]
 
 
 RENDERED_NOTE = " (rendered by `kustomize build {}`)"  # harness.run.static.dedupe merges these

@@ -9,7 +9,7 @@ import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from harness.recipe import kustomize
+from harness.recipe import kustomize, templates
 from harness.recipe.model import DEPLOY_FILE, DGD_KIND, GAIE_DIR, MODEL_CACHE_DIR, PERF_FILE, FileCache, Recipe
 
 SKIP_DIRS = {".git", "__pycache__", ".pytest_cache", "node_modules"}
@@ -70,6 +70,7 @@ def discover(root: Path, cache: FileCache | None = None, foreign: bool = False) 
     (`foreign`, see harness.recipe.convention) every recipe wherever it lives (`foreign_recipes`)."""
     root = root.absolute()
     cache = cache or FileCache(root)
+    templates.template_tree(root, cache)  # envsubst templates are read rendered, as the recipe applies them
     if foreign:
         return foreign_recipes(root, cache)
     plain = [Recipe(p, root, cache) for p in recipe_dirs(root)]

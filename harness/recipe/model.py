@@ -120,6 +120,11 @@ class Recipe:
         return build_workloads(self)
 
     @property
+    def cache(self) -> FileCache:
+        """The run's file cache this recipe loads through (shared by the recipes of one discovery)."""
+        return self._cache
+
+    @property
     def model_dir(self) -> Path:
         return self._model_dir
 
