@@ -50,6 +50,7 @@ class Template:
     variables: tuple[str, ...] | None  # the SHELL-FORMAT's variables; None: every variable
     values: dict[str, tuple[str, Loc]] = field(default_factory=dict)  # var -> (sample value, where it is set)
     missing: list[str] = field(default_factory=list)  # referenced, substituted by envsubst, no sample value
+    text: str = ""  # the rendered text the checks read
 
     @property
     def rendered(self) -> bool:
@@ -199,9 +200,20 @@ def _render(
         return m.group(0)
 
     rendered = _REFERENCE.sub(substitute, text)
+    template.text = rendered
     if rendered != text:
         cache.put(path, parse_yaml_bytes(rendered.encode("utf-8"), path))
     return template
+
+
+def applied_text(recipe: Recipe, path: Path) -> str | None:
+    """The text `kubectl apply` gets for one of the recipe's files when it is not the file on disk: the
+    kustomization's build for its rendered manifest, a template's rendering; None for a plain file."""
+    if recipe.kustomize_build is not None and path == recipe.manifest:
+        return recipe.kustomize_build.text
+    tree = _TREES.get(recipe.cache)
+    template = tree.templates.get(path) if tree else None
+    return template.text if template is not None and template.values else None
 
 
 # --- placeholders ---------------------------------------------------------------------------
