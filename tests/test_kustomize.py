@@ -15,6 +15,8 @@ from harness.recipe import kustomize
 from harness.recipe.discovery import RENDERED_NAME
 from harness.run.static import context_for, make_selection, run_static
 
+from .test_changes import commit, git
+
 FIXTURES = Path(__file__).parent / "fixtures" / "kustomize"
 TREE = FIXTURES / "overlay-component" / "recipes"
 AGG = "demo/vllm/agg/kustomize"
@@ -152,3 +154,23 @@ def test_a_component_directory_is_never_built_nor_checked_alone():
     assert component not in tree.roots and (TREE / AGG / "base") not in tree.roots  # the base: through overlays
     assert component / "patch-dgd.yaml" in tree.patches
     assert TREE / AGG / "base" / "deploy.yaml" in tree.resources
+
+
+@needs_kustomize
+@pytest.mark.parametrize(
+    "changed, expected",
+    [
+        ("base/deploy.yaml", ["fast-net", "plain"]),  # the base both overlays build on
+        ("components/fast-net/patch-dgd.yaml", ["fast-net"]),  # only the overlay that uses the Component
+        ("components/merge-keys/dgd-merge-keys.json", ["fast-net", "plain"]),  # a file a reached kustomization reads
+    ],
+)
+def test_changed_since_selects_the_overlays_that_read_the_changed_file(tmp_path, changed, expected):
+    repo = tmp_path / "repo"
+    shutil.copytree(TREE, repo / "recipes")
+    git(repo, "init", "-q", "-b", "main")
+    commit(repo, "tree")
+    path = repo / "recipes" / AGG / changed
+    path.write_text(path.read_text() + ("\n" if path.suffix == ".json" else "# changed\n"))
+    selection = make_selection(repo / "recipes", changed_since="main")
+    assert sorted(r.id.rsplit("/", 1)[-1] for r in selection.chosen) == expected

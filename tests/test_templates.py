@@ -56,6 +56,20 @@ def test_a_defect_in_a_sample_value_is_reported_at_the_template_line(tmp_path):
     assert all("'latest'" in f.message for f in hits)
 
 
+def test_the_callers_default_hardware_is_the_sample(tmp_path):
+    """run.sh defaults to HW="lab": hw/lab.env is the sample even beside an env file that sorts first."""
+    root = _copy(tmp_path, ENVSUBST)
+    other = root / "demo" / "hw" / "a100.env"
+    other.write_text(
+        (root / "demo" / "hw" / "lab.env").read_text().replace("vllm-runtime:1.6.1", "vllm-runtime:latest")
+    )
+    _, report = _check(root)
+    assert report.findings == [], "\n".join(f.format() for f in report.findings)
+    (root / "demo" / "run.sh").write_text((root / "demo" / "run.sh").read_text().replace('HW="lab"', 'HW="a100"'))
+    _, report = _check(root)
+    assert {f.check_id for f in report.findings} == {"image-reference-pinned"}
+
+
 def test_a_template_without_sample_values_is_one_warning_and_no_error(tmp_path):
     root = _copy(tmp_path, ENVSUBST)
     (root / "demo" / "hw" / "lab.env").unlink()

@@ -96,9 +96,9 @@ class KustomizeView:
             return True
         if path not in self.tree.resources:
             return False
-        return any(b.ok and path in self._reached(d) for d, b in self.builds.items())
+        return any(b.ok and path in self.reached(d) for d, b in self.builds.items())
 
-    def _reached(self, directory: Path) -> set[Path]:
+    def reached(self, directory: Path) -> set[Path]:
         if directory not in self.reach:
             self.reach[directory] = self.tree.reached(directory)
         return self.reach[directory]
@@ -129,6 +129,7 @@ def kustomize_recipes(root: Path, cache: FileCache) -> list[Recipe]:
     out = []
     for directory, built in view.builds.items():
         if built.ok and any(d.kind == DGD_KIND for d in built.documents):
+            built.inputs = view.reached(directory)
             out.append(Recipe(directory, root, cache, manifest=directory / RENDERED_NAME, kustomize_build=built))
     return out
 

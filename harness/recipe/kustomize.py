@@ -191,13 +191,14 @@ class KustomizeTree:
         return path in self.patches or path in self.resources
 
     def reached(self, directory: Path, seen: set[Path] | None = None) -> set[Path]:
-        """Every file a kustomization reaches through its resources and components, recursively."""
+        """Every file a kustomization reaches through its resources and components, recursively, and the
+        directory of every kustomization on the way (its kustomization file, openapi schema, generator inputs)."""
         seen = seen if seen is not None else set()
         k = self.kustomizations.get(directory)
         if k is None or directory in seen:
             return set()
         seen.add(directory)
-        out: set[Path] = set(k.patch_files)
+        out: set[Path] = {directory, *k.patch_files}  # the directory: its kustomization and what it reads
         for p in [*k.resources, *k.components]:
             out |= self.reached(p, seen) if p in self.kustomizations else {p}
         return out
@@ -290,6 +291,7 @@ class Build:
     error: str = ""  # kustomize's own message when the build failed, or why it did not run
     text: str = ""  # the rendered YAML, as kustomize printed it (origin annotations removed)
     sources: set[Path] = field(default_factory=set)  # the files the rendered objects came from (resources, patches)
+    inputs: set[Path] = field(default_factory=set)  # files and kustomization directories it reads (KustomizeTree)
 
     @property
     def ok(self) -> bool:

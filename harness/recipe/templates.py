@@ -124,7 +124,9 @@ def template_tree(root: Path, cache: FileCache) -> TemplateTree:
     for caller in callers:
         text = _read(caller)
         scope = _scope(caller, root)
-        env_files = [p for p in _walk(scope, (".env",))]
+        # the caller's own default first (`HW="h100"` picks hw/h100.env over hw/gb200.env), then by name
+        defaults = {value for value, _ in _assignments(text, caller).values()}
+        env_files = sorted(_walk(scope, (".env",)), key=lambda p: (p.stem not in defaults, p))
         values: dict[str, tuple[str, Loc]] = {}
         for source in [caller, *env_files]:
             for var, found in _assignments(_read(source), source).items():
