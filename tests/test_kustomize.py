@@ -174,3 +174,15 @@ def test_changed_since_selects_the_overlays_that_read_the_changed_file(tmp_path,
     path.write_text(path.read_text() + ("\n" if path.suffix == ".json" else "# changed\n"))
     selection = make_selection(repo / "recipes", changed_since="main")
     assert sorted(r.id.rsplit("/", 1)[-1] for r in selection.chosen) == expected
+
+
+@needs_kustomize
+def test_a_documented_placeholder_in_a_base_is_one_warning_through_the_overlays(tmp_path):
+    root = _copy(tmp_path)
+    base = root / AGG / "base" / "deploy.yaml"
+    line = _edit(base, "  name: demo-agg\n", "  name: demo-agg\n  namespace: <your-namespace>\n") + 1
+    (root / "demo" / "README.md").write_text("Replace `<your-namespace>` with the namespace you deploy into.\n")
+    _, report = _check(root)
+    assert [(f.check_id, f.severity.value, f.file, f.line) for f in report.findings] == [
+        ("template-placeholders", "warning", str(base), line)
+    ], "\n".join(f.format() for f in report.findings)
