@@ -116,7 +116,7 @@ def kustomize_view(root: Path, cache: FileCache) -> KustomizeView:
         runner = kustomize.locate() if tree.roots else None
         view = KustomizeView(tree, runner)
         if runner is not None:
-            view.builds = {d: kustomize.build(d, runner) for d in tree.roots}
+            view.builds = kustomize.build_all(tree.roots, runner)
         _VIEWS[cache] = view
     return view
 

@@ -27,6 +27,7 @@ import shutil
 import subprocess
 import tempfile
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -302,10 +303,21 @@ def build(directory: Path, runner: Kustomize | None = None) -> Build:
     """`kustomize build directory`, every rendered node located in the file and line that produced it:
     the resource's own file (origin annotation) where the value is the one written there, else the patch
     that set it, else the nearest enclosing node that has a place."""
-    directory = directory.absolute()
-    _load.cache_clear()  # sources are read afresh per build (a long session may see them change)
+    return build_all([directory], runner)[directory.absolute()]
+
+
+def build_all(directories: list[Path], runner: Kustomize | None = None) -> dict[Path, Build]:
+    """`build` of several directories, by absolute directory; the kustomize processes run side by side
+    (a build is mostly waiting for its process) and share the parsed sources."""
+    _load.cache_clear()  # sources are read afresh per call (a long session may see them change)
     _patch_sources_cached.cache_clear()
     runner = runner or locate()
+    dirs = [d.absolute() for d in directories]
+    with ThreadPoolExecutor(max_workers=max(1, min(4, len(dirs), os.cpu_count() or 1))) as pool:
+        return dict(zip(dirs, pool.map(lambda d: _build(d, runner), dirs), strict=True))
+
+
+def _build(directory: Path, runner: Kustomize | None) -> Build:
     kfile = kustomization_file(directory)
     result = Build(directory, kfile, runner)
     if runner is None:
