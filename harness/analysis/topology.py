@@ -130,6 +130,7 @@ class EngineConfig:
     key: str = ""
     data: SrcMap | None = None
     error: str = ""  # why it could not be read (not mounted, no such ConfigMap or key, bad YAML)
+    on_pvc: str = ""  # the PVC the file lies on (the DGD's `volumeMounts`): it exists at run time, not in the recipe
 
 
 @dataclass
@@ -233,6 +234,14 @@ class Topology:
         if self.backend == "sglang":
             return self.tp * self.pp * (1 if self.dp_attention else self.dp)
         return self.tp * self.pp
+
+    @property
+    def parallelism_known(self) -> bool:
+        """False when a TRT-LLM engine config the worker loads (--extra-engine-args) cannot be read from
+        the recipe (a file on a PVC, a path under no ConfigMap mount): its `tensor_parallel_size` and
+        `pipeline_parallel_size` override the CLI (see _merge_engine_config), so the world size is unknown."""
+        cfg = self.engine_config
+        return cfg is None or cfg.data is not None
 
     def parallelism_terms(self) -> list[Setting]:
         """The settings that multiply into gpus_per_replica, as written (for messages)."""
@@ -504,6 +513,12 @@ def engine_config(service: Service, arg: Token, docs: Iterable[Document]) -> Eng
         cfg.configmap, cfg.key = cm_name, key or rel
         _read_configmap(cfg, docs)
         return cfg
+    for mount in sequence(service.data.get("volumeMounts")) or []:  # the DGD's PVC mounts (name, mountPoint)
+        point = dig(mount, "mountPoint")
+        if isinstance(point, str) and point and path.is_relative_to(PurePosixPath(point)):
+            cfg.on_pvc = str(dig(mount, "name") or "")
+            cfg.error = f"{arg.value} is a file on PVC {cfg.on_pvc!r} (mounted at {point}), not in the recipe"
+            return cfg
     cfg.error = f"{arg.value} is not under any volumeMount of the container"
     return cfg
 
@@ -563,9 +578,12 @@ def _recipe_topologies(recipe: Recipe) -> dict[str, Topology]:
     dep = recipe.deployment
     out: dict[str, Topology] = {}
     if dep is not None:
-        backend = dep.backend_framework or recipe.framework
+        declared = dep.backend_framework or recipe.framework
         docs = recipe.deploy.documents if recipe.deploy else []
         for svc in dep.workers:
+            # the engine the worker starts (`python -m dynamo.sglang`) is what reads its flags; the graph's
+            # backendFramework, else the directory name (`sglang-wideep/` on a foreign tree), only when it starts none
+            backend = svc.engine if svc.engine in FLAGS else declared
             out[svc.name] = topology_of(svc, backend, docs, engine_surface(recipe, svc))
     return out
 

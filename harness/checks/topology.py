@@ -35,7 +35,10 @@ def gpu_count_matches_topology(recipe: Recipe, ctx: CheckContext) -> Iterator[Pr
     `engine-flags-known`: a misspelt `--tensor-paralel-size` must not turn into "needs 1 GPU".
 
     GPUs requested through DRA (a resource claim whose template asks for `gpu.nvidia.com`
-    devices) count the same as `limits.gpu`.
+    devices) count the same as `limits.gpu`. The flags are read by the engine the worker starts
+    (`python -m dynamo.sglang`), whatever its directory is called (`sglang-wideep/`); a TRT-LLM
+    worker whose `--extra-engine-args` file is not in the recipe (a path on the model PVC) may set
+    its parallelism there, so its world size is unknown and not judged.
 
     Fails: `limits.gpu: "4"` on a vLLM worker started with `--tensor-parallel-size 8`.
 
@@ -58,6 +61,8 @@ def gpu_count_matches_topology(recipe: Recipe, ctx: CheckContext) -> Iterator[Pr
             continue  # a GPU count that is not a number: schema-valid reports it; a fix from a default would mislead
         if topo.read is not None and not topo.read.trusted:
             continue  # a flag the parser does not know or a value it rejects: the parallelism read is not trusted
+        if not topo.parallelism_known:
+            continue  # an engine config outside the recipe (a file on the PVC) may set the parallelism
         need = topo.gpus_per_replica
         claimed = dra_gpus(svc, recipe.deploy.documents if recipe.deploy else []) if svc.gpu_limit == 0 else 0
         if claimed:
@@ -96,7 +101,8 @@ def gpu_count_matches_topology(recipe: Recipe, ctx: CheckContext) -> Iterator[Pr
 def tp_cli_matches_engine_config(recipe: Recipe, ctx: CheckContext) -> Iterator[Problem]:
     """TRT-LLM workers often state parallelism twice: a CLI flag and the engine config YAML
     (`--extra-engine-args`, a ConfigMap key). Dynamo lets the engine config win, so a CLI value
-    that disagrees is a lie the GPU count was sized for. The config must also be mounted and exist.
+    that disagrees is a lie the GPU count was sized for. The config must also be mounted and exist; a file on one of
+    the DGD's PVC mounts exists only at run time and is not judged.
 
     Fails: `--tensor-parallel-size 4` with `tensor_parallel_size: 2` in the engine ConfigMap.
 
@@ -107,7 +113,7 @@ def tp_cli_matches_engine_config(recipe: Recipe, ctx: CheckContext) -> Iterator[
     """
     for svc, topo in workers(recipe):
         cfg = topo.engine_config
-        if cfg is not None and cfg.error:
+        if cfg is not None and cfg.error and not cfg.on_pvc:
             yield problem(
                 cfg.arg.at,
                 f"worker {svc.name}: --extra-engine-args {cfg.arg.value}: {cfg.error}",
