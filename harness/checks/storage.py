@@ -82,7 +82,7 @@ def model_cache_pvc_fits_checkpoint(recipe: Recipe, ctx: CheckContext) -> Iterat
             )
 
 
-@check("cache-pvcs-meet-minimums")
+@check("cache-pvcs-meet-minimums", convention=True)
 def cache_pvcs_meet_minimums(recipe: Recipe, ctx: CheckContext) -> Iterator[Problem]:
     """A compilation-cache PVC (`useAsCompilationCache`) and a PVC the perf Job writes results
     to must meet the documented minimums (harness/recipe/data/models.yaml `storage:`): a full JIT cache
@@ -91,7 +91,8 @@ def cache_pvcs_meet_minimums(recipe: Recipe, ctx: CheckContext) -> Iterator[Prob
 
     Fails: a compilation cache PVC of `5Gi` (minimum 50 GB).
 
-    Source: The minimums are this catalogue's sizing guidance, harness/recipe/data/models.yaml
+    Source: This catalogue's convention (not a Dynamo rule); convention check: off on foreign trees. The
+    minimums are this catalogue's sizing guidance, harness/recipe/data/models.yaml
     `storage:` (compilationCacheMinGB 50, perfResultsMinGB 5), not a Dynamo or Kubernetes limit;
     `useAsCompilationCache` is the DGD CRD volumeMount field (schemas/dynamo/1.4.0). The metadata half
     (`storage.compilationCache`, `storage.perfResults`) is recipe.yaml (ours).
