@@ -13,7 +13,7 @@ from harness.recipe import catalogue
 from harness.recipe.catalogue import GIB, ExtraFiles, ModelFacts, StorageRules
 from harness.recipe.container import pod_containers
 from harness.recipe.findings import Loc
-from harness.recipe.images import parse_image
+from harness.recipe.images import parse_image, release_tuple
 from harness.recipe.model import MODEL_DOWNLOAD_FILE, PERF_FILE, Recipe
 from harness.recipe.service import Service
 from harness.recipe.yamlsrc import Document, SrcMap, dig, mapping, sequence
@@ -298,8 +298,7 @@ def default_hf_homes(image: object) -> tuple[str, ...]:
     """The default HF_HOME of the image's user: one path for a Dynamo runtime image of a known release,
     both candidates for any other image (a custom build or a placeholder tag: its user is unknown)."""
     ref = parse_image(str(image or ""))
-    release = ref.release if ref.is_dynamo else ""
-    parts = tuple(int(p) for p in re.findall(r"\d+", release)[:3])
-    if len(parts) < 3:
+    release = release_tuple(ref.release) if ref.is_dynamo else None
+    if release is None:
         return (ROOT_HF_HOME, DYNAMO_USER_HF_HOME)
-    return (DYNAMO_USER_HF_HOME,) if parts >= FIRST_NON_ROOT_RELEASE else (ROOT_HF_HOME,)
+    return (DYNAMO_USER_HF_HOME,) if release >= FIRST_NON_ROOT_RELEASE else (ROOT_HF_HOME,)

@@ -21,6 +21,7 @@ from harness.recipe.commandline import Token
 from harness.recipe.configfiles import mounted_file_in
 from harness.recipe.findings import Loc
 from harness.recipe.flagvalues import OPAQUE, EntryPoint, ReadCommand
+from harness.recipe.images import parse_image, release_tuple
 from harness.recipe.model import Recipe
 from harness.recipe.service import ENGINE_BOOLEAN_FLAGS, Service
 from harness.recipe.yamlsrc import Document, SrcList, SrcMap, as_int, dig, mapping, parse_yaml_bytes, sequence
@@ -97,6 +98,28 @@ FLOAT_SETTINGS = {"memory_fraction"}
 BOOL_SETTINGS = {"dp_attention"}
 ROLES = {"prefill": "prefill", "decode": "decode"}
 AGGREGATED_ROLES = {"null", "none", "agg", "aggregated", "prefill_and_decode", "context_and_generation"}
+
+
+# dynamo.vllm's role flag: `--disaggregation-mode` from Dynamo 1.0.0 (ai-dynamo/dynamo v1.0.0
+# components/src/dynamo/vllm/backend_args.py, the old flags kept as deprecated aliases); up to 0.9.1
+# (v0.9.1 components/src/dynamo/vllm/args.py) only `--is-prefill-worker` / `--is-decode-worker`, a worker
+# without `--is-prefill-worker` being the decode worker (main.py `init`) and vLLM's FlexibleArgumentParser
+# rejecting any other word ("unrecognized arguments").
+VLLM_ROLE_FLAG = "--disaggregation-mode"
+VLLM_ROLE_FLAG_SINCE = (1, 0, 0)
+
+
+def image_release(service: Service) -> tuple[int, ...] | None:
+    """The Dynamo release of the runtime image the service's main container pins
+    (`nvcr.io/nvidia/ai-dynamo/vllm-runtime:0.8.0` -> (0, 8, 0)); None for another image or tag."""
+    ref = parse_image(str(service.main.image or "")) if service.main is not None else None
+    return release_tuple(ref.release) if ref is not None and ref.is_dynamo else None
+
+
+def predates_vllm_role_flag(service: Service) -> bool:
+    """The service's image is a Dynamo release whose dynamo.vllm has no `--disaggregation-mode`."""
+    release = image_release(service)
+    return release is not None and release < VLLM_ROLE_FLAG_SINCE
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from harness.analysis.topology import dra_gpus, gpus_per_node, nodes_needed, workers
+from harness.analysis.topology import dra_gpus, gpus_per_node, nodes_needed, predates_vllm_role_flag, workers
 from harness.checks import CheckContext, check
 from harness.recipe import catalogue
 from harness.recipe.findings import Problem, Severity, problem
@@ -232,8 +232,9 @@ def gpus_per_node_within_hardware(recipe: Recipe, ctx: CheckContext) -> Iterator
 @check("disagg-roles-match-mode")
 def disagg_roles_match_mode(recipe: Recipe, ctx: CheckContext) -> Iterator[Problem]:
     """A disaggregated recipe needs prefill and decode workers. The engine decides a worker's
-    role from its own flags (`--disaggregation-mode`, in argv or the `--config` YAML; vLLM
-    before 0.11 `--is-prefill-worker`, with decode the default); `subComponentType` is the
+    role from its own flags (`--disaggregation-mode`, in argv or the `--config` YAML; dynamo.vllm
+    before Dynamo 1.0.0 `--is-prefill-worker`, with decode the default: on such an image, or with the
+    old flags, a vLLM worker typed decode needs no flag); `subComponentType` is the
     operator's label for the planner and GAIE. Where both are given they must agree: a worker
     the router thinks is decode but the engine runs as prefill never answers. A disaggregated
     worker with no subComponentType but an engine role is a warning (the planner cannot scale
@@ -249,9 +250,10 @@ def disagg_roles_match_mode(recipe: Recipe, ctx: CheckContext) -> Iterator[Probl
     with `--disaggregation-mode prefill`.
 
     Source: ai-dynamo/dynamo components/src/dynamo/{vllm,sglang,trtllm}/args.py
-    (`--disaggregation-mode`; vLLM `--is-prefill-worker` before 0.6), components/src/dynamo/vllm/handlers.py
-    (decode without prefill workers runs the prefill locally); the DGD CRD `subComponentType`
-    (deploy/operator api/v1alpha1 dynamocomponentdeployment_types.go).
+    (`--disaggregation-mode`; dynamo.vllm: v1.0.0 backend_args.py adds it, v0.9.1 args.py has only
+    `--is-prefill-worker`/`--is-decode-worker` and main.py runs every other worker as decode),
+    components/src/dynamo/vllm/handlers.py (decode without prefill workers runs the prefill locally);
+    the DGD CRD `subComponentType` (deploy/operator api/v1alpha1 dynamocomponentdeployment_types.go).
     """
     dep = recipe.deployment
     if dep is None:
@@ -268,6 +270,12 @@ def disagg_roles_match_mode(recipe: Recipe, ctx: CheckContext) -> Iterator[Probl
     disagg = declared if isinstance(declared, bool) else by_name
     worker_topos = workers(recipe)
     legacy = any(t.legacy_prefill_flag for _, t in worker_topos)
+
+    def legacy_decode(svc: Service, topo) -> bool:
+        """A vLLM worker without a role flag is the decode worker: the recipe uses the pre-1.0 flags, or
+        its image's dynamo.vllm has no --disaggregation-mode at all (before Dynamo 1.0.0)."""
+        return topo.backend == "vllm" and (legacy or predates_vllm_role_flag(svc))
+
     services_loc = dep.spec.key_loc("services" if "services" in dep.spec else "components")
 
     def marked_of(svc: Service) -> str | None:
@@ -275,7 +283,7 @@ def disagg_roles_match_mode(recipe: Recipe, ctx: CheckContext) -> Iterator[Probl
 
     def effective(svc: Service, topo) -> str | None:
         role = marked_of(svc) or topo.role
-        if role is None and legacy and topo.backend == "vllm":
+        if role is None and legacy_decode(svc, topo):
             role = "decode"  # the pre-0.11 vLLM worker without --is-prefill-worker is decode
         return role
 
@@ -330,7 +338,7 @@ def disagg_roles_match_mode(recipe: Recipe, ctx: CheckContext) -> Iterator[Probl
                     "set subComponentType: prefill or decode and pass --disaggregation-mode with the same role",
                 )
         if topo.role is None:
-            if marked and not (legacy and marked == "decode" and topo.backend == "vllm"):
+            if marked and not (marked == "decode" and legacy_decode(svc, topo)):
                 yield problem(
                     flag.loc if flag else args_loc,
                     f"worker {svc.name} ({marked}) does not pass --disaggregation-mode prefill|decode",

@@ -51,6 +51,12 @@ class ImageRef:
         return m.group(1) if m else ""
 
 
+def release_tuple(release: str) -> tuple[int, ...] | None:
+    """A release's (major, minor, patch): `0.8.1.post1` -> (0, 8, 1); None for "" or a text that is not one."""
+    m = re.match(r"v?(\d+)\.(\d+)\.(\d+)", release)
+    return tuple(int(g) for g in m.groups()) if m else None
+
+
 def parse_image(text: str) -> ImageRef:
     rest, _, digest = text.strip().partition("@")
     slash = rest.rfind("/")
