@@ -154,6 +154,7 @@ class EngineConfig:
     data: SrcMap | None = None
     error: str = ""  # why it could not be read (not mounted, no such ConfigMap or key, bad YAML)
     on_pvc: str = ""  # the PVC the file lies on (the DGD's `volumeMounts`): it exists at run time, not in the recipe
+    unresolved: bool = False  # the path is a variable the recipe does not resolve (`${ARGS:-default}` in a script)
 
 
 @dataclass
@@ -503,6 +504,10 @@ def _merge_engine_config(topo: Topology) -> None:
 def engine_config(service: Service, arg: Token, docs: Iterable[Document]) -> EngineConfig:
     """Follow --extra-engine-args PATH through the container's volumeMounts to a ConfigMap key."""
     cfg = EngineConfig(arg)
+    if "$" in arg.value:
+        cfg.unresolved = True
+        cfg.error = f"{arg.value} is a variable the recipe does not resolve"
+        return cfg
     path = PurePosixPath(arg.value)
     main = service.main
     mounts = sequence(main.data.get("volumeMounts")) if main else None

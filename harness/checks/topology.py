@@ -102,7 +102,8 @@ def tp_cli_matches_engine_config(recipe: Recipe, ctx: CheckContext) -> Iterator[
     """TRT-LLM workers often state parallelism twice: a CLI flag and the engine config YAML
     (`--extra-engine-args`, a ConfigMap key). Dynamo lets the engine config win, so a CLI value
     that disagrees is a lie the GPU count was sized for. The config must also be mounted and exist; a file on one of
-    the DGD's PVC mounts exists only at run time and is not judged.
+    the DGD's PVC mounts exists only at run time, and a path the recipe leaves to a variable it does
+    not resolve is unknown: neither is judged.
 
     Fails: `--tensor-parallel-size 4` with `tensor_parallel_size: 2` in the engine ConfigMap.
 
@@ -113,7 +114,7 @@ def tp_cli_matches_engine_config(recipe: Recipe, ctx: CheckContext) -> Iterator[
     """
     for svc, topo in workers(recipe):
         cfg = topo.engine_config
-        if cfg is not None and cfg.error and not cfg.on_pvc:
+        if cfg is not None and cfg.error and not (cfg.on_pvc or cfg.unresolved):
             yield problem(
                 cfg.arg.at,
                 f"worker {svc.name}: --extra-engine-args {cfg.arg.value}: {cfg.error}",
