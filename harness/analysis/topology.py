@@ -651,6 +651,18 @@ def dra_gpus(service: Service, docs: Iterable[Document]) -> int:
     return total
 
 
+def claim_template_documents(recipe: Recipe) -> list[Document]:
+    """The documents a worker's `resourceClaimTemplateName` may name: the manifest's own, then those of the
+    manifests beside it (a recipe that applies `kubectl apply -f <dir>/` keeps its ResourceClaimTemplate or
+    ComputeDomain in a sibling file; a claim template must exist in the namespace, from any file)."""
+    docs = list(recipe.deploy.documents) if recipe.deploy else []
+    if recipe.path.is_dir():
+        for path in sorted(p for ext in ("*.yaml", "*.yml") for p in recipe.path.glob(ext)):
+            if path != recipe.manifest and (f := recipe.load(path)) is not None:
+                docs.extend(d for d in f.documents if d.kind == "ResourceClaimTemplate")
+    return docs
+
+
 def gpus_per_node(recipe: Recipe) -> int | None:
     """GPUs of one node: the metadata's `hardware.gpusPerNode`, else the catalogue's for `hardware.gpu`."""
     declared = as_int(dig(recipe.metadata, "hardware", "gpusPerNode"))

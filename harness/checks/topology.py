@@ -5,7 +5,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from harness.analysis.topology import dra_gpus, gpus_per_node, nodes_needed, predates_vllm_role_flag, workers
+from harness.analysis.topology import (
+    claim_template_documents,
+    dra_gpus,
+    gpus_per_node,
+    nodes_needed,
+    predates_vllm_role_flag,
+    workers,
+)
 from harness.checks import CheckContext, check
 from harness.recipe import catalogue
 from harness.recipe.findings import Problem, Severity, problem
@@ -35,10 +42,11 @@ def gpu_count_matches_topology(recipe: Recipe, ctx: CheckContext) -> Iterator[Pr
     `engine-flags-known`: a misspelt `--tensor-paralel-size` must not turn into "needs 1 GPU".
 
     GPUs requested through DRA (a resource claim whose template asks for `gpu.nvidia.com`
-    devices) count the same as `limits.gpu`. The flags are read by the engine the worker starts
-    (`python -m dynamo.sglang`), whatever its directory is called (`sglang-wideep/`); a TRT-LLM
-    worker whose `--extra-engine-args` file is not in the recipe (a path on the model PVC) may set
-    its parallelism there, so its world size is unknown and not judged.
+    devices, in the manifest or a manifest beside it) count the same as `limits.gpu`. The flags
+    are read by the engine the worker starts (`python -m dynamo.sglang`), whatever its directory
+    is called (`sglang-wideep/`); a TRT-LLM worker whose `--extra-engine-args` file is not in the
+    recipe (a path on the model PVC) may set its parallelism there, so its world size is unknown
+    and not judged.
 
     Fails: `limits.gpu: "4"` on a vLLM worker started with `--tensor-parallel-size 8`.
 
@@ -64,7 +72,7 @@ def gpu_count_matches_topology(recipe: Recipe, ctx: CheckContext) -> Iterator[Pr
         if not topo.parallelism_known:
             continue  # an engine config outside the recipe (a file on the PVC) may set the parallelism
         need = topo.gpus_per_replica
-        claimed = dra_gpus(svc, recipe.deploy.documents if recipe.deploy else []) if svc.gpu_limit == 0 else 0
+        claimed = dra_gpus(svc, claim_template_documents(recipe)) if svc.gpu_limit == 0 else 0
         if claimed:
             if claimed * svc.node_count != need:
                 yield problem(
