@@ -14,7 +14,7 @@ from harness.checks import CheckContext, check
 from harness.recipe.discovery import RecipeTree
 from harness.recipe.findings import Loc, Problem, problem
 from harness.recipe.model import Recipe
-from harness.recipe.yamlsrc import dig
+from harness.recipe.yamlsrc import Document, dig, sequence
 
 README = "README.md"
 # The model README format: a `# <model>` title, then these sections in this order.
@@ -405,3 +405,81 @@ def _working_directory(readme_dir: Path, root: Path, names: list[str]) -> Path:
         if found > score:
             best, score = d, found
     return best
+
+
+def _readmes(tree: RecipeTree) -> list[Path]:
+    dirs = {tree.root}
+    for r in tree.recipes:
+        dirs.update((r.path, r.model_dir))
+    return sorted({d / README for d in dirs if (d / README).is_file()})
+
+
+def _manifests(path: Path) -> list[Path]:
+    """The YAML files `kubectl apply -f PATH` reads: the file, or a directory's *.yaml/*.yml/*.json."""
+    if path.is_dir():
+        return sorted(p for ext in ("*.yaml", "*.yml", "*.json") for p in path.glob(ext))
+    return [path] if path.is_file() else []
+
+
+def _job_claims(doc: Document) -> list[str]:
+    volumes = sequence(dig(doc.data, "spec", "template", "spec", "volumes")) or []
+    return [str(c) for v in volumes if (c := dig(v, "persistentVolumeClaim", "claimName")) is not None]
+
+
+@check("readme-applies-download-claims", scope="tree")
+def readme_applies_download_claims(tree: RecipeTree, ctx: CheckContext) -> Iterator[Problem]:
+    """A README that applies a Job mounting a PersistentVolumeClaim (the model download Job) also applies
+    the manifest beside that Job which creates the claim, or at least names it: otherwise a user who
+    follows the quick start gets a Job Pending forever on `persistentvolumeclaim "model-cache" not found`.
+    A README that names the PVC manifest anywhere (a prerequisite "edit model-cache.yaml and apply it")
+    or applies the whole directory passes; a claim no manifest beside the Job defines is left to
+    `pvc-defined`.
+
+    Fails: a README with `kubectl apply -f model-cache/model-download.yaml` and no word of
+    `model-cache/model-cache.yaml`, the PVC the Job mounts.
+    Fix: add `kubectl apply -f model-cache/model-cache.yaml` before it (or apply `model-cache/`).
+
+    Source: Kubernetes: a pod whose `persistentVolumeClaim.claimName` does not exist stays Pending
+    (concepts/storage/persistent-volumes, "Claims As Volumes"); kubectl `apply -f` reads only the files named.
+    """
+    for path in _readmes(tree):
+        try:
+            lines = path.read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError):
+            continue
+        text = "\n".join(lines)
+        applied = list(_applied_files(lines))
+        workdir = _working_directory(path.parent, tree.root, [name for _, name, cwd in applied if cwd is not None])
+        files: list[tuple[int, Path]] = []
+        for line, name, cwd in applied:
+            if cwd is None:
+                continue
+            bases = (*((path.parent / cwd,) if cwd else ()), path.parent, workdir, tree.root, tree.root.parent)
+            target = next((b / name for b in bases if (b / name).exists()), None)
+            files.extend((line, f) for f in (_manifests(target) if target is not None else []))
+        docs = {f: (loaded.documents if (loaded := tree.cache.load_if_exists(f)) else []) for _, f in files}
+        created = {d.name for ds in docs.values() for d in ds if d.kind == "PersistentVolumeClaim"}
+        for line, f in files:
+            for doc in docs[f]:
+                if doc.kind != "Job":
+                    continue
+                for claim in _job_claims(doc):
+                    if claim in created:
+                        continue
+                    maker = _pvc_manifest_beside(tree, f, claim)
+                    if maker is None or maker.name in text:
+                        continue
+                    yield problem(
+                        Loc(path, line),
+                        f"the README applies {f.name}, whose Job {doc.name} mounts PVC {claim!r}, but never applies "
+                        f"{maker.name} beside it, which creates that PVC: the Job stays Pending",
+                        f"apply {maker.name} first (or the whole {maker.parent.name}/ directory)",
+                    )
+
+
+def _pvc_manifest_beside(tree: RecipeTree, job_file: Path, claim: str) -> Path | None:
+    for other in _manifests(job_file.parent):
+        loaded = tree.cache.load_if_exists(other)
+        if loaded and any(d.kind == "PersistentVolumeClaim" and d.name == claim for d in loaded.documents):
+            return other
+    return None
