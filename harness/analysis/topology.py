@@ -109,7 +109,7 @@ VLLM_ROLE_FLAG = "--disaggregation-mode"
 VLLM_ROLE_FLAG_SINCE = (1, 0, 0)
 
 
-def image_release(service: Service) -> tuple[int, ...] | None:
+def service_image_release(service: Service) -> tuple[int, ...] | None:
     """The Dynamo release of the runtime image the service's main container pins
     (`nvcr.io/nvidia/ai-dynamo/vllm-runtime:0.8.0` -> (0, 8, 0)); None for another image or tag."""
     ref = parse_image(str(service.main.image or "")) if service.main is not None else None
@@ -118,7 +118,7 @@ def image_release(service: Service) -> tuple[int, ...] | None:
 
 def predates_vllm_role_flag(service: Service) -> bool:
     """The service's image is a Dynamo release whose dynamo.vllm has no `--disaggregation-mode`."""
-    release = image_release(service)
+    release = service_image_release(service)
     return release is not None and release < VLLM_ROLE_FLAG_SINCE
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from harness.analysis.topology import VLLM_ROLE_FLAG, VLLM_ROLE_FLAG_SINCE, image_release, workers
+from harness.analysis.topology import VLLM_ROLE_FLAG, VLLM_ROLE_FLAG_SINCE, service_image_release, workers
 from harness.checks import CheckContext, check
 from harness.recipe.commandline import expand_script_vars
 from harness.recipe.findings import Problem, problem
@@ -74,7 +74,7 @@ def flags_in_image_release(recipe: Recipe, ctx: CheckContext) -> Iterator[Proble
     v1.0.0 components/src/dynamo/vllm/backend_args.py (adds `--disaggregation-mode`).
     """
     for svc, _ in workers(recipe):
-        release = image_release(svc)
+        release = service_image_release(svc)
         if release is None:
             continue
         for row in FLAGS_SINCE:
