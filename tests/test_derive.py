@@ -28,9 +28,9 @@ def plan_for(root: Path, rid: str, items: list[str], mode: str | None = None):
     return src, plan_variant(src, sets, mode or variant_mode(src.mode, sets), _model_dirs(sel.all))
 
 
-def derive_into(root: Path, rid: str, items: list[str]):
+def derive_into(root: Path, rid: str, items: list[str], mode: str | None = None):
     """The variant written into the tree at root (no proof): what `derive` writes after the tiers pass."""
-    src, plan = plan_for(root, rid, items)
+    src, plan = plan_for(root, rid, items, mode)
     changes = build_variant(root, src.path, plan, plan.spec.variant_id)
     write_docs(make_selection(root).tree)
     return plan, changes
@@ -239,3 +239,50 @@ def test_cli_proves_then_writes_and_a_failing_variant_only_with_force(tmp_path):
     assert forced.returncode == 1 and "carries its findings" in forced.stdout
     limits = yaml.safe_load((root / "qwen3-32b/vllm/agg-round-robin-kv/recipe.yaml").read_text())["knownLimits"]
     assert any("router-mode-matches" in line for line in limits)
+
+
+def test_a_changed_model_goes_to_its_model_directory(tmp_path):
+    root = copy_catalogue(tmp_path)
+    plan, _ = derive_into(root, QWEN_AGG, ["model=Qwen/Qwen3-32B-FP8", "tp=1"])
+    assert plan.spec.variant_id == "qwen3-32b-fp8/vllm/agg-round-robin-tp1"
+    deploy = (root / plan.spec.variant_id / "deploy.yaml").read_text()
+    assert '- "$(MODEL_PATH)"' in deploy  # the flag follows its env var, which changes
+    assert "value: Qwen/Qwen3-32B-FP8" in deploy and "value: Qwen/Qwen3-32B\n" not in deploy
+    meta = yaml.safe_load((root / plan.spec.variant_id / "recipe.yaml").read_text())
+    download = yaml.safe_load((root / "qwen3-32b-fp8/model-cache/model-download.yaml").read_text())
+    revision = {e["name"]: e.get("value") for e in download["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert meta["model"]["revision"] == revision["MODEL_REVISION"] and meta["model"]["precision"] == "fp8"
+    assert "`vllm/agg-round-robin-tp1`" in (root / "qwen3-32b-fp8/README.md").read_text()
+
+
+def test_block_size_follows_on_the_endpoint_picker(tmp_path):
+    root = copy_catalogue(tmp_path)
+    plan, changes = derive_into(root, "llama-3-70b/vllm/agg", ["block-size=32"])
+    epp = yaml.safe_load_all((root / plan.spec.variant_id / "gaie/epp.yaml").read_text())
+    env = {
+        e["name"]: e.get("value")
+        for d in epp
+        if d and d.get("kind") == "Deployment"
+        for e in d["spec"]["template"]["spec"]["containers"][0].get("env", [])
+    }
+    assert env["DYN_KV_BLOCK_SIZE"] == "32" and env["DYN_KV_CACHE_BLOCK_SIZE"] == "32"
+    assert any(c.what == "Worker --block-size" and c.new == "32" for c in changes)
+
+
+def test_router_kv_on_trtllm_adds_the_publish_switch(tmp_path):
+    root = copy_catalogue(tmp_path)
+    plan, _ = derive_into(root, "qwen3-32b-fp8/trtllm/agg", ["router=kv"])
+    dgd = yaml.safe_load_all((root / plan.spec.variant_id / "deploy.yaml").read_text())
+    [graph] = [d for d in dgd if d and d.get("kind") == "DynamoGraphDeployment"]
+    worker = next(c for c in graph["spec"]["components"] if c["type"] == "worker")
+    args = worker["podTemplate"]["spec"]["containers"][0]["args"]
+    assert args.count("--publish-kv-events") == 1 and args[-1] == "--publish-kv-events"
+
+
+def test_storage_class_sets_the_model_cache_of_an_out_tree(tmp_path):
+    root = copy_catalogue(tmp_path)
+    plan, _ = derive_into(root, "llama-3-70b/vllm/agg", ["storage-class=efs-sc", "namespace=team-a"], "agg-efs")
+    pvc = yaml.safe_load((root / "llama-3-70b/model-cache/model-cache.yaml").read_text())
+    assert pvc["spec"]["storageClassName"] == "efs-sc"
+    assert "export NAMESPACE=team-a" in (root / "llama-3-70b/README.md").read_text()
+    assert not any("namespace:" in (root / plan.spec.variant_id / f).read_text() for f in ("deploy.yaml", "perf.yaml"))

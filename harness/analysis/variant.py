@@ -194,7 +194,7 @@ def plan_variant(
             for name in ("model", "served_name"):
                 s = topo.get(name)
                 if s is not None and s.raw == src_model:
-                    ws.flags[_flag_for(topo, backend, name, svc.name)] = (model_id, why("model"))
+                    ws.literal_flags[_flag_for(topo, backend, name, svc.name)] = (src_model, model_id, why("model"))
         indexed = new.role == "prefill" or (not disagg and new.role is None)
         if router == "kv" and indexed and KV_EVENTS_FLAG[backend] not in svc.flags:
             ws.flags[KV_EVENTS_FLAG[backend]] = (
@@ -370,6 +370,10 @@ def plan_variant(
         m[("model", "precision")] = (model.precision, f"the checkpoint {model_id} (models.yaml)")
         if revision:
             m[("model", "revision")] = (revision, f"the revision {model_dir}/model-cache downloads")
+        plan.notes.append(
+            f"model cache: {model_dir}/model-cache (its PVC is sized for {model_id}, ~{model.checkpoint_gb:g} GB; "
+            f"its download Job pins {revision[:12] or 'no revision'})"
+        )
     targets = estimate(plan, recipe) if estimate is not None else None
     m[("targets",)] = (
         targets

@@ -121,9 +121,12 @@ def _model_dirs(recipes) -> dict[str, tuple[str, str]]:
 def build_variant(work: Path, source: Path, plan, rel_dir: str) -> list:
     """Write the variant into the tree copy `work` from the source recipe directory; returns the changes."""
     from harness.recipe import derive
+    from harness.recipe.derive import DeriveError
 
     spec = plan.spec
     dest = work / rel_dir
+    if dest.resolve() == source.resolve():
+        raise DeriveError(f"{rel_dir}: the variant would overwrite its source; choose another --name")
     if dest.exists():
         shutil.rmtree(dest)
     changes: list[derive.Change] = []
@@ -291,7 +294,7 @@ def run(args: argparse.Namespace) -> int:
         if blocked:  # --force: the variant carries its findings
             _carry_findings(work, plan, blocked)
             write_docs(make_selection(work).tree)
-        files = _changed(work, dest)
+        files = _changed(work, dest if dest.exists() else selection.root)  # a new --out: what differs from the source
         if args.dry_run:
             print(f"\n--- diff ({len(files)} file(s); --dry-run: nothing written) ---")
             for rel, old, new in files:

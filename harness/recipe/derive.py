@@ -156,7 +156,7 @@ def variant_mode(mode: str, sets: dict[str, Any]) -> str:
         elif key == "gpu":
             words.append(str(value))
         elif key == "model":
-            words.append(str(value).split("/")[-1])
+            continue  # the model directory names it
         else:
             words.append(f"{_SLUG.get(key, key)}{value}")
     slug = re.sub(r"[^a-z0-9]+", "-", "-".join(w.lower() for w in words)).strip("-")
@@ -190,6 +190,9 @@ class WorkerSpec:
     flags: dict[str, tuple[str, str]] = field(default_factory=dict)  # flag -> (value, reason): set or added
     add_comments: dict[str, str] = field(default_factory=dict)  # flag -> comment written above it when added
     env: dict[str, tuple[str, str]] = field(default_factory=dict)  # env var -> (value, reason)
+    # flag -> (literal, value, reason): replaced only where the argument is written as that literal
+    # (`--model Qwen/Qwen3-32B`, never `--model $(MODEL_PATH)`, which follows its env var)
+    literal_flags: dict[str, tuple[str, str, str]] = field(default_factory=dict)
     reasons: dict[str, str] = field(default_factory=dict)  # replicas | gpus | nodeCount -> why
 
 
@@ -303,6 +306,11 @@ def set_arg(args: CommentedSeq, flag: str, value: str, comment: str = "") -> str
     if old is not None:
         return old
     index = len(args)
+    if value == "":  # a switch (`--publish-kv-events`): the flag alone
+        if flag not in args:
+            args.append(flag)
+            _comment_above(args, index, comment)
+        return None
     quoted = value.startswith("{") or value.isdigit()
     args.append(flag)
     args.append(
@@ -310,10 +318,15 @@ def set_arg(args: CommentedSeq, flag: str, value: str, comment: str = "") -> str
         if value.startswith("{")
         else (DoubleQuotedScalarString(value) if quoted else value)
     )
+    _comment_above(args, index, comment)
+    return None
+
+
+def _comment_above(args: CommentedSeq, index: int, comment: str) -> None:
+    """A comment line above item `index` of a block sequence, aligned with its dash."""
     if comment and not args.fa.flow_style():
         col = args.lc.data[0][1] - 2 if args.lc.data else 0
         args.yaml_set_comment_before_after_key(index, before=comment, indent=max(0, col))
-    return None
 
 
 def set_env(container: CommentedMap, name: str, value: str) -> str | None:
@@ -438,9 +451,16 @@ def apply_deploy(text: str, spec: VariantSpec, rel: str) -> tuple[str, list[Chan
                 if ws.flags:
                     args = _plain_args(container, where)
                     for flag, (value, reason) in ws.flags.items():
+                        present = flag in args
                         old = set_arg(args, flag, value, ws.add_comments.get(flag, ""))
-                        if old != value:
-                            changes.append(Change(rel, f"{name} {flag}", old or "", value, reason))
+                        if (old != value and value != "") or (value == "" and not present):
+                            changes.append(Change(rel, f"{name} {flag}", old or "", value or "(switch on)", reason))
+                if ws.literal_flags:
+                    args = _plain_args(container, where)
+                    for flag, (literal, value, reason) in ws.literal_flags.items():
+                        if arg_value(args, flag) == literal:
+                            set_arg(args, flag, value)
+                            changes.append(Change(rel, f"{name} {flag}", literal, value, reason))
                 for env, (value, reason) in ws.env.items():
                     old = set_env(container, env, value)
                     if old is not None and old != value:
@@ -528,7 +548,8 @@ def upsert_readme(text: str, section: str, key: str, source_key: str, new_line: 
     """In `## section`, replace the line for `key` (a table row whose first cell is it, or a bullet that
     starts with it), or insert new_line after the last line for `source_key`."""
     lines = text.splitlines(keepends=True)
-    inside, last_source, existing = False, None, None
+    inside, last_source, existing, last_kind = False, None, None, None
+    table = new_line.lstrip().startswith("|")
     for i, line in enumerate(lines):
         if line.startswith("#"):
             inside = line.strip().lstrip("#").strip().lower() == section.lower()
@@ -540,10 +561,12 @@ def upsert_readme(text: str, section: str, key: str, source_key: str, new_line: 
             existing = i
         elif head == source_key:
             last_source = i
+        if (table and line.lstrip().startswith("|")) or (not table and line.startswith("- `")):
+            last_kind = i  # the section's last row (or recipe bullet): a recipe from another model goes after it
     if existing is not None:
         lines[existing] = new_line + "\n"
-    elif last_source is not None:
-        lines.insert(last_source + 1, new_line + "\n")
+    elif last_source is not None or last_kind is not None:
+        lines.insert((last_source if last_source is not None else last_kind) + 1, new_line + "\n")
     else:
         raise DeriveError(f"the model README's `## {section}` has no line for {source_key}: add the variant by hand")
     return "".join(lines)
