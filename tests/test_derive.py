@@ -286,3 +286,18 @@ def test_storage_class_sets_the_model_cache_of_an_out_tree(tmp_path):
     assert pvc["spec"]["storageClassName"] == "efs-sc"
     assert "export NAMESPACE=team-a" in (root / "llama-3-70b/README.md").read_text()
     assert not any("namespace:" in (root / plan.spec.variant_id / f).read_text() for f in ("deploy.yaml", "perf.yaml"))
+
+
+def test_an_estimator_fills_the_targets():
+    src = next(r for r in make_selection(CATALOGUE).all if r.id == QWEN_AGG)
+    seen = []
+
+    def estimate(plan, recipe):
+        seen.append((plan.spec.variant_id, recipe.id))
+        return {"kind": "estimate", "outputTokenThroughputPerGpu": 400, "source": "a model of the hardware"}
+
+    plan = plan_variant(src, {"gpu": "B200"}, "agg-round-robin-b200", _model_dirs([src]), estimate=estimate)
+    assert seen == [("qwen3-32b/vllm/agg-round-robin-b200", QWEN_AGG)]
+    assert plan.spec.metadata[("targets",)][0]["kind"] == "estimate"
+    none = plan_variant(src, {"gpu": "B200"}, "agg-round-robin-b200", _model_dirs([src]))
+    assert set(none.spec.metadata[("targets",)][0]) == {"kind", "source"}  # no numbers carried over

@@ -24,11 +24,11 @@ from harness.recipe.model_configs import model_config
 from harness.recipe.yamlsrc import dig
 
 # The worker flags that make an engine publish KV events to Dynamo's KV router (`--router-mode kv`).
-# vLLM: ai-dynamo dynamo/vllm/args.py `create_kv_events_config` (1.4.0 and 1.6.1 alike) returns None, so
-# nothing is published, unless the user passes `--kv-events-config` with enable_kv_cache_events true
-# (decode workers never publish; prefix caching must stay on); the endpoint is the zmq socket the
-# worker's publisher binds. SGLang: dynamo/sglang/args.py use_kv_events = publisher != "null".
-# TRT-LLM: dynamo/trtllm/backend_args.py `--publish-kv-events` (default False).
+# vLLM: ai-dynamo 1.6.1 dynamo/vllm/args.py `create_kv_events_config` returns None (nothing is published)
+# unless prefix caching is on and the user passes `--kv-events-config`; vLLM's KVEventsConfig defaults
+# enable_kv_cache_events to False, so it is set true (the endpoint is the zmq socket the worker binds).
+# SGLang: dynamo/sglang/args.py use_kv_events = publisher != "null". TRT-LLM: dynamo/trtllm/backend_args.py
+# `--publish-kv-events` (default False). The check kv-router-has-event-publishers hints the same values.
 KV_EVENTS_FLAG = {"vllm": "--kv-events-config", "sglang": "--kv-events-config", "trtllm": "--publish-kv-events"}
 KV_EVENTS_VALUE = {
     "vllm": '{"publisher":"zmq","topic":"kv-events","endpoint":"tcp://*:20080","enable_kv_cache_events":true}',
@@ -36,10 +36,10 @@ KV_EVENTS_VALUE = {
     "trtllm": "",  # a switch
 }
 ROUTER_FLAG = "--router-mode"
-# vLLM's own check, run by EngineArgs.create_engine_config (the conformance tier runs it): vllm/config/model.py
-# ModelConfig.verify_with_parallel_config, "Total number of attention heads ({n}) must be divisible by tensor
-# parallel size ({tp})."
-HEADS_SOURCE = "vLLM vllm/config/model.py ModelConfig.verify_with_parallel_config"
+# vLLM's own check, run by EngineArgs.create_engine_config (the conformance tier runs it): vLLM 0.31.0
+# vllm/config/model.py ModelConfig.verify_with_parallel_config, "Total number of attention heads ({n}) must be
+# divisible by tensor parallel size ({tp})."
+HEADS_SOURCE = "vLLM 0.31.0 vllm/config/model.py ModelConfig.verify_with_parallel_config"
 MAX_DGD_NAME = 63 - len("-frontend")  # the frontend Service `<dgd>-frontend` is a DNS-1035 label
 CONTEXT_STEP = 1024  # a raised --max-model-len is rounded up to this
 

@@ -102,6 +102,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def estimator():
+    """The performance model that fills a variant's `targets` (`kind: estimate` with its source), or None: then
+    the variant has no targets until measured. The hook for issue #27 part 3 (AIConfigurator): a callable
+    (plan, source recipe) -> targets mapping, or None where its database does not cover the variant."""
+    return None
+
+
 def _usage(message: str) -> int:
     print(f"recipe-harness derive: {message}", file=sys.stderr)
     return 2
@@ -242,7 +249,7 @@ def run(args: argparse.Namespace) -> int:
     if mode == recipe.mode and (args.out is None or dest == selection.root.absolute()):
         return _usage(f"--name {mode}: that is the source recipe itself; choose another name")
     try:
-        plan = plan_variant(recipe, sets, mode, _model_dirs(selection.all))
+        plan = plan_variant(recipe, sets, mode, _model_dirs(selection.all), estimate=estimator())
     except UsageError as exc:
         return _usage(str(exc))
     spec = plan.spec
