@@ -36,14 +36,14 @@ def derive_into(root: Path, rid: str, items: list[str], mode: str | None = None)
     return plan, changes
 
 
-def cli(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
+def cli(*args: str, cwd: Path = REPO, **env: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "harness", "derive", *args],
         cwd=cwd,
         capture_output=True,
         text=True,
         timeout=900,
-        env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin", "HOME": str(Path.home())},
+        env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin", "HOME": str(Path.home()), **env},
     )
 
 
@@ -199,6 +199,7 @@ def test_router_kv_makes_vllm_workers_publish_kv_events(tmp_path):
 def test_deriving_twice_gives_identical_files(tmp_path):
     first = copy_catalogue(tmp_path / "a")
     derive_into(first, QWEN_AGG, ["tp=4", "replicas=4", "gpu=B200"])
+    derive_into(first, QWEN_AGG, ["router=kv"])  # another variant's README lines in between
     snapshot = {p: p.read_bytes() for p in first.rglob("*") if p.is_file()}
     derive_into(first, QWEN_AGG, ["tp=4", "replicas=4", "gpu=B200"])
     again = {p: p.read_bytes() for p in first.rglob("*") if p.is_file()}
@@ -301,3 +302,16 @@ def test_an_estimator_fills_the_targets():
     assert plan.spec.metadata[("targets",)][0]["kind"] == "estimate"
     none = plan_variant(src, {"gpu": "B200"}, "agg-round-robin-b200", _model_dirs([src]))
     assert set(none.spec.metadata[("targets",)][0]) == {"kind", "source"}  # no numbers carried over
+
+
+def test_strict_refuses_a_variant_a_tier_could_not_prove(tmp_path):
+    """An empty cache: no conformance env and no control-plane binaries, as on a fresh machine."""
+    root = copy_catalogue(tmp_path)
+    empty = tmp_path / "cache"
+    empty.mkdir()
+    run = cli(QWEN_AGG, "--set", "replicas=4", "--recipes-dir", str(root), "--strict", RECIPE_HARNESS_CACHE=str(empty))
+    assert run.returncode == 1, run.stdout + run.stderr
+    assert "static: passed" in run.stdout
+    assert "conformance: could not run" in run.stdout and "apiserver: could not run" in run.stdout
+    assert "recipe-harness cluster setup" in run.stdout  # the command that makes it runnable
+    assert "not written" in run.stdout and not (root / "qwen3-32b/vllm/agg-round-robin-r4").exists()

@@ -573,15 +573,20 @@ def upsert_readme(text: str, section: str, key: str, source_key: str, new_line: 
 
 
 def replace_bullets(text: str, section: str, key: str, source_key: str, bullets: list[str]) -> str:
-    """In `## section`, the bullets for `key` become `bullets`, placed after the last bullet for `source_key`."""
+    """In `## section`, the bullets for `key` become `bullets`: where they were, else after the last bullet
+    for `source_key` (so deriving again leaves the order of other variants' bullets alone)."""
     lines = text.splitlines(keepends=True)
-    inside, kept = False, []
+    inside, kept, at = False, [], None
     for line in lines:
         if line.startswith("#"):
             inside = line.strip().lstrip("#").strip().lower() == section.lower()
         if inside and line.startswith(f"- {key}:"):
+            at = len(kept) if at is None else at
             continue
         kept.append(line)
+    if at is not None:
+        kept[at:at] = [b + "\n" for b in bullets]
+        return "".join(kept)
     text = "".join(kept)
     for bullet in reversed(bullets):
         text = upsert_readme(text, section, "\0", source_key, bullet)
