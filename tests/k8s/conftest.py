@@ -18,6 +18,7 @@ import re
 import socket
 import threading
 import time
+import urllib.parse
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
@@ -30,6 +31,7 @@ import pytest
 
 from harness.recipe.discovery import discover
 from harness.recipe.model import Recipe
+from harness.recipe.yamlsrc import to_plain
 from harness.run.cluster import build, crds
 from harness.run.cluster.control_plane import (
     ClusterError,
@@ -141,6 +143,66 @@ def secret_manifest(namespace: str, name: str, data: dict[str, str | bytes], typ
     }
 
 
+@dataclass(frozen=True)
+class Request:
+    """One request to the API server as its audit log records it."""
+
+    verb: str  # create | patch | update | delete | get | list | watch
+    resource: str  # plural, e.g. dynamographdeployments
+    name: str
+    namespace: str
+    uri: str
+    code: int
+    user_agent: str
+    at: str  # requestReceivedTimestamp (RFC 3339, microseconds)
+
+    @property
+    def query(self) -> dict[str, str]:
+        return {k: v[-1] for k, v in urllib.parse.parse_qs(urllib.parse.urlsplit(self.uri).query).items()}
+
+    @property
+    def dry_run(self) -> bool:
+        return self.query.get("dryRun") == "All"
+
+    @property
+    def by_harness(self) -> bool:
+        """Sent by the kubernetes Python client (the harness), not by a simulation (stdlib http.client)."""
+        return self.user_agent.startswith("OpenAPI-Generator")
+
+    def __str__(self) -> str:
+        return f"{self.verb} {self.resource}/{self.name}" + (" (dry run)" if self.dry_run else "")
+
+
+def read_audit(path: Path, since: str = "") -> list[Request]:
+    out = []
+    try:
+        lines = path.read_text().splitlines()
+    except OSError:
+        return out
+    for line in lines:
+        try:
+            ev = json.loads(line)
+        except ValueError:
+            continue
+        at = str(ev.get("requestReceivedTimestamp") or "")
+        if at < since or ev.get("stage") != "ResponseComplete":
+            continue
+        ref = ev.get("objectRef") or {}
+        out.append(
+            Request(
+                verb=str(ev.get("verb") or ""),
+                resource=str(ref.get("resource") or ""),
+                name=str(ref.get("name") or ""),
+                namespace=str(ref.get("namespace") or ""),
+                uri=str(ev.get("requestURI") or ""),
+                code=int((ev.get("responseStatus") or {}).get("code") or 0),
+                user_agent=str(ev.get("userAgent") or ""),
+                at=at,
+            )
+        )
+    return out
+
+
 @dataclass
 class ControlPlaneSession:
     """The session's control plane: where it is, an admin client, and the session-wide simulations."""
@@ -176,6 +238,39 @@ def _baseline(api: Api) -> None:
         exist_ok=True,
     )
     api.create("/apis/kwok.x-k8s.io/v1alpha1/stages", run_to_completion_stage(), exist_ok=True)
+
+
+DGD_CRD = "dynamographdeployments.nvidia.com"
+
+
+def store_dgd_as(api: Api, version: str, probe: dict | None = None) -> None:
+    """Make `version` the DGD CRD's storage version. No conversion webhook runs here (harness/run/cluster/crds.py
+    sets the strategy to None), so the API server relabels an object to the storage version and prunes what that
+    version's schema lacks (apiextensions-apiserver customresource_handler.go, unstructuredSchemaCoercer): a
+    v1alpha1 `spec.services` stored as v1beta1 would vanish. The tests store each recipe's DGD in the version it
+    is written in. `probe` (a DGD of that version) is dry-run created until the API server keeps its spec."""
+    path = f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{DGD_CRD}"
+    crd = api.get(path)
+    assert crd is not None, f"no CRD {DGD_CRD}"
+    if any(v["storage"] != (v["name"] == version) for v in crd["spec"]["versions"]):
+        for v in crd["spec"]["versions"]:
+            v["storage"] = v["name"] == version
+        api.put(path, crd)
+    if probe is None:
+        return
+    body = json.loads(json.dumps(probe))
+    body["metadata"] = {"name": "storage-probe", "namespace": "default"}
+
+    def kept() -> bool:
+        resp = api.client.request(
+            "POST", f"/apis/nvidia.com/{version}/namespaces/default/dynamographdeployments?dryRun=All", body
+        )
+        if not resp.ok:  # the probe itself is refused (not the storage's doing): give the switch a second
+            time.sleep(1.0)
+            return True
+        return sorted(resp.body.get("spec") or {}) == sorted(body.get("spec") or {})
+
+    wait_for(kept, 30, f"the API server storing DGDs as {version}")
 
 
 def wait_for(cond: Callable[[], Any], timeout: float, what: str, interval: float = 0.2) -> Any:
@@ -222,6 +317,7 @@ def control_plane() -> Iterator[ControlPlaneSession]:
         unavailable("kwok runs without its Stage CRD (no kwok-crds.yaml beside it, nor its module in the build)")
     api = Api(state.client())
     crds.install(state.client())
+    store_dgd_as(api, "v1alpha1")  # the tiny recipes' version (make_run switches per recipe)
     _baseline(api)
     operator = DgdController(api).start()
     provisioner = Provisioner(api).start()
@@ -252,6 +348,7 @@ class K8s:
         self._class_undo: list[Callable[[], None]] = []
         self._crd_undo: list[Callable[[], None]] = []
         self._kube: Kube | None = None
+        self.started_at = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()) + ".000000Z"
 
     @property
     def kubeconfig(self) -> Path:
@@ -368,7 +465,26 @@ class K8s:
             60,
             f"CRD {name} deleted",
         )
-        self._crd_undo.append(lambda: crds.install(self.session.state.client()))
+
+        def undo() -> None:
+            crds.install(self.session.state.client())
+            store_dgd_as(self.api, "v1alpha1")
+
+        self._crd_undo.append(undo)
+
+    def serve_only(self, crd: str, versions: list[str]) -> None:
+        """The CRD serves only `versions` for this test (an older operator's CRD); all again at its end."""
+        path = f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{q(crd)}"
+
+        def serve(which: Callable[[str], bool]) -> None:
+            obj = self.api.get(path)
+            assert obj is not None, f"no CRD {crd}"
+            for v in obj["spec"]["versions"]:
+                v["served"] = which(v["name"])
+            self.api.put(path, obj)
+
+        serve(lambda v: v in versions)
+        self._crd_undo.append(lambda: serve(lambda v: True))
 
     def autoscaler(self, namespaces: list[str], groups: list[NodeGroup]) -> Autoscaler:
         """Start the cluster-autoscaler stand-in for this test (its nodes are removed at the end)."""
@@ -424,6 +540,15 @@ class K8s:
             time.sleep(0.3)
             current = left()
         return current
+
+    def requests(self, namespace: str | None = None, harness_only: bool = True) -> list[Request]:
+        """The API server's audit log since this test began: what the harness (or anyone) asked of it, in order,
+        with each request's URI (dry run, field manager, field validation)."""
+        return [
+            r
+            for r in read_audit(self.session.state.audit_log, self.started_at)
+            if (namespace is None or r.namespace == namespace) and (r.by_harness or not harness_only)
+        ]
 
     def write(self, name: str, text: str) -> str:
         """A file of this test (for kwok logs); returns its absolute path."""
@@ -602,6 +727,10 @@ def make_run(
     """A GpuRun against the session's cluster through the admin kubeconfig, the frontend at `url`."""
     kw.setdefault("env", {})
     kw.setdefault("access", StaticURL(url))
+    doc = recipe.dgd_doc
+    if doc is not None:
+        dgd = to_plain(doc.data)
+        store_dgd_as(k8s.api, str(dgd.get("apiVersion", "")).rpartition("/")[2], dgd)
     return GpuRun(
         recipe,
         settings,

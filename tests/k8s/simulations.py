@@ -212,8 +212,10 @@ class RuntimeStages:
         status_template: str,
         delay_ms: int = 0,
         weight: int = 1,
+        event: tuple[str, str, str] | None = None,
     ) -> str:
-        """A pod Stage for `namespace`'s pods matching `match` (kwok selector expressions)."""
+        """A pod Stage for `namespace`'s pods matching `match` (kwok selector expressions); `event` = (type,
+        reason, message) is recorded on the pod when it applies, as the kubelet records its own."""
         full = f"sim-{namespace}-{name}"[:253]
         spec: dict[str, Any] = {
             "resourceRef": {"apiGroup": "v1", "kind": "Pod"},
@@ -229,6 +231,8 @@ class RuntimeStages:
         }
         if delay_ms:
             spec["delay"] = {"durationMilliseconds": delay_ms}
+        if event:
+            spec["next"]["event"] = {"type": event[0], "reason": event[1], "message": event[2]}
         self.api.create(
             "/apis/kwok.x-k8s.io/v1alpha1/stages",
             {"apiVersion": STAGE_API, "kind": "Stage", "metadata": {"name": full}, "spec": spec},
@@ -253,12 +257,9 @@ class RuntimeStages:
             "podIP: {{ PodIPWith .spec.nodeName false .metadata.uid .metadata.name .metadata.namespace | Quote }}\n"
             "startTime: {{ Now | Quote }}\n"
         )
-        return self.add(
-            "never-ready",
-            namespace,
-            [*match, {"key": ".status.phase", "operator": "In", "values": ["Pending"]}],
-            template,
-        )
+        pending = {"key": ".status.phase", "operator": "In", "values": ["Pending"]}
+        probe = ("Warning", "Unhealthy", "Readiness probe failed: HTTP probe failed with statuscode: 503")
+        return self.add("never-ready", namespace, [*match, pending], template, event=probe)
 
     def crash_loop(self, namespace: str, match: list[dict], restarts: int = 3, exit_code: int = 1) -> str:
         """The main container exits `exit_code` at every start: CrashLoopBackOff after `restarts` restarts."""
@@ -277,15 +278,15 @@ class RuntimeStages:
             "hostIP: 127.0.0.1\n"
             "startTime: {{ Now | Quote }}\n"
         )
-        return self.add(
-            "crash-loop",
-            namespace,
-            [*match, {"key": ".status.phase", "operator": "In", "values": ["Pending"]}],
-            template,
-        )
+        pending = {"key": ".status.phase", "operator": "In", "values": ["Pending"]}
+        backoff = ("Warning", "BackOff", "Back-off restarting failed container")
+        return self.add("crash-loop", namespace, [*match, pending], template, event=backoff)
 
-    def image_pull(self, namespace: str, image: str, message: str, reason: str = "ErrImagePull") -> str:
-        """Containers of `image` cannot be pulled: the kubelet's `reason` with the registry's `message`."""
+    def image_pull(
+        self, namespace: str, image: str, message: str, reason: str = "ErrImagePull", clears_after: float | None = None
+    ) -> str:
+        """Containers of `image` cannot be pulled: the kubelet's `reason` with the registry's `message`; with
+        `clears_after` seconds the pull then goes through (registry 429s that stop) and the pod gets ready."""
         template = (
             _conditions(False) + "containerStatuses:\n"
             "{{ range .spec.containers }}\n"
@@ -301,7 +302,25 @@ class RuntimeStages:
             {"key": ".status.phase", "operator": "In", "values": ["Pending"]},
             {"key": ".status.containerStatuses.[].state.waiting.reason", "operator": "NotIn", "values": [reason]},
         ]
-        return self.add("image-pull", namespace, match, template)
+        failed = ("Warning", "Failed", f'Failed to pull image "{image}": {message}')
+        name = self.add("image-pull", namespace, match, template, event=failed)
+        if clears_after is not None:
+            pulled = [
+                {"key": ".spec.containers.[].image", "operator": "In", "values": [image]},
+                {"key": ".status.containerStatuses.[].state.waiting.reason", "operator": "In", "values": [reason]},
+            ]
+            ready = (
+                _conditions(True) + "containerStatuses:\n"
+                "{{ range .spec.containers }}\n"
+                "- name: {{ .name | Quote }}\n  image: {{ .image | Quote }}\n  ready: true\n  started: true\n"
+                "  restartCount: 0\n  state:\n    running:\n      startedAt: {{ Now | Quote }}\n"
+                "{{ end }}\n"
+                "phase: Running\n"
+                "hostIP: 127.0.0.1\n"
+                "startTime: {{ Now | Quote }}\n"
+            )
+            self.add("image-pulled", namespace, pulled, ready, delay_ms=int(clears_after * 1000))
+        return name
 
     def exits(self, namespace: str, match: list[dict], exit_code: int, after_ms: int = 0, name: str = "exits") -> str:
         """A running container of a pod that does not restart (a Job's, a helper pod's) ends with `exit_code`."""
@@ -351,6 +370,28 @@ class RuntimeStages:
         for name in self.log_names:
             self.api.delete(f"/apis/kwok.x-k8s.io/v1alpha1/clusterlogs/{q(name)}")
         self.names, self.log_names = [], []
+
+
+class ExportSequence(Loop):
+    """What AIPerf writes, run after run: before the export fetch of each new benchmark Job `job` in `namespace`,
+    the file kwok serves as the fetch pod's log becomes the next export of `exports` (a benchmark run on the same
+    deployment measures slightly different numbers each time)."""
+
+    interval = 0.05
+
+    def __init__(self, api: Api, namespace: str, job: str, path: str, exports: list[str]):
+        super().__init__(api)
+        self.namespace, self.job, self.path, self.exports = namespace, job, path, exports
+        self.seen: list[str] = []
+
+    def step(self) -> None:
+        job = self.api.get(f"/apis/batch/v1/namespaces/{q(self.namespace)}/jobs/{q(self.job)}")
+        if job is None or job["metadata"]["uid"] in self.seen:
+            return
+        text = self.exports[min(len(self.seen), len(self.exports) - 1)]
+        with open(self.path, "w") as f:
+            f.write(text)
+        self.seen.append(job["metadata"]["uid"])
 
 
 def run_to_completion_stage() -> dict:

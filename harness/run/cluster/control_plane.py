@@ -42,6 +42,21 @@ from harness.run.cluster.nodes import NodePool, node_manifest
 STATE_FILE = "state.json"
 SERVICE_CIDR = "10.0.0.0/24"
 COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
+AUDIT_LOG = "logs/audit.log"
+# Audit every request of the people and tools using the cluster (metadata: verb, object, URI with its query, user);
+# none of the control plane's own components, whose heartbeats and watches would drown them.
+AUDIT_POLICY = """apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: [RequestReceived]
+rules:
+- level: None
+  users: [system:kube-controller-manager, system:kube-scheduler, kwok-controller, system:apiserver]
+- level: None
+  userGroups: [system:serviceaccounts, system:nodes]
+- level: None
+  nonResourceURLs: ["/healthz*", "/readyz*", "/livez*", "/version", "/openapi*", "/api", "/api/*", "/apis", "/apis/*"]
+- level: Metadata
+"""
 TERM_GRACE_S = 5.0  # a throwaway cluster: no in-flight work worth a longer graceful shutdown
 
 
@@ -98,6 +113,11 @@ class ClusterState:
     @property
     def kubeconfig(self) -> Path:
         return self.directory / "kubeconfig"
+
+    @property
+    def audit_log(self) -> Path:
+        """The API server's audit log (JSON lines, one per request of a user: AUDIT_POLICY)."""
+        return self.directory / AUDIT_LOG
 
     def save(self) -> None:
         data = {k: v for k, v in self.__dict__.items() if k != "directory"}
@@ -297,6 +317,8 @@ class ControlPlane:
         self._wait("etcd", lambda: b"true" in urllib.request.urlopen(f"{etcd_url}/health", timeout=2).read(), 30)
 
         progress("kube-apiserver")
+        (d / "audit-policy.yaml").write_text(AUDIT_POLICY)
+        (d / AUDIT_LOG).parent.mkdir(parents=True, exist_ok=True)
         self._spawn(
             "kube-apiserver",
             [
@@ -321,6 +343,8 @@ class ControlPlane:
                 # kwok's nodes answer the kubelet API (logs) on 127.0.0.1, their InternalIP; their names resolve to
                 # nothing. No --kubelet-certificate-authority: the API server does not verify kubelets' certificates.
                 "--kubelet-preferred-address-types=InternalIP",
+                f"--audit-policy-file={d / 'audit-policy.yaml'}",
+                f"--audit-log-path={d / AUDIT_LOG}",
                 "--profiling=false",
                 "--v=1",
             ],
