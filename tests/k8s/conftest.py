@@ -55,6 +55,7 @@ from .simulations import (
     OperatorScript,
     Provisioner,
     RuntimeStages,
+    cri_log,
     q,
     run_to_completion_stage,
 )
@@ -551,10 +552,11 @@ class K8s:
         ]
 
     def write(self, name: str, text: str) -> str:
-        """A file of this test (for kwok logs); returns its absolute path."""
+        """A container log of this test, written as a container runtime writes it (CRI format), for
+        `k8s.runtime.logs`; returns its absolute path."""
         path = self.tmp_path / "sim" / name
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
+        path.write_text(cri_log(text))
         return str(path)
 
     # --- end of the test ---------------------------------------------------------------------------------------
@@ -597,6 +599,21 @@ def k8s(control_plane: ControlPlaneSession, request: pytest.FixtureRequest, tmp_
         yield view
     finally:
         view.close()
+
+
+@pytest.fixture
+def default_secret(k8s):
+    """Replace `default/hf-token-secret` for this test: call with the Secret to put there (None: none)."""
+    path = "/api/v1/namespaces/default/secrets"
+
+    def put(secret: dict | None) -> None:
+        k8s.api.delete(f"{path}/hf-token-secret")
+        if secret is not None:
+            k8s.api.create(path, secret)
+
+    yield put
+    k8s.api.delete(f"{path}/hf-token-secret")
+    k8s.api.create(path, secret_manifest("default", "hf-token-secret", {"HF_TOKEN": FAKE_TOKEN}))
 
 
 @pytest.fixture(scope="session")
@@ -748,6 +765,6 @@ def run_steps(run: GpuRun, steps: list[str]) -> None:
 
 def export_logs(k8s: K8s, namespace: str, export: dict | None = None) -> str:
     """What the export fetch pod prints (`fetch` container logs, served by kwok): the AIPerf export."""
-    path = k8s.write(f"{namespace}-export.json", json.dumps(export or EXPORT, indent=2))
+    path = k8s.write(f"{namespace}-export.json", json.dumps(export or EXPORT, indent=2) + "\n")
     k8s.runtime.logs(namespace, "fetch", path)
     return path

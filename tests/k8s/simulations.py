@@ -69,6 +69,13 @@ REASON_PROVIDER_UNAVAILABLE = "selected_workload_provider_unavailable"
 MERGE_PATCH = "application/merge-patch+json"
 
 
+def cri_log(text: str, stream: str = "stdout") -> str:
+    """`text` as a container runtime writes it (the CRI log format the kubelet, and kwok, read back:
+    `<RFC 3339 time> <stream> F <line>` per line; k8s.io/cri-client pkg/logs)."""
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S.000000000Z", time.gmtime())
+    return "".join(f"{stamp} {stream} F {line}\n" for line in text.split("\n")[: -1 if text.endswith("\n") else None])
+
+
 def now_iso() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
@@ -346,8 +353,8 @@ class RuntimeStages:
         return self.exits(namespace, [self.select("job-name", job)], 0, int(seconds * 1000), name=f"job-{job}-takes")
 
     def logs(self, namespace: str, container: str, path: str, previous: str | None = None) -> str:
-        """What `kubectl logs` returns for `container` of every pod in `namespace`: the file at `path`
-        (`previous`: the file for --previous)."""
+        """What `kubectl logs` returns for `container` of every pod in `namespace`: the file at `path`, in the CRI
+        log format (`cri_log`; `previous`: the file for --previous)."""
         name = f"sim-{namespace}-{container}"[:253]
         log: dict[str, Any] = {"containers": [container], "logsFile": path, "follow": False}
         if previous:
@@ -390,7 +397,7 @@ class ExportSequence(Loop):
             return
         text = self.exports[min(len(self.seen), len(self.exports) - 1)]
         with open(self.path, "w") as f:
-            f.write(text)
+            f.write(cri_log(text + "\n"))
         self.seen.append(job["metadata"]["uid"])
 
 

@@ -65,21 +65,6 @@ def shipped() -> dict[str, Recipe]:
     return {r.id: r for r in discover(ROOT / "recipes")}
 
 
-@pytest.fixture
-def default_secret(k8s):
-    """Replace `default/hf-token-secret` for this test: call with the Secret to put there (None: none)."""
-    path = "/api/v1/namespaces/default/secrets"
-
-    def put(secret: dict | None) -> None:
-        k8s.api.delete(f"{path}/hf-token-secret")
-        if secret is not None:
-            k8s.api.create(path, secret)
-
-    yield put
-    k8s.api.delete(f"{path}/hf-token-secret")
-    k8s.api.create(path, secret_manifest("default", "hf-token-secret", {"HF_TOKEN": FAKE_TOKEN}))
-
-
 def kind(k8s, cpu: str, memory: str, system_pods: bool = True) -> None:
     """The cluster becomes what kind-mocker.yml creates on a hosted runner: one node with the runner's CPUs and
     memory, local-path (ReadWriteOnce, WaitForFirstConsumer) as the only default class, and kind's own pods."""

@@ -35,7 +35,6 @@ from .conftest import (
     gpu_node,
     make_run,
     run_steps,
-    secret_manifest,
     storage_class,
     wait_for,
 )
@@ -57,18 +56,6 @@ def fail_at(run: GpuRun, step: str, before: list[str] = (), exc: type[BaseExcept
 
 def all_files(root: Path) -> dict[str, str]:
     return {str(p.relative_to(root)): p.read_text() for p in root.rglob("*") if p.is_file()}
-
-
-@pytest.fixture
-def no_default_secret(k8s):
-    """The user's token secret in `default` is gone for this test (restored after)."""
-    k8s.api.delete("/api/v1/namespaces/default/secrets/hf-token-secret")
-    yield
-    k8s.api.create(
-        "/api/v1/namespaces/default/secrets",
-        secret_manifest("default", "hf-token-secret", {"HF_TOKEN": FAKE_TOKEN}),
-        exist_ok=True,
-    )
 
 
 def test_happy_path(k8s, recipes, settings, openai_url, tmp_path, capsys):
@@ -397,7 +384,8 @@ def test_mocker_engine_on_a_cpu_cluster(k8s, recipes, settings, openai_url):
         GpuRun(recipes["tiny/vllm/disagg"], settings).baseline()
 
 
-def test_secret_missing_everywhere_says_how_to_create_it(k8s, recipes, settings, no_default_secret):
+def test_secret_missing_everywhere_says_how_to_create_it(k8s, recipes, settings, default_secret):
+    default_secret(None)
     settings.namespace = k8s.namespace()
     message = fail_at(make_run(recipes[AGG], settings, k8s), "preflight")
     assert re.search(
@@ -411,7 +399,8 @@ def test_no_default_storage_class(k8s, recipes, settings):
     assert "no default one (classes: slow)" in fail_at(make_run(recipes[AGG], settings, k8s), "preflight")
 
 
-def test_token_from_runner_env_becomes_the_secret(k8s, recipes, settings, no_default_secret):
+def test_token_from_runner_env_becomes_the_secret(k8s, recipes, settings, default_secret):
+    default_secret(None)
     ns = k8s.namespace()
     settings.namespace = ns
     run = make_run(recipes[AGG], settings, k8s, env={"HF_TOKEN": FAKE_TOKEN})
