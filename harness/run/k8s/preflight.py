@@ -140,9 +140,14 @@ def _check_gpus(ctx: GpuContext) -> None:
         nodes = ctx.kube.list("v1", "Node")
     except KubeError as exc:
         if exc.status == 403:
+            denied = lacking(ctx, "list", "nodes")
+            if ctx.settings.missing_gpus == "wait":
+                ctx.report.hardware = products[0]
+                ctx.progress(f"preflight: GPUs not counted, the credentials {denied}; deploying (--missing-gpus wait)")
+                return
             raise ctx.fail(
-                f"cannot count the cluster's GPUs: the credentials {lacking(ctx, 'list', 'nodes')}. Grant list on "
-                "nodes (a ClusterRole), or run with --missing-gpus wait to deploy without counting"
+                f"cannot count the cluster's GPUs: the credentials {denied}. Grant list on nodes (a ClusterRole), "
+                "or run with --missing-gpus wait to deploy without counting"
             ) from None
         raise ctx.fail(f"cannot list nodes: {exc}") from None
     seen = []
