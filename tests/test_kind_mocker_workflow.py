@@ -1,4 +1,5 @@
-"""The kind-mocker workflow runs on every change to what its step reads, with the operator of its recipe's release.
+"""The kind-mocker workflow runs on every change to what its step reads, with the operator of its recipe's release;
+the nightly's gpu step never skips a GPU pool scaled to zero.
 
 Its step is `pytest -m gpu --engine mocker --recipe $RECIPE`: the files that run are the harness modules the plugin
 and the gpu stage load (found by loading them in a fresh interpreter), the recipe with its model cache, and the
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import fnmatch
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -84,3 +86,11 @@ def test_the_operator_is_the_pinned_recipes_release():
     env = _workflow()["env"]
     (recipe,) = [r for r in discover(ROOT / "recipes") if r.id == env["RECIPE"]]
     assert env["DYNAMO_VERSION"] == str(recipe.metadata["versions"]["dynamo"]) == recipe.release
+
+
+def test_the_nightly_never_skips_a_gpu_pool_scaled_to_zero():
+    """Without --missing-gpus fail or wait, no GPU node at night is a skip, and the night ends green."""
+    nightly = yaml.safe_load((WORKFLOW.parent / "nightly.yml").read_text())
+    runs = [s.get("run", "") for job in nightly["jobs"].values() for s in job.get("steps", [])]
+    gpu = [r for r in runs if "pytest -m gpu" in r]
+    assert gpu and all(re.search(r"--missing-gpus (fail|wait)\b", r) for r in gpu), gpu
