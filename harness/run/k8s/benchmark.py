@@ -18,7 +18,7 @@ from harness.run.k8s.context import MANAGED_BY, GpuContext
 from harness.run.k8s.facts import local_aiperf_args, model_id
 from harness.run.k8s.frontend import frontend_url
 from harness.run.k8s.mocker import to_mocker_job
-from harness.run.k8s.rollout import first_blocker, wait_job
+from harness.run.k8s.rollout import first_blocker, mark_events, wait_job
 from harness.run.k8s.settings import fmt_duration
 
 EXPORT_FILE = "profile_export_aiperf.json"
@@ -52,6 +52,7 @@ def perf_job(ctx: GpuContext, run: int = 1, runs: int = 1) -> Path:
     name = str(dig(job, "metadata", "name"))
     if ctx.kube.get("batch/v1", "Job", name, ctx.namespace) is not None:
         ctx.delete_and_wait("batch/v1", "Job", name)  # a Job's template is immutable; a rerun needs a fresh one
+    mark_events(ctx)  # the previous run's events about this Job name are not this run's
     ctx.apply(job, what="benchmark Job")  # dry run, then create
     done = wait_job(ctx, name, ctx.settings.perf_timeout, "benchmark")
     data = _fetch_export(ctx, job, _epoch(dig(done, "status", "startTime")))

@@ -8,7 +8,7 @@ from harness.run.k8s.context import GpuContext
 from harness.run.k8s.facts import model_revision
 from harness.run.k8s.namespace import ensure_namespace
 from harness.run.k8s.readiness import job_state
-from harness.run.k8s.rollout import wait_job
+from harness.run.k8s.rollout import mark_events, wait_job
 from harness.run.k8s.shared import hold, holders_of
 
 CACHE_MARKER = "recipe-harness.dynamo.nvidia.com/populated-by"
@@ -32,6 +32,7 @@ def model_cache(ctx: GpuContext) -> None:
     Job found in the namespace is reused only when it fetches the pinned revision; another run's Job is held
     (shared.hold) so that run's teardown leaves it for this one."""
     ensure_namespace(ctx)
+    mark_events(ctx)  # a reused namespace's old events about the same Job name are not this run's
     docs = ctx.cache_docs()
     pvcs = [d for d in docs if d.get("kind") == "PersistentVolumeClaim"]
     jobs = [d for d in docs if d.get("kind") == "Job"]

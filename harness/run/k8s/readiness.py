@@ -317,9 +317,11 @@ def products_on(nodes: list[dict]) -> list[str]:
 # pkg/kubelet/events/event.go (FailedMountVolume = "FailedMount"), ai-dynamo/dynamo deploy/operator/api/v1beta1
 # (EventReasonValidationFailed = "ValidationFailed").
 BLOCKING_EVENT_REASONS = {"FailedCreate", "ProvisioningFailed", "FailedMount", "ValidationFailed"}
-# Messages that cannot clear while the run waits: admission refused the pod, the class does not exist.
+# Messages that cannot clear while the run waits: admission refused the pod, the class does not exist. ("is
+# forbidden: error looking up service account" is not one: the operator creates a planner's ServiceAccount
+# beside its pods, and the controller retries.)
 PERMANENT_EVENT = re.compile(
-    r"(?i)exceeded quota|violates PodSecurity|is forbidden|admission webhook .* denied|"
+    r"(?i)exceeded quota|violates PodSecurity|admission webhook .* denied|"
     r"storageclass\.storage\.k8s\.io \"[^\"]*\" not found|Invalid value"
 )
 
