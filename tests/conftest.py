@@ -1,6 +1,6 @@
 """Helpers the harness's own tests share: the shipped catalogue and a copy of it with edits, a hostile
 foreign tree, synthetic AIPerf results and baselines' provenance, a recorded wheel METADATA. (Recipe
-items come from harness/plugin.py, not from here; tests/k8s/conftest.py holds the fake cluster's.)"""
+items come from harness/plugin.py, not from here; tests/k8s/conftest.py holds the real control plane's.)"""
 
 from __future__ import annotations
 

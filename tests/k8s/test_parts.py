@@ -1,4 +1,5 @@
-"""The gpu stage's parts on their own: availability probe, mocker rewrite, redaction, port-forward, the fake API's semantics."""
+"""The gpu stage's parts on their own: availability probe, mocker rewrite, redaction, port-forward, and the real API
+server's answers through the harness's client."""
 
 from __future__ import annotations
 
@@ -18,14 +19,13 @@ from harness.run.k8s.client import KubeError, find_config
 from harness.run.k8s.context import GpuContext
 from harness.run.k8s.diagnostics import REDACTED, Redactor
 from harness.run.k8s.facts import router_mode
-from harness.run.k8s.frontend import worker_request_counts
 from harness.run.k8s.mocker import MOCKER_REPO, MockerModel, to_mocker
 from harness.run.k8s.portforward import KubectlPortForward, PortForwardError
 from harness.run.k8s.settings import DeploySettings, add_options
 from harness.run.k8s.stage import GpuStage
 from harness.run.stage import StageOptions
 
-from .conftest import FAKE_TOKEN, kube_for, pod_manifest, set_running
+from .conftest import FAKE_TOKEN, wait_for
 
 # --- available(): one clear line, well under 5 s ------------------------------------------
 
@@ -98,11 +98,6 @@ def test_available_with_a_silent_api_times_out_in_about_two_seconds(no_cluster_e
         elapsed = time.monotonic() - start
     assert reason and "ReadTimeoutError" in reason
     assert elapsed < 4.5
-
-
-def test_available_with_the_fake_cluster(no_cluster_env, apiserver):
-    path = kubeconfig(no_cluster_env / "kc", apiserver.url)
-    assert GpuStage(smoke=None).available(options(no_cluster_env, kubeconfig=str(path))) is None
 
 
 def test_find_config_order(tmp_path):
@@ -268,78 +263,94 @@ def test_kubectl_port_forward_failure_is_explained(tmp_path):
         KubectlPortForward(None, kubectl, start_timeout=5).open("ns", "x-frontend", 8000)
 
 
-# --- worker metrics through the API server's pod proxy -------------------------------------
+# --- the real API server through the harness's client ------------------------------------
 
 
-def test_worker_request_counts_through_the_pod_proxy(cluster, apiserver, recipes, settings):
-    cluster.controllers = []  # pods written as a kubelet would report them; no component rewrites them
-    cluster.add_namespace("rh-x")
-    for i, count in enumerate((3, 5)):
-        pod = pod_manifest("rh-x", f"tiny-agg-vllmdecodeworker-{i}", "img")
-        set_running(pod, ready=True)
-        cluster.put(pod)
-        cluster.proxied[("rh-x", pod["metadata"]["name"], 9090, "metrics")] = (
-            f'dynamo_component_requests_total{{dynamo_endpoint="generate"}} {count}\n'
-            'dynamo_component_requests_total{dynamo_endpoint="clear_kv_blocks"} 7\n'
-        )
-    frontend = pod_manifest("rh-x", "tiny-agg-frontend-0", "img")
-    set_running(frontend, ready=True)
-    cluster.put(frontend)
-    settings.namespace = "rh-x"
-    ctx = GpuContext.create(
-        kube_for(apiserver.url), recipes["tiny/vllm/agg"], settings, progress=lambda _: None, env={}
-    )
-    assert worker_request_counts(ctx) == {"tiny-agg-vllmdecodeworker-0": 3, "tiny-agg-vllmdecodeworker-1": 5}
-    del cluster.proxied[("rh-x", "tiny-agg-vllmdecodeworker-1", 9090, "metrics")]
-    assert worker_request_counts(ctx)["tiny-agg-vllmdecodeworker-1"] == -1
+def test_available_with_the_real_cluster(no_cluster_env, k8s):
+    assert GpuStage(smoke=None).available(options(no_cluster_env, kubeconfig=str(k8s.kubeconfig))) is None
 
 
-# --- the fake speaks like an API server (through the real client) --------------------------
-
-
-def test_fake_api_semantics_through_the_real_client(kube, cluster):
+def test_api_semantics_through_the_harness_client(k8s):
+    """What the harness relies on, as the real API server answers it: messages, dry run, server-side apply
+    outcomes, strict field validation, deletes, and an unknown kind."""
+    kube = k8s.kube
     cm = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}, "data": {"a": "1"}}
-    with pytest.raises(KubeError, match='namespaces "nope" not found') as missing_ns:
-        kube.apply(cm, "nope")
+    with pytest.raises(KubeError, match='namespaces "nope-' + k8s.slug[:8]) as missing_ns:
+        kube.apply(cm, f"nope-{k8s.slug[:8]}")
     assert missing_ns.value.status == 404
-    cluster.add_namespace("n")
-    assert kube.apply(cm, "n", dry_run_only=True) == "valid"
-    assert kube.get("v1", "ConfigMap", "c", "n") is None, "a dry run persists nothing"
-    assert kube.apply(cm, "n") == "created"
-    assert kube.apply(dict(cm, data={"a": "2"}), "n") == "configured"
-    assert kube.apply(cm, "n", keep_existing=True) == "unchanged"
-    assert kube.get("v1", "ConfigMap", "c", "n")["data"] == {"a": "2"}
+    ns = k8s.namespace()
+    assert kube.apply(cm, ns, dry_run_only=True) == "valid"
+    assert kube.get("v1", "ConfigMap", "c", ns) is None, "a dry run persists nothing"
+    assert kube.apply(cm, ns) == "created"
+    assert kube.apply(dict(cm, data={"a": "2"}), ns) == "configured"
+    assert kube.apply(cm, ns, keep_existing=True) == "unchanged"
+    assert kube.get("v1", "ConfigMap", "c", ns)["data"] == {"a": "2"}
     with pytest.raises(ApiException) as conflict:
-        kube.core.create_namespaced_config_map("n", cm)
+        kube.core.create_namespaced_config_map(ns, cm)
     assert conflict.value.status == 409 and json.loads(conflict.value.body)["reason"] == "AlreadyExists"
     with pytest.raises(KubeError, match='unknown field "dta"'):
-        kube.apply(dict(cm, dta={}), "n")
-    assert kube.delete("v1", "ConfigMap", "c", "n") is True and kube.delete("v1", "ConfigMap", "c", "n") is False
+        kube.apply(dict(cm, dta={}), ns)
+    assert kube.delete("v1", "ConfigMap", "c", ns) is True and kube.delete("v1", "ConfigMap", "c", ns) is False
     with pytest.raises(KubeError, match="no CustomResourceDefinition for Widget"):
         kube.resource("example.com/v1", "Widget")
 
 
-def test_client_port_forward_picks_a_ready_pod_behind_the_service(cluster, kube):
+def test_client_port_forward_picks_a_ready_pod_behind_the_service(k8s):
+    """Two pods behind a Service, scheduled by the real scheduler onto kwok nodes; kwok keeps one unready."""
     from harness.run.k8s.portforward import ClientPortForward
 
-    cluster.controllers = []  # pods written as a kubelet would report them; no component rewrites them
-    cluster.add_namespace("n")
-    cluster.put(
+    ns = k8s.namespace()
+    k8s.runtime.never_ready(ns, [k8s.runtime.select("sim", "unready")])
+    k8s.kube.apply(
         {
             "apiVersion": "v1",
             "kind": "Service",
-            "metadata": {"name": "d-frontend", "namespace": "n"},
+            "metadata": {"name": "d-frontend"},
             "spec": {"selector": {"app": "fe"}, "ports": [{"port": 8000, "targetPort": "http"}]},
-        }
+        },
+        ns,
     )
     for name, ready in (("fe-0", False), ("fe-1", True)):
-        pod = pod_manifest("n", name, "img", labels={"app": "fe"}, env_token=False)
-        pod["spec"]["containers"][0]["ports"] = [{"name": "http", "containerPort": 8787}]
-        set_running(pod, ready=ready)
-        cluster.put(pod)
-    assert ClientPortForward(kube)._target("n", "d-frontend", 8000) == ("fe-1", 8787)
+        pod = {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": name, "labels": {"app": "fe", **({} if ready else {"sim": "unready"})}},
+            "spec": {
+                "containers": [{"name": "main", "image": "img", "ports": [{"name": "http", "containerPort": 8787}]}]
+            },
+        }
+        k8s.kube.apply(pod, ns)
+    wait_for(
+        lambda: (
+            {p["metadata"]["name"]: p["status"].get("phase") for p in k8s.pods(ns)}
+            == {"fe-0": "Running", "fe-1": "Running"}
+        ),
+        30,
+        "both pods running",
+    )
+    assert ClientPortForward(k8s.kube)._target(ns, "d-frontend", 8000) == ("fe-1", 8787)
     with pytest.raises(PortForwardError, match="service nope not found"):
-        ClientPortForward(kube)._target("n", "nope", 8000)
+        ClientPortForward(k8s.kube)._target(ns, "nope", 8000)
+
+
+def test_worker_pods_are_the_running_pods_of_the_dgd_workers(k8s, recipes, settings):
+    """The pods the DGD controller stand-in's Deployments got from the real ReplicaSet controller, found by the
+    operator's component label. (Their /metrics cannot be read here: kwok pods run no process, so the API server's
+    pod proxy has nothing to reach; the counting itself is harness.run.prometheus's.)"""
+    from harness.run.k8s.frontend import worker_pods
+
+    ns = k8s.namespace()
+    settings.namespace = ns
+    ctx = GpuContext.create(k8s.kube, recipes["tiny/vllm/agg"], settings, progress=lambda _: None, env={})
+    k8s.kube.apply(to_plain(recipes["tiny/vllm/agg"].dgd_doc.data), ns)
+    pods = wait_for(
+        lambda: (found := worker_pods(ctx)) and found,
+        30,
+        "a running worker pod",
+    )
+    assert set(pods.values()) == {"VllmDecodeWorker"}
+    (name,) = pods
+    assert name.startswith("tiny-agg-vllmdecodeworker-"), "Deployment -> ReplicaSet -> Pod names"
 
 
 def test_steps_follow_the_shared_smoke_suite(recipes):

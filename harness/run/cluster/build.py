@@ -216,6 +216,15 @@ KWOK_STAGES = (
     "kustomize/stage/pod/fast/pod-delete.yaml",
 )
 KWOK_STAGES_FILE = "kwok-stages.yaml"
+# kwok's CRDs for the kinds the control plane serves as objects (`kwok --enable-crds`): Stage (the pod and node
+# lifecycles, so a test can add its own), Logs and ClusterLogs (what `kubectl logs` of a kwok pod returns).
+KWOK_CRDS = (
+    "kustomize/crd/bases/kwok.x-k8s.io_stages.yaml",
+    "kustomize/crd/bases/kwok.x-k8s.io_logs.yaml",
+    "kustomize/crd/bases/kwok.x-k8s.io_clusterlogs.yaml",
+)
+KWOK_CRDS_FILE = "kwok-crds.yaml"
+KWOK_CRD_KINDS = ("Stage", "Logs", "ClusterLogs")
 
 
 def write_kwok_stages(directory: Path, env: dict[str, str], go: str) -> Path:
@@ -235,7 +244,33 @@ def write_kwok_stages(directory: Path, env: dict[str, str], go: str) -> Path:
     out = directory / "bin" / KWOK_STAGES_FILE
     header = "# kwok's default stages, copied from the sigs.k8s.io/kwok module by `recipe-harness cluster setup`.\n"
     out.write_text(header + "\n---\n".join(t.strip() + "\n" for t in texts))
+    crds = kwok_crds_text(module_dir)
+    if crds:
+        header = "# kwok's CRDs (Stage, Logs, ClusterLogs), copied from the sigs.k8s.io/kwok module.\n"
+        (directory / "bin" / KWOK_CRDS_FILE).write_text(header + crds)
     return out
+
+
+def kwok_crds_text(module_dir: Path) -> str | None:
+    """The CRDs of KWOK_CRDS as one YAML stream, read from the sigs.k8s.io/kwok module; None when absent."""
+    try:
+        return "\n---\n".join((module_dir / rel).read_text().strip() + "\n" for rel in KWOK_CRDS)
+    except OSError:
+        return None
+
+
+def find_kwok_crds(kwok: Path) -> str | None:
+    """kwok's CRDs for the kwok binary at `kwok`: `kwok-crds.yaml` beside it, else the sigs.k8s.io/kwok module in
+    the build's module cache (a build made before setup copied the file). None: kwok runs with its config file's
+    stages only."""
+    beside = kwok.parent / KWOK_CRDS_FILE
+    if beside.is_file():
+        return beside.read_text()
+    for module_dir in sorted((kwok.parent.parent / "go" / "mod" / "sigs.k8s.io").glob("kwok@v*")):
+        text = kwok_crds_text(module_dir)
+        if text:
+            return text
+    return None
 
 
 # --- the build ---------------------------------------------------------------------------------------------------

@@ -29,12 +29,34 @@ from pathlib import Path
 from harness.run import processes
 from harness.run.cluster import pki as pki_mod
 from harness.run.cluster.api import Client
-from harness.run.cluster.build import KWOK_STAGES_FILE, REQUIRED, Binaries, cache_root
+from harness.run.cluster.build import (
+    KWOK_CRD_KINDS,
+    KWOK_STAGES_FILE,
+    REQUIRED,
+    Binaries,
+    cache_root,
+    find_kwok_crds,
+)
 from harness.run.cluster.nodes import NodePool, node_manifest
 
 STATE_FILE = "state.json"
 SERVICE_CIDR = "10.0.0.0/24"
 COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
+AUDIT_LOG = "logs/audit.log"
+# Audit every request of the people and tools using the cluster (metadata: verb, object, URI with its query, user);
+# none of the control plane's own components, whose heartbeats and watches would drown them.
+AUDIT_POLICY = """apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: [RequestReceived]
+rules:
+- level: None
+  users: [system:kube-controller-manager, system:kube-scheduler, kwok-controller, system:apiserver]
+- level: None
+  userGroups: [system:serviceaccounts, system:nodes]
+- level: None
+  nonResourceURLs: ["/healthz*", "/readyz*", "/livez*", "/version", "/openapi*", "/api", "/api/*", "/apis", "/apis/*"]
+- level: Metadata
+"""
 TERM_GRACE_S = 5.0  # a throwaway cluster: no in-flight work worth a longer graceful shutdown
 
 
@@ -59,6 +81,10 @@ class ClusterOptions:
     # Which of controller-manager, scheduler and kwok to run (when their binaries exist); etcd and the API server
     # always run. A dry-run session needs neither controllers nor nodes.
     extras: tuple[str, ...] = ("kube-controller-manager", "kube-scheduler", "kwok")
+    # kwok's Stage, Logs and ClusterLogs as API objects (`--enable-crds`), its default stages created as Stage
+    # objects: tests add stages of their own (a crash loop, an image that cannot be pulled) and container logs.
+    # Off, or without kwok's CRDs beside its binary, kwok reads its default stages from kwok-stages.yaml.
+    kwok_crds: bool = True
 
 
 def state_root() -> Path:
@@ -82,10 +108,16 @@ class ClusterState:
     owner_pid: int = 0
     started_at: str = ""
     nodes: list[str] = field(default_factory=list)
+    kwok_crds: bool = False  # kwok reads its stages (and container logs) from API objects
 
     @property
     def kubeconfig(self) -> Path:
         return self.directory / "kubeconfig"
+
+    @property
+    def audit_log(self) -> Path:
+        """The API server's audit log (JSON lines, one per request of a user: AUDIT_POLICY)."""
+        return self.directory / AUDIT_LOG
 
     def save(self) -> None:
         data = {k: v for k, v in self.__dict__.items() if k != "directory"}
@@ -285,6 +317,8 @@ class ControlPlane:
         self._wait("etcd", lambda: b"true" in urllib.request.urlopen(f"{etcd_url}/health", timeout=2).read(), 30)
 
         progress("kube-apiserver")
+        (d / "audit-policy.yaml").write_text(AUDIT_POLICY)
+        (d / AUDIT_LOG).parent.mkdir(parents=True, exist_ok=True)
         self._spawn(
             "kube-apiserver",
             [
@@ -306,6 +340,11 @@ class ControlPlane:
                 f"--service-account-key-file={creds.sa_pub}",
                 f"--service-account-signing-key-file={creds.sa_key}",
                 "--allow-privileged=true",
+                # kwok's nodes answer the kubelet API (logs) on 127.0.0.1, their InternalIP; their names resolve to
+                # nothing. No --kubelet-certificate-authority: the API server does not verify kubelets' certificates.
+                "--kubelet-preferred-address-types=InternalIP",
+                f"--audit-policy-file={d / 'audit-policy.yaml'}",
+                f"--audit-log-path={d / AUDIT_LOG}",
                 "--profiling=false",
                 "--v=1",
             ],
@@ -361,19 +400,27 @@ class ControlPlane:
             progress(f"kwok skipped: no {KWOK_STAGES_FILE} beside it (nodes stay NotReady)")
         elif stages is not None:
             progress("kwok")
-            self._spawn(
-                "kwok",
-                [
-                    str(paths["kwok"]),
-                    f"--config={stages}",
-                    f"--kubeconfig={kcfg('kwok-controller')}",
-                    "--manage-all-nodes=false",
-                    "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake",
-                    "--node-ip=127.0.0.1",
-                    f"--server-address=127.0.0.1:{ports['kwok']}",
-                    "--cidr=10.244.0.0/16",
-                ],
-            )
+            argv = [
+                str(paths["kwok"]),
+                f"--kubeconfig={kcfg('kwok-controller')}",
+                "--manage-all-nodes=false",
+                "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake",
+                "--node-ip=127.0.0.1",
+                # The nodes' kubelet endpoint (status.daemonEndpoints) is kwok's own server: `kubectl logs` works.
+                f"--node-port={ports['kwok']}",
+                f"--server-address=127.0.0.1:{ports['kwok']}",
+                f"--tls-cert-file={creds.serving_cert}",
+                f"--tls-private-key-file={creds.serving_key}",
+                "--cidr=10.244.0.0/16",
+            ]
+            crds_text = find_kwok_crds(paths["kwok"]) if opts.kwok_crds else None
+            if crds_text:
+                install_kwok_crds(admin, crds_text, stages)
+                argv.append("--enable-crds=" + ",".join(KWOK_CRD_KINDS))
+            else:
+                argv.append(f"--config={stages}")
+            self.state.kwok_crds = bool(crds_text)
+            self._spawn("kwok", argv)
         self._wait_components(admin)
         if opts.pools:
             progress(f"{sum(p.count for p in opts.pools)} GPU node(s)")
@@ -418,6 +465,35 @@ class ControlPlane:
             return set(self.state.nodes) <= ready
 
         self._wait("kwok", all_ready, self.options.ready_timeout)
+
+
+def install_kwok_crds(admin: Client, crds_text: str, stages: Path, timeout: float = 60.0) -> None:
+    """kwok's CRDs, served, and its default stages (kwok-stages.yaml) as Stage objects, before kwok starts."""
+    import yaml
+
+    crd_res = admin.resource("apiextensions.k8s.io/v1", "CustomResourceDefinition")
+    assert crd_res is not None
+    for crd in (d for d in yaml.safe_load_all(crds_text) if isinstance(d, dict)):
+        crd.get("metadata", {}).pop("creationTimestamp", None)
+        crd.pop("status", None)
+        resp = admin.create(crd_res, crd)
+        if not resp.ok and resp.status != 409:
+            raise ClusterError(
+                f"installing kwok's CRD {crd['metadata'].get('name')}: HTTP {resp.status}: {resp.message()}"
+            )
+    deadline = time.monotonic() + timeout
+    while admin.resource("kwok.x-k8s.io/v1alpha1", "Stage", refresh=True) is None:
+        if time.monotonic() > deadline:
+            raise ClusterError(f"kwok's Stage CRD not served after {timeout:.0f} s")
+        time.sleep(0.2)
+    stage_res = admin.resource("kwok.x-k8s.io/v1alpha1", "Stage")
+    assert stage_res is not None
+    for stage in (d for d in yaml.safe_load_all(stages.read_text()) if isinstance(d, dict)):
+        resp = admin.create(stage_res, stage)
+        if not resp.ok and resp.status != 409:
+            raise ClusterError(
+                f"creating kwok stage {stage['metadata'].get('name')}: HTTP {resp.status}: {resp.message()}"
+            )
 
 
 def _healthz(port: int, component: str) -> bool:

@@ -4,8 +4,11 @@ or AIPerf on the runner through the port-forward."""
 from __future__ import annotations
 
 import json
+import re
+import shutil
 import uuid
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -15,10 +18,12 @@ from harness.run.k8s.context import MANAGED_BY, GpuContext
 from harness.run.k8s.facts import local_aiperf_args, model_id
 from harness.run.k8s.frontend import frontend_url
 from harness.run.k8s.mocker import to_mocker_job
-from harness.run.k8s.rollout import first_blocker, wait_job
+from harness.run.k8s.rollout import first_blocker, mark_events, wait_job
 from harness.run.k8s.settings import fmt_duration
 
 EXPORT_FILE = "profile_export_aiperf.json"
+ENV_REF = re.compile(r"\$(?:\{(\w+)\}|\((\w+)\)|(\w+))")
+EXPORT_CLOCK_SLACK = 5  # seconds the PVC's file server may lag the API server's clock
 # The fetch pod only runs `find` and `cat`: it must fit beside everything else, even on a kind node.
 FETCH_RESOURCES = {"requests": {"cpu": "10m", "memory": "32Mi"}, "limits": {"memory": "256Mi"}}
 
@@ -47,9 +52,10 @@ def perf_job(ctx: GpuContext, run: int = 1, runs: int = 1) -> Path:
     name = str(dig(job, "metadata", "name"))
     if ctx.kube.get("batch/v1", "Job", name, ctx.namespace) is not None:
         ctx.delete_and_wait("batch/v1", "Job", name)  # a Job's template is immutable; a rerun needs a fresh one
+    mark_events(ctx)  # the previous run's events about this Job name are not this run's
     ctx.apply(job, what="benchmark Job")  # dry run, then create
-    wait_job(ctx, name, ctx.settings.perf_timeout, "benchmark")
-    data = _fetch_export(ctx, job)
+    done = wait_job(ctx, name, ctx.settings.perf_timeout, "benchmark")
+    data = _fetch_export(ctx, job, _epoch(dig(done, "status", "startTime")))
     out = ctx.settings.report_dir / "perf" / ctx.slug / (f"run-{run}" if runs > 1 else "") / EXPORT_FILE
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(data)
@@ -57,8 +63,38 @@ def perf_job(ctx: GpuContext, run: int = 1, runs: int = 1) -> Path:
     return out
 
 
-def _fetch_export(ctx: GpuContext, job: dict) -> str:
-    """A short-lived pod with the Job's image and PVC mounts prints the newest export file."""
+def expand_env(value: str, env: list) -> str:
+    """`$ARTIFACT_DIR`, `${ARTIFACT_DIR}` or `$(ARTIFACT_DIR)` with the container's own plain env values, so the
+    export is looked for in this recipe's artifact folder, not anywhere on a PVC other recipes share."""
+    plain = {e.get("name"): str(e.get("value")) for e in env if isinstance(e, dict) and "value" in e}
+    return ENV_REF.sub(lambda m: plain.get(m.group(1) or m.group(2) or m.group(3), m.group(0)), value)
+
+
+def _epoch(timestamp: Any) -> int:
+    """An RFC 3339 time of the API server (`2026-12-07T01:02:03Z`) as seconds since the epoch; 0 when absent."""
+    try:
+        return int(datetime.fromisoformat(str(timestamp).replace("Z", "+00:00")).timestamp())
+    except ValueError:
+        return 0
+
+
+def export_script(roots: list[str], since: int) -> str:
+    """Print the newest export under `roots` written at or after `since` (epoch seconds, the benchmark Job's
+    start; a few seconds' slack for the file server's clock): an export of an earlier run, or of another
+    recipe's Job on the same PVC, is never this run's. `stat -c %Y` works in GNU coreutils and busybox."""
+    where = " ".join(f"'{r}'" for r in roots)
+    return (
+        f"since={max(0, since - EXPORT_CLOCK_SLACK)}; best=; bestm=0; "
+        f"for f in $(find {where} -name {EXPORT_FILE} -type f 2>/dev/null); do "
+        f'm=$(stat -c %Y "$f"); if [ "$m" -ge "$since" ] && [ "$m" -ge "$bestm" ]; then best=$f; bestm=$m; fi; '
+        f"done; "
+        f'if [ -z "$best" ]; then echo "no {EXPORT_FILE} under {" ".join(roots)} written since the Job started" >&2; '
+        f'exit 3; fi; cat "$best"'
+    )
+
+
+def _fetch_export(ctx: GpuContext, job: dict, since: int = 0) -> str:
+    """A short-lived pod with the Job's image and PVC mounts prints this run's export file (export_script)."""
     pod_spec = dig(job, "spec", "template", "spec") or {}
     container = (pod_spec.get("containers") or [{}])[0]
     pvc_volumes = {
@@ -71,15 +107,11 @@ def _fetch_export(ctx: GpuContext, job: dict) -> str:
             f"so its {EXPORT_FILE} cannot be collected: "
             "write the AIPerf artifacts to the model-cache PVC"
         )
-    artifact_dir = aiperf(ctx).get("--artifact-dir")
+    artifact_dir = expand_env(aiperf(ctx).get("--artifact-dir") or "", container.get("env") or [])
     roots = [str(m["mountPath"]) for m in mounts]
     if artifact_dir and "$" not in artifact_dir and any(artifact_dir.startswith(r) for r in roots):
         roots = [artifact_dir]
-    where = " ".join(f"'{r}'" for r in roots)
-    script = (
-        f"f=$(find {where} -name {EXPORT_FILE} -type f -exec ls -t {{}} + 2>/dev/null | head -n 1); "
-        f'if [ -z "$f" ]; then echo "no {EXPORT_FILE} under {" ".join(roots)}" >&2; exit 3; fi; cat "$f"'
-    )
+    script = export_script(roots, since)
     pod_name = f"{str(dig(job, 'metadata', 'name'))[:40]}-fetch-{uuid.uuid4().hex[:5]}"
     pod = {
         "apiVersion": "v1",
@@ -126,13 +158,19 @@ def _fetch_export(ctx: GpuContext, job: dict) -> str:
     return log
 
 
-def perf_local(ctx: GpuContext, run: Callable[[list[str], Path, float], Any] | None = None) -> Path:
-    """AIPerf from the runner through the port-forward, with the Job's own options. Returns the artifact folder."""
+def perf_local(
+    ctx: GpuContext, run: Callable[[list[str], Path, float], Any] | None = None, repeat: int = 1, repeats: int = 1
+) -> Path:
+    """AIPerf from the runner through the port-forward, with the Job's own options. Returns the artifact folder,
+    a fresh one per repeat (`aiperf/run-<n>/`, emptied first): a run that writes nothing is never read as the
+    previous run's export, and a non-zero exit fails whatever files exist."""
     from harness.run.perf import run_aiperf
 
     inv = aiperf(ctx)
     url = frontend_url(ctx)
-    artifacts = ctx.settings.report_dir / "perf" / ctx.slug / "aiperf"
+    artifacts = ctx.settings.report_dir / "perf" / ctx.slug / "aiperf" / (f"run-{repeat}" if repeats > 1 else "")
+    if artifacts.is_dir():
+        shutil.rmtree(artifacts)
     artifacts.mkdir(parents=True, exist_ok=True)
     tokenizer = inv.get("--tokenizer")
     # a tokenizer path inside the PVC does not exist on the runner: load it by model id instead
@@ -140,12 +178,14 @@ def perf_local(ctx: GpuContext, run: Callable[[list[str], Path, float], Any] | N
         model_id(ctx.recipe) if tokenizer and tokenizer.startswith("/") and not Path(tokenizer).exists() else None
     )
     args = local_aiperf_args(inv.options, url, artifacts, local_tokenizer)
-    log = artifacts.parent / "aiperf.log"
+    log = artifacts.parent / (f"aiperf-run-{repeat}.log" if repeats > 1 else "aiperf.log")
     ctx.progress(f"benchmark: aiperf {' '.join(args[:1])} locally against {url} (log {log})")
     outcome = (run or run_aiperf)(args, log, ctx.settings.perf_timeout)
     if getattr(outcome, "timed_out", False):
         raise ctx.fail(f"local aiperf did not finish within {fmt_duration(ctx.settings.perf_timeout)} (log {log})")
-    if outcome.returncode not in (0, None) and not (artifacts / EXPORT_FILE).exists():
+    if outcome.returncode not in (0, None):
         tail = log.read_text(errors="replace")[-800:] if log.exists() else ""
-        raise ctx.fail(f"local aiperf exited {outcome.returncode} without writing {EXPORT_FILE}: {tail}")
+        raise ctx.fail(f"local aiperf exited {outcome.returncode} (run {repeat} of {repeats}, log {log}): {tail}")
+    if not (artifacts / EXPORT_FILE).exists():
+        raise ctx.fail(f"local aiperf exited 0 without writing {EXPORT_FILE} in {artifacts} (log {log})")
     return artifacts

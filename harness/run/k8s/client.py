@@ -288,6 +288,43 @@ class Kube:
         except ApiException as exc:
             raise KubeError(f"cannot list {res.plural}: {api_message(exc)}", exc.status, exc.reason or "") from None
 
+    def served_kinds(self, api_version: str) -> dict[str, str] | None:
+        """Kind -> plural the API server's discovery lists for one group/version (None: not served). Discovery is
+        open to every authenticated user (the system:discovery ClusterRole), unlike reading CRDs."""
+        group, _, version = api_version.rpartition("/")
+        try:
+            if group:
+                out = self._call(self.custom.get_api_resources, group, version)
+            else:
+                out = self._call(self.core.get_api_resources)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise KubeError(f"cannot discover {api_version}: {api_message(exc)}", exc.status) from None
+        resources = self.plain(out).get("resources") or []
+        return {str(r.get("kind")): str(r.get("name")) for r in resources if "/" not in str(r.get("name"))}
+
+    def can_i(self, verb: str, resource: str, group: str = "", namespace: str | None = None) -> tuple[bool, str]:
+        """The API server's SelfSubjectAccessReview of one request: (allowed, its reason)."""
+        body = {
+            "apiVersion": "authorization.k8s.io/v1",
+            "kind": "SelfSubjectAccessReview",
+            "spec": {
+                "resourceAttributes": {
+                    "verb": verb,
+                    "resource": resource,
+                    "group": group,
+                    **({"namespace": namespace} if namespace else {}),
+                }
+            },
+        }
+        try:
+            out = self.plain(self._call(k8s.AuthorizationV1Api(self.api).create_self_subject_access_review, body))
+        except ApiException as exc:
+            return False, api_message(exc)
+        status = out.get("status") or {}
+        return bool(status.get("allowed")), str(status.get("reason") or status.get("evaluationError") or "")
+
     def list_crds(self) -> list[dict]:
         return self.list("apiextensions.k8s.io/v1", "CustomResourceDefinition")
 
@@ -303,8 +340,10 @@ class Kube:
         try:
             # raw bytes: with preloading, the client json-decodes a log that happens to be JSON and
             # hands back a Python repr of it (single quotes), which breaks the export fetch
-            resp = self._call(self.core.read_namespaced_pod_log, pod, namespace, _preload_content=False, **kw)
-            return resp.data.decode("utf-8", "replace")
+            def read(**call_kw: Any) -> bytes:  # the body is read inside the retried call: a cut one is retried
+                return self.core.read_namespaced_pod_log(pod, namespace, _preload_content=False, **kw, **call_kw).data
+
+            return self._call(read).decode("utf-8", "replace")
         except ApiException as exc:
             raise KubeError(f"no log for {pod}/{container}: {api_message(exc)}", exc.status) from None
 
@@ -371,10 +410,12 @@ class Kube:
         scope = f"/namespaces/{namespace}" if res.namespaced else ""
         return f"{base}{scope}/{res.plural}/{name}"
 
-    def _server_side_apply(self, res: Resource, body: dict, namespace: str | None, dry_run: bool) -> dict:
+    def _server_side_apply(
+        self, res: Resource, body: dict, namespace: str | None, dry_run: bool, manager: str = FIELD_MANAGER
+    ) -> dict:
         """PATCH application/apply-patch+yaml as `recipe-harness`: the server merges our fields into the
         live object, so the operator's finalizer, annotations and status stay (a PUT would drop them)."""
-        query: list[tuple[str, Any]] = [("fieldManager", FIELD_MANAGER), ("force", True), ("fieldValidation", STRICT)]
+        query: list[tuple[str, Any]] = [("fieldManager", manager), ("force", True), ("fieldValidation", STRICT)]
         if dry_run:
             query.append(("dryRun", DRY_RUN_ALL))
         path = self._path(res, namespace, body["metadata"]["name"])
@@ -420,6 +461,19 @@ class Kube:
             raise KubeError(f"{kind} {name}: {api_message(exc)}", exc.status, exc.reason or "") from None
         return "configured" if exists else "created"
 
+    def apply_as(self, manifest: dict, namespace: str | None, manager: str) -> None:
+        """Server-side apply of a partial object (only the fields it names) under field manager `manager`: fields
+        that manager applied before and `manifest` leaves out are removed, nobody else's are touched."""
+        res = self.resource(str(manifest.get("apiVersion", "")), str(manifest.get("kind", "")))
+        body = copy.deepcopy(manifest)
+        if res.namespaced:
+            body.setdefault("metadata", {})["namespace"] = namespace
+        try:
+            self._server_side_apply(res, body, namespace, dry_run=False, manager=manager)
+        except ApiException as exc:
+            name = (manifest.get("metadata") or {}).get("name", "")
+            raise KubeError(f"{res.kind} {name}: {api_message(exc)}", exc.status, exc.reason or "") from None
+
     def create(self, manifest: dict, namespace: str | None) -> dict:
         """Plain create (no dry run) for objects the harness itself writes (namespace, helper pods)."""
         res = self.resource(str(manifest.get("apiVersion", "")), str(manifest.get("kind", "")))
@@ -433,13 +487,27 @@ class Kube:
             ) from None
 
     def annotate(
-        self, api_version: str, kind: str, name: str, namespace: str | None, annotations: dict[str, str]
+        self,
+        api_version: str,
+        kind: str,
+        name: str,
+        namespace: str | None,
+        annotations: dict[str, str],
+        resource_version: str | None = None,
     ) -> None:
+        """Merge `annotations` into the object's; with `resource_version`, only if the object is still at it
+        (else KubeError with status 409)."""
         res = self.resource(api_version, kind)
-        body = {"metadata": {"annotations": annotations}}
+        body: dict[str, Any] = {"metadata": {"annotations": annotations}}
+        if resource_version:
+            body["metadata"]["resourceVersion"] = resource_version
         try:
             args = (name, namespace, body) if res.namespaced else (name, body)
-            self._call(self._typed(res, "patch"), *args)
+            if res.api == "custom":
+                custom = (res.group, res.version, namespace, res.plural, name, body)
+                self._call(self.custom.patch_namespaced_custom_object, *custom)
+            else:
+                self._call(self._typed(res, "patch"), *args)  # a repeat after the server acted is a 409: re-read
         except ApiException as exc:
             raise KubeError(f"cannot annotate {kind} {name}: {api_message(exc)}", exc.status) from None
 

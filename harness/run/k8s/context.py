@@ -28,6 +28,15 @@ from harness.run.k8s.settings import DeploySettings, fmt_duration
 from harness.run.stage import StepFailed
 
 MANAGED_BY = {"app.kubernetes.io/managed-by": "recipe-harness"}
+# Every object a run applies carries its run id; teardown and diagnostics go by it.
+RUN_LABEL = "recipe-harness.dynamo.nvidia.com/run-id"
+# Objects several runs may use at once (the HF token Secret, the model download Job) carry one annotation
+# `<HOLDER_PREFIX><run id>` per run holding them (harness/run/k8s/shared.py). The last holder to leave removes
+# what a run made; none removes it while another holds it.
+HOLDER_PREFIX = "held-by.recipe-harness.dynamo.nvidia.com/"
+# What the operator labels every pod of a DGD with (ai-dynamo/dynamo deploy/operator/internal/consts/consts.go
+# KubeLabelDynamoGraphDeploymentName).
+DGD_LABEL = "nvidia.com/dynamo-graph-deployment-name"
 
 
 def _stderr_progress(line: str) -> None:
@@ -60,7 +69,7 @@ class GpuContext:
     sleep: Callable[[float], None] = time.sleep
     clock: Callable[[], float] = time.monotonic
     access: FrontendAccess | None = None  # how the runner reaches the frontend (default: a port-forward)
-    run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:6])
+    run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
     redactor: Redactor = field(default_factory=Redactor)
     started: float = 0.0
     # (apiVersion, kind, name) this run applied, in order: teardown removes them, except the model cache
@@ -76,6 +85,9 @@ class GpuContext:
     dgd_applied: dict | None = None  # the DGD as the apply returned it
     problem_since: dict[tuple[str, str, str], float] = field(default_factory=dict)  # pod problem -> first seen
     scale_ups: dict[str, tuple] = field(default_factory=dict)  # pod -> the last scale-up event seen for it
+    events_seen: dict[str, int] = field(default_factory=dict)  # event uid -> count before this run's steps
+    held: list[tuple[str, str, str]] = field(default_factory=list)  # shared objects this run holds (HOLDERS)
+    operator_rbac_before: set[tuple[str, str]] = field(default_factory=set)  # operator RBAC present before deploy
 
     @classmethod
     def create(
@@ -155,11 +167,22 @@ class GpuContext:
             return doc
         return dict(doc, spec=dict(doc.get("spec") or {}, accessModes=list(modes)))
 
-    def apply(self, doc: dict, *, keep_existing: bool = False, what: str = "") -> str:
-        """Apply one manifest in the run's namespace (dry run first) and remember it for the teardown."""
+    def labelled(self, doc: dict, annotations: dict[str, str] | None = None) -> dict:
+        """A copy of `doc` with the run's id among its labels (and `annotations` added)."""
+        meta = dict(doc.get("metadata") or {})
+        meta["labels"] = dict(meta.get("labels") or {}, **{RUN_LABEL: self.run_id})
+        if annotations:
+            meta["annotations"] = dict(meta.get("annotations") or {}, **annotations)
+        return dict(doc, metadata=meta)
+
+    def apply(
+        self, doc: dict, *, keep_existing: bool = False, what: str = "", annotations: dict[str, str] | None = None
+    ) -> str:
+        """Apply one manifest in the run's namespace (dry run first), labelled with the run id, and remember it for
+        the teardown."""
         kind, name = str(doc.get("kind")), str(dig(doc, "metadata", "name"))
         try:
-            action = self.kube.apply(doc, self.namespace, keep_existing=keep_existing)
+            action = self.kube.apply(self.labelled(doc, annotations), self.namespace, keep_existing=keep_existing)
         except KubeError as exc:
             raise self.fail(f"{what or kind} {name} rejected by the API server: {exc}") from None
         ref = (str(doc.get("apiVersion")), kind, name)

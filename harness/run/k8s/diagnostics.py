@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -30,6 +31,7 @@ from harness.recipe.secrets import (
 from harness.recipe.secrets import (
     TOKEN_VALUE as _HF_TOKEN,
 )
+from harness.recipe.yamlsrc import dig
 from harness.run.k8s.client import Kube, KubeError
 from harness.run.k8s.readiness import condition, container_statuses
 
@@ -163,7 +165,9 @@ class Diagnostics:
         redactor: Redactor,
         dgd_ref: tuple[str, str] | None,
         tail_lines: int = 2000,
+        owned: Callable[[str, str], bool] | None = None,
     ):
+        self.owned = owned  # (kind, name) -> the run's: only those objects, their pods and events are collected
         self.kube = kube
         self.namespace = namespace
         self.out_dir = out_dir
@@ -188,6 +192,12 @@ class Diagnostics:
                 return None
 
         events = attempt("events", lambda: self.kube.list("v1", "Event", self.namespace)) or []
+        if self.owned is not None:
+            events = [
+                e
+                for e in events
+                if self.owned(str(dig(e, "involvedObject", "kind")), str(dig(e, "involvedObject", "name")))
+            ]
         self._write("events.txt", format_events(events))
         if self.dgd_ref:
             dgd = attempt(
@@ -197,9 +207,13 @@ class Diagnostics:
         for kind, file in (("Job", "jobs.json"), ("PersistentVolumeClaim", "pvcs.json")):
             api_version = "batch/v1" if kind == "Job" else "v1"
             items = attempt(kind, lambda k=kind, a=api_version: self.kube.list(a, k, self.namespace))
+            if items is not None and self.owned is not None:
+                items = [i for i in items if self.owned(kind, str(dig(i, "metadata", "name")))]
             if items is not None:
                 self._write(file, self.redactor.json(items))
         pods = attempt("pods", lambda: self.kube.list("v1", "Pod", self.namespace)) or []
+        if self.owned is not None:
+            pods = [p for p in pods if self.owned("Pod", str(dig(p, "metadata", "name")))]
         table = []
         for pod in pods:
             name = str((pod.get("metadata") or {}).get("name"))

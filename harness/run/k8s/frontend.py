@@ -9,7 +9,7 @@ import urllib.request
 
 from harness.recipe.yamlsrc import dig
 from harness.run.k8s.client import KubeError
-from harness.run.k8s.context import GpuContext
+from harness.run.k8s.context import DGD_LABEL, GpuContext
 from harness.run.k8s.facts import frontend_service, served_model_name
 from harness.run.k8s.portforward import PortForwardError, default_access
 
@@ -60,12 +60,13 @@ def _wait_model_listed(ctx: GpuContext, url: str) -> None:
 
 
 def worker_pods(ctx: GpuContext) -> dict[str, str]:
-    """Running worker pods of the DGD -> their service name. The operator names them
-    `<dgd>-<service lowercased>-...` and labels them with the component name."""
+    """Running worker pods of the DGD -> their service name. The operator labels every pod of a DGD with its name
+    (nvidia.com/dynamo-graph-deployment-name) and its component (nvidia.com/dynamo-component), and names them
+    `<dgd>-<service lowercased>-...`: another DGD's worker of the same component name is not this run's."""
     dep = ctx.recipe.deployment
     workers = {w.name: w for w in dep.workers} if dep else {}
     out: dict[str, str] = {}
-    for pod in ctx.kube.list("v1", "Pod", ctx.namespace):
+    for pod in ctx.kube.list("v1", "Pod", ctx.namespace, f"{DGD_LABEL}={ctx.dgd_name}"):
         name = str(dig(pod, "metadata", "name"))
         label = (dig(pod, "metadata", "labels") or {}).get("nvidia.com/dynamo-component")
         service = (

@@ -7,8 +7,9 @@ import re
 
 from harness.recipe.yamlsrc import dig
 from harness.run.k8s.client import KubeError
-from harness.run.k8s.context import MANAGED_BY, GpuContext
+from harness.run.k8s.context import MANAGED_BY, RUN_LABEL, GpuContext
 from harness.run.k8s.settings import fmt_duration
+from harness.run.k8s.shared import hold
 
 
 def _wait_terminated(ctx: GpuContext) -> None:
@@ -48,9 +49,23 @@ def ensure_namespace(ctx: GpuContext) -> None:
         ctx.progress(f"namespace {ctx.namespace} created (it stays: it holds the model cache for the next run)")
     ctx.namespace_ready = True
     for name, plan in ctx.secret_plan.items():
+        ref = ("v1", "Secret", name)
         if plan == "present":
+            # a Secret another run made: hold it, so that run's teardown leaves it while this one needs it
+            found = ctx.kube.get("v1", "Secret", name, ctx.namespace) or {}
+            if (dig(found, "metadata", "labels") or {}).get("app.kubernetes.io/managed-by") == MANAGED_BY[
+                "app.kubernetes.io/managed-by"
+            ]:
+                hold(ctx, ref)
             continue
-        secret = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name, "labels": dict(MANAGED_BY)}}
+        secret = {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {
+                "name": name,
+                "labels": dict(MANAGED_BY, **{RUN_LABEL: ctx.run_id}),
+            },
+        }
         if plan == "from-env":
             token = ctx.env.get(ctx.settings.hf_token_env, "")
             secret.update(type="Opaque", data={ctx.settings.hf_secret_key: base64.b64encode(token.encode()).decode()})
@@ -68,8 +83,13 @@ def ensure_namespace(ctx: GpuContext) -> None:
             secret.update(type=found[0], data=found[1])
             source = f"namespace {ctx.settings.secret_source_namespace} ({found[0]})"
         try:
-            ctx.kube.apply(secret, ctx.namespace, keep_existing=True)
+            action = ctx.kube.apply(secret, ctx.namespace, keep_existing=True)
         except KubeError as exc:
             raise ctx.fail(f"cannot create secret {name}: {exc}") from None
-        ctx.created.append(("v1", "Secret", name))
+        if action == "unchanged":  # another run created it since preflight looked
+            hold(ctx, ref)
+            ctx.progress(f"secret {name} found (created by another run meanwhile)")
+            continue
+        ctx.created.append(ref)
+        hold(ctx, ref)
         ctx.progress(f"secret {name} created from {source}")

@@ -75,9 +75,12 @@ def _check_crds(ctx: GpuContext, docs: list[dict]) -> None:
             res = ctx.kube.resource(api_version, kind)
             crd = ctx.kube.crd(f"{res.plural}.{group}")
         except KubeError as exc:
-            raise ctx.fail(
-                f"{kind} ({api_version}) is not known to the cluster at {ctx.kube.host}: {exc}; {hint}"
-            ) from None
+            if exc.status != 403:
+                raise ctx.fail(
+                    f"{kind} ({api_version}) is not known to the cluster at {ctx.kube.host}: {exc}; {hint}"
+                ) from None
+            _served_by_discovery(ctx, api_version, kind, group, hint)
+            continue
         if crd is None:
             raise ctx.fail(
                 f"CustomResourceDefinition {res.plural}.{group} is not installed on the cluster "
@@ -95,6 +98,35 @@ def _check_crds(ctx: GpuContext, docs: list[dict]) -> None:
             )
 
 
+def lacking(ctx: GpuContext, verb: str, resource: str, group: str = "", namespace: str | None = None) -> str:
+    """`may not list nodes (cluster-wide): <the review's reason>`, from the API server's SelfSubjectAccessReview;
+    "" when the credentials may."""
+    allowed, reason = ctx.kube.can_i(verb, resource, group, namespace)
+    if allowed:
+        return ""
+    what = f"{resource}.{group}" if group else resource
+    where = f"in namespace {namespace}" if namespace else "cluster-wide"
+    return f"may not {verb} {what} ({where}; SelfSubjectAccessReview: denied{f', {reason}' if reason else ''})"
+
+
+def _served_by_discovery(ctx: GpuContext, api_version: str, kind: str, group: str, hint: str) -> None:
+    """The credentials may not read CustomResourceDefinitions (RBAC limited to a namespace): the API's own
+    discovery says whether the kind is served, and a run needs no more than that."""
+    denied = lacking(ctx, "get", "customresourcedefinitions", "apiextensions.k8s.io")
+    try:
+        kinds = ctx.kube.served_kinds(api_version)
+    except KubeError as exc:
+        raise ctx.fail(f"cannot tell whether the cluster serves {kind} ({api_version}): {denied}; {exc}") from None
+    if kinds is None or kind not in kinds:
+        raise ctx.fail(
+            f"the cluster at {ctx.kube.host} does not serve {kind} ({api_version}) (API discovery; the "
+            f"credentials {denied or 'could not read its CustomResourceDefinition'}): {hint}"
+        )
+    if kind == DGD_KIND:
+        ctx.report.dgd_versions = [api_version.rpartition("/")[2]]
+    ctx.progress(f"{kind} {api_version} is served (API discovery; the credentials {denied})")
+
+
 def _check_gpus(ctx: GpuContext) -> None:
     dep = ctx.recipe.deployment
     needed = dep.total_gpus if dep else 0
@@ -107,6 +139,16 @@ def _check_gpus(ctx: GpuContext) -> None:
     try:
         nodes = ctx.kube.list("v1", "Node")
     except KubeError as exc:
+        if exc.status == 403:
+            denied = lacking(ctx, "list", "nodes")
+            if ctx.settings.missing_gpus == "wait":
+                ctx.report.hardware = products[0]
+                ctx.progress(f"preflight: GPUs not counted, the credentials {denied}; deploying (--missing-gpus wait)")
+                return
+            raise ctx.fail(
+                f"cannot count the cluster's GPUs: the credentials {denied}. Grant list on nodes (a ClusterRole), "
+                "or run with --missing-gpus wait to deploy without counting"
+            ) from None
         raise ctx.fail(f"cannot list nodes: {exc}") from None
     seen = []
     for product in products:
@@ -118,12 +160,22 @@ def _check_gpus(ctx: GpuContext) -> None:
     best = max(seen, key=lambda c: c.total)
     ctx.report.gpus_allocatable = best.total
     here = products_on(nodes)
+    gap = (
+        f"needs {needed} {GPU_RESOURCE} ({per_pod} in the largest pod) on {' or '.join(products)} nodes; "
+        + "; ".join(c.describe() for c in seen)
+        + f". GPU products on this cluster: {', '.join(here) or 'none'}"
+    )
+    if ctx.settings.missing_gpus == "wait":
+        # a node pool scaled to zero: the pods go Pending and the autoscaler adds nodes (rollout awaits its scale-up)
+        ctx.report.hardware = products[0]
+        ctx.progress(f"preflight: {gap}; deploying anyway (--missing-gpus wait): the autoscaler must add them")
+        return
+    if ctx.settings.missing_gpus == "fail":
+        raise ctx.fail(f"{gap} (--missing-gpus fail)")
     raise StageSkip(
         ctx.redactor.text(
-            f"needs {needed} {GPU_RESOURCE} ({per_pod} in the largest pod) on {' or '.join(products)} nodes; "
-            + "; ".join(c.describe() for c in seen)
-            + f". GPU products on this cluster: {', '.join(here) or 'none'}. "
-            f"Run on a cluster with enough {products[0]} GPUs, or use --engine mocker"
+            f"{gap}. Run on a cluster with enough {products[0]} GPUs, or use --engine mocker "
+            "(--missing-gpus wait deploys anyway for an autoscaled pool)"
         )
     )
 
@@ -135,6 +187,10 @@ def _check_storage(ctx: GpuContext) -> None:
     try:
         classes = ctx.kube.list("storage.k8s.io/v1", "StorageClass")
     except KubeError as exc:
+        if exc.status == 403:  # RBAC limited to a namespace: a claim that cannot be met shows as its events
+            denied = lacking(ctx, "list", "storageclasses", "storage.k8s.io")
+            ctx.progress(f"storage classes not checked: the credentials {denied}")
+            return
         raise ctx.fail(f"cannot list storage classes: {exc}") from None
     names = [str(dig(c, "metadata", "name")) for c in classes]
     default = [

@@ -17,10 +17,21 @@ IMAGE_GONE = re.compile(r"(?i)\b(not found|manifest unknown|name unknown|unautho
 # A missing Secret or ConfigMap clears when it is created; a bad command or mount does not, but both look alike.
 CONFIG_REASONS = {"CreateContainerConfigError", "CreateContainerError"}
 CRASH_REASON = "CrashLoopBackOff"
-# Events that say the cluster is getting a node for a pending pod (cluster-autoscaler; Karpenter).
+# Events that say the cluster is getting a node for a pending pod (cluster-autoscaler; Karpenter). The
+# cluster-autoscaler sends TriggeredScaleUp once per scale-up, in the loop that asks the cloud for the node
+# (cluster-autoscaler/processors/status/eventing_scale_up_processor.go, EventingScaleUpStatusProcessor.Process:
+# only pods in status.PodsTriggeredScaleUp; later loops count the pod as fitting the upcoming node and say
+# nothing), so one event means "a node is on its way" until the autoscaler's --max-node-provision-time.
 SCALE_UP_REASONS = {"TriggeredScaleUp", "Nominated"}
-# Ready-condition reasons after which the operator does not try again (validation with webhooks off).
-FINAL_DGD_REASONS = {"ValidationFailed"}
+# The autoscaler's "no node group can help this pod" (same processor: status.PodsRemainUnschedulable).
+NO_SCALE_UP_REASON = "NotTriggerScaleUp"
+# Ready-condition reasons after which the operator does not try again: it fails the DGD through
+# workloadProgramResult.Fail and returns reconcile.TerminalError (ai-dynamo/dynamo deploy/operator/internal/
+# controller/dynamographdeployment_controller.go: reasonUnsupportedWorkloadProvider, and
+# reasonSelectedWorkloadProviderUnavailable from dgd_grove_program.go / dgd_disaggregatedset_program.go).
+# `ValidationFailed` is not one: it is an event reason (EventReasonValidationFailed, recorded on a
+# DynamoGraphDeploymentRequest), read with the other events below.
+FINAL_DGD_REASONS = {"unsupported_workload_provider", "selected_workload_provider_unavailable"}
 
 
 def _get(obj: Any, *keys: str) -> Any:
@@ -294,3 +305,85 @@ def products_on(nodes: list[dict]) -> list[str]:
             if (_get(n, "metadata", "labels") or {}).get(GPU_PRODUCT_LABEL)
         }
     )
+
+
+# --- events that say why nothing comes up ------------------------------------------------------------------------
+
+# Warning events of the controllers and the kubelet that name a cause the pod list never shows: a ReplicaSet or Job
+# that cannot create its pods (ResourceQuota, PodSecurity admission, a webhook: FailedCreate), a claim the
+# provisioner cannot fill (ProvisioningFailed), a volume the kubelet cannot mount (FailedMount), and the Dynamo
+# operator's validation (ValidationFailed). Sources: k8s.io/kubernetes pkg/controller/controller_utils.go
+# (FailedCreatePodReason = "FailedCreate"), pkg/controller/volume/events/event.go (ProvisioningFailed),
+# pkg/kubelet/events/event.go (FailedMountVolume = "FailedMount"), ai-dynamo/dynamo deploy/operator/api/v1beta1
+# (EventReasonValidationFailed = "ValidationFailed").
+BLOCKING_EVENT_REASONS = {"FailedCreate", "ProvisioningFailed", "FailedMount", "ValidationFailed"}
+# Messages that cannot clear while the run waits: admission refused the pod, the class does not exist. ("is
+# forbidden: error looking up service account" is not one: the operator creates a planner's ServiceAccount
+# beside its pods, and the controller retries.)
+PERMANENT_EVENT = re.compile(
+    r"(?i)exceeded quota|violates PodSecurity|admission webhook .* denied|"
+    r"storageclass\.storage\.k8s\.io \"[^\"]*\" not found|Invalid value"
+)
+
+
+def event_key(ev: dict) -> tuple[str, int]:
+    """(uid, count): a repeated event keeps its uid and counts up, a new one has a new uid."""
+    return str(_get(ev, "metadata", "uid") or _get(ev, "metadata", "name") or ""), int(ev.get("count") or 1)
+
+
+@dataclass(frozen=True)
+class EventProblem:
+    """A Warning event about one of the run's objects that explains why it cannot come up."""
+
+    kind: str  # the involved object's kind
+    name: str
+    reason: str
+    message: str
+    permanent: bool
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        return (f"{self.kind}/{self.name}", "", f"event:{self.reason}")
+
+    def describe(self) -> str:
+        return f"{self.kind} {self.name}: {self.reason}: {self.message}"
+
+
+def event_problems(events: list[dict], owned: Any, seen: dict[str, int]) -> list[EventProblem]:
+    """Blocking Warning events about objects `owned(kind, name)` accepts that are new since `seen` (uid -> count
+    at the start of the step): an event of an earlier run in a reused namespace never fails this one."""
+    out = []
+    for ev in events:
+        reason = str(ev.get("reason") or "")
+        if reason not in BLOCKING_EVENT_REASONS or ev.get("type") not in ("Warning", None):
+            continue
+        uid, count = event_key(ev)
+        if uid in seen and seen[uid] >= count:
+            continue
+        kind = str(_get(ev, "involvedObject", "kind") or "")
+        name = str(_get(ev, "involvedObject", "name") or "")
+        if not owned(kind, name):
+            continue
+        message = str(ev.get("message") or "").strip()
+        permanent = reason == "ValidationFailed" or bool(PERMANENT_EVENT.search(message))
+        out.append(EventProblem(kind, name, reason, message, permanent))
+    return out
+
+
+def startup_budget(containers: list[dict], default_probe: dict | None = None) -> float:
+    """Seconds the kubelet lets the slowest container start before it restarts it: a startupProbe's
+    initialDelaySeconds + failureThreshold x periodSeconds (the API defaults: 0, 3, 10 s; k8s.io/api core/v1
+    Probe), else `default_probe` (what the operator sets when the recipe sets none), else the readiness probe's
+    initial delay."""
+    longest = 0.0
+    for c in containers:
+        probe = c.get("startupProbe") if isinstance(c.get("startupProbe"), dict) else default_probe
+        if isinstance(probe, dict):
+            longest = max(
+                longest,
+                float(probe.get("initialDelaySeconds") or 0)
+                + float(probe.get("failureThreshold") or 3) * float(probe.get("periodSeconds") or 10),
+            )
+        elif isinstance(c.get("readinessProbe"), dict):
+            longest = max(longest, float(c["readinessProbe"].get("initialDelaySeconds") or 0))
+    return longest

@@ -4,13 +4,15 @@ the DGD's readiness, Jobs, and the pod problems that will not clear on their own
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 
 from harness.recipe.model import DGD_KIND
 from harness.recipe.yamlsrc import dig
 from harness.run.k8s.client import KubeError
-from harness.run.k8s.context import GpuContext
+from harness.run.k8s.context import DGD_LABEL, GpuContext
 from harness.run.k8s.facts import (
     apply_order,
+    component_resource_name,
     model_id,
     served_model_name,
 )
@@ -19,11 +21,16 @@ from harness.run.k8s.namespace import ensure_namespace
 from harness.run.k8s.readiness import (
     SCALE_UP_REASONS,
     Blocker,
+    EventProblem,
+    PodProblem,
     dgd_readiness,
+    event_key,
+    event_problems,
     job_state,
     pod_problems,
     pod_ready,
     pod_summary,
+    startup_budget,
 )
 from harness.run.k8s.settings import fmt_duration
 
@@ -35,16 +42,26 @@ def _grace(ctx: GpuContext, kind: str) -> float:
         "image": ctx.settings.image_pull_grace,
         "config": ctx.settings.config_grace,
         "unschedulable": ctx.settings.unschedulable_grace,
+        "event": ctx.settings.config_grace,
     }.get(kind, 0.0)
 
 
-def _scaling_up(ctx: GpuContext, pods: list[dict]) -> set[str]:
-    """Pods with a new scale-up event (cluster-autoscaler TriggeredScaleUp, Karpenter Nominated) since the
-    last look: a node is on its way, which is progress, so their unschedulable clock starts again."""
+def read_events(ctx: GpuContext) -> list[dict]:
     try:
-        events = ctx.kube.list("v1", "Event", ctx.namespace)
+        return ctx.kube.list("v1", "Event", ctx.namespace)
     except KubeError:
-        return set()
+        return []
+
+
+def mark_events(ctx: GpuContext) -> None:
+    """Remember the namespace's events as they are before a step starts: only what happens after counts."""
+    ctx.events_seen.update(dict(event_key(ev) for ev in read_events(ctx)))
+
+
+def _scaling_up(ctx: GpuContext, pods: list[dict], events: list[dict]) -> set[str]:
+    """Pods with a scale-up event (cluster-autoscaler TriggeredScaleUp, Karpenter Nominated) not seen before: a node
+    is on its way. The autoscaler sends one per scale-up, so the pod is then awaited for the node's provisioning
+    time (`scale_up_timeout`), counted from that event, not from the pod's first unschedulable look."""
     names = {str(dig(p, "metadata", "name")) for p in pods}
     fresh: set[str] = set()
     for ev in events:
@@ -63,21 +80,39 @@ def _scaling_up(ctx: GpuContext, pods: list[dict]) -> set[str]:
     return fresh
 
 
-def first_blocker(ctx: GpuContext, pods: list[dict]) -> Blocker | None:
-    """The first problem that fails the run: a permanent one at once, the others once they outlast their grace."""
+def first_blocker(
+    ctx: GpuContext, pods: list[dict], events: list[dict] | None = None, owned: Callable[[str, str], bool] | None = None
+) -> Blocker | None:
+    """The first problem that fails the run: a permanent one at once, the others once they outlast their grace.
+    `events` (the namespace's) add the Warning events about objects `owned` accepts (FailedCreate, quota,
+    PodSecurity, ProvisioningFailed, FailedMount, ValidationFailed) and the autoscaler's scale-ups."""
     now = ctx.clock()
-    problems = [p for pod in pods for p in pod_problems(pod, crashloop_restarts=ctx.settings.crashloop_restarts)]
+    problems: list[PodProblem | EventProblem] = [
+        p for pod in pods for p in pod_problems(pod, crashloop_restarts=ctx.settings.crashloop_restarts)
+    ]
+    if events is not None and owned is not None:
+        problems += event_problems(events, owned, ctx.events_seen)
     current = {p.key for p in problems}
     for key in [k for k in ctx.problem_since if k not in current]:
         del ctx.problem_since[key]
-    restarted = _scaling_up(ctx, pods) if any(p.kind == "unschedulable" for p in problems) else set()
+    waiting_node = _scaling_up(ctx, pods, events or []) if any(p.kind == "unschedulable" for p in problems) else set()
     for p in problems:
-        if p.pod in restarted and p.kind == "unschedulable":
-            ctx.problem_since[p.key] = now
+        if isinstance(p, EventProblem):
+            since = ctx.problem_since.setdefault(p.key, now)
+            if p.permanent or now - since >= _grace(ctx, "event"):
+                return Blocker(p.name, "event", p.describe())
+            continue
+        grace = _grace(ctx, p.kind)
+        if p.kind == "unschedulable" and p.pod in ctx.scale_ups:
+            if p.pod in waiting_node:
+                ctx.problem_since[p.key] = now  # the scale-up's own clock starts now
+            grace = max(grace, ctx.settings.scale_up_timeout)
         since = ctx.problem_since.setdefault(p.key, now)
         lasted = now - since
-        if p.permanent or lasted >= _grace(ctx, p.kind):
+        if p.permanent or lasted >= grace:
             message = p.message if p.permanent else f"{p.message} (for {fmt_duration(lasted)})"
+            if p.kind == "unschedulable" and p.pod in ctx.scale_ups:
+                message += "; the autoscaler's scale-up did not bring a node in time"
             return Blocker(p.pod, p.kind, message, p.container)
     return None
 
@@ -89,6 +124,28 @@ def blocker_message(ctx: GpuContext, blocker: Blocker) -> str:
         if tail:
             msg += "\nlast log lines:\n" + tail
     return msg
+
+
+def owned_by(ctx: GpuContext, pods: list[dict], jobs: tuple[str, ...] = ()) -> Callable[[str, str], bool]:
+    """Which objects' events concern this run: its DGD, what the operator made of its components
+    (`<dgd>-<component>` Deployments and their ReplicaSets, graph.go GetDCDResourceName), its pods, Jobs and
+    PVCs. Another DGD's objects in a shared namespace are not this run's."""
+    pod_names = {str(dig(p, "metadata", "name")) for p in pods}
+    dep = ctx.recipe.deployment
+    prefixes = tuple(component_resource_name(ctx.dgd_name, s.name) for s in (dep.services if dep else []))
+    applied = {(k, n) for _, k, n in ctx.created} | {("Job", j) for j in jobs}
+    claims = {str(dig(d, "metadata", "name")) for d in ctx.cache_docs() if d.get("kind") == "PersistentVolumeClaim"}
+
+    def owned(kind: str, name: str) -> bool:
+        if kind == "Pod":
+            return name in pod_names
+        if (kind, name) in applied or (kind == DGD_KIND and name == ctx.dgd_name):
+            return True
+        if kind == "PersistentVolumeClaim":
+            return name in claims
+        return any(name == p or name.startswith(p + "-") for p in prefixes)
+
+    return owned
 
 
 # --- Jobs -----------------------------------------------------------------------------
@@ -122,7 +179,12 @@ def wait_job(ctx: GpuContext, name: str, timeout: float, what: str) -> dict:
                 f"{what} Job {name} failed: {state.message or 'no reason given'}"
                 + (f"\nlast log lines:\n{tail}" if tail else "")
             )
-        blocker = first_blocker(ctx, [p for p in pods if dig(p, "status", "phase") not in ("Succeeded", "Failed")])
+        blocker = first_blocker(
+            ctx,
+            [p for p in pods if dig(p, "status", "phase") not in ("Succeeded", "Failed")],
+            read_events(ctx),
+            owned_by(ctx, pods, jobs=(name,)),
+        )
         if blocker:
             raise ctx.fail(f"{what} Job {name}: {blocker_message(ctx, blocker)}")
         if elapsed >= timeout:
@@ -180,6 +242,10 @@ def deploy(ctx: GpuContext) -> None:
         except KubeError as exc:
             raise ctx.fail(f"deploy.yaml: the server-side dry run rejected {exc}") from None
     ctx.dgd_before = ctx.kube.get(ctx.dgd_api_version, DGD_KIND, ctx.dgd_name, ctx.namespace)
+    mark_events(ctx)
+    ctx.operator_rbac_before = {
+        (kind, name) for kind, name in OPERATOR_RBAC if ctx.kube.get(RBAC_API[kind], kind, name, ctx.namespace)
+    }
     for doc in docs:
         ctx.apply(doc)
     ctx.dgd_applied = ctx.kube.get(ctx.dgd_api_version, DGD_KIND, ctx.dgd_name, ctx.namespace)
@@ -199,12 +265,67 @@ def _stale(ctx: GpuContext, dgd: dict, all_pods_ready_for: float) -> bool:
     return unchanged and all_pods_ready_for < ctx.settings.stale_status_grace
 
 
+# What the operator creates in a DGD's namespace besides the DGD's own objects, when it runs cluster-wide: the
+# planner's ServiceAccount and its RoleBinding `<sa>-binding` for every DGD, the EPP's for a DGD with an EPP
+# (ai-dynamo/dynamo deploy/operator/internal/controller/dynamographdeployment_controller.go reconcileResources ->
+# internal/rbac/manager.go EnsureServiceAccountWithRBAC; names from internal/consts/consts.go
+# PlannerServiceAccountName, EPPServiceAccountName).
+OPERATOR_RBAC = (
+    ("ServiceAccount", "planner-serviceaccount"),
+    ("RoleBinding", "planner-serviceaccount-binding"),
+    ("ServiceAccount", "epp-serviceaccount"),
+    ("RoleBinding", "epp-serviceaccount-binding"),
+)
+RBAC_API = {"ServiceAccount": "v1", "RoleBinding": "rbac.authorization.k8s.io/v1"}
+# What the operator gives a worker's main container when the recipe sets no startupProbe: 10 s x 720 = 2 h
+# (deploy/operator/internal/dynamo/component_worker.go).
+WORKER_DEFAULT_STARTUP = {"periodSeconds": 10, "failureThreshold": 720}
+WORKER_TYPES = {"worker", "prefill", "decode"}
+# Scheduling, image pulls and the operator's own passes on top of the slowest startup probe.
+READY_MARGIN = 15 * 60.0
+
+
+def _dgd_containers(dgd: dict) -> list[tuple[bool, list[dict]]]:
+    """(is a worker, its containers) per component of a DGD, v1beta1 `components` or v1alpha1 `services`."""
+    spec = dgd.get("spec") or {}
+    out = []
+    for comp in spec.get("components") or []:
+        if isinstance(comp, dict):
+            containers = dig(comp, "podTemplate", "spec", "containers") or []
+            out.append((comp.get("type") in WORKER_TYPES, [c for c in containers if isinstance(c, dict)]))
+    services = spec.get("services")
+    for svc in services.values() if isinstance(services, dict) else []:
+        if isinstance(svc, dict):
+            main = dig(svc, "extraPodSpec", "mainContainer")
+            worker = svc.get("componentType") in WORKER_TYPES or svc.get("subComponentType") in WORKER_TYPES
+            out.append((worker, [main] if isinstance(main, dict) else [{}]))
+    return out
+
+
+def ready_timeout(ctx: GpuContext, docs: list[dict]) -> float:
+    """How long `ready` waits: the setting when given (`--gpu-option ready_timeout=S`), else what the recipe's own
+    startup probes allow its slowest container (initialDelaySeconds + failureThreshold x periodSeconds, the
+    operator's 2 h for a worker without one) plus READY_MARGIN: a run must not give up on a model the kubelet
+    is still letting load."""
+    if ctx.settings.ready_timeout:
+        return ctx.settings.ready_timeout
+    longest = 0.0
+    for doc in docs:
+        if doc.get("kind") != DGD_KIND:
+            continue
+        for worker, containers in _dgd_containers(doc):
+            longest = max(longest, startup_budget(containers, WORKER_DEFAULT_STARTUP if worker else None))
+    return longest + READY_MARGIN
+
+
 def wait_ready(ctx: GpuContext) -> None:
     """Step `ready`: wait until the DGD is ready (and its status is not one from before our apply); fail at once
-    on a problem that will not clear, or once a transient one outlasts its grace."""
+    on a problem that will not clear, or once a transient one outlasts its grace. Only this DGD's pods count
+    (the operator labels them nvidia.com/dynamo-graph-deployment-name, deploy/operator/internal/consts
+    KubeLabelDynamoGraphDeploymentName): another DGD in the namespace is not this run's."""
     start = ctx.clock()
     last_line, last_progress = "", None
-    timeout, cut = ctx.budget(ctx.settings.ready_timeout)
+    timeout, cut = ctx.budget(ready_timeout(ctx, manifests(ctx)))
     failed_since: float | None = None
     ready_since: float | None = None
     while True:
@@ -214,13 +335,8 @@ def wait_ready(ctx: GpuContext) -> None:
             raise ctx.fail(f"cannot read {DGD_KIND} {ctx.dgd_name}: {exc}") from None
         readiness = dgd_readiness(dgd)
         elapsed = ctx.clock() - start
-        pods = [p for p in ctx.kube.list("v1", "Pod", ctx.namespace) if dig(p, "status", "phase") != "Succeeded"]
-        ours = [
-            p
-            for p in pods
-            if (dig(p, "metadata", "labels") or {}).get("nvidia.com/dynamo-graph-deployment-name") == ctx.dgd_name
-        ]
-        if ours and all(pod_ready(p) for p in ours):
+        pods = [p for p in dgd_pods(ctx) if dig(p, "status", "phase") != "Succeeded"]
+        if pods and all(pod_ready(p) for p in pods):
             ready_since = ctx.clock() if ready_since is None else ready_since
         else:
             ready_since = None
@@ -236,7 +352,7 @@ def wait_ready(ctx: GpuContext) -> None:
                 )
         else:
             failed_since = None
-        blocker = first_blocker(ctx, pods)
+        blocker = first_blocker(ctx, pods, read_events(ctx), owned_by(ctx, pods))
         if blocker:
             raise ctx.fail(f"{DGD_KIND} {ctx.dgd_name} cannot become ready: {blocker_message(ctx, blocker)}")
         line = f"{readiness.describe()}; {pod_summary(pods)}"
@@ -250,3 +366,8 @@ def wait_ready(ctx: GpuContext) -> None:
             ctx.progress(f"waiting for {ctx.dgd_name} {fmt_duration(elapsed)}/{fmt_duration(timeout)}: {line}")
             last_line, last_progress = line, ctx.clock()
         ctx.sleep(ctx.settings.poll_interval)
+
+
+def dgd_pods(ctx: GpuContext) -> list[dict]:
+    """The pods the operator made for this run's DGD, by its label."""
+    return ctx.kube.list("v1", "Pod", ctx.namespace, f"{DGD_LABEL}={ctx.dgd_name}")

@@ -11,6 +11,7 @@ from typing import Any
 
 from harness.recipe.model import Recipe
 from harness.results.metrics import PerfResult
+from harness.run.interrupt import SignalsInterrupt
 from harness.run.k8s import benchmark, cache, frontend, preflight, rollout, teardown
 from harness.run.k8s.client import Kube
 from harness.run.k8s.config import find_config
@@ -67,6 +68,7 @@ class GpuRun(StepRun):
         )
         self.history_root = history_root
         self.context: GpuContext | None = None
+        self.signals = SignalsInterrupt()  # SIGTERM/SIGHUP unwind the run like Ctrl-C while it holds cluster objects
         self.suite: Any = None
         self.export_path: Path | None = None
         self.result: PerfResult | None = None  # the last run's
@@ -81,6 +83,7 @@ class GpuRun(StepRun):
                     raise StageSkip(source)
                 kube = Kube.connect(source, self.settings.api_timeout)
             self.context = GpuContext.create(kube, self.recipe, self.settings, **self._context_kw)
+            self.signals.install()
         return self.context
 
     def execute(self, step: Step) -> None:
@@ -140,7 +143,7 @@ class GpuRun(StepRun):
         self.results = []
         for run in range(1, runs + 1):
             self.export_path = (
-                benchmark.perf_local(ctx, self.perf_runner)
+                benchmark.perf_local(ctx, self.perf_runner, run, runs)
                 if self.settings.perf_mode == "local"
                 else benchmark.perf_job(ctx, run, runs)
             )
@@ -213,10 +216,14 @@ class GpuRun(StepRun):
         ctx.progress(f"baseline: {evaluation.verdict.verdict}" + (" (baseline updated)" if evaluation.updated else ""))
 
     def close(self) -> None:
-        if self.suite is not None and hasattr(self.suite, "close"):
-            try:
-                self.suite.close()
-            except Exception:
-                pass
-        if self.context is not None:
-            teardown.teardown(self.context)
+        self.signals.shield()
+        try:
+            if self.suite is not None and hasattr(self.suite, "close"):
+                try:
+                    self.suite.close()
+                except Exception:
+                    pass
+            if self.context is not None:
+                teardown.teardown(self.context)
+        finally:
+            self.signals.restore()

@@ -41,6 +41,13 @@ class DeploySettings:
         None, "--namespace", "gpu stage: use this namespace instead of the model's own (rh-<model>)"
     )
     keep: bool = option(False, "--keep", "gpu stage: keep the namespace after the run")
+    missing_gpus: str = option(
+        "skip",
+        "--missing-gpus",
+        "gpu stage: when no node offers the recipe's GPUs now: skip the recipe, fail it, or deploy and wait for the "
+        "cluster's autoscaler (a pool scaled to zero)",
+        choices=("skip", "fail", "wait"),
+    )
     engine: str = option(
         "real",
         "--engine",
@@ -63,12 +70,16 @@ class DeploySettings:
     poll_interval: float = 5.0
     progress_every: float = 30.0
     cache_timeout: float = 4 * 3600.0
-    ready_timeout: float = 45 * 60.0
+    # 0: what the recipe's startup probes allow its slowest container, plus a margin (rollout.ready_timeout)
+    ready_timeout: float = 0.0
     model_timeout: float = 300.0  # frontend up -> served model listed
     perf_timeout: float = 2 * 3600.0
     fetch_timeout: float = 300.0
     # A GPU node from a cluster autoscaler or Karpenter takes 5-10 min to join; a scale-up event restarts the grace.
     unschedulable_grace: float = 600.0
+    # After a scale-up event for a pod: how long its node may take. The cluster-autoscaler's own limit,
+    # --max-node-provision-time, defaults to 15 min (cluster-autoscaler/FAQ.md, "What are the parameters to CA?").
+    scale_up_timeout: float = 900.0
     image_pull_grace: float = 600.0  # ErrImagePull/ImagePullBackOff that may clear (registry 429s, slow mirrors)
     config_grace: float = 180.0  # CreateContainerConfigError: a Secret or ConfigMap may still be on its way
     failed_grace: float = 300.0  # the operator's `failed` is one pass's error; it retries with back-off
