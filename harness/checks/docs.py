@@ -386,8 +386,7 @@ def _applied_files(lines: list[str]) -> Iterator[tuple[int, str, str | None]]:
                 cwd = None  # `cd <model>/<mode>/`: from here on the directory is the user's choice
             else:
                 cwd = f"{cwd}/{target}" if cwd else target
-            continue
-        for name in _kubectl_files(text):
+        for name in _kubectl_files(text):  # also `cd DIR && kubectl apply -f x.yaml`: x.yaml is read in DIR
             if _literal_path(name):
                 yield start + 1, name, cwd
 
