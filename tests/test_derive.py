@@ -174,7 +174,10 @@ def test_written_variant_follows_and_keeps_layout(tmp_path):
     res = worker["podTemplate"]["spec"]["containers"][0]["resources"]
     assert res["requests"]["nvidia.com/gpu"] == "4" and res["limits"]["nvidia.com/gpu"] == "4"
     assert dgd["metadata"]["name"] == "qwen3-32b-vllm-agg-round-robin-tp4-r4-b200"
+    assert deploy.startswith(f"# {vid}: Qwen3-32B (BF16), vLLM aggregated: 4 x TP4, frontend round-robin on B200.\n")
+    assert "# Topology: 4 x TP4, frontend round-robin; 16 GPUs on 2 B200 nodes.\n" in deploy
     perf = (root / vid / "perf.yaml").read_text()
+    assert perf.startswith(f"# {vid}: AIPerf benchmark against the qwen3-32b-vllm-agg-round-robin-tp4-r4-b200 frontend")
     assert "http://qwen3-32b-vllm-agg-round-robin-tp4-r4-b200-frontend:8000" in perf
     meta = yaml.safe_load((root / vid / "recipe.yaml").read_text())
     assert meta["hardware"]["gpu"] == "B200" and meta["mode"] == "agg-round-robin-tp4-r4-b200"
@@ -267,6 +270,7 @@ def test_block_size_follows_on_the_endpoint_picker(tmp_path):
         for e in d["spec"]["template"]["spec"]["containers"][0].get("env", [])
     }
     assert env["DYN_KV_BLOCK_SIZE"] == "32" and env["DYN_KV_CACHE_BLOCK_SIZE"] == "32"
+    assert "the workers' --block-size (32)" in (root / plan.spec.variant_id / "gaie/epp.yaml").read_text()
     assert any(c.what == "Worker --block-size" and c.new == "32" for c in changes)
 
 
