@@ -319,3 +319,22 @@ def test_strict_refuses_a_variant_a_tier_could_not_prove(tmp_path):
     assert "conformance: could not run" in run.stdout and "apiserver: could not run" in run.stdout
     assert "recipe-harness cluster setup" in run.stdout  # the command that makes it runnable
     assert "not written" in run.stdout and not (root / "qwen3-32b/vllm/agg-round-robin-r4").exists()
+
+
+def test_a_tree_error_elsewhere_is_the_trees_not_the_variants(tmp_path):
+    from harness.run.prove import prove
+
+    root = copy_catalogue(tmp_path)
+    readme = root / "llama-3-70b/README.md"
+    text = readme.read_text()
+    row = next(line for line in text.splitlines() if line.startswith("| `vllm/agg` |"))
+    readme.write_text(text.replace(row, row.replace("| 4 | 1 |", "| 5 | 1 |", 1)))  # a wrong GPU count
+    plan, _ = derive_into(root, QWEN_AGG, ["router=kv"])
+    vid = plan.spec.variant_id
+    touched = {f"{vid}/deploy.yaml", f"{vid}/perf.yaml", f"{vid}/recipe.yaml", "qwen3-32b/README.md"}
+    [static] = prove(root, vid, touched, tiers=("static",))
+    assert static.passed, static.failures
+    assert any("llama-3-70b/README.md" in n and "model-readme-format" in n for n in static.notes)
+    # the same error in a file the variant wrote is the variant's
+    [strict] = prove(root, vid, touched | {"llama-3-70b/README.md"}, tiers=("static",))
+    assert any("model-readme-format" in f for f in strict.failures)
