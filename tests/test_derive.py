@@ -338,3 +338,16 @@ def test_a_tree_error_elsewhere_is_the_trees_not_the_variants(tmp_path):
     # the same error in a file the variant wrote is the variant's
     [strict] = prove(root, vid, touched | {"llama-3-70b/README.md"}, tiers=("static",))
     assert any("model-readme-format" in f for f in strict.failures)
+
+
+def test_the_api_server_admits_a_derived_recipe(tmp_path):
+    from harness.run.cluster.build import find_binaries, missing_reason
+    from harness.run.prove import prove
+
+    if find_binaries() is None:
+        pytest.skip(f"the API-server tier cannot run: {missing_reason()}")
+    root = copy_catalogue(tmp_path)
+    plan, _ = derive_into(root, QWEN_AGG, ["tp=4", "replicas=4", "gpu=B200"])
+    [api] = prove(root, plan.spec.variant_id, tiers=("apiserver",))
+    assert api.ran and api.passed, api.failures
+    assert any("applied with dryRun=All" in n for n in api.notes)
