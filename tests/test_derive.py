@@ -174,7 +174,10 @@ def test_written_variant_follows_and_keeps_layout(tmp_path):
     res = worker["podTemplate"]["spec"]["containers"][0]["resources"]
     assert res["requests"]["nvidia.com/gpu"] == "4" and res["limits"]["nvidia.com/gpu"] == "4"
     assert dgd["metadata"]["name"] == "qwen3-32b-vllm-agg-round-robin-tp4-r4-b200"
+    assert deploy.startswith(f"# {vid}: Qwen3-32B (BF16), vLLM aggregated: 4 x TP4, frontend round-robin on B200.\n")
+    assert "# Topology: 4 x TP4, frontend round-robin; 16 GPUs on 2 B200 nodes.\n" in deploy
     perf = (root / vid / "perf.yaml").read_text()
+    assert perf.startswith(f"# {vid}: AIPerf benchmark against the qwen3-32b-vllm-agg-round-robin-tp4-r4-b200 frontend")
     assert "http://qwen3-32b-vllm-agg-round-robin-tp4-r4-b200-frontend:8000" in perf
     meta = yaml.safe_load((root / vid / "recipe.yaml").read_text())
     assert meta["hardware"]["gpu"] == "B200" and meta["mode"] == "agg-round-robin-tp4-r4-b200"
@@ -267,6 +270,7 @@ def test_block_size_follows_on_the_endpoint_picker(tmp_path):
         for e in d["spec"]["template"]["spec"]["containers"][0].get("env", [])
     }
     assert env["DYN_KV_BLOCK_SIZE"] == "32" and env["DYN_KV_CACHE_BLOCK_SIZE"] == "32"
+    assert "the workers' --block-size (32)" in (root / plan.spec.variant_id / "gaie/epp.yaml").read_text()
     assert any(c.what == "Worker --block-size" and c.new == "32" for c in changes)
 
 
@@ -315,3 +319,35 @@ def test_strict_refuses_a_variant_a_tier_could_not_prove(tmp_path):
     assert "conformance: could not run" in run.stdout and "apiserver: could not run" in run.stdout
     assert "recipe-harness cluster setup" in run.stdout  # the command that makes it runnable
     assert "not written" in run.stdout and not (root / "qwen3-32b/vllm/agg-round-robin-r4").exists()
+
+
+def test_a_tree_error_elsewhere_is_the_trees_not_the_variants(tmp_path):
+    from harness.run.prove import prove
+
+    root = copy_catalogue(tmp_path)
+    readme = root / "llama-3-70b/README.md"
+    text = readme.read_text()
+    row = next(line for line in text.splitlines() if line.startswith("| `vllm/agg` |"))
+    readme.write_text(text.replace(row, row.replace("| 4 | 1 |", "| 5 | 1 |", 1)))  # a wrong GPU count
+    plan, _ = derive_into(root, QWEN_AGG, ["router=kv"])
+    vid = plan.spec.variant_id
+    touched = {f"{vid}/deploy.yaml", f"{vid}/perf.yaml", f"{vid}/recipe.yaml", "qwen3-32b/README.md"}
+    [static] = prove(root, vid, touched, tiers=("static",))
+    assert static.passed, static.failures
+    assert any("llama-3-70b/README.md" in n and "model-readme-format" in n for n in static.notes)
+    # the same error in a file the variant wrote is the variant's
+    [strict] = prove(root, vid, touched | {"llama-3-70b/README.md"}, tiers=("static",))
+    assert any("model-readme-format" in f for f in strict.failures)
+
+
+def test_the_api_server_admits_a_derived_recipe(tmp_path):
+    from harness.run.cluster.build import find_binaries, missing_reason
+    from harness.run.prove import prove
+
+    if find_binaries() is None:
+        pytest.skip(f"the API-server tier cannot run: {missing_reason()}")
+    root = copy_catalogue(tmp_path)
+    plan, _ = derive_into(root, QWEN_AGG, ["tp=4", "replicas=4", "gpu=B200"])
+    [api] = prove(root, plan.spec.variant_id, tiers=("apiserver",))
+    assert api.ran and api.passed, api.failures
+    assert any("applied with dryRun=All" in n for n in api.notes)

@@ -9,6 +9,7 @@ reason. The edits themselves are harness/recipe/derive.py's; the proof (the tier
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -211,7 +212,8 @@ def plan_variant(
             if svc.node_count <= 1:
                 plan.refusals.append(
                     Refusal(
-                        f"worker {svc.name} needs {gpr} GPUs per replica ({new.describe_parallelism()}) but a "
+                        f"worker {svc.name} needs {gpr} GPUs per replica "
+                        f"({re.sub(r' [(]line [0-9]+[)]', '', new.describe_parallelism())}) but a "
                         f"{gpu_name} node has {gpn}, and the service is not multinode: a pod cannot span nodes",
                         "Kubernetes schedules a pod on one node (nvidia.com/gpu is a node resource); "
                         "check gpus-per-node-within-hardware",
@@ -231,7 +233,8 @@ def plan_variant(
         ws.gpus_per_pod = gpr // node_count
         changed_by = [why(k) for k in ("tp", "dp") if k in sets] + ([why("gpu")] if "gpu" in sets else [])
         ws.reasons["gpus"] = (
-            f"GPUs per pod = {new.describe_parallelism()}"
+            # the source's line numbers mean nothing in the variant: the settings as written, without them
+            f"GPUs per pod = {re.sub(r' [(]line [0-9]+[)]', '', new.describe_parallelism())}"
             + (f" over {node_count} nodes" if node_count > 1 else "")
             + (f" ({', '.join(changed_by)})" if changed_by else "")
         )
@@ -387,11 +390,16 @@ def plan_variant(
     spec.metadata = m
     spec.known_limits = [f"Derived from {recipe.id} ({settings_text}): not benchmarked on hardware yet."]
     fraction_name = FRACTION_NAME.get(backend, "memory fraction")
+    nodes_text = f"{nodes} {gpu_name} node{'s' if nodes != 1 else ''}"
     spec.header_lines = {
-        f"# {variant_id}:": f"# {variant_id}: {title}.",
-        "# Topology:": f"# Topology: {topology}; {gpus} GPUs on {nodes} {gpu_name} node{'s' if nodes != 1 else ''}.",
-        "# Concurrency": f"# Concurrency {concurrency} = {per_gpu} per GPU x {gpus} GPUs; {request_count} requests "
-        f"({ratio:g} x concurrency).",
+        "deploy.yaml": {
+            f"# {variant_id}:": f"# {variant_id}: {title}.",
+            "# Topology:": f"# Topology: {topology}; {gpus} GPUs on {nodes_text}.",
+        },
+        "perf.yaml": {
+            "# Concurrency": f"# Concurrency {concurrency} = {per_gpu} per GPU x {gpus} GPUs; {request_count} requests "
+            f"({ratio:g} x concurrency).",
+        },
     }
     spec.storage_class = sets.get("storage-class")
     spec.gpu_sum_comment = f"# {' + '.join(sums)} = {gpus} GPUs"

@@ -274,7 +274,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"\nchanges ({len(changes)}):")
         for c in changes:
             print(f"  {c.format()}")
-        results = prove(work, spec.variant_id)
+        touched = {rel for rel, _, _ in _changed(work, dest if dest.exists() else selection.root)}
+        results = prove(work, spec.variant_id, touched)
         print("\nproof:")
         failed, missing = [], []
         for r in results:

@@ -210,7 +210,8 @@ class VariantSpec:
     metadata: dict[tuple[str, ...], tuple[Any, str]] = field(default_factory=dict)
     known_limits: list[str] = field(default_factory=list)
     epp_env: dict[str, tuple[str, str]] = field(default_factory=dict)
-    header_lines: dict[str, str] = field(default_factory=dict)  # comment prefix ("# Topology:") -> new line
+    # file name -> {comment prefix ("# Topology:") -> the new line}; comments that state planned values
+    header_lines: dict[str, dict[str, str]] = field(default_factory=dict)
     storage_class: str | None = None
     gpu_sum_comment: str = ""  # recipe.yaml's comment above `gpus:`
 
@@ -399,12 +400,19 @@ def rename(text: str, spec: VariantSpec) -> str:
     return re.sub(rf"(?<![a-z0-9-]){re.escape(spec.source_dgd)}(?![a-z0-9])", spec.variant_dgd, text)
 
 
-def _headers(text: str, spec: VariantSpec) -> str:
+def _headers(text: str, spec: VariantSpec, rel: str) -> str:
+    """Whole comment lines that state a planned value, rewritten (only comments: a `#` at the line's start)."""
+    rules = spec.header_lines.get(rel.rsplit("/", 1)[-1], {})
     lines = text.splitlines(keepends=True)
     for i, line in enumerate(lines):
-        for prefix, new in spec.header_lines.items():
+        for prefix, new in rules.items():
             if line.startswith(prefix):
                 lines[i] = new + "\n"
+    if "DYN_KV_BLOCK_SIZE" in spec.epp_env:  # the EPP's comment names the workers' block size
+        size = spec.epp_env["DYN_KV_BLOCK_SIZE"][0]
+        lines = [
+            re.sub(r"(--block-size \()\d+(\))", rf"\g<1>{size}\g<2>", x) if x.startswith("#") else x for x in lines
+        ]
     return "".join(lines)
 
 
@@ -473,7 +481,7 @@ def apply_deploy(text: str, spec: VariantSpec, rel: str) -> tuple[str, list[Chan
                     old = set_arg(args, flag, value)
                     if old != value:
                         changes.append(Change(rel, f"{name} {flag}", old or "", value, reason))
-    return _headers(dump_all(docs), spec), changes
+    return _headers(dump_all(docs), spec, rel), changes
 
 
 def apply_env_file(text: str, env: dict[str, tuple[str, str]], spec: VariantSpec, rel: str) -> tuple[str, list[Change]]:
@@ -493,7 +501,7 @@ def apply_env_file(text: str, env: dict[str, tuple[str, str]], spec: VariantSpec
                 old = set_env(c, name, value)
                 if old is not None and old != value:
                     changes.append(Change(rel, f"env {name}", old, value, reason))
-    return _headers(dump_all(docs), spec), changes
+    return _headers(dump_all(docs), spec, rel), changes
 
 
 def apply_metadata(text: str, spec: VariantSpec, rel: str) -> tuple[str, list[Change]]:

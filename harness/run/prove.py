@@ -27,16 +27,31 @@ class TierResult:
         return "passed" if not self.failures else f"FAILED ({len(self.failures)} finding(s))"
 
 
-def _static(root: Path, recipe_id: str) -> TierResult:
+def _static(root: Path, recipe_id: str, touched: set[str] | None = None) -> TierResult:
     from harness.run.static import context_for, make_selection, run_static
 
     # the tree named: its tree checks (docs in sync, the model README's figures) run too
     selection = make_selection(root, [recipe_id])
     report = run_static(selection, context_for(selection))
     out = TierResult("static")
-    out.failures = [f.format().splitlines()[0] for f in report.findings if f.severity.value == "error"]
-    out.notes = [f"warning: {f.format().splitlines()[0]}" for f in report.findings if f.severity.value != "error"]
+    for f in report.findings:
+        line = f.format().splitlines()[0]
+        ours = f.recipe == recipe_id or touched is None or _below(root, f.file) in touched
+        if f.severity.value != "error":
+            out.notes.append(f"warning: {line}")
+        elif ours:
+            out.failures.append(line)
+        else:  # a tree finding in a file the variant did not write: the tree's, not the variant's
+            out.notes.append(f"in the tree already, not the variant's: {line}")
     return out
+
+
+def _below(root: Path, file: str) -> str:
+    path = Path(file) if Path(file).is_absolute() else Path.cwd() / file
+    try:
+        return path.resolve().relative_to(root.resolve()).as_posix()
+    except ValueError:
+        return file
 
 
 def _conformance(root: Path, recipe_id: str) -> TierResult:
@@ -91,7 +106,15 @@ def _apiserver(root: Path, recipe_id: str) -> TierResult:
     return out
 
 
-def prove(root: Path, recipe_id: str, tiers: tuple[str, ...] = TIERS) -> list[TierResult]:
-    """Each tier's verdict on the recipe `recipe_id` of the tree at `root`."""
-    run = {"static": _static, "conformance": _conformance, "apiserver": _apiserver}
-    return [run[t](root, recipe_id) for t in tiers]
+def prove(
+    root: Path, recipe_id: str, touched: set[str] | None = None, tiers: tuple[str, ...] = TIERS
+) -> list[TierResult]:
+    """Each tier's verdict on the recipe `recipe_id` of the tree at `root`. `touched`: the files (relative to
+    root) the change wrote; a tree check's error elsewhere was there before and is a note, not a failure."""
+    out = []
+    for tier in tiers:
+        if tier == "static":
+            out.append(_static(root, recipe_id, touched))
+        else:
+            out.append({"conformance": _conformance, "apiserver": _apiserver}[tier](root, recipe_id))
+    return out
