@@ -336,6 +336,7 @@ def test_defect_09_reapply_keeps_finalizer_and_annotations(k8s, recipes, setting
     ns = k8s.namespace()
     settings.namespace = ns
     k8s.operator_script(ns, observed_generation=False, delay=3.0)
+    settings.stale_status_grace = 10.0  # longer than the operator's requeue: the stale status must not pass for it
     changed = variant(
         recipes,
         tmp_path,
