@@ -149,7 +149,7 @@ def test_dgd_never_ready_times_out_with_redacted_diagnostics(k8s, recipes, setti
     for name, text in [*files.items(), ("message", message), ("stdout", out.out), ("stderr", out.err),
                        ("progress", "\n".join(lines))]:  # fmt: skip
         assert FAKE_TOKEN not in text, f"token leaked into {name}"
-    assert k8s.dgd(ns, "tiny-agg") is None
+    wait_for(lambda: k8s.dgd(ns, "tiny-agg") is None, 30, "the DGD deleted (the operator drops its finalizer)")
 
 
 def test_image_pull_backoff_fails_fast(k8s, recipes, settings):
