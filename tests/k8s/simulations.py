@@ -306,8 +306,11 @@ class RuntimeStages:
         match = [
             {"key": ".spec.containers.[].image", "operator": "In", "values": [image]},
             {"key": ".status.phase", "operator": "In", "values": ["Pending"]},
-            {"key": ".status.containerStatuses.[].state.waiting.reason", "operator": "NotIn", "values": [reason]},
         ]
+        if clears_after is not None:  # else the stage keeps matching (the same status again: kwok patches nothing),
+            # so kwok's own pod-ready (weight 0) never gets the pod; here the pull stage below must get it
+            match.append({"key": ".status.containerStatuses.[].state.waiting.reason", "operator": "NotIn",
+                          "values": [reason]})  # fmt: skip
         failed = ("Warning", "Failed", f'Failed to pull image "{image}": {message}')
         name = self.add("image-pull", namespace, match, template, event=failed)
         if clears_after is not None:
