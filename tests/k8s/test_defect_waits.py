@@ -137,7 +137,7 @@ def test_a_succeeded_download_job_of_another_revision_is_not_reused(k8s, recipes
 # --- 7: RBAC limited to one namespace ------------------------------------------------------------------------------
 
 
-def _namespaced_kubeconfig(k8s, ns: str) -> str:
+def _namespaced_kubeconfig(k8s, ns: str, where) -> str:
     """A kubeconfig for a ServiceAccount bound to `admin` in `ns` only (a RoleBinding to the built-in ClusterRole):
     everything in its namespace, nothing cluster-scoped (no CRDs, no nodes, no storage classes)."""
     k8s.api.create(
@@ -168,10 +168,12 @@ def _namespaced_kubeconfig(k8s, ns: str) -> str:
         "contexts": [{"name": "ci", "context": {"cluster": cluster["name"], "user": "ci", "namespace": ns}}],
         "current-context": "ci",
     }
-    return k8s.write(f"{ns}-ci.kubeconfig", yaml.safe_dump(config))
+    path = where / f"{ns}-ci.kubeconfig"
+    path.write_text(yaml.safe_dump(config))
+    return str(path)
 
 
-def test_namespace_scoped_rbac_is_reported_as_a_permission_not_a_missing_operator(k8s, recipes, settings):
+def test_namespace_scoped_rbac_is_reported_as_a_permission_not_a_missing_operator(k8s, recipes, settings, tmp_path):
     """The CI's credentials may do everything in the run's namespace and nothing cluster-wide. The DGD kind is found
     through API discovery (open to every authenticated user); the GPU count needs `list nodes`, which the API
     server's SelfSubjectAccessReview denies, and the message says so."""
@@ -181,7 +183,7 @@ def test_namespace_scoped_rbac_is_reported_as_a_permission_not_a_missing_operato
     ns = k8s.namespace()
     settings.namespace = ns
     k8s.secret(ns, "hf-token-secret", {"HF_TOKEN": "hf_" + "x" * 30})
-    kubeconfig = _namespaced_kubeconfig(k8s, ns)
+    kubeconfig = _namespaced_kubeconfig(k8s, ns, tmp_path)
     run = make_run(recipes[AGG], settings, k8s)
     run._kube = Kube.connect(ConfigSource("kubeconfig", kubeconfig), settings.api_timeout)
     message = fail_at(run, [], "preflight")
