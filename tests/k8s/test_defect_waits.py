@@ -41,9 +41,10 @@ def test_a_node_that_joins_well_after_the_grace_is_awaited_from_one_scale_up(k8s
     ns = k8s.namespace()
     settings.namespace = ns
     settings.missing_gpus = "wait"
-    settings.unschedulable_grace, settings.scale_up_timeout = 4.0, 30.0
+    # graces long enough for the stand-in's first look on a loaded machine; the node well after them
+    settings.unschedulable_grace, settings.scale_up_timeout = 8.0, 60.0
     k8s.replace_nodes([cpu_node()])
-    scaler = k8s.autoscaler([ns], [NodeGroup("gpu-pool", lambda i: gpu_node(f"gpu-node-late-{i}"), delay=12.0)])
+    scaler = k8s.autoscaler([ns], [NodeGroup("gpu-pool", lambda i: gpu_node(f"gpu-node-late-{i}"), delay=25.0)])
     k8s._node_undo.append(lambda: k8s.api.delete("/api/v1/nodes/gpu-node-late-0"))
     lines: list[str] = []
     run = make_run(recipes[AGG], settings, k8s, lines=lines)
