@@ -56,7 +56,6 @@ FINALIZER = "nvidia.com/finalizer"  # deploy/operator/internal/controller_common
 LABEL_DGD = "nvidia.com/dynamo-graph-deployment-name"  # deploy/operator/internal/consts/consts.go
 LABEL_COMPONENT = "nvidia.com/dynamo-component"
 LABEL_COMPONENT_TYPE = "nvidia.com/dynamo-component-type"
-LABEL_NAMESPACE = "nvidia.com/dynamo-namespace"
 DGD_GROUP = "nvidia.com"
 DGD_PLURAL = "dynamographdeployments"
 STAGE_API = "kwok.x-k8s.io/v1alpha1"
@@ -307,8 +306,11 @@ class RuntimeStages:
         match = [
             {"key": ".spec.containers.[].image", "operator": "In", "values": [image]},
             {"key": ".status.phase", "operator": "In", "values": ["Pending"]},
-            {"key": ".status.containerStatuses.[].state.waiting.reason", "operator": "NotIn", "values": [reason]},
         ]
+        if clears_after is not None:  # else the stage keeps matching (the same status again: kwok patches nothing),
+            # so kwok's own pod-ready (weight 0) never gets the pod; here the pull stage below must get it
+            match.append({"key": ".status.containerStatuses.[].state.waiting.reason", "operator": "NotIn",
+                          "values": [reason]})  # fmt: skip
         failed = ("Warning", "Failed", f'Failed to pull image "{image}": {message}')
         name = self.add("image-pull", namespace, match, template, event=failed)
         if clears_after is not None:
@@ -527,7 +529,6 @@ def pod_template(dgd: dict, name: str, svc: dict, ctype: str) -> dict:
         LABEL_DGD: dgd_name,
         LABEL_COMPONENT: name,
         LABEL_COMPONENT_TYPE: ctype,
-        LABEL_NAMESPACE: f"{dgd['metadata']['namespace']}-{dgd_name}",
     }
     return {"metadata": {"labels": labels}, "spec": pod_spec}
 
@@ -559,25 +560,32 @@ class DgdController(Loop):
 
     def step(self) -> None:
         for listed in self.api.list(f"/apis/{DGD_GROUP}/v1beta1/{DGD_PLURAL}"):
-            meta = listed["metadata"]
-            ns, name = meta["namespace"], meta["name"]
-            version = self._version(listed)
-            dgd = listed if version == "v1beta1" else self.api.get(_dgd_path(ns, version, name))
-            if dgd is None:
-                continue
-            if dgd["metadata"].get("deletionTimestamp"):
-                self._finalize(dgd, version)
-                continue
-            script = self.scripts.get(ns) or OperatorScript()
-            key = f"{ns}/{name}"
-            now = time.monotonic()
-            if now - self.last_pass.get(key, -1e9) < script.delay:
-                continue
-            if (meta["uid"], int(dgd["metadata"].get("generation", 1))) in self.done:
-                continue
-            self.last_pass[key] = now
-            self.first_pass.setdefault(key, now)
-            self._pass(dgd, version, script, now - self.first_pass[key])
+            try:
+                self._one(listed)
+            except Exception:  # one DGD's error (its namespace terminating) must not starve the others
+                self.errors.append(traceback.format_exc(limit=3))
+                del self.errors[:-20]
+
+    def _one(self, listed: dict) -> None:
+        meta = listed["metadata"]
+        ns, name = meta["namespace"], meta["name"]
+        version = self._version(listed)
+        dgd = listed if version == "v1beta1" else self.api.get(_dgd_path(ns, version, name))
+        if dgd is None:
+            return
+        if dgd["metadata"].get("deletionTimestamp"):
+            self._finalize(dgd, version)
+            return
+        script = self.scripts.get(ns) or OperatorScript()
+        key = f"{ns}/{name}"
+        now = time.monotonic()
+        if now - self.last_pass.get(key, -1e9) < script.delay:
+            return
+        if (meta["uid"], int(dgd["metadata"].get("generation", 1))) in self.done:
+            return
+        self.last_pass[key] = now
+        self.first_pass.setdefault(key, now)
+        self._pass(dgd, version, script, now - self.first_pass[key])
 
     def _pass(self, dgd: dict, version: str, script: OperatorScript, elapsed: float) -> None:
         meta = dgd["metadata"]

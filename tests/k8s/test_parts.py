@@ -288,7 +288,7 @@ def test_api_semantics_through_the_harness_client(k8s):
     with pytest.raises(ApiException) as conflict:
         kube.core.create_namespaced_config_map(ns, cm)
     assert conflict.value.status == 409 and json.loads(conflict.value.body)["reason"] == "AlreadyExists"
-    with pytest.raises(KubeError, match='unknown field "dta"'):
+    with pytest.raises(KubeError, match=r"\.dta: field not declared in schema"):
         kube.apply(dict(cm, dta={}), ns)
     assert kube.delete("v1", "ConfigMap", "c", ns) is True and kube.delete("v1", "ConfigMap", "c", ns) is False
     with pytest.raises(KubeError, match="no CustomResourceDefinition for Widget"):
@@ -342,6 +342,9 @@ def test_worker_pods_are_the_running_pods_of_the_dgd_workers(k8s, recipes, setti
     ns = k8s.namespace()
     settings.namespace = ns
     ctx = GpuContext.create(k8s.kube, recipes["tiny/vllm/agg"], settings, progress=lambda _: None, env={})
+    pvc = {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "model-cache"},
+           "spec": {"accessModes": ["ReadWriteMany"], "resources": {"requests": {"storage": "1Gi"}}}}  # fmt: skip
+    k8s.kube.apply(pvc, ns)  # the worker mounts it: without it the scheduler keeps the pod Pending
     k8s.kube.apply(to_plain(recipes["tiny/vllm/agg"].dgd_doc.data), ns)
     pods = wait_for(
         lambda: (found := worker_pods(ctx)) and found,
