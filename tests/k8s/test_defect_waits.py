@@ -44,12 +44,18 @@ def test_a_node_that_joins_well_after_the_grace_is_awaited_from_one_scale_up(k8s
     # graces long enough for the stand-in's first look on a loaded machine; the node well after them
     settings.unschedulable_grace, settings.scale_up_timeout = 8.0, 60.0
     k8s.replace_nodes([cpu_node()])
-    scaler = k8s.autoscaler([ns], [NodeGroup("gpu-pool", lambda i: gpu_node(f"gpu-node-late-{i}"), delay=25.0)])
     k8s._node_undo.append(lambda: k8s.api.delete("/api/v1/nodes/gpu-node-late-0"))
     lines: list[str] = []
     run = make_run(recipes[AGG], settings, k8s, lines=lines)
     try:
-        run_steps(run, [*SETUP, "ready"])
+        # the autoscaler watches from the deploy on: a download pod waiting a moment for its claim must not
+        # take the stand-in's one scale-up
+        run_steps(run, ["preflight", "model-cache"])
+        scaler = k8s.autoscaler([ns], [NodeGroup("gpu-pool", lambda i: gpu_node(f"gpu-node-late-{i}"), delay=25.0)])
+        run.run_step("deploy")
+        # the stand-in's one event first, however slow its loop on a busy machine; then the run's own wait
+        wait_for(lambda: any(e.get("reason") == "TriggeredScaleUp" for e in k8s.events(ns)), 60, "the scale-up's event")
+        run.run_step("ready")
     finally:
         run.close()
     assert len(scaler.scale_ups) == 1
