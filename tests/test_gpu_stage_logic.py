@@ -272,11 +272,14 @@ def test_a_gpu_run_holds_the_handlers_only_while_it_is_open(tmp_path):
     from harness.run.k8s.run import GpuRun
 
     recipe = _recipes(TINY)["tiny/vllm/agg"]
-    before = signal.getsignal(signal.SIGTERM)
-    run = GpuRun(recipe, DeploySettings(report_dir=tmp_path), kube=Kube(k8s.ApiClient()), env={})
-    run._ensure_context()
+    outer = signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a known handler before the run, whatever ran earlier
     try:
-        assert signal.getsignal(signal.SIGTERM) is not before
+        run = GpuRun(recipe, DeploySettings(report_dir=tmp_path), kube=Kube(k8s.ApiClient()), env={})
+        run._ensure_context()
+        try:
+            assert signal.getsignal(signal.SIGTERM) not in (signal.SIG_DFL, signal.SIG_IGN)
+        finally:
+            run.close()  # the context never reached a namespace: teardown has nothing to delete
+        assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
     finally:
-        run.close()  # the context never reached a namespace: teardown has nothing to delete
-    assert signal.getsignal(signal.SIGTERM) == before
+        signal.signal(signal.SIGTERM, outer)

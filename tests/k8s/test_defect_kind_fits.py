@@ -3,7 +3,8 @@ on its one node counted: kind's own pods (950m), the Dynamo platform's (the oper
 
 The real scheduler decides: a 2-CPU node, kind's pods and the platform's pods with their requests, then the recipe's
 mocker pods; all must be placed. With the requests the harness used before (50m per mocker worker) the same node
-leaves one Pending, so the check can fail."""
+leaves one Pending, so the check can fail. (The whole mocker run on such a node: test_gpu_failure_modes.py
+test_defect_02_pods_fit_a_kind_node.)"""
 
 from __future__ import annotations
 
@@ -11,9 +12,9 @@ import pytest
 
 from harness.run.k8s.mocker import FRONTEND_RESOURCES, MOCKER_RESOURCES, PERF_JOB_RESOURCES
 
-from .conftest import SETUP, export_logs, make_run, run_steps, secret_manifest, storage_class, wait_for
+from .conftest import wait_for
 from .simulations import q
-from .test_gpu_failure_modes import KIND_RECIPE, kind, shipped  # noqa: F401  (shipped: a fixture)
+from .test_gpu_failure_modes import kind
 
 # The Dynamo platform chart of the recipes' release with NATS installed, as kind-mocker.yml installs it: the operator
 # pod's manager and kube-rbac-proxy (deploy/helm/charts/platform/components/operator/values.yaml controllerManager
@@ -85,20 +86,3 @@ def test_the_scheduler_places_the_mocker_run_beside_kind_and_the_platform(k8s, s
     worker, frontend, perf = (s["requests"]["cpu"] for s in sizes)
     left = _placed(k8s, ns, worker, frontend, perf)
     assert (left == []) == fits, f"unplaced on a 2-CPU node: {left}"
-
-
-def test_kind_mockers_run_completes_on_a_2_cpu_node_with_the_platform(k8s, shipped, settings, default_secret):  # noqa: F811
-    """The whole run, preflight to perf, on that node: nothing of it waits for a CPU."""
-    kind(k8s, "2", "7Gi")
-    _platform(k8s)
-    k8s.replace_storage_classes([storage_class("nfs", True)])
-    default_secret(secret_manifest("default", "hf-token-secret", {"HF_TOKEN": ""}))
-    ns = k8s.namespace()
-    settings.namespace, settings.engine = ns, "mocker"
-    export_logs(k8s, ns)
-    run = make_run(shipped[KIND_RECIPE], settings, k8s)
-    try:
-        run_steps(run, [*SETUP, "ready", "perf"])
-    finally:
-        run.close()
-    assert run.result is not None and run.result.valid

@@ -41,14 +41,21 @@ def test_a_node_that_joins_well_after_the_grace_is_awaited_from_one_scale_up(k8s
     ns = k8s.namespace()
     settings.namespace = ns
     settings.missing_gpus = "wait"
-    settings.unschedulable_grace, settings.scale_up_timeout = 4.0, 30.0
+    # graces long enough for the stand-in's first look on a loaded machine; the node well after them
+    settings.unschedulable_grace, settings.scale_up_timeout = 8.0, 60.0
     k8s.replace_nodes([cpu_node()])
-    scaler = k8s.autoscaler([ns], [NodeGroup("gpu-pool", lambda i: gpu_node(f"gpu-node-late-{i}"), delay=12.0)])
     k8s._node_undo.append(lambda: k8s.api.delete("/api/v1/nodes/gpu-node-late-0"))
     lines: list[str] = []
     run = make_run(recipes[AGG], settings, k8s, lines=lines)
     try:
-        run_steps(run, [*SETUP, "ready"])
+        # the autoscaler watches from the deploy on: a download pod waiting a moment for its claim must not
+        # take the stand-in's one scale-up
+        run_steps(run, ["preflight", "model-cache"])
+        scaler = k8s.autoscaler([ns], [NodeGroup("gpu-pool", lambda i: gpu_node(f"gpu-node-late-{i}"), delay=25.0)])
+        run.run_step("deploy")
+        # the stand-in's one event first, however slow its loop on a busy machine; then the run's own wait
+        wait_for(lambda: any(e.get("reason") == "TriggeredScaleUp" for e in k8s.events(ns)), 60, "the scale-up's event")
+        run.run_step("ready")
     finally:
         run.close()
     assert len(scaler.scale_ups) == 1
@@ -137,7 +144,7 @@ def test_a_succeeded_download_job_of_another_revision_is_not_reused(k8s, recipes
 # --- 7: RBAC limited to one namespace ------------------------------------------------------------------------------
 
 
-def _namespaced_kubeconfig(k8s, ns: str) -> str:
+def _namespaced_kubeconfig(k8s, ns: str, where) -> str:
     """A kubeconfig for a ServiceAccount bound to `admin` in `ns` only (a RoleBinding to the built-in ClusterRole):
     everything in its namespace, nothing cluster-scoped (no CRDs, no nodes, no storage classes)."""
     k8s.api.create(
@@ -168,10 +175,12 @@ def _namespaced_kubeconfig(k8s, ns: str) -> str:
         "contexts": [{"name": "ci", "context": {"cluster": cluster["name"], "user": "ci", "namespace": ns}}],
         "current-context": "ci",
     }
-    return k8s.write(f"{ns}-ci.kubeconfig", yaml.safe_dump(config))
+    path = where / f"{ns}-ci.kubeconfig"
+    path.write_text(yaml.safe_dump(config))
+    return str(path)
 
 
-def test_namespace_scoped_rbac_is_reported_as_a_permission_not_a_missing_operator(k8s, recipes, settings):
+def test_namespace_scoped_rbac_is_reported_as_a_permission_not_a_missing_operator(k8s, recipes, settings, tmp_path):
     """The CI's credentials may do everything in the run's namespace and nothing cluster-wide. The DGD kind is found
     through API discovery (open to every authenticated user); the GPU count needs `list nodes`, which the API
     server's SelfSubjectAccessReview denies, and the message says so."""
@@ -181,7 +190,7 @@ def test_namespace_scoped_rbac_is_reported_as_a_permission_not_a_missing_operato
     ns = k8s.namespace()
     settings.namespace = ns
     k8s.secret(ns, "hf-token-secret", {"HF_TOKEN": "hf_" + "x" * 30})
-    kubeconfig = _namespaced_kubeconfig(k8s, ns)
+    kubeconfig = _namespaced_kubeconfig(k8s, ns, tmp_path)
     run = make_run(recipes[AGG], settings, k8s)
     run._kube = Kube.connect(ConfigSource("kubeconfig", kubeconfig), settings.api_timeout)
     message = fail_at(run, [], "preflight")
