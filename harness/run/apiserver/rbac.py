@@ -12,6 +12,7 @@ What a component needs comes from upstream source, not from the recipe:
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 from harness.recipe.findings import Finding, Loc, Severity, display_path
@@ -107,6 +108,25 @@ def allowed(client: Client, namespace: str, service_account: str, need: Need, ve
     return bool(resp.ok and isinstance(resp.body, dict) and (resp.body.get("status") or {}).get("allowed"))
 
 
+# The RBAC authorizer answers from an informer cache: a Role applied a moment ago can still be unseen, so a denial
+# right after the apply is asked again until this long has passed (the cache only ever moves towards "allowed").
+AUTHORIZER_CATCH_UP_S = 5.0
+
+
+def _missing(client: Client, namespace: str, s: Subject) -> list[str]:
+    deadline = time.monotonic() + AUTHORIZER_CATCH_UP_S
+    while True:
+        missing = [
+            n.describe(v)
+            for n in s.component.needs
+            for v in n.verbs
+            if not allowed(client, namespace, s.service_account, n, v)
+        ]
+        if not missing or time.monotonic() >= deadline:
+            return missing
+        time.sleep(0.2)
+
+
 def review_recipe(client: Client, recipe: Recipe, namespace: str) -> list[Finding]:
     """Apply the recipe's RBAC objects in `namespace` and review every subject's needs; one finding per subject that
     lacks anything, at its serviceAccountName."""
@@ -122,12 +142,7 @@ def review_recipe(client: Client, recipe: Recipe, namespace: str) -> list[Findin
                 client.apply(res, obj, namespace, dry_run=False)
     out = []
     for s in found:
-        missing = [
-            n.describe(v)
-            for n in s.component.needs
-            for v in n.verbs
-            if not allowed(client, namespace, s.service_account, n, v)
-        ]
+        missing = _missing(client, namespace, s)
         if missing:
             out.append(
                 Finding(
