@@ -170,8 +170,8 @@ def catalogue_md(tree: RecipeTree) -> str:
                 _meta(r, "benchmark", "concurrency"),
                 _meta(r, "benchmark", "requestCount"),
                 _meta(r, "targets", "outputTokenThroughputPerGpu"),
-                _meta(r, "targets", "ttftP99Ms"),
-                _meta(r, "targets", "itlP99Ms"),
+                _latency(r, "ttftP99Ms", "ttftMs"),
+                _latency(r, "itlP99Ms", "tpotMs"),
             ]
         )
     lines += _table(
@@ -187,6 +187,14 @@ def catalogue_md(tree: RecipeTree) -> str:
             f"{len(mine)} recipe{'s' if len(mine) != 1 else ''}"
         )
     return "\n".join(lines) + "\n"
+
+
+def _latency(recipe: Recipe, target: str, estimate: str) -> Any:
+    """A target's P99, or an estimate's modeled mean marked as such (`kind: estimate`, `recipe-harness estimate`)."""
+    if _meta(recipe, "targets", "kind") == "estimate":
+        value = _meta(recipe, "targets", estimate)
+        return f"~{value} (estimated mean)" if value is not None else None
+    return _meta(recipe, "targets", target)
 
 
 def _revision(recipe: Recipe) -> str:
