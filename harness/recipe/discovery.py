@@ -8,7 +8,16 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.recipe.model import DEPLOY_FILE, DGD_KIND, GAIE_DIR, MODEL_CACHE_DIR, PERF_FILE, FileCache, Recipe
+from harness.recipe.model import (
+    DEPLOY_FILE,
+    DGD_KIND,
+    GAIE_DIR,
+    KUSTOMIZATION_FILE,
+    MODEL_CACHE_DIR,
+    PERF_FILE,
+    FileCache,
+    Recipe,
+)
 
 SKIP_DIRS = {".git", "__pycache__", ".pytest_cache", "node_modules"}
 MODEL_PERF_DIR = "perf"  # upstream's model-level benchmark: <model>/perf/perf.yaml
@@ -37,7 +46,9 @@ def default_recipes_dir(start: Path | None = None) -> Path:
 
 
 def recipe_dirs(root: Path) -> list[Path]:
-    """Every `<model>/<framework>/<mode>/` directory (three levels down, model-cache excluded).
+    """Every `<model>/<framework>/<mode>/` directory (three levels down, model-cache excluded), except a
+    kustomize overlay: a directory holding a kustomization and no deploy.yaml, which is a recipe only
+    as kustomize renders it. The shared Components under `kustomize/` are no model.
 
     Anything else at those depths is a layout finding, reported by the layout checks."""
     found: list[Path] = []
@@ -48,9 +59,14 @@ def recipe_dirs(root: Path) -> list[Path]:
             if framework.name == MODEL_CACHE_DIR:
                 continue
             for mode in _subdirs(framework):
-                if mode.name != GAIE_DIR:
+                if mode.name != GAIE_DIR and not is_overlay_dir(mode):
                     found.append(mode)
     return found
+
+
+def is_overlay_dir(path: Path) -> bool:
+    """A kustomize overlay directory of a catalogue tree: a kustomization and no deploy.yaml of its own."""
+    return (path / KUSTOMIZATION_FILE).is_file() and not (path / DEPLOY_FILE).is_file()
 
 
 def _subdirs(path: Path) -> list[Path]:
