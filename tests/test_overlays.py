@@ -12,7 +12,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from harness.recipe.discovery import discover, is_overlay_dir, recipe_dirs
+from harness.analysis.docs import catalogue_md
+from harness.recipe.discovery import RecipeTree, discover, is_overlay_dir, recipe_dirs
+from harness.recipe.model import FileCache
 from tests.conftest import CATALOGUE, check_on_copy, needs_catalogue
 
 CROSS_NODE = (
@@ -169,3 +171,20 @@ def test_known_limits_say_what_runs_without_rdma(rid):
     meta = yaml.safe_load((CATALOGUE / rid / "recipe.yaml").read_text())
     text = " ".join(meta["knownLimits"])
     assert "TCP" in text and "rdma-infiniband" in text
+
+
+@needs_catalogue
+def test_the_catalogue_lists_the_overlays_from_their_files(tmp_path, monkeypatch):
+    """recipes/README.md names every overlay with its bases and components, read from the kustomization
+    files, so the generated docs do not depend on a kustomize being installed."""
+    monkeypatch.setenv("RECIPE_HARNESS_KUSTOMIZE", str(tmp_path / "no-kustomize"))
+    monkeypatch.setenv("PATH", str(tmp_path))
+    cache = FileCache(CATALOGUE)
+    text = catalogue_md(RecipeTree(CATALOGUE, discover(CATALOGUE, cache), cache))
+    row = (
+        "| `qwen3-32b/vllm/agg-round-robin-cluster-gke` | `qwen3-32b/vllm/agg-round-robin`, `qwen3-32b/model-cache` | "
+        "`kustomize/components/namespace`, `kustomize/components/storage-gke-filestore`, "
+        "`kustomize/components/registry-mirror` |"
+    )
+    assert row in text
+    assert text == (CATALOGUE / "README.md").read_text()

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from harness.analysis.sizing import DEFAULT_FRACTION, FRACTION_NAME, worker_sizings
 from harness.analysis.storage import (
     compilation_cache_claims,
@@ -20,8 +22,8 @@ from harness.analysis.storage import (
 )
 from harness.analysis.topology import workers
 from harness.recipe import catalogue
-from harness.recipe.discovery import RecipeTree
-from harness.recipe.model import Recipe
+from harness.recipe.discovery import RecipeTree, overlay_dirs
+from harness.recipe.model import KUSTOMIZATION_FILE, Recipe
 from harness.recipe.yamlsrc import dig
 
 HEADER = (
@@ -178,6 +180,20 @@ def catalogue_md(tree: RecipeTree) -> str:
         ["recipe", "ISL", "OSL", "concurrency", "requests", "target tok/s/GPU", "TTFT p99 ms", "ITL p99 ms"], rows
     )
 
+    overlays = overlay_dirs(tree.root)
+    if overlays:
+        lines += [
+            "",
+            "## Kustomize variants",
+            "",
+            "Overlays beside the recipes, checked by the same tiers on what `kustomize build` renders (apply "
+            "with `kubectl apply -k`; [kustomize/README.md](kustomize/README.md) says what each component does).",
+            "",
+        ]
+        top = tree.root.resolve()
+        rows = [[f"`{d.resolve().relative_to(top)}`", *_kustomization_parts(d, top)] for d in overlays]
+        lines += _table(["variant", "bases", "components"], rows)
+
     lines += ["", "## Models", ""]
     for model in _models(tree):
         mine = [r for r in recipes if r.model == model]
@@ -195,6 +211,25 @@ def _latency(recipe: Recipe, target: str, estimate: str) -> Any:
         value = _meta(recipe, "targets", estimate)
         return f"~{value} (estimated mean)" if value is not None else None
     return _meta(recipe, "targets", target)
+
+
+def _kustomization_parts(directory: Path, top: Path) -> list[str]:
+    """An overlay's resources and components as its kustomization names them, relative to the tree."""
+    try:
+        data = yaml.safe_load((directory / KUSTOMIZATION_FILE).read_text()) or {}
+    except (OSError, yaml.YAMLError):
+        return ["-", "-"]
+    if not isinstance(data, dict):
+        return ["-", "-"]
+
+    def names(key: str) -> str:
+        out = []
+        for item in data.get(key) or []:
+            target = (directory / str(item)).resolve()
+            out.append(f"`{target.relative_to(top)}`" if target.is_relative_to(top) else str(item))
+        return ", ".join(out) or "-"
+
+    return [names("resources"), names("components")]
 
 
 def _revision(recipe: Recipe) -> str:

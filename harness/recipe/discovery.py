@@ -64,6 +64,17 @@ def recipe_dirs(root: Path) -> list[Path]:
     return found
 
 
+def overlay_dirs(root: Path) -> list[Path]:
+    """The kustomize overlays of a catalogue tree, `<model>/<framework>/<mode>-<variant>/`, from the files
+    alone (whether or not a kustomize is at hand to build them)."""
+    out = []
+    for model in _subdirs(root):
+        for framework in _subdirs(model):
+            if framework.name != MODEL_CACHE_DIR:
+                out += [mode for mode in _subdirs(framework) if is_overlay_dir(mode)]
+    return out
+
+
 def is_overlay_dir(path: Path) -> bool:
     """A kustomize overlay directory of a catalogue tree: a kustomization and no deploy.yaml of its own."""
     return (path / KUSTOMIZATION_FILE).is_file() and not (path / DEPLOY_FILE).is_file()
