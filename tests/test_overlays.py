@@ -188,3 +188,14 @@ def test_the_catalogue_lists_the_overlays_from_their_files(tmp_path, monkeypatch
     )
     assert row in text
     assert text == (CATALOGUE / "README.md").read_text()
+
+
+@needs_catalogue
+def test_a_recipe_that_lost_its_deploy_file_is_still_a_recipe(tmp_path):
+    """A recipe directory with a kustomization (a base) and recipe.yaml but no deploy.yaml is a broken recipe,
+    not an overlay: layout-required-files reports it."""
+    root = tmp_path / "recipes"
+    shutil.copytree(CATALOGUE / "qwen3-32b", root / "qwen3-32b")
+    (root / "qwen3-32b/vllm/agg-round-robin/deploy.yaml").unlink()
+    assert not is_overlay_dir(root / "qwen3-32b/vllm/agg-round-robin")
+    assert is_overlay_dir(root / "qwen3-32b/vllm/agg-round-robin-cluster-gke")

@@ -13,6 +13,7 @@ from harness.recipe.model import (
     DGD_KIND,
     GAIE_DIR,
     KUSTOMIZATION_FILE,
+    METADATA_FILE,
     MODEL_CACHE_DIR,
     PERF_FILE,
     FileCache,
@@ -47,8 +48,8 @@ def default_recipes_dir(start: Path | None = None) -> Path:
 
 def recipe_dirs(root: Path) -> list[Path]:
     """Every `<model>/<framework>/<mode>/` directory (three levels down, model-cache excluded), except a
-    kustomize overlay: a directory holding a kustomization and no deploy.yaml, which is a recipe only
-    as kustomize renders it. The shared Components under `kustomize/` are no model.
+    kustomize overlay: a directory holding a kustomization and none of a recipe's own files, which is a
+    recipe only as kustomize renders it. The shared Components under `kustomize/` are no model.
 
     Anything else at those depths is a layout finding, reported by the layout checks."""
     found: list[Path] = []
@@ -76,8 +77,10 @@ def overlay_dirs(root: Path) -> list[Path]:
 
 
 def is_overlay_dir(path: Path) -> bool:
-    """A kustomize overlay directory of a catalogue tree: a kustomization and no deploy.yaml of its own."""
-    return (path / KUSTOMIZATION_FILE).is_file() and not (path / DEPLOY_FILE).is_file()
+    """A kustomize overlay directory of a catalogue tree: a kustomization and none of a recipe's own files
+    (a recipe directory that lost its deploy.yaml stays a recipe, and layout-required-files says so)."""
+    own = (DEPLOY_FILE, METADATA_FILE, PERF_FILE)
+    return (path / KUSTOMIZATION_FILE).is_file() and not any((path / name).exists() for name in own)
 
 
 def _subdirs(path: Path) -> list[Path]:
