@@ -14,6 +14,7 @@ import yaml
 
 from harness.analysis.docs import catalogue_md
 from harness.recipe.discovery import RecipeTree, discover, is_overlay_dir, recipe_dirs
+from harness.recipe.images import parse_image
 from harness.recipe.model import FileCache
 from tests.conftest import CATALOGUE, check_on_copy, needs_catalogue
 
@@ -199,3 +200,21 @@ def test_a_recipe_that_lost_its_deploy_file_is_still_a_recipe(tmp_path):
     (root / "qwen3-32b/vllm/agg-round-robin/deploy.yaml").unlink()
     assert not is_overlay_dir(root / "qwen3-32b/vllm/agg-round-robin")
     assert is_overlay_dir(root / "qwen3-32b/vllm/agg-round-robin-cluster-gke")
+
+
+@pytest.mark.parametrize(
+    ("image", "repository"),
+    [
+        ("nvcr.io/nvidia/ai-dynamo/vllm-runtime:1.6.1", "vllm-runtime"),
+        ("registry.example.com/nvidia/ai-dynamo/vllm-runtime:1.6.1", "vllm-runtime"),  # the registry-mirror Component
+        ("harbor.example.com/nvcr/nvidia/ai-dynamo/sglang-runtime:1.6.1", "sglang-runtime"),  # a proxy-cache project
+        ("registry.example.com/library/python:3.12.11-slim", ""),
+        ("nvidia/ai-dynamo/vllm-runtime:1.6.1", ""),  # Docker Hub: NVIDIA does not publish Dynamo there
+    ],
+)
+def test_a_mirrored_dynamo_image_keeps_its_release(image, repository):
+    """The release checks and the conformance tier read a mirrored Dynamo image as the NGC one it copies."""
+    ref = parse_image(image)
+    assert ref.dynamo_repository == repository and ref.is_dynamo == bool(repository)
+    if repository:
+        assert ref.release == "1.6.1"
