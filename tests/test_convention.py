@@ -45,6 +45,7 @@ CONVENTION_CHECKS = {
     "model-revision-pinned",
     "weights-fit-gpu",
     "perf-runs-aiperf",  # AIPerf is what this catalogue's nightly reads; a foreign benchmark tool works
+    "cache-pvcs-meet-minimums",  # the 50 GB / 5 GB minimums are this catalogue's sizing guidance (models.yaml)
 }
 
 

@@ -104,3 +104,22 @@ def test_readme_hardware_bullet_nodes_checked(tree_copy):
     assert [f.message for f in findings] == [
         "README states 1 nodes for vllm/agg-round-robin but its recipe.yaml says nodes: 2"
     ]
+
+
+def test_readme_cd_on_the_same_line_as_the_apply():
+    # `cd DIR && kubectl apply -f x.yaml` reads x.yaml in DIR; `cd <placeholder>` leaves later paths unjudged
+    from harness.checks.docs import _applied_files
+
+    lines = [
+        "kubectl apply -f top.yaml",
+        "cd demo/vllm && kubectl apply -f deploy.yaml",
+        "kubectl apply -f perf.yaml",
+        "cd <model>/<mode>/",
+        "kubectl apply -f other.yaml",
+    ]
+    assert list(_applied_files(lines)) == [
+        (1, "top.yaml", ""),
+        (2, "deploy.yaml", "demo/vllm"),
+        (3, "perf.yaml", "demo/vllm"),
+        (5, "other.yaml", None),
+    ]

@@ -13,10 +13,12 @@ import pytest
 import yaml
 
 from harness.analysis.docs import catalogue_md
+from harness.checks import REGISTRY, all_checks, run_check
 from harness.recipe.discovery import RecipeTree, discover, is_overlay_dir, recipe_dirs
 from harness.recipe.images import parse_image
 from harness.recipe.model import FileCache
-from tests.conftest import CATALOGUE, check_on_copy, needs_catalogue
+from harness.run.static import context_for, make_selection
+from tests.conftest import CATALOGUE, check_on_copy, copy_catalogue, needs_catalogue
 
 CROSS_NODE = (
     "deepseek-r1/sglang/disagg-16gpu",
@@ -218,3 +220,28 @@ def test_a_mirrored_dynamo_image_keeps_its_release(image, repository):
     assert ref.dynamo_repository == repository and ref.is_dynamo == bool(repository)
     if repository:
         assert ref.release == "1.6.1"
+
+
+@needs_catalogue
+@needs_kustomize
+def test_a_namespace_set_by_kustomize_for_every_object_is_no_finding(tmp_path):
+    """`kubectl apply -k` sends every rendered object to the namespace the kustomization gave it: the cluster
+    overlays' `namespace` Component is no hard-coded namespace. A build that splits objects across
+    namespaces still is."""
+    overlay = "qwen3-32b/vllm/agg-round-robin-cluster-gke"
+    assert _check(copy_catalogue(tmp_path / "a"), "no-hard-coded-namespace", overlay) == []
+    root = copy_catalogue(tmp_path / "b")
+    path = root / overlay / "kustomization.yaml"
+    split = (
+        "patches:\n  - target: {kind: PersistentVolumeClaim}\n    patch: |-\n"
+        "      - op: replace\n        path: /metadata/namespace\n        value: elsewhere\n"
+    )
+    path.write_text(path.read_text().replace("patches:\n", split, 1))
+    findings = _check(root, "no-hard-coded-namespace", overlay)
+    assert any("'elsewhere'" in f.message for f in findings) and any("'dynamo-recipes'" in f.message for f in findings)
+
+
+def _check(root: Path, check_id: str, rid: str):
+    all_checks()
+    selection = make_selection(root, [rid])
+    return run_check(REGISTRY[check_id], selection.chosen[0], context_for(selection, ()))

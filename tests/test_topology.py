@@ -274,3 +274,14 @@ def test_every_shipped_worker_parses(catalogue_copy):
                 name,
                 topo.engine_config.error,
             )
+
+
+@pytest.mark.parametrize(("release", "reported"), [("0.8.0", False), ("0.9.1", False), ("1.0.0", True)])
+def test_vllm_decode_role_follows_the_image_release(catalogue_copy, release, reported):
+    # dynamo.vllm had no --disaggregation-mode before Dynamo 1.0.0: a worker without a role flag was the
+    # decode worker, so a decode-typed worker without the flag is right on such an image (issue 25 pattern 8)
+    deploy = catalogue_copy / "llama-3-70b/vllm/disagg-single-node/deploy.yaml"
+    text = deploy.read_text().replace("--disaggregation-mode decode", "")
+    deploy.write_text(text.replace("vllm-runtime:1.6.1", f"vllm-runtime:{release}"))
+    found = _run("disagg-roles-match-mode", catalogue_copy, "llama-3-70b/vllm/disagg-single-node")
+    assert bool(found) is reported, [f.message for f in found]

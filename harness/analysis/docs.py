@@ -59,11 +59,11 @@ def _hardware(recipe: Recipe) -> str:
 
 
 def _sorted(tree: RecipeTree) -> list[Recipe]:
-    return sorted(tree.recipes, key=lambda r: r.id)
+    return sorted(tree.catalogued, key=lambda r: r.id)
 
 
 def _models(tree: RecipeTree) -> list[str]:
-    return sorted({r.model for r in tree.recipes})
+    return sorted({r.model for r in tree.catalogued})
 
 
 def _cuda(value: Any) -> Any:
@@ -404,7 +404,7 @@ def _parallelism(topo) -> str:
 
 def _compilation_cache(tree: RecipeTree, model: str, rules) -> str:
     used = []
-    for r in tree.recipes:
+    for r in tree.catalogued:
         if r.model != model:
             continue
         pvcs = recipe_pvcs(r)

@@ -13,6 +13,7 @@ from harness.recipe import catalogue
 from harness.recipe.catalogue import GIB, ExtraFiles, ModelFacts, StorageRules
 from harness.recipe.container import pod_containers
 from harness.recipe.findings import Loc
+from harness.recipe.images import parse_image, release_tuple
 from harness.recipe.model import MODEL_DOWNLOAD_FILE, PERF_FILE, Recipe
 from harness.recipe.service import Service
 from harness.recipe.yamlsrc import Document, SrcMap, dig, mapping, sequence
@@ -281,3 +282,23 @@ def _model_cache_needs(recipe: Recipe, margin: float | None) -> list[CacheNeed]:
         if need.pvc.name in perf:
             need.extra_gb = rules.perf_results_min_gb
     return [needs[k] for k in sorted(needs)]
+
+
+# Where a worker that sets neither HF_HOME nor HF_HUB_CACHE keeps the hub cache: huggingface_hub's default
+# HF_HOME is $XDG_CACHE_HOME/huggingface, i.e. ~/.cache/huggingface (huggingface_hub/constants.py), so it
+# depends on the image's user. The Dynamo runtime images ran as root up to 0.6.x (ai-dynamo/dynamo v0.6.1
+# container/Dockerfile.{vllm,sglang,trtllm}: no USER) and as `dynamo` (`useradd -m`, HOME /home/dynamo)
+# from 0.7.0 (v0.7.0 container/Dockerfile.vllm, Dockerfile.sglang, Dockerfile.trtllm: `USER dynamo`).
+ROOT_HF_HOME = "/root/.cache/huggingface"
+DYNAMO_USER_HF_HOME = "/home/dynamo/.cache/huggingface"
+FIRST_NON_ROOT_RELEASE = (0, 7, 0)
+
+
+def default_hf_homes(image: object) -> tuple[str, ...]:
+    """The default HF_HOME of the image's user: one path for a Dynamo runtime image of a known release,
+    both candidates for any other image (a custom build or a placeholder tag: its user is unknown)."""
+    ref = parse_image(str(image or ""))
+    release = release_tuple(ref.release) if ref.is_dynamo else None
+    if release is None:
+        return (ROOT_HF_HOME, DYNAMO_USER_HF_HOME)
+    return (DYNAMO_USER_HF_HOME,) if release >= FIRST_NON_ROOT_RELEASE else (ROOT_HF_HOME,)

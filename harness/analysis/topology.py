@@ -21,6 +21,7 @@ from harness.recipe.commandline import Token
 from harness.recipe.configfiles import mounted_file_in
 from harness.recipe.findings import Loc
 from harness.recipe.flagvalues import OPAQUE, EntryPoint, ReadCommand
+from harness.recipe.images import parse_image, release_tuple
 from harness.recipe.model import Recipe
 from harness.recipe.service import ENGINE_BOOLEAN_FLAGS, Service
 from harness.recipe.yamlsrc import Document, SrcList, SrcMap, as_int, dig, mapping, parse_yaml_bytes, sequence
@@ -99,6 +100,28 @@ ROLES = {"prefill": "prefill", "decode": "decode"}
 AGGREGATED_ROLES = {"null", "none", "agg", "aggregated", "prefill_and_decode", "context_and_generation"}
 
 
+# dynamo.vllm's role flag: `--disaggregation-mode` from Dynamo 1.0.0 (ai-dynamo/dynamo v1.0.0
+# components/src/dynamo/vllm/backend_args.py, the old flags kept as deprecated aliases); up to 0.9.1
+# (v0.9.1 components/src/dynamo/vllm/args.py) only `--is-prefill-worker` / `--is-decode-worker`, a worker
+# without `--is-prefill-worker` being the decode worker (main.py `init`) and vLLM's FlexibleArgumentParser
+# rejecting any other word ("unrecognized arguments").
+VLLM_ROLE_FLAG = "--disaggregation-mode"
+VLLM_ROLE_FLAG_SINCE = (1, 0, 0)
+
+
+def service_image_release(service: Service) -> tuple[int, ...] | None:
+    """The Dynamo release of the runtime image the service's main container pins
+    (`nvcr.io/nvidia/ai-dynamo/vllm-runtime:0.8.0` -> (0, 8, 0)); None for another image or tag."""
+    ref = parse_image(str(service.main.image or "")) if service.main is not None else None
+    return release_tuple(ref.release) if ref is not None and ref.is_dynamo else None
+
+
+def predates_vllm_role_flag(service: Service) -> bool:
+    """The service's image is a Dynamo release whose dynamo.vllm has no `--disaggregation-mode`."""
+    release = service_image_release(service)
+    return release is not None and release < VLLM_ROLE_FLAG_SINCE
+
+
 @dataclass(frozen=True)
 class Setting:
     """One engine setting as written: the value, where, and under which name."""
@@ -130,6 +153,8 @@ class EngineConfig:
     key: str = ""
     data: SrcMap | None = None
     error: str = ""  # why it could not be read (not mounted, no such ConfigMap or key, bad YAML)
+    on_pvc: str = ""  # the PVC the file lies on (the DGD's `volumeMounts`): it exists at run time, not in the recipe
+    unresolved: bool = False  # the path is a variable the recipe does not resolve (`${ARGS:-default}` in a script)
 
 
 @dataclass
@@ -233,6 +258,14 @@ class Topology:
         if self.backend == "sglang":
             return self.tp * self.pp * (1 if self.dp_attention else self.dp)
         return self.tp * self.pp
+
+    @property
+    def parallelism_known(self) -> bool:
+        """False when a TRT-LLM engine config the worker loads (--extra-engine-args) cannot be read from
+        the recipe (a file on a PVC, a path under no ConfigMap mount): its `tensor_parallel_size` and
+        `pipeline_parallel_size` override the CLI (see _merge_engine_config), so the world size is unknown."""
+        cfg = self.engine_config
+        return cfg is None or cfg.data is not None
 
     def parallelism_terms(self) -> list[Setting]:
         """The settings that multiply into gpus_per_replica, as written (for messages)."""
@@ -471,6 +504,10 @@ def _merge_engine_config(topo: Topology) -> None:
 def engine_config(service: Service, arg: Token, docs: Iterable[Document]) -> EngineConfig:
     """Follow --extra-engine-args PATH through the container's volumeMounts to a ConfigMap key."""
     cfg = EngineConfig(arg)
+    if "$" in arg.value:
+        cfg.unresolved = True
+        cfg.error = f"{arg.value} is a variable the recipe does not resolve"
+        return cfg
     path = PurePosixPath(arg.value)
     main = service.main
     mounts = sequence(main.data.get("volumeMounts")) if main else None
@@ -504,6 +541,12 @@ def engine_config(service: Service, arg: Token, docs: Iterable[Document]) -> Eng
         cfg.configmap, cfg.key = cm_name, key or rel
         _read_configmap(cfg, docs)
         return cfg
+    for mount in sequence(service.data.get("volumeMounts")) or []:  # the DGD's PVC mounts (name, mountPoint)
+        point = dig(mount, "mountPoint")
+        if isinstance(point, str) and point and path.is_relative_to(PurePosixPath(point)):
+            cfg.on_pvc = str(dig(mount, "name") or "")
+            cfg.error = f"{arg.value} is a file on PVC {cfg.on_pvc!r} (mounted at {point}), not in the recipe"
+            return cfg
     cfg.error = f"{arg.value} is not under any volumeMount of the container"
     return cfg
 
@@ -563,9 +606,12 @@ def _recipe_topologies(recipe: Recipe) -> dict[str, Topology]:
     dep = recipe.deployment
     out: dict[str, Topology] = {}
     if dep is not None:
-        backend = dep.backend_framework or recipe.framework
+        declared = dep.backend_framework or recipe.framework
         docs = recipe.deploy.documents if recipe.deploy else []
         for svc in dep.workers:
+            # the engine the worker starts (`python -m dynamo.sglang`) is what reads its flags; the graph's
+            # backendFramework, else the directory name (`sglang-wideep/` on a foreign tree), only when it starts none
+            backend = svc.engine if svc.engine in FLAGS else declared
             out[svc.name] = topology_of(svc, backend, docs, engine_surface(recipe, svc))
     return out
 
@@ -603,6 +649,18 @@ def dra_gpus(service: Service, docs: Iterable[Document]) -> int:
                 continue
             total += as_int(spec.get("count")) or 1
     return total
+
+
+def claim_template_documents(recipe: Recipe) -> list[Document]:
+    """The documents a worker's `resourceClaimTemplateName` may name: the manifest's own, then those of the
+    manifests beside it (a recipe that applies `kubectl apply -f <dir>/` keeps its ResourceClaimTemplate or
+    ComputeDomain in a sibling file; a claim template must exist in the namespace, from any file)."""
+    docs = list(recipe.deploy.documents) if recipe.deploy else []
+    if recipe.path.is_dir():
+        for path in sorted(p for ext in ("*.yaml", "*.yml") for p in recipe.path.glob(ext)):
+            if path != recipe.manifest and (f := recipe.load(path)) is not None:
+                docs.extend(d for d in f.documents if d.kind == "ResourceClaimTemplate")
+    return docs
 
 
 def gpus_per_node(recipe: Recipe) -> int | None:

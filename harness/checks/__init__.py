@@ -28,6 +28,7 @@ from typing import Any, Literal, TypeVar
 from harness.recipe.discovery import RecipeTree
 from harness.recipe.findings import Finding, Loc, Problem, Severity, display_path
 from harness.recipe.model import Recipe
+from harness.recipe.templates import placeholder_lines
 
 Scope = Literal["recipe", "tree"]
 OptionsT = TypeVar("OptionsT")
@@ -107,10 +108,15 @@ class CheckContext:
 def run_check(chk: Check, subject: Recipe | RecipeTree, ctx: CheckContext) -> list[Finding]:
     """Run one check; an exception inside a check becomes a finding, never a crash."""
     recipe_id = subject.id if isinstance(subject, Recipe) else TREE_ID
+    build = subject.kustomize_build if isinstance(subject, Recipe) else None
+    note = rendered_note(subject, ctx.root) if isinstance(subject, Recipe) else ""
     findings: list[Finding] = []
     try:
         for p in chk.fn(subject, ctx) or ():
-            findings.append(to_finding(chk, p, recipe_id))
+            rendered = build is not None and p.loc.file in build.sources
+            findings.append(to_finding(chk, p, recipe_id, note if rendered else ""))
+        if isinstance(subject, Recipe) and chk.id != PLACEHOLDER_CHECK:
+            findings = without_placeholder_errors(findings, subject)
     except Exception as exc:
         where = subject.path if isinstance(subject, Recipe) else subject.root
         tb = traceback.extract_tb(exc.__traceback__)[-1]
@@ -130,7 +136,34 @@ def run_check(chk: Check, subject: Recipe | RecipeTree, ctx: CheckContext) -> li
     return findings
 
 
-def to_finding(chk: Check, p: Problem, recipe_id: str) -> Finding:
+PLACEHOLDER_CHECK = "template-placeholders"  # reports the placeholders once (harness/checks/templates.py)
+
+
+def without_placeholder_errors(findings: list[Finding], recipe: Recipe) -> list[Finding]:
+    """No error on a line that holds a placeholder the recipe documents (or a template token without a
+    sample value): a value the user replaces is not the recipe's defect (harness.recipe.templates)."""
+    if not any(f.severity is Severity.ERROR for f in findings):
+        return findings
+    lines = {(display_path(path), line) for path, line in placeholder_lines(recipe)}
+    return [f for f in findings if f.severity is not Severity.ERROR or (f.file, f.line) not in lines]
+
+
+RENDERED_NOTE = " (rendered by `kustomize build {}`)"  # harness.run.static.dedupe merges these
+
+
+def rendered_note(recipe: Recipe, root: Path) -> str:
+    """What a finding on a kustomization's rendered objects (a place in a file its build read) says about
+    the build that rendered them."""
+    if recipe.kustomize_build is None:
+        return ""
+    try:
+        rel = recipe.path.relative_to(root).as_posix()
+    except ValueError:
+        rel = display_path(recipe.path)
+    return RENDERED_NOTE.format(rel)
+
+
+def to_finding(chk: Check, p: Problem, recipe_id: str, note: str = "") -> Finding:
     loc: Loc = p.loc
     return Finding(
         chk.id,
@@ -138,7 +171,7 @@ def to_finding(chk: Check, p: Problem, recipe_id: str) -> Finding:
         display_path(loc.file),
         max(loc.line, 1),
         max(loc.column, 1),
-        p.message,
+        p.message + note,
         p.hint,
         recipe_id,
     )

@@ -73,7 +73,9 @@ def context_fits_benchmark(recipe: Recipe, ctx: CheckContext) -> Iterator[Proble
     `--max-seq-len`). A shorter window makes the engine reject or cut every benchmark request
     (vLLM answers 400 "maximum context length"), so the perf Job fails or measures truncated
     outputs. Unset, each engine takes the model's `max_position_embeddings` (models.yaml
-    maxContext), which is compared instead.
+    maxContext), which is compared instead. A prefill worker (engine role or subComponentType)
+    only computes the prompt and one token: Dynamo sends it the request with `max_tokens` 1, so
+    ISL + 1 is what it must hold.
 
     Fails: `--max-model-len 4096` with a benchmark of ISL 4096 + OSL 1024.
     Fix: `--max-model-len 16384` (at least 5120).
@@ -81,7 +83,9 @@ def context_fits_benchmark(recipe: Recipe, ctx: CheckContext) -> Iterator[Proble
     Source: vLLM 0.26.0 `--max-model-len` (EngineArgs; default from the model config), SGLang
     0.5.16 `--context-length` (ServerArgs; default from the model config), TensorRT-LLM
     BaseLlmArgs.max_seq_len (default None = the model's), read by ai-dynamo 1.4.0
-    dynamo/trtllm/backend_args.py `--max-seq-len`; the lengths from the perf Job's aiperf call.
+    dynamo/trtllm/backend_args.py `--max-seq-len`; the lengths from the perf Job's aiperf call. Prefill
+    requests: ai-dynamo 1.0.0 lib/llm/src/kv_router/prefill_router.rs (`prefill_req.stop_conditions.max_tokens
+    = Some(1)`) and components/src/dynamo/trtllm/request_handlers/handler_base.py (PREFILL mode sets max_tokens 1).
     """
     lengths = benchmark_lengths(recipe)
     if lengths is None:
@@ -101,14 +105,19 @@ def context_fits_benchmark(recipe: Recipe, ctx: CheckContext) -> Iterator[Proble
             )
         else:
             continue
-        if window < lengths.total:
+        prefill = (topo.role or svc.sub_component_type or svc.role) == "prefill"
+        need, request = (
+            (lengths.isl + 1, f"ISL {lengths.isl} + the 1 token a prefill worker generates")
+            if prefill
+            else (lengths.total, f"ISL {lengths.isl} + OSL {lengths.osl}")
+        )
+        if window < need:
             yield problem(
                 where,
                 f"worker {svc.name}: context window {window} ({what}) is shorter than one benchmark request, "
-                f"ISL {lengths.isl} + OSL {lengths.osl} = {lengths.total} "
-                f"({lengths.source}, line {lengths.where.line}): "
+                f"{request} = {need} ({lengths.source}, line {lengths.where.line}): "
                 "the engine rejects every request",
-                f"set {CONTEXT_NAME.get(engine, 'the context length')} to at least {lengths.total}",
+                f"set {CONTEXT_NAME.get(engine, 'the context length')} to at least {need}",
             )
 
 

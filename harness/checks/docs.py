@@ -14,7 +14,7 @@ from harness.checks import CheckContext, check
 from harness.recipe.discovery import RecipeTree
 from harness.recipe.findings import Loc, Problem, problem
 from harness.recipe.model import Recipe
-from harness.recipe.yamlsrc import dig
+from harness.recipe.yamlsrc import Document, dig, sequence
 
 README = "README.md"
 # The model README format: a `# <model>` title, then these sections in this order.
@@ -137,7 +137,7 @@ def model_readme_format(tree: RecipeTree, ctx: CheckContext) -> Iterator[Problem
     `gpus`, `nodes`, `hardware.gpu` and `benchmark.*`.
     """
     models: dict[Path, list[Recipe]] = {}
-    for r in tree.recipes:
+    for r in tree.catalogued:  # the kustomize overlays are listed in recipes/README.md and recipes/kustomize/
         models.setdefault(r.model_dir, []).append(r)
     for model_dir in sorted(models):
         path = model_dir / README
@@ -328,7 +328,10 @@ def readme_applied_files_exist(tree: RecipeTree, ctx: CheckContext) -> Iterator[
     Exact on purpose: only literal relative paths are judged (no `$VAR`, `<placeholder>`, glob, URL
     or `-f -`), and a path counts as present when it resolves from the README's directory, from the
     recipes root or from the repository root above it (READMEs written for `cd recipes/...` or for
-    the repository root both work).
+    the repository root both work), from the directory a `cd DIR` line before it moved to (nothing is
+    judged after `cd <model>/<mode>/`, a placeholder), or from the README's working directory: the
+    directory between it and the repository root from which most of its applied files resolve (a
+    recipe README written for the model directory).
 
     Fails: `kubectl apply -f model-cache/model-download.yaml` in `<model>/README.md` while
     `<model>/model-cache/` has no model-download.yaml.
@@ -346,22 +349,136 @@ def readme_applied_files_exist(tree: RecipeTree, ctx: CheckContext) -> Iterator[
             lines = path.read_text(encoding="utf-8").splitlines()
         except (OSError, UnicodeDecodeError):
             continue  # yaml/markdown well-formedness is not this check's business
-        i = 0
-        while i < len(lines):
-            start, text = i, lines[i]
-            while text.rstrip().endswith("\\") and i + 1 < len(lines):
-                i += 1
-                text = text.rstrip()[:-1] + " " + lines[i]
+        applied = list(_applied_files(lines))
+        workdir = _working_directory(path.parent, tree.root, [name for _, name, cwd in applied if cwd is not None])
+        for line, name, cwd in applied:
+            if cwd is None:
+                continue  # after `cd <placeholder>`: the directory the user is in is theirs to fill
+            bases = (path.parent, tree.root, tree.root.parent, workdir, *((path.parent / cwd,) if cwd else ()))
+            if any((base / name).exists() for base in bases):
+                continue
+            yield problem(
+                Loc(path, line),
+                f"the README applies {name}, which does not exist "
+                f"(looked in {path.parent.name}/, the recipes root and the repository root)",
+                "add the file, or point the command at the manifest that exists",
+            )
+
+
+_CD = re.compile(r"^\s*(?:\$\s+)?cd\s+(\S+)\s*(?:[;&#].*)?$")
+
+
+def _applied_files(lines: list[str]) -> Iterator[tuple[int, str, str | None]]:
+    """(line, literal file operand, the `cd` directory it runs in: "" none, None a placeholder) of every
+    kubectl apply|create|replace in a README; a `cd DIR` line changes the directory of the lines after it."""
+    cwd: str | None = ""
+    i = 0
+    while i < len(lines):
+        start, text = i, lines[i]
+        while text.rstrip().endswith("\\") and i + 1 < len(lines):
             i += 1
-            for name in _kubectl_files(text):
-                if not _literal_path(name):
+            text = text.rstrip()[:-1] + " " + lines[i]
+        i += 1
+        m = _CD.match(text)
+        if m:
+            target = m.group(1)
+            if cwd is None or not _literal_path(target):
+                cwd = None  # `cd <model>/<mode>/`: from here on the directory is the user's choice
+            else:
+                cwd = f"{cwd}/{target}" if cwd else target
+        for name in _kubectl_files(text):  # also `cd DIR && kubectl apply -f x.yaml`: x.yaml is read in DIR
+            if _literal_path(name):
+                yield start + 1, name, cwd
+
+
+def _working_directory(readme_dir: Path, root: Path, names: list[str]) -> Path:
+    """The directory a README's commands are written for: of the README's directory and its ancestors up
+    to the repository root, the one from which most of its applied files resolve (the nearest on a tie).
+    A model README whose recipe paths start at the model directory (`kubectl apply -f trtllm/disagg/deploy.yaml`
+    in `<model>/trtllm/disagg/README.md`) is read from there; one stray path among paths that resolve
+    from the README's own directory is still reported."""
+    candidates = [readme_dir, *(p for p in readme_dir.parents if p == root.parent or p.is_relative_to(root))]
+    best, score = readme_dir, -1
+    for d in candidates:
+        found = sum((d / n).exists() for n in names)
+        if found > score:
+            best, score = d, found
+    return best
+
+
+def _readmes(tree: RecipeTree) -> list[Path]:
+    dirs = {tree.root}
+    for r in tree.recipes:
+        dirs.update((r.path, r.model_dir))
+    return sorted({d / README for d in dirs if (d / README).is_file()})
+
+
+def _manifests(path: Path) -> list[Path]:
+    """The YAML files `kubectl apply -f PATH` reads: the file, or a directory's *.yaml/*.yml/*.json."""
+    if path.is_dir():
+        return sorted(p for ext in ("*.yaml", "*.yml", "*.json") for p in path.glob(ext))
+    return [path] if path.is_file() else []
+
+
+def _job_claims(doc: Document) -> list[str]:
+    volumes = sequence(dig(doc.data, "spec", "template", "spec", "volumes")) or []
+    return [str(c) for v in volumes if (c := dig(v, "persistentVolumeClaim", "claimName")) is not None]
+
+
+@check("readme-applies-download-claims", scope="tree")
+def readme_applies_download_claims(tree: RecipeTree, ctx: CheckContext) -> Iterator[Problem]:
+    """A README that applies a Job mounting a PersistentVolumeClaim (the model download Job) also applies
+    the manifest beside that Job which creates the claim, or at least names it: otherwise a user who
+    follows the quick start gets a Job Pending forever on `persistentvolumeclaim "model-cache" not found`.
+    A README that names the PVC manifest anywhere (a prerequisite "edit model-cache.yaml and apply it")
+    or applies the whole directory passes; a claim no manifest beside the Job defines is left to
+    `pvc-defined`.
+
+    Fails: a README with `kubectl apply -f model-cache/model-download.yaml` and no word of
+    `model-cache/model-cache.yaml`, the PVC the Job mounts.
+    Fix: add `kubectl apply -f model-cache/model-cache.yaml` before it (or apply `model-cache/`).
+
+    Source: Kubernetes: a pod whose `persistentVolumeClaim.claimName` does not exist stays Pending
+    (concepts/storage/persistent-volumes, "Claims As Volumes"); kubectl `apply -f` reads only the files named.
+    """
+    for path in _readmes(tree):
+        try:
+            lines = path.read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError):
+            continue
+        text = "\n".join(lines)
+        applied = list(_applied_files(lines))
+        workdir = _working_directory(path.parent, tree.root, [name for _, name, cwd in applied if cwd is not None])
+        files: list[tuple[int, Path]] = []
+        for line, name, cwd in applied:
+            if cwd is None:
+                continue
+            bases = (*((path.parent / cwd,) if cwd else ()), path.parent, workdir, tree.root, tree.root.parent)
+            target = next((b / name for b in bases if (b / name).exists()), None)
+            files.extend((line, f) for f in (_manifests(target) if target is not None else []))
+        docs = {f: (loaded.documents if (loaded := tree.cache.load_if_exists(f)) else []) for _, f in files}
+        created = {d.name for ds in docs.values() for d in ds if d.kind == "PersistentVolumeClaim"}
+        for line, f in files:
+            for doc in docs[f]:
+                if doc.kind != "Job":
                     continue
-                bases = (path.parent, tree.root, tree.root.parent)
-                if any((base / name).exists() for base in bases):
-                    continue
-                yield problem(
-                    Loc(path, start + 1),
-                    f"the README applies {name}, which does not exist "
-                    f"(looked in {path.parent.name}/, the recipes root and the repository root)",
-                    "add the file, or point the command at the manifest that exists",
-                )
+                for claim in _job_claims(doc):
+                    if claim in created:
+                        continue
+                    maker = _pvc_manifest_beside(tree, f, claim)
+                    if maker is None or maker.name in text:
+                        continue
+                    yield problem(
+                        Loc(path, line),
+                        f"the README applies {f.name}, whose Job {doc.name} mounts PVC {claim!r}, but never applies "
+                        f"{maker.name} beside it, which creates that PVC: the Job stays Pending",
+                        f"apply {maker.name} first (or the whole {maker.parent.name}/ directory)",
+                    )
+
+
+def _pvc_manifest_beside(tree: RecipeTree, job_file: Path, claim: str) -> Path | None:
+    for other in _manifests(job_file.parent):
+        loaded = tree.cache.load_if_exists(other)
+        if loaded and any(d.kind == "PersistentVolumeClaim" and d.name == claim for d in loaded.documents):
+            return other
+    return None

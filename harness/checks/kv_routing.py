@@ -15,6 +15,7 @@ from harness.analysis.topology import (
     flag_line,
     workers,
 )
+from harness.analysis.variant import KV_EVENTS_VALUE
 from harness.checks import CheckContext, check
 from harness.recipe.commandline import Flags
 from harness.recipe.findings import Loc, Problem, Severity, problem
@@ -86,9 +87,8 @@ def publishes_events(svc: Service) -> bool | None:
 
 
 _PUBLISH_HINT = {
-    "vllm": 'add --kv-events-config \'{"publisher":"zmq","topic":"kv-events","endpoint":"tcp://*:20080",'
-    '"enable_kv_cache_events":true}\'',
-    "sglang": 'add --kv-events-config \'{"publisher":"zmq","topic":"kv-events","endpoint":"tcp://*:20080"}\'',
+    "vllm": f"add --kv-events-config '{KV_EVENTS_VALUE['vllm']}'",
+    "sglang": f"add --kv-events-config '{KV_EVENTS_VALUE['sglang']}'",
     "trtllm": "add --publish-kv-events (and --kv-block-size equal to kv_cache_config.tokens_per_block)",
 }
 

@@ -3,6 +3,7 @@ concurrency and request lengths are the ones recipe.yaml states."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from urllib.parse import urlsplit
 
@@ -95,6 +96,53 @@ def perf_endpoint_is_frontend(recipe: Recipe, ctx: CheckContext) -> Iterator[Pro
                 f"(the operator names it <DynamoGraphDeployment name>-frontend)",
                 f"use http://{expected}:{FRONTEND_PORT}",
             )
+
+
+_METRICS_URL = re.compile(r"https?://([A-Za-z0-9.-]+)(?::\d+)?/metrics\b")
+
+
+@check("perf-metrics-urls-name-components")
+def perf_metrics_urls_name_components(recipe: Recipe, ctx: CheckContext) -> Iterator[Problem]:
+    """A server-metrics URL the perf Job scrapes (`--server-metrics`, `AIPERF_SERVER_METRICS_URLS`, any
+    `http://<host>/metrics` in its env or script) that names a component of this deployment,
+    `<dgd-name>-<component>...`, names one the deployment has: an aggregated recipe copied from its
+    disaggregated sibling kept `<dgd>-prefill-0` and `<dgd>-dec-0-...`, hosts that never resolve, so the
+    benchmark records no server metrics (or fails to start scraping). A host that does not start with
+    the DynamoGraphDeployment's name is not judged.
+
+    Fails: `http://demo-agg-prefill-0:9090/metrics` for a DGD `demo-agg` whose services are Frontend and agg.
+    Fix: name the components the deployment has (`http://demo-agg-agg-0:9090/metrics`).
+
+    Source: Operator: every resource of a component is named after `<dgd>-<lower(component)>`
+    (`GetDCDResourceName`, deploy/operator/internal/dynamo/graph.go; Grove pods `<dgd>-<replica>-<component>...`),
+    so a host `<dgd>-<x>` whose `<x>` starts with no component name is no Service or pod of the deployment.
+    """
+    w = recipe.workloads
+    dep = recipe.deployment
+    if w.perf is None or dep is None or not dep.name:
+        return
+    prefix = dep.name.lower() + "-"
+    components = sorted({s.name.lower().replace(".", "-") for s in dep.services if s.name}, key=len, reverse=True)
+    for container in w.perf.containers:
+        texts = [(value, container.env_locs.get(name, container.loc)) for name, value in container.env.items()]
+        if container.shell_script is not None:
+            texts.append((container.shell_script.value, container.shell_script.loc))
+        seen: set[str] = set()
+        for text, loc in texts:
+            for host in _METRICS_URL.findall(text):
+                name = host.lower().split(".")[0]
+                if not name.startswith(prefix) or name in seen:
+                    continue
+                rest = re.sub(r"^\d+-", "", name[len(prefix) :])  # Grove: <dgd>-<replica>-<component>
+                if any(rest == c or rest.startswith(c + "-") for c in components):
+                    continue
+                seen.add(name)
+                yield problem(
+                    loc,
+                    f"the perf Job scrapes metrics from {host}, but DynamoGraphDeployment {dep.name} has no such "
+                    f"component (services: {', '.join(s.name for s in dep.services)})",
+                    f"point the metrics URL at a component of {dep.name}, or drop it",
+                )
 
 
 # --- benchmark shape ------------------------------------------------------------------------

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import difflib
 import json
+import os
 import shutil
 import subprocess
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cache
@@ -29,6 +31,7 @@ from harness.recipe.schemas import (
     metadata_validator,
     plain_pruned,
 )
+from harness.recipe.templates import applied_text
 from harness.recipe.yamlsrc import Document, dig, loc_at_path, to_plain
 
 
@@ -224,12 +227,22 @@ def kubeconform(recipe: Recipe, ctx: CheckContext) -> Iterator[Problem]:
         return
     paths = [f.path for f in recipe.files() if f.path.name != METADATA_FILE and f.documents]
     for path in paths:
-        for res in _kubeconform(binary, str(path)):
+        applied = applied_text(recipe, path)  # a kustomize build or a rendered template: what is applied
+        for res in _kubeconform(binary, str(path) if applied is None else _written(applied, path.name)):
             if res.get("status") in ("statusInvalid", "statusError"):
                 msg = res.get("msg", "invalid")
                 name, kind = res.get("name", ""), res.get("kind", "")
-                line = _line_of(recipe, path, kind, name)
-                yield problem(Loc(path, line), f"kubeconform: {kind} {name}: {msg}")
+                yield problem(_where(recipe, path, kind, name), f"kubeconform: {kind} {name}: {msg}")
+
+
+@cache
+def _written(text: str, name: str) -> str:
+    """The applied text in a file of its own for kubeconform (kept for the session: the results are cached)."""
+    directory = tempfile.mkdtemp(prefix="rh-kubeconform-")
+    path = os.path.join(directory, name if name.endswith((".yaml", ".yml")) else "rendered.yaml")
+    with open(path, "w", encoding="utf-8") as fh:
+        fh.write(text)
+    return path
 
 
 @cache
@@ -253,9 +266,10 @@ def _kubeconform(binary: str, path: str) -> list[dict]:
         return [{"status": "statusError", "msg": "kubeconform did not run cleanly"}]
 
 
-def _line_of(recipe: Recipe, path: Path, kind: str, name: str) -> int:
+def _where(recipe: Recipe, path: Path, kind: str, name: str) -> Loc:
+    """The object's place (a kustomization's rendered object: in the file it came from)."""
     loaded = recipe.load(path)
     for doc in loaded.documents if loaded else []:
         if doc.kind == kind and doc.name == name:
-            return doc.loc.line
-    return 1
+            return doc.loc
+    return Loc(path)

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from harness.analysis.storage import (
     EMPTY_CLASS_ANNOTATION,
     compilation_cache_claims,
+    default_hf_homes,
     model_cache_needs,
     perf_claims,
     recipe_pvcs,
@@ -82,7 +83,7 @@ def model_cache_pvc_fits_checkpoint(recipe: Recipe, ctx: CheckContext) -> Iterat
             )
 
 
-@check("cache-pvcs-meet-minimums")
+@check("cache-pvcs-meet-minimums", convention=True)
 def cache_pvcs_meet_minimums(recipe: Recipe, ctx: CheckContext) -> Iterator[Problem]:
     """A compilation-cache PVC (`useAsCompilationCache`) and a PVC the perf Job writes results
     to must meet the documented minimums (harness/recipe/data/models.yaml `storage:`): a full JIT cache
@@ -91,7 +92,8 @@ def cache_pvcs_meet_minimums(recipe: Recipe, ctx: CheckContext) -> Iterator[Prob
 
     Fails: a compilation cache PVC of `5Gi` (minimum 50 GB).
 
-    Source: The minimums are this catalogue's sizing guidance, harness/recipe/data/models.yaml
+    Source: This catalogue's convention (not a Dynamo rule); convention check: off on foreign trees. The
+    minimums are this catalogue's sizing guidance, harness/recipe/data/models.yaml
     `storage:` (compilationCacheMinGB 50, perfResultsMinGB 5), not a Dynamo or Kubernetes limit;
     `useAsCompilationCache` is the DGD CRD volumeMount field (schemas/dynamo/1.4.0). The metadata half
     (`storage.compilationCache`, `storage.perfResults`) is recipe.yaml (ours).
@@ -318,6 +320,16 @@ def _cache_home(pod: Pod, c: Container) -> tuple[tuple[str, str] | None, Loc, st
     return None
 
 
+def _default_cache_home(pod: Pod, c: Container) -> tuple[tuple[str, str] | None, Loc, str] | None:
+    """With neither HF_HOME nor HF_HUB_CACHE set, the hub cache is under the default HF_HOME of the image's
+    user (harness/analysis/storage.py `default_hf_homes`): a PVC mounted there is the worker's cache."""
+    mounts = pod.mounts_of(c)
+    for home in default_hf_homes(c.image):
+        if under(home, mounts) is not None:
+            return _on_claim(home + "/hub", mounts), c.image_loc, f"default HF_HOME {home}"
+    return None
+
+
 def _host_path_mounts(pod: Pod, c: Container) -> list[Mount]:
     """hostPath volumes mounted into the container: weights staged on the node are a model source too."""
     if pod.spec is None:
@@ -356,7 +368,10 @@ def model_path_on_pvc(recipe: Recipe, ctx: CheckContext) -> Iterator[Problem]:
     tokenizer files when they register, ai-dynamo/dynamo lib/llm/src/discovery/watcher.rs and
     model_card.rs), paths on a hostPath mount (weights staged on the node), and a worker that
     loads from a directory (`--model /abs/path`, e.g. after `hf download --local-dir`) or
-    offline (`HF_HUB_OFFLINE=1`) needs no HF_HOME matching the download Job.
+    offline (`HF_HUB_OFFLINE=1`) needs no HF_HOME matching the download Job. A worker that sets no
+    HF_HOME reads the default one of its image's user (`/root/.cache/huggingface` on Dynamo images
+    before 0.7.0, `/home/dynamo/.cache/huggingface` from 0.7.0, either on an image of unknown release):
+    a PVC mounted there is its cache.
 
     Fails: `HF_HOME: /root/.cache/huggingface` on a worker whose PVC is mounted at /model-cache.
 
@@ -407,7 +422,7 @@ def model_path_on_pvc(recipe: Recipe, ctx: CheckContext) -> Iterator[Problem]:
     for pod in w.workers:
         if pod.main is None:
             continue
-        home = _cache_home(pod, pod.main)
+        home = _cache_home(pod, pod.main) or _default_cache_home(pod, pod.main)
         if home is None and _loads_from_disk(w, pod):
             continue
         if home is None:

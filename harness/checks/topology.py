@@ -5,7 +5,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from harness.analysis.topology import dra_gpus, gpus_per_node, nodes_needed, workers
+from harness.analysis.topology import (
+    claim_template_documents,
+    dra_gpus,
+    gpus_per_node,
+    nodes_needed,
+    predates_vllm_role_flag,
+    workers,
+)
 from harness.checks import CheckContext, check
 from harness.recipe import catalogue
 from harness.recipe.findings import Problem, Severity, problem
@@ -35,7 +42,11 @@ def gpu_count_matches_topology(recipe: Recipe, ctx: CheckContext) -> Iterator[Pr
     `engine-flags-known`: a misspelt `--tensor-paralel-size` must not turn into "needs 1 GPU".
 
     GPUs requested through DRA (a resource claim whose template asks for `gpu.nvidia.com`
-    devices) count the same as `limits.gpu`.
+    devices, in the manifest or a manifest beside it) count the same as `limits.gpu`. The flags
+    are read by the engine the worker starts (`python -m dynamo.sglang`), whatever its directory
+    is called (`sglang-wideep/`); a TRT-LLM worker whose `--extra-engine-args` file is not in the
+    recipe (a path on the model PVC) may set its parallelism there, so its world size is unknown
+    and not judged.
 
     Fails: `limits.gpu: "4"` on a vLLM worker started with `--tensor-parallel-size 8`.
 
@@ -58,8 +69,10 @@ def gpu_count_matches_topology(recipe: Recipe, ctx: CheckContext) -> Iterator[Pr
             continue  # a GPU count that is not a number: schema-valid reports it; a fix from a default would mislead
         if topo.read is not None and not topo.read.trusted:
             continue  # a flag the parser does not know or a value it rejects: the parallelism read is not trusted
+        if not topo.parallelism_known:
+            continue  # an engine config outside the recipe (a file on the PVC) may set the parallelism
         need = topo.gpus_per_replica
-        claimed = dra_gpus(svc, recipe.deploy.documents if recipe.deploy else []) if svc.gpu_limit == 0 else 0
+        claimed = dra_gpus(svc, claim_template_documents(recipe)) if svc.gpu_limit == 0 else 0
         if claimed:
             if claimed * svc.node_count != need:
                 yield problem(
@@ -96,7 +109,9 @@ def gpu_count_matches_topology(recipe: Recipe, ctx: CheckContext) -> Iterator[Pr
 def tp_cli_matches_engine_config(recipe: Recipe, ctx: CheckContext) -> Iterator[Problem]:
     """TRT-LLM workers often state parallelism twice: a CLI flag and the engine config YAML
     (`--extra-engine-args`, a ConfigMap key). Dynamo lets the engine config win, so a CLI value
-    that disagrees is a lie the GPU count was sized for. The config must also be mounted and exist.
+    that disagrees is a lie the GPU count was sized for. The config must also be mounted and exist; a file on one of
+    the DGD's PVC mounts exists only at run time, and a path the recipe leaves to a variable it does
+    not resolve is unknown: neither is judged.
 
     Fails: `--tensor-parallel-size 4` with `tensor_parallel_size: 2` in the engine ConfigMap.
 
@@ -107,7 +122,7 @@ def tp_cli_matches_engine_config(recipe: Recipe, ctx: CheckContext) -> Iterator[
     """
     for svc, topo in workers(recipe):
         cfg = topo.engine_config
-        if cfg is not None and cfg.error:
+        if cfg is not None and cfg.error and not (cfg.on_pvc or cfg.unresolved):
             yield problem(
                 cfg.arg.at,
                 f"worker {svc.name}: --extra-engine-args {cfg.arg.value}: {cfg.error}",
@@ -226,8 +241,9 @@ def gpus_per_node_within_hardware(recipe: Recipe, ctx: CheckContext) -> Iterator
 @check("disagg-roles-match-mode")
 def disagg_roles_match_mode(recipe: Recipe, ctx: CheckContext) -> Iterator[Problem]:
     """A disaggregated recipe needs prefill and decode workers. The engine decides a worker's
-    role from its own flags (`--disaggregation-mode`, in argv or the `--config` YAML; vLLM
-    before 0.11 `--is-prefill-worker`, with decode the default); `subComponentType` is the
+    role from its own flags (`--disaggregation-mode`, in argv or the `--config` YAML; dynamo.vllm
+    before Dynamo 1.0.0 `--is-prefill-worker`, with decode the default: on such an image, or with the
+    old flags, a vLLM worker typed decode needs no flag); `subComponentType` is the
     operator's label for the planner and GAIE. Where both are given they must agree: a worker
     the router thinks is decode but the engine runs as prefill never answers. A disaggregated
     worker with no subComponentType but an engine role is a warning (the planner cannot scale
@@ -243,9 +259,10 @@ def disagg_roles_match_mode(recipe: Recipe, ctx: CheckContext) -> Iterator[Probl
     with `--disaggregation-mode prefill`.
 
     Source: ai-dynamo/dynamo components/src/dynamo/{vllm,sglang,trtllm}/args.py
-    (`--disaggregation-mode`; vLLM `--is-prefill-worker` before 0.6), components/src/dynamo/vllm/handlers.py
-    (decode without prefill workers runs the prefill locally); the DGD CRD `subComponentType`
-    (deploy/operator api/v1alpha1 dynamocomponentdeployment_types.go).
+    (`--disaggregation-mode`; dynamo.vllm: v1.0.0 backend_args.py adds it, v0.9.1 args.py has only
+    `--is-prefill-worker`/`--is-decode-worker` and main.py runs every other worker as decode),
+    components/src/dynamo/vllm/handlers.py (decode without prefill workers runs the prefill locally);
+    the DGD CRD `subComponentType` (deploy/operator api/v1alpha1 dynamocomponentdeployment_types.go).
     """
     dep = recipe.deployment
     if dep is None:
@@ -262,6 +279,12 @@ def disagg_roles_match_mode(recipe: Recipe, ctx: CheckContext) -> Iterator[Probl
     disagg = declared if isinstance(declared, bool) else by_name
     worker_topos = workers(recipe)
     legacy = any(t.legacy_prefill_flag for _, t in worker_topos)
+
+    def legacy_decode(svc: Service, topo) -> bool:
+        """A vLLM worker without a role flag is the decode worker: the recipe uses the pre-1.0 flags, or
+        its image's dynamo.vllm has no --disaggregation-mode at all (before Dynamo 1.0.0)."""
+        return topo.backend == "vllm" and (legacy or predates_vllm_role_flag(svc))
+
     services_loc = dep.spec.key_loc("services" if "services" in dep.spec else "components")
 
     def marked_of(svc: Service) -> str | None:
@@ -269,7 +292,7 @@ def disagg_roles_match_mode(recipe: Recipe, ctx: CheckContext) -> Iterator[Probl
 
     def effective(svc: Service, topo) -> str | None:
         role = marked_of(svc) or topo.role
-        if role is None and legacy and topo.backend == "vllm":
+        if role is None and legacy_decode(svc, topo):
             role = "decode"  # the pre-0.11 vLLM worker without --is-prefill-worker is decode
         return role
 
@@ -324,7 +347,7 @@ def disagg_roles_match_mode(recipe: Recipe, ctx: CheckContext) -> Iterator[Probl
                     "set subComponentType: prefill or decode and pass --disaggregation-mode with the same role",
                 )
         if topo.role is None:
-            if marked and not (legacy and marked == "decode" and topo.backend == "vllm"):
+            if marked and not (marked == "decode" and legacy_decode(svc, topo)):
                 yield problem(
                     flag.loc if flag else args_loc,
                     f"worker {svc.name} ({marked}) does not pass --disaggregation-mode prefill|decode",

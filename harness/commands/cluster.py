@@ -17,7 +17,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     csub = p.add_subparsers(dest="cluster_command", metavar="ACTION")
 
-    s = csub.add_parser("setup", help="build etcd, kube-apiserver, controller-manager, scheduler and kwok (cached)")
+    s = csub.add_parser(
+        "setup", help="build etcd, kube-apiserver, controller-manager, scheduler, kwok and kustomize (cached)"
+    )
     s.add_argument("--jobs", type=int, default=2, metavar="N", help="parallel Go compile jobs (default 2)")
     s.set_defaults(func=run_setup)
 
@@ -55,7 +57,29 @@ def _say(message: str) -> None:
     print(f"cluster: {message}", file=sys.stderr, flush=True)
 
 
+def setup_kustomize() -> int:
+    """The kustomize the static checks build kustomizations with (harness.recipe.kustomize): one found
+    (PATH, RECIPE_HARNESS_KUSTOMIZE, the cache) is kept, else kustomize is built into the cache with Go."""
+    from harness.recipe import kustomize
+
+    found = kustomize.locate()
+    if found is not None and found.source != "kubectl":
+        print(f"kustomize ready: {found.describe()}")
+        return 0
+    try:
+        path = kustomize.setup(progress=_say)
+    except kustomize.SetupError as exc:
+        print(f"recipe-harness: {exc}", file=sys.stderr)
+        return 1
+    print(f"kustomize ready: {path}")
+    return 0
+
+
 def run_setup(args: argparse.Namespace) -> int:
+    return max(setup_kustomize(), _setup_control_plane(args))
+
+
+def _setup_control_plane(args: argparse.Namespace) -> int:
     from harness.run.cluster import build
 
     found = build.find_binaries()

@@ -31,7 +31,15 @@ class ChangeSet:
         own = _rel(recipe.path, repo) + "/"
         cache = _rel(recipe.model_cache_dir, repo) + "/"
         readme = _rel(recipe.model_dir / "README.md", repo)
-        return any(f.startswith(own) or f.startswith(cache) or f == readme for f in self.files)
+        # a kustomization's recipe reads its bases, components and patches wherever they are
+        inputs = [_rel(p, repo) for p in recipe.kustomize_build.inputs] if recipe.kustomize_build else []
+        return any(
+            f.startswith(own)
+            or f.startswith(cache)
+            or f == readme
+            or any(f == i or f.startswith(i + "/") for i in inputs)
+            for f in self.files
+        )
 
 
 def _rel(path: Path, repo: Path) -> str:

@@ -81,12 +81,15 @@ class Container:
         return parse_script(self)
 
     def dynamo_invocation(self) -> tuple[Token, list[Token]] | None:
-        """(the `dynamo.vllm` word, the words after it) of the `python -m dynamo.X` call."""
-        for cmd in self.script.commands:
-            at = dynamo_module_at(cmd.words)
-            if at is not None:
-                return cmd.words[at], cmd.words[at + 1 :]
-        return None
+        """(the `dynamo.vllm` word, the words after it) of the `python -m dynamo.X` call: the one the
+        shell runs in the foreground when the script also starts one in the background (`python -m
+        dynamo.frontend ... &` then `python -m dynamo.trtllm ...`: the container lives as long as the
+        foreground process, which is what the service is)."""
+        calls = [(cmd, at) for cmd in self.script.commands if (at := dynamo_module_at(cmd.words)) is not None]
+        cmd, at = next(((c, a) for c, a in calls if c.end != "&"), calls[0] if calls else (None, None))
+        if cmd is None or at is None:
+            return None
+        return cmd.words[at], cmd.words[at + 1 :]
 
 
 def env_literals(env: Any) -> tuple[dict[str, str], dict[str, Loc]]:

@@ -5,9 +5,11 @@ from __future__ import annotations
 import difflib
 import fnmatch
 import os
-from dataclasses import dataclass
+import weakref
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from harness.recipe import kustomize, templates
 from harness.recipe.model import (
     DEPLOY_FILE,
     DGD_KIND,
@@ -31,6 +33,12 @@ class RecipeTree:
     root: Path
     recipes: list[Recipe]
     cache: FileCache
+
+    @property
+    def catalogued(self) -> list[Recipe]:
+        """The recipe directories themselves, without the kustomize overlays rendered beside them: what the
+        catalogue, SIZING.md and the model READMEs list (the catalogue lists the overlays from their files)."""
+        return [r for r in self.recipes if r.kustomize_build is None]
 
 
 class SelectionError(ValueError):
@@ -93,13 +101,73 @@ def _subdirs(path: Path) -> list[Path]:
 
 
 def discover(root: Path, cache: FileCache | None = None, foreign: bool = False) -> list[Recipe]:
-    """The recipes of the tree: `<model>/<framework>/<mode>/` directories, and on a foreign tree
+    """The recipes of the tree: `<model>/<framework>/<mode>/` directories and the kustomization roots
+    beside them that render a DynamoGraphDeployment (`kustomize_recipes`: overlays), and on a foreign tree
     (`foreign`, see harness.recipe.convention) every recipe wherever it lives (`foreign_recipes`)."""
     root = root.absolute()
     cache = cache or FileCache(root)
+    templates.template_tree(root, cache)  # envsubst templates are read rendered, as the recipe applies them
     if foreign:
         return foreign_recipes(root, cache)
-    return [Recipe(p, root, cache) for p in recipe_dirs(root)]
+    plain = [Recipe(p, root, cache) for p in recipe_dirs(root)]
+    dirs = {r.path for r in plain}  # a recipe directory's own kustomization renders its plain files again
+    return plain + [r for r in kustomize_recipes(root, cache) if r.path not in dirs]
+
+
+@dataclass
+class KustomizeView:
+    """The kustomizations of a tree as a run sees them: which kustomize builds them, each root's build,
+    and which files are checked only through a build (patches and Component parts always; resources
+    when a root that reaches them built: without kustomize, or when every such build fails, a resource
+    is checked as a plain file, as before)."""
+
+    tree: kustomize.KustomizeTree
+    runner: kustomize.Kustomize | None
+    builds: dict[Path, kustomize.Build] = field(default_factory=dict)  # by root directory
+    reach: dict[Path, set[Path]] = field(default_factory=dict)  # the files each root's build reaches
+
+    def through_build(self, path: Path) -> bool:
+        """Whether a file is not checked as a whole object on its own."""
+        if path.name in kustomize.KUSTOMIZATION_FILES or path in self.tree.patches:
+            return True
+        if path not in self.tree.resources:
+            return False
+        return any(b.ok and path in self.reached(d) for d, b in self.builds.items())
+
+    def reached(self, directory: Path) -> set[Path]:
+        if directory not in self.reach:
+            self.reach[directory] = self.tree.reached(directory)
+        return self.reach[directory]
+
+
+_VIEWS: weakref.WeakKeyDictionary[FileCache, KustomizeView] = weakref.WeakKeyDictionary()
+RENDERED_NAME = "(kustomize build)"  # the rendered output's name: the FileCache holds it, no file has it
+
+
+def kustomize_view(root: Path, cache: FileCache) -> KustomizeView:
+    """Scan the tree's kustomizations and build each root once per FileCache (the run's cache)."""
+    view = _VIEWS.get(cache)
+    if view is None:
+        tree = kustomize.scan(root)
+        runner = kustomize.locate() if tree.roots else None
+        view = KustomizeView(tree, runner)
+        if runner is not None:
+            view.builds = kustomize.build_all(tree.roots, runner)
+        _VIEWS[cache] = view
+    return view
+
+
+def kustomize_recipes(root: Path, cache: FileCache) -> list[Recipe]:
+    """A recipe per kustomization root whose build renders a DynamoGraphDeployment, checked on the rendered
+    objects (its id is the root's directory). A build that fails or cannot run is no recipe: the tree
+    check `kustomize-build` reports it at the kustomization file."""
+    view = kustomize_view(root, cache)
+    out = []
+    for directory, built in view.builds.items():
+        if built.ok and any(d.kind == DGD_KIND for d in built.documents):
+            built.inputs = view.reached(directory)
+            out.append(Recipe(directory, root, cache, manifest=directory / RENDERED_NAME, kustomize_build=built))
+    return out
 
 
 def foreign_recipes(root: Path, cache: FileCache) -> list[Recipe]:
@@ -107,15 +175,20 @@ def foreign_recipes(root: Path, cache: FileCache) -> list[Recipe]:
     `disagg/wide_ep/gb200/deploy.yaml`, `cloud-providers/deploy-gke-roce.yaml`), so a recipe is:
     - a `<model>/<framework>/<mode>/` directory holding `deploy.yaml` (whatever it deploys: a bare Pod too);
     - every other `*.yaml` / `*.yml` below the tree that holds a DynamoGraphDeployment;
-    - a model-level benchmark `<model>/perf/perf.yaml` (a recipe with a perf Job and no deployment).
+    - a model-level benchmark `<model>/perf/perf.yaml` (a recipe with a perf Job and no deployment);
+    - every kustomization root that renders a DynamoGraphDeployment (`kustomize_recipes`). A kustomize
+      patch or a Component's file is never a recipe of its own, nor is a resource a root's build checks.
     """
+    view = kustomize_view(root, cache)
     found: dict[Path, Recipe] = {}
     for d in recipe_dirs(root):
-        if (d / DEPLOY_FILE).is_file():
+        if (d / DEPLOY_FILE).is_file() and not view.through_build(d / DEPLOY_FILE):
             found[d / DEPLOY_FILE] = Recipe(d, root, cache)
     for path in _yaml_files(root):
-        if path not in found and holds_dgd(path, cache):
+        if path not in found and not view.through_build(path) and holds_dgd(path, cache):
             found[path] = Recipe(path.parent, root, cache, manifest=path)
+    for recipe in kustomize_recipes(root, cache):
+        found[recipe.manifest] = recipe
     for model in _subdirs(root):
         perf = model / MODEL_PERF_DIR / PERF_FILE
         if perf.is_file() and perf.parent / DEPLOY_FILE not in found:

@@ -61,6 +61,12 @@ class ImageRef:
         return m.group(1) if m else ""
 
 
+def release_tuple(release: str) -> tuple[int, ...] | None:
+    """A release's (major, minor, patch): `0.8.1.post1` -> (0, 8, 1); None for "" or a text that is not one."""
+    m = re.match(r"v?(\d+)\.(\d+)\.(\d+)", release)
+    return tuple(int(g) for g in m.groups()) if m else None
+
+
 def parse_image(text: str) -> ImageRef:
     rest, _, digest = text.strip().partition("@")
     slash = rest.rfind("/")
@@ -108,10 +114,17 @@ def intended_release(recipe: Recipe) -> str:
 def image_release(recipe: Recipe) -> tuple[str, list[ImageUse]]:
     """The release of the recipe's Dynamo images and those images ("" when no Dynamo image carries a release
     tag): recipe.yaml's `versions.dynamo` when an image carries it (the author's stated intent, so the image
-    that differs from it is the one to fix), else the most common one, the workers' on a tie.
+    that differs from it is the one to fix), else the most common one, the workers' on a tie. A model download
+    Job's image is not one of them: it runs `hf download` and talks to no frontend or worker.
     `Recipe.release` reads it first."""
+    downloads = recipe.workloads.downloads  # `hf download` talks to no Dynamo component: its image is any tool image
     uses = [
-        u for u in image_uses(recipe) if u.ref.is_dynamo and u.ref.release and u.ref.basename not in TOOL_REPOSITORIES
+        u
+        for u in image_uses(recipe)
+        if u.ref.is_dynamo
+        and u.ref.release
+        and u.ref.basename not in TOOL_REPOSITORIES
+        and not any(u.pod is d for d in downloads)
     ]
     if not uses:
         return "", []

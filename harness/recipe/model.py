@@ -32,6 +32,7 @@ DGD_KIND = "DynamoGraphDeployment"
 DGD_GROUP = "nvidia.com"
 
 if TYPE_CHECKING:
+    from harness.recipe.kustomize import Build
     from harness.recipe.workloads import Workloads
 
 T = TypeVar("T")
@@ -50,10 +51,20 @@ class Recipe:
     the first directory below the tree.
     """
 
-    def __init__(self, path: Path, root: Path, loader: FileCache | None = None, manifest: Path | None = None):
+    def __init__(
+        self,
+        path: Path,
+        root: Path,
+        loader: FileCache | None = None,
+        manifest: Path | None = None,
+        kustomize_build: Build | None = None,
+    ):
         self.path = path
         self.root = root
         self.manifest = manifest or path / DEPLOY_FILE
+        # A kustomization built by kustomize (harness.recipe.kustomize): `manifest` is its rendered output
+        # (held by the FileCache, every node at its source line) and the id is the kustomization's directory.
+        self.kustomize_build = kustomize_build
         if manifest is None:
             self.mode = path.name
             self.framework = path.parent.name
@@ -63,13 +74,15 @@ class Recipe:
         else:
             parts = list(_parts_below(path, root))
             self._model_dir = root / parts[0] if parts else root
-            if manifest.name != DEPLOY_FILE:
+            if manifest.name != DEPLOY_FILE and kustomize_build is None:
                 parts.append(manifest.stem)
             self.model = parts[0] if parts else root.name
             self.framework = parts[1] if len(parts) > 1 else ""
             self.mode = "/".join(parts[2:])
             self.id = "/".join(parts) or root.name
         self._cache = loader or FileCache(root)
+        if kustomize_build is not None:
+            self._cache.put(self.manifest, LoadedFile(self.manifest, list(kustomize_build.documents)))
         self._derived: dict[Any, Any] = {}
 
     def __repr__(self) -> str:
@@ -110,6 +123,11 @@ class Recipe:
         from harness.recipe.workloads import build_workloads  # workloads is built on this model
 
         return build_workloads(self)
+
+    @property
+    def cache(self) -> FileCache:
+        """The run's file cache this recipe loads through (shared by the recipes of one discovery)."""
+        return self._cache
 
     @property
     def model_dir(self) -> Path:
@@ -167,13 +185,25 @@ class Recipe:
         """The README lines of the recipe's directory and of its model directory (the ones that exist)."""
         if "readmes" not in self._derived:
             out = []
-            for path in dict.fromkeys((self.path / "README.md", self.model_dir / "README.md")):
+            for path in dict.fromkeys((*self._readme_candidates(), self.model_dir / "README.md")):
                 try:
                     out.append((path, path.read_text(encoding="utf-8", errors="replace").splitlines()))
                 except OSError:
                     continue
             self._derived["readmes"] = out
         return self._derived["readmes"]
+
+    def _readme_candidates(self) -> list[Path]:
+        """The recipe's own README; for a kustomization (`kustomize/overlays/gke/`), the nearest README.md
+        walking up to the model directory too, where the recipe documents its overlays."""
+        if self.kustomize_build is None:
+            return [self.path / "README.md"]
+        out = []
+        for d in (self.path, *self.path.parents):
+            if d == self.model_dir or self.model_dir not in d.parents:
+                break
+            out.append(d / "README.md")
+        return [p for p in out if p.is_file()][:1] or [self.path / "README.md"]
 
     def files(self) -> list[LoadedFile]:
         """Every YAML file that belongs to the recipe (its own, its model cache, gaie)."""
@@ -220,6 +250,11 @@ class FileCache:
         self.max_bytes = max_bytes
         self._files: dict[Path, LoadedFile] = {}
         self._present: dict[Path, LoadedFile | None] = {}
+
+    def put(self, path: Path, loaded: LoadedFile) -> None:
+        """Hold a file that is not on disk (a kustomization's rendered output) under a path of its own."""
+        self._files[path.absolute()] = loaded
+        self._present[path] = loaded
 
     def load(self, path: Path) -> LoadedFile:
         key = path.absolute()

@@ -214,14 +214,21 @@ class Workloads:
     def aiperf_call(self) -> tuple[Container, Command, list[Token]] | None:
         """The benchmark's `aiperf profile` call, (container, command, the words after `profile`): the
         first one that is not a warmup run (a call whose words say warmup, e.g. `--artifact-dir
-        /perf/warmup`), else the first one. The one answer to "what does the perf Job benchmark" for
-        the checks, the sim's perf step and the gpu stage (harness/analysis/benchmark.py)."""
+        /perf/warmup`, or that the script announces as one: `echo "Running warmup..."` right before
+        it or `echo "Warmup complete"` right after), else the first one. The one answer to "what does
+        the perf Job benchmark" for the checks, the sim's perf step and the gpu stage
+        (harness/analysis/benchmark.py)."""
         if self.perf is None:
             return None
-        calls = [(c, cmd, words) for c in self.perf.containers for cmd, words in aiperf_calls(self.script(c))]
+        calls = [
+            (c, cmd, words, announced_warmup(self.script(c), cmd))
+            for c in self.perf.containers
+            for cmd, words in aiperf_calls(self.script(c))
+        ]
         if not calls:
             return None
-        return next((call for call in calls if not is_warmup(call[2])), calls[0])
+        c, cmd, words, _ = next((call for call in calls if not (call[3] or is_warmup(call[2]))), calls[0])
+        return c, cmd, words
 
     @property
     def perf_container(self) -> Container | None:
@@ -268,6 +275,25 @@ def is_warmup(words: list[Token]) -> bool:
     """An aiperf call that only warms the server up (its words say so); the benchmark's rules
     (seed, fixed lengths, artifacts) do not apply to it."""
     return any(_WARMUP.search(w.value) for w in words if not w.value.startswith("-"))  # not `--warmup-request-count`
+
+
+_QUIET = {"set", ":", "true"}  # commands a script puts between its message and the call (`set +e`)
+
+
+def announced_warmup(script: Script, cmd: Command) -> bool:
+    """The script's own messages call this aiperf run a warm-up: the nearest `echo`/`printf` before it
+    (past `set +e` and the like) or the one right after it says warm-up."""
+    cmds = script.commands
+    if cmd not in cmds:
+        return False
+    i = cmds.index(cmd)
+    before = next((c for c in reversed(cmds[:i]) if c.words and c.words[0].value not in _QUIET), None)
+    after = cmds[i + 1] if i + 1 < len(cmds) else None
+    for near in (before, after):
+        words = near.program_words() if near is not None else []
+        if words and words[0].value in ("echo", "printf") and any(_WARMUP.search(w.value) for w in words[1:]):
+            return True
+    return False
 
 
 def aiperf_calls(script: Script) -> Iterator[tuple[Command, list[Token]]]:

@@ -36,6 +36,8 @@ from pathlib import Path
 
 import yaml
 
+from harness.recipe import kustomize
+
 REPO = Path(__file__).resolve().parents[2]  # a checkout: the fixtures are not installed with the package
 CATALOGUE = REPO / "recipes"
 DEFECTS = REPO / "tests" / "fixtures" / "defects"
@@ -179,7 +181,9 @@ def fixtures_for(check_id: str) -> list[Defect]:
 
 
 def missing_programs(defect: Defect) -> list[str]:
-    return [p for p in defect.requires if shutil.which(p) is None]
+    """The programs a fixture needs that cannot be found (kustomize: any the harness would run, see
+    harness.recipe.kustomize.locate)."""
+    return [p for p in defect.requires if (kustomize.locate() is None if p == "kustomize" else shutil.which(p) is None)]
 
 
 def describe_edit(edit: dict) -> str:

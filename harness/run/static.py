@@ -10,14 +10,17 @@ states both, for the CLI and the pytest header alike.
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness.checks import TREE_ID, Check, CheckContext, all_checks, run_check
+from harness.checks import RENDERED_NOTE, TREE_ID, Check, CheckContext, all_checks, run_check
 from harness.checks.images import RegistryOptions
+from harness.checks.kustomize import KustomizeOptions
 from harness.checks.schema import SchemaOptions
 from harness.checks.storage import StorageOptions
 from harness.recipe.changes import select_changed
@@ -27,6 +30,7 @@ from harness.recipe.findings import Finding, Report, Severity
 from harness.recipe.model import FileCache, Recipe
 from harness.recipe.versions import VERSIONS_FILE
 from harness.run.ignores import SEVERITY_FLOORS, Ignores, RunConfig, load_config
+from harness.run.strict import StrictValueError, strict_from_env
 
 DEFAULT_CONVENTION = Convention(CATALOGUE, "the default")  # frozen: one shared default is safe
 _DEFAULT_HINT = " (the default: ./recipes of the repository; name a tree with --recipes-dir)"
@@ -152,7 +156,17 @@ def check_options(
         SchemaOptions(tuple(Path(p) for p in crd)),
         RegistryOptions(tuple(r.strip() for arg in registries for r in str(arg).split(",") if r.strip())),
         StorageOptions(storage_margin),
+        KustomizeOptions(required=bool(strict_from_env_or_none())),
     )
+
+
+def strict_from_env_or_none() -> frozenset[str]:
+    """The strict tiers of RECIPE_HARNESS_STRICT (harness.run.strict); a malformed value is reported by the
+    plugin and the commands that read it first, so here it counts as not strict."""
+    try:
+        return strict_from_env()
+    except StrictValueError:
+        return frozenset()
 
 
 def context_for(selection: Selection, options: Sequence[Any] = ()) -> CheckContext:
@@ -229,7 +243,10 @@ def applicable_checks(
         tree = selection.tree
         out += [(chk, tree) for chk in checks if chk.scope == "tree"]
     for recipe in selection.chosen:
-        out += [(chk, recipe) for chk in checks if chk.scope == "recipe"]
+        # a kustomization's rendered objects are judged as objects: the catalogue's layout and metadata
+        # conventions are about its recipe directories, not about the overlays beside them
+        rendered = recipe.kustomize_build is not None
+        out += [(chk, recipe) for chk in checks if chk.scope == "recipe" and not (rendered and chk.convention)]
     return out
 
 
@@ -247,15 +264,27 @@ def run_static(
     return report
 
 
+_RENDERED = re.compile(re.escape(RENDERED_NOTE).replace(r"\{\}", "(?P<dirs>[^`]*)") + "$")
+
+
 def dedupe(findings: Iterable[Finding]) -> list[Finding]:
-    """Model-cache files are shared by a model's recipes: report each place once per check."""
-    seen: set[tuple] = set()
-    out = []
+    """Model-cache files are shared by a model's recipes, a kustomize base by its overlays: report each
+    place once per check (a base's finding names every overlay that rendered it)."""
+    seen: dict[tuple, int] = {}
+    out: list[Finding] = []
     for f in findings:
-        key = (f.check_id, f.file, f.line, f.column, f.message)
+        m = _RENDERED.search(f.message)
+        message = f.message[: m.start()] if m else f.message
+        key = (f.check_id, f.file, f.line, f.column, message)
         if key not in seen:
-            seen.add(key)
+            seen[key] = len(out)
             out.append(f)
+        elif m:
+            kept = out[seen[key]]
+            before = _RENDERED.search(kept.message)
+            dirs = [*(before.group("dirs").split(", ") if before else []), m.group("dirs")]
+            joined = RENDERED_NOTE.format(", ".join(dict.fromkeys(dirs)))
+            out[seen[key]] = dataclasses.replace(kept, message=message + joined)
     return out
 
 
