@@ -16,6 +16,7 @@ from harness.run.estimate.predict import (
     _kwargs,
     estimate,
     estimate_many,
+    planned_request,
     recipe_request,
     write_targets,
 )
@@ -119,3 +120,21 @@ def test_shipped_recipe_estimates_and_the_uncovered_one(tmp_path):
     cache = FileCache(root)
     row = f"| {covered.id} | 4096 | 1024 | 128 | 1280 | {est.targets()['outputTokenThroughputPerGpu']} | ~"
     assert row in catalogue_md(RecipeTree(root, discover(root, cache), cache))
+
+
+@needs_env
+@needs_catalogue
+def test_derive_plans_carry_the_variants_estimate():
+    """`recipe-harness derive` fills a variant's targets through this hook: the variant's GPU, TP and replicas,
+    not the source recipe's."""
+    from harness.analysis.variant import plan_variant
+    from harness.run.estimate.predict import estimate_for_plan
+
+    recipes = {r.id: r for r in discover(CATALOGUE)}
+    source = recipes["qwen3-32b/vllm/agg-round-robin"]
+    plan = plan_variant(source, {"tp": 4, "replicas": 4, "gpu": "B200"}, "agg-round-robin-variant", {})
+    req = planned_request(plan, source, recipe_request(source))
+    assert (req.gpu, req.worker.tp, req.worker.workers, req.concurrency) == ("B200", 4, 4, 128)
+    targets = estimate_for_plan(plan, source)
+    assert targets["kind"] == "estimate" and targets["estimator"]["system"] == "b200_sxm"
+    assert "agg TP4 x 4" in targets["source"]

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from harness.analysis.topology import Topology, workers
+from harness.analysis.topology import FLAGS, Topology, workers
 from harness.recipe.catalogue import gpus
 from harness.recipe.model import Recipe
 from harness.recipe.model_configs import model_config
@@ -431,3 +431,59 @@ def write_targets(path: Path, targets: dict[str, Any]) -> bool:
     y.dump(data, buf)
     path.write_text(buf.getvalue())
     return True
+
+
+# --- derive's hook ------------------------------------------------------------------------------
+
+
+def estimate_for_plan(plan: Any, recipe: Recipe) -> dict[str, Any]:
+    """`recipe-harness derive`'s estimator (harness.analysis.variant.Estimator): the variant's targets from
+    AIConfigurator, from the source recipe's request with what the plan changes (model, GPU, load, each
+    worker's TP/DP flags and replicas). Where AIConfigurator does not cover the variant, a `kind: target`
+    entry whose source says why, so the variant's recipe.yaml states it."""
+    base = recipe_request(recipe)
+    result = base if isinstance(base, NoCoverage) else estimate_many([planned_request(plan, recipe, base)])[0]
+    if isinstance(result, Estimate):
+        return result.targets()
+    return {
+        "kind": "target",
+        "source": f"none yet for this variant: no AIConfigurator estimate ({result.reason}); record the first baseline",
+    }
+
+
+def planned_request(plan: Any, recipe: Recipe, base: Request) -> Request:
+    meta = plan.spec.metadata
+
+    def planned(key: tuple[str, ...], current: Any) -> Any:
+        entry = meta.get(key)
+        return entry[0] if entry else current
+
+    def shape(p: Parallel | None, role: str) -> Parallel | None:
+        if p is None:
+            return None
+        for svc, topo in workers(recipe):
+            ws = plan.spec.workers.get(svc.name)
+            if ws is None or (svc.role if svc.role in ("prefill", "decode") else "worker") != role:
+                continue
+            tp, dp = p.tp, p.dp
+            for name in ("tp", "dp"):
+                written = topo.get(name)
+                spellings = {written.source} if written is not None else set(FLAGS[recipe.framework].get(name, ()))
+                value = next((ws.flags[f][0] for f in spellings if f in ws.flags), None)
+                if value is not None:
+                    tp, dp = (int(value), dp) if name == "tp" else (tp, int(value))
+            return replace(p, tp=tp, dp=dp, workers=ws.replicas)
+        return p
+
+    return replace(
+        base,
+        model=planned(("model", "id"), base.model),
+        gpu=planned(("hardware", "gpu"), base.gpu),
+        isl=planned(("benchmark", "isl"), base.isl),
+        osl=planned(("benchmark", "osl"), base.osl),
+        concurrency=planned(("benchmark", "concurrency"), base.concurrency),
+        precision=planned(("model", "precision"), base.precision),
+        worker=shape(base.worker, "worker"),
+        prefill=shape(base.prefill, "prefill"),
+        decode=shape(base.decode, "decode"),
+    )
