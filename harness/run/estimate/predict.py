@@ -183,6 +183,8 @@ def _parallel(topo: Topology, workers_: int) -> Parallel:
 
 def recipe_request(recipe: Recipe) -> Request | NoCoverage:
     """The request for a recipe as written: its model, GPU, backend, workers' parallelism and benchmark."""
+    if recipe.kustomize_build is not None:
+        return NoCoverage(None, "a kustomize overlay has no recipe.yaml of its own: estimate the recipe it builds on")
     meta = recipe.metadata
     model, gpu = dig(meta, "model", "id"), dig(meta, "hardware", "gpu")
     bench = dig(meta, "benchmark") or {}
