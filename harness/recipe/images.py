@@ -105,8 +105,17 @@ def image_uses(recipe: Recipe) -> list[ImageUse]:
 
 
 def intended_release(recipe: Recipe) -> str:
-    """recipe.yaml's `versions.dynamo` (catalogue convention; empty on a foreign tree or when unset)."""
-    versions = recipe.metadata.get("versions")
+    """recipe.yaml's `versions.dynamo` (catalogue convention; empty on a foreign tree or when unset). A
+    kustomize overlay has no recipe.yaml of its own: the release is that of the recipe whose deploy.yaml
+    its build renders (its base states the images it meant)."""
+    meta = recipe.metadata
+    if not meta and recipe.kustomize_build is not None:
+        for src in sorted(recipe.kustomize_build.sources):
+            loaded = recipe.load(src.parent / "recipe.yaml") if src.name == "deploy.yaml" else None
+            if loaded is not None and loaded.documents and isinstance(loaded.documents[0].data, dict):
+                meta = loaded.documents[0].data
+                break
+    versions = meta.get("versions")
     value = versions.get("dynamo") if isinstance(versions, dict) else None
     return str(value) if isinstance(value, (str, int, float)) and not isinstance(value, bool) and str(value) else ""
 
