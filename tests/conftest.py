@@ -23,6 +23,7 @@ __all__ = [
     "CATALOGUE",
     "META_161",
     "check_on_copy",
+    "copy_model",
     "hostile_tree",
     "needs_catalogue",
     "perf",
@@ -37,13 +38,20 @@ needs_catalogue = pytest.mark.skipif(not CATALOGUE.is_dir(), reason="no shipped 
 RECIPE = "llama-3-70b/vllm/agg"
 
 
+def copy_model(model: str, root: Path) -> Path:
+    """One shipped model under a new tree `root`: its directory, versions.yaml, and the kustomize Components
+    its overlays use (recipes/kustomize/), so the copy builds as the catalogue does."""
+    shutil.copytree(CATALOGUE / model, root / model)
+    shutil.copy(CATALOGUE / "versions.yaml", root / "versions.yaml")
+    if (CATALOGUE / "kustomize").is_dir():
+        shutil.copytree(CATALOGUE / "kustomize", root / "kustomize")
+    return root
+
+
 def check_on_copy(tmp_path, check_id, edits=(), recipe=RECIPE, options=()):
     """Findings of one check on a catalogue copy with (file, old, new) edits applied, as a defect
     fixture's `replace` edits are."""
-    root = tmp_path / "recipes"
-    model = recipe.split("/")[0]
-    shutil.copytree(CATALOGUE / model, root / model)
-    shutil.copy(CATALOGUE / "versions.yaml", root / "versions.yaml")
+    root = copy_model(recipe.split("/")[0], tmp_path / "recipes")
     for rel, old, new in edits:  # the defect fixtures' edit (harness/run/defects.py): one way to edit a copy
         apply_edit({"file": rel, "replace": old, "with": new}, root / rel)
     all_checks()

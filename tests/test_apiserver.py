@@ -9,7 +9,6 @@ pkg/apis/batch/validation), written out by hand.
 from __future__ import annotations
 
 import re
-import shutil
 from pathlib import Path
 
 import pytest
@@ -17,6 +16,7 @@ import pytest
 from harness.run.apiserver.dryrun import RecipeDryRun, field_path, namespace_for
 from harness.run.apiserver.session import ApiServerSession, Unavailable
 from harness.run.static import make_selection
+from tests.conftest import copy_model
 
 pytest_plugins = ["pytester"]
 
@@ -42,10 +42,7 @@ def api(api_session):
 
 
 def _tree(tmp_path: Path, model: str) -> Path:
-    root = tmp_path / "recipes"
-    shutil.copytree(CATALOGUE / model, root / model)
-    shutil.copy(CATALOGUE / "versions.yaml", root / "versions.yaml")
-    return root
+    return copy_model(model, tmp_path / "recipes")
 
 
 def _recipe(root: Path, recipe_id: str):

@@ -11,6 +11,9 @@ from pathlib import Path
 import pytest
 
 from harness.cli import main
+from harness.recipe import kustomize
+from harness.recipe.discovery import is_overlay_dir
+from tests.conftest import copy_model
 
 pytest_plugins = ["pytester"]
 
@@ -26,8 +29,7 @@ def small_catalogue(dest: Path, model: str = "qwen3-32b") -> Path:
     from harness.analysis.docs import write
     from harness.run.static import make_selection
 
-    shutil.copytree(CATALOGUE / model, dest / model)
-    shutil.copy(CATALOGUE / "versions.yaml", dest / "versions.yaml")
+    copy_model(model, dest)
     write(make_selection(dest).tree)
     return dest
 
@@ -245,10 +247,14 @@ def test_check_takes_paths(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert main(["list", f"recipes/{RECIPE}/deploy.yaml"]) == 0
     assert capsys.readouterr().out.split()[0] == RECIPE
+    # the model's recipe directories, and the kustomize overlays beside them when a kustomize builds them
+    recipes = [d for d in (tree / "qwen3-32b").glob("*/*") if d.is_dir() and d.parent.name != "model-cache"]
+    if kustomize.locate() is None:
+        recipes = [d for d in recipes if not is_overlay_dir(d)]
     main(["list", "recipes/qwen3-32b"])
-    assert len(capsys.readouterr().out.splitlines()) == 2
+    assert len(capsys.readouterr().out.splitlines()) == len(recipes) >= 2
     main(["list", "recipes/qwen3-32b/model-cache/model-cache.yaml"])  # a model's shared file: its recipes
-    assert len(capsys.readouterr().out.splitlines()) == 2
+    assert len(capsys.readouterr().out.splitlines()) == len(recipes)
     main(["check", f"recipes/{RECIPE}", "--format", "json"])
     assert json.loads(capsys.readouterr().out)["recipes"] == [RECIPE]
     assert main(["check", "recipes/no-such-model"]) == 2

@@ -4,7 +4,6 @@ int-or-string and preserve-unknown-fields honoured, unknown kinds judged by thei
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
@@ -22,7 +21,7 @@ from harness.recipe.schemas import (
 )
 from harness.run.static import context_for, make_selection
 
-from .conftest import CATALOGUE
+from .conftest import CATALOGUE, copy_model
 
 RECIPE = "llama-3-70b/vllm/agg"
 DEPLOY = "llama-3-70b/vllm/agg/deploy.yaml"
@@ -92,8 +91,7 @@ pytestmark = [
 def schema_findings(tmp_path: Path, files: dict[str, str]):
     """schema-valid on a catalogue copy of RECIPE with whole files replaced."""
     root = tmp_path / f"recipes{len(list(tmp_path.iterdir()))}"
-    shutil.copytree(CATALOGUE / "llama-3-70b", root / "llama-3-70b")
-    shutil.copy(CATALOGUE / "versions.yaml", root / "versions.yaml")
+    copy_model("llama-3-70b", root)
     for rel, text in files.items():
         (root / rel).write_text(text)
     all_checks()

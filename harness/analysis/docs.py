@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from harness.analysis.sizing import DEFAULT_FRACTION, FRACTION_NAME, worker_sizings
 from harness.analysis.storage import (
     compilation_cache_claims,
@@ -20,8 +22,8 @@ from harness.analysis.storage import (
 )
 from harness.analysis.topology import workers
 from harness.recipe import catalogue
-from harness.recipe.discovery import RecipeTree
-from harness.recipe.model import Recipe
+from harness.recipe.discovery import RecipeTree, overlay_dirs
+from harness.recipe.model import KUSTOMIZATION_FILE, Recipe
 from harness.recipe.yamlsrc import dig
 
 HEADER = (
@@ -57,11 +59,11 @@ def _hardware(recipe: Recipe) -> str:
 
 
 def _sorted(tree: RecipeTree) -> list[Recipe]:
-    return sorted(tree.recipes, key=lambda r: r.id)
+    return sorted(tree.catalogued, key=lambda r: r.id)
 
 
 def _models(tree: RecipeTree) -> list[str]:
-    return sorted({r.model for r in tree.recipes})
+    return sorted({r.model for r in tree.catalogued})
 
 
 def _cuda(value: Any) -> Any:
@@ -170,13 +172,27 @@ def catalogue_md(tree: RecipeTree) -> str:
                 _meta(r, "benchmark", "concurrency"),
                 _meta(r, "benchmark", "requestCount"),
                 _meta(r, "targets", "outputTokenThroughputPerGpu"),
-                _meta(r, "targets", "ttftP99Ms"),
-                _meta(r, "targets", "itlP99Ms"),
+                _latency(r, "ttftP99Ms", "ttftMs"),
+                _latency(r, "itlP99Ms", "tpotMs"),
             ]
         )
     lines += _table(
         ["recipe", "ISL", "OSL", "concurrency", "requests", "target tok/s/GPU", "TTFT p99 ms", "ITL p99 ms"], rows
     )
+
+    overlays = overlay_dirs(tree.root)
+    if overlays:
+        lines += [
+            "",
+            "## Kustomize variants",
+            "",
+            "Overlays beside the recipes, checked by the same tiers on what `kustomize build` renders (apply "
+            "with `kubectl apply -k`; [kustomize/README.md](kustomize/README.md) says what each component does).",
+            "",
+        ]
+        top = tree.root.resolve()
+        rows = [[f"`{d.resolve().relative_to(top)}`", *_kustomization_parts(d, top)] for d in overlays]
+        lines += _table(["variant", "bases", "components"], rows)
 
     lines += ["", "## Models", ""]
     for model in _models(tree):
@@ -187,6 +203,33 @@ def catalogue_md(tree: RecipeTree) -> str:
             f"{len(mine)} recipe{'s' if len(mine) != 1 else ''}"
         )
     return "\n".join(lines) + "\n"
+
+
+def _latency(recipe: Recipe, target: str, estimate: str) -> Any:
+    """A target's P99, or an estimate's modeled mean marked as such (`kind: estimate`, `recipe-harness estimate`)."""
+    if _meta(recipe, "targets", "kind") == "estimate":
+        value = _meta(recipe, "targets", estimate)
+        return f"~{value} (estimated mean)" if value is not None else None
+    return _meta(recipe, "targets", target)
+
+
+def _kustomization_parts(directory: Path, top: Path) -> list[str]:
+    """An overlay's resources and components as its kustomization names them, relative to the tree."""
+    try:
+        data = yaml.safe_load((directory / KUSTOMIZATION_FILE).read_text()) or {}
+    except (OSError, yaml.YAMLError):
+        return ["-", "-"]
+    if not isinstance(data, dict):
+        return ["-", "-"]
+
+    def names(key: str) -> str:
+        out = []
+        for item in data.get(key) or []:
+            target = (directory / str(item)).resolve()
+            out.append(f"`{target.relative_to(top)}`" if target.is_relative_to(top) else str(item))
+        return ", ".join(out) or "-"
+
+    return [names("resources"), names("components")]
 
 
 def _revision(recipe: Recipe) -> str:
@@ -361,7 +404,7 @@ def _parallelism(topo) -> str:
 
 def _compilation_cache(tree: RecipeTree, model: str, rules) -> str:
     used = []
-    for r in tree.recipes:
+    for r in tree.catalogued:
         if r.model != model:
             continue
         pvcs = recipe_pvcs(r)

@@ -377,6 +377,7 @@ def plan_variant(
             f"model cache: {model_dir}/model-cache (its PVC is sized for {model_id}, ~{model.checkpoint_gb:g} GB; "
             f"its download Job pins {revision[:12] or 'no revision'})"
         )
+    spec.metadata = m  # the estimator reads the planned model, GPU and load from it
     targets = estimate(plan, recipe) if estimate is not None else None
     m[("targets",)] = (
         targets

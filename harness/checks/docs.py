@@ -137,7 +137,7 @@ def model_readme_format(tree: RecipeTree, ctx: CheckContext) -> Iterator[Problem
     `gpus`, `nodes`, `hardware.gpu` and `benchmark.*`.
     """
     models: dict[Path, list[Recipe]] = {}
-    for r in tree.recipes:
+    for r in tree.catalogued:  # the kustomize overlays are listed in recipes/README.md and recipes/kustomize/
         models.setdefault(r.model_dir, []).append(r)
     for model_dir in sorted(models):
         path = model_dir / README

@@ -242,7 +242,7 @@ def image_repository_matches_backend(recipe: Recipe, ctx: CheckContext) -> Itera
     for use in image_uses(recipe):
         if not use.ref.is_dynamo or use.ref.basename in TOOL_REPOSITORIES:
             continue
-        repo = use.ref.name[len(DYNAMO_PREFIX) :]
+        repo = use.ref.dynamo_repository
         fix = (
             f"use {DYNAMO_PREFIX}{expected}:<release>" if expected else "use the runtime image of the recipe's backend"
         )

@@ -13,6 +13,8 @@ from harness.recipe.model import (
     DEPLOY_FILE,
     FRAMEWORKS,
     GAIE_DIR,
+    KUSTOMIZATION_FILE,
+    KUSTOMIZE_DIR,
     METADATA_FILE,
     MODEL_CACHE_DIR,
     MODEL_CACHE_FILE,
@@ -23,7 +25,7 @@ from harness.recipe.model import (
 from harness.recipe.yamlsrc import check_path
 
 KEBAB = re.compile(r"^[a-z0-9]+(?:[.-][a-z0-9]+)*$")
-RECIPE_FILES = {METADATA_FILE, DEPLOY_FILE, PERF_FILE, "README.md"}
+RECIPE_FILES = {METADATA_FILE, DEPLOY_FILE, PERF_FILE, "README.md", KUSTOMIZATION_FILE}
 MODEL_DIR_FILES = {"README.md"}
 TREE_FILES = {"README.md", "SIZING.md", "versions.yaml"}
 
@@ -144,8 +146,8 @@ def layout_stray_files(recipe: Recipe, ctx: CheckContext) -> Iterator[Problem]:
     Fails: `deploy.yaml.bak` or `notes.txt` next to `deploy.yaml`.
 
     Source: This catalogue's convention (not a Dynamo rule); convention check: off on foreign trees. The
-    known files are RECIPE_FILES and gaie/ in harness/checks/layout.py; anything else is simply not read
-    by the harness.
+    known files are RECIPE_FILES and gaie/ in harness/checks/layout.py (a `kustomization.yaml` makes the
+    recipe a kustomize base for the overlays beside it); anything else is simply not read by the harness.
     """
     for path in _listing(recipe.path):
         if path.is_dir():
@@ -170,7 +172,8 @@ def layout_stray_files(recipe: Recipe, ctx: CheckContext) -> Iterator[Problem]:
 @check("layout-tree", scope="tree", convention=True)
 def layout_tree(tree: RecipeTree, ctx: CheckContext) -> Iterator[Problem]:
     """The recipes tree has the shape `<model>/<framework>/<mode>/` plus `<model>/model-cache/`
-    and `<model>/README.md`; files or directories elsewhere are never checked.
+    and `<model>/README.md`; files or directories elsewhere are never checked. `kustomize/` at the
+    top holds the shared kustomize Components the overlays (`<mode>-<variant>/`) use: no model.
 
     Fails: `recipes/llama-3-70b/deploy.yaml` (a manifest at the model level).
 
@@ -183,6 +186,8 @@ def layout_tree(tree: RecipeTree, ctx: CheckContext) -> Iterator[Problem]:
         yield problem(Loc(root), "recipes directory not found", "pass --recipes-dir PATH")
         return
     for model in _listing(root):
+        if model.name == KUSTOMIZE_DIR and model.is_dir():
+            continue  # kustomize Components, built through the overlays that use them
         if model.is_file():
             if model.name not in TREE_FILES:
                 yield problem(
@@ -204,7 +209,7 @@ def layout_tree(tree: RecipeTree, ctx: CheckContext) -> Iterator[Problem]:
                     )
             elif child.name == MODEL_CACHE_DIR:
                 for f in _listing(child):
-                    if f.name not in (MODEL_CACHE_FILE, MODEL_DOWNLOAD_FILE, "README.md"):
+                    if f.name not in (MODEL_CACHE_FILE, MODEL_DOWNLOAD_FILE, "README.md", KUSTOMIZATION_FILE):
                         yield problem(
                             Loc(f),
                             f"unknown file {f.name} in {model.name}/{MODEL_CACHE_DIR}/",

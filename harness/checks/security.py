@@ -358,6 +358,10 @@ def no_hard_coded_namespace(recipe: Recipe, ctx: CheckContext) -> Iterator[Probl
 
     Fails: `metadata: {name: model-cache, namespace: dynamo-system}`.
 
+    A kustomize overlay whose build puts every object in one namespace (the `namespace:` field of a
+    kustomization or Component) is applied with `kubectl apply -k`, which sends each object to its own
+    namespace: nothing is split, so its rendered objects are not reported (a base's own files still are).
+
     Source: kubectl: applying an object whose `metadata.namespace` differs from `-n` fails ('the
     namespace from the provided object ... does not match the namespace sent on the request'); without
     it the object goes where the user applies it
@@ -368,9 +372,10 @@ def no_hard_coded_namespace(recipe: Recipe, ctx: CheckContext) -> Iterator[Probl
     `appliesToUser`).
     """
     hint = "delete the namespace field; pass the namespace with kubectl -n"
+    rendered = {id(d) for d in recipe.kustomize_build.documents} if _one_kustomize_namespace(recipe) else set()
     for doc in recipe.documents():
         meta = mapping(doc.data.get("metadata"))
-        if meta is not None and "namespace" in meta:
+        if meta is not None and "namespace" in meta and id(doc) not in rendered:
             yield problem(
                 meta.loc_of("namespace"), f"{doc.kind} {doc.name} hard-codes namespace {meta['namespace']!r}", hint
             )
@@ -385,6 +390,32 @@ def no_hard_coded_namespace(recipe: Recipe, ctx: CheckContext) -> Iterator[Probl
                     f"{doc.kind} {doc.name} subject {s.get('name')!r} hard-codes namespace {s['namespace']!r}",
                     hint,
                 )
+
+
+# Kinds kustomize's namespace transformer leaves alone: they live outside namespaces (Kubernetes API
+# reference, `namespaced: false` in `kubectl api-resources`).
+CLUSTER_SCOPED = {
+    "Namespace",
+    "ClusterRole",
+    "ClusterRoleBinding",
+    "CustomResourceDefinition",
+    "StorageClass",
+    "PersistentVolume",
+    "PriorityClass",
+    "DeviceClass",
+    "IngressClass",
+    "GatewayClass",
+}
+
+
+def _one_kustomize_namespace(recipe: Recipe) -> bool:
+    """A kustomization's build that puts every object it renders in one namespace (kustomize's `namespace:`
+    transformer): `kubectl apply -k` applies them there together, so nothing is split or lands elsewhere."""
+    if recipe.kustomize_build is None:
+        return False
+    docs = recipe.kustomize_build.documents
+    spaces = {str(dig(d.data, "metadata", "namespace") or "") for d in docs if d.kind not in CLUSTER_SCOPED}
+    return len(spaces) == 1 and "" not in spaces
 
 
 @check("rbac-not-default-sa")

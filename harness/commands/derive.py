@@ -103,10 +103,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def estimator():
-    """The performance model that fills a variant's `targets` (`kind: estimate` with its source), or None: then
-    the variant has no targets until measured. The hook for issue #27 part 3 (AIConfigurator): a callable
-    (plan, source recipe) -> targets mapping, or None where its database does not cover the variant."""
-    return None
+    """The performance model that fills a variant's `targets` (`kind: estimate` with its source): AIConfigurator
+    (harness/run/estimate) when its env is set up (`recipe-harness estimate --setup`), else None: then the
+    variant has no targets until measured. Where its databases do not cover the variant, the targets' source
+    says why."""
+    from harness.run.estimate.env import find_env
+    from harness.run.estimate.predict import estimate_for_plan
+
+    return estimate_for_plan if find_env() is not None else None
 
 
 def _usage(message: str) -> int:

@@ -10,7 +10,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness.recipe import kustomize, templates
-from harness.recipe.model import DEPLOY_FILE, DGD_KIND, GAIE_DIR, MODEL_CACHE_DIR, PERF_FILE, FileCache, Recipe
+from harness.recipe.model import (
+    DEPLOY_FILE,
+    DGD_KIND,
+    GAIE_DIR,
+    KUSTOMIZATION_FILE,
+    METADATA_FILE,
+    MODEL_CACHE_DIR,
+    PERF_FILE,
+    FileCache,
+    Recipe,
+)
 
 SKIP_DIRS = {".git", "__pycache__", ".pytest_cache", "node_modules"}
 MODEL_PERF_DIR = "perf"  # upstream's model-level benchmark: <model>/perf/perf.yaml
@@ -23,6 +33,12 @@ class RecipeTree:
     root: Path
     recipes: list[Recipe]
     cache: FileCache
+
+    @property
+    def catalogued(self) -> list[Recipe]:
+        """The recipe directories themselves, without the kustomize overlays rendered beside them: what the
+        catalogue, SIZING.md and the model READMEs list (the catalogue lists the overlays from their files)."""
+        return [r for r in self.recipes if r.kustomize_build is None]
 
 
 class SelectionError(ValueError):
@@ -39,7 +55,9 @@ def default_recipes_dir(start: Path | None = None) -> Path:
 
 
 def recipe_dirs(root: Path) -> list[Path]:
-    """Every `<model>/<framework>/<mode>/` directory (three levels down, model-cache excluded).
+    """Every `<model>/<framework>/<mode>/` directory (three levels down, model-cache excluded), except a
+    kustomize overlay: a directory holding a kustomization and none of a recipe's own files, which is a
+    recipe only as kustomize renders it. The shared Components under `kustomize/` are no model.
 
     Anything else at those depths is a layout finding, reported by the layout checks."""
     found: list[Path] = []
@@ -50,9 +68,27 @@ def recipe_dirs(root: Path) -> list[Path]:
             if framework.name == MODEL_CACHE_DIR:
                 continue
             for mode in _subdirs(framework):
-                if mode.name != GAIE_DIR:
+                if mode.name != GAIE_DIR and not is_overlay_dir(mode):
                     found.append(mode)
     return found
+
+
+def overlay_dirs(root: Path) -> list[Path]:
+    """The kustomize overlays of a catalogue tree, `<model>/<framework>/<mode>-<variant>/`, from the files
+    alone (whether or not a kustomize is at hand to build them)."""
+    out = []
+    for model in _subdirs(root):
+        for framework in _subdirs(model):
+            if framework.name != MODEL_CACHE_DIR:
+                out += [mode for mode in _subdirs(framework) if is_overlay_dir(mode)]
+    return out
+
+
+def is_overlay_dir(path: Path) -> bool:
+    """A kustomize overlay directory of a catalogue tree: a kustomization and none of a recipe's own files
+    (a recipe directory that lost its deploy.yaml stays a recipe, and layout-required-files says so)."""
+    own = (DEPLOY_FILE, METADATA_FILE, PERF_FILE)
+    return (path / KUSTOMIZATION_FILE).is_file() and not any((path / name).exists() for name in own)
 
 
 def _subdirs(path: Path) -> list[Path]:

@@ -16,6 +16,7 @@ if TYPE_CHECKING:  # the model reads the release from here (Recipe.release); rec
     from harness.recipe.workloads import Pod
 
 DYNAMO_PREFIX = "nvcr.io/nvidia/ai-dynamo/"
+DYNAMO_PATH = "nvidia/ai-dynamo/"  # NGC's path, which registry mirrors keep (kustomize/components/registry-mirror)
 # Tools NVIDIA publishes under nvcr.io/nvidia/ai-dynamo/ with their own version line, not a Dynamo release:
 # AIPerf's image (`aiperf:0.11.0` in upstream's recipes/glm-5.2/perf/perf.yaml, whose README says the Job
 # runs it directly; other trees use 0.7.0 and 0.12.0).
@@ -42,8 +43,17 @@ class ImageRef:
         return self.repository.rsplit("/", 1)[-1]
 
     @property
+    def dynamo_repository(self) -> str:
+        """The repository below `nvidia/ai-dynamo/` ("" for another image): on nvcr.io, or on a registry
+        mirror that keeps NGC's path (a pull-through cache may put a project in front of it, e.g.
+        `harbor.example.com/nvcr/nvidia/ai-dynamo/vllm-runtime`): the same image, the same release."""
+        path = "/" + self.repository
+        at = path.find("/" + DYNAMO_PATH)
+        return path[at + 1 + len(DYNAMO_PATH) :] if at >= 0 and (self.registry or at > 0) else ""
+
+    @property
     def is_dynamo(self) -> bool:
-        return self.name.startswith(DYNAMO_PREFIX)
+        return bool(self.dynamo_repository)
 
     @property
     def release(self) -> str:
@@ -95,8 +105,17 @@ def image_uses(recipe: Recipe) -> list[ImageUse]:
 
 
 def intended_release(recipe: Recipe) -> str:
-    """recipe.yaml's `versions.dynamo` (catalogue convention; empty on a foreign tree or when unset)."""
-    versions = recipe.metadata.get("versions")
+    """recipe.yaml's `versions.dynamo` (catalogue convention; empty on a foreign tree or when unset). A
+    kustomize overlay has no recipe.yaml of its own: the release is that of the recipe whose deploy.yaml
+    its build renders (its base states the images it meant)."""
+    meta = recipe.metadata
+    if not meta and recipe.kustomize_build is not None:
+        for src in sorted(recipe.kustomize_build.sources):
+            loaded = recipe.load(src.parent / "recipe.yaml") if src.name == "deploy.yaml" else None
+            if loaded is not None and loaded.documents and isinstance(loaded.documents[0].data, dict):
+                meta = loaded.documents[0].data
+                break
+    versions = meta.get("versions")
     value = versions.get("dynamo") if isinstance(versions, dict) else None
     return str(value) if isinstance(value, (str, int, float)) and not isinstance(value, bool) and str(value) else ""
 

@@ -23,6 +23,11 @@ MODEL_CACHE_DIR = "model-cache"
 MODEL_CACHE_FILE = "model-cache.yaml"
 MODEL_DOWNLOAD_FILE = "model-download.yaml"
 GAIE_DIR = "gaie"
+# Kustomize in a catalogue tree: a recipe directory or a model cache may hold the `kustomization.yaml` that
+# makes it a base; an overlay is a `<model>/<framework>/<mode>-<variant>/` directory holding only a
+# kustomization (kustomize forbids an overlay below its base); shared Components live in `kustomize/`.
+KUSTOMIZATION_FILE = "kustomization.yaml"
+KUSTOMIZE_DIR = "kustomize"
 DGD_KIND = "DynamoGraphDeployment"
 DGD_GROUP = "nvidia.com"
 
