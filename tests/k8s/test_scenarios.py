@@ -318,6 +318,9 @@ def test_strict_validation_rejects_typo_before_anything_is_created(k8s, recipes,
     made = [r for r in k8s.requests(ns) if r.resource in ("configmaps", "dynamographdeployments") and not r.dry_run
             and r.verb in ("create", "patch")]  # fmt: skip
     assert made == [], [str(r) for r in made]
+    # The 500 it comes with is permanent: asked once, not retried as a server fault.
+    tried = [r for r in k8s.requests(ns) if r.resource == "dynamographdeployments" and r.verb == "patch"]
+    assert len(tried) == 1, [str(r) for r in tried]
 
 
 def test_reused_namespace_keeps_cache_and_skips_download(k8s, recipes, settings):

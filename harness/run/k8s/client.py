@@ -26,6 +26,10 @@ APPLY_PATCH = "application/apply-patch+yaml"
 # The API server sheds load with 429 (priority and fairness) and answers 5xx while an apiserver restarts
 # or etcd elects a leader; both clear on their own. Any other status is the server's verdict.
 RETRY_STATUSES = {429, 500, 502, 503, 504}
+# Server-side apply answers a body its schema cannot type (an unknown field under strict validation, a wrong type)
+# with HTTP 500 and this message (k8s.io/apiserver fieldmanager, seen from kube-apiserver v1.37.2 in tests/k8s),
+# not with a 422: it is permanent, so it is reported at once instead of retried as a server fault.
+TYPED_PATCH_REJECTED = "failed to create typed patch object"
 
 __all__ = ["NO_CLUSTER", "ApiException", "ConfigSource", "Kube", "KubeError", "Resource", "api_message", "find_config"]
 
@@ -96,6 +100,8 @@ def transient(exc: BaseException, idempotent: bool) -> bool:
     if isinstance(exc, ApiException):
         if exc.status == 429:
             return True
+        if exc.status == 500 and TYPED_PATCH_REJECTED in str(exc.body or ""):
+            return False  # the request itself is wrong: the same body gets the same 500
         if exc.status in RETRY_STATUSES:
             return idempotent
         return exc.status == 0 and idempotent  # the client's own "no response" wrapper
