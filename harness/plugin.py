@@ -235,6 +235,7 @@ class RecipeHarness:
         self.runs: dict[tuple[str, str], StepRun] = {}
         self.plan_errors: dict[tuple[str, str], str] = {}
         self.unavailable: dict[str, str | None] = {}
+        self.rehearsed_elsewhere: list[str] = []  # recipes whose stage run another chosen recipe's run stands for
         self.stage_options: StageOptions | None = None
         self.notes: list[str] = []
         self.session: pytest.Session | None = None
@@ -377,7 +378,12 @@ class RecipeHarness:
         except ImportError as exc:
             stage = None
             self.unavailable[stage_name] = f"{stage_name} stage cannot load: {exc}"
+        rehearsed_by = getattr(stage, "rehearsed_by", None)
         for recipe in self.selection.chosen:
+            other = rehearsed_by(recipe, self.selection.chosen) if rehearsed_by else None
+            if other is not None:
+                self.rehearsed_elsewhere.append(f"{stage_name} {recipe.id}: the same run as {other.id}'s")
+                continue
             node = RecipeNode.from_parent(suite, name=recipe.id)
             try:
                 steps = [s.name for s in stage.steps(recipe)] if stage else ["run"]
@@ -607,6 +613,8 @@ class RecipeHarness:
         tr = terminalreporter
         for note in self.notes + self.gate.summary():
             tr.write_line(f"recipe-harness: {note}")
+        for line in self.rehearsed_elsewhere:
+            tr.write_line(f"recipe-harness: not run again: {line} (an overlay that changes only cluster settings)")
         findings = dedupe(self.report.findings)
         failing = sorted({f.check_id for f in findings if f.severity is Severity.ERROR})
         if failing:

@@ -4,7 +4,6 @@ shape fails to build, and discovery and the layout checks accept the layout."""
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -16,9 +15,10 @@ from harness.analysis.docs import catalogue_md
 from harness.checks import REGISTRY, all_checks, run_check
 from harness.recipe.discovery import RecipeTree, discover, is_overlay_dir, recipe_dirs
 from harness.recipe.images import parse_image
+from harness.recipe.kustomize import locate, missing_reason
 from harness.recipe.model import FileCache
 from harness.run.static import context_for, make_selection
-from tests.conftest import CATALOGUE, check_on_copy, copy_catalogue, needs_catalogue
+from tests.conftest import CATALOGUE, check_on_copy, copy_catalogue, copy_model, needs_catalogue
 
 CROSS_NODE = (
     "deepseek-r1/sglang/disagg-16gpu",
@@ -30,21 +30,14 @@ RDMA_PREFIXES = ("rdma/", "networking.gke.io.networks/rdma-", "vpc.amazonaws.com
 
 
 def _kustomize() -> list[str] | None:
-    """The kustomize to run: $RECIPE_HARNESS_KUSTOMIZE, `kustomize` on PATH, else `kubectl kustomize`."""
-    env = os.environ.get("RECIPE_HARNESS_KUSTOMIZE")
-    if env and Path(env).is_file():
-        return [env, "build"]
-    if shutil.which("kustomize"):
-        return ["kustomize", "build"]
-    if shutil.which("kubectl"):
-        return ["kubectl", "kustomize"]
-    return None
+    """The kustomize the harness runs (harness.recipe.kustomize.locate: $RECIPE_HARNESS_KUSTOMIZE, PATH, the cached
+    build `recipe-harness cluster setup` makes, else `kubectl kustomize`)."""
+    found = locate()
+    return list(found.argv) if found else None
 
 
 KUSTOMIZE = _kustomize()
-needs_kustomize = pytest.mark.skipif(
-    KUSTOMIZE is None, reason="no kustomize: set RECIPE_HARNESS_KUSTOMIZE, or put kustomize or kubectl on PATH"
-)
+needs_kustomize = pytest.mark.skipif(KUSTOMIZE is None, reason=f"no kustomize: {missing_reason()}")
 
 
 def build(directory: Path) -> subprocess.CompletedProcess:
@@ -245,3 +238,33 @@ def _check(root: Path, check_id: str, rid: str):
     all_checks()
     selection = make_selection(root, [rid])
     return run_check(REGISTRY[check_id], selection.chosen[0], context_for(selection, ()))
+
+
+@needs_catalogue
+@needs_kustomize
+def test_sim_rehearses_an_overlay_once_unless_it_changes_what_runs(tmp_path):
+    """An overlay that changes only cluster settings is the same sim run as its base (not run twice); one that
+    changes a worker's engine arguments is rehearsed on its own."""
+    pytest.importorskip(
+        "dynamo.frontend", reason="the sim plan reads the installed Dynamo frontend: pip install -e '.[sim]'"
+    )
+    from harness.run.sim.stage import SimStage
+
+    root = copy_model("qwen3-32b", tmp_path / "recipes")
+    changed = root / "qwen3-32b/vllm/agg-round-robin-bigger-blocks"
+    changed.mkdir()
+    (changed / "kustomization.yaml").write_text(
+        "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources:\n  - ../agg-round-robin\n"
+        "patches:\n  - target: {group: nvidia.com, kind: DynamoGraphDeployment}\n    patch: |-\n"
+        "      - op: test\n        path: /spec/components/1/type\n        value: worker\n"
+        "      - op: replace\n        path: /spec/components/1/podTemplate/spec/containers/0/args/7\n"
+        '        value: "32"\n'
+    )
+    recipes = {r.id: r for r in discover(root)}
+    chosen = list(recipes.values())
+    stage = SimStage()
+    base = recipes["qwen3-32b/vllm/agg-round-robin"]
+    assert stage.rehearsed_by(base, chosen) is None
+    same = stage.rehearsed_by(recipes["qwen3-32b/vllm/agg-round-robin-cluster-gke"], chosen)
+    assert same is not None and same.id == base.id
+    assert stage.rehearsed_by(recipes["qwen3-32b/vllm/agg-round-robin-bigger-blocks"], chosen) is None

@@ -129,3 +129,7 @@ class Stage(Protocol):
 
     def open(self, recipe: Recipe, options: StageOptions) -> StepRun:
         """Start a run for the recipe (cheap: heavy work belongs in the first step)."""
+
+    def rehearsed_by(self, recipe: Recipe, chosen: list[Recipe]) -> Recipe | None:
+        """Another chosen recipe whose run would be this one's exactly (a kustomize overlay that changes only what
+        the stage does not model), so the recipe gets no items of its own; None to run it. Cheap: at collection."""

@@ -28,6 +28,7 @@ from harness.run.sim.paired import Arm, PairedBench, PairedError, reference_for
 from harness.run.sim.plan import (
     FrontendCli,
     PlanError,
+    ProcessPlan,
     SimPlan,
     build_plan,
     frontend_cli_from,
@@ -87,6 +88,27 @@ class SimStage:
 
     def open(self, recipe: Recipe, options: StageOptions) -> SimRun:
         return SimRun(recipe, options)
+
+    def rehearsed_by(self, recipe: Recipe, chosen: list[Recipe]) -> Recipe | None:
+        """A kustomize overlay (RDMA devices, storage class, namespace, registry mirror) whose local plan, the
+        processes and every argument the sim starts, equals a chosen plain recipe's: the rehearsal would be the
+        same run twice, so the plain recipe's stands for both. An overlay that changes what runs is rehearsed."""
+        if recipe.kustomize_build is None:
+            return None
+        try:
+            cli = installed_frontend_cli()
+            mine = _rehearsal(build_plan(recipe, frontend_cli=cli))
+        except Exception:
+            return None  # its own items say why it cannot be planned
+        for other in chosen:
+            if other.kustomize_build is not None or other.model != recipe.model or other.framework != recipe.framework:
+                continue
+            try:
+                if _rehearsal(build_plan(other, frontend_cli=cli)) == mine:
+                    return other
+            except Exception:
+                continue
+        return None
 
 
 def frontend_cli_of(rt: SimRuntime) -> FrontendCli:
@@ -519,3 +541,14 @@ def portable_args(args: list[str], url: str, model_dir: Path, artifact_dir: Path
     """AIPerf args with this machine's ports and paths replaced, so baselines compare across runs."""
     swap = {url: "http://127.0.0.1:<port>", str(model_dir): "<sim-model-dir>", str(artifact_dir): "<artifact-dir>"}
     return [swap.get(a, a) for a in args]
+
+
+def _rehearsal(plan: SimPlan) -> tuple:
+    """What a sim run starts and measures: the processes' modules, arguments, roles and sizes, the served name and
+    the router; not the recipe id nor environment the mocker does not read (RDMA and NCCL settings)."""
+
+    def proc(p: ProcessPlan) -> tuple:
+        return (p.module, p.args, p.role, p.service, p.replica, p.data_parallel_size)
+
+    return (plan.served_model_name, plan.model_id, plan.backend, plan.router_mode, proc(plan.frontend),
+            tuple(proc(w) for w in plan.workers))  # fmt: skip
