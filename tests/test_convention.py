@@ -121,7 +121,16 @@ def test_manifests_are_found_at_any_depth_and_model_level_perf_too():
 
 def test_catalogue_discovery_is_unchanged():
     selection = make_selection(REPO / "recipes")
-    assert all(len(r.id.split("/")) == 3 and r.manifest == r.path / "deploy.yaml" for r in selection.all)
+    plain = [r for r in selection.all if r.kustomize_build is None]
+    assert plain and all(len(r.id.split("/")) == 3 and r.manifest == r.path / "deploy.yaml" for r in plain)
+    # the kustomize variants beside them (`<mode>-<variant>/`): a kustomization and no deployment of their own
+    overlays = [r for r in selection.all if r.kustomize_build is not None]
+    assert all(
+        len(r.id.split("/")) == 3
+        and (r.path / "kustomization.yaml").is_file()
+        and not (r.path / "deploy.yaml").exists()
+        for r in overlays
+    ), [r.id for r in overlays]
 
 
 def test_builtin_matrix_agrees_with_the_catalogue_matrix_and_names_its_wheels():
