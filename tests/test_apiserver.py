@@ -16,6 +16,7 @@ import pytest
 from harness.run.apiserver.dryrun import RecipeDryRun, field_path, namespace_for
 from harness.run.apiserver.session import ApiServerSession, Unavailable
 from harness.run.static import make_selection
+from harness.run.strict import STRICT_ENV, strict_from_env
 from tests.conftest import copy_model
 
 pytest_plugins = ["pytester"]
@@ -31,6 +32,8 @@ def api_session():
         session.client()
     except Unavailable as exc:
         session.close()
+        if "apiserver" in strict_from_env():  # CI: a control plane that cannot start is a failure, not a skip
+            pytest.fail(f"{STRICT_ENV} names apiserver: {exc}")
         pytest.skip(str(exc))
     yield session
     session.close()

@@ -46,6 +46,8 @@ def _remove_orphans() -> None:
 class ApiServerSession:
     """Opens (lazily, once) the control plane the tier applies to, and closes what it opened."""
 
+    _opened = 0  # control planes started by sessions of this process, for unique state names
+
     def __init__(self) -> None:
         self._client: Client | None = None
         self._plane: ControlPlane | None = None
@@ -89,7 +91,9 @@ class ApiServerSession:
         _remove_orphans()
         # A dry run schedules nothing and the tier creates the ServiceAccounts it needs: etcd and the API server
         # are enough, and start in seconds.
-        self.cluster_name = f"pytest-{os.getpid()}"
+        # one process can hold several sessions (the tier's own and a test module's): each gets its own state dir
+        ApiServerSession._opened += 1
+        self.cluster_name = f"pytest-{os.getpid()}-{ApiServerSession._opened}"
         self._plane = ControlPlane(binaries, ClusterOptions(name=self.cluster_name, extras=()))
         state = self._plane.start()
         client = state.client()
