@@ -186,3 +186,21 @@ def test_a_documented_placeholder_in_a_base_is_one_warning_through_the_overlays(
     assert [(f.check_id, f.severity.value, f.file, f.line) for f in report.findings] == [
         ("template-placeholders", "warning", str(base), line)
     ], "\n".join(f.format() for f in report.findings)
+
+
+@needs_kustomize
+def test_a_hostile_file_is_not_handed_to_kustomize(tmp_path):
+    """kustomize expands YAML aliases without a limit (a billion-laughs resource kept it busy for minutes); the
+    harness refuses what its own loader refuses, at once, and says which file and why."""
+    base = tmp_path / "base"
+    base.mkdir()
+    rows = ['a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
+    rows += [f"{c}: &{c} [{','.join([f'*{p}'] * 9)}]" for p, c in zip("abcdefgh", "bcdefghi")]
+    (base / "bomb.yaml").write_text("\n".join(rows) + "\n")
+    (base / "kustomization.yaml").write_text("resources:\n  - bomb.yaml\n")
+    overlay = tmp_path / "overlay"
+    overlay.mkdir()
+    (overlay / "kustomization.yaml").write_text("resources:\n  - ../base\n")
+    result = kustomize.build(overlay, RUNNER)
+    assert not result.ok
+    assert result.error.startswith(f"not built: {base / 'bomb.yaml'}: YAML expands to more than"), result.error

@@ -62,6 +62,11 @@ def defect_tree(root: Path) -> Path:
             for r in recipes:
                 if r not in keep:
                     shutil.rmtree(copy / r)
+            # the kustomize variants beside the recipes: the fixtures edit plain recipes, and an overlay of a
+            # removed base would only add a broken build (the catalogue's own overlays stay in the tree)
+            for k in copy.glob("*/*/kustomization.yaml"):
+                if not (k.parent / "recipe.yaml").exists():
+                    shutil.rmtree(k.parent)
     hostile_tree(root)
     return root
 

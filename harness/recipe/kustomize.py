@@ -323,6 +323,10 @@ def _build(directory: Path, runner: Kustomize | None) -> Build:
     if runner is None:
         result.error = missing_reason()
         return result
+    hostile = _hostile_input(directory)
+    if hostile:
+        result.error = f"not built: {hostile} (the harness does not hand such a file to kustomize)"
+        return result
     with tempfile.TemporaryDirectory(prefix="rh-kustomize-") as wrapper:
         rel = os.path.relpath(directory, wrapper)
         Path(wrapper, "kustomization.yaml").write_text(
@@ -335,8 +339,11 @@ def _build(directory: Path, runner: Kustomize | None) -> Build:
             out = subprocess.run(
                 [*runner.argv, wrapper], capture_output=True, text=True, timeout=BUILD_TIMEOUT_S, cwd=directory
             )
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            result.error = f"kustomize did not finish: {exc}"
+        except subprocess.TimeoutExpired:
+            result.error = f"kustomize did not finish within {BUILD_TIMEOUT_S} s"
+            return result
+        except OSError as exc:
+            result.error = f"kustomize did not start: {exc}"
             return result
         if out.returncode != 0:
             result.error = _clean_error(out.stderr or out.stdout, wrapper, directory)
@@ -430,6 +437,37 @@ def _pop_metadata(data: SrcMap, wrapper: Path) -> tuple[Path | None, list[Path]]
             if path not in configured:
                 configured.append(path)
     return origin, configured
+
+
+# What the harness's own loader refuses as hostile (yamlsrc: an alias bomb, nesting, a file over the size cap).
+# kustomize expands aliases without a limit: a billion-laughs file in a kustomization kept it busy for minutes.
+HOSTILE_MARKERS = ("alias/anchor bomb", "nesting deeper than", "-byte cap for a manifest")
+
+
+def _hostile_input(directory: Path, seen: set[Path] | None = None) -> str:
+    """The first YAML file in the kustomization's directory, or in a local directory it names (resources,
+    components, bases), that the harness's loader refuses as hostile: `path: message`; "" when there is none."""
+    seen = seen if seen is not None else set()
+    directory = directory.resolve()
+    if directory in seen or len(seen) > 200:
+        return ""
+    seen.add(directory)
+    for path in sorted([*directory.glob("*.yaml"), *directory.glob("*.yml")]):
+        bad = next((p for p in _load(path).problems if any(m in p.message for m in HOSTILE_MARKERS)), None)
+        if bad is not None:
+            return f"{path}: {bad.message}"
+    kfile = kustomization_file(directory)
+    data = _load(kfile).documents if kfile is not None and kfile.is_file() else []
+    for doc in data:
+        if not isinstance(doc.data, SrcMap):
+            continue
+        for key in ("resources", "components", "bases"):
+            for ref in doc.data.get(key) or []:
+                if isinstance(ref, str) and not _is_remote(ref) and (directory / ref).is_dir():
+                    found = _hostile_input(directory / ref, seen)
+                    if found:
+                        return found
+    return ""
 
 
 @cache
