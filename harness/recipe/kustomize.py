@@ -35,6 +35,7 @@ from typing import Any
 
 import yaml
 
+from harness.recipe.cachedir import cache_dir
 from harness.recipe.findings import Loc
 from harness.recipe.yamlsrc import Document, LoadedFile, SrcList, SrcMap, load_yaml_file, parse_yaml_bytes
 
@@ -67,8 +68,7 @@ class Kustomize:
 
 def cache_bin() -> Path:
     """`$RECIPE_HARNESS_CACHE/bin`, default `~/.cache/recipe-harness/bin`: where `setup` installs kustomize."""
-    base = os.environ.get("RECIPE_HARNESS_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "recipe-harness")
-    return Path(base) / "bin"
+    return cache_dir("bin")
 
 
 def _binary_version(path: str) -> str | None:

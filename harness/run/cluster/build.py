@@ -32,6 +32,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from harness.recipe.cachedir import cache_dir
 from harness.run.filelock import locked
 
 MARKER = "cluster-build.json"
@@ -88,8 +89,7 @@ class Binaries:
 
 def cache_root() -> Path:
     """`$RECIPE_HARNESS_CACHE/cluster`, default `~/.cache/recipe-harness/cluster`."""
-    base = os.environ.get("RECIPE_HARNESS_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "recipe-harness")
-    return Path(base) / "cluster"
+    return cache_dir("cluster")
 
 
 def build_dir(versions: Versions = DEFAULT_VERSIONS, root: Path | None = None) -> Path:

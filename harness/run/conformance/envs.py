@@ -42,6 +42,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from harness.recipe.cachedir import cache_dir
 from harness.run.filelock import locked
 
 MARKER = "conformance-env.json"
@@ -88,8 +89,7 @@ class Env:
 
 def cache_root() -> Path:
     """`$RECIPE_HARNESS_CACHE/conformance`, default `~/.cache/recipe-harness/conformance`."""
-    base = os.environ.get("RECIPE_HARNESS_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "recipe-harness")
-    return Path(base) / "conformance"
+    return cache_dir("conformance")
 
 
 def env_name(release: str, kind: str) -> str:

@@ -21,6 +21,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from harness.recipe.cachedir import cache_dir
 from harness.run.conformance.envs import choose_installer
 from harness.run.filelock import locked
 
@@ -48,8 +49,7 @@ class EstimatorEnv:
 
 def cache_root() -> Path:
     """`$RECIPE_HARNESS_CACHE/aiconfigurator`, default `~/.cache/recipe-harness/aiconfigurator`."""
-    base = os.environ.get("RECIPE_HARNESS_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "recipe-harness")
-    return Path(base) / "aiconfigurator"
+    return cache_dir("aiconfigurator")
 
 
 def setup_command() -> str:
