@@ -12,7 +12,6 @@ changed files are written back; a second run finds nothing to change.
 from __future__ import annotations
 
 import argparse
-import os
 import re
 import shutil
 import sys
@@ -262,7 +261,7 @@ def _diff(root: Path, work: Path) -> list[tuple[Path, str, str]]:
 
 def run(args: argparse.Namespace) -> int:
     from harness.analysis.docs import write as write_docs
-    from harness.commands.convert import unified_diff
+    from harness.commands.convert import unified_diff, write_atomic
     from harness.recipe.findings import display_path
     from harness.run.conformance import envs
     from harness.run.static import make_selection
@@ -331,11 +330,7 @@ def run(args: argparse.Namespace) -> int:
                 sys.stdout.writelines(unified_diff(old, new, str(rel)))
         else:
             for rel, _old, new in changes:
-                dest = root / rel
-                dest.parent.mkdir(parents=True, exist_ok=True)
-                tmp_file = dest.with_name(f".{dest.name}.tmp-{os.getpid()}")
-                tmp_file.write_text(new)
-                os.replace(tmp_file, dest)
+                write_atomic(root / rel, new)
             print(
                 f"\nwrote {len(changes)} file(s)"
                 + (

@@ -60,6 +60,14 @@ def unified_diff(old: str, new: str, name: str) -> list[str]:
     return out
 
 
+def write_atomic(path: Path, text: str) -> None:
+    """Write `path` whole or not at all (a temporary file beside it, then a rename), creating its folder."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
 def run(args: argparse.Namespace) -> int:
     from harness.recipe.convert import ConvertError, convert_text
     from harness.recipe.findings import display_path
@@ -89,9 +97,7 @@ def run(args: argparse.Namespace) -> int:
         if args.dry_run:
             sys.stdout.writelines(unified_diff(old, conv.text, patch_name(path, selection.root)))
             continue
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        tmp.write_text(conv.text)
-        os.replace(tmp, path)
+        write_atomic(path, conv.text)
         print(f"converted {display_path(path)} to v1beta1")
     verb = "would convert" if args.dry_run else "converted"
     print(f"convert: {verb} {changed} of {len(selection.chosen)} recipes, {len(failures)} failed", file=say)

@@ -10,7 +10,6 @@ there, proven there, and only then copied back.
 from __future__ import annotations
 
 import argparse
-import os
 import re
 import shutil
 import sys
@@ -218,7 +217,7 @@ def _changed(work: Path, dest: Path) -> list[tuple[str, str, str]]:
 def run(args: argparse.Namespace) -> int:
     from harness.analysis.docs import write as write_docs
     from harness.analysis.variant import plan_variant
-    from harness.commands.convert import unified_diff
+    from harness.commands.convert import unified_diff, write_atomic
     from harness.recipe.derive import DeriveError, UsageError, variant_mode
     from harness.recipe.discovery import SelectionError
     from harness.run.prove import prove
@@ -316,11 +315,7 @@ def run(args: argparse.Namespace) -> int:
             shutil.copytree(work, dest, symlinks=True)
         else:
             for rel, _old, new in files:
-                target = dest / rel
-                target.parent.mkdir(parents=True, exist_ok=True)
-                tmp_file = target.with_name(f".{target.name}.tmp-{os.getpid()}")
-                tmp_file.write_text(new)
-                os.replace(tmp_file, target)
+                write_atomic(dest / rel, new)
         print(
             f"\nwrote {spec.variant_id} into {dest}: {len(files)} file(s) changed"
             + (" (with --force: it carries its findings)" if blocked else "")
