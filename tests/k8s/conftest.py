@@ -45,6 +45,7 @@ from harness.run.k8s.client import Kube, find_config
 from harness.run.k8s.portforward import StaticURL
 from harness.run.k8s.run import GpuRun
 from harness.run.k8s.settings import DeploySettings
+from harness.run.stage import StepFailed
 from harness.run.strict import STRICT_ENV, strict_from_env
 
 from .simulations import (
@@ -767,6 +768,17 @@ def make_run(
 def run_steps(run: GpuRun, steps: list[str]) -> None:
     for step in steps:
         run.run_step(step)
+
+
+def fail_at(run: GpuRun, step: str, before: list[str] = (), exc: type[BaseException] | None = None) -> str:
+    """Run the steps before `step`, expect `step` to raise `exc` (StepFailed), always tear down; the message."""
+    try:
+        run_steps(run, list(before))
+        with pytest.raises(exc or StepFailed) as info:
+            run.run_step(step)
+    finally:
+        run.close()
+    return str(info.value)
 
 
 def export_logs(k8s: K8s, namespace: str, export: dict | None = None) -> str:

@@ -9,26 +9,14 @@ from __future__ import annotations
 
 import time
 
-import pytest
 import yaml
 
 from harness.run.k8s.cache import CACHE_REVISION
-from harness.run.stage import StepFailed
 
-from .conftest import AGG, SETUP, cpu_node, gpu_node, make_run, run_steps, wait_for
+from .conftest import AGG, SETUP, cpu_node, fail_at, gpu_node, make_run, run_steps, wait_for
 from .simulations import REASON_UNSUPPORTED_PROVIDER, NodeGroup, q
 
 WANTED = "Qwen/Qwen3-0.6B@c1899de289a04d12100db370d81485cdf75e47ca"
-
-
-def fail_at(run, steps: list[str], step: str) -> str:
-    try:
-        run_steps(run, steps)
-        with pytest.raises(StepFailed) as info:
-            run.run_step(step)
-    finally:
-        run.close()
-    return str(info.value)
 
 
 # --- 3: autoscaling ----------------------------------------------------------------------------------------------
@@ -66,7 +54,7 @@ def test_a_gpu_pool_at_zero_fails_when_told_to(k8s, recipes, settings):
     """The nightly's choice (--missing-gpus fail): no GPU node is a failure, not a skip that leaves the job green."""
     settings.missing_gpus = "fail"
     k8s.replace_nodes([cpu_node()])
-    message = fail_at(make_run(recipes[AGG], settings, k8s), [], "preflight")
+    message = fail_at(make_run(recipes[AGG], settings, k8s), "preflight", [])
     assert "needs 2 nvidia.com/gpu" in message and "--missing-gpus fail" in message
 
 
@@ -89,7 +77,7 @@ def test_a_resource_quota_fails_the_run_at_once_with_the_controllers_message(k8s
     )
     run = make_run(recipes[AGG], settings, k8s)
     start = time.monotonic()
-    message = fail_at(run, SETUP, "ready")
+    message = fail_at(run, "ready", SETUP)
     assert "FailedCreate" in message and "exceeded quota: gpu-quota" in message, message
     assert time.monotonic() - start < 60, "failed at once, not after ready_timeout"
 
@@ -102,7 +90,7 @@ def test_the_operators_terminal_reason_fails_without_the_grace(k8s, recipes, set
     settings.namespace, settings.failed_grace = ns, 60.0
     k8s.operator_script(ns, terminal=(REASON_UNSUPPORTED_PROVIDER, 'workload provider "x" is not supported'))
     start = time.monotonic()
-    message = fail_at(make_run(recipes[AGG], settings, k8s), SETUP, "ready")
+    message = fail_at(make_run(recipes[AGG], settings, k8s), "ready", SETUP)
     assert 'workload provider "x" is not supported' in message and " for " not in message.split(":")[0]
     assert time.monotonic() - start < 30, "the terminal failure is reported at once, not after failed_grace"
 
@@ -193,7 +181,7 @@ def test_namespace_scoped_rbac_is_reported_as_a_permission_not_a_missing_operato
     kubeconfig = _namespaced_kubeconfig(k8s, ns, tmp_path)
     run = make_run(recipes[AGG], settings, k8s)
     run._kube = Kube.connect(ConfigSource("kubeconfig", kubeconfig), settings.api_timeout)
-    message = fail_at(run, [], "preflight")
+    message = fail_at(run, "preflight", [])
     assert "install the Dynamo operator" not in message, message
     assert "may not list nodes (cluster-wide; SelfSubjectAccessReview: denied" in message, message
 

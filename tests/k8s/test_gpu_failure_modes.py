@@ -32,6 +32,7 @@ from .conftest import (
     TOO_MANY,
     cpu_node,
     export_logs,
+    fail_at,
     gpu_node,
     make_run,
     run_steps,
@@ -221,14 +222,9 @@ def test_defect_04_harness_reports_its_own_timeout(k8s, recipes, settings):
     settings.ready_timeout, settings.time_budget, settings.teardown_reserve = 600, 20, 5
     run = make_run(recipes[AGG], settings, k8s)
     start = time.monotonic()
-    try:
-        run_steps(run, SETUP)
-        with pytest.raises(StepFailed) as failure:
-            run.run_step("ready")
-    finally:
-        run.close()
+    message = fail_at(run, "ready", SETUP)
     ended = time.monotonic() - start
-    assert "the run's time budget" in str(failure.value) and "diagnostics:" in str(failure.value)
+    assert "the run's time budget" in message and "diagnostics:" in message
     assert (settings.report_dir / "diagnostics").is_dir()
     assert ended <= settings.time_budget + 5, f"the harness finished at {ended:.0f}s, after its budget"
     wait_for(lambda: k8s.dgd(ns, "tiny-agg") is None, 30, "the DGD gone")

@@ -32,6 +32,7 @@ from .conftest import (
     RecordingSuite,
     cpu_node,
     export_logs,
+    fail_at,
     gpu_node,
     make_run,
     run_steps,
@@ -42,17 +43,6 @@ from .simulations import REASON_UNSUPPORTED_PROVIDER, q
 
 WORKERS = "nvidia.com/dynamo-component-type"
 WRITES = ("create", "patch", "update")
-
-
-def fail_at(run: GpuRun, step: str, before: list[str] = (), exc: type[BaseException] = StepFailed) -> str:
-    """Run the steps before `step`, expect `step` to raise `exc`, always tear down; the message."""
-    try:
-        run_steps(run, list(before))
-        with pytest.raises(exc) as info:
-            run.run_step(step)
-    finally:
-        run.close()
-    return str(info.value)
 
 
 def all_files(root: Path) -> dict[str, str]:
@@ -129,14 +119,7 @@ def test_dgd_never_ready_times_out_with_redacted_diagnostics(k8s, recipes, setti
     log = f"INFO starting worker\nDEBUG env HF_TOKEN={FAKE_TOKEN}\nWARN still loading weights\n"
     k8s.runtime.logs(ns, "main", k8s.write("worker.log", log))
     lines: list[str] = []
-    run = make_run(recipes[AGG], settings, k8s, lines=lines)
-    try:
-        run_steps(run, SETUP)
-        with pytest.raises(StepFailed) as failure:
-            run.run_step("ready")
-    finally:
-        run.close()
-    message = str(failure.value)
+    message = fail_at(make_run(recipes[AGG], settings, k8s, lines=lines), "ready", SETUP)
     assert "not ready after" in message and "state=pending" in message and "pods 1/2 ready" in message
     diag = settings.report_dir / "diagnostics" / "tiny_vllm_agg"
     files = all_files(diag)
